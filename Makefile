@@ -1,0 +1,57 @@
+# The README's two commands are `make run` and `make test`; everything else serves them.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: install run test check lint types bench lock clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==26.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed node_modules/.installed
+
+# The service on the embedded default (SQLite, filesystem broker, ./storage): the web
+# server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.
+run: $(BIN)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"
+	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker beat
+
+# Lint, types and the whole test suite. The tests need nothing running beforehand; with
+# DATABASE_URL and CELERY_BROKER_URL set they also run against PostgreSQL and Redis.
+# mypy's Django plugin loads the settings too, so the key is set for the whole target.
+test: export SECRET_KEY ?= tests-only-not-secret
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest
+
+check: test
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
+	touch $@
+
+# The benchmark (bench/run.py): needs PostgreSQL and Redis, as described there.
+bench: $(BIN)/.bench-installed
+	SECRET_KEY=$${SECRET_KEY:-bench-only-not-secret} $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Refresh requirements.lock from what pyproject.toml asks for.
+lock:
+	rm -rf /tmp/imgsvc-lock && $(PYTHON) -m venv /tmp/imgsvc-lock
+	/tmp/imgsvc-lock/bin/pip install --quiet --upgrade pip==26.3
+	/tmp/imgsvc-lock/bin/pip install --quiet -e '.[dev,bench]'
+	/tmp/imgsvc-lock/bin/pip freeze --exclude-editable | sort > requirements.lock
+
+clean:
+	rm -rf $(VENV) node_modules var .mypy_cache .ruff_cache .pytest_cache
