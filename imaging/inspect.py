@@ -1,0 +1,82 @@
+"""Open untrusted bytes as an image, refusing what is not one or is too big to decode."""
+
+import io
+import warnings
+from typing import Final
+
+from PIL import Image, UnidentifiedImageError
+
+from imaging.errors import ImagingError
+
+# Only formats a product photo comes in (JPEG covers MPO, which cameras write). Pillow
+# would otherwise also try EPS (which runs Ghostscript), PSD, ICO and dozens more on bytes
+# that a stranger chose.
+ACCEPTED_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+JPEG_FORMATS: Final = frozenset({"JPEG", "MPO"})
+
+# The IJG (libjpeg) luminance table for quality 50, in natural order. Every encoder built on
+# libjpeg scales it by quality, so a file's table says what quality it was saved at.
+IJG_LUMINANCE: Final = (
+    16, 11, 10, 16, 24, 40, 51, 61,
+    12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77,
+    24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101,
+    72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """Identify data and check its size from the header, before any pixel is decoded."""
+    with warnings.catch_warnings():
+        # The bomb check below is ours, against our own limit.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        except UnidentifiedImageError:
+            raise ImagingError(
+                "not_an_image", "The file is not an image in a supported format."
+            ) from None
+        except Image.DecompressionBombError:
+            raise _too_many_pixels(max_pixels) from None
+        except Exception as error:
+            raise ImagingError("corrupt_image", f"The image header is damaged: {error}.") from None
+    if image.width * image.height > max_pixels:
+        raise _too_many_pixels(max_pixels)
+    if image.width == 0 or image.height == 0:
+        raise ImagingError("corrupt_image", "The image has no pixels.")
+    return image
+
+
+def decode(image: Image.Image) -> None:
+    """Decode the pixels of an opened image; damaged data becomes corrupt_image."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image.load()
+        except Exception as error:
+            raise ImagingError("corrupt_image", f"The image data is damaged: {error}.") from None
+
+
+def estimate_jpeg_quality(image: Image.Image) -> int | None:
+    """The IJG quality (1-100) whose luminance table best matches this JPEG's; None if none."""
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    target = sum(tables[0])
+    return min(range(1, 101), key=lambda quality: abs(IJG_TABLE_SUMS[quality] - target))
+
+
+def _ijg_table_sum(quality: int) -> int:
+    scale = 5000 // quality if quality < 50 else 200 - quality * 2
+    return sum(min(max((value * scale + 50) // 100, 1), 255) for value in IJG_LUMINANCE)
+
+
+# The luminance table's sum at each quality, 1 to 100 (index 0 unused).
+IJG_TABLE_SUMS: Final = (0, *(_ijg_table_sum(quality) for quality in range(1, 101)))
+
+
+def _too_many_pixels(max_pixels: int) -> ImagingError:
+    return ImagingError("too_many_pixels", f"The image has more than {max_pixels:,} pixels.")

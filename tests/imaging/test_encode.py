@@ -1,0 +1,190 @@
+"""compress(): bytes in, bytes out, no Django. Every input is made here with Pillow."""
+
+import io
+
+import pytest
+from PIL import Image, ImageCms
+
+from imaging.encode import compress
+from imaging.errors import ImagingError
+from imaging.inspect import estimate_jpeg_quality
+from tests.support import IJG_Q50_LUMINANCE, encoded, photo
+
+MAX_PIXELS = 50_000_000
+
+
+def run(data: bytes, **options: object) -> tuple[Image.Image, object]:
+    result = compress(data, quality=50, max_pixels=MAX_PIXELS, **options)  # type: ignore[arg-type]
+    return Image.open(io.BytesIO(result.data)), result
+
+
+def test_a_jpeg_stays_jpeg_at_quality_50_same_size_smaller() -> None:
+    # Given a quality-90 JPEG
+    source = encoded(photo(640, 480), "JPEG", quality=90)
+
+    # When it is compressed
+    output, result = run(source)
+
+    # Then it is a JPEG carrying the quality-50 tables, as large in pixels, smaller in bytes
+    assert output.format == "JPEG"
+    assert output.size == (640, 480)
+    assert output.quantization[0] == IJG_Q50_LUMINANCE  # type: ignore[attr-defined]
+    assert len(result.data) < len(source)  # type: ignore[attr-defined]
+    assert result.source_quality == 90  # type: ignore[attr-defined]
+    assert result.kept_original is False  # type: ignore[attr-defined]
+
+
+def test_relative_mode_encodes_at_half_the_estimated_quality() -> None:
+    source = encoded(photo(320, 240), "JPEG", quality=80)
+    output, result = run(source, mode="relative")
+    assert result.quality == 40  # type: ignore[attr-defined]
+    assert estimate_jpeg_quality(output) == 40
+
+
+def test_relative_mode_falls_back_to_the_fixed_quality_without_tables() -> None:
+    _, result = run(encoded(photo(100, 80), "PNG"), mode="relative")
+    assert result.quality == 50  # type: ignore[attr-defined]
+    assert result.source_quality is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("format", ["PNG", "BMP", "TIFF", "GIF"])
+def test_opaque_formats_without_quality_become_jpeg(format: str) -> None:
+    source = encoded(photo(200, 150), format)
+    output, _ = run(source)
+    assert output.format == "JPEG"
+    assert output.size == (200, 150)
+
+
+def test_transparent_png_becomes_webp_keeping_transparency() -> None:
+    image = photo(120, 90).convert("RGBA")
+    image.putpixel((0, 0), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 0), (60, 0, 120, 45))
+    output, _ = run(encoded(image, "PNG"))
+    assert output.format == "WEBP"
+    assert output.mode == "RGBA"
+    assert output.getpixel((100, 20))[3] == 0  # type: ignore[index]
+    assert output.getpixel((30, 70))[3] == 255  # type: ignore[index]
+
+
+def test_an_alpha_channel_that_is_fully_opaque_does_not_force_webp() -> None:
+    output, _ = run(encoded(photo(120, 90).convert("RGBA"), "PNG"))
+    assert output.format == "JPEG"
+
+
+def test_palette_png_with_a_transparent_index_becomes_webp() -> None:
+    image = photo(120, 90).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    image.info["transparency"] = image.getpixel((0, 0))
+    output, _ = run(encoded(image, "PNG", transparency=image.getpixel((0, 0))))
+    assert output.format == "WEBP"
+    assert output.getpixel((0, 0))[3] == 0  # type: ignore[index]
+
+
+def test_webp_stays_webp() -> None:
+    output, _ = run(encoded(photo(200, 150), "WEBP", quality=95))
+    assert output.format == "WEBP"
+    assert output.size == (200, 150)
+
+
+def test_sixteen_bit_grayscale_keeps_its_tones() -> None:
+    # Given a 16-bit gradient whose values run from 0 at the top to 65535 at the bottom
+    gradient = Image.linear_gradient("L").resize((64, 256)).convert("I")
+    deep = gradient.point(lambda value: value * 257)
+    source = encoded(deep.convert("I;16"), "PNG")
+    assert Image.open(io.BytesIO(source)).mode == "I;16"
+
+    # When compressed, then the tones survive (a naive conversion clips them to white)
+    output, _ = run(source)
+    assert output.mode == "L"
+    top, bottom = output.getpixel((30, 5)), output.getpixel((30, 250))
+    assert isinstance(top, int)
+    assert isinstance(bottom, int)
+    assert top < 30
+    assert bottom > 225
+
+
+def test_grayscale_and_cmyk_jpegs_keep_their_colour_space() -> None:
+    gray, _ = run(encoded(photo(100, 80).convert("L"), "JPEG", quality=90))
+    cmyk, _ = run(encoded(photo(100, 80).convert("CMYK"), "JPEG", quality=90))
+    assert gray.mode == "L"
+    assert cmyk.mode == "CMYK"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_the_pixels(orientation: int) -> None:
+    # Given a 200x100 image whose top-left corner is red, tagged with an orientation
+    image = Image.new("RGB", (200, 100), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 50, 25))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    source = encoded(image, "JPEG", quality=95, exif=exif.tobytes())
+
+    # When compressed
+    output, _ = run(source)
+
+    # Then the output looks as a viewer would show the source, and carries no orientation
+    upright = Image.open(io.BytesIO(source))
+    from PIL import ImageOps
+
+    expected = ImageOps.exif_transpose(upright)
+    assert output.size == expected.size
+    assert output.getexif().get(0x0112) is None
+    for x, y in [(5, 5), (expected.width - 5, 5), (5, expected.height - 5)]:
+        got, want = output.getpixel((x, y)), expected.getpixel((x, y))
+        assert isinstance(got, tuple)
+        assert isinstance(want, tuple)
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 40
+
+
+def test_icc_profile_is_kept_and_other_metadata_dropped() -> None:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif[0x8825] = {1: "N"}  # a GPS block
+    source = encoded(photo(160, 120), "JPEG", quality=90, icc_profile=profile, exif=exif.tobytes())
+    output, _ = run(source)
+    assert output.info.get("icc_profile") == profile
+    assert "exif" not in output.info
+    assert len(output.getexif()) == 0
+
+
+def test_colours_survive_on_a_known_patch() -> None:
+    image = Image.new("RGB", (128, 128), (200, 30, 60))
+    output, _ = run(encoded(image, "PNG"))
+    pixel = output.convert("RGB").getpixel((64, 64))
+    assert isinstance(pixel, tuple)
+    assert max(abs(a - b) for a, b in zip(pixel, (200, 30, 60), strict=True)) <= 6
+
+
+def test_an_animated_gif_keeps_its_first_frame() -> None:
+    frames = [Image.new("RGB", (64, 64), colour) for colour in [(250, 0, 0), (0, 250, 0)]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    output, _ = run(buffer.getvalue())
+    assert output.format == "JPEG"
+    assert getattr(output, "n_frames", 1) == 1
+    pixel = output.getpixel((32, 32))
+    assert isinstance(pixel, tuple)
+    assert pixel[0] > 200
+    assert pixel[1] < 50
+
+
+def test_an_output_that_would_grow_keeps_the_input_bytes() -> None:
+    # Given a JPEG already at quality 10: at 50 it would be larger
+    source = encoded(photo(200, 150), "JPEG", quality=10)
+    _, result = run(source)
+    assert result.kept_original is True  # type: ignore[attr-defined]
+    assert result.data == source  # type: ignore[attr-defined]
+
+
+def test_avif_is_read() -> None:
+    output, _ = run(encoded(photo(96, 64), "AVIF", quality=90))
+    assert output.format == "JPEG"
+    assert output.size == (96, 64)
+
+
+def test_a_truncated_jpeg_is_a_corrupt_image() -> None:
+    source = encoded(photo(320, 240), "JPEG", quality=90)
+    with pytest.raises(ImagingError) as raised:
+        compress(source[: len(source) // 2], quality=50, max_pixels=MAX_PIXELS)
+    assert raised.value.reason == "corrupt_image"
+    assert raised.value.transient is False

@@ -1,0 +1,335 @@
+"""fetch() and post(): the one HTTP seam, against a real server on 127.0.0.1.
+
+Nothing here may connect anywhere but 127.0.0.0/8: the `only_loopback` fixture replaces
+socket connect with one that fails the test for any other address, so a block that ever
+lets an address through shows up as a failure, not as traffic.
+"""
+
+import email.utils
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from imaging.errors import ImagingError
+from imaging.fetch import (
+    FetchPolicy,
+    blocked_address,
+    fetch,
+    parse_networks,
+    post,
+    retry_after_seconds,
+)
+
+BODY = b"\x89PNG fake image body " * 100
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if ipaddress.ip_address(host) not in LOOPBACK:
+            pytest.fail(f"the fetcher tried to connect to {address}")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+class Handler(BaseHTTPRequestHandler):
+    received: list[bytes] = []
+
+    def do_GET(self) -> None:
+        path = self.path
+        if path == "/host":
+            self.reply(200, self.headers["Host"].encode())
+        elif path == "/ok":
+            self.reply(200, BODY)
+        elif path.startswith("/status/"):
+            self.send_response(int(path.rsplit("/", 1)[1]))
+            self.send_header("Retry-After", "7")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"no")
+        elif path.startswith("/redirect/"):
+            hops = int(path.rsplit("/", 1)[1])
+            self.send_response(302)
+            self.send_header("Location", "/ok" if hops <= 1 else f"/redirect/{hops - 1}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/to-loopback-alias":
+            self.send_response(302)
+            port = self.server.server_address[1]  # type: ignore[index]
+            self.send_header("Location", f"http://127.0.0.2:{port}/ok")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/big-declared":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10_000_000))
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+        elif path == "/big-chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 4096
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                return
+        elif path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                return
+        else:
+            self.reply(404, b"")
+
+    def do_POST(self) -> None:
+        self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.reply(201, b"thanks")
+
+    def reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def policy_for(server: str, **limits: Any) -> FetchPolicy:
+    port = int(server.rsplit(":", 1)[1])
+    return FetchPolicy(
+        allowed_networks=parse_networks(["127.0.0.1/32"]),
+        allowed_ports=frozenset({port}),
+        **limits,
+    )
+
+
+def reason_of(url: str, policy: FetchPolicy, **options: Any) -> ImagingError:
+    with pytest.raises(ImagingError) as raised:
+        fetch(url, policy, **options)
+    return raised.value
+
+
+def test_a_200_answer_returns_the_exact_body(server: str) -> None:
+    assert fetch(f"{server}/ok", policy_for(server)) == BODY
+
+
+@pytest.mark.parametrize(
+    ("status", "transient"), [(404, False), (403, False), (410, False), (429, True), (503, True)]
+)
+def test_an_error_status_names_itself_and_whether_to_retry(
+    server: str, status: int, transient: bool
+) -> None:
+    error = reason_of(f"{server}/status/{status}", policy_for(server))
+    assert error.reason == f"http_{status}"
+    assert error.transient is transient
+
+
+def test_up_to_five_redirects_are_followed_and_a_sixth_is_refused(server: str) -> None:
+    assert fetch(f"{server}/redirect/5", policy_for(server)) == BODY
+    assert reason_of(f"{server}/redirect/6", policy_for(server)).reason == "too_many_redirects"
+
+
+def test_a_redirect_to_a_loopback_alias_outside_the_allow_list_is_blocked(server: str) -> None:
+    # 127.0.0.2 is loopback too, but only 127.0.0.1/32 is allowed: the hop is checked again
+    error = reason_of(f"{server}/to-loopback-alias", policy_for(server))
+    assert error.reason == "blocked_address"
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_reading(server: str) -> None:
+    error = reason_of(f"{server}/big-declared", policy_for(server, max_bytes=100_000))
+    assert error.reason == "too_large"
+
+
+def test_a_body_over_the_cap_without_a_length_is_cut_off_while_streaming(server: str) -> None:
+    error = reason_of(f"{server}/big-chunked", policy_for(server, max_bytes=100_000))
+    assert error.reason == "too_large"
+
+
+def test_a_server_that_drips_bytes_is_cut_off_at_the_total_deadline(server: str) -> None:
+    started = time.monotonic()
+    error = reason_of(f"{server}/drip", policy_for(server, total_timeout=1.0, read_timeout=5.0))
+    elapsed = time.monotonic() - started
+    assert error.reason == "timeout"
+    assert error.transient is True
+    assert elapsed < 2.5
+
+
+def test_a_port_outside_the_allowed_ones_is_refused(server: str) -> None:
+    policy = FetchPolicy(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    assert reason_of(f"{server}/ok", policy).reason == "blocked_port"
+
+
+def test_loopback_is_blocked_without_an_allow_list(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    policy = FetchPolicy(allowed_ports=frozenset({port}))
+    assert reason_of(f"{server}/ok", policy).reason == "blocked_address"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "http:///a.jpg",
+        "http://user:pw@example.com/",
+    ],
+)
+def test_urls_that_cannot_be_fetched_are_invalid(url: str) -> None:
+    assert reason_of(url, FetchPolicy()).reason == "invalid_url"
+
+
+NON_PUBLIC = [
+    "127.0.0.1",
+    "127.255.255.254",
+    "10.1.2.3",
+    "172.16.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "224.0.0.1",
+    "240.0.0.1",
+    "255.255.255.255",
+    "192.0.0.8",
+    "198.18.0.1",
+    "::1",
+    "::",
+    "fe80::1",
+    "fc00::1",
+    "fd12:3456::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::7f00:1",
+    "2001:db8::1",
+]
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
+def test_non_public_addresses_are_blocked(address: str) -> None:
+    assert blocked_address(ipaddress.ip_address(address)) is True
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.215.14", "2606:4700:4700::1111"])
+def test_public_addresses_are_not_blocked(address: str) -> None:
+    assert blocked_address(ipaddress.ip_address(address)) is False
+
+
+def test_an_allowed_network_opens_only_itself() -> None:
+    allowed = parse_networks(["127.0.0.1/32"])
+    assert blocked_address(ipaddress.ip_address("127.0.0.1"), allowed) is False
+    assert blocked_address(ipaddress.ip_address("127.0.0.2"), allowed) is True
+
+
+@pytest.mark.parametrize(
+    "resolved",
+    [
+        *([address] for address in NON_PUBLIC),
+        ["93.184.215.14", "127.0.0.1"],  # one bad address among good ones is enough
+    ],
+)
+def test_a_name_that_resolves_to_a_blocked_address_is_refused_without_connecting(
+    resolved: list[str],
+) -> None:
+    error = reason_of(
+        "http://images.shop.example/a.jpg", FetchPolicy(), resolver=lambda host, port: resolved
+    )
+    assert error.reason == "blocked_address"
+
+
+@pytest.mark.parametrize(
+    "host", ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"]
+)
+def test_other_spellings_of_loopback_are_blocked(host: str) -> None:
+    assert reason_of(f"http://{host}/a.jpg", FetchPolicy()).reason == "blocked_address"
+
+
+def test_post_sends_the_body_and_returns_the_status(server: str) -> None:
+    Handler.received.clear()
+    status = post(
+        f"{server}/hook", b'{"a": 1}', {"Content-Type": "application/json"}, policy_for(server)
+    )
+    assert status == 201
+    assert Handler.received == [b'{"a": 1}']
+
+
+def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to(
+    server: str,
+) -> None:
+    # Given a resolver that would answer a public address the second time it is asked
+    # (a DNS rebinding), and 127.0.0.1 (allowed) the first time
+    port = int(server.rsplit(":", 1)[1])
+    answers = [["127.0.0.1"], ["93.184.215.14"]]
+    asked: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[len(asked) - 1]
+
+    # When a URL with that name is fetched
+    body = fetch(f"http://images.shop.test:{port}/host", policy_for(server), resolver=rebinding)
+
+    # Then the name was resolved once, and the request went to the checked address with
+    # the name as Host
+    assert asked == ["images.shop.test"]
+    assert body == f"images.shop.test:{port}".encode()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("120", 120.0),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header) == seconds
+
+
+def test_a_retry_after_date_in_the_future_counts_from_now() -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    waited = retry_after_seconds(when)
+    assert waited is not None
+    assert 80 < waited <= 90
+
+
+def test_a_503_carries_its_retry_after(server: str) -> None:
+    error = reason_of(f"{server}/status/503", policy_for(server))
+    assert error.retry_after == 7.0

@@ -1,0 +1,73 @@
+"""open_image() and estimate_jpeg_quality(): identifying untrusted bytes."""
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from imaging.errors import ImagingError
+from imaging.inspect import estimate_jpeg_quality, open_image
+from tests.support import encoded, photo
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<!doctype html><html><body>Not found</body></html>",
+        b"",
+        bytes(range(256)) * 4,
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+    ],
+    ids=["html", "empty", "noise", "eps"],
+)
+def test_bytes_that_are_not_an_accepted_image_are_not_an_image(data: bytes) -> None:
+    with pytest.raises(ImagingError) as raised:
+        open_image(data, max_pixels=1_000_000)
+    assert raised.value.reason == "not_an_image"
+
+
+def test_an_ico_file_is_refused_although_pillow_could_read_it() -> None:
+    data = encoded(Image.new("RGB", (32, 32), "red"), "ICO")
+    with pytest.raises(ImagingError) as raised:
+        open_image(data, max_pixels=1_000_000)
+    assert raised.value.reason == "not_an_image"
+
+
+def test_too_many_pixels_is_refused_from_the_header_alone() -> None:
+    # Given a PNG whose header claims 100,000 x 100,000 pixels and has no pixel data
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+    # When opened with a limit of one megapixel, then it is refused before decoding
+    with pytest.raises(ImagingError) as raised:
+        open_image(data, max_pixels=1_000_000)
+    assert raised.value.reason == "too_many_pixels"
+    assert raised.value.message == "The image has more than 1,000,000 pixels."
+
+
+def test_an_image_within_the_limit_opens_without_decoding() -> None:
+    image = open_image(encoded(photo(100, 100), "PNG"), max_pixels=10_000)
+    assert image.size == (100, 100)
+    assert image.format == "PNG"
+
+
+@pytest.mark.parametrize("quality", [10, 30, 50, 75, 90, 95])
+def test_jpeg_quality_is_estimated_from_its_tables(quality: int) -> None:
+    image = Image.open(io.BytesIO(encoded(photo(64, 64), "JPEG", quality=quality)))
+    estimate = estimate_jpeg_quality(image)
+    assert estimate is not None
+    assert abs(estimate - quality) <= 1
+
+
+def test_a_png_has_no_jpeg_quality() -> None:
+    assert estimate_jpeg_quality(Image.open(io.BytesIO(encoded(photo(8, 8), "PNG")))) is None
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
