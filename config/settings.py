@@ -1,0 +1,326 @@
+"""The one settings module. Every value comes from the environment (see README's table).
+
+The defaults run a fresh checkout on one machine: SQLite, kombu's filesystem broker and a
+local storage folder. Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY and
+PUBLIC_BASE_URL.
+"""
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_int(name: str, default: int) -> int:
+    raw = env(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = env(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# Where the embedded default keeps its SQLite file, broker folders and dev secret.
+VAR_DIR = Path(env("VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+EMBEDDED = not env("DATABASE_URL")
+
+
+def _secret_key() -> str:
+    key = env("SECRET_KEY")
+    if key:
+        return key
+    if not EMBEDDED:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. A deployment with DATABASE_URL must set SECRET_KEY "
+            "to a long random string shared by every web and worker process."
+        )
+    # One machine, no configuration: a random key kept beside the SQLite file.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.staticfiles",
+    "django.contrib.messages",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "processing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Static files (Swagger UI, the admin) from the installed apps, without collectstatic.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+WHITENOISE_USE_FINDERS = True
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database ----------------------------------------------------------------------------
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+if EMBEDDED:
+    DATABASES: dict[str, dict[str, Any]] = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
+            "OPTIONS": {
+                # The web server and the worker write to one file: WAL lets readers go on
+                # while a writer works, IMMEDIATE takes the write lock up front instead of
+                # failing half way, and the timeout waits for it.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+            # A file, not memory, so that worker processes started by tests see it too.
+            "TEST": {"NAME": str(VAR_DIR / "test-db.sqlite3")},
+        }
+    }
+else:
+    DATABASES = {
+        "default": dict(
+            dj_database_url.parse(env("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)
+        )
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- HTTP --------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+STATIC_URL = "/static/"
+
+# Output files live in STORAGE_DIR (the seed's storage/ folder) and are served at MEDIA_URL.
+MEDIA_ROOT = Path(env("STORAGE_DIR", str(BASE_DIR / "storage")))
+MEDIA_URL = "/media/"
+STORAGES = {
+    # Output names are derived from row ids, so a re-run of a task writes the same name.
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"allow_overwrite": True},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Absolute base of every URL the service hands out (output images, CSV, status). Empty:
+# the address the client used to upload, recorded with the request.
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL").rstrip("/")
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.JSONParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    # Client addresses for rate limiting come from X-Forwarded-For only behind this many
+    # proxies (0: the connection's own address).
+    "NUM_PROXIES": env_int("TRUSTED_PROXIES", 0),
+    "EXCEPTION_HANDLER": "processing.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# Rate-limit counters must be shared by every web process: Redis in production (CACHE_URL,
+# by default the broker's Redis), a folder beside the SQLite file otherwise.
+CACHE_URL = env("CACHE_URL") or (
+    env("CELERY_BROKER_URL") if env("CELERY_BROKER_URL").startswith("redis") else ""
+)
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "imgsvc",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imgsvc",
+    "DESCRIPTION": (
+        "Upload a product CSV; every image is downloaded, re-encoded at quality 50 and "
+        "stored; follow the request's status, read its products and its output CSV."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Upload limits -----------------------------------------------------------------------
+
+CSV_MAX_BYTES = env_int("CSV_MAX_BYTES", 10 * 1024 * 1024)
+CSV_MAX_ROWS = env_int("CSV_MAX_ROWS", 10_000)
+CSV_MAX_URLS_PER_ROW = env_int("CSV_MAX_URLS_PER_ROW", 50)
+# Uploads larger than this go to a temporary file instead of memory while they arrive.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+UPLOAD_RATE_LIMIT = env("UPLOAD_RATE_LIMIT", "60/minute")
+DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
+
+# --- Image processing --------------------------------------------------------------------
+
+IMAGE_QUALITY = env_int("IMAGE_QUALITY", 50)
+IMAGE_QUALITY_MODE = env("IMAGE_QUALITY_MODE", "fixed")
+if IMAGE_QUALITY_MODE not in {"fixed", "relative"}:
+    raise ImproperlyConfigured("IMAGE_QUALITY_MODE must be 'fixed' or 'relative'.")
+if not 1 <= IMAGE_QUALITY <= 95:
+    raise ImproperlyConfigured("IMAGE_QUALITY must be between 1 and 95.")
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 25 * 1024 * 1024)
+IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
+IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 15.0)
+IMAGE_FETCH_TOTAL_TIMEOUT = env_float("IMAGE_FETCH_TOTAL_TIMEOUT", 60.0)
+IMAGE_MAX_ATTEMPTS = env_int("IMAGE_MAX_ATTEMPTS", 3)
+# Distinct URLs per task, and downloads one task runs at once while it encodes.
+IMAGE_BATCH_SIZE = env_int("IMAGE_BATCH_SIZE", 8)
+IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4)
+IMAGE_FETCH_RETRY_BACKOFF = env_float("IMAGE_FETCH_RETRY_BACKOFF", 2.0)
+IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
+IMAGE_FETCH_ALLOW_NETWORKS = env_list("IMAGE_FETCH_ALLOW_NETWORKS")
+IMAGE_FETCH_ALLOW_PORTS = [int(port) for port in env_list("IMAGE_FETCH_ALLOW_PORTS")]
+
+WEBHOOK_URL = env("WEBHOOK_URL")
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
+WEBHOOK_SECRET = env("WEBHOOK_SECRET")
+WEBHOOK_RETRY_SCHEDULE = [
+    float(item) for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+]
+
+# Work claimed or queued longer ago than this is presumed lost (a killed worker, a broker
+# that restarted empty) and queued again by the sweep, which runs every SWEEP_INTERVAL.
+WORK_LEASE_SECONDS = env_float("WORK_LEASE_SECONDS", 300.0)
+SWEEP_INTERVAL = env_float("SWEEP_INTERVAL", 30.0)
+
+# --- Celery ------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = Path(env("BROKER_DIR", str(VAR_DIR / "broker")))
+    for _folder in ("queue", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        "polling_interval": 0.1,
+    }
+    # kombu's filesystem transport, writing each message atomically (config/broker.py).
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+# A task is acknowledged after it ran, and given back to the queue if its worker died.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", os.cpu_count() or 1)
+# Celery's Django fixup closes the database connection after every task unless told to
+# reuse it; reconnecting cost more than a small image's encoding.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
+CELERY_TASK_ALWAYS_EAGER = False
+# Webhook deliveries wait on their own queue, so slow receivers never hold up images.
+CELERY_TASK_ROUTES = {"processing.webhook_send": {"queue": "webhooks"}}
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "processing.sweep", "schedule": SWEEP_INTERVAL},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Logging -----------------------------------------------------------------------------
+
+LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,347 @@
+"""One APIView per operation. Views validate input, call one service or selector, and
+shape the answer; they hold no logic of their own."""
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+from processing import selectors, services, webhooks
+from processing.csv_format import CsvInvalid, url_problem
+from processing.exceptions import (
+    FileTooLarge,
+    InvalidCsv,
+    LengthRequired,
+    NoFileUploaded,
+    NoWebhook,
+    RequestNotFinished,
+    RequestNotFound,
+)
+from processing.models import ProcessingRequest, ProductImage
+
+logger = logging.getLogger(__name__)
+
+# Room for the multipart framing and the small form fields beside the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+# --- What the API answers, for the OpenAPI schema (/api/schema/) ------------------------
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = serializers.CharField()
+    code = serializers.CharField()
+    details = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class ProgressSerializer(serializers.Serializer[Any]):
+    total = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    pending = serializers.IntegerField()
+
+
+class WebhookStateSerializer(serializers.Serializer[Any]):
+    event_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending", "delivered", "failed"])
+    attempts = serializers.IntegerField()
+    last_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookAttemptSerializer(serializers.Serializer[Any]):
+    attempted_at = serializers.DateTimeField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    duration_ms = serializers.IntegerField()
+
+
+class WebhookDetailSerializer(WebhookStateSerializer):
+    attempt_log = WebhookAttemptSerializer(many=True)
+
+
+class StatusSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    progress = ProgressSerializer()
+    output_csv_url = serializers.URLField(allow_null=True)
+    products_url = serializers.URLField()
+    error = serializers.CharField(required=False)
+    webhook = WebhookStateSerializer(allow_null=True)
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorSerializer) for code in statuses}
+
+
+REQUEST_ID = OpenApiParameter(
+    "request_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The request's UUID."
+)
+
+
+class UploadRateThrottle(SimpleRateThrottle):
+    """Uploads per client address, at UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
+
+    scope = "upload"
+
+    def get_rate(self) -> str | None:
+        return settings.UPLOAD_RATE_LIMIT or None
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            # The counters live in Redis: while it is away, uploads are not refused for it.
+            logger.warning(
+                "upload rate limit unavailable; letting the upload through", exc_info=True
+            )
+            return True
+
+
+class UploadApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [UploadRateThrottle]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        webhook_url = serializers.CharField(
+            required=False, allow_blank=True, max_length=2048, trim_whitespace=True
+        )
+        quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
+        quality_mode = serializers.ChoiceField(
+            required=False, choices=ProcessingRequest.QualityMode.values
+        )
+
+        def validate_webhook_url(self, value: str) -> str:
+            problem = url_problem(value) if value else None
+            if problem:
+                raise serializers.ValidationError(problem)
+            return value
+
+    class UploadSerializer(InputSerializer):
+        file = serializers.FileField(help_text="The product CSV.")
+
+    class AcceptedSerializer(serializers.Serializer[Any]):
+        request_id = serializers.UUIDField()
+        message = serializers.CharField()
+        status_url = serializers.URLField()
+        total_products = serializers.IntegerField()
+        total_images = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Upload a product CSV",
+        request={"multipart/form-data": UploadSerializer},
+        responses={202: AcceptedSerializer, **errors(400, 411, 413, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        limit = settings.CSV_MAX_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if not declared and request.META.get("HTTP_TRANSFER_ENCODING"):
+            # Django reads a request body by its Content-Length and would see none here.
+            raise LengthRequired()
+        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+            # Refused before the body is read.
+            raise FileTooLarge(_too_large_message(limit))
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise NoFileUploaded()
+        if upload.size is not None and upload.size > limit:
+            raise FileTooLarge(_too_large_message(limit))
+        form = self.InputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            created = services.request_create(
+                csv_data=upload.read(),
+                public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
+                webhook_url=form.validated_data.get("webhook_url", ""),
+                quality=form.validated_data.get("quality"),
+                quality_mode=form.validated_data.get("quality_mode"),
+            )
+        except CsvInvalid as invalid:
+            raise InvalidCsv(
+                details=[
+                    {"row": problem.row, "column": problem.column, "message": problem.message}
+                    for problem in invalid.problems
+                ]
+            ) from None
+        return Response(
+            {
+                "request_id": str(created.pk),
+                "message": "CSV uploaded successfully. Processing started.",
+                "status_url": selectors.api_url(
+                    base_url=created.public_base_url,
+                    view_name="request-status",
+                    request_id=created.pk,
+                ),
+                "total_products": created.total_products,
+                "total_images": created.total_images,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class StatusApi(APIView):
+    @extend_schema(
+        summary="A request's status and progress",
+        parameters=[REQUEST_ID],
+        responses={200: StatusSerializer, **errors(404)},
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        found = _request_or_404(request_id)
+        payload = selectors.request_status_payload(found)
+        payload["webhook"] = selectors.webhook_state(found)
+        return Response(payload)
+
+
+class WebhookApi(APIView):
+    @extend_schema(
+        summary="A request's webhook delivery and every attempt",
+        parameters=[REQUEST_ID],
+        responses={200: WebhookDetailSerializer, **errors(404, 409)},
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        """The delivery's state and every attempt made."""
+        found = _request_or_404(request_id)
+        state = selectors.webhook_state(found)
+        if state is None:
+            raise NoWebhook("The request has no webhook delivery (yet).")
+        return Response(state | {"attempt_log": selectors.webhook_attempts(found)})
+
+    @extend_schema(
+        summary="Send a finished request's webhook again",
+        parameters=[REQUEST_ID],
+        request=None,
+        responses={202: WebhookStateSerializer, **errors(404, 409)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        """Send the request's webhook event again."""
+        found = _request_or_404(request_id)
+        if not found.is_finished:
+            raise RequestNotFinished(
+                "The request has not finished; its webhook is sent when it does."
+            )
+        delivery = webhooks.webhook_resend(request=found)
+        if delivery is None:
+            raise NoWebhook()
+        found.refresh_from_db()
+        return Response(selectors.webhook_state(found), status=status.HTTP_202_ACCEPTED)
+
+
+class ProductsApi(APIView):
+    class Pagination(PageNumberPagination):
+        page_size = 50
+        page_size_query_param = "page_size"
+        max_page_size = 500
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        class ImageSerializer(serializers.Serializer[Any]):
+            input_url = serializers.CharField()
+            output_url = serializers.SerializerMethodField()
+            status = serializers.ChoiceField(choices=ProductImage.Status.values)
+            error = serializers.SerializerMethodField()
+            error_code = serializers.CharField()
+            input_bytes = serializers.IntegerField(allow_null=True)
+            output_bytes = serializers.IntegerField(allow_null=True)
+            width = serializers.IntegerField(allow_null=True)
+            height = serializers.IntegerField(allow_null=True)
+            output_format = serializers.CharField()
+            source_quality = serializers.IntegerField(allow_null=True)
+            quality = serializers.IntegerField(allow_null=True)
+            kept_original = serializers.BooleanField()
+
+            def get_output_url(self, image: Any) -> str | None:
+                return selectors.image_output_url(self.context["request_row"], image)
+
+            def get_error(self, image: Any) -> str | None:
+                return image.error_message or None
+
+        serial_number = serializers.IntegerField()
+        product_name = serializers.CharField()
+        images = ImageSerializer(many=True)
+
+    @extend_schema(
+        summary="A request's products and their images, in input order",
+        parameters=[
+            REQUEST_ID,
+            OpenApiParameter("page", OpenApiTypes.INT, description="Page number, from 1."),
+            OpenApiParameter(
+                "page_size", OpenApiTypes.INT, description="Up to 500; 50 if not given."
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "ProductPage",
+                {
+                    "count": serializers.IntegerField(),
+                    "next": serializers.URLField(allow_null=True),
+                    "previous": serializers.URLField(allow_null=True),
+                    "results": OutputSerializer(many=True),
+                },
+            ),
+            **errors(404),
+        },
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        found = _request_or_404(request_id)
+        paginator = self.Pagination()
+        page = paginator.paginate_queryset(
+            selectors.request_products(request_id=found.pk), request, view=self
+        )
+        data = self.OutputSerializer(page, many=True, context={"request_row": found}).data
+        return paginator.get_paginated_response(data)
+
+
+class OutputCsvApi(APIView):
+    @extend_schema(
+        summary="The output CSV: the input columns plus Output Image Urls",
+        parameters=[REQUEST_ID],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The output CSV."),
+            **errors(404, 409),
+        },
+    )
+    def get(self, request: Request, request_id: str) -> FileResponse:
+        found = _request_or_404(request_id)
+        if not found.is_finished:
+            raise RequestNotFinished()
+        if not found.output_csv_name:
+            raise RequestNotFinished("The request failed before its output CSV was written.")
+        return FileResponse(
+            default_storage.open(found.output_csv_name, "rb"),
+            as_attachment=True,
+            filename=f"{found.pk}-output.csv",
+            content_type="text/csv; charset=utf-8",
+        )
+
+
+def _request_or_404(request_id: str) -> ProcessingRequest:
+    found = selectors.request_get(request_id=request_id)
+    if found is None:
+        raise RequestNotFound()
+    return found
+
+
+def _too_large_message(limit: int) -> str:
+    return f"The file is larger than the limit of {limit:,} bytes."

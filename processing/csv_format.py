@@ -1,0 +1,268 @@
+"""The input CSV (parse and validate, all or nothing) and the output CSV. No ORM here."""
+
+import codecs
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final, TextIO
+from urllib.parse import urlsplit
+
+SERIAL_COLUMN: Final = "S. No."
+NAME_COLUMN: Final = "Product Name"
+URLS_COLUMN: Final = "Input Image Urls"
+OUTPUT_URLS_COLUMN: Final = "Output Image Urls"
+REQUIRED_COLUMNS: Final = (SERIAL_COLUMN, NAME_COLUMN, URLS_COLUMN)
+OUTPUT_HEADER: Final = (*REQUIRED_COLUMNS, OUTPUT_URLS_COLUMN)
+
+MAX_URL_LENGTH: Final = 2048
+MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
+WHITESPACE: Final = re.compile(r"\s")
+
+
+@dataclass(frozen=True)
+class CsvLimits:
+    max_rows: int = 10_000
+    max_urls_per_row: int = 50
+    max_problems: int = 100
+
+
+@dataclass(frozen=True)
+class CsvProblem:
+    row: int | None  # the header is row 1
+    column: str | None
+    message: str
+
+
+class CsvInvalid(Exception):
+    def __init__(self, problems: list[CsvProblem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the CSV")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ParsedProduct:
+    row: int
+    serial_number: int
+    product_name: str
+    image_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    serial_number: int
+    product_name: str
+    input_urls: list[str]
+    output_urls: list[str]  # "" where that image failed
+
+
+class _Problems:
+    def __init__(self, limit: int) -> None:
+        self.items: list[CsvProblem] = []
+        self.limit = limit
+
+    def add(self, row: int | None, column: str | None, message: str) -> None:
+        if len(self.items) < self.limit:
+            self.items.append(CsvProblem(row, column, message))
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
+
+@dataclass(frozen=True)
+class CsvSummary:
+    products: int
+    images: int
+
+
+def validate_products(data: bytes, limits: CsvLimits) -> CsvSummary:
+    """Read the whole file once, keeping only counts and serial numbers; CsvInvalid lists
+    every problem (up to a limit)."""
+    products = images = 0
+    for product in iter_products(data, limits):
+        products += 1
+        images += len(product.image_urls)
+    return CsvSummary(products, images)
+
+
+def parse_products(data: bytes, limits: CsvLimits) -> list[ParsedProduct]:
+    """Every product of the file, in order; CsvInvalid lists every problem (up to a limit)."""
+    return list(iter_products(data, limits))
+
+
+def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
+    """Every product of the file, in order, as it is read.
+
+    A file with problems raises CsvInvalid at the end, after yielding the products before
+    them: validate the whole file (validate_products) before storing anything.
+    """
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    if len(data) == bom or data[bom:].isspace():
+        raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        # No database text column can hold it, and no CSV a person writes has one.
+        row = data.count(b"\n", 0, nul) + 1
+        raise CsvInvalid([CsvProblem(row, None, f"The file has a NUL byte (byte {nul + 1}).")])
+    problems = _Problems(limits.max_problems)
+    reader = csv.reader(_lines(data, bom), strict=True)
+    rows = 0
+    try:
+        columns = _column_indexes(next(reader, []), problems)
+        if problems.items:
+            raise CsvInvalid(problems.items)
+        first_row_of_serial: dict[int, int] = {}
+        for row_number, cells in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line is not a product
+            rows += 1
+            if rows > limits.max_rows:
+                problems.add(
+                    row_number,
+                    None,
+                    f"The file has more than {limits.max_rows:,} products; split it.",
+                )
+                break
+            product = _parse_row(row_number, cells, columns, limits, problems)
+            if product is None:
+                continue
+            first = first_row_of_serial.setdefault(product.serial_number, row_number)
+            if first != row_number:
+                problems.add(
+                    row_number,
+                    SERIAL_COLUMN,
+                    f"S. No. {product.serial_number} is already used on row {first}.",
+                )
+            elif not problems.items:
+                yield product
+            if problems.full:
+                break
+    except csv.Error as error:
+        problems.add(reader.line_num or None, None, f"Not a readable CSV file: {error}.")
+    if problems.items:
+        raise CsvInvalid(problems.items)
+    if not rows:
+        raise CsvInvalid([CsvProblem(None, None, "The file has a header but no products.")])
+
+
+def _lines(data: bytes, start: int) -> Iterator[str]:
+    """The file's lines, decoded one at a time (a UTF-8 character never contains b"\\n")."""
+    line_number = 1
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end + 1
+        try:
+            yield data[start:end].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CsvInvalid(
+                [
+                    CsvProblem(
+                        line_number,
+                        None,
+                        f"The file is not UTF-8 text (byte {start + error.start + 1}).",
+                    )
+                ]
+            ) from None
+        start = end
+        line_number += 1
+
+
+def write_output_csv(rows: Iterable[OutputRow], stream: TextIO) -> None:
+    """The input columns plus output URLs, each in the position of its input URL."""
+    writer = csv.writer(stream, lineterminator="\r\n")
+    writer.writerow(OUTPUT_HEADER)
+    for row in rows:
+        writer.writerow(
+            [
+                str(row.serial_number),
+                neutralise(row.product_name),
+                neutralise(",".join(row.input_urls)),
+                neutralise(",".join(row.output_urls)),
+            ]
+        )
+
+
+def neutralise(cell: str) -> str:
+    """Make a cell that a spreadsheet would run as a formula read as text."""
+    return f"'{cell}" if cell.startswith(FORMULA_PREFIXES) else cell
+
+
+def split_urls(cell: str) -> list[str]:
+    return [item.strip() for item in cell.split(",") if item.strip()]
+
+
+def _column_indexes(header: list[str], problems: _Problems) -> dict[str, int]:
+    normalised = [cell.strip().lower() for cell in header]
+    indexes: dict[str, int] = {}
+    for column in REQUIRED_COLUMNS:
+        matches = [i for i, cell in enumerate(normalised) if cell == column.lower()]
+        if not matches:
+            problems.add(1, column, f"The header has no '{column}' column.")
+        elif len(matches) > 1:
+            problems.add(1, column, f"The header has '{column}' more than once.")
+        else:
+            indexes[column] = matches[0]
+    return indexes
+
+
+def _parse_row(
+    row_number: int,
+    cells: list[str],
+    columns: dict[str, int],
+    limits: CsvLimits,
+    problems: _Problems,
+) -> ParsedProduct | None:
+    def cell(column: str) -> str:
+        index = columns[column]
+        return cells[index].strip() if index < len(cells) else ""
+
+    found_before = len(problems.items)
+    serial_text = cell(SERIAL_COLUMN)
+    serial = int(serial_text) if SERIAL_PATTERN.fullmatch(serial_text) else 0
+    if serial <= 0:
+        shown = f"'{serial_text}'" if serial_text else "empty"
+        problems.add(
+            row_number, SERIAL_COLUMN, f"S. No. must be a positive whole number, not {shown}."
+        )
+    elif serial > MAX_SERIAL:
+        problems.add(row_number, SERIAL_COLUMN, f"S. No. must be at most {MAX_SERIAL}.")
+    name = cell(NAME_COLUMN)
+    if not name:
+        problems.add(row_number, NAME_COLUMN, "Product Name is empty.")
+    urls = split_urls(cell(URLS_COLUMN))
+    if not urls:
+        problems.add(row_number, URLS_COLUMN, "The row has no image URL.")
+    elif len(urls) > limits.max_urls_per_row:
+        problems.add(
+            row_number,
+            URLS_COLUMN,
+            f"The row has {len(urls)} image URLs; at most {limits.max_urls_per_row} are allowed.",
+        )
+    for url in urls:
+        message = url_problem(url)
+        if message:
+            problems.add(row_number, URLS_COLUMN, message)
+    if len(problems.items) > found_before:
+        return None
+    return ParsedProduct(row_number, serial, name, tuple(urls))
+
+
+def url_problem(url: str) -> str | None:
+    """Why url is not an absolute http(s) URL the service can fetch, or None."""
+    shown = url if len(url) <= 80 else url[:77] + "..."
+    if len(url) > MAX_URL_LENGTH:
+        return f"'{shown}' is longer than {MAX_URL_LENGTH} characters."
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number or out of range
+    except ValueError:
+        return f"'{shown}' is not a valid URL."
+    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
+        return f"'{shown}' is not an absolute http(s) URL."
+    if WHITESPACE.search(url):
+        return f"'{shown}' contains white space."
+    return None

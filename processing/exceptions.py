@@ -1,0 +1,116 @@
+"""API errors: one JSON shape, {"error": message, "code": stable code, "details": [...]}.
+
+The codes are a closed set (README lists them); clients may switch on them.
+"""
+
+import logging
+from typing import Any
+
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status_code: int = status.HTTP_400_BAD_REQUEST
+    code = "invalid_input"
+    message = "Invalid input."
+
+    def __init__(self, message: str | None = None, details: list[dict[str, Any]] | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+
+
+class NoFileUploaded(ApiError):
+    code = "no_file"
+    message = "No file uploaded."
+
+
+class InvalidCsv(ApiError):
+    code = "invalid_csv"
+    message = "Invalid CSV."
+
+
+class FileTooLarge(ApiError):
+    status_code: int = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "file_too_large"
+
+
+class LengthRequired(ApiError):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    code = "length_required"
+    message = "Send the file with a Content-Length header; chunked uploads are not accepted."
+
+
+class NoWebhook(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "no_webhook"
+    message = "The request has no webhook URL, and WEBHOOK_URL is not set."
+
+
+class RequestNotFound(ApiError):
+    status_code: int = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    message = "Request not found."
+
+
+class RequestNotFinished(ApiError):
+    status_code: int = status.HTTP_409_CONFLICT
+    code = "not_finished"
+    message = "The request has not finished yet; the output CSV is written when it does."
+
+
+def error_body(
+    message: str, code: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": message, "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's exception handler: every error leaves the API in the one shape."""
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            error_body("Invalid input.", "invalid_input", _field_details(exc.detail)),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, Http404 | exceptions.NotFound):
+        return Response(error_body("Not found.", "not_found"), status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, exceptions.APIException):
+        code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
+        headers = {}
+        wait = getattr(exc, "wait", None)
+        if wait is not None:
+            headers["Retry-After"] = str(int(wait))
+        return Response(
+            error_body(str(exc.detail), str(code)), status=exc.status_code, headers=headers
+        )
+    logger.exception("unhandled error in %s", context.get("view"))
+    return Response(
+        error_body("Internal server error.", "server_error"),
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+def _field_details(detail: Any) -> list[dict[str, Any]]:
+    if isinstance(detail, dict):
+        return [
+            {"field": field, "message": " ".join(str(message) for message in messages)}
+            for field, messages in detail.items()
+        ]
+    return [{"message": str(message)} for message in detail]
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(error_body("Not found.", "not_found"), status=404)
+
+
+def server_error_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body("Internal server error.", "server_error"), status=500)

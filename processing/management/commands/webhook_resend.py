@@ -1,0 +1,23 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from processing import selectors, webhooks
+
+
+class Command(BaseCommand):
+    help = "Deliver a finished request's webhook event again (same webhook-id)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("request_id")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        request = selectors.request_get(request_id=options["request_id"])
+        if request is None:
+            raise CommandError("Request not found.")
+        if not request.is_finished:
+            raise CommandError("The request has not finished; its webhook is sent when it does.")
+        delivery = webhooks.webhook_resend(request=request)
+        if delivery is None:
+            raise CommandError("The request has no webhook URL, and WEBHOOK_URL is not set.")
+        self.stdout.write(f"Queued {delivery.event_id} to {delivery.url}")

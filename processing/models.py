@@ -1,0 +1,203 @@
+"""Requests, their products and one row per input image.
+
+`requests` and `products` keep the seed's tables and columns; `product_images` is the
+per-image tracking that lets images of one request be processed in parallel.
+"""
+
+import uuid
+
+from django.db import models
+
+
+class ProcessingRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        COMPLETED = "completed"
+        COMPLETED_WITH_ERRORS = "completed_with_errors"
+        FAILED = "failed"
+
+    class QualityMode(models.TextChoices):
+        FIXED = "fixed"
+        RELATIVE = "relative"
+
+    FINISHED_STATUSES = (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED)
+
+    request_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    webhook_url = models.TextField(blank=True)
+    # Base of every absolute URL handed out for this request (PUBLIC_BASE_URL, or the
+    # address the client uploaded to), so that workers can write URLs too.
+    public_base_url = models.TextField()
+    quality = models.PositiveSmallIntegerField()
+    quality_mode = models.CharField(
+        max_length=16, choices=QualityMode.choices, default=QualityMode.FIXED
+    )
+    # Counters kept with each finished image, so that status is one row read.
+    total_products = models.PositiveIntegerField(default=0)
+    total_images = models.PositiveIntegerField(default=0)
+    succeeded_images = models.PositiveIntegerField(default=0)
+    failed_images = models.PositiveIntegerField(default=0)
+    # Set by the one worker that wins the right to finalise (a conditional update).
+    finalize_claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    output_csv_name = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "requests"
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(
+                    total_images__gte=models.F("succeeded_images") + models.F("failed_images")
+                ),
+                name="requests_counts_within_total",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def pending_images(self) -> int:
+        return self.total_images - self.succeeded_images - self.failed_images
+
+
+class Product(models.Model):
+    product_id = models.BigAutoField(primary_key=True)
+    request = models.ForeignKey(
+        ProcessingRequest, on_delete=models.CASCADE, related_name="products", db_column="request_id"
+    )
+    # The row's place in the input file (0 for the first product): output keeps this order.
+    position = models.PositiveIntegerField()
+    serial_number = models.PositiveBigIntegerField()
+    product_name = models.TextField()
+    input_image_urls = models.TextField()  # comma-separated, as in the input
+    output_image_urls = models.TextField(blank=True)  # filled in when the request finishes
+
+    class Meta:
+        db_table = "products"
+        ordering = ["request", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="products_position"),
+            models.UniqueConstraint(
+                fields=["request", "serial_number"], name="products_serial_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.serial_number}: {self.product_name}"
+
+
+class ProductImage(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    # Denormalised from product, so that workers claim and count by request in one index.
+    request = models.ForeignKey(
+        ProcessingRequest, on_delete=models.CASCADE, related_name="images", db_column="request_id"
+    )
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveSmallIntegerField()  # the URL's place in its product's cell
+    input_url = models.CharField(max_length=2048)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    output_name = models.CharField(max_length=255, blank=True)  # name in the storage
+    output_format = models.CharField(max_length=8, blank=True)
+    input_format = models.CharField(max_length=8, blank=True)
+    input_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    output_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    source_quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    kept_original = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # When its task was last put on the queue, and when a worker last claimed it: the
+    # sweep queues again what has waited or run longer than the lease.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Which batch claimed it: only that batch may record the result (a batch whose lease
+    # ran out and whose images were claimed again finds nothing left to write).
+    claim_token = models.UUIDField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "product_images"
+        ordering = ["product", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "position"], name="images_position"),
+        ]
+        indexes = [
+            # Claiming and recording: every image of a request with one URL at once.
+            models.Index(fields=["request", "input_url"], name="images_request_url"),
+            models.Index(fields=["request", "status"], name="images_request_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.input_url
+
+
+def new_event_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class WebhookDelivery(models.Model):
+    """The one event a finished request sends to its webhook, and where its delivery is."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    request = models.OneToOneField(
+        ProcessingRequest, on_delete=models.CASCADE, related_name="webhook_delivery"
+    )
+    # Standard Webhooks' webhook-id: the same for every attempt, so receivers can dedupe.
+    event_id = models.CharField(max_length=64, unique=True, default=new_event_id)
+    url = models.TextField()
+    payload = models.JSONField()  # frozen when the request finished: every attempt the same
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "webhook_deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="deliveries_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.state})"
+
+
+class WebhookAttempt(models.Model):
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    attempted_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "webhook_attempts"
+        ordering = ["attempted_at"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} at {self.attempted_at}: {self.status_code or self.error}"

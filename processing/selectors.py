@@ -1,0 +1,111 @@
+"""Reads for the API and the webhook. No writes here."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch, QuerySet
+from django.urls import reverse
+
+from processing.models import ProcessingRequest, Product, ProductImage, WebhookAttempt
+
+
+def request_get(*, request_id: str | uuid.UUID) -> ProcessingRequest | None:
+    """The request with this id, or None for an unknown or malformed id."""
+    try:
+        key = uuid.UUID(str(request_id))
+    except ValueError:
+        return None
+    return ProcessingRequest.objects.select_related("webhook_delivery").filter(pk=key).first()
+
+
+def request_products(*, request_id: uuid.UUID) -> QuerySet[Product]:
+    """The request's products in input order, each with its images in cell order."""
+    return (
+        Product.objects.filter(request_id=request_id)
+        .order_by("position")
+        .prefetch_related(Prefetch("images", queryset=ProductImage.objects.order_by("position")))
+    )
+
+
+def media_url(*, base_url: str, name: str) -> str:
+    """The absolute URL at which a stored output file is served."""
+    return f"{base_url}{settings.MEDIA_URL}{name}"
+
+
+def api_url(*, base_url: str, view_name: str, request_id: uuid.UUID) -> str:
+    return base_url + reverse(view_name, kwargs={"request_id": request_id})
+
+
+def output_csv_url(request: ProcessingRequest) -> str | None:
+    if not request.is_finished or not request.output_csv_name:
+        return None
+    return api_url(
+        base_url=request.public_base_url, view_name="request-output-csv", request_id=request.pk
+    )
+
+
+def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
+    """What the status API answers and the webhook sends: one row, whatever the size."""
+    payload: dict[str, Any] = {
+        "request_id": str(request.pk),
+        "status": request.status,
+        "created_at": _timestamp(request.created_at),
+        "updated_at": _timestamp(request.updated_at),
+        "progress": {
+            "total": request.total_images,
+            "succeeded": request.succeeded_images,
+            "failed": request.failed_images,
+            "pending": request.pending_images,
+        },
+        "output_csv_url": output_csv_url(request),
+        "products_url": api_url(
+            base_url=request.public_base_url,
+            view_name="request-products",
+            request_id=request.pk,
+        ),
+    }
+    if request.error:
+        payload["error"] = request.error
+    return payload
+
+
+def webhook_state(request: ProcessingRequest) -> dict[str, Any] | None:
+    """Where the request's webhook delivery is, for the status API."""
+    delivery = getattr(request, "webhook_delivery", None)
+    if delivery is None:
+        return None
+    return {
+        "event_id": delivery.event_id,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "last_attempt_at": _timestamp(delivery.last_attempt_at),
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error or None,
+        "next_attempt_at": _timestamp(delivery.next_attempt_at)
+        if delivery.state == delivery.State.PENDING
+        else None,
+    }
+
+
+def webhook_attempts(request: ProcessingRequest) -> list[dict[str, Any]]:
+    return [
+        {
+            "attempted_at": _timestamp(attempt.attempted_at),
+            "status_code": attempt.status_code,
+            "error": attempt.error or None,
+            "duration_ms": attempt.duration_ms,
+        }
+        for attempt in WebhookAttempt.objects.filter(delivery__request=request).order_by("id")
+    ]
+
+
+def _timestamp(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def image_output_url(request: ProcessingRequest, image: ProductImage) -> str | None:
+    if image.status != ProductImage.Status.SUCCEEDED or not image.output_name:
+        return None
+    return media_url(base_url=request.public_base_url, name=image.output_name)

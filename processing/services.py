@@ -1,0 +1,395 @@
+"""Every write and state change of a request: create, start, process its images, finalise.
+Views and tasks call these; these call `imaging`. (Webhooks: webhooks.py; the sweep that
+re-queues lost work: sweep.py.)
+
+Each step claims its work with a conditional UPDATE and checks how many rows changed, so
+a task delivered twice, or two workers racing, change nothing the second time.
+"""
+
+import io
+import itertools
+import logging
+import random
+import tempfile
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+
+from django.conf import settings
+from django.core.files.base import ContentFile, File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Min, Q, QuerySet
+from django.utils import timezone
+
+from imaging.encode import CompressedImage, compress
+from imaging.errors import ImagingError
+from imaging.fetch import FetchPolicy, fetch, parse_networks
+from processing import selectors, tasks, webhooks
+from processing.csv_format import (
+    CsvLimits,
+    OutputRow,
+    iter_products,
+    validate_products,
+    write_output_csv,
+)
+from processing.models import ProcessingRequest, Product, ProductImage
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FOLDER = "output_images"
+INSERT_BATCH = 2000
+
+
+@cache
+def fetch_policy() -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
+        connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
+        read_timeout=settings.IMAGE_FETCH_READ_TIMEOUT,
+        total_timeout=settings.IMAGE_FETCH_TOTAL_TIMEOUT,
+        allowed_networks=parse_networks(settings.IMAGE_FETCH_ALLOW_NETWORKS),
+        allowed_ports=frozenset({80, 443, *settings.IMAGE_FETCH_ALLOW_PORTS}),
+    )
+
+
+def csv_limits() -> CsvLimits:
+    return CsvLimits(max_rows=settings.CSV_MAX_ROWS, max_urls_per_row=settings.CSV_MAX_URLS_PER_ROW)
+
+
+def request_create(
+    *,
+    csv_data: bytes,
+    public_base_url: str,
+    webhook_url: str = "",
+    quality: int | None = None,
+    quality_mode: str | None = None,
+) -> ProcessingRequest:
+    """Validate the whole CSV, store the request with its products and images, queue it.
+
+    Raises CsvInvalid, with every problem, before anything is stored. The file is read
+    twice: once to validate it, once to insert it in batches, so that memory does not
+    grow with the number of rows.
+    """
+    limits = csv_limits()
+    summary = validate_products(csv_data, limits)
+    with transaction.atomic():
+        request = ProcessingRequest.objects.create(
+            public_base_url=public_base_url.rstrip("/"),
+            webhook_url=webhook_url,
+            quality=quality or settings.IMAGE_QUALITY,
+            quality_mode=quality_mode or settings.IMAGE_QUALITY_MODE,
+            total_products=summary.products,
+            total_images=summary.images,
+        )
+        parsed = iter_products(csv_data, limits)
+        for first_position in range(0, summary.products, INSERT_BATCH):
+            batch = list(itertools.islice(parsed, INSERT_BATCH))
+            products = Product.objects.bulk_create(
+                [
+                    Product(
+                        request=request,
+                        position=position,
+                        serial_number=product.serial_number,
+                        product_name=product.product_name,
+                        input_image_urls=",".join(product.image_urls),
+                    )
+                    for position, product in enumerate(batch, start=first_position)
+                ]
+            )
+            ProductImage.objects.bulk_create(
+                [
+                    ProductImage(request=request, product=product, position=position, input_url=url)
+                    for product, source in zip(products, batch, strict=True)
+                    for position, url in enumerate(source.image_urls)
+                ],
+                batch_size=INSERT_BATCH,
+            )
+        tasks.enqueue_after_commit(tasks.request_start, str(request.pk))
+    logger.info(
+        "request %s created: %d products, %d images",
+        request.pk,
+        summary.products,
+        summary.images,
+    )
+    return request
+
+
+def request_start(*, request_id: uuid.UUID) -> None:
+    """Move a pending request to processing and queue its distinct image URLs in batches."""
+    claimed = ProcessingRequest.objects.filter(
+        pk=request_id, status=ProcessingRequest.Status.PENDING
+    ).update(status=ProcessingRequest.Status.PROCESSING, updated_at=timezone.now())
+    if not claimed:
+        return
+    # A URL repeated within a request is fetched and encoded once: its first image stands
+    # for every image with that URL.
+    images = ProductImage.objects.filter(request_id=request_id)
+    images.update(queued_at=timezone.now())
+    first_image_ids = (
+        images.values("input_url").annotate(first_id=Min("id")).values_list("first_id", flat=True)
+    )
+    batch: list[int] = []
+    for image_id in first_image_ids.iterator(chunk_size=INSERT_BATCH):
+        batch.append(image_id)
+        if len(batch) == settings.IMAGE_BATCH_SIZE:
+            tasks.images_process.delay(batch)
+            batch = []
+    if batch:
+        tasks.images_process.delay(batch)
+
+
+@dataclass
+class _Work:
+    image: ProductImage  # the first image with its URL in its request
+    data: bytes = b""
+    compressed: CompressedImage | None = None
+    output_name: str = ""
+    error: ImagingError | None = None
+
+    @property
+    def same_url(self) -> QuerySet[ProductImage]:
+        return ProductImage.objects.filter(
+            request_id=self.image.request_id, input_url=self.image.input_url
+        )
+
+
+def images_process(*, image_ids: list[int]) -> None:
+    """Fetch, compress and store a batch of image URLs, each for every image with it.
+
+    Downloads run in threads ahead of the encoding on this one, and the batch's results
+    are recorded in one transaction per request.
+    """
+    token = uuid.uuid4()
+    work = _images_claim(image_ids, token)
+    if not work:
+        return
+    threads = min(len(work), settings.IMAGE_FETCH_THREADS)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as downloads:
+        fetched = [downloads.submit(fetch, item.image.input_url, fetch_policy()) for item in work]
+        for item, download in zip(work, fetched, strict=True):
+            try:
+                item.data = download.result()
+                item.compressed = _compress(item.image.request, item.data)
+            except Exception as error:
+                item.error = _as_imaging_error(error, item.image)
+            else:
+                # Named after the image's row: a second run writes the same file again.
+                item.output_name = (
+                    f"{OUTPUT_FOLDER}/{item.image.request_id}/{item.image.pk}"
+                    f".{item.compressed.extension}"
+                )
+                default_storage.save(item.output_name, ContentFile(item.compressed.data))
+    for request_id in dict.fromkeys(item.image.request_id for item in work):
+        _images_record(
+            request_id, [item for item in work if item.image.request_id == request_id], token
+        )
+        request_finalize(request_id=request_id)
+
+
+def _images_claim(image_ids: list[int], token: uuid.UUID) -> list[_Work]:
+    """Claim the pending URLs among image_ids (and their repeats); the work this call owns."""
+    firsts = list(ProductImage.objects.select_related("request").filter(pk__in=image_ids))
+    if not firsts:
+        logger.warning("images %s do not exist; task dropped", image_ids)
+        return []
+    urls_of = Q()
+    for image in firsts:
+        urls_of |= Q(request_id=image.request_id, input_url=image.input_url)
+    ProductImage.objects.filter(urls_of, status=ProductImage.Status.PENDING).update(
+        status=ProductImage.Status.PROCESSING,
+        claim_token=token,
+        claimed_at=timezone.now(),
+        attempts=F("attempts") + 1,
+    )
+    mine = set(
+        ProductImage.objects.filter(urls_of, claim_token=token).values_list(
+            "request_id", "input_url"
+        )
+    )
+    return [_Work(image) for image in firsts if (image.request_id, image.input_url) in mine]
+
+
+def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
+    return compress(
+        data,
+        quality=request.quality,
+        mode="relative" if request.quality_mode == "relative" else "fixed",
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+    )
+
+
+def _as_imaging_error(error: Exception, image: ProductImage) -> ImagingError:
+    if isinstance(error, ImagingError):
+        return error
+    # A bug, or an image that trips the codec in a way no guard foresaw: this image fails,
+    # the request goes on.
+    logger.error("image %s failed unexpectedly", image.pk, exc_info=error)
+    return ImagingError("internal_error", "The image could not be processed.")
+
+
+def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -> None:
+    now = timezone.now()
+    counts = {"succeeded_images": 0, "failed_images": 0}
+    retries: list[tuple[_Work, float]] = []
+    with transaction.atomic():
+        for item in work:
+            ours = item.same_url.filter(status=ProductImage.Status.PROCESSING, claim_token=token)
+            error = item.error
+            if error is not None and error.transient:
+                attempt = item.image.attempts + 1
+                if attempt < settings.IMAGE_MAX_ATTEMPTS:
+                    delay = _retry_delay(attempt, error)
+                    ours.update(
+                        status=ProductImage.Status.PENDING,
+                        queued_at=now + timedelta(seconds=delay),
+                        error_code=error.reason,
+                        error_message=f"{error.message} Retrying (attempt {attempt + 1}).",
+                    )
+                    retries.append((item, delay))
+                    continue
+            if item.compressed is not None:
+                fields = {
+                    "status": ProductImage.Status.SUCCEEDED,
+                    "output_name": item.output_name,
+                    "error_code": "",
+                    "error_message": "",
+                    **_image_facts(item.data, item.compressed),
+                }
+                counter = "succeeded_images"
+            else:
+                assert error is not None
+                logger.info("image %s failed: %s %s", item.image.pk, error.reason, error.message)
+                fields = {
+                    "status": ProductImage.Status.FAILED,
+                    "error_code": error.reason,
+                    "error_message": error.message,
+                }
+                counter = "failed_images"
+            counts[counter] += ours.update(finished_at=now, **fields)
+        if any(counts.values()):
+            ProcessingRequest.objects.filter(pk=request_id).update(
+                succeeded_images=F("succeeded_images") + counts["succeeded_images"],
+                failed_images=F("failed_images") + counts["failed_images"],
+                updated_at=now,
+            )
+    for item, delay in retries:
+        logger.info("image %s: retrying in %.1f s", item.image.pk, delay)
+        tasks.images_process.apply_async(([item.image.pk],), countdown=delay)
+
+
+def _retry_delay(attempt: int, error: ImagingError) -> float:
+    """A wait that doubles with each attempt, or what the server's Retry-After asked for,
+    up to a bound, with a little jitter."""
+    backoff = settings.IMAGE_FETCH_RETRY_BACKOFF * 2 ** (attempt - 1)
+    delay = min(settings.IMAGE_FETCH_RETRY_MAX_DELAY, max(backoff, error.retry_after or 0.0))
+    return float(delay * (1 + random.uniform(0, 0.1)))  # noqa: S311  (jitter, not security)
+
+
+def _image_facts(data: bytes, compressed: CompressedImage) -> dict[str, object]:
+    return {
+        "input_format": compressed.source_format[:8],
+        "output_format": compressed.format,
+        "input_bytes": len(data),
+        "output_bytes": len(compressed.data),
+        "width": compressed.width,
+        "height": compressed.height,
+        "source_quality": compressed.source_quality,
+        "quality": compressed.quality,
+        "kept_original": compressed.kept_original,
+    }
+
+
+def image_record(
+    *, request_id: uuid.UUID, same_url: QuerySet[ProductImage], succeeded: bool, **fields: object
+) -> None:
+    """End the images in same_url that are still processing, and count them."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = same_url.filter(status=ProductImage.Status.PROCESSING).update(
+            finished_at=now, **fields
+        )
+        if not changed:
+            return
+        counter = "succeeded_images" if succeeded else "failed_images"
+        ProcessingRequest.objects.filter(pk=request_id).update(
+            **{counter: F(counter) + changed}, updated_at=now
+        )
+
+
+def request_finalize(*, request_id: uuid.UUID) -> bool:
+    """Finish a request whose images have all ended, exactly once; True if this call did."""
+    claimed = ProcessingRequest.objects.filter(
+        pk=request_id,
+        status=ProcessingRequest.Status.PROCESSING,
+        finalize_claimed_at__isnull=True,
+        total_images=F("succeeded_images") + F("failed_images"),
+    ).update(finalize_claimed_at=timezone.now())
+    if not claimed:
+        return False
+    request = ProcessingRequest.objects.get(pk=request_id)
+    try:
+        _request_write_outputs(request)
+    except Exception as error:
+        logger.exception("request %s could not be finalised", request_id)
+        ProcessingRequest.objects.filter(pk=request_id).update(
+            status=ProcessingRequest.Status.FAILED,
+            error=f"The results could not be written: {error}",
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+    webhooks.webhook_schedule(request=request)
+    return True
+
+
+def _request_write_outputs(request: ProcessingRequest) -> None:
+    status = (
+        ProcessingRequest.Status.COMPLETED
+        if request.failed_images == 0
+        else ProcessingRequest.Status.COMPLETED_WITH_ERRORS
+    )
+    csv_name = f"{OUTPUT_FOLDER}/{request.pk}/output.csv"
+    with tempfile.TemporaryFile() as raw, transaction.atomic():
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        write_output_csv(_output_rows(request), text)
+        text.flush()
+        text.detach()  # the temporary file stays open for the storage to read
+        raw.seek(0)
+        default_storage.save(csv_name, File(raw))
+        now = timezone.now()
+        ProcessingRequest.objects.filter(pk=request.pk).update(
+            status=status, output_csv_name=csv_name, finished_at=now, updated_at=now
+        )
+    logger.info(
+        "request %s %s: %d succeeded, %d failed",
+        request.pk,
+        status,
+        request.succeeded_images,
+        request.failed_images,
+    )
+
+
+def _output_rows(request: ProcessingRequest) -> Iterator[OutputRow]:
+    """The output CSV's rows in input order; on the way, each product's output_image_urls
+    is filled in, a batch at a time, so that memory does not grow with the request."""
+    products = selectors.request_products(request_id=request.pk).iterator(chunk_size=INSERT_BATCH)
+    while batch := list(itertools.islice(products, INSERT_BATCH)):
+        for product in batch:
+            images = list(product.images.all())
+            output_urls = [
+                selectors.media_url(base_url=request.public_base_url, name=image.output_name)
+                if image.status == ProductImage.Status.SUCCEEDED
+                else ""
+                for image in images
+            ]
+            product.output_image_urls = ",".join(output_urls)
+            yield OutputRow(
+                serial_number=product.serial_number,
+                product_name=product.product_name,
+                input_urls=[image.input_url for image in images],
+                output_urls=output_urls,
+            )
+        Product.objects.bulk_update(batch, ["output_image_urls"])

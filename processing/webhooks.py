@@ -1,0 +1,184 @@
+"""Webhook deliveries: one signed event per finished request, retried on a schedule, every
+attempt recorded. A webhook that fails never changes the request's own result.
+
+Signatures follow the Standard Webhooks specification: headers `webhook-id` (the same for
+every attempt of one event), `webhook-timestamp` and `webhook-signature`, `v1,` + base64
+HMAC-SHA256 of `id.timestamp.body` under the key in WEBHOOK_SECRET (`whsec_` + base64).
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+
+from imaging.errors import ImagingError
+from imaging.fetch import FetchPolicy, post
+from processing import selectors, services, tasks
+from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+
+# Retries due sooner than this are queued with a countdown; later ones are left to the
+# sweep (a broker may not hold a delayed message for hours).
+COUNTDOWN_LIMIT_SECONDS = 300
+
+
+def webhook_signature(*, secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one attempt."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        raise ImproperlyConfigured("WEBHOOK_SECRET must be 'whsec_' + base64.") from None
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def webhook_schedule(*, request: ProcessingRequest) -> WebhookDelivery | None:
+    """Record the finished request's event for delivery and queue its first attempt."""
+    url = request.webhook_url or settings.WEBHOOK_URL
+    if not url:
+        return None
+    request.refresh_from_db()
+    delivery, _ = WebhookDelivery.objects.get_or_create(
+        request=request,
+        defaults={
+            "url": url,
+            "payload": selectors.request_status_payload(request),
+            "next_attempt_at": timezone.now(),
+        },
+    )
+    tasks.enqueue_after_commit(tasks.webhook_send, str(request.pk))
+    return delivery
+
+
+def webhook_send(*, request_id: uuid.UUID) -> None:
+    """Make one attempt at a due delivery, record it, and schedule the next if it failed."""
+    now = timezone.now()
+    delivery = WebhookDelivery.objects.filter(
+        request_id=request_id,
+        state=WebhookDelivery.State.PENDING,
+        next_attempt_at__lte=now,
+    ).first()
+    if delivery is None:
+        return
+    # Claim the attempt: a second copy of this task finds attempts already moved on.
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery.pk, state=WebhookDelivery.State.PENDING, attempts=delivery.attempts
+    ).update(attempts=delivery.attempts + 1, next_attempt_at=now + _lease())
+    if not claimed:
+        return
+    attempt = delivery.attempts + 1
+    status_code, error, duration_ms = _deliver(delivery)
+    _attempt_record(delivery, attempt, now, status_code, error, duration_ms)
+
+
+def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
+    """Deliver a finished request's event again (same event id), from the first attempt."""
+    delivery = WebhookDelivery.objects.filter(request=request).first()
+    if delivery is None:
+        return webhook_schedule(request=request)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now()
+    )
+    tasks.enqueue_after_commit(tasks.webhook_send, str(request.pk))
+    delivery.refresh_from_db()
+    return delivery
+
+
+def retry_schedule() -> list[float]:
+    return [float(item) for item in settings.WEBHOOK_RETRY_SCHEDULE]
+
+
+def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": delivery.event_id,
+        "webhook-timestamp": str(timestamp),
+    }
+    if settings.WEBHOOK_SECRET:
+        headers["webhook-signature"] = webhook_signature(
+            secret=settings.WEBHOOK_SECRET,
+            event_id=delivery.event_id,
+            timestamp=timestamp,
+            body=body,
+        )
+    policy = FetchPolicy(
+        connect_timeout=settings.WEBHOOK_TIMEOUT,
+        read_timeout=settings.WEBHOOK_TIMEOUT,
+        total_timeout=settings.WEBHOOK_TIMEOUT * 2,
+        max_redirects=0,
+        allowed_networks=services.fetch_policy().allowed_networks,
+        allowed_ports=services.fetch_policy().allowed_ports,
+    )
+    started = time.monotonic()
+    try:
+        status_code: int | None = post(delivery.url, body, headers, policy)
+        error = "" if 200 <= (status_code or 0) < 300 else f"HTTP {status_code}"
+    except ImagingError as failure:
+        status_code, error = None, f"{failure.reason}: {failure.message}"
+        if not failure.transient:
+            # A blocked address or an invalid URL will not get better by waiting.
+            error = f"{error} (not retried)"
+    return status_code, error, int((time.monotonic() - started) * 1000)
+
+
+def _attempt_record(
+    delivery: WebhookDelivery,
+    attempt: int,
+    attempted_at: object,
+    status_code: int | None,
+    error: str,
+    duration_ms: int,
+) -> None:
+    now = timezone.now()
+    schedule = retry_schedule()
+    fields: dict[str, object] = {
+        "last_attempt_at": now,
+        "last_status_code": status_code,
+        "last_error": error,
+    }
+    delay: float | None = None
+    if not error:
+        fields.update(state=WebhookDelivery.State.DELIVERED, delivered_at=now, next_attempt_at=None)
+    elif attempt > len(schedule) or error.endswith("(not retried)"):
+        fields.update(state=WebhookDelivery.State.FAILED, next_attempt_at=None)
+    else:
+        delay = schedule[attempt - 1] * (1 + random.uniform(0, 0.1))  # noqa: S311  (jitter)
+        fields.update(next_attempt_at=now + timedelta(seconds=delay))
+    with transaction.atomic():
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            attempted_at=now,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+        )
+        WebhookDelivery.objects.filter(pk=delivery.pk, attempts=attempt).update(**fields)
+    logger.info(
+        "webhook %s for request %s, attempt %d: %s",
+        delivery.event_id,
+        delivery.request_id,
+        attempt,
+        error or f"HTTP {status_code}",
+    )
+    if delay is not None and delay <= COUNTDOWN_LIMIT_SECONDS:
+        request_id = str(delivery.request_id)
+        tasks.webhook_send.apply_async((request_id,), countdown=delay)
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.WORK_LEASE_SECONDS)

@@ -1,0 +1,343 @@
+"""The HTTP API in process (DRF's test client): validation, error shapes, what is stored.
+
+Processing itself is covered end to end in test_end_to_end.py; here the tasks are never
+queued because the test's transaction never commits.
+"""
+
+import uuid
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from processing.models import ProcessingRequest, Product, ProductImage
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+GOOD_ROW = "1,Shoe,https://shop.example/a.jpg\n"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    # A client address of its own, so that the upload rate limit's shared counters never
+    # carry over from another test or run.
+    return APIClient(REMOTE_ADDR=f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
+
+
+def upload(api: APIClient, content: bytes | str | None, **fields: Any) -> Any:
+    data = dict(fields)
+    if content is not None:
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        raw = content.encode() if isinstance(content, str) else content
+        data["file"] = SimpleUploadedFile("products.csv", raw, content_type="text/csv")
+    return api.post("/api/upload/", data, format="multipart")
+
+
+def assert_nothing_stored() -> None:
+    assert ProcessingRequest.objects.count() == 0
+    assert Product.objects.count() == 0
+    assert ProductImage.objects.count() == 0
+
+
+def test_upload_without_a_file_is_refused(api: APIClient) -> None:
+    response = upload(api, None)
+    assert response.status_code == 400
+    assert response.json() == {"error": "No file uploaded.", "code": "no_file"}
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(
+            b"", {"row": None, "column": None, "message": "The file is empty."}, id="empty"
+        ),
+        pytest.param(
+            HEADER.encode() + b"1,Caf\xe9,https://shop.example/a.jpg\n",
+            {"row": 2, "column": None, "message": "The file is not UTF-8 text (byte 43)."},
+            id="not-utf8",
+        ),
+        pytest.param(
+            HEADER + '1,"Shoe"x,https://shop.example/a.jpg\n',
+            {
+                "row": 2,
+                "column": None,
+                "message": "Not a readable CSV file: ',' expected after '\"'.",
+            },
+            id="bad-quoting",
+        ),
+        pytest.param(
+            "S. No.,Product Name\n1,Shoe\n",
+            {
+                "row": 1,
+                "column": "Input Image Urls",
+                "message": "The header has no 'Input Image Urls' column.",
+            },
+            id="missing-column",
+        ),
+        pytest.param(
+            HEADER,
+            {"row": None, "column": None, "message": "The file has a header but no products."},
+            id="no-products",
+        ),
+        pytest.param(
+            HEADER + "abc,Shoe,https://shop.example/a.jpg\n",
+            {
+                "row": 2,
+                "column": "S. No.",
+                "message": "S. No. must be a positive whole number, not 'abc'.",
+            },
+            id="serial-not-a-number",
+        ),
+        pytest.param(
+            HEADER + "0,Shoe,https://shop.example/a.jpg\n",
+            {
+                "row": 2,
+                "column": "S. No.",
+                "message": "S. No. must be a positive whole number, not '0'.",
+            },
+            id="serial-zero",
+        ),
+        pytest.param(
+            HEADER + "-3,Shoe,https://shop.example/a.jpg\n",
+            {
+                "row": 2,
+                "column": "S. No.",
+                "message": "S. No. must be a positive whole number, not '-3'.",
+            },
+            id="serial-negative",
+        ),
+        pytest.param(
+            HEADER + GOOD_ROW + "1,Hat,https://shop.example/b.jpg\n",
+            {"row": 3, "column": "S. No.", "message": "S. No. 1 is already used on row 2."},
+            id="serial-repeated",
+        ),
+        pytest.param(
+            HEADER + "1,  ,https://shop.example/a.jpg\n",
+            {"row": 2, "column": "Product Name", "message": "Product Name is empty."},
+            id="empty-name",
+        ),
+        pytest.param(
+            HEADER + '1,Shoe," , "\n',
+            {"row": 2, "column": "Input Image Urls", "message": "The row has no image URL."},
+            id="no-url",
+        ),
+        pytest.param(
+            HEADER + "1,Shoe,ftp://shop.example/a.jpg\n",
+            {
+                "row": 2,
+                "column": "Input Image Urls",
+                "message": "'ftp://shop.example/a.jpg' is not an absolute http(s) URL.",
+            },
+            id="url-not-http",
+        ),
+        pytest.param(
+            HEADER + "1,Shoe,/images/a.jpg\n",
+            {
+                "row": 2,
+                "column": "Input Image Urls",
+                "message": "'/images/a.jpg' is not an absolute http(s) URL.",
+            },
+            id="url-relative",
+        ),
+    ],
+)
+def test_an_invalid_csv_is_refused_with_its_problem_and_nothing_is_stored(
+    api: APIClient, content: bytes | str, problem: dict[str, Any]
+) -> None:
+    response = upload(api, content)
+    assert response.status_code == 400
+    assert response.json() == {"error": "Invalid CSV.", "code": "invalid_csv", "details": [problem]}
+    assert_nothing_stored()
+
+
+def test_every_problem_is_reported_at_once(api: APIClient) -> None:
+    content = HEADER + "x,,\n" + GOOD_ROW + "2,Hat,mailto:someone\n"
+    response = upload(api, content)
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {
+            "row": 2,
+            "column": "S. No.",
+            "message": "S. No. must be a positive whole number, not 'x'.",
+        },
+        {"row": 2, "column": "Product Name", "message": "Product Name is empty."},
+        {"row": 2, "column": "Input Image Urls", "message": "The row has no image URL."},
+        {
+            "row": 4,
+            "column": "Input Image Urls",
+            "message": "'mailto:someone' is not an absolute http(s) URL.",
+        },
+    ]
+    assert_nothing_stored()
+
+
+def test_problems_are_capped_at_one_hundred(api: APIClient) -> None:
+    content = HEADER + "".join(f"{n},,https://shop.example/{n}.jpg\n" for n in range(1, 301))
+    response = upload(api, content)
+    details = response.json()["details"]
+    assert len(details) == 100
+    assert details[-1] == {
+        "row": 101,
+        "column": "Product Name",
+        "message": "Product Name is empty.",
+    }
+    assert_nothing_stored()
+
+
+def test_more_rows_than_configured_are_refused(api: APIClient, settings: Any) -> None:
+    settings.CSV_MAX_ROWS = 2
+    content = HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 4))
+    response = upload(api, content)
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {"row": 4, "column": None, "message": "The file has more than 2 products; split it."}
+    ]
+    assert_nothing_stored()
+
+
+def test_more_urls_per_row_than_configured_are_refused(api: APIClient, settings: Any) -> None:
+    settings.CSV_MAX_URLS_PER_ROW = 2
+    urls = ",".join(f"https://shop.example/{n}.jpg" for n in range(3))
+    response = upload(api, HEADER + f'1,Shoe,"{urls}"\n')
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {
+            "row": 2,
+            "column": "Input Image Urls",
+            "message": "The row has 3 image URLs; at most 2 are allowed.",
+        }
+    ]
+    assert_nothing_stored()
+
+
+def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, settings: Any) -> None:
+    settings.CSV_MAX_BYTES = 1000
+    content = HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 100))
+    response = upload(api, content)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "The file is larger than the limit of 1,000 bytes.",
+        "code": "file_too_large",
+    }
+    assert_nothing_stored()
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        (
+            {"webhook_url": "not a url"},
+            {"field": "webhook_url", "message": "'not a url' is not an absolute http(s) URL."},
+        ),
+        (
+            {"quality": "0"},
+            {"field": "quality", "message": "Ensure this value is greater than or equal to 1."},
+        ),
+        (
+            {"quality": "96"},
+            {"field": "quality", "message": "Ensure this value is less than or equal to 95."},
+        ),
+        (
+            {"quality_mode": "half"},
+            {"field": "quality_mode", "message": '"half" is not a valid choice.'},
+        ),
+    ],
+)
+def test_invalid_form_fields_are_refused(
+    api: APIClient, fields: dict[str, str], detail: dict[str, str]
+) -> None:
+    response = upload(api, HEADER + GOOD_ROW, **fields)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Invalid input.",
+        "code": "invalid_input",
+        "details": [detail],
+    }
+    assert_nothing_stored()
+
+
+def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: APIClient) -> None:
+    # Given a CSV with a BOM, a header in other case and spacing, an extra column,
+    # spaces around URLs, empty URL items and a blank line
+    content = (
+        "\ufeff s. no. ,PRODUCT NAME,Notes, input image urls \n"
+        '7,Shoe,x," https://shop.example/a.jpg ,, https://shop.example/b.jpg,"\n'
+        "\n"
+        "3,Hat,y,https://shop.example/c.png\n"
+    ).encode()
+
+    # When it is uploaded
+    response = upload(api, content, webhook_url="https://hooks.example/done", quality="40")
+
+    # Then the request, its products and images are stored in input order, pending
+    assert response.status_code == 202
+    body = response.json()
+    request = ProcessingRequest.objects.get(pk=body["request_id"])
+    assert body["status_url"] == f"http://testserver/api/status/{request.pk}/"
+    assert request.status == "pending"
+    assert request.webhook_url == "https://hooks.example/done"
+    assert request.quality == 40
+    assert request.quality_mode == "fixed"
+    assert request.total_images == 3
+    products = list(request.products.order_by("position"))
+    assert [(p.serial_number, p.product_name, p.input_image_urls) for p in products] == [
+        (7, "Shoe", "https://shop.example/a.jpg,https://shop.example/b.jpg"),
+        (3, "Hat", "https://shop.example/c.png"),
+    ]
+    assert [
+        (image.product.serial_number, image.position, image.input_url, image.status)
+        for image in ProductImage.objects.order_by("product__position", "position")
+    ] == [
+        (7, 0, "https://shop.example/a.jpg", "pending"),
+        (7, 1, "https://shop.example/b.jpg", "pending"),
+        (3, 0, "https://shop.example/c.png", "pending"),
+    ]
+
+    # And status reports it pending, with no output CSV yet, which answers 409
+    status = api.get(f"/api/status/{request.pk}/").json()
+    assert status["status"] == "pending"
+    assert status["progress"] == {"total": 3, "succeeded": 0, "failed": 0, "pending": 3}
+    assert status["output_csv_url"] is None
+    response = api.get(f"/api/requests/{request.pk}/output.csv")
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_finished"
+
+
+def test_products_are_paginated_in_input_order(api: APIClient) -> None:
+    content = HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(30, 0, -1))
+    request_id = upload(api, content).json()["request_id"]
+
+    first = api.get(f"/api/requests/{request_id}/products/?page_size=20").json()
+    second = api.get(first["next"]).json()
+
+    assert first["count"] == 30
+    assert first["previous"] is None
+    assert [p["serial_number"] for p in first["results"]] == list(range(30, 10, -1))
+    assert [p["serial_number"] for p in second["results"]] == list(range(10, 0, -1))
+    assert second["next"] is None
+    assert first["results"][0]["images"] == [
+        {
+            "input_url": "https://shop.example/30.jpg",
+            "output_url": None,
+            "status": "pending",
+            "error": None,
+            "error_code": "",
+            "input_bytes": None,
+            "output_bytes": None,
+            "width": None,
+            "height": None,
+            "output_format": "",
+            "source_quality": None,
+            "quality": None,
+            "kept_original": False,
+        }
+    ]
+
+
+def test_unknown_paths_answer_json_404(api: APIClient) -> None:
+    response = api.get("/api/nothing-here/")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not found.", "code": "not_found"}

@@ -1,0 +1,303 @@
+"""Nothing lost: workers killed mid-request, Redis restarted, tasks delivered twice, a
+webhook receiver that fails, and many uploads at once. Real processes throughout:
+PostgreSQL, Redis (the test's own where it must be stopped), gunicorn, Celery worker and
+beat from the Procfile, an origin and a webhook receiver on 127.0.0.1."""
+
+import concurrent.futures
+import contextlib
+import os
+import re
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from celery import Celery
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import (
+    WEBHOOK_SECRET,
+    Origin,
+    RedisServer,
+    Service,
+    postgres_database,
+    procfile_commands,
+    start_service,
+)
+from tests.support import encoded, free_port, get_json, multipart_upload, photo, wait_until
+
+pytestmark = pytest.mark.e2e
+
+SWEEP_REQUEUED = re.compile(r"sweep: SweepReport\(.*images_requeued=[1-9]")
+
+# The sweep looks every second and presumes work lost after three.
+FAST_SWEEP = {"SWEEP_INTERVAL": "1", "WORK_LEASE_SECONDS": "3", "IMAGE_MAX_ATTEMPTS": "5"}
+
+
+def catalogue(origin: Origin, products: int, per_product: int = 3) -> tuple[str, int]:
+    """A CSV of distinct photos, with about one URL in ten repeated; and its distinct URLs."""
+    run = uuid.uuid4().hex[:8]
+    urls: list[str] = []
+    for index in range(products * per_product):
+        if index % 10 == 9:
+            urls.append(urls[index - 5])
+            continue
+        body = encoded(photo(480, 360, index), "JPEG", quality=90)
+        urls.append(origin.add(f"/{run}/{index}.jpg", body))
+    cells = [
+        ",".join(urls[start : start + per_product]) for start in range(0, len(urls), per_product)
+    ]
+    rows = [f'{number},Product {number},"{cell}"' for number, cell in enumerate(cells, start=1)]
+    return "S. No.,Product Name,Input Image Urls\n" + "\n".join(rows) + "\n", len(set(urls))
+
+
+def status_of(service: Service, request_id: str) -> dict[str, Any]:
+    code, body = get_json(f"{service.base_url}/api/status/{request_id}/")
+    assert code == 200
+    result: dict[str, Any] = body
+    return result
+
+
+def wait_for_progress(service: Service, request_id: str, done: int) -> None:
+    def reached() -> bool:
+        progress = status_of(service, request_id)["progress"]
+        return bool(progress["succeeded"] + progress["failed"] >= done)
+
+    wait_until(reached, timeout=120, interval=0.05, what=f"{done} images to be done")
+
+
+def wait_for_finish(service: Service, request_id: str, timeout: float = 180) -> dict[str, Any]:
+    finished: dict[str, Any] = wait_until(
+        lambda: (
+            (body := status_of(service, request_id))["status"] not in {"pending", "processing"}
+            and body
+        ),
+        timeout=timeout,
+        interval=0.2,
+        what="the request to finish",
+    )
+    return finished
+
+
+def all_images(service: Service, request_id: str) -> list[dict[str, Any]]:
+    url: str | None = f"{service.base_url}/api/requests/{request_id}/products/?page_size=500"
+    images = []
+    while url:
+        _, page = get_json(url)
+        images += [image for product in page["results"] for image in product["images"]]
+        url = page["next"]
+    return images
+
+
+def assert_complete_and_counted_once(
+    service: Service, request_id: str, total: int, distinct: int
+) -> None:
+    status = wait_for_finish(service, request_id)
+    assert status["status"] == "completed", status
+    assert status["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
+    images = all_images(service, request_id)
+    assert len(images) == total
+    assert {image["status"] for image in images} == {"succeeded"}
+    # One output file per distinct URL, plus the CSV: no orphans, no duplicates.
+    folder = Path(service.env["STORAGE_DIR"]) / "output_images" / request_id
+    served = {image["output_url"].rsplit("/", 1)[1] for image in images}
+    assert len(served) == distinct
+    assert {path.name for path in folder.iterdir()} == served | {"output.csv"}
+
+
+@contextlib.contextmanager
+def request_under_way(
+    tmp_path: Path, origin: Origin
+) -> Iterator[tuple[Service, RedisServer, str, int]]:
+    """The service on PostgreSQL and a Redis of its own (nothing on disk), 40 images into a
+    request of 300; stopped afterwards."""
+    redis = RedisServer(port=free_port(), workdir=tmp_path)
+    redis.start()
+    csv_text, distinct = catalogue(origin, products=100)
+    try:
+        with postgres_database() as database_url:
+            service = start_service(
+                tmp_path / "service",
+                {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
+                origin,
+            )
+            try:
+                request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+                wait_for_progress(service, request_id, 40)
+                yield service, redis, request_id, distinct
+            finally:
+                service.stop()
+    finally:
+        redis.stop()
+
+
+def test_a_worker_killed_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:
+    # Given a request under way
+    with request_under_way(tmp_path, origin) as (service, _, request_id, distinct):
+        # When the worker and its children are killed outright, and another started
+        worker = service.processes["worker"]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert status_of(service, request_id)["progress"]["pending"] > 0
+        service.start("worker-2", procfile_commands()["worker"])
+
+        # Then the request completes, every image once, every file once
+        assert_complete_and_counted_once(service, request_id, total=300, distinct=distinct)
+        # having gone through the sweep for the images the killed worker held
+        assert SWEEP_REQUEUED.search(service.log("worker-2"))
+
+
+def test_redis_restarted_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:
+    # Given a request under way
+    with request_under_way(tmp_path, origin) as (service, redis, request_id, distinct):
+        # When Redis stops (losing every queued message) and starts again
+        redis.stop()
+        assert status_of(service, request_id)["progress"]["pending"] > 0
+        redis.start()
+
+        # Then the request completes, every image once, the lost messages re-queued
+        assert_complete_and_counted_once(service, request_id, total=300, distinct=distinct)
+        assert SWEEP_REQUEUED.search(service.log("worker"))
+
+
+def test_an_upload_while_redis_is_down_is_accepted_and_processed_later(
+    tmp_path: Path, origin: Origin
+) -> None:
+    # Given the service on PostgreSQL with its Redis stopped
+    redis = RedisServer(port=free_port(), workdir=tmp_path)
+    redis.start()
+    csv_text, distinct = catalogue(origin, products=4)
+    try:
+        with postgres_database() as database_url:
+            service = start_service(
+                tmp_path / "service",
+                {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
+                origin,
+            )
+            try:
+                redis.stop()
+
+                # When a catalogue is uploaded, then it is accepted (stored, not yet queued)
+                response = multipart_upload(service.base_url, csv_text)
+                assert response.status == 202, response.data
+                request_id = response.json()["request_id"]
+                assert status_of(service, request_id)["status"] == "pending"
+                # while /healthz tells the load balancer the broker is away
+                health = urllib3.request("GET", f"{service.base_url}/healthz", timeout=30)
+                assert health.status == 503
+                assert health.json()["broker"].startswith("error: ")
+                assert health.json()["database"] == "ok"
+
+                # And once Redis is back, the sweep starts it and it completes
+                redis.start()
+                assert_complete_and_counted_once(service, request_id, total=12, distinct=distinct)
+            finally:
+                service.stop()
+    finally:
+        redis.stop()
+
+
+def test_the_same_task_delivered_twice_changes_nothing(
+    production_service: Service, origin: Origin
+) -> None:
+    # Given a finished request
+    service = production_service
+    csv_text, _ = catalogue(origin, products=3)
+    request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+    before = wait_for_finish(service, request_id)
+    images_before = all_images(service, request_id)
+    folder = Path(service.env["STORAGE_DIR"]) / "output_images" / request_id
+    files_before = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+
+    # When its tasks are delivered again, each twice
+    client = Celery(broker=service.env["CELERY_BROKER_URL"])
+    image_id = int(images_before[0]["output_url"].rsplit("/", 1)[1].split(".")[0])
+    sent = [
+        client.send_task("processing.images_process", args=[[image_id]]).id,
+        client.send_task("processing.images_process", args=[[image_id]]).id,
+        client.send_task("processing.request_start", args=[request_id]).id,
+        client.send_task("processing.request_start", args=[request_id]).id,
+    ]
+    wait_until(
+        lambda: all(f"[{task_id}] succeeded" in service.log("worker") for task_id in sent),
+        timeout=30,
+        what="the repeated tasks to run",
+    )
+
+    # Then nothing changed: status, images, files
+    assert status_of(service, request_id) == before
+    assert all_images(service, request_id) == images_before
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == files_before
+
+
+def test_a_failing_webhook_is_retried_with_one_event_id_and_verifiable_signatures(
+    production_service: Service, origin: Origin
+) -> None:
+    # Given a receiver that answers 500 three times, then 200
+    service = production_service
+    hook = f"/{uuid.uuid4().hex}/hook"
+    origin.post_statuses[hook] = [500, 500, 500, 200]
+    csv_text, _ = catalogue(origin, products=1)
+
+    # When a request finishes
+    request_id = multipart_upload(
+        service.base_url, csv_text, webhook_url=origin.base_url + hook
+    ).json()["request_id"]
+    assert wait_for_finish(service, request_id)["status"] == "completed"
+
+    # Then four attempts were made and recorded, the last delivered
+    delivery = wait_until(
+        lambda: (
+            (body := get_json(f"{service.base_url}/api/requests/{request_id}/webhook/")[1])["state"]
+            == "delivered"
+            and body
+        ),
+        timeout=60,
+        what="the webhook to be delivered",
+    )
+    assert [attempt["status_code"] for attempt in delivery["attempt_log"]] == [500, 500, 500, 200]
+    assert all(attempt["duration_ms"] >= 0 for attempt in delivery["attempt_log"])
+    assert delivery["attempts"] == 4
+    posts = origin.posts_to(hook)
+    assert len(posts) == 4
+    # With one event id, each signature verifying with the receivers' own library
+    assert {headers["webhook-id"] for headers, _ in posts} == {delivery["event_id"]}
+    receiver = Webhook(WEBHOOK_SECRET)
+    payloads = [receiver.verify(body, headers) for headers, body in posts]
+    assert all(payload == payloads[0] for payload in payloads)
+    assert payloads[0]["request_id"] == request_id
+    assert status_of(service, request_id)["status"] == "completed"
+
+    # And it can be sent again on request, with the same event id
+    again = urllib3.request(
+        "POST", f"{service.base_url}/api/requests/{request_id}/webhook/", timeout=10
+    )
+    assert again.status == 202
+    wait_until(lambda: len(origin.posts_to(hook)) == 5, timeout=30, what="the re-sent webhook")
+    assert origin.posts_to(hook)[-1][0]["webhook-id"] == delivery["event_id"]
+
+
+def test_twenty_uploads_at_once_all_complete_while_status_keeps_answering(
+    production_service: Service, origin: Origin
+) -> None:
+    # Given twenty catalogues of five products with two images each
+    service = production_service
+    catalogues = [catalogue(origin, products=5, per_product=2)[0] for _ in range(20)]
+
+    # When they are uploaded at once
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(
+            pool.map(lambda text: multipart_upload(service.base_url, text), catalogues)
+        )
+    assert [response.status for response in responses] == [202] * 20
+    request_ids = [response.json()["request_id"] for response in responses]
+
+    # Then the status endpoint answers throughout, and every request completes in full
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        finals = list(pool.map(lambda rid: wait_for_finish(service, rid, timeout=240), request_ids))
+    assert [final["status"] for final in finals] == ["completed"] * 20
+    assert sum(final["progress"]["succeeded"] for final in finals) == 20 * 10
+    assert all(final["progress"]["total"] == 10 for final in finals)

@@ -1,0 +1,83 @@
+"""Helpers the tests share: waiting with a deadline, ports, images, HTTP calls."""
+
+import io
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import urllib3
+from PIL import Image, ImageDraw, ImageFilter
+
+# The libjpeg (IJG) luminance quantisation table at quality 50, in natural order: what a
+# JPEG saved at quality 50 by any libjpeg-based encoder carries. Written out here rather
+# than taken from the code under test.
+IJG_Q50_LUMINANCE = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]  # fmt: skip
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str
+) -> Any:
+    """Poll condition until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Something with a photograph's mix of smooth areas, edges and grain."""
+    base = Image.merge(
+        "RGB",
+        [
+            Image.linear_gradient("L").resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)),
+            Image.linear_gradient("L").rotate(90 + seed * 7).resize((width, height)),
+        ],
+    )
+    draw = ImageDraw.Draw(base)
+    for index in range(12):
+        x = (seed * 97 + index * 53) % width
+        y = (seed * 31 + index * 71) % height
+        colour = ((index * 40 + seed) % 256, (index * 90) % 256, (index * 20 + 60) % 256)
+        draw.ellipse([x, y, x + width // 5, y + height // 6], fill=colour)
+    noise = Image.effect_noise((width, height), 40).convert("RGB")
+    return Image.blend(base.filter(ImageFilter.GaussianBlur(1)), noise, 0.15)
+
+
+def encoded(image: Image.Image, format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def multipart_upload(
+    base_url: str, csv_text: str | bytes | None, **fields: str
+) -> urllib3.BaseHTTPResponse:
+    body: dict[str, Any] = dict(fields)
+    if csv_text is not None:
+        data = csv_text.encode() if isinstance(csv_text, str) else csv_text
+        body["file"] = ("products.csv", data, "text/csv")
+    return urllib3.request("POST", f"{base_url}/api/upload/", fields=body, timeout=30)
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    response = urllib3.request("GET", url, timeout=30)
+    return response.status, json.loads(response.data)
