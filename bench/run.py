@@ -1,0 +1,327 @@
+"""`make bench`: the whole pipeline against plain Pillow on the same cores, in one run.
+
+1. A set of distinct photographs (bench/images.py) served by an origin on 127.0.0.1.
+2. The service in its production shape: PostgreSQL, Redis, gunicorn and Celery workers
+   on every core (the Procfile's commands, started as the tests start them).
+3. 500 products x 3 images (about a tenth of the URLs repeated) uploaded through the API,
+   timed from the upload until the status says finished; peak memory of every worker.
+4. The status endpoint under concurrent load.
+5. The reference ceiling: the same images, in memory, decoded and re-encoded at quality
+   50 by plain Pillow (open, load, save) on as many processes; our compress() the same way.
+6. Upload latency for CSVs of 10,000 and 100,000 rows (row limit raised), web only.
+
+Needs PostgreSQL and Redis: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)
+names the server a scratch database is made on; BENCH_REDIS_URL (default
+redis://127.0.0.1:6379/9) is a Redis database the benchmark may empty.
+"""
+
+import argparse
+import io
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+from bench.images import image_set  # noqa: E402
+from imaging.encode import compress  # noqa: E402
+from tests.conftest import Service, origin_serve, postgres_database, start_service  # noqa: E402
+
+CORES = os.cpu_count() or 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--products", type=int, default=500)
+    parser.add_argument("--per-product", type=int, default=3)
+    parser.add_argument("--status-seconds", type=float, default=10.0)
+    parser.add_argument("--skip-upload-latency", action="store_true")
+    parser.add_argument("--worker-concurrency", type=int, default=CORES)
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting to try"
+    )
+    options = parser.parse_args()
+
+    total = options.products * options.per_product
+    distinct = total - total // 10
+    print(f"machine: {CORES} cores; {total} images, {distinct} distinct", flush=True)
+    images = image_set(distinct)
+    bodies = [path.read_bytes() for path in images]
+    print(f"image set: {len(images)} files, {sum(map(len, bodies)) / 1e6:.0f} MB", flush=True)
+
+    results: dict[str, Any] = {}
+    origin, origin_server = origin_serve()
+    try:
+        urls = [
+            origin.add(f"/{path.name}", body) for path, body in zip(images, bodies, strict=True)
+        ]
+        catalogue_urls = urls + [urls[(index * 7) % len(urls)] for index in range(total - distinct)]
+        results |= end_to_end(origin, catalogue_urls, options)
+        if not options.skip_upload_latency:
+            results |= upload_latency(origin)
+    finally:
+        origin_server.shutdown()
+
+    # The yardstick runs last, with the service stopped, on the same number of processes.
+    catalogue_bodies = bodies + [
+        bodies[(index * 7) % len(bodies)] for index in range(total - distinct)
+    ]
+    results["ceiling"] = throughput(reference_encode, catalogue_bodies)
+    results["ours"] = throughput(project_encode, catalogue_bodies)
+    report(results, total)
+
+
+def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dict[str, Any]:
+    _redis_flush()
+    rows = [
+        f'{number},Product {number},"{",".join(urls[start : start + options.per_product])}"'
+        for number, start in enumerate(range(0, len(urls), options.per_product), start=1)
+    ]
+    csv_text = "S. No.,Product Name,Input Image Urls\n" + "\n".join(rows) + "\n"
+    with tempfile.TemporaryDirectory() as workdir, postgres_database() as database_url:
+        service = start_service(
+            Path(workdir),
+            {
+                "DATABASE_URL": database_url,
+                "CELERY_BROKER_URL": BENCH_REDIS_URL,
+                "WEB_CONCURRENCY": str(CORES * 2 + 1),
+                "CELERY_WORKER_CONCURRENCY": str(options.worker_concurrency),
+                # The production defaults, where the tests' service fixture tightens them.
+                "SWEEP_INTERVAL": "30",
+                "WORK_LEASE_SECONDS": "300",
+                "IMAGE_MAX_ATTEMPTS": "3",
+                **dict(item.split("=", 1) for item in options.env),
+                "IMAGE_FETCH_TOTAL_TIMEOUT": "60",
+                "IMAGE_FETCH_READ_TIMEOUT": "15",
+                "LOG_LEVEL": "WARNING",
+            },
+            origin,
+        )
+        try:
+            started = time.monotonic()
+            response = urllib3.request(
+                "POST",
+                f"{service.base_url}/api/upload/",
+                fields={"file": ("catalogue.csv", csv_text.encode(), "text/csv")},
+                timeout=60,
+            )
+            assert response.status == 202, response.data
+            status_url = response.json()["status_url"]
+            status = _wait_finished(status_url)
+            elapsed = time.monotonic() - started
+            progress = status["progress"]
+            print(f"end to end: {progress} in {elapsed:.1f} s", flush=True)
+            memory = worker_peak_memory(service)
+            status_rps = status_load(status_url, options.status_seconds)
+        finally:
+            service.stop()
+    return {
+        "e2e_seconds": elapsed,
+        "e2e_images": progress["total"],
+        "e2e_failed": progress["failed"],
+        "worker_peak_mb": memory,
+        "status_rps": status_rps,
+    }
+
+
+def _wait_finished(status_url: str) -> dict[str, Any]:
+    http = urllib3.PoolManager()
+    while True:
+        status: dict[str, Any] = http.request("GET", status_url, timeout=30).json()
+        if status["status"] not in {"pending", "processing"}:
+            return status
+        time.sleep(0.1)
+
+
+def worker_peak_memory(service: Service) -> list[float]:
+    """VmHWM (peak resident set) of the Celery worker and each of its child processes, MB."""
+    main_pid = service.processes["worker"].pid
+    pids = [main_pid, *_children(main_pid)]
+    peaks = []
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return peaks
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in map(int, children):
+            found += [child, *_children(child)]
+    return found
+
+
+def status_load(status_url: str, seconds: float) -> float:
+    """Requests per second the status endpoint answers, from 2 x cores keep-alive clients."""
+    clients = CORES * 2
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        counts = pool.starmap(_status_client, [(status_url, seconds)] * clients)
+    return sum(counts) / seconds
+
+
+def _status_client(status_url: str, seconds: float) -> int:
+    http = urllib3.PoolManager(maxsize=4)
+    done = 0
+    stop_at = time.monotonic() + seconds
+    threads: list[threading.Thread] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            response = http.request("GET", status_url, timeout=10)
+            assert response.status == 200
+            with lock:
+                done += 1
+
+    for _ in range(4):
+        thread = threading.Thread(target=loop)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return done
+
+
+def upload_latency(origin: Any) -> dict[str, Any]:
+    """p50/p99 of the upload call for 10,000- and 100,000-row CSVs, and web memory."""
+    _redis_flush()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as workdir, postgres_database() as database_url:
+        service = start_service(
+            Path(workdir),
+            {
+                "DATABASE_URL": database_url,
+                "CELERY_BROKER_URL": BENCH_REDIS_URL,
+                "WEB_CONCURRENCY": "1",
+                "CSV_MAX_ROWS": "100000",
+                "CSV_MAX_BYTES": str(64 * 1024 * 1024),
+                "UPLOAD_RATE_LIMIT": "",
+                "WEB_TIMEOUT": "300",
+                "LOG_LEVEL": "WARNING",
+            },
+            origin,
+        )
+        # Only the web server is measured: no worker takes the queued requests.
+        for name in ("worker", "beat"):
+            process = service.processes.pop(name)
+            process.terminate()
+            process.wait()
+        try:
+            for rows, repeats in ((10_000, 20), (100_000, 3)):
+                csv_data = (
+                    "S. No.,Product Name,Input Image Urls\n"
+                    + "".join(
+                        f"{n},Product {n},https://cdn.shop.example/p/{n}.jpg\n"
+                        for n in range(1, rows + 1)
+                    )
+                ).encode()
+                latencies = []
+                for _ in range(repeats):
+                    started = time.monotonic()
+                    response = urllib3.request(
+                        "POST",
+                        f"{service.base_url}/api/upload/",
+                        fields={"file": ("catalogue.csv", csv_data, "text/csv")},
+                        timeout=300,
+                    )
+                    latencies.append(time.monotonic() - started)
+                    assert response.status == 202, response.data[:500]
+                results[f"upload_{rows}"] = (
+                    statistics.median(latencies),
+                    _percentile(latencies, 99),
+                )
+                results[f"web_peak_mb_{rows}"] = _web_peak(service)
+                print(f"upload {rows} rows: {results[f'upload_{rows}']}", flush=True)
+        finally:
+            service.stop()
+            _redis_flush()
+    return results
+
+
+def _web_peak(service: Service) -> float:
+    pids = _children(service.processes["web"].pid)
+    peaks = []
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))
+    return ordered[index]
+
+
+def _redis_flush() -> None:
+    import redis
+
+    redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+
+
+def reference_encode(data: bytes) -> int:
+    """The yardstick: plain Pillow, decode then re-encode as JPEG at quality 50."""
+    image: Image.Image = Image.open(io.BytesIO(data))
+    image.load()
+    if image.mode not in {"RGB", "L", "CMYK"}:
+        image = image.convert("RGB")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=50)
+    return out.tell()
+
+
+def project_encode(data: bytes) -> int:
+    return len(compress(data, quality=50, max_pixels=50_000_000).data)
+
+
+def throughput(encode: Callable[[bytes], int], bodies: list[bytes]) -> float:
+    """Images per second with `encode` on CORES processes over bodies already in memory."""
+    with multiprocessing.get_context("fork").Pool(CORES) as pool:
+        pool.map(encode, bodies[: CORES * 2])  # warm up
+        started = time.monotonic()
+        pool.map(encode, bodies, chunksize=4)
+        return len(bodies) / (time.monotonic() - started)
+
+
+def report(results: dict[str, Any], total: int) -> None:
+    e2e = results["e2e_images"] / results["e2e_seconds"]
+    lines = [
+        f"end to end:        {e2e:7.1f} images/s ({results['e2e_images']} images in "
+        f"{results['e2e_seconds']:.1f} s, {results['e2e_failed']} failed)",
+        f"reference ceiling: {results['ceiling']:7.1f} images/s (plain Pillow, {CORES} processes)",
+        f"ratio:             {e2e / results['ceiling']:7.2f}",
+        f"our compress():    {results['ours']:7.1f} images/s (same harness)",
+        f"status endpoint:   {results['status_rps']:7.0f} requests/s",
+        "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
+    ]
+    for rows in (10_000, 100_000):
+        if f"upload_{rows}" in results:
+            p50, p99 = results[f"upload_{rows}"]
+            lines.append(
+                f"upload {rows:>7,} rows: p50 {p50:.2f} s, p99 {p99:.2f} s, "
+                f"web peak RSS {results[f'web_peak_mb_{rows}']:.0f} MB"
+            )
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
