@@ -1,0 +1,138 @@
+"""imgsvc: upload a product CSV, follow it to the end, save the output CSV.
+
+    imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
+    imgsvc status REQUEST_ID
+
+The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from tqdm import tqdm
+
+FINISHED = {"completed", "completed_with_errors", "failed"}
+
+
+class ApiError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, server: str) -> None:
+        self.server = server.rstrip("/")
+        self.http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.5))
+
+    def submit(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
+        body = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv"), **fields}
+        return self._json("POST", "/api/upload/", fields=body, expect=202)
+
+    def status(self, request_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/api/status/{request_id}/", expect=200)
+
+    def download(self, url: str) -> bytes:
+        response = self.http.request("GET", url, timeout=60)
+        if response.status != 200:
+            raise ApiError(_error_text(response))
+        return bytes(response.data)
+
+    def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
+        try:
+            response = self.http.request(method, self.server + path, timeout=60, **options)
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(f"cannot reach {self.server}: {error}") from None
+        if response.status != expect:
+            raise ApiError(_error_text(response))
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def _error_text(response: urllib3.BaseHTTPResponse) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP {response.status}"
+    lines = [f"HTTP {response.status}: {body.get('error', body)}"]
+    for detail in body.get("details", []):
+        where = ", ".join(
+            f"{key} {detail[key]}" for key in ("row", "column", "field") if detail.get(key)
+        )
+        lines.append(f"  {where}: {detail['message']}" if where else f"  {detail['message']}")
+    return "\n".join(lines)
+
+
+def submit(client: Client, options: argparse.Namespace) -> int:
+    fields = {
+        name: str(value)
+        for name, value in (
+            ("webhook_url", options.webhook_url),
+            ("quality", options.quality),
+            ("quality_mode", options.quality_mode),
+        )
+        if value is not None
+    }
+    accepted = client.submit(options.csv, fields)
+    request_id = accepted["request_id"]
+    print(f"request {request_id}: {accepted['total_images']} images", file=sys.stderr)
+    if not options.wait:
+        print(request_id)
+        return 0
+    status = follow(client, request_id, accepted["total_images"])
+    output = options.output or Path(f"{request_id}-output.csv")
+    if status["output_csv_url"]:
+        output.write_bytes(client.download(status["output_csv_url"]))
+        print(f"output CSV saved to {output}", file=sys.stderr)
+    progress = status["progress"]
+    print(
+        f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed",
+        file=sys.stderr,
+    )
+    print(request_id)
+    return 0 if status["status"] == "completed" else 1
+
+
+def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
+    with tqdm(total=total, unit="image", file=sys.stderr) as bar:
+        while True:
+            status = client.status(request_id)
+            progress = status["progress"]
+            bar.update(progress["succeeded"] + progress["failed"] - bar.n)
+            if status["status"] in FINISHED:
+                return status
+            time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--server", default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    submit_parser = commands.add_parser("submit", help="upload a product CSV")
+    submit_parser.add_argument("csv", type=Path)
+    submit_parser.add_argument("--wait", action="store_true", help="follow it to the end")
+    submit_parser.add_argument("--output", type=Path, help="where to save the output CSV")
+    submit_parser.add_argument("--webhook-url")
+    submit_parser.add_argument("--quality", type=int)
+    submit_parser.add_argument("--quality-mode", choices=["fixed", "relative"])
+    status_parser = commands.add_parser("status", help="show a request's status")
+    status_parser.add_argument("request_id")
+    options = parser.parse_args(argv)
+
+    client = Client(options.server)
+    try:
+        if options.command == "submit":
+            return submit(client, options)
+        print(json.dumps(client.status(options.request_id), indent=2))
+        return 0
+    except ApiError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""What the engineer on call and the integrating developer use: /healthz, the OpenAPI
+schema and its Swagger UI (checked by schemathesis against the running service), and the
+read-only admin."""
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from processing import services
+from tests.conftest import BIN, Origin, Service
+from tests.support import encoded, photo
+
+HEADER = b"S. No.,Product Name,Input Image Urls\n"
+
+
+@pytest.mark.django_db
+def test_healthz_answers_ok_when_database_and_broker_answer(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_the_schema_documents_every_operation(client: Client) -> None:
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    assert schema["openapi"].startswith("3.")
+    assert {path: sorted(operations) for path, operations in schema["paths"].items()} == {
+        "/api/upload/": ["post"],
+        "/api/status/{request_id}/": ["get"],
+        "/api/requests/{request_id}/products/": ["get"],
+        "/api/requests/{request_id}/webhook/": ["get", "post"],
+        "/api/requests/{request_id}/output.csv": ["get"],
+    }
+    upload = schema["paths"]["/api/upload/"]["post"]["responses"]
+    assert sorted(upload) == ["202", "400", "411", "413", "429"]
+    assert upload["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
+@pytest.mark.django_db
+def test_swagger_ui_and_its_assets_are_served(client: Client) -> None:
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    assert b"swagger-ui" in page.content
+    asset = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    assert asset.status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_images_searchable_by_product_name_and_refuses_edits(
+    client: Client, settings: Any, tmp_path: Path
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    request = services.request_create(
+        csv_data=HEADER
+        + b"1,Red lamp,https://shop.example/lamp.jpg\n2,Chair,https://shop.example/c.jpg\n",
+        public_base_url="http://testserver",
+    )
+    client.force_login(User.objects.create_superuser("admin", "admin@example.com", "x"))
+
+    found = client.get("/admin/processing/productimage/", {"q": "red lamp"})
+    by_request = client.get("/admin/processing/processingrequest/", {"q": str(request.pk)})
+    add = client.get("/admin/processing/productimage/add/")
+
+    assert found.status_code == 200
+    assert b"https://shop.example/lamp.jpg" in found.content
+    assert b"https://shop.example/c.jpg" not in found.content
+    assert str(request.pk).encode() in by_request.content
+    assert add.status_code == 403
+
+
+@pytest.mark.e2e
+def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            f"{embedded_service.base_url}/api/schema/",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,"
+            "content_type_conformance",
+            "--max-examples",
+            "30",
+            "--seed",
+            "1",
+            "--report",
+            "junit",
+            "--report-junit-path",
+            str(tmp_path / "junit.xml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "passed" in result.stdout
+    # Every operation was exercised.
+    assert (tmp_path / "junit.xml").read_text().count("<testcase") == 6
+
+
+@pytest.mark.e2e
+def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
+    embedded_service: Service, origin: Origin, tmp_path: Path
+) -> None:
+    # Given a CSV of two products on the origin
+    run = uuid.uuid4().hex[:8]
+    urls = [
+        origin.add(f"/{run}/{n}.jpg", encoded(photo(200, 150, n), "JPEG", quality=90))
+        for n in range(3)
+    ]
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(
+        f'S. No.,Product Name,Input Image Urls\n1,Lamp,"{urls[0]},{urls[1]}"\n2,Chair,{urls[2]}\n'
+    )
+    output = tmp_path / "out.csv"
+
+    # When the client submits it and waits
+    submitted = subprocess.run(
+        [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "submit", str(csv_path),
+         "--wait", "--output", str(output)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    # Then it ends well, having shown progress, and the output CSV is saved
+    assert submitted.returncode == 0, submitted.stderr
+    request_id = submitted.stdout.strip()
+    assert "3/3" in submitted.stderr
+    assert "completed: 3 compressed, 0 failed" in submitted.stderr
+    rows = output.read_text().splitlines()
+    assert rows[0] == "S. No.,Product Name,Input Image Urls,Output Image Urls"
+    assert len(rows) == 3
+
+    # And `status` shows the same request
+    shown = subprocess.run(
+        [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "status", request_id],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(shown.stdout)["status"] == "completed"
+
+
+@pytest.mark.e2e
+def test_the_command_line_client_shows_csv_problems_by_row(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "bad.csv"
+    csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,,ftp://x/a.jpg\n")
+    result = subprocess.run(
+        [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "submit", str(csv_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "HTTP 400: Invalid CSV.",
+        "  row 2, column Product Name: Product Name is empty.",
+        "  row 2, column Input Image Urls: 'ftp://x/a.jpg' is not an absolute http(s) URL.",
+    ]
