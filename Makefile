@@ -17,7 +17,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(BIN)/.installed node_modules/.installed
+# Debian's chromium, which the browser tests (tests/processing/test_pages.py) drive.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+
+install: $(BIN)/.installed node_modules/.installed $(CHROMIUM)
 
 # The service on the embedded default (SQLite, filesystem broker, ./storage): the web
 # server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.

@@ -4,10 +4,12 @@ from django.urls import path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from processing import apis
+from processing import apis, pages
 from processing.health import healthz
 
 urlpatterns = [
+    path("", pages.home, name="home"),
+    path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -14,7 +14,7 @@ class ProcessingRequest(models.Model):
         PENDING = "pending"
         PROCESSING = "processing"
         COMPLETED = "completed"
-        COMPLETED_WITH_ERRORS = "completed_with_errors"
+        COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
         FAILED = "failed"
 
     class QualityMode(models.TextChoices):
@@ -50,6 +50,7 @@ class ProcessingRequest(models.Model):
     class Meta:
         db_table = "requests"
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["-created_at"], name="requests_recent")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(

@@ -1,0 +1,125 @@
+"""The web page for people: upload a CSV, watch a request, see every image before and
+after. Server-rendered; the page's JavaScript talks to the same JSON API as any client."""
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from processing import selectors
+from processing.models import ProcessingRequest, ProductImage
+
+RECENT_REQUESTS = 20
+PRODUCTS_PER_PAGE = 20
+
+# Each reason code (README: "Reasons an image fails") in words, with what to do about it.
+REASON_ADVICE = {
+    "timeout": "The image's server did not answer in time. Check that it is up, then upload again.",
+    "connection_error": "The image's server could not be reached. Check the host and port.",
+    "dns_error": "The host name in the URL does not exist. Fix the URL.",
+    "tls_error": "The secure connection failed (certificate invalid or expired).",
+    "blocked_address": "The URL points at a private or internal address, which is never "
+    "fetched. Use a public URL.",
+    "blocked_port": "The URL uses a port that is not allowed. Serve the image on 80 or 443.",
+    "invalid_url": "The URL cannot be fetched. Fix it.",
+    "too_many_redirects": "The URL redirects too many times. Link to the final address.",
+    "bad_redirect": "The URL redirects nowhere. Link to the final address.",
+    "too_large": "The file is too large to fetch. Publish a smaller file.",
+    "not_an_image": "The URL does not lead to an image (a web page, perhaps). Link to the "
+    "image itself.",
+    "corrupt_image": "The image is damaged or cut short. Export it again.",
+    "too_many_pixels": "The image has too many pixels to process safely. Publish a smaller one.",
+    "encode_failed": "The image could not be compressed. Report it with the image.",
+    "internal_error": "Something went wrong on our side with this image. Report it with the "
+    "request id; the rest of the request is unaffected.",
+}
+
+
+def image_advice(image: ProductImage) -> str:
+    """What a failed image's reason code means for a person."""
+    code = image.error_code
+    if code.startswith("http_"):
+        status = code.removeprefix("http_")
+        if status in {"429"} or status.startswith("5"):
+            return f"The image's server answered {status} (busy or broken). Upload again later."
+        return f"The image's server answered {status}. Check that the URL opens in a browser."
+    return REASON_ADVICE.get(code, "The image could not be processed.")
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    image: ProductImage
+    output_url: str | None
+    advice: str
+
+    @property
+    def saving_percent(self) -> int | None:
+        before, after = self.image.input_bytes, self.image.output_bytes
+        if not before or after is None:
+            return None
+        return round(100 * (before - after) / before)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    recent = ProcessingRequest.objects.order_by("-created_at")[:RECENT_REQUESTS]
+    return _page(request, "processing/home.html", {"recent": recent})
+
+
+@require_GET
+def request_detail(request: HttpRequest, request_id: uuid.UUID) -> HttpResponse:
+    found = selectors.request_get(request_id=request_id)
+    if found is None:
+        return _page(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+    paginator = Paginator(selectors.request_products(request_id=found.pk), PRODUCTS_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
+    products = [
+        {
+            "product": product,
+            "images": [
+                ImageRow(
+                    image=image,
+                    output_url=selectors.image_output_url(found, image),
+                    advice=image_advice(image) if image.error_code else "",
+                )
+                for image in product.images.all()
+            ],
+        }
+        for product in page.object_list
+    ]
+    context = {
+        "request_row": found,
+        "page": page,
+        "products": products,
+        "percent": _percent_done(found),
+        "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
+        "output_csv_url": selectors.output_csv_url(found),
+    }
+    return _page(request, "processing/request.html", context)
+
+
+def _percent_done(found: ProcessingRequest) -> int:
+    if found.is_finished:
+        return 100
+    if not found.total_images:
+        return 0
+    return (found.succeeded_images + found.failed_images) * 100 // found.total_images
+
+
+def _page(
+    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    response = render(request, template, context, status=status)
+    # Scripts and styles only from this site; images from anywhere, since "before"
+    # thumbnails are the shop's own URLs.
+    response["Content-Security-Policy"] = (
+        "default-src 'self'; img-src * data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    )
+    response["Referrer-Policy"] = "no-referrer"
+    return response

@@ -1,0 +1,91 @@
+// The upload form: send the CSV to the JSON API, then open the request's page; an invalid
+// CSV lists every problem by row and column, as the API reports them.
+"use strict";
+
+(function () {
+  const form = document.getElementById("upload-form");
+  const input = document.getElementById("csv-file");
+  const zone = document.getElementById("drop-zone");
+  const label = document.getElementById("drop-label");
+  const result = document.getElementById("upload-result");
+  const button = document.getElementById("upload-button");
+
+  function showFileName() {
+    label.textContent = input.files.length ? input.files[0].name : "Drop a CSV here, or pick one";
+  }
+
+  input.addEventListener("change", showFileName);
+  ["dragenter", "dragover"].forEach((type) =>
+    zone.addEventListener(type, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    })
+  );
+  ["dragleave", "drop"].forEach((type) =>
+    zone.addEventListener(type, () => zone.classList.remove("dragging"))
+  );
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer.files.length) {
+      input.files = event.dataTransfer.files;
+      showFileName();
+    }
+  });
+
+  function cell(row, text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    row.appendChild(td);
+  }
+
+  function showError(body) {
+    result.replaceChildren();
+    result.className = "problems";
+    const heading = document.createElement("p");
+    heading.className = "error";
+    heading.textContent = body.error || "The upload failed.";
+    result.appendChild(heading);
+    const details = body.details || [];
+    if (!details.length) return;
+    const table = document.createElement("table");
+    table.className = "problems-table";
+    const head = table.createTHead().insertRow();
+    ["Row", "Column", "Problem"].forEach((name) => {
+      const th = document.createElement("th");
+      th.textContent = name;
+      head.appendChild(th);
+    });
+    const tbody = table.createTBody();
+    details.forEach((detail) => {
+      const row = tbody.insertRow();
+      cell(row, detail.row === undefined || detail.row === null ? "" : String(detail.row));
+      cell(row, detail.column || detail.field || "");
+      cell(row, detail.message || "");
+    });
+    result.appendChild(table);
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    ["webhook_url", "quality"].forEach((name) => {
+      if (!data.get(name)) data.delete(name);
+    });
+    button.disabled = true;
+    result.className = "";
+    result.textContent = "Uploading…";
+    try {
+      const response = await fetch(form.action, { method: "POST", body: data });
+      const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+      if (response.status === 202) {
+        window.location.assign(`/requests/${body.request_id}/`);
+        return;
+      }
+      showError(body);
+    } catch (error) {
+      showError({ error: `The upload did not reach the service (${error.message}).` });
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();

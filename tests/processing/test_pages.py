@@ -1,0 +1,191 @@
+"""The web page, in a real browser: Debian's chromium driven by Playwright against the
+service's own processes (gunicorn, a Celery worker) and an image origin on 127.0.0.1."""
+
+import csv
+import io
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from playwright.sync_api import ConsoleMessage, Page, expect
+
+from processing import services
+from tests.conftest import Origin, Service
+from tests.support import encoded, photo
+
+CHROMIUM = "/usr/bin/chromium"
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    # Debian's chromium, installed by the Makefile, instead of a browser Playwright downloads.
+    return {**browser_type_launch_args, "executable_path": CHROMIUM}
+
+
+@pytest.fixture
+def console_errors(page: Page) -> list[str]:
+    """Every error the page logs to the console or throws; a test ends with none."""
+    found: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            found.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: found.append(str(error)))
+    return found
+
+
+def products_csv(origin: Origin, *, missing: bool = False) -> str:
+    run = uuid.uuid4().hex[:8]
+    urls = [
+        origin.add(f"/page-{run}/{n}.jpg", encoded(photo(320, 240, n), "JPEG", quality=92))
+        for n in range(3)
+    ]
+    lamp = [urls[0], urls[1]]
+    if missing:
+        lamp.append(f"{origin.base_url}/page-{run}/gone.jpg")
+    return HEADER + f'1,Lamp,"{",".join(lamp)}"\n2,Chair,{urls[2]}\n'
+
+
+@pytest.mark.e2e
+def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
+    embedded_service: Service,
+    origin: Origin,
+    page: Page,
+    console_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    # Given a CSV with three images and one URL that answers 404
+    source = tmp_path / "products.csv"
+    source.write_text(products_csv(origin, missing=True))
+
+    # When a person picks it on the page and uploads it
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+    page.get_by_label(re.compile(r"^Quality")).fill("40")
+    page.get_by_role("button", name="Upload and start").click()
+
+    # Then the request's page opens and its bar reaches 100%
+    expect(page).to_have_url(re.compile(r"/requests/[0-9a-f-]{36}/$"))
+    request_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    expect(page.get_by_role("progressbar")).to_have_attribute(
+        "aria-valuenow", "100", timeout=60_000
+    )
+    expect(page.locator("#status")).to_have_text("Completed with errors")
+    assert "quality 40" in page.locator("#request").inner_text()
+
+    # And every compressed image shows before and after, with its saving
+    after = page.locator("img[alt^='After']")
+    expect(after).to_have_count(3)
+    for thumbnail in after.all():
+        thumbnail.scroll_into_view_if_needed()
+        expect(thumbnail).to_have_js_property("complete", True)
+        assert thumbnail.evaluate("image => image.naturalWidth") == 320
+    expect(page.locator("img[alt^='Before']")).to_have_count(3)
+    expect(page.locator(".saving")).to_have_count(3)
+
+    # And the failed image says what went wrong in words
+    failed = page.locator(".image-failed")
+    expect(failed).to_have_count(1)
+    expect(failed).to_contain_text("The image's server answered 404.")
+
+    # And the output CSV downloads, pairing every input URL with its output
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the output CSV").click()
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0][-1] == "Output Image Urls"
+    assert [len(row[-1].split(",")) for row in rows[1:]] == [3, 1]
+    assert rows[1][-1].split(",")[2] == ""  # the failed image's place stays empty
+
+    # And the home page lists the request with its status
+    page.goto(embedded_service.base_url + "/")
+    listed = page.locator("table.recent tr", has_text=request_id)
+    expect(listed).to_contain_text("Completed with errors")
+    assert console_errors == []
+
+
+@pytest.mark.e2e
+def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
+    embedded_service: Service, page: Page, console_errors: list[str]
+) -> None:
+    # Given a CSV with a repeated serial number, an empty name and a URL that is not http(s)
+    text = HEADER + (
+        "1,Lamp,https://shop.example/a.jpg\n"
+        "1,Chair,https://shop.example/b.jpg\n"
+        "4,,ftp://shop.example/c.jpg\n"
+    )
+
+    # When a person drops it on the page and uploads it
+    page.goto(embedded_service.base_url + "/")
+    dropped = page.evaluate_handle(
+        """text => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([text], "bad.csv", {type: "text/csv"}));
+            return transfer;
+        }""",
+        text,
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#drop-label")).to_have_text("bad.csv")
+    page.get_by_role("button", name="Upload and start").click()
+
+    # Then every problem is listed with its row and column, and nothing was uploaded
+    expect(page.get_by_role("alert")).to_contain_text("Invalid CSV.")
+    rows = page.locator(".problems-table tbody tr")
+    expect(rows).to_have_count(3)
+    assert [row.locator("td").all_inner_texts() for row in rows.all()] == [
+        ["3", "S. No.", "S. No. 1 is already used on row 2."],
+        ["4", "Product Name", "Product Name is empty."],
+        ["4", "Input Image Urls", "'ftp://shop.example/c.jpg' is not an absolute http(s) URL."],
+    ]
+    expect(page).to_have_url(embedded_service.base_url + "/")
+    # Chromium logs every 4xx answer to fetch() in the console; that 400 is the API's
+    # answer, which the page shows. Nothing else may be there.
+    assert console_errors == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
+
+
+@pytest.mark.e2e
+def test_a_request_page_fits_a_phone_screen(
+    embedded_service: Service, origin: Origin, page: Page, console_errors: list[str]
+) -> None:
+    # Given a finished request
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(
+        {"name": "p.csv", "mimeType": "text/csv", "buffer": products_csv(origin).encode()}
+    )
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+
+    # Then nothing is wider than the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert console_errors == []
+
+
+# --- Without a browser: what the server renders ------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_unknown_request_page_is_a_404_page(client: Client) -> None:
+    response = client.get(f"/requests/{uuid.uuid4()}/")
+    assert response.status_code == 404
+    assert b"Request not found" in response.content
+
+
+@pytest.mark.django_db
+def test_pages_allow_scripts_only_from_the_site(client: Client) -> None:
+    services.request_create(
+        csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
+        public_base_url="http://testserver",
+    )
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+    assert b"<script>" not in response.content  # inline scripts would be refused
