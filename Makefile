@@ -30,6 +30,8 @@ install: $(BIN)/.installed node_modules/.installed $(CHROMIUM)
 # server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
+	# Prometheus counters of the processes that ran here before (config/settings.py).
+	rm -rf "$${PROMETHEUS_MULTIPROC_DIR:-$${VAR_DIR:-var}/metrics}"
 	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"
 	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker beat
 

@@ -13,6 +13,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logs import log_format, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -97,6 +99,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.logs.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (Swagger UI, the admin) from the installed apps, without collectstatic.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -311,16 +314,20 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# --- Metrics -----------------------------------------------------------------------------
+
+# Every web and worker process writes its Prometheus counters here; /metrics adds up the
+# folder. One folder per host, emptied when the host's processes start (make run does).
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR  # read by prometheus_client
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# A worker host has no /metrics of its own: with this port set, each Celery worker serves
+# its host's metrics there (http://<host>:<port>/metrics).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+
 # --- Logging -----------------------------------------------------------------------------
 
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# json (one object per line) or plain; json by default where DATABASE_URL is set.
+LOG_FORMAT = log_format()
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)

@@ -6,11 +6,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from processing import apis, pages
 from processing.health import healthz
+from processing.metrics import metrics_view
 
 urlpatterns = [
     path("", pages.home, name="home"),
     path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -22,9 +22,11 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from processing import selectors, services, webhooks
+from config.logs import request_id_var
+from processing import metrics, selectors, services, webhooks
 from processing.csv_format import CsvInvalid, url_problem
 from processing.exceptions import (
+    ApiError,
     FileTooLarge,
     InvalidCsv,
     LengthRequired,
@@ -156,6 +158,15 @@ class UploadApi(APIView):
         responses={202: AcceptedSerializer, **errors(400, 411, 413, 429)},
     )
     def post(self, request: Request) -> Response:
+        try:
+            response = self._upload(request)
+        except ApiError as error:
+            metrics.UPLOADS.labels(error.code).inc()
+            raise
+        metrics.UPLOADS.labels("accepted").inc()
+        return response
+
+    def _upload(self, request: Request) -> Response:
         limit = settings.CSV_MAX_BYTES
         declared = request.META.get("CONTENT_LENGTH") or ""
         if not declared and request.META.get("HTTP_TRANSFER_ENCODING"):
@@ -186,6 +197,10 @@ class UploadApi(APIView):
                     for problem in invalid.problems
                 ]
             ) from None
+        request_id_var.set(str(created.pk))  # the access log line names it too
+        logger.info(
+            "upload accepted: %d products, %d images", created.total_products, created.total_images
+        )
         return Response(
             {
                 "request_id": str(created.pk),

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.urls import reverse
 
 from processing.models import ProcessingRequest, Product, ProductImage, WebhookAttempt
@@ -109,3 +109,14 @@ def image_output_url(request: ProcessingRequest, image: ProductImage) -> str | N
     if image.status != ProductImage.Status.SUCCEEDED or not image.output_name:
         return None
     return media_url(base_url=request.public_base_url, name=image.output_name)
+
+
+def backlog() -> tuple[int, int]:
+    """Unfinished requests, and their images not ended yet (read from the counters)."""
+    totals = ProcessingRequest.objects.exclude(
+        status__in=ProcessingRequest.FINISHED_STATUSES
+    ).aggregate(
+        requests=Count("pk"),
+        pending=Sum(F("total_images") - F("succeeded_images") - F("failed_images")),
+    )
+    return totals["requests"], totals["pending"] or 0

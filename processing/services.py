@@ -25,10 +25,11 @@ from django.db import transaction
 from django.db.models import F, Min, Q, QuerySet
 from django.utils import timezone
 
+from config.logs import request_id_bound
 from imaging.encode import CompressedImage, compress
 from imaging.errors import ImagingError
 from imaging.fetch import FetchPolicy, fetch, parse_networks
-from processing import selectors, tasks, webhooks
+from processing import metrics, selectors, tasks, webhooks
 from processing.csv_format import (
     CsvLimits,
     OutputRow,
@@ -167,13 +168,20 @@ def images_process(*, image_ids: list[int]) -> None:
     work = _images_claim(image_ids, token)
     if not work:
         return
+    # A batch holds one request's images (request_start and the sweep batch by request).
+    with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):
+        _images_work(work, token)
+
+
+def _images_work(work: list["_Work"], token: uuid.UUID) -> None:
     threads = min(len(work), settings.IMAGE_FETCH_THREADS)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as downloads:
-        fetched = [downloads.submit(fetch, item.image.input_url, fetch_policy()) for item in work]
+        fetched = [downloads.submit(_fetch, item.image.input_url) for item in work]
         for item, download in zip(work, fetched, strict=True):
             try:
                 item.data = download.result()
-                item.compressed = _compress(item.image.request, item.data)
+                with metrics.STAGE_SECONDS.labels("encode").time():
+                    item.compressed = _compress(item.image.request, item.data)
             except Exception as error:
                 item.error = _as_imaging_error(error, item.image)
             else:
@@ -182,7 +190,8 @@ def images_process(*, image_ids: list[int]) -> None:
                     f"{OUTPUT_FOLDER}/{item.image.request_id}/{item.image.pk}"
                     f".{item.compressed.extension}"
                 )
-                default_storage.save(item.output_name, ContentFile(item.compressed.data))
+                with metrics.STAGE_SECONDS.labels("store").time():
+                    default_storage.save(item.output_name, ContentFile(item.compressed.data))
     for request_id in dict.fromkeys(item.image.request_id for item in work):
         _images_record(
             request_id, [item for item in work if item.image.request_id == request_id], token
@@ -211,6 +220,11 @@ def _images_claim(image_ids: list[int], token: uuid.UUID) -> list[_Work]:
         )
     )
     return [_Work(image) for image in firsts if (image.request_id, image.input_url) in mine]
+
+
+def _fetch(url: str) -> bytes:
+    with metrics.STAGE_SECONDS.labels("fetch").time():
+        return fetch(url, fetch_policy())
 
 
 def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
@@ -250,6 +264,7 @@ def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -
                         error_message=f"{error.message} Retrying (attempt {attempt + 1}).",
                     )
                     retries.append((item, delay))
+                    metrics.IMAGE_RETRIES.labels(error.reason).inc()
                     continue
             if item.compressed is not None:
                 fields = {
@@ -269,7 +284,10 @@ def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -
                     "error_message": error.message,
                 }
                 counter = "failed_images"
-            counts[counter] += ours.update(finished_at=now, **fields)
+            ended = ours.update(finished_at=now, **fields)
+            counts[counter] += ended
+            if ended:
+                _images_count(item, ended)
         if any(counts.values()):
             ProcessingRequest.objects.filter(pk=request_id).update(
                 succeeded_images=F("succeeded_images") + counts["succeeded_images"],
@@ -279,6 +297,16 @@ def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -
     for item, delay in retries:
         logger.info("image %s: retrying in %.1f s", item.image.pk, delay)
         tasks.images_process.apply_async(([item.image.pk],), countdown=delay)
+
+
+def _images_count(item: _Work, ended: int) -> None:
+    if item.compressed is not None:
+        metrics.IMAGES.labels("succeeded", "").inc(ended)
+        # Bytes moved once per URL, however many images share it.
+        metrics.BYTES_IN.inc(len(item.data))
+        metrics.BYTES_OUT.inc(len(item.compressed.data))
+    elif item.error is not None:
+        metrics.IMAGES.labels("failed", item.error.reason).inc(ended)
 
 
 def _retry_delay(attempt: int, error: ImagingError) -> float:
@@ -314,6 +342,9 @@ def image_record(
         )
         if not changed:
             return
+        metrics.IMAGES.labels(
+            "succeeded" if succeeded else "failed", str(fields.get("error_code", ""))
+        ).inc(changed)
         counter = "succeeded_images" if succeeded else "failed_images"
         ProcessingRequest.objects.filter(pk=request_id).update(
             **{counter: F(counter) + changed}, updated_at=now
@@ -335,6 +366,7 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
         _request_write_outputs(request)
     except Exception as error:
         logger.exception("request %s could not be finalised", request_id)
+        metrics.REQUESTS_FINISHED.labels(ProcessingRequest.Status.FAILED).inc()
         ProcessingRequest.objects.filter(pk=request_id).update(
             status=ProcessingRequest.Status.FAILED,
             error=f"The results could not be written: {error}",
@@ -363,6 +395,8 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
         ProcessingRequest.objects.filter(pk=request.pk).update(
             status=status, output_csv_name=csv_name, finished_at=now, updated_at=now
         )
+    metrics.REQUESTS_FINISHED.labels(status).inc()
+    metrics.REQUEST_SECONDS.observe((now - request.created_at).total_seconds())
     logger.info(
         "request %s %s: %d succeeded, %d failed",
         request.pk,

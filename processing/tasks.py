@@ -4,10 +4,12 @@ whose worker dies is delivered again; the services make a second run harmless.""
 import logging
 import uuid
 
-from celery import Task, shared_task
+from celery import Task, shared_task, signals
+from django.conf import settings
 from django.db import transaction
 
-from processing import services, sweep, webhooks
+from config.logs import request_id_bound
+from processing import metrics, services, sweep, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ def enqueue_after_commit(task: Task[[str], None], request_id: str) -> None:
 
 @shared_task(name="processing.request_start")
 def request_start(request_id: str) -> None:
-    services.request_start(request_id=uuid.UUID(request_id))
+    with request_id_bound(request_id):
+        services.request_start(request_id=uuid.UUID(request_id))
 
 
 @shared_task(name="processing.images_process")
@@ -37,9 +40,16 @@ def images_process(image_ids: list[int]) -> None:
 
 @shared_task(name="processing.webhook_send")
 def webhook_send(request_id: str) -> None:
-    webhooks.webhook_send(request_id=uuid.UUID(request_id))
+    with request_id_bound(request_id):
+        webhooks.webhook_send(request_id=uuid.UUID(request_id))
 
 
 @shared_task(name="processing.sweep")
 def sweep_run() -> None:
     sweep.sweep_run()
+
+
+@signals.worker_ready.connect
+def metrics_serve(**_: object) -> None:
+    if settings.WORKER_METRICS_PORT:
+        metrics.metrics_serve(port=settings.WORKER_METRICS_PORT)

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from imaging.errors import ImagingError
 from imaging.fetch import FetchPolicy, post
-from processing import selectors, services, tasks
+from processing import metrics, selectors, services, tasks
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def _attempt_record(
     else:
         delay = schedule[attempt - 1] * (1 + random.uniform(0, 0.1))  # noqa: S311  (jitter)
         fields.update(next_attempt_at=now + timedelta(seconds=delay))
+    metrics.WEBHOOK_ATTEMPTS.labels("delivered" if not error else "error").inc()
     with transaction.atomic():
         WebhookAttempt.objects.create(
             delivery=delivery,

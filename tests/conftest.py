@@ -200,6 +200,8 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
             # Every test client is 127.0.0.1: one shared upload budget would make tests
             # depend on each other. The limit itself is tested in test_upload_limits.py.
             "UPLOAD_RATE_LIMIT": "",
+            # The worker serves its host's metrics too, as on a host without a web server.
+            "WORKER_METRICS_PORT": str(free_port()),
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
             "WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
             "PYTHONUNBUFFERED": "1",

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from django.contrib.auth.models import User
 from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from processing import services
 from tests.conftest import BIN, Origin, Service
-from tests.support import encoded, photo
+from tests.support import encoded, get_json, multipart_upload, photo, wait_until
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
@@ -166,3 +168,61 @@ def test_the_command_line_client_shows_csv_problems_by_row(
         "  row 2, column Product Name: Product Name is empty.",
         "  row 2, column Input Image Urls: 'ftp://x/a.jpg' is not an absolute http(s) URL.",
     ]
+
+
+def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as {(sample name, sorted labels): value}."""
+    response = urllib3.request("GET", f"{base_url}/metrics", timeout=10)
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.data.decode())
+        for sample in family.samples
+    }
+
+
+@pytest.mark.e2e
+def test_metrics_count_uploads_images_bytes_and_time_across_worker_processes(
+    embedded_service: Service, origin: Origin
+) -> None:
+    # Given the counters before
+    before = scrape(embedded_service.base_url)
+
+    # When a request with two good images and one missing one runs to the end
+    run = uuid.uuid4().hex[:8]
+    good = [
+        origin.add(f"/metrics-{run}/{n}.jpg", encoded(photo(300, 200, n), "JPEG", quality=90))
+        for n in range(2)
+    ]
+    csv_text = HEADER.decode() + f'1,Lamp,"{good[0]},{good[1]},{origin.base_url}/gone-{run}.jpg"\n'
+    uploaded = multipart_upload(embedded_service.base_url, csv_text)
+    assert uploaded.status == 202
+    body = json.loads(uploaded.data)
+    wait_until(
+        lambda: get_json(body["status_url"])[1]["status"] == "completed_with_errors",
+        timeout=60,
+        what="the request to finish",
+    )
+    after = scrape(embedded_service.base_url)
+
+    # Then the web process's /metrics shows what the worker processes counted
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("imgsvc_uploads_total", outcome="accepted") >= 1
+    assert grew("imgsvc_images_processed_total", outcome="succeeded", reason="") >= 2
+    assert grew("imgsvc_images_processed_total", outcome="failed", reason="http_404") >= 1
+    assert grew("imgsvc_image_input_bytes_total") > grew("imgsvc_image_output_bytes_total") > 0
+    assert grew("imgsvc_image_stage_seconds_count", stage="encode") >= 2
+    assert grew("imgsvc_request_seconds_count") >= 1
+    assert grew("imgsvc_requests_finished_total", status="completed_with_errors") >= 1
+    # And the backlog gauges are there, read from the broker and the database
+    assert ("imgsvc_queue_messages", (("queue", "celery"),)) in after
+    assert ("imgsvc_queue_messages", (("queue", "webhooks"),)) in after
+    assert ("imgsvc_images_pending", ()) in after
+    # And a worker serves the same counters on its own port, for hosts without a web server
+    from_worker = scrape(f"http://127.0.0.1:{embedded_service.env['WORKER_METRICS_PORT']}")
+    key = ("imgsvc_images_processed_total", (("outcome", "succeeded"), ("reason", "")))
+    assert from_worker[key] == after[key]

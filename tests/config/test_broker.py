@@ -15,7 +15,13 @@ MESSAGES_PER_PRODUCER = 100
 def test_messages_published_while_consumed_all_arrive_whole(tmp_path: Path, transport: str) -> None:
     folder = tmp_path / "queue"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "polling_interval": 0}
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        # kombu keeps exchange bindings here; its default is ./control.
+        "control_folder": str(tmp_path / "control"),
+        "polling_interval": 0,
+    }
     queue = Queue("work")
     received: list[int] = []
     errors: list[BaseException] = []

@@ -1,0 +1,107 @@
+"""Prometheus metrics, served at /metrics.
+
+Web and worker processes are many (gunicorn workers, Celery's pool), so every process
+writes its counters to files in PROMETHEUS_MULTIPROC_DIR (settings set it before this
+module is imported) and /metrics adds up the files of its host. Queue depth and the work
+still waiting are read from the broker and the database when scraped.
+"""
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from config.celery import app
+from processing import selectors
+
+logger = logging.getLogger(__name__)
+
+UPLOADS = Counter(
+    "imgsvc_uploads", "CSV uploads by outcome: accepted, or the error code.", ["outcome"]
+)
+IMAGES = Counter(
+    "imgsvc_images_processed",
+    "Images that ended, by outcome (succeeded, failed) and reason code.",
+    ["outcome", "reason"],
+)
+IMAGE_RETRIES = Counter(
+    "imgsvc_image_retries", "Image downloads queued again after a transient error.", ["reason"]
+)
+BYTES_IN = Counter("imgsvc_image_input_bytes", "Bytes of images downloaded.")
+BYTES_OUT = Counter("imgsvc_image_output_bytes", "Bytes of compressed images stored.")
+STAGE_SECONDS = Histogram(
+    "imgsvc_image_stage_seconds",
+    "Time per image and stage: fetch (download), encode (decode and re-encode), store.",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REQUESTS_FINISHED = Counter(
+    "imgsvc_requests_finished", "Requests that finished, by final status.", ["status"]
+)
+REQUEST_SECONDS = Histogram(
+    "imgsvc_request_seconds",
+    "Time from upload to finished, per request.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "imgsvc_webhook_attempts", "Webhook delivery attempts by outcome.", ["outcome"]
+)
+
+QUEUES = ("celery", "webhooks")
+
+
+class BacklogCollector(Collector):
+    """What is waiting, read when scraped: messages per queue, and unfinished work."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "imgsvc_queue_messages", "Messages waiting in each broker queue.", labels=["queue"]
+        )
+        try:
+            with app.connection_for_read() as connection:
+                channel: Any = connection.default_channel  # kombu's stubs lack queues
+                for queue in QUEUES:
+                    waiting = channel.queue_declare(queue=queue, passive=True).message_count
+                    depth.add_metric([queue], waiting)
+        except Exception:
+            # The broker being away is what /healthz reports; the rest still answers.
+            logger.warning("queue depth unavailable", exc_info=True)
+        yield depth
+
+        unfinished, pending = selectors.backlog()
+        yield GaugeMetricFamily(
+            "imgsvc_requests_unfinished", "Requests not finished yet.", value=unfinished
+        )
+        yield GaugeMetricFamily(
+            "imgsvc_images_pending", "Images of unfinished requests not ended yet.", value=pending
+        )
+
+
+def metrics_registry() -> CollectorRegistry:
+    """Every process's metrics on this host, plus the backlog read now."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(BacklogCollector())
+    return registry
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_serve(*, port: int) -> None:
+    """Serve this host's metrics on port, from a thread (for worker-only hosts)."""
+    start_http_server(port, registry=metrics_registry())
+    logger.info("metrics at http://0.0.0.0:%d/metrics", port)
