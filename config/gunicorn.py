@@ -2,8 +2,29 @@
 
 import os
 
+from config.logs import log_format
+
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 # gunicorn's own advice: two workers per core, plus one.
 workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) * 2 + 1)
 timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
-accesslog = "-"
+# Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
+accesslog = None
+if log_format() == "json":
+    # gunicorn's own lines (start, worker boots, timeouts) as JSON too.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False}
+        },
+    }

@@ -1,0 +1,160 @@
+"""Logs: one JSON object per line in production, plain text in development, each line
+with the id of the request (the upload) it is about.
+
+The id travels in a context variable: the web's access log middleware takes it from the
+URL, the upload view once it has made one, and workers while they work on a request.
+"""
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest, HttpResponse
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def log_format() -> str:
+    """LOG_FORMAT, or json when DATABASE_URL says this is a deployment, else plain."""
+    chosen = os.environ.get("LOG_FORMAT", "").strip().lower()
+    if chosen:
+        return chosen
+    return "json" if os.environ.get("DATABASE_URL") else "plain"
+
+
+@contextlib.contextmanager
+def request_id_bound(request_id: object) -> Iterator[None]:
+    """Every line logged inside carries request_id."""
+    token = request_id_var.set(str(request_id))
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on every record (`request_id`, and `request_tag` for
+    the plain format), unless the call passed its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = (
+            getattr(record, "request_id", "") or request_id_var.get() or _celery_request_id(record)
+        )
+        record.request_id = request_id
+        record.request_tag = f" [{request_id}]" if request_id else ""
+        return True
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _celery_request_id(record: logging.LogRecord) -> str:
+    """The request id of Celery's own task lines ("received", "succeeded"), which are
+    logged outside the task: the first argument of request_start and webhook_send."""
+    data = getattr(record, "data", None)
+    if not isinstance(data, dict) or data.get("name") not in REQUEST_TASKS:
+        return ""
+    found = _UUID.search(str(data.get("args", "")))
+    return found.group() if found else ""
+
+
+REQUEST_TASKS = {"processing.request_start", "processing.webhook_send"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key in _RECORD_ATTRIBUTES or key == "request_tag" or value in ("", None):
+                continue
+            entry[key] = value
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
+    """The dictConfig for web and worker processes (settings.LOGGING)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"},
+            "json": {"()": "config.logs.JsonFormatter"},
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json" if fmt == "json" else "plain",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {"django.db.backends": {"level": "INFO"}},
+    }
+
+
+QUIET_PATHS = {"/healthz", "/metrics"}
+
+
+class AccessLogMiddleware:
+    """One line per HTTP request (method, path, status, time), with the request id when
+    the URL names one; it replaces gunicorn's access log so that both formats agree."""
+
+    logger = logging.getLogger("access")
+
+    def __init__(self, get_response: Callable[["HttpRequest"], "HttpResponse"]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: "HttpRequest") -> "HttpResponse":
+        started = time.monotonic()
+        token = request_id_var.set("")
+        try:
+            response = self.get_response(request)
+            # Probes and scrapes come every few seconds; they are there at DEBUG.
+            quiet = request.path in QUIET_PATHS and response.status_code < 400
+            self.logger.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s %d",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    def process_view(
+        self,
+        request: "HttpRequest",
+        view: Callable[..., "HttpResponse"],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        if kwargs.get("request_id"):
+            request_id_var.set(str(kwargs["request_id"]))

@@ -1,0 +1,98 @@
+"""Logs: one JSON object per line in production, each with the request id it is about."""
+
+import json
+import logging
+import logging.config
+import uuid
+from pathlib import Path
+
+import pytest
+
+from config.logs import logging_config, request_id_bound
+from tests.conftest import Origin, Service
+from tests.support import encoded, get_json, multipart_upload, photo, wait_until
+
+
+def configured_logger(tmp_path: Path, fmt: str) -> tuple[logging.Logger, Path]:
+    path = tmp_path / "out.log"
+    config = logging_config(level="INFO", fmt=fmt)
+    config["handlers"]["console"] = {
+        **config["handlers"]["console"],
+        "class": "logging.FileHandler",
+        "filename": str(path),
+    }
+    config["root"] = {"handlers": [], "level": "WARNING"}
+    config["loggers"] = {"given": {"handlers": ["console"], "level": "INFO", "propagate": False}}
+    logging.config.dictConfig(config)
+    return logging.getLogger("given"), path
+
+
+def test_a_json_line_carries_the_bound_request_id_extra_fields_and_the_traceback(
+    tmp_path: Path,
+) -> None:
+    logger, path = configured_logger(tmp_path, "json")
+    with request_id_bound("5b0c"):
+        try:
+            raise ValueError("bad byte")
+        except ValueError:
+            logger.exception("image %d failed", 7, extra={"image_id": 7})
+    logger.info("outside")
+
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first["message"] == "image 7 failed"
+    assert first["level"] == "ERROR"
+    assert first["logger"] == "given"
+    assert first["request_id"] == "5b0c"
+    assert first["image_id"] == 7
+    assert "ValueError: bad byte" in first["exc_info"]
+    assert first["time"].endswith("Z")
+    assert second["message"] == "outside"
+    assert "request_id" not in second
+
+
+def test_a_plain_line_shows_the_request_id_in_brackets(tmp_path: Path) -> None:
+    logger, path = configured_logger(tmp_path, "plain")
+    with request_id_bound("5b0c"):
+        logger.info("started")
+    assert path.read_text().rstrip().endswith("INFO given [5b0c] started")
+
+
+@pytest.mark.e2e
+def test_production_processes_log_json_lines_naming_the_request(
+    production_service: Service, origin: Origin
+) -> None:
+    # Given an upload to the service as deployed (DATABASE_URL set: JSON logs by default)
+    run = uuid.uuid4().hex[:8]
+    url = origin.add(f"/logs-{run}.jpg", encoded(photo(120, 90), "JPEG"))
+    uploaded = multipart_upload(
+        production_service.base_url, f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n"
+    )
+    request_id = json.loads(uploaded.data)["request_id"]
+    wait_until(
+        lambda: (
+            get_json(f"{production_service.base_url}/api/status/{request_id}/")[1]["status"]
+            == "completed"
+        ),
+        timeout=60,
+        what="the request to complete",
+    )
+
+    def records(name: str) -> list[dict[str, object]]:
+        lines = production_service.log(name).splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    # Then the web logged the upload and its status calls as JSON, with the request id
+    web = [r for r in records("web") if r.get("request_id") == request_id]
+    assert {"upload accepted: 1 products, 1 images", "POST /api/upload/ 202"} <= {
+        str(r["message"]) for r in web
+    }
+    assert any(r.get("path") == f"/api/status/{request_id}/" and r["status"] == 200 for r in web)
+    # And the worker's lines about the request are JSON with its id
+    wait_until(
+        lambda: any(r.get("request_id") == request_id for r in records("worker")),
+        timeout=10,
+        what="the worker's lines about the request",
+    )
+    about = [line for line in production_service.log("worker").splitlines() if request_id in line]
+    assert about
+    assert all(json.loads(line)["request_id"] == request_id for line in about)
