@@ -1,5 +1,6 @@
 """The Celery application. Its settings are the CELERY_* names in config.settings."""
 
+import copy
 import logging.config
 import os
 from typing import Any
@@ -14,8 +15,12 @@ app.autodiscover_tasks()
 
 
 @signals.setup_logging.connect
-def logging_setup(**_: Any) -> None:
-    """Worker and beat log as the web does (settings.LOGGING), not in Celery's own way."""
+def logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
+    """Worker and beat log as the web does (settings.LOGGING), not in Celery's own way;
+    Celery's own lines keep the level its --loglevel option gives them."""
     from django.conf import settings
 
-    logging.config.dictConfig(settings.LOGGING)
+    config = copy.deepcopy(settings.LOGGING)
+    if loglevel:
+        config["loggers"]["celery"] = {"level": loglevel}
+    logging.config.dictConfig(config)

@@ -61,7 +61,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 def _celery_request_id(record: logging.LogRecord) -> str:
     """The request id of Celery's own task lines ("received", "succeeded"), which are
-    logged outside the task: the first argument of request_start and webhook_send."""
+    logged outside the task: the first argument of the tasks that take one."""
     data = getattr(record, "data", None)
     if not isinstance(data, dict) or data.get("name") not in REQUEST_TASKS:
         return ""
@@ -69,7 +69,11 @@ def _celery_request_id(record: logging.LogRecord) -> str:
     return found.group() if found else ""
 
 
-REQUEST_TASKS = {"processing.request_start", "processing.webhook_send"}
+REQUEST_TASKS = {
+    "processing.request_start",
+    "processing.request_finalize",
+    "processing.webhook_send",
+}
 
 
 class JsonFormatter(logging.Formatter):

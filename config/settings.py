@@ -305,8 +305,15 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", os.cpu_count() 
 # reuse it; reconnecting cost more than a small image's encoding.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TASK_ALWAYS_EAGER = False
-# Webhook deliveries wait on their own queue, so slow receivers never hold up images.
-CELERY_TASK_ROUTES = {"processing.webhook_send": {"queue": "webhooks"}}
+# Queues by kind of work, so that slow work never starves fast work: `images` (download
+# and encode), `requests` (start, finalise, sweep: short, and what users wait on last)
+# and `webhooks` (slow receivers). The Procfile's `images` and `requests` workers split
+# them across hosts; its `worker` takes all three.
+CELERY_TASK_DEFAULT_QUEUE = "requests"
+CELERY_TASK_ROUTES = {
+    "processing.images_process": {"queue": "images"},
+    "processing.webhook_send": {"queue": "webhooks"},
+}
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "processing.sweep", "schedule": SWEEP_INTERVAL},
 }

@@ -59,7 +59,7 @@ WEBHOOK_ATTEMPTS = Counter(
     "imgsvc_webhook_attempts", "Webhook delivery attempts by outcome.", ["outcome"]
 )
 
-QUEUES = ("celery", "webhooks")
+QUEUES = ("images", "requests", "webhooks")
 
 
 class BacklogCollector(Collector):

@@ -196,7 +196,21 @@ def _images_work(work: list["_Work"], token: uuid.UUID) -> None:
         _images_record(
             request_id, [item for item in work if item.image.request_id == request_id], token
         )
-        request_finalize(request_id=request_id)
+        _request_finalize_when_done(request_id)
+
+
+def _request_finalize_when_done(request_id: uuid.UUID) -> None:
+    """Queue the request's finalisation, on the requests queue, once its images have all
+    ended: writing a large output CSV must not hold up an image worker. Two batches that
+    end together may both queue it; request_finalize runs once all the same."""
+    done = ProcessingRequest.objects.filter(
+        pk=request_id,
+        status=ProcessingRequest.Status.PROCESSING,
+        finalize_claimed_at__isnull=True,
+        total_images=F("succeeded_images") + F("failed_images"),
+    ).exists()
+    if done:
+        tasks.request_finalize.delay(str(request_id))
 
 
 def _images_claim(image_ids: list[int], token: uuid.UUID) -> list[_Work]:

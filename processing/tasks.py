@@ -38,6 +38,12 @@ def images_process(image_ids: list[int]) -> None:
     services.images_process(image_ids=image_ids)
 
 
+@shared_task(name="processing.request_finalize")
+def request_finalize(request_id: str) -> None:
+    with request_id_bound(request_id):
+        services.request_finalize(request_id=uuid.UUID(request_id))
+
+
 @shared_task(name="processing.webhook_send")
 def webhook_send(request_id: str) -> None:
     with request_id_bound(request_id):

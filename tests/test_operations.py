@@ -219,7 +219,8 @@ def test_metrics_count_uploads_images_bytes_and_time_across_worker_processes(
     assert grew("imgsvc_request_seconds_count") >= 1
     assert grew("imgsvc_requests_finished_total", status="completed_with_errors") >= 1
     # And the backlog gauges are there, read from the broker and the database
-    assert ("imgsvc_queue_messages", (("queue", "celery"),)) in after
+    assert ("imgsvc_queue_messages", (("queue", "images"),)) in after
+    assert ("imgsvc_queue_messages", (("queue", "requests"),)) in after
     assert ("imgsvc_queue_messages", (("queue", "webhooks"),)) in after
     assert ("imgsvc_images_pending", ()) in after
     # And a worker serves the same counters on its own port, for hosts without a web server

@@ -216,10 +216,11 @@ def test_the_same_task_delivered_twice_changes_nothing(
     client = Celery(broker=service.env["CELERY_BROKER_URL"])
     image_id = int(images_before[0]["output_url"].rsplit("/", 1)[1].split(".")[0])
     sent = [
-        client.send_task("processing.images_process", args=[[image_id]]).id,
-        client.send_task("processing.images_process", args=[[image_id]]).id,
-        client.send_task("processing.request_start", args=[request_id]).id,
-        client.send_task("processing.request_start", args=[request_id]).id,
+        client.send_task("processing.images_process", args=[[image_id]], queue="images").id,
+        client.send_task("processing.images_process", args=[[image_id]], queue="images").id,
+        client.send_task("processing.request_start", args=[request_id], queue="requests").id,
+        client.send_task("processing.request_start", args=[request_id], queue="requests").id,
+        client.send_task("processing.request_finalize", args=[request_id], queue="requests").id,
     ]
     wait_until(
         lambda: all(f"[{task_id}] succeeded" in service.log("worker") for task_id in sent),
