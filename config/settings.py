@@ -166,10 +166,42 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "/static/"
 
-# Output files live in STORAGE_DIR (the seed's storage/ folder) and are served at MEDIA_URL.
+# Output files (images and CSVs) go to an S3-compatible object store when S3_BUCKET is
+# set, so that web and workers on many hosts share them; otherwise to STORAGE_DIR (the
+# seed's storage/ folder), served by the web server at MEDIA_URL.
 MEDIA_ROOT = Path(env("STORAGE_DIR", str(BASE_DIR / "storage")))
 MEDIA_URL = "/media/"
-STORAGES = {
+S3_BUCKET = env("S3_BUCKET")
+
+
+def _s3_options() -> dict[str, object]:
+    options: dict[str, object] = {
+        "bucket_name": S3_BUCKET,
+        "endpoint_url": env("S3_ENDPOINT_URL") or None,
+        "region_name": env("S3_REGION") or None,
+        "access_key": env("S3_ACCESS_KEY_ID") or None,
+        "secret_key": env("S3_SECRET_ACCESS_KEY") or None,
+        "addressing_style": env("S3_ADDRESSING_STYLE") or None,
+        "signature_version": "s3v4",
+        "file_overwrite": True,
+        "default_acl": None,
+        # Private bucket: every URL handed out is presigned, valid this long (SigV4 allows
+        # up to 7 days). A public base URL (a CDN, or a public-read bucket) needs no signing.
+        "querystring_auth": True,
+        "querystring_expire": env_int("S3_URL_EXPIRY", 7 * 24 * 3600),
+    }
+    public = env("S3_PUBLIC_BASE_URL").rstrip("/")
+    if public:
+        scheme, _, rest = public.partition("://")
+        if scheme not in {"http", "https"} or not rest:
+            raise ImproperlyConfigured(
+                f"S3_PUBLIC_BASE_URL must be an absolute http(s) URL, not {public!r}."
+            )
+        options.update(querystring_auth=False, custom_domain=rest, url_protocol=f"{scheme}:")
+    return options
+
+
+STORAGES: dict[str, dict[str, Any]] = {
     # Output names are derived from row ids, so a re-run of a task writes the same name.
     "default": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -177,6 +209,8 @@ STORAGES = {
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+if S3_BUCKET:
+    STORAGES["default"] = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": _s3_options()}
 
 # Absolute base of every URL the service hands out (output images, CSV, status). Empty:
 # the address the client used to upload, recorded with the request.

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.urls import reverse
 
@@ -30,7 +31,10 @@ def request_products(*, request_id: uuid.UUID) -> QuerySet[Product]:
 
 
 def media_url(*, base_url: str, name: str) -> str:
-    """The absolute URL at which a stored output file is served."""
+    """The absolute URL at which a stored output file is served: the object store's (public
+    or presigned) when there is one, else this service's own /media/."""
+    if settings.S3_BUCKET:
+        return str(default_storage.url(name))
     return f"{base_url}{settings.MEDIA_URL}{name}"
 
 

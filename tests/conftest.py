@@ -157,6 +157,23 @@ class Service:
         self.processes[name] = process
         return process
 
+    @property
+    def output_base(self) -> str:
+        """Where output files are served from: the object store, or the web's /media/."""
+        if self.env.get("S3_BUCKET"):
+            return f"{self.env['S3_ENDPOINT_URL']}/{self.env['S3_BUCKET']}/"
+        return f"{self.base_url}/media/"
+
+    def wait_ready(self, web: str | None, workers: list[str]) -> None:
+        if web is not None:
+            wait_until(lambda: _answers(self.base_url), timeout=60, what="gunicorn to answer")
+        for name in workers:
+            wait_until(
+                lambda name=name: " ready." in self.log(name),  # type: ignore[misc]
+                timeout=60,
+                what=f"{name} to be ready",
+            )
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -169,9 +186,8 @@ class Service:
                 process.wait()
 
 
-def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> Service:
-    """Migrate, then start the Procfile's web, worker and beat; return once they answer."""
-    port = free_port()
+def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dict[str, str]:
+    """The environment of one host of the service: its own port, folders and settings."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -181,7 +197,7 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
         {
             "PATH": f"{BIN}:{env.get('PATH', '')}",
             "HOST": "127.0.0.1",
-            "PORT": str(port),
+            "PORT": str(free_port()),
             "WEB_CONCURRENCY": "2",
             "CELERY_WORKER_CONCURRENCY": "2",
             "SECRET_KEY": "tests-only-not-secret",
@@ -208,7 +224,10 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
         }
     )
     env.update(extra_env)
-    service = Service(base_url=f"http://127.0.0.1:{port}", env=env, workdir=workdir)
+    return env
+
+
+def service_migrate(env: dict[str, str]) -> None:
     migrate = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=ROOT,
@@ -218,14 +237,18 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
         check=False,
     )
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+
+
+def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> Service:
+    """Migrate, then start the Procfile's web, worker and beat; return once they answer."""
+    env = service_env(workdir, extra_env, origin)
+    service = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
+    service_migrate(env)
     commands = procfile_commands()
     try:
         for name in ("web", "worker", "beat"):
             service.start(name, commands[name])
-        wait_until(lambda: _answers(service.base_url), timeout=60, what="gunicorn to answer")
-        wait_until(
-            lambda: " ready." in service.log("worker"), timeout=60, what="the worker to be ready"
-        )
+        service.wait_ready(web="web", workers=["worker"])
     except BaseException:
         service.stop()
         print(service.log("web"), service.log("worker"), sep="\n")
@@ -336,7 +359,96 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["embedded", "production"])
+# --- An S3-compatible object store --------------------------------------------------------
+
+
+@dataclass
+class ObjectStore:
+    """moto's standalone S3 server on a spare port of 127.0.0.1, with one bucket."""
+
+    endpoint_url: str
+    bucket: str = "imgsvc-outputs"
+
+    def service_env(self) -> dict[str, str]:
+        return {
+            "S3_BUCKET": self.bucket,
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "S3_REGION": "us-east-1",
+            "S3_ACCESS_KEY_ID": "tests-only",
+            "S3_SECRET_ACCESS_KEY": "tests-only",
+            "S3_ADDRESSING_STYLE": "path",
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="tests-only",
+            aws_secret_access_key="tests-only",
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        listed = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for item in listed.get("Contents", [])]
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("ab")
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    store = ObjectStore(endpoint_url=f"http://127.0.0.1:{port}")
+    try:
+        wait_until(lambda: _moto_answers(store), timeout=30, what="moto's S3 server to answer")
+        store.client().create_bucket(Bucket=store.bucket)
+        yield store
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _moto_answers(store: ObjectStore) -> bool:
+    try:
+        return urllib3.request("GET", store.endpoint_url, timeout=2, retries=False).status == 200
+    except urllib3.exceptions.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def object_store_service(
+    tmp_path_factory: pytest.TempPathFactory, origin: Origin, object_store: ObjectStore
+) -> Iterator[Service]:
+    """PostgreSQL, a Redis of its own (so that no other service's worker takes its tasks)
+    and output files in the object store."""
+    production_urls()
+    redis = RedisServer(port=free_port(), workdir=tmp_path_factory.mktemp("object-store-redis"))
+    redis.start()
+    try:
+        with postgres_database() as database_url:
+            service = start_service(
+                tmp_path_factory.mktemp("object-store"),
+                {
+                    "DATABASE_URL": database_url,
+                    "CELERY_BROKER_URL": redis.url,
+                    **object_store.service_env(),
+                },
+                origin,
+            )
+            yield service
+            service.stop()
+    finally:
+        redis.stop()
+
+
+@pytest.fixture(params=["embedded", "production", "object_store"])
 def service(request: pytest.FixtureRequest) -> Service:
-    """The service on each stack: the embedded default, then PostgreSQL + Redis."""
+    """The service on each stack: the embedded default, PostgreSQL + Redis, and that with
+    output files in an S3-compatible object store."""
     return request.getfixturevalue(f"{request.param}_service")  # type: ignore[no-any-return]
