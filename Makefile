@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install run test check lint types bench lock clean
+.PHONY: install run test check lint types bench costs lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 # The benchmark (bench/run.py): needs PostgreSQL and Redis, as described there.
 bench: $(BIN)/.bench-installed
 	SECRET_KEY=$${SECRET_KEY:-bench-only-not-secret} $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# SQL statements and broker messages per image (bench/costs.py), for the capacity guide.
+costs: $(BIN)/.installed
+	$(BIN)/python -m bench.costs
 
 # Refresh requirements.lock from what pyproject.toml asks for.
 lock:

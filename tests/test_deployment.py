@@ -1,0 +1,169 @@
+"""The service as a team deploys it on several hosts: a web host, an image worker host and
+a requests worker host that share nothing but PostgreSQL, Redis and the object store; and
+the docker-compose.yml that starts the same processes, kept in step with the Procfile."""
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import (
+    BIN,
+    ROOT,
+    ObjectStore,
+    Origin,
+    RedisServer,
+    Service,
+    postgres_database,
+    procfile_commands,
+    production_urls,
+    service_env,
+    service_migrate,
+)
+from tests.support import encoded, free_port, get_json, multipart_upload, photo, wait_until
+
+
+@pytest.mark.e2e
+def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object_store(
+    object_store: ObjectStore, origin: Origin, tmp_path: Path
+) -> None:
+    # Given three "hosts", each with its own folders, and one PostgreSQL, Redis and bucket
+    production_urls()
+    redis = RedisServer(port=free_port(), workdir=tmp_path)
+    redis.start()
+    hosts: dict[str, Service] = {}
+    try:
+        with postgres_database() as database_url:
+            shared = {
+                "DATABASE_URL": database_url,
+                "CELERY_BROKER_URL": redis.url,
+                **object_store.service_env(),
+            }
+            for name in ("web", "images", "requests"):
+                env = service_env(tmp_path / name, shared, origin)
+                hosts[name] = Service(
+                    base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=tmp_path / name
+                )
+                (tmp_path / name).mkdir()
+            service_migrate(hosts["web"].env)
+            commands = procfile_commands()
+            hosts["web"].start("web", commands["web"])
+            hosts["images"].start("images", commands["images"])
+            hosts["requests"].start("requests", commands["requests"])
+            hosts["requests"].start("beat", commands["beat"])
+            hosts["web"].wait_ready(web="web", workers=[])
+            hosts["images"].wait_ready(web=None, workers=["images"])
+            hosts["requests"].wait_ready(web=None, workers=["requests"])
+            web = hosts["web"]
+
+            # When a shop uploads a CSV to the web host
+            run = uuid.uuid4().hex[:8]
+            sources = [encoded(photo(240 + 40 * n, 180, n), "JPEG", quality=90) for n in range(3)]
+            urls = [origin.add(f"/hosts-{run}/{n}.jpg", body) for n, body in enumerate(sources)]
+            csv_text = (
+                "S. No.,Product Name,Input Image Urls\n"
+                f'1,Lamp,"{urls[0]},{urls[1]}"\n2,Chair,"{urls[2]},{urls[0]}"\n'
+            )
+            uploaded = multipart_upload(web.base_url, csv_text)
+            assert uploaded.status == 202, uploaded.data
+            request_id = json.loads(uploaded.data)["request_id"]
+
+            # Then the request completes
+            status = wait_until(
+                lambda: (
+                    (body := get_json(f"{web.base_url}/api/status/{request_id}/")[1])["status"]
+                    in {"completed", "completed_with_errors", "failed"}
+                    and body
+                ),
+                timeout=60,
+                what="the request to finish",
+            )
+            assert status["status"] == "completed"
+
+            # And every output URL is the object store's and serves the compressed image
+            _, products = get_json(status["products_url"])
+            images = [image for product in products["results"] for image in product["images"]]
+            expected_sources = [sources[0], sources[1], sources[2], sources[0]]
+            for image, source in zip(images, expected_sources, strict=True):
+                assert image["output_url"].startswith(object_store.endpoint_url + "/")
+                output = Image.open(io.BytesIO(fetch(image["output_url"])))
+                assert output.format == "JPEG"
+                assert output.size == Image.open(io.BytesIO(source)).size
+            stored = object_store.keys(prefix=f"output_images/{request_id}/")
+            assert sorted(stored) == sorted(
+                [f"output_images/{request_id}/output.csv"]
+                + [
+                    f"output_images/{request_id}/{name.rsplit('/', 1)[1].split('?')[0]}"
+                    for name in {image["output_url"].split("?")[0] for image in images}
+                ]
+            )
+            # And the web host serves the output CSV from the object store
+            rows = list(csv.reader(io.StringIO(fetch(status["output_csv_url"]).decode())))
+            assert [row[3].count(object_store.endpoint_url) for row in rows[1:]] == [2, 2]
+
+            # And no host kept a file of its own, and each worker did only its own kind
+            for host in hosts.values():
+                folder = Path(host.env["STORAGE_DIR"])
+                assert not folder.exists() or not any(p.is_file() for p in folder.rglob("*"))
+            images_log = hosts["images"].log("images")
+            requests_log = hosts["requests"].log("requests")
+            assert "processing.images_process[" in images_log
+            assert "processing.request_finalize[" not in images_log
+            assert "processing.request_finalize[" in requests_log
+            assert "processing.images_process[" not in requests_log
+    finally:
+        for host in hosts.values():
+            host.stop()
+        redis.stop()
+
+
+def fetch(url: str) -> bytes:
+    import urllib3
+
+    response = urllib3.request("GET", url, timeout=30)
+    assert response.status == 200, (url, response.status)
+    return response.data
+
+
+# --- docker-compose.yml -------------------------------------------------------------------
+
+
+def compose_command() -> list[str]:
+    """`docker compose`, with Compose v2 from the dev dependencies as its plugin."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return [str(BIN / "docker-compose")]
+    return [docker, "compose"]
+
+
+def test_docker_compose_config_passes(tmp_path: Path) -> None:
+    plugins = tmp_path / "cli-plugins"
+    plugins.mkdir()
+    (plugins / "docker-compose").symlink_to(BIN / "docker-compose")
+    result = subprocess.run(
+        [*compose_command(), "--file", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_runs_the_procfile_commands() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    procfile = procfile_commands()
+    for name in ("web", "images", "requests", "beat"):
+        assert compose["services"][name]["command"] == procfile[name], name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "requirements.lock" in dockerfile
