@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# libjpeg-turbo's library for the fast JPEG path (imaging/encode.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libturbojpeg0 \
+    && rm -rf /var/lib/apt/lists/*
+
 # The runtime dependencies, pinned by requirements.lock, in a layer of their own so that a
 # change to the code does not reinstall them.
 COPY pyproject.toml requirements.lock ./

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install run test check lint types bench costs lock clean
+.PHONY: install debian-packages run test check lint types bench costs lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +17,17 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian's chromium, which the browser tests (tests/processing/test_pages.py) drive.
-CHROMIUM := /usr/bin/chromium
+# Debian packages: chromium, which the browser tests (tests/processing/test_pages.py)
+# drive, and libturbojpeg0, for the fast JPEG path (imaging/encode.py; without it JPEGs
+# go through Pillow). Installed with apt-get when dpkg does not have them.
+DEBIAN_PACKAGES := chromium libturbojpeg0
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-$(CHROMIUM):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+debian-packages:
+	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES); }
 
-install: $(BIN)/.installed node_modules/.installed $(CHROMIUM)
+install: $(BIN)/.installed node_modules/.installed debian-packages
 
 # The service on the embedded default (SQLite, filesystem broker, ./storage): the web
 # server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.

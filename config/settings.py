@@ -286,6 +286,8 @@ if IMAGE_QUALITY_MODE not in {"fixed", "relative"}:
 if not 1 <= IMAGE_QUALITY <= 95:
     raise ImproperlyConfigured("IMAGE_QUALITY must be between 1 and 95.")
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+# Upright YCbCr and grayscale JPEGs through libjpeg-turbo's YUV path (imaging/encode.py).
+IMAGE_FAST_JPEG = env_bool("IMAGE_FAST_JPEG", True)
 IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 25 * 1024 * 1024)
 IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
 IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 15.0)

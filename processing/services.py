@@ -247,6 +247,7 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         quality=request.quality,
         mode="relative" if request.quality_mode == "relative" else "fixed",
         max_pixels=settings.IMAGE_MAX_PIXELS,
+        fast_jpeg=settings.IMAGE_FAST_JPEG,
     )
 
 

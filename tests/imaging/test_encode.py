@@ -3,9 +3,9 @@
 import io
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
 
-from imaging.encode import compress
+from imaging.encode import _turbojpeg, compress
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
 from tests.support import IJG_Q50_LUMINANCE, encoded, photo
@@ -188,3 +188,57 @@ def test_a_truncated_jpeg_is_a_corrupt_image() -> None:
         compress(source[: len(source) // 2], quality=50, max_pixels=MAX_PIXELS)
     assert raised.value.reason == "corrupt_image"
     assert raised.value.transient is False
+
+
+# --- libjpeg-turbo's YUV path for plain JPEGs ----------------------------------------------
+
+
+def test_the_yuv_path_is_available_where_the_tests_run() -> None:
+    # make test installs libturbojpeg0; without it every JPEG would quietly use Pillow.
+    assert _turbojpeg() is not None
+
+
+@pytest.mark.parametrize(("subsampling", "sampling"), [("4:4:4", 0), ("4:2:2", 1), ("4:2:0", 2)])
+def test_a_plain_jpeg_keeps_its_chroma_subsampling_on_the_yuv_path(
+    subsampling: str, sampling: int
+) -> None:
+    # Given an upright quality-90 JPEG with a given subsampling
+    source = encoded(photo(320, 240), "JPEG", quality=90, subsampling=subsampling)
+
+    # When it is compressed
+    output, result = run(source)
+
+    # Then the YUV path kept the source's planes (Pillow would choose 4:2:0 itself)
+    assert JpegImagePlugin.get_sampling(output) == sampling
+    assert output.quantization[0] == IJG_Q50_LUMINANCE  # type: ignore[attr-defined]
+    assert output.size == (320, 240)
+    assert result.quality == 50  # type: ignore[attr-defined]
+
+
+def test_the_yuv_path_is_as_faithful_to_the_source_as_pillow() -> None:
+    # Given a photo, saved at quality 90
+    original = photo(400, 300, seed=3)
+    source = encoded(original, "JPEG", quality=90)
+
+    # When it is compressed on the YUV path and, to compare, by Pillow
+    fast = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    slow = compress(source, quality=50, max_pixels=MAX_PIXELS, fast_jpeg=False)
+
+    # Then both are the same size, and stray from the photo by about as much
+    def error(data: bytes) -> float:
+        decoded = Image.open(io.BytesIO(data)).convert("RGB")
+        return sum(ImageStat.Stat(ImageChops.difference(original, decoded)).mean) / 3
+
+    assert (fast.width, fast.height) == (slow.width, slow.height) == (400, 300)
+    assert error(fast.data) <= error(slow.data) * 1.15
+
+
+def test_an_icc_profile_longer_than_one_segment_is_kept_whole() -> None:
+    # Given a JPEG whose profile spans two APP2 segments (Pillow checks no profile content)
+    profile = bytes(range(256)) * 400  # 102,400 bytes
+    source = encoded(photo(160, 120), "JPEG", quality=90, icc_profile=profile)
+
+    output, _ = run(source)
+
+    assert output.info.get("icc_profile") == profile
+    assert output.info.get("jfif") is not None  # the JFIF header stays first
