@@ -128,7 +128,11 @@ def _jpeg_yuv_reencode(data: bytes, image: Image.Image, quality: int) -> bytes |
     turbo = _turbojpeg()
     if turbo is None or image.format != "JPEG" or image.mode not in {"RGB", "L"}:
         return None
-    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:
+        return None  # damaged EXIF: Pillow's path decides what to make of it
+    if orientation != 1:
         return None  # the pixels must be turned: Pillow does that
     if "adobe" in image.info and image.mode == "RGB" and image.info.get("adobe_transform") == 0:
         return None  # stored as RGB, not YCbCr: there are no YUV planes to keep
