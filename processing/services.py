@@ -12,16 +12,17 @@ import logging
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -33,6 +34,7 @@ from processing import metrics, selectors, tasks, webhooks
 from processing.csv_format import (
     CsvLimits,
     OutputRow,
+    ParsedProduct,
     iter_products,
     validate_products,
     write_output_csv,
@@ -87,28 +89,10 @@ def request_create(
             total_images=summary.images,
         )
         parsed = iter_products(csv_data, limits)
+        insert = _products_copy if connection.vendor == "postgresql" else _products_bulk_create
         for first_position in range(0, summary.products, INSERT_BATCH):
             batch = list(itertools.islice(parsed, INSERT_BATCH))
-            products = Product.objects.bulk_create(
-                [
-                    Product(
-                        request=request,
-                        position=position,
-                        serial_number=product.serial_number,
-                        product_name=product.product_name,
-                        input_image_urls=",".join(product.image_urls),
-                    )
-                    for position, product in enumerate(batch, start=first_position)
-                ]
-            )
-            ProductImage.objects.bulk_create(
-                [
-                    ProductImage(request=request, product=product, position=position, input_url=url)
-                    for product, source in zip(products, batch, strict=True)
-                    for position, url in enumerate(source.image_urls)
-                ],
-                batch_size=INSERT_BATCH,
-            )
+            insert(request, batch, first_position)
         tasks.enqueue_after_commit(tasks.request_start, str(request.pk))
     logger.info(
         "request %s created: %d products, %d images",
@@ -117,6 +101,96 @@ def request_create(
         summary.images,
     )
     return request
+
+
+def _products_bulk_create(
+    request: ProcessingRequest, batch: list[ParsedProduct], first_position: int
+) -> None:
+    products = Product.objects.bulk_create(
+        [
+            Product(
+                request=request,
+                position=position,
+                serial_number=product.serial_number,
+                product_name=product.product_name,
+                input_image_urls=",".join(product.image_urls),
+            )
+            for position, product in enumerate(batch, start=first_position)
+        ]
+    )
+    ProductImage.objects.bulk_create(
+        [
+            ProductImage(request=request, product=product, position=position, input_url=url)
+            for product, source in zip(products, batch, strict=True)
+            for position, url in enumerate(source.image_urls)
+        ],
+        batch_size=INSERT_BATCH,
+    )
+
+
+def _products_copy(
+    request: ProcessingRequest, batch: list[ParsedProduct], first_position: int
+) -> None:
+    """The same rows as _products_bulk_create, sent with PostgreSQL's COPY: building an
+    INSERT through the ORM cost more than a second for 10,000 rows."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [Product._meta.db_table, Product._meta.pk.column, len(batch)],
+        )
+        product_ids = [row[0] for row in cursor.fetchall()]
+        _copy_rows(
+            cursor,
+            Product,
+            (
+                {
+                    "product_id": product_id,
+                    "request_id": request.pk,
+                    "position": position,
+                    "serial_number": product.serial_number,
+                    "product_name": product.product_name,
+                    "input_image_urls": ",".join(product.image_urls),
+                }
+                for position, (product_id, product) in enumerate(
+                    zip(product_ids, batch, strict=True), start=first_position
+                )
+            ),
+            primary_key=True,
+        )
+        _copy_rows(
+            cursor,
+            ProductImage,
+            (
+                {
+                    "request_id": request.pk,
+                    "product_id": product_id,
+                    "position": position,
+                    "input_url": url,
+                }
+                for product_id, product in zip(product_ids, batch, strict=True)
+                for position, url in enumerate(product.image_urls)
+            ),
+        )
+
+
+def _copy_rows(
+    cursor: Any,
+    model: type[models.Model],
+    rows: Iterable[dict[str, object]],
+    *,
+    primary_key: bool = False,
+) -> None:
+    """COPY rows into model's table. A field a row leaves out gets its model default; the
+    primary key is given by each row, or (primary_key=False) by its sequence."""
+    fields = [
+        field for field in model._meta.concrete_fields if primary_key or not field.primary_key
+    ]
+    defaults = {field.attname: field.get_default() for field in fields}
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row.get(field.attname, defaults[field.attname]) for field in fields])
 
 
 def request_start(*, request_id: uuid.UUID) -> None:
