@@ -456,13 +456,14 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
     except Exception as error:
         logger.exception("request %s could not be finalised", request_id)
         metrics.REQUESTS_FINISHED.labels(ProcessingRequest.Status.FAILED).inc()
-        ProcessingRequest.objects.filter(pk=request_id).update(
-            status=ProcessingRequest.Status.FAILED,
-            error=f"The results could not be written: {error}",
-            finished_at=timezone.now(),
-            updated_at=timezone.now(),
-        )
-    webhooks.webhook_schedule(request=request)
+        with transaction.atomic():
+            ProcessingRequest.objects.filter(pk=request_id).update(
+                status=ProcessingRequest.Status.FAILED,
+                error=f"The results could not be written: {error}",
+                finished_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+            webhooks.webhook_schedule(request=request)
     return True
 
 
@@ -484,6 +485,8 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
         ProcessingRequest.objects.filter(pk=request.pk).update(
             status=status, output_csv_name=csv_name, finished_at=now, updated_at=now
         )
+        # In the same transaction: whoever sees the final status sees the delivery too.
+        webhooks.webhook_schedule(request=request)
     metrics.REQUESTS_FINISHED.labels(status).inc()
     metrics.REQUEST_SECONDS.observe((now - request.created_at).total_seconds())
     logger.info(
