@@ -2,7 +2,7 @@
 
 import os
 
-from config.logs import log_format
+from config.logs import log_format, logging_config
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 # gunicorn's own advice: two workers per core, plus one.
@@ -11,20 +11,11 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
 if log_format() == "json":
-    # gunicorn's own lines (start, worker boots, timeouts) as JSON too.
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
-        "handlers": {
-            "console": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "root": {"level": "INFO", "handlers": ["console"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False}
-        },
+    # gunicorn's own lines (start, worker boots, timeouts) as JSON too, through the same
+    # configuration as Django's; gunicorn does not let gunicorn.error propagate.
+    logconfig_dict = logging_config(level="INFO", fmt="json")
+    logconfig_dict["loggers"]["gunicorn.error"] = {
+        "level": "INFO",
+        "handlers": ["console"],
+        "propagate": False,
     }

@@ -351,6 +351,19 @@ class RedisServer:
             return False
 
 
+@contextlib.contextmanager
+def private_backends(workdir: Path) -> Iterator[tuple[str, RedisServer]]:
+    """A new PostgreSQL database and a redis-server of its own, so that no other service's
+    worker takes this one's tasks; both gone afterwards."""
+    redis = RedisServer(port=free_port(), workdir=workdir)
+    redis.start()
+    try:
+        with postgres_database() as database_url:
+            yield database_url, redis
+    finally:
+        redis.stop()
+
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(port=free_port(), workdir=tmp_path)
@@ -428,23 +441,18 @@ def object_store_service(
     """PostgreSQL, a Redis of its own (so that no other service's worker takes its tasks)
     and output files in the object store."""
     production_urls()
-    redis = RedisServer(port=free_port(), workdir=tmp_path_factory.mktemp("object-store-redis"))
-    redis.start()
-    try:
-        with postgres_database() as database_url:
-            service = start_service(
-                tmp_path_factory.mktemp("object-store"),
-                {
-                    "DATABASE_URL": database_url,
-                    "CELERY_BROKER_URL": redis.url,
-                    **object_store.service_env(),
-                },
-                origin,
-            )
-            yield service
-            service.stop()
-    finally:
-        redis.stop()
+    with private_backends(tmp_path_factory.mktemp("object-store-redis")) as (database, redis):
+        service = start_service(
+            tmp_path_factory.mktemp("object-store"),
+            {
+                "DATABASE_URL": database,
+                "CELERY_BROKER_URL": redis.url,
+                **object_store.service_env(),
+            },
+            origin,
+        )
+        yield service
+        service.stop()
 
 
 @pytest.fixture(params=["embedded", "production", "object_store"])

@@ -81,3 +81,23 @@ def multipart_upload(
 def get_json(url: str) -> tuple[int, Any]:
     response = urllib3.request("GET", url, timeout=30)
     return response.status, json.loads(response.data)
+
+
+def fetch_bytes(url: str) -> bytes:
+    response = urllib3.request("GET", url, timeout=30)
+    assert response.status == 200, url
+    return response.data
+
+
+def wait_for_finish(base_url: str, request_id: str, timeout: float = 180) -> dict[str, Any]:
+    """The request's status once it is no longer pending or processing."""
+
+    def finished() -> dict[str, Any] | None:
+        status, body = get_json(f"{base_url}/api/status/{request_id}/")
+        assert status == 200, body
+        return body if body["status"] not in {"pending", "processing"} else None
+
+    result: dict[str, Any] = wait_until(
+        finished, timeout=timeout, interval=0.2, what="the request to finish"
+    )
+    return result

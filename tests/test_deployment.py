@@ -20,15 +20,14 @@ from tests.conftest import (
     ROOT,
     ObjectStore,
     Origin,
-    RedisServer,
     Service,
-    postgres_database,
+    private_backends,
     procfile_commands,
     production_urls,
     service_env,
     service_migrate,
 )
-from tests.support import encoded, free_port, get_json, multipart_upload, photo, wait_until
+from tests.support import encoded, fetch_bytes, get_json, multipart_upload, photo, wait_for_finish
 
 
 @pytest.mark.e2e
@@ -37,11 +36,9 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
 ) -> None:
     # Given three "hosts", each with its own folders, and one PostgreSQL, Redis and bucket
     production_urls()
-    redis = RedisServer(port=free_port(), workdir=tmp_path)
-    redis.start()
     hosts: dict[str, Service] = {}
     try:
-        with postgres_database() as database_url:
+        with private_backends(tmp_path) as (database_url, redis):
             shared = {
                 "DATABASE_URL": database_url,
                 "CELERY_BROKER_URL": redis.url,
@@ -77,15 +74,7 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
             request_id = json.loads(uploaded.data)["request_id"]
 
             # Then the request completes
-            status = wait_until(
-                lambda: (
-                    (body := get_json(f"{web.base_url}/api/status/{request_id}/")[1])["status"]
-                    in {"completed", "completed_with_errors", "failed"}
-                    and body
-                ),
-                timeout=60,
-                what="the request to finish",
-            )
+            status = wait_for_finish(web.base_url, request_id, timeout=60)
             assert status["status"] == "completed"
 
             # And every output URL is the object store's and serves the compressed image
@@ -94,7 +83,7 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
             expected_sources = [sources[0], sources[1], sources[2], sources[0]]
             for image, source in zip(images, expected_sources, strict=True):
                 assert image["output_url"].startswith(object_store.endpoint_url + "/")
-                output = Image.open(io.BytesIO(fetch(image["output_url"])))
+                output = Image.open(io.BytesIO(fetch_bytes(image["output_url"])))
                 assert output.format == "JPEG"
                 assert output.size == Image.open(io.BytesIO(source)).size
             stored = object_store.keys(prefix=f"output_images/{request_id}/")
@@ -106,7 +95,7 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
                 ]
             )
             # And the web host serves the output CSV from the object store
-            rows = list(csv.reader(io.StringIO(fetch(status["output_csv_url"]).decode())))
+            rows = list(csv.reader(io.StringIO(fetch_bytes(status["output_csv_url"]).decode())))
             assert [row[3].count(object_store.endpoint_url) for row in rows[1:]] == [2, 2]
 
             # And no host kept a file of its own, and each worker did only its own kind
@@ -122,15 +111,6 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
     finally:
         for host in hosts.values():
             host.stop()
-        redis.stop()
-
-
-def fetch(url: str) -> bytes:
-    import urllib3
-
-    response = urllib3.request("GET", url, timeout=30)
-    assert response.status == 200, (url, response.status)
-    return response.data
 
 
 # --- docker-compose.yml -------------------------------------------------------------------

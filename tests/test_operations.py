@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processing import services
 from tests.conftest import BIN, Origin, Service
-from tests.support import encoded, get_json, multipart_upload, photo, wait_until
+from tests.support import encoded, multipart_upload, photo, wait_for_finish
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
@@ -199,11 +199,8 @@ def test_metrics_count_uploads_images_bytes_and_time_across_worker_processes(
     uploaded = multipart_upload(embedded_service.base_url, csv_text)
     assert uploaded.status == 202
     body = json.loads(uploaded.data)
-    wait_until(
-        lambda: get_json(body["status_url"])[1]["status"] == "completed_with_errors",
-        timeout=60,
-        what="the request to finish",
-    )
+    finished = wait_for_finish(embedded_service.base_url, body["request_id"], timeout=60)
+    assert finished["status"] == "completed_with_errors"
     after = scrape(embedded_service.base_url)
 
     # Then the web process's /metrics shows what the worker processes counted

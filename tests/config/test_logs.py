@@ -10,7 +10,7 @@ import pytest
 
 from config.logs import logging_config, request_id_bound
 from tests.conftest import Origin, Service
-from tests.support import encoded, get_json, multipart_upload, photo, wait_until
+from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
 
 
 def configured_logger(tmp_path: Path, fmt: str) -> tuple[logging.Logger, Path]:
@@ -68,14 +68,8 @@ def test_production_processes_log_json_lines_naming_the_request(
         production_service.base_url, f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n"
     )
     request_id = json.loads(uploaded.data)["request_id"]
-    wait_until(
-        lambda: (
-            get_json(f"{production_service.base_url}/api/status/{request_id}/")[1]["status"]
-            == "completed"
-        ),
-        timeout=60,
-        what="the request to complete",
-    )
+    finished = wait_for_finish(production_service.base_url, request_id, timeout=60)
+    assert finished["status"] == "completed"
 
     def records(name: str) -> list[dict[str, object]]:
         lines = production_service.log(name).splitlines()

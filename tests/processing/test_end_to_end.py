@@ -5,10 +5,8 @@ PostgreSQL + Redis. Images come from a real HTTP origin on 127.0.0.1."""
 import csv
 import io
 import uuid
-from typing import Any
 
 import pytest
-import urllib3
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
@@ -16,15 +14,15 @@ from tests.conftest import WEBHOOK_SECRET, Origin, Service
 from tests.support import (
     IJG_Q50_LUMINANCE,
     encoded,
+    fetch_bytes,
     get_json,
     multipart_upload,
     photo,
+    wait_for_finish,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
-
-FINISHED = {"completed", "completed_with_errors", "failed"}
 
 
 def ijg_table(quality: int) -> list[int]:
@@ -36,22 +34,6 @@ def unsigned(url: str | None) -> str:
     """An output URL without its query: an object store's presigned URLs are signed anew
     each time they are handed out."""
     return (url or "").split("?", 1)[0]
-
-
-def wait_for_finish(service: Service, request_id: str) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        status, body = get_json(f"{service.base_url}/api/status/{request_id}/")
-        assert status == 200, body
-        return body if body["status"] in FINISHED else None
-
-    result: dict[str, Any] = wait_until(finished, timeout=90, interval=0.2, what="the request")
-    return result
-
-
-def fetch_bytes(url: str) -> bytes:
-    response = urllib3.request("GET", url, timeout=30)
-    assert response.status == 200, url
-    return response.data
 
 
 def test_a_catalogue_is_compressed_and_reported_end_to_end(
@@ -92,7 +74,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         "total_products": 4,
         "total_images": 8,
     }
-    status = wait_for_finish(service, request_id)
+    status = wait_for_finish(service.base_url, request_id, timeout=90)
     status_url = accepted["status_url"]
     webhook_state = status.pop("webhook")
     assert status == {
@@ -236,7 +218,7 @@ def test_quality_can_be_chosen_per_upload_fixed_or_relative(
 
     # Then each output carries the quantisation table of the quality asked for
     for request_id, expected_quality in ((fixed, 30), (relative, 40)):
-        status = wait_for_finish(service, request_id)
+        status = wait_for_finish(service.base_url, request_id, timeout=90)
         assert status["status"] == "completed"
         _, products = get_json(status["products_url"])
         image = products["results"][0]["images"][0]
@@ -273,7 +255,7 @@ def test_a_webhook_to_a_blocked_address_is_refused_and_the_result_stands(
     request_id = multipart_upload(embedded_service.base_url, csv_text, webhook_url=webhook).json()[
         "request_id"
     ]
-    status = wait_for_finish(embedded_service, request_id)
+    status = wait_for_finish(embedded_service.base_url, request_id, timeout=90)
 
     # Then the request completed, and the webhook was refused by the address check, once
     assert status["status"] == "completed"

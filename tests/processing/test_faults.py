@@ -23,11 +23,18 @@ from tests.conftest import (
     Origin,
     RedisServer,
     Service,
-    postgres_database,
+    private_backends,
     procfile_commands,
     start_service,
 )
-from tests.support import encoded, free_port, get_json, multipart_upload, photo, wait_until
+from tests.support import (
+    encoded,
+    get_json,
+    multipart_upload,
+    photo,
+    wait_for_finish,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -69,19 +76,6 @@ def wait_for_progress(service: Service, request_id: str, done: int) -> None:
     wait_until(reached, timeout=120, interval=0.05, what=f"{done} images to be done")
 
 
-def wait_for_finish(service: Service, request_id: str, timeout: float = 180) -> dict[str, Any]:
-    finished: dict[str, Any] = wait_until(
-        lambda: (
-            (body := status_of(service, request_id))["status"] not in {"pending", "processing"}
-            and body
-        ),
-        timeout=timeout,
-        interval=0.2,
-        what="the request to finish",
-    )
-    return finished
-
-
 def all_images(service: Service, request_id: str) -> list[dict[str, Any]]:
     url: str | None = f"{service.base_url}/api/requests/{request_id}/products/?page_size=500"
     images = []
@@ -95,7 +89,7 @@ def all_images(service: Service, request_id: str) -> list[dict[str, Any]]:
 def assert_complete_and_counted_once(
     service: Service, request_id: str, total: int, distinct: int
 ) -> None:
-    status = wait_for_finish(service, request_id)
+    status = wait_for_finish(service.base_url, request_id)
     assert status["status"] == "completed", status
     assert status["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
     images = all_images(service, request_id)
@@ -114,24 +108,19 @@ def request_under_way(
 ) -> Iterator[tuple[Service, RedisServer, str, int]]:
     """The service on PostgreSQL and a Redis of its own (nothing on disk), 40 images into a
     request of 300; stopped afterwards."""
-    redis = RedisServer(port=free_port(), workdir=tmp_path)
-    redis.start()
     csv_text, distinct = catalogue(origin, products=100)
-    try:
-        with postgres_database() as database_url:
-            service = start_service(
-                tmp_path / "service",
-                {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
-                origin,
-            )
-            try:
-                request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
-                wait_for_progress(service, request_id, 40)
-                yield service, redis, request_id, distinct
-            finally:
-                service.stop()
-    finally:
-        redis.stop()
+    with private_backends(tmp_path) as (database_url, redis):
+        service = start_service(
+            tmp_path / "service",
+            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
+            origin,
+        )
+        try:
+            request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+            wait_for_progress(service, request_id, 40)
+            yield service, redis, request_id, distinct
+        finally:
+            service.stop()
 
 
 def test_a_worker_killed_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:
@@ -167,37 +156,32 @@ def test_an_upload_while_redis_is_down_is_accepted_and_processed_later(
     tmp_path: Path, origin: Origin
 ) -> None:
     # Given the service on PostgreSQL with its Redis stopped
-    redis = RedisServer(port=free_port(), workdir=tmp_path)
-    redis.start()
     csv_text, distinct = catalogue(origin, products=4)
-    try:
-        with postgres_database() as database_url:
-            service = start_service(
-                tmp_path / "service",
-                {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
-                origin,
-            )
-            try:
-                redis.stop()
+    with private_backends(tmp_path) as (database_url, redis):
+        service = start_service(
+            tmp_path / "service",
+            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
+            origin,
+        )
+        try:
+            redis.stop()
 
-                # When a catalogue is uploaded, then it is accepted (stored, not yet queued)
-                response = multipart_upload(service.base_url, csv_text)
-                assert response.status == 202, response.data
-                request_id = response.json()["request_id"]
-                assert status_of(service, request_id)["status"] == "pending"
-                # while /healthz tells the load balancer the broker is away
-                health = urllib3.request("GET", f"{service.base_url}/healthz", timeout=30)
-                assert health.status == 503
-                assert health.json()["broker"].startswith("error: ")
-                assert health.json()["database"] == "ok"
+            # When a catalogue is uploaded, then it is accepted (stored, not yet queued)
+            response = multipart_upload(service.base_url, csv_text)
+            assert response.status == 202, response.data
+            request_id = response.json()["request_id"]
+            assert status_of(service, request_id)["status"] == "pending"
+            # while /healthz tells the load balancer the broker is away
+            health = urllib3.request("GET", f"{service.base_url}/healthz", timeout=30)
+            assert health.status == 503
+            assert health.json()["broker"].startswith("error: ")
+            assert health.json()["database"] == "ok"
 
-                # And once Redis is back, the sweep starts it and it completes
-                redis.start()
-                assert_complete_and_counted_once(service, request_id, total=12, distinct=distinct)
-            finally:
-                service.stop()
-    finally:
-        redis.stop()
+            # And once Redis is back, the sweep starts it and it completes
+            redis.start()
+            assert_complete_and_counted_once(service, request_id, total=12, distinct=distinct)
+        finally:
+            service.stop()
 
 
 def test_the_same_task_delivered_twice_changes_nothing(
@@ -207,7 +191,7 @@ def test_the_same_task_delivered_twice_changes_nothing(
     service = production_service
     csv_text, _ = catalogue(origin, products=3)
     request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
-    before = wait_for_finish(service, request_id)
+    before = wait_for_finish(service.base_url, request_id)
     images_before = all_images(service, request_id)
     folder = Path(service.env["STORAGE_DIR"]) / "output_images" / request_id
     files_before = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
@@ -247,7 +231,7 @@ def test_a_failing_webhook_is_retried_with_one_event_id_and_verifiable_signature
     request_id = multipart_upload(
         service.base_url, csv_text, webhook_url=origin.base_url + hook
     ).json()["request_id"]
-    assert wait_for_finish(service, request_id)["status"] == "completed"
+    assert wait_for_finish(service.base_url, request_id)["status"] == "completed"
 
     # Then four attempts were made and recorded, the last delivered
     delivery = wait_until(
@@ -298,7 +282,9 @@ def test_twenty_uploads_at_once_all_complete_while_status_keeps_answering(
 
     # Then the status endpoint answers throughout, and every request completes in full
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        finals = list(pool.map(lambda rid: wait_for_finish(service, rid, timeout=240), request_ids))
+        finals = list(
+            pool.map(lambda rid: wait_for_finish(service.base_url, rid, timeout=240), request_ids)
+        )
     assert [final["status"] for final in finals] == ["completed"] * 20
     assert sum(final["progress"]["succeeded"] for final in finals) == 20 * 10
     assert all(final["progress"]["total"] == 10 for final in finals)
