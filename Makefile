@@ -54,8 +54,9 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
 	touch $@
 
-# The benchmark (bench/run.py): needs PostgreSQL and Redis, as described there.
-bench: $(BIN)/.bench-installed
+# The benchmark (bench/run.py): needs PostgreSQL and Redis, as described there, and
+# libturbojpeg0 (debian-packages), without which JPEGs would take the slower Pillow path.
+bench: $(BIN)/.bench-installed debian-packages
 	SECRET_KEY=$${SECRET_KEY:-bench-only-not-secret} $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # SQL statements and broker messages per image (bench/costs.py), for the capacity guide.
