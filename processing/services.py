@@ -9,28 +9,29 @@ a task delivered twice, or two workers racing, change nothing the second time.
 import io
 import itertools
 import logging
+import os
 import random
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
-from django.db import connection, models, transaction
-from django.db.models import F, Min, Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import F, Min, QuerySet
 from django.utils import timezone
 
 from config.logs import request_id_bound
 from imaging.encode import CompressedImage, compress
 from imaging.errors import ImagingError
 from imaging.fetch import FetchPolicy, fetch, parse_networks
-from processing import metrics, selectors, tasks, webhooks
+from processing import bulk, metrics, selectors, tasks, webhooks
 from processing.csv_format import (
     CsvLimits,
     OutputRow,
@@ -139,7 +140,7 @@ def _products_copy(
             [Product._meta.db_table, Product._meta.pk.column, len(batch)],
         )
         product_ids = [row[0] for row in cursor.fetchall()]
-        _copy_rows(
+        bulk.copy_rows(
             cursor,
             Product,
             (
@@ -157,7 +158,7 @@ def _products_copy(
             ),
             primary_key=True,
         )
-        _copy_rows(
+        bulk.copy_rows(
             cursor,
             ProductImage,
             (
@@ -173,26 +174,6 @@ def _products_copy(
         )
 
 
-def _copy_rows(
-    cursor: Any,
-    model: type[models.Model],
-    rows: Iterable[dict[str, object]],
-    *,
-    primary_key: bool = False,
-) -> None:
-    """COPY rows into model's table. A field a row leaves out gets its model default; the
-    primary key is given by each row, or (primary_key=False) by its sequence."""
-    fields = [
-        field for field in model._meta.concrete_fields if primary_key or not field.primary_key
-    ]
-    defaults = {field.attname: field.get_default() for field in fields}
-    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-    table = connection.ops.quote_name(model._meta.db_table)
-    with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row.get(field.attname, defaults[field.attname]) for field in fields])
-
-
 def request_start(*, request_id: uuid.UUID) -> None:
     """Move a pending request to processing and queue its distinct image URLs in batches."""
     claimed = ProcessingRequest.objects.filter(
@@ -205,7 +186,10 @@ def request_start(*, request_id: uuid.UUID) -> None:
     images = ProductImage.objects.filter(request_id=request_id)
     images.update(queued_at=timezone.now())
     first_image_ids = (
-        images.values("input_url").annotate(first_id=Min("id")).values_list("first_id", flat=True)
+        images.values("input_url")
+        .annotate(first_id=Min("id"))
+        .order_by("first_id")  # in the order of the CSV
+        .values_list("first_id", flat=True)
     )
     batch: list[int] = []
     for image_id in first_image_ids.iterator(chunk_size=INSERT_BATCH):
@@ -220,16 +204,11 @@ def request_start(*, request_id: uuid.UUID) -> None:
 @dataclass
 class _Work:
     image: ProductImage  # the first image with its URL in its request
+    download: "Future[bytes]"
     data: bytes = b""
     compressed: CompressedImage | None = None
     output_name: str = ""
     error: ImagingError | None = None
-
-    @property
-    def same_url(self) -> QuerySet[ProductImage]:
-        return ProductImage.objects.filter(
-            request_id=self.image.request_id, input_url=self.image.input_url
-        )
 
 
 def images_process(*, image_ids: list[int]) -> None:
@@ -238,8 +217,29 @@ def images_process(*, image_ids: list[int]) -> None:
     Downloads run in threads ahead of the encoding on this one, and the batch's results
     are recorded in one transaction per request.
     """
+    # order_by(): the model's default order would join products for nothing.
+    firsts = list(
+        ProductImage.objects.select_related("request").filter(pk__in=image_ids).order_by()
+    )
+    if not firsts:
+        logger.warning("images %s do not exist; task dropped", image_ids)
+        return
+    # Downloads start before the claim, so that its round trips to the database do not
+    # leave the CPU waiting for the first image. One this batch does not win is dropped.
+    threads = _io_threads()
+    downloads = {
+        image.pk: threads.submit(_fetch, image.input_url)
+        for image in firsts
+        if image.status == ProductImage.Status.PENDING
+    }
     token = uuid.uuid4()
-    work = _images_claim(image_ids, token)
+    claimed = _images_claim(firsts, token)
+    for image_id in downloads.keys() - {image.pk for image in claimed}:
+        downloads[image_id].cancel()
+    work = [
+        _Work(image, downloads.get(image.pk) or threads.submit(_fetch, image.input_url))
+        for image in claimed
+    ]
     if not work:
         return
     # A batch holds one request's images (request_start and the sweep batch by request).
@@ -247,30 +247,50 @@ def images_process(*, image_ids: list[int]) -> None:
         _images_work(work, token)
 
 
-def _images_work(work: list["_Work"], token: uuid.UUID) -> None:
-    threads = min(len(work), settings.IMAGE_FETCH_THREADS)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as downloads:
-        fetched = [downloads.submit(_fetch, item.image.input_url) for item in work]
-        for item, download in zip(work, fetched, strict=True):
-            try:
-                item.data = download.result()
-                with metrics.STAGE_SECONDS.labels("encode").time():
-                    item.compressed = _compress(item.image.request, item.data)
-            except Exception as error:
-                item.error = _as_imaging_error(error, item.image)
-            else:
-                # Named after the image's row: a second run writes the same file again.
-                item.output_name = (
-                    f"{OUTPUT_FOLDER}/{item.image.request_id}/{item.image.pk}"
-                    f".{item.compressed.extension}"
-                )
-                with metrics.STAGE_SECONDS.labels("store").time():
-                    default_storage.save(item.output_name, ContentFile(item.compressed.data))
+def _images_work(work: list[_Work], token: uuid.UUID) -> None:
+    threads = _io_threads()
+    stored: list[tuple[_Work, Future[None]]] = []
+    for item in work:
+        try:
+            item.data = item.download.result()
+            with metrics.STAGE_SECONDS.labels("encode").time():
+                item.compressed = _compress(item.image.request, item.data)
+        except Exception as error:
+            item.error = _as_imaging_error(error, item.image)
+        else:
+            # Named after the image's row: a second run writes the same file again.
+            item.output_name = (
+                f"{OUTPUT_FOLDER}/{item.image.request_id}/{item.image.pk}"
+                f".{item.compressed.extension}"
+            )
+            stored.append((item, threads.submit(_store, item.output_name, item.compressed.data)))
+    for item, store in stored:
+        try:
+            store.result()
+        except Exception:
+            logger.exception("image %s: the output could not be stored", item.image.pk)
+            item.compressed = None
+            item.error = ImagingError(
+                "storage_error", "The output could not be stored.", transient=True
+            )
     for request_id in dict.fromkeys(item.image.request_id for item in work):
         _images_record(
             request_id, [item for item in work if item.image.request_id == request_id], token
         )
         _request_finalize_when_done(request_id)
+
+
+# This process's download and storage threads, kept from batch to batch: starting new
+# threads for every batch cost a worker 5% of its time. A forked child makes its own.
+_io_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _io_threads() -> ThreadPoolExecutor:
+    global _io_pool
+    if _io_pool is None or _io_pool[0] != os.getpid():
+        pool = ThreadPoolExecutor(settings.IMAGE_FETCH_THREADS, thread_name_prefix="image-io")
+        _io_pool = (os.getpid(), pool)
+    return _io_pool[1]
 
 
 def _request_finalize_when_done(request_id: uuid.UUID) -> None:
@@ -287,32 +307,34 @@ def _request_finalize_when_done(request_id: uuid.UUID) -> None:
         tasks.request_finalize.delay(str(request_id))
 
 
-def _images_claim(image_ids: list[int], token: uuid.UUID) -> list[_Work]:
-    """Claim the pending URLs among image_ids (and their repeats); the work this call owns."""
-    firsts = list(ProductImage.objects.select_related("request").filter(pk__in=image_ids))
-    if not firsts:
-        logger.warning("images %s do not exist; task dropped", image_ids)
-        return []
-    urls_of = Q()
-    for image in firsts:
-        urls_of |= Q(request_id=image.request_id, input_url=image.input_url)
-    ProductImage.objects.filter(urls_of, status=ProductImage.Status.PENDING).update(
-        status=ProductImage.Status.PROCESSING,
-        claim_token=token,
-        claimed_at=timezone.now(),
-        attempts=F("attempts") + 1,
-    )
-    mine = set(
-        ProductImage.objects.filter(urls_of, claim_token=token).values_list(
-            "request_id", "input_url"
+def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductImage]:
+    """Claim the pending URLs of firsts (and their repeats); the firsts this call owns."""
+    mine: set[tuple[uuid.UUID, str]] = set()
+    for request_id in dict.fromkeys(image.request_id for image in firsts):
+        same_urls = ProductImage.objects.filter(
+            request_id=request_id,
+            input_url__in={image.input_url for image in firsts if image.request_id == request_id},
         )
-    )
-    return [_Work(image) for image in firsts if (image.request_id, image.input_url) in mine]
+        same_urls.filter(status=ProductImage.Status.PENDING).update(
+            status=ProductImage.Status.PROCESSING,
+            claim_token=token,
+            claimed_at=timezone.now(),
+            attempts=F("attempts") + 1,
+        )
+        claimed = same_urls.filter(status=ProductImage.Status.PROCESSING, claim_token=token)
+        urls = claimed.order_by().values_list("input_url", flat=True)
+        mine |= {(request_id, url) for url in urls}
+    return [image for image in firsts if (image.request_id, image.input_url) in mine]
 
 
 def _fetch(url: str) -> bytes:
     with metrics.STAGE_SECONDS.labels("fetch").time():
         return fetch(url, fetch_policy())
+
+
+def _store(name: str, data: bytes) -> None:
+    with metrics.STAGE_SECONDS.labels("store").time():
+        default_storage.save(name, ContentFile(data))
 
 
 def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
@@ -335,57 +357,117 @@ def _as_imaging_error(error: Exception, image: ProductImage) -> ImagingError:
 
 
 def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -> None:
+    """Write each URL's result to every image with it that this batch still holds, count
+    them, and queue the retries; one statement for the results, one for the counters."""
     now = timezone.now()
-    counts = {"succeeded_images": 0, "failed_images": 0}
-    retries: list[tuple[_Work, float]] = []
+    results: list[dict[str, object]] = []
+    retries: dict[str, tuple[_Work, float, dict[str, object]]] = {}
+    for item in work:
+        error = item.error
+        if error is not None and error.transient:
+            attempt = item.image.attempts + 1
+            if attempt < settings.IMAGE_MAX_ATTEMPTS:
+                delay = _retry_delay(attempt, error)
+                retries[item.image.input_url] = (item, delay, _retry_row(item, attempt, delay, now))
+                continue
+        results.append(_result_row(item, now))
+    ours = ProductImage.objects.filter(
+        request_id=request_id, status=ProductImage.Status.PROCESSING, claim_token=token
+    )
     with transaction.atomic():
-        for item in work:
-            ours = item.same_url.filter(status=ProductImage.Status.PROCESSING, claim_token=token)
-            error = item.error
-            if error is not None and error.transient:
-                attempt = item.image.attempts + 1
-                if attempt < settings.IMAGE_MAX_ATTEMPTS:
-                    delay = _retry_delay(attempt, error)
-                    ours.update(
-                        status=ProductImage.Status.PENDING,
-                        queued_at=now + timedelta(seconds=delay),
-                        error_code=error.reason,
-                        error_message=f"{error.message} Retrying (attempt {attempt + 1}).",
-                    )
-                    retries.append((item, delay))
-                    metrics.IMAGE_RETRIES.labels(error.reason).inc()
-                    continue
-            if item.compressed is not None:
-                fields = {
-                    "status": ProductImage.Status.SUCCEEDED,
-                    "output_name": item.output_name,
-                    "error_code": "",
-                    "error_message": "",
-                    **_image_facts(item.data, item.compressed),
-                }
-                counter = "succeeded_images"
-            else:
-                assert error is not None
-                logger.info("image %s failed: %s %s", item.image.pk, error.reason, error.message)
-                fields = {
-                    "status": ProductImage.Status.FAILED,
-                    "error_code": error.reason,
-                    "error_message": error.message,
-                }
-                counter = "failed_images"
-            ended = ours.update(finished_at=now, **fields)
-            counts[counter] += ended
-            if ended:
-                _images_count(item, ended)
-        if any(counts.values()):
+        ended = Counter(
+            bulk.update_from_rows(ours, key="input_url", fields=RESULT_FIELDS, rows=results)
+        )
+        retried = set(
+            bulk.update_from_rows(
+                ours,
+                key="input_url",
+                fields=RETRY_FIELDS,
+                rows=[row for _, _, row in retries.values()],
+            )
+        )
+        succeeded = sum(ended[item.image.input_url] for item in work if item.compressed)
+        failed = ended.total() - succeeded
+        if ended:
             ProcessingRequest.objects.filter(pk=request_id).update(
-                succeeded_images=F("succeeded_images") + counts["succeeded_images"],
-                failed_images=F("failed_images") + counts["failed_images"],
+                succeeded_images=F("succeeded_images") + succeeded,
+                failed_images=F("failed_images") + failed,
                 updated_at=now,
             )
-    for item, delay in retries:
+    for item in work:
+        if ended[item.image.input_url]:
+            _images_count(item, ended[item.image.input_url])
+    for url in retried:
+        item, delay, _ = retries[url]
+        assert item.error is not None
         logger.info("image %s: retrying in %.1f s", item.image.pk, delay)
+        metrics.IMAGE_RETRIES.labels(item.error.reason).inc()
         tasks.images_process.apply_async(([item.image.pk],), countdown=delay)
+
+
+# What a result sets on every image with its URL; what a retry sets.
+FACT_FIELDS = (
+    "input_format",
+    "output_format",
+    "input_bytes",
+    "output_bytes",
+    "width",
+    "height",
+    "source_quality",
+    "quality",
+    "kept_original",
+)
+RESULT_FIELDS = (
+    "status",
+    "finished_at",
+    "output_name",
+    "error_code",
+    "error_message",
+    *FACT_FIELDS,
+)
+RETRY_FIELDS = ("status", "queued_at", "error_code", "error_message")
+NO_FACTS = {
+    field.name: field.get_default()
+    for field in ProductImage._meta.concrete_fields
+    if field.name in FACT_FIELDS
+}
+
+
+def _result_row(item: _Work, now: datetime) -> dict[str, object]:
+    if item.compressed is not None:
+        return {
+            "input_url": item.image.input_url,
+            "status": ProductImage.Status.SUCCEEDED,
+            "finished_at": now,
+            "output_name": item.output_name,
+            "error_code": "",
+            "error_message": "",
+            **_image_facts(item.data, item.compressed),
+        }
+    error = item.error
+    assert error is not None
+    logger.info("image %s failed: %s %s", item.image.pk, error.reason, error.message)
+    return {
+        "input_url": item.image.input_url,
+        "status": ProductImage.Status.FAILED,
+        "finished_at": now,
+        "output_name": "",
+        "error_code": error.reason,
+        "error_message": error.message,
+        **NO_FACTS,
+    }
+
+
+def _retry_row(item: _Work, attempt: int, delay: float, now: datetime) -> dict[str, object]:
+    error = item.error
+    assert error is not None
+    return {
+        "input_url": item.image.input_url,
+        "status": ProductImage.Status.PENDING,
+        "queued_at": now + timedelta(seconds=delay),
+        "error_code": error.reason,
+        "error_message": f"{error.message} Retrying (attempt {attempt + 1}).",
+    }
 
 
 def _images_count(item: _Work, ended: int) -> None:

@@ -1,0 +1,100 @@
+"""bulk.update_from_rows: one statement that gives each matching row its own values, on
+whichever database the tests run (PostgreSQL in CI, SQLite locally)."""
+
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from processing import bulk, services
+from processing.models import ProductImage
+
+pytestmark = pytest.mark.django_db
+
+
+def test_update_from_rows_sets_each_rows_values_only_where_the_queryset_allows() -> None:
+    # Given a request whose URL a appears twice, and a batch that holds a and b but not c
+    request = services.request_create(
+        csv_data=(
+            b"S. No.,Product Name,Input Image Urls\n"
+            b'1,Lamp,"https://shop.example/a.jpg,https://shop.example/b.jpg"\n'
+            b'2,Desk,"https://shop.example/c.jpg,https://shop.example/a.jpg"\n'
+        ),
+        public_base_url="http://testserver",
+    )
+    token = uuid.uuid4()
+    images = ProductImage.objects.filter(request=request)
+    images.exclude(input_url__endswith="c.jpg").update(status="processing", claim_token=token)
+    images.filter(input_url__endswith="c.jpg").update(status="processing", claim_token=uuid.uuid4())
+    now = timezone.now()
+
+    # When the batch writes a success for a, a failure for b (no sizes at all: a column of
+    # NULLs) and a success for c
+    changed = bulk.update_from_rows(
+        images.filter(status="processing", claim_token=token),
+        key="input_url",
+        fields=("status", "finished_at", "output_name", "error_code", "width", "kept_original"),
+        rows=[
+            {
+                "input_url": "https://shop.example/a.jpg",
+                "status": "succeeded",
+                "finished_at": now,
+                "output_name": "out/a.jpg",
+                "error_code": "",
+                "width": 640,
+                "kept_original": True,
+            },
+            {
+                "input_url": "https://shop.example/b.jpg",
+                "status": "failed",
+                "finished_at": now,
+                "output_name": "",
+                "error_code": "http_404",
+                "width": None,
+                "kept_original": False,
+            },
+            {
+                "input_url": "https://shop.example/c.jpg",
+                "status": "succeeded",
+                "finished_at": now,
+                "output_name": "out/c.jpg",
+                "error_code": "",
+                "width": 10,
+                "kept_original": False,
+            },
+        ],
+    )
+
+    # Then a changed twice (both its images), b once, and c, held by another batch, not at all
+    assert sorted(changed) == [
+        "https://shop.example/a.jpg",
+        "https://shop.example/a.jpg",
+        "https://shop.example/b.jpg",
+    ]
+    stored = {
+        (image.input_url.rsplit("/", 1)[1], image.position): (
+            image.status,
+            image.output_name,
+            image.error_code,
+            image.width,
+            image.kept_original,
+            image.finished_at,
+        )
+        for image in images
+    }
+    assert stored == {
+        ("a.jpg", 0): ("succeeded", "out/a.jpg", "", 640, True, now),
+        ("b.jpg", 1): ("failed", "", "http_404", None, False, now),
+        ("c.jpg", 0): ("processing", "", "", None, False, None),
+        ("a.jpg", 1): ("succeeded", "out/a.jpg", "", 640, True, now),
+    }
+
+
+def test_update_from_rows_with_no_rows_sends_nothing(
+    django_assert_num_queries: object,
+) -> None:
+    with django_assert_num_queries(0):  # type: ignore[operator]
+        changed = bulk.update_from_rows(
+            ProductImage.objects.all(), key="input_url", fields=("status",), rows=[]
+        )
+    assert changed == []
