@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--per-product", type=int, default=3)
     parser.add_argument("--status-seconds", type=float, default=10.0)
     parser.add_argument("--skip-upload-latency", action="store_true")
-    parser.add_argument("--worker-concurrency", type=int, default=CORES)
+    parser.add_argument(
+        "--worker-concurrency", type=int, help="worker processes (default: the service's own)"
+    )
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting to try"
     )
@@ -99,11 +101,12 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
                 "DATABASE_URL": database_url,
                 "CELERY_BROKER_URL": BENCH_REDIS_URL,
                 "WEB_CONCURRENCY": str(CORES * 2 + 1),
-                "CELERY_WORKER_CONCURRENCY": str(options.worker_concurrency),
                 # The production defaults, where the tests' service fixture tightens them.
                 "SWEEP_INTERVAL": "30",
                 "WORK_LEASE_SECONDS": "300",
                 "IMAGE_MAX_ATTEMPTS": "3",
+                # Empty: the service's own default, not the tests' 2.
+                "CELERY_WORKER_CONCURRENCY": str(options.worker_concurrency or ""),
                 **dict(item.split("=", 1) for item in options.env),
                 "IMAGE_FETCH_TOTAL_TIMEOUT": "60",
                 "IMAGE_FETCH_READ_TIMEOUT": "15",

@@ -336,7 +336,9 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", os.cpu_count() or 1)
+# One process more than there are cores: while a process waits on the database, the broker
+# or its first download, another encodes (BENCHMARKS.md: about 8% faster end to end).
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count() or 1) + 1)
 # Celery's Django fixup closes the database connection after every task unless told to
 # reuse it; reconnecting cost more than a small image's encoding.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
