@@ -1,8 +1,9 @@
 """Many rows in one statement, where the ORM would send one statement per row.
 
-Used on the two hot paths only: the upload's inserts (COPY, PostgreSQL) and a batch's
-results (UPDATE ... FROM VALUES, PostgreSQL and SQLite 3.33+). Each takes its columns
-from the model, so a field added to the model needs no change here.
+Used where rows go by the thousand: the upload's inserts (COPY, PostgreSQL), a batch's
+results and a finished request's output URLs (UPDATE ... FROM VALUES, PostgreSQL and
+SQLite 3.33+). Each takes its columns from the model, so a field added to the model
+needs no change here.
 """
 
 from __future__ import annotations

@@ -600,4 +600,9 @@ def _output_rows(request: ProcessingRequest) -> Iterator[OutputRow]:
                 input_urls=[image.input_url for image in images],
                 output_urls=output_urls,
             )
-        Product.objects.bulk_update(batch, ["output_image_urls"])
+        bulk.update_from_rows(
+            Product.objects.filter(request_id=request.pk),
+            key="product_id",
+            fields=["output_image_urls"],
+            rows=[{"product_id": p.pk, "output_image_urls": p.output_image_urls} for p in batch],
+        )
