@@ -115,6 +115,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
             origin,
         )
         try:
+            cpu_before = cpu_seconds()
             started = time.monotonic()
             response = urllib3.request(
                 "POST",
@@ -126,6 +127,9 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
             status_url = response.json()["status_url"]
             status = _wait_finished(status_url)
             elapsed = time.monotonic() - started
+            cpu_used = {
+                kind: seconds - cpu_before.get(kind, 0.0) for kind, seconds in cpu_seconds().items()
+            }
             progress = status["progress"]
             print(f"end to end: {progress} in {elapsed:.1f} s", flush=True)
             memory = worker_peak_memory(service)
@@ -137,6 +141,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
         "e2e_images": progress["total"],
         "e2e_failed": progress["failed"],
         "worker_peak_mb": memory,
+        "cpu_seconds": cpu_used,
         "status_rps": status_rps,
     }
 
@@ -148,6 +153,35 @@ def _wait_finished(status_url: str) -> dict[str, Any]:
         if status["status"] not in {"pending", "processing"}:
             return status
         time.sleep(0.1)
+
+
+# What each kind of process is, by its command line.
+PROCESS_KINDS = (
+    ("celery", "Celery workers"),
+    ("gunicorn", "gunicorn"),
+    ("postgres", "PostgreSQL"),
+    ("redis-server", "Redis"),
+    ("bench", "this benchmark (origin, client)"),
+)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each kind of process, and by none (idle), machine-wide."""
+    used: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        kind = next((name for key, name in PROCESS_KINDS if key in command), "other")
+        used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    idle, iowait = Path("/proc/stat").read_text().split()[4:6]
+    used["idle"] = (int(idle) + int(iowait)) / tick
+    return used
 
 
 def worker_peak_memory(service: Service) -> list[float]:
@@ -316,6 +350,15 @@ def report(results: dict[str, Any], total: int) -> None:
         f"status endpoint:   {results['status_rps']:7.0f} requests/s",
         "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
     ]
+    cpu = results["cpu_seconds"]
+    lines.append(
+        "CPU while it ran:  "
+        + ", ".join(
+            f"{name} {seconds / sum(cpu.values()):.0%}"
+            for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+            if seconds > 0.005 * sum(cpu.values())
+        )
+    )
     for rows in (10_000, 100_000):
         if f"upload_{rows}" in results:
             p50, p99 = results[f"upload_{rows}"]
