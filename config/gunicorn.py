@@ -19,3 +19,12 @@ if log_format() == "json":
         "handlers": ["console"],
         "propagate": False,
     }
+
+
+def post_worker_init(worker: object) -> None:
+    """Import every view as each worker starts, not during its first requests: Django
+    loads its URL patterns lazily, and that cost each new worker about 100 ms of CPU
+    (bench/run.py's CPU line showed gunicorn at 14% of a short run, 6% of a long one)."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018  (the property imports the views)
