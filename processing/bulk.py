@@ -1,9 +1,9 @@
 """Many rows in one statement, where the ORM would send one statement per row.
 
 Used where rows go by the thousand: the upload's inserts (COPY, PostgreSQL), a batch's
-results and a finished request's output URLs (UPDATE ... FROM VALUES, PostgreSQL and
-SQLite 3.33+). Each takes its columns from the model, so a field added to the model
-needs no change here.
+results and a finished request's output URLs (UPDATE ... FROM VALUES ... RETURNING,
+PostgreSQL and SQLite 3.35+, which config/settings.py checks for). Each takes its
+columns from the model, so a field added to the model needs no change here.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection, models
 from django.db.models import QuerySet
 
@@ -59,8 +60,14 @@ def update_from_rows(
         for field, value in zip(columns[1:], incoming[1:], strict=True)
     )
     row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # queryset must filter on its own table's columns only: the statement joins no other.
     compiler = queryset.query.get_compiler(connection=connection)
-    where, where_params = compiler.compile(queryset.query.where)
+    try:
+        where, where_params = compiler.compile(queryset.query.where)
+    except FullResultSet:  # no filter at all
+        where, where_params = "1 = 1", ()
+    except EmptyResultSet:  # a filter nothing can match, such as pk__in=[]
+        return []
     key_column = f"{table}.{quote(columns[0].column)}"
     # Only names from the model and placeholders go into the text; the values are parameters.
     sql = (
@@ -79,8 +86,11 @@ def update_from_rows(
 
 def _typed(value_sql: str, field: models.Field[Any, Any]) -> str:
     # PostgreSQL types a VALUES column by its values (a column of NULLs is text) and will not
-    # assign text to an integer. SQLite stores what it is given, and a CAST to its
-    # "datetime" would turn a date into the number of its year.
-    if connection.vendor == "postgresql":
-        return f"CAST({value_sql} AS {field.db_type(connection)})"
-    return value_sql
+    # assign text to an integer. Text stays text, not varchar(n): a CAST would cut a long
+    # value where the column's own check refuses it. SQLite stores what it is given, and a
+    # CAST to its "datetime" would turn a date into the number of its year.
+    if connection.vendor != "postgresql":
+        return value_sql
+    if field.get_internal_type() in {"CharField", "TextField"}:
+        return f"CAST({value_sql} AS text)"
+    return f"CAST({value_sql} AS {field.db_type(connection)})"

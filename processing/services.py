@@ -358,7 +358,8 @@ def _as_imaging_error(error: Exception, image: ProductImage) -> ImagingError:
 
 def _images_record(request_id: uuid.UUID, work: list[_Work], token: uuid.UUID) -> None:
     """Write each URL's result to every image with it that this batch still holds, count
-    them, and queue the retries; one statement for the results, one for the counters."""
+    them, and queue the retries: one UPDATE for the results, one for the retries if there
+    are any, one for the request's counters."""
     now = timezone.now()
     results: list[dict[str, object]] = []
     retries: dict[str, tuple[_Work, float, dict[str, object]]] = {}

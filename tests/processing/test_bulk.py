@@ -4,6 +4,7 @@ whichever database the tests run (PostgreSQL in CI, SQLite locally)."""
 import uuid
 
 import pytest
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from processing import bulk, services
@@ -98,3 +99,53 @@ def test_update_from_rows_with_no_rows_sends_nothing(
             ProductImage.objects.all(), key="input_url", fields=("status",), rows=[]
         )
     assert changed == []
+
+
+def test_update_from_rows_takes_an_unfiltered_or_empty_queryset(
+    django_assert_num_queries: object,
+) -> None:
+    # Given one stored image
+    services.request_create(
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+    row = {"input_url": "https://shop.example/a.jpg", "error_code": "http_404"}
+
+    # When the queryset cannot match anything, nothing is sent
+    with django_assert_num_queries(0):  # type: ignore[operator]
+        assert (
+            bulk.update_from_rows(
+                ProductImage.objects.filter(pk__in=[]),
+                key="input_url",
+                fields=["error_code"],
+                rows=[row],
+            )
+            == []
+        )
+
+    # And with no filter at all, the key alone decides
+    changed = bulk.update_from_rows(
+        ProductImage.objects.all(), key="input_url", fields=["error_code"], rows=[row]
+    )
+    assert changed == ["https://shop.example/a.jpg"]
+    assert ProductImage.objects.get().error_code == "http_404"
+
+
+def test_update_from_rows_refuses_a_value_longer_than_its_column() -> None:
+    # Given a stored image (PostgreSQL enforces lengths; SQLite does not)
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not enforce varchar lengths")
+    services.request_create(
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+
+    # When an error code longer than the column's 64 characters is written,
+    # then the database refuses it rather than cutting it short
+    with pytest.raises(DataError), transaction.atomic():
+        bulk.update_from_rows(
+            ProductImage.objects.all(),
+            key="input_url",
+            fields=["error_code"],
+            rows=[{"input_url": "https://shop.example/a.jpg", "error_code": "x" * 65}],
+        )
