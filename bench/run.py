@@ -351,12 +351,13 @@ def report(results: dict[str, Any], total: int) -> None:
         "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
     ]
     cpu = results["cpu_seconds"]
+    machine = sum(cpu.values())
     lines.append(
         "CPU while it ran:  "
         + ", ".join(
-            f"{name} {seconds / sum(cpu.values()):.0%}"
+            f"{name} {seconds / machine:.0%}"
             for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
-            if seconds > 0.005 * sum(cpu.values())
+            if seconds > 0.005 * machine
         )
     )
     for rows in (10_000, 100_000):

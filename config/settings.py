@@ -134,13 +134,13 @@ TEMPLATES = [
 # --- Database ----------------------------------------------------------------------------
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-if EMBEDDED and sqlite3.sqlite_version_info < (3, 35):
-    # processing/bulk.py records a batch's results with UPDATE ... FROM ... RETURNING.
-    raise ImproperlyConfigured(
-        f"SQLite {sqlite3.sqlite_version} is too old: the embedded database needs 3.35 or "
-        "newer (or set DATABASE_URL to a PostgreSQL database)."
-    )
 if EMBEDDED:
+    if sqlite3.sqlite_version_info < (3, 35):
+        # processing/bulk.py records a batch's results with UPDATE ... FROM ... RETURNING.
+        raise ImproperlyConfigured(
+            f"SQLite {sqlite3.sqlite_version} is too old: the embedded database needs 3.35 "
+            "or newer (or set DATABASE_URL to a PostgreSQL database)."
+        )
     DATABASES: dict[str, dict[str, Any]] = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

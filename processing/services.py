@@ -244,11 +244,10 @@ def images_process(*, image_ids: list[int]) -> None:
         return
     # A batch holds one request's images (request_start and the sweep batch by request).
     with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):
-        _images_work(work, token)
+        _images_work(work, token, threads)
 
 
-def _images_work(work: list[_Work], token: uuid.UUID) -> None:
-    threads = _io_threads()
+def _images_work(work: list[_Work], token: uuid.UUID, threads: ThreadPoolExecutor) -> None:
     stored: list[tuple[_Work, Future[None]]] = []
     for item in work:
         try:
