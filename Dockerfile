@@ -25,6 +25,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY manage.py ./
 COPY config ./config
 COPY imaging ./imaging
+COPY net ./net
 COPY processing ./processing
 
 RUN useradd --create-home --uid 10001 imgsvc \

@@ -80,7 +80,7 @@ def measure(csv_data: bytes) -> dict[str, tuple[int, int]]:
     from django.db import connection
 
     from config.celery import app
-    from processing import services
+    from processing import intake
 
     call_command("migrate", verbosity=0)
     app.conf.task_always_eager = True
@@ -102,7 +102,7 @@ def measure(csv_data: bytes) -> dict[str, tuple[int, int]]:
     signals.task_prerun.connect(started, weak=False)
     signals.task_postrun.connect(ended, weak=False)
     with connection.execute_wrapper(count):
-        services.request_create(csv_data=csv_data, public_base_url="http://127.0.0.1:8000")
+        intake.request_create(csv_data=csv_data, public_base_url="http://127.0.0.1:8000")
     return {name: (runs[name], statements[name]) for name in statements | runs}
 
 

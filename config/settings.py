@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.logs import log_format, logging_config
+from imaging.encode import QualityMode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -287,9 +288,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 # --- Image processing --------------------------------------------------------------------
 
 IMAGE_QUALITY = env_int("IMAGE_QUALITY", 50)
-IMAGE_QUALITY_MODE = env("IMAGE_QUALITY_MODE", "fixed")
-if IMAGE_QUALITY_MODE not in {"fixed", "relative"}:
-    raise ImproperlyConfigured("IMAGE_QUALITY_MODE must be 'fixed' or 'relative'.")
+IMAGE_QUALITY_MODE = env("IMAGE_QUALITY_MODE", QualityMode.FIXED)
+if IMAGE_QUALITY_MODE not in set(QualityMode):
+    raise ImproperlyConfigured(
+        f"IMAGE_QUALITY_MODE must be one of {', '.join(QualityMode)}, not {IMAGE_QUALITY_MODE!r}."
+    )
 if not 1 <= IMAGE_QUALITY <= 95:
     raise ImproperlyConfigured("IMAGE_QUALITY must be between 1 and 95.")
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
@@ -350,15 +353,10 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count()
 # reuse it; reconnecting cost more than a small image's encoding.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TASK_ALWAYS_EAGER = False
-# Queues by kind of work, so that slow work never starves fast work: `images` (download
-# and encode), `requests` (start, finalise, sweep: short, and what users wait on last)
-# and `webhooks` (slow receivers). The Procfile's `images` and `requests` workers split
-# them across hosts; its `worker` takes all three.
+# Queues by kind of work (images, requests, webhooks): processing/queue.py's table routes
+# each task, and says why.
 CELERY_TASK_DEFAULT_QUEUE = "requests"
-CELERY_TASK_ROUTES = {
-    "processing.images_process": {"queue": "images"},
-    "processing.webhook_send": {"queue": "webhooks"},
-}
+CELERY_TASK_ROUTES = ["processing.queue.task_route"]
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "processing.sweep", "schedule": SWEEP_INTERVAL},
 }

@@ -1,1 +1,4 @@
-"""Fetching and re-encoding images: pure Python, Pillow and urllib3. Never imports Django."""
+"""Inspecting and re-encoding images: pure Python and Pillow. Never imports Django.
+
+Bytes in, bytes out: downloads come through the net package, storage is the caller's.
+"""

@@ -17,14 +17,14 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final, Literal
 
 from PIL import Image, ImageOps
 
-from imaging.errors import ImagingError
+from imaging.errors import ImageReason, ImagingError
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
 
-QualityMode = Literal["fixed", "relative"]
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -37,6 +37,14 @@ ICC_SIGNATURE: Final = b"ICC_PROFILE\x00"
 ICC_CHUNK_BYTES: Final = 65_533 - len(ICC_SIGNATURE) - 2
 
 logger = logging.getLogger(__name__)
+
+
+class QualityMode(StrEnum):
+    """How the encoder's quality is chosen: the one list of modes (settings, models and the
+    API take theirs from here)."""
+
+    FIXED = "fixed"  # the quality asked for
+    RELATIVE = "relative"  # half the source's estimated JPEG quality
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ def compress(
     data: bytes,
     *,
     quality: int,
-    mode: QualityMode = "fixed",
+    mode: QualityMode = QualityMode.FIXED,
     max_pixels: int,
     fast_jpeg: bool = True,
 ) -> CompressedImage:
@@ -75,7 +83,7 @@ def compress(
     source_format = image.format or "UNKNOWN"
     source_quality = estimate_jpeg_quality(image) if source_format in JPEG_FORMATS else None
     target_quality = quality
-    if mode == "relative" and source_quality is not None:
+    if mode == QualityMode.RELATIVE and source_quality is not None:
         target_quality = max(1, round(source_quality / 2))
     icc_profile = image.info.get("icc_profile")
 
@@ -153,7 +161,7 @@ def _with_icc_profile(jpeg: bytes, icc_profile: bytes) -> bytes:
         for start in range(0, len(icc_profile), ICC_CHUNK_BYTES)
     ]
     if len(chunks) > 255:
-        raise ImagingError("encode_failed", "The ICC profile is too large to embed.")
+        raise ImagingError(ImageReason.ENCODE_FAILED, "The ICC profile is too large to embed.")
     segments = b"".join(
         b"\xff\xe2"
         + (2 + len(ICC_SIGNATURE) + 2 + len(chunk)).to_bytes(2, "big")
@@ -210,7 +218,9 @@ def _encode(
     try:
         image.save(buffer, output_format, **options)
     except (OSError, ValueError) as error:
-        raise ImagingError("encode_failed", f"Could not encode the image: {error}.") from None
+        raise ImagingError(
+            ImageReason.ENCODE_FAILED, f"Could not encode the image: {error}."
+        ) from None
     return buffer.getvalue()
 
 

@@ -1,26 +1,27 @@
 """The one error type of the imaging package: a stable reason code and a human message."""
 
+from enum import StrEnum
+
+
+class ImageReason(StrEnum):
+    """Why bytes could not be turned into a compressed image."""
+
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT_IMAGE = "corrupt_image"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    ENCODE_FAILED = "encode_failed"
+
 
 class ImagingError(Exception):
-    """An image could not be fetched or compressed.
+    """An image could not be compressed."""
 
-    `reason` is a short stable code (README lists them all); `transient` says whether the
-    same attempt may succeed later (a timeout, a 503) or never will (a 404, a corrupt file).
-    """
+    # The same bytes fail the same way every time: never worth retrying.
+    transient = False
 
-    def __init__(
-        self,
-        reason: str,
-        message: str,
-        *,
-        transient: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
+    def __init__(self, reason: ImageReason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.transient = transient
-        self.retry_after = retry_after  # seconds the server asked us to wait, if it did
 
     def __repr__(self) -> str:
-        return f"ImagingError({self.reason!r}, {self.message!r})"
+        return f"ImagingError({self.reason.value!r}, {self.message!r})"

@@ -6,7 +6,7 @@ from typing import Final
 
 from PIL import Image, UnidentifiedImageError
 
-from imaging.errors import ImagingError
+from imaging.errors import ImageReason, ImagingError
 
 # Only formats a product photo comes in (JPEG covers MPO, which cameras write). Pillow
 # would otherwise also try EPS (which runs Ghostscript), PSD, ICO and dozens more on bytes
@@ -37,16 +37,18 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
             raise ImagingError(
-                "not_an_image", "The file is not an image in a supported format."
+                ImageReason.NOT_AN_IMAGE, "The file is not an image in a supported format."
             ) from None
         except Image.DecompressionBombError:
             raise _too_many_pixels(max_pixels) from None
         except Exception as error:
-            raise ImagingError("corrupt_image", f"The image header is damaged: {error}.") from None
+            raise ImagingError(
+                ImageReason.CORRUPT_IMAGE, f"The image header is damaged: {error}."
+            ) from None
     if image.width * image.height > max_pixels:
         raise _too_many_pixels(max_pixels)
     if image.width == 0 or image.height == 0:
-        raise ImagingError("corrupt_image", "The image has no pixels.")
+        raise ImagingError(ImageReason.CORRUPT_IMAGE, "The image has no pixels.")
     return image
 
 
@@ -57,7 +59,9 @@ def decode(image: Image.Image) -> None:
         try:
             image.load()
         except Exception as error:
-            raise ImagingError("corrupt_image", f"The image data is damaged: {error}.") from None
+            raise ImagingError(
+                ImageReason.CORRUPT_IMAGE, f"The image data is damaged: {error}."
+            ) from None
 
 
 def estimate_jpeg_quality(image: Image.Image) -> int | None:
@@ -79,4 +83,6 @@ IJG_TABLE_SUMS: Final = (0, *(_ijg_table_sum(quality) for quality in range(1, 10
 
 
 def _too_many_pixels(max_pixels: int) -> ImagingError:
-    return ImagingError("too_many_pixels", f"The image has more than {max_pixels:,} pixels.")
+    return ImagingError(
+        ImageReason.TOO_MANY_PIXELS, f"The image has more than {max_pixels:,} pixels."
+    )

@@ -23,7 +23,8 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from config.logs import request_id_var
-from processing import metrics, selectors, services, webhooks
+from imaging.encode import QualityMode
+from processing import intake, metrics, selectors, webhooks
 from processing.csv_format import CsvInvalid, url_problem
 from processing.exceptions import (
     ApiError,
@@ -35,7 +36,7 @@ from processing.exceptions import (
     RequestNotFinished,
     RequestNotFound,
 )
-from processing.models import ProcessingRequest, ProductImage
+from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,11 @@ def errors(*statuses: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer) for code in statuses}
 
 
+ERROR_CODE_HELP = (
+    "Why the image failed, empty unless it did: http_<status> (the image's server answered "
+    "that HTTP status) or one of " + ", ".join(ReasonCode.values) + "."
+)
+
 REQUEST_ID = OpenApiParameter(
     "request_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The request's UUID."
 )
@@ -133,7 +139,7 @@ class UploadApi(APIView):
         )
         quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
         quality_mode = serializers.ChoiceField(
-            required=False, choices=ProcessingRequest.QualityMode.values
+            required=False, choices=[mode.value for mode in QualityMode]
         )
 
         def validate_webhook_url(self, value: str) -> str:
@@ -183,7 +189,7 @@ class UploadApi(APIView):
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            created = services.request_create(
+            created = intake.request_create(
                 csv_data=upload.read(),
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
                 webhook_url=form.validated_data.get("webhook_url", ""),
@@ -276,7 +282,7 @@ class ProductsApi(APIView):
             output_url = serializers.SerializerMethodField()
             status = serializers.ChoiceField(choices=ProductImage.Status.values)
             error = serializers.SerializerMethodField()
-            error_code = serializers.CharField()
+            error_code = serializers.CharField(help_text=ERROR_CODE_HELP)
             input_bytes = serializers.IntegerField(allow_null=True)
             output_bytes = serializers.IntegerField(allow_null=True)
             width = serializers.IntegerField(allow_null=True)

@@ -171,19 +171,29 @@ def _lines(data: bytes, start: int) -> Iterator[str]:
         line_number += 1
 
 
-def write_output_csv(rows: Iterable[OutputRow], stream: TextIO) -> None:
-    """The input columns plus output URLs, each in the position of its input URL."""
-    writer = csv.writer(stream, lineterminator="\r\n")
-    writer.writerow(OUTPUT_HEADER)
-    for row in rows:
-        writer.writerow(
+class OutputCsvWriter:
+    """The output CSV: the input columns plus output URLs, each in the position of its
+    input URL. The header is written at once; rows as they are given."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._writer = csv.writer(stream, lineterminator="\r\n")
+        self._writer.writerow(OUTPUT_HEADER)
+
+    def write_rows(self, rows: Iterable[OutputRow]) -> None:
+        self._writer.writerows(
             [
                 str(row.serial_number),
                 neutralise(row.product_name),
                 neutralise(",".join(row.input_urls)),
                 neutralise(",".join(row.output_urls)),
             ]
+            for row in rows
         )
+
+
+def write_output_csv(rows: Iterable[OutputRow], stream: TextIO) -> None:
+    """The whole output CSV at once."""
+    OutputCsvWriter(stream).write_rows(rows)
 
 
 def neutralise(cell: str) -> str:

@@ -25,6 +25,8 @@ from prometheus_client.registry import Collector
 
 from config.celery import app
 from processing import selectors
+from processing.models import ReasonCode
+from processing.queue import QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,11 @@ WEBHOOK_ATTEMPTS = Counter(
     "imgsvc_webhook_attempts", "Webhook delivery attempts by outcome.", ["outcome"]
 )
 
-QUEUES = ("images", "requests", "webhooks")
+# Every reason is shown from the start, at 0, so that a rate over a reason that has not
+# happened yet in this process is 0 rather than absent.
+for _reason in ReasonCode:
+    IMAGES.labels("failed", _reason.value)
+IMAGES.labels("succeeded", "")
 
 
 class BacklogCollector(Collector):
@@ -72,9 +78,9 @@ class BacklogCollector(Collector):
         try:
             with app.connection_for_read() as connection:
                 channel: Any = connection.default_channel  # kombu's stubs lack queues
-                for queue in QUEUES:
-                    waiting = channel.queue_declare(queue=queue, passive=True).message_count
-                    depth.add_metric([queue], waiting)
+                for name in QUEUES:
+                    waiting = channel.queue_declare(queue=name, passive=True).message_count
+                    depth.add_metric([name], waiting)
         except Exception:
             # The broker being away is what /healthz reports; the rest still answers.
             logger.warning("queue depth unavailable", exc_info=True)

@@ -4,9 +4,61 @@
 per-image tracking that lets images of one request be processed in parallel.
 """
 
+import re
 import uuid
+from typing import Final
 
 from django.db import models
+from django.db.models import F
+
+from imaging.encode import QualityMode
+from imaging.errors import ImageReason
+from net import HTTP_STATUS_PREFIX, NetReason
+
+
+class ReasonCode(models.TextChoices):
+    """Why an image failed (ProductImage.error_code): the one list that the pipeline, the
+    API's schema, the page's advice, the metrics and the README's table follow. Besides
+    these, an HTTP error status is "http_<status>" (is_reason_code)."""
+
+    # Reaching the image (net)
+    TIMEOUT = NetReason.TIMEOUT.value
+    CONNECTION_ERROR = NetReason.CONNECTION_ERROR.value
+    DNS_ERROR = NetReason.DNS_ERROR.value
+    TLS_ERROR = NetReason.TLS_ERROR.value
+    BLOCKED_ADDRESS = NetReason.BLOCKED_ADDRESS.value
+    BLOCKED_PORT = NetReason.BLOCKED_PORT.value
+    INVALID_URL = NetReason.INVALID_URL.value
+    TOO_MANY_REDIRECTS = NetReason.TOO_MANY_REDIRECTS.value
+    BAD_REDIRECT = NetReason.BAD_REDIRECT.value
+    TOO_LARGE = NetReason.TOO_LARGE.value
+    # Reading and re-encoding it (imaging)
+    NOT_AN_IMAGE = ImageReason.NOT_AN_IMAGE.value
+    CORRUPT_IMAGE = ImageReason.CORRUPT_IMAGE.value
+    TOO_MANY_PIXELS = ImageReason.TOO_MANY_PIXELS.value
+    ENCODE_FAILED = ImageReason.ENCODE_FAILED.value
+    # Ours
+    STORAGE_ERROR = "storage_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+HTTP_STATUS_REASON: Final = re.compile(re.escape(HTTP_STATUS_PREFIX) + r"[1-5][0-9][0-9]")
+
+
+def is_reason_code(code: str) -> bool:
+    """True for a ReasonCode or an "http_<status>" code."""
+    return code in ReasonCode.values or HTTP_STATUS_REASON.fullmatch(code) is not None
+
+
+class ProcessingRequestQuerySet(models.QuerySet["ProcessingRequest"]):
+    def ready_to_finalize(self) -> "ProcessingRequestQuerySet":
+        """Requests still processing, not claimed by a finaliser, whose images have all
+        ended: the one rule every path that finalises follows."""
+        return self.filter(
+            status=ProcessingRequest.Status.PROCESSING,
+            finalize_claimed_at__isnull=True,
+            total_images=F("succeeded_images") + F("failed_images"),
+        )
 
 
 class ProcessingRequest(models.Model):
@@ -17,9 +69,7 @@ class ProcessingRequest(models.Model):
         COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
         FAILED = "failed"
 
-    class QualityMode(models.TextChoices):
-        FIXED = "fixed"
-        RELATIVE = "relative"
+    QUALITY_MODES = [(mode.value, mode.value.title()) for mode in QualityMode]
 
     FINISHED_STATUSES = (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED)
 
@@ -34,7 +84,7 @@ class ProcessingRequest(models.Model):
     public_base_url = models.TextField()
     quality = models.PositiveSmallIntegerField()
     quality_mode = models.CharField(
-        max_length=16, choices=QualityMode.choices, default=QualityMode.FIXED
+        max_length=16, choices=QUALITY_MODES, default=QualityMode.FIXED.value
     )
     # Counters kept with each finished image, so that status is one row read.
     total_products = models.PositiveIntegerField(default=0)
@@ -46,6 +96,8 @@ class ProcessingRequest(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     output_csv_name = models.TextField(blank=True)
     error = models.TextField(blank=True)
+
+    objects = ProcessingRequestQuerySet.as_manager()
 
     class Meta:
         db_table = "requests"

@@ -12,31 +12,37 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from processing import selectors
-from processing.models import ProcessingRequest, ProductImage
+from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 RECENT_REQUESTS = 20
 PRODUCTS_PER_PAGE = 20
 
-# Each reason code (README: "Reasons an image fails") in words, with what to do about it.
-REASON_ADVICE = {
-    "timeout": "The image's server did not answer in time. Check that it is up, then upload again.",
-    "connection_error": "The image's server could not be reached. Check the host and port.",
-    "dns_error": "The host name in the URL does not exist. Fix the URL.",
-    "tls_error": "The secure connection failed (certificate invalid or expired).",
-    "blocked_address": "The URL points at a private or internal address, which is never "
-    "fetched. Use a public URL.",
-    "blocked_port": "The URL uses a port that is not allowed. Serve the image on 80 or 443.",
-    "invalid_url": "The URL cannot be fetched. Fix it.",
-    "too_many_redirects": "The URL redirects too many times. Link to the final address.",
-    "bad_redirect": "The URL redirects nowhere. Link to the final address.",
-    "too_large": "The file is too large to fetch. Publish a smaller file.",
-    "not_an_image": "The URL does not lead to an image (a web page, perhaps). Link to the "
-    "image itself.",
-    "corrupt_image": "The image is damaged or cut short. Export it again.",
-    "too_many_pixels": "The image has too many pixels to process safely. Publish a smaller one.",
-    "encode_failed": "The image could not be compressed. Report it with the image.",
-    "internal_error": "Something went wrong on our side with this image. Report it with the "
-    "request id; the rest of the request is unaffected.",
+# Each reason code in words, with what to do about it (a test checks none is missing).
+REASON_ADVICE: dict[ReasonCode, str] = {
+    ReasonCode.TIMEOUT: "The image's server did not answer in time. Check that it is up, then "
+    "upload again.",
+    ReasonCode.CONNECTION_ERROR: "The image's server could not be reached. Check the host and "
+    "port.",
+    ReasonCode.DNS_ERROR: "The host name in the URL does not exist. Fix the URL.",
+    ReasonCode.TLS_ERROR: "The secure connection failed (certificate invalid or expired).",
+    ReasonCode.BLOCKED_ADDRESS: "The URL points at a private or internal address, which is "
+    "never fetched. Use a public URL.",
+    ReasonCode.BLOCKED_PORT: "The URL uses a port that is not allowed. Serve the image on 80 "
+    "or 443.",
+    ReasonCode.INVALID_URL: "The URL cannot be fetched. Fix it.",
+    ReasonCode.TOO_MANY_REDIRECTS: "The URL redirects too many times. Link to the final address.",
+    ReasonCode.BAD_REDIRECT: "The URL redirects nowhere. Link to the final address.",
+    ReasonCode.TOO_LARGE: "The file is too large to fetch. Publish a smaller file.",
+    ReasonCode.NOT_AN_IMAGE: "The URL does not lead to an image (a web page, perhaps). Link to "
+    "the image itself.",
+    ReasonCode.CORRUPT_IMAGE: "The image is damaged or cut short. Export it again.",
+    ReasonCode.TOO_MANY_PIXELS: "The image has too many pixels to process safely. Publish a "
+    "smaller one.",
+    ReasonCode.ENCODE_FAILED: "The image could not be compressed. Report it with the image.",
+    ReasonCode.STORAGE_ERROR: "The result could not be saved on our side. Upload again later; "
+    "if it keeps happening, report it with the request id.",
+    ReasonCode.INTERNAL_ERROR: "Something went wrong on our side with this image. Report it "
+    "with the request id; the rest of the request is unaffected.",
 }
 
 
@@ -48,7 +54,9 @@ def image_advice(image: ProductImage) -> str:
         if status in {"429"} or status.startswith("5"):
             return f"The image's server answered {status} (busy or broken). Upload again later."
         return f"The image's server answered {status}. Check that the URL opens in a browser."
-    return REASON_ADVICE.get(code, "The image could not be processed.")
+    if code in ReasonCode.values:
+        return REASON_ADVICE[ReasonCode(code)]
+    return "The image could not be processed."
 
 
 @dataclass(frozen=True)

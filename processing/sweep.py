@@ -8,17 +8,19 @@ or a live worker change nothing twice.
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from celery import Task
 from django.conf import settings
-from django.db.models import F, Max, Min, Q
+from django.db.models import Max, Min, Q, QuerySet
 from django.utils import timezone
 
-from processing import services, tasks
-from processing.models import ProcessingRequest, ProductImage, WebhookDelivery
+from processing import queue
+from processing.finalize import request_finalize
+from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
+from processing.results import ImageFailure, ImageOutcome, images_record
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def _requests_restart(cutoff: datetime) -> int:
     stuck = ProcessingRequest.objects.filter(
         status=ProcessingRequest.Status.PENDING, created_at__lt=cutoff
     ).values_list("pk", flat=True)
-    return _enqueue_each(tasks.request_start, stuck)
+    return _enqueue_each(queue.REQUEST_START, stuck)
 
 
 def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
@@ -78,26 +80,31 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
         if group["status"] == ProductImage.Status.PROCESSING:
             same_url = same_url.filter(claimed_at__lt=cutoff)
             if group["attempts"] >= settings.IMAGE_MAX_ATTEMPTS:
-                services.image_record(
-                    request_id=group["request_id"],
-                    same_url=same_url,
-                    succeeded=False,
-                    status=ProductImage.Status.FAILED,
-                    error_code="internal_error",
-                    error_message=(
-                        f"Gave up after {group['attempts']} attempts that never finished "
-                        "(the worker was lost each time)."
-                    ),
-                )
-                services.request_finalize(request_id=group["request_id"])
+                _image_give_up(group, same_url)
                 given_up += 1
                 continue
         else:
             same_url = same_url.filter(queued_at__lt=cutoff)
         if same_url.update(status=ProductImage.Status.PENDING, queued_at=now):
-            tasks.images_process.delay([group["first_id"]])
+            queue.enqueue_after_commit(queue.IMAGES_PROCESS, [group["first_id"]])
             requeued += 1
     return requeued, given_up
+
+
+def _image_give_up(group: Mapping[str, Any], overdue: QuerySet[ProductImage]) -> None:
+    """Fail a URL whose every attempt was lost, recorded as any image's result is."""
+    failure = ImageFailure(
+        ReasonCode.INTERNAL_ERROR,
+        f"Gave up after {group['attempts']} attempts that never finished "
+        "(the worker was lost each time).",
+    )
+    outcome = ImageOutcome(
+        input_url=group["input_url"],
+        image_id=group["first_id"],
+        attempt=group["attempts"],
+        failure=failure,
+    )
+    images_record(request_id=group["request_id"], held=overdue, outcomes=[outcome])
 
 
 def _requests_finalise(cutoff: datetime) -> int:
@@ -105,24 +112,20 @@ def _requests_finalise(cutoff: datetime) -> int:
     ProcessingRequest.objects.filter(
         status=ProcessingRequest.Status.PROCESSING, finalize_claimed_at__lt=cutoff
     ).update(finalize_claimed_at=None)
-    ready = ProcessingRequest.objects.filter(
-        status=ProcessingRequest.Status.PROCESSING,
-        finalize_claimed_at__isnull=True,
-        total_images=F("succeeded_images") + F("failed_images"),
-    ).values_list("pk", flat=True)
-    return sum(services.request_finalize(request_id=request_id) for request_id in ready)
+    ready = ProcessingRequest.objects.ready_to_finalize().values_list("pk", flat=True)
+    return sum(request_finalize(request_id=request_id) for request_id in ready)
 
 
 def _webhooks_requeue(now: datetime) -> int:
     due = WebhookDelivery.objects.filter(
         state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
     ).values_list("request_id", flat=True)
-    return _enqueue_each(tasks.webhook_send, due)
+    return _enqueue_each(queue.WEBHOOK_SEND, due)
 
 
-def _enqueue_each(task: Task[[str], None], request_ids: Iterable[uuid.UUID]) -> int:
+def _enqueue_each(task_name: str, request_ids: Iterable[uuid.UUID]) -> int:
     count = 0
     for request_id in request_ids:
-        task.delay(str(request_id))
+        queue.enqueue_after_commit(task_name, str(request_id))
         count += 1
     return count

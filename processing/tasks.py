@@ -1,56 +1,40 @@
 """Celery tasks: take ids, call one service. Declared acks_late in settings, so a task
-whose worker dies is delivered again; the services make a second run harmless."""
+whose worker dies is delivered again; the services make a second run harmless. Services
+send these by name (processing.queue), never by importing this module."""
 
-import logging
 import uuid
 
-from celery import Task, shared_task, signals
+from celery import shared_task, signals
 from django.conf import settings
-from django.db import transaction
 
 from config.logs import request_id_bound
-from processing import metrics, services, sweep, webhooks
-
-logger = logging.getLogger(__name__)
+from processing import finalize, intake, metrics, pipeline, queue, sweep, webhooks
 
 
-def enqueue_after_commit(task: Task[[str], None], request_id: str) -> None:
-    """Queue task(request_id) once the current transaction commits. If the broker cannot
-    take it, the stored work is not lost: the sweep finds it and queues it later."""
-
-    def enqueue() -> None:
-        try:
-            task.delay(request_id)
-        except Exception:
-            logger.exception("could not queue %s for %s; the sweep will", task.name, request_id)
-
-    transaction.on_commit(enqueue)
-
-
-@shared_task(name="processing.request_start")
+@shared_task(name=queue.REQUEST_START)
 def request_start(request_id: str) -> None:
     with request_id_bound(request_id):
-        services.request_start(request_id=uuid.UUID(request_id))
+        intake.request_start(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name="processing.images_process")
+@shared_task(name=queue.IMAGES_PROCESS)
 def images_process(image_ids: list[int]) -> None:
-    services.images_process(image_ids=image_ids)
+    pipeline.images_process(image_ids=image_ids)
 
 
-@shared_task(name="processing.request_finalize")
+@shared_task(name=queue.REQUEST_FINALIZE)
 def request_finalize(request_id: str) -> None:
     with request_id_bound(request_id):
-        services.request_finalize(request_id=uuid.UUID(request_id))
+        finalize.request_finalize(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name="processing.webhook_send")
+@shared_task(name=queue.WEBHOOK_SEND)
 def webhook_send(request_id: str) -> None:
     with request_id_bound(request_id):
         webhooks.webhook_send(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name="processing.sweep")
+@shared_task(name=queue.SWEEP)
 def sweep_run() -> None:
     sweep.sweep_run()
 

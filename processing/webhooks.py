@@ -22,10 +22,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
-from imaging.errors import ImagingError
-from imaging.fetch import FetchPolicy, post
-from processing import metrics, selectors, services, tasks
+import net
+from processing import metrics, queue, selectors
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
+from processing.policies import webhook_policy
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def webhook_schedule(*, request: ProcessingRequest) -> WebhookDelivery | None:
             "next_attempt_at": timezone.now(),
         },
     )
-    tasks.enqueue_after_commit(tasks.webhook_send, str(request.pk))
+    queue.enqueue_after_commit(queue.WEBHOOK_SEND, str(request.pk))
     return delivery
 
 
@@ -92,7 +92,7 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now()
     )
-    tasks.enqueue_after_commit(tasks.webhook_send, str(request.pk))
+    queue.enqueue_after_commit(queue.WEBHOOK_SEND, str(request.pk))
     delivery.refresh_from_db()
     return delivery
 
@@ -116,19 +116,11 @@ def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
             timestamp=timestamp,
             body=body,
         )
-    policy = FetchPolicy(
-        connect_timeout=settings.WEBHOOK_TIMEOUT,
-        read_timeout=settings.WEBHOOK_TIMEOUT,
-        total_timeout=settings.WEBHOOK_TIMEOUT * 2,
-        max_redirects=0,
-        allowed_networks=services.fetch_policy().allowed_networks,
-        allowed_ports=services.fetch_policy().allowed_ports,
-    )
     started = time.monotonic()
     try:
-        status_code: int | None = post(delivery.url, body, headers, policy)
+        status_code: int | None = net.post(delivery.url, body, headers, webhook_policy())
         error = "" if 200 <= (status_code or 0) < 300 else f"HTTP {status_code}"
-    except ImagingError as failure:
+    except net.NetError as failure:
         status_code, error = None, f"{failure.reason}: {failure.message}"
         if not failure.transient:
             # A blocked address or an invalid URL will not get better by waiting.
@@ -177,8 +169,7 @@ def _attempt_record(
         error or f"HTTP {status_code}",
     )
     if delay is not None and delay <= COUNTDOWN_LIMIT_SECONDS:
-        request_id = str(delivery.request_id)
-        tasks.webhook_send.apply_async((request_id,), countdown=delay)
+        queue.enqueue_after_commit(queue.WEBHOOK_SEND, str(delivery.request_id), countdown=delay)
 
 
 def _lease() -> timedelta:

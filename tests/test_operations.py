@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from processing import services
+from processing import intake
 from tests.conftest import BIN, Origin, Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish
 
@@ -62,7 +62,7 @@ def test_the_admin_lists_images_searchable_by_product_name_and_refuses_edits(
     client: Client, settings: Any, tmp_path: Path
 ) -> None:
     settings.MEDIA_ROOT = tmp_path
-    request = services.request_create(
+    request = intake.request_create(
         csv_data=HEADER
         + b"1,Red lamp,https://shop.example/lamp.jpg\n2,Chair,https://shop.example/c.jpg\n",
         public_base_url="http://testserver",

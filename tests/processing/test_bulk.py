@@ -7,7 +7,7 @@ import pytest
 from django.db import DataError, connection, transaction
 from django.utils import timezone
 
-from processing import bulk, services
+from processing import bulk, intake
 from processing.models import ProductImage
 
 pytestmark = pytest.mark.django_db
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 def test_update_from_rows_sets_each_rows_values_only_where_the_queryset_allows() -> None:
     # Given a request whose URL a appears twice, and a batch that holds a and b but not c
-    request = services.request_create(
+    request = intake.request_create(
         csv_data=(
             b"S. No.,Product Name,Input Image Urls\n"
             b'1,Lamp,"https://shop.example/a.jpg,https://shop.example/b.jpg"\n'
@@ -105,7 +105,7 @@ def test_update_from_rows_takes_an_unfiltered_or_empty_queryset(
     django_assert_num_queries: object,
 ) -> None:
     # Given one stored image
-    services.request_create(
+    intake.request_create(
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )
@@ -135,7 +135,7 @@ def test_update_from_rows_refuses_a_value_longer_than_its_column() -> None:
     # Given a stored image (PostgreSQL enforces lengths; SQLite does not)
     if connection.vendor != "postgresql":
         pytest.skip("SQLite does not enforce varchar lengths")
-    services.request_create(
+    intake.request_create(
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from processing import services
+from processing import intake
 from tests.conftest import Origin, Service
 from tests.support import encoded, photo
 
@@ -181,7 +181,7 @@ def test_an_unknown_request_page_is_a_404_page(client: Client) -> None:
 
 @pytest.mark.django_db
 def test_pages_allow_scripts_only_from_the_site(client: Client) -> None:
-    services.request_create(
+    intake.request_create(
         csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
         public_base_url="http://testserver",
     )

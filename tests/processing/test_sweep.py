@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from processing import services
+from processing import intake
 from processing.models import ProcessingRequest, ProductImage
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +23,7 @@ def test_an_image_lost_too_often_fails_and_its_request_finishes(
     # Given a request whose one image was claimed IMAGE_MAX_ATTEMPTS times, long ago
     settings.MEDIA_ROOT = tmp_path
     settings.IMAGE_MAX_ATTEMPTS = 3
-    request = services.request_create(
+    request = intake.request_create(
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )

@@ -1,15 +1,14 @@
-"""The one HTTP seam: every request the service makes to a URL a stranger supplied.
+"""GET and POST to URLs that strangers supply, under a policy.
 
-Each hop is resolved once, every address it resolves to is checked against the block
-list, and the connection goes to the checked address (no second lookup for a DNS
-rebinding to slip into). Bodies are read in chunks under a size cap and a total deadline.
+Each hop is resolved once, every address it resolves to is checked (net.addresses), and
+the connection goes to the checked address: no second lookup for a DNS rebinding to slip
+into. Bodies are read in chunks under a size cap and a total deadline.
 """
 
 import email.utils
-import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -19,11 +18,8 @@ import urllib3
 from urllib3.exceptions import HTTPError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from imaging.errors import ImagingError
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], list[str]]
+from net.addresses import IPNetwork, Resolver, checked_address, system_resolver
+from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 MiB: Final = 1024 * 1024
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
@@ -32,25 +28,9 @@ CHUNK_BYTES: Final = 64 * 1024
 URL_SAFE: Final = "/%:@!$&'()*+,;=-._~?"
 
 
-# IANA's special-purpose ranges that are not globally reachable, written out because
-# Python's is_global has changed between patch releases. Ranges that embed an IPv4
-# address (NAT64, 6to4, Teredo) are blocked whole.
-BLOCKED_NETWORKS: Final[tuple[IPNetwork, ...]] = tuple(
-    ipaddress.ip_network(cidr)
-    for cidr in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-        "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
-        "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
-        "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7",
-        "fe80::/10", "fec0::/10", "ff00::/8",
-    )
-)  # fmt: skip
-
-
 @dataclass(frozen=True)
-class FetchPolicy:
-    """Limits for one fetch; the defaults are the service's defaults."""
+class NetPolicy:
+    """Limits for one call; the defaults are the image fetcher's defaults."""
 
     max_bytes: int = 25 * MiB
     connect_timeout: float = 5.0
@@ -71,56 +51,24 @@ class _Target:
     host_header: str
 
 
-def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Parse CIDR strings such as '127.0.0.1/32'; a ValueError names the bad one."""
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError as error:
-            raise ValueError(f"{cidr!r} is not a network in CIDR form: {error}") from None
-    return tuple(networks)
-
-
-def blocked_address(address: IPAddress, allowed_networks: Iterable[IPNetwork] = ()) -> bool:
-    """True unless the address is publicly routable or inside an explicitly allowed network."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in allowed_networks):
-        return False
-    return (
-        any(address in network for network in BLOCKED_NETWORKS)
-        or not address.is_global
-        or address.is_multicast
-        or address.is_reserved
-    )
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    """Every address the system resolver gives for host, in its order."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
-        raise ImagingError("dns_error", f"Could not resolve {host}: {error}.") from None
-    addresses: list[str] = []
-    for info in infos:
-        address = str(info[4][0]).split("%", 1)[0]
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-def fetch(url: str, policy: FetchPolicy, *, resolver: Resolver = system_resolver) -> bytes:
+def fetch(
+    url: str,
+    policy: NetPolicy,
+    *,
+    headers: Mapping[str, str] | None = None,
+    resolver: Resolver = system_resolver,
+) -> bytes:
     """GET url following up to policy.max_redirects redirects; the body as bytes."""
     deadline = time.monotonic() + policy.total_timeout
     for _hop in range(policy.max_redirects + 1):
-        response = _send("GET", url, policy, resolver, deadline)
+        response = _send("GET", url, policy, resolver, deadline, headers=headers)
         try:
             if response.status in REDIRECT_STATUSES:
                 location = response.headers.get("Location")
                 if not location:
-                    raise ImagingError(
-                        "bad_redirect", f"HTTP {response.status} without a Location header."
+                    raise NetError(
+                        NetReason.BAD_REDIRECT,
+                        f"HTTP {response.status} without a Location header.",
                     )
                 url = urljoin(url, location)
                 continue
@@ -129,14 +77,14 @@ def fetch(url: str, policy: FetchPolicy, *, resolver: Resolver = system_resolver
         finally:
             response.release_conn()
             response.close()
-    raise ImagingError("too_many_redirects", f"More than {policy.max_redirects} redirects.")
+    raise NetError(NetReason.TOO_MANY_REDIRECTS, f"More than {policy.max_redirects} redirects.")
 
 
 def post(
     url: str,
     body: bytes,
     headers: Mapping[str, str],
-    policy: FetchPolicy,
+    policy: NetPolicy,
     *,
     resolver: Resolver = system_resolver,
 ) -> int:
@@ -157,10 +105,26 @@ def post(
     return response.status
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now; None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 def _send(
     method: str,
     url: str,
-    policy: FetchPolicy,
+    policy: NetPolicy,
     resolver: Resolver,
     deadline: float,
     *,
@@ -168,10 +132,10 @@ def _send(
     headers: Mapping[str, str] | None = None,
 ) -> urllib3.BaseHTTPResponse:
     target = _parse_target(url, policy)
-    address = _checked_address(target, policy, resolver)
+    address = checked_address(target.host, target.port, policy.allowed_networks, resolver)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise ImagingError("timeout", "Took longer than the time allowed.", transient=True)
+        raise NetError(NetReason.TIMEOUT, "Took longer than the time allowed.", transient=True)
     timeout = urllib3.Timeout(
         connect=min(policy.connect_timeout, remaining),
         read=min(policy.read_timeout, remaining),
@@ -195,7 +159,7 @@ def _send(
     request_headers = {
         "Host": target.host_header,
         "User-Agent": policy.user_agent,
-        "Accept": "image/*, */*;q=0.5",
+        # The byte cap counts what arrives: no compressed body that grows when decoded.
         "Accept-Encoding": "identity",
         **(headers or {}),
     }
@@ -216,29 +180,30 @@ def _send(
         raise _network_error(error) from None
 
 
-def _parse_target(url: str, policy: FetchPolicy) -> _Target:
+def _parse_target(url: str, policy: NetPolicy) -> _Target:
     try:
         parts = urlsplit(url)
         port = parts.port
         host = parts.hostname
     except ValueError as error:
-        raise ImagingError("invalid_url", f"Not a valid URL: {error}.") from None
+        raise NetError(NetReason.INVALID_URL, f"Not a valid URL: {error}.") from None
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
-        raise ImagingError("invalid_url", "Only http and https URLs can be fetched.")
+        raise NetError(NetReason.INVALID_URL, "Only http and https URLs can be fetched.")
     if not host:
-        raise ImagingError("invalid_url", "The URL has no host.")
+        raise NetError(NetReason.INVALID_URL, "The URL has no host.")
     if parts.username is not None or parts.password is not None:
-        raise ImagingError("invalid_url", "URLs with a user name or password are refused.")
+        raise NetError(NetReason.INVALID_URL, "URLs with a user name or password are refused.")
     try:
         host = host.encode("idna").decode("ascii")
     except UnicodeError:
-        raise ImagingError("invalid_url", f"Host {host!r} is not a valid name.") from None
+        raise NetError(NetReason.INVALID_URL, f"Host {host!r} is not a valid name.") from None
     default_port = 443 if scheme == "https" else 80
     port = port or default_port
     if port not in policy.allowed_ports:
-        raise ImagingError(
-            "blocked_port", f"Port {port} is not allowed (allowed: 80, 443 and those configured)."
+        raise NetError(
+            NetReason.BLOCKED_PORT,
+            f"Port {port} is not allowed (allowed: 80, 443 and those configured).",
         )
     path = quote(parts.path or "/", safe=URL_SAFE)
     if parts.query:
@@ -248,50 +213,20 @@ def _parse_target(url: str, policy: FetchPolicy) -> _Target:
     return _Target(scheme, host, port, path, host_header)
 
 
-def _checked_address(target: _Target, policy: FetchPolicy, resolver: Resolver) -> str:
-    addresses = resolver(target.host, target.port)
-    if not addresses:
-        raise ImagingError("dns_error", f"{target.host} has no address.")
-    for raw in addresses:
-        address = ipaddress.ip_address(raw)
-        if blocked_address(address, policy.allowed_networks):
-            raise ImagingError(
-                "blocked_address",
-                f"{target.host} resolves to {address}, which is not a public address.",
-            )
-    return addresses[0]
-
-
 def _raise_for_status(response: urllib3.BaseHTTPResponse) -> None:
     status = response.status
     if status == 200:
         return
     transient = status == 429 or status >= 500
-    raise ImagingError(
-        f"http_{status}",
+    raise NetError(
+        f"{HTTP_STATUS_PREFIX}{status}",
         f"The server answered HTTP {status}.",
         transient=transient,
         retry_after=retry_after_seconds(response.headers.get("Retry-After")) if transient else None,
     )
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) as seconds from now; None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, deadline: float) -> bytes:
+def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: float) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise _too_large(policy)
@@ -301,8 +236,10 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, deadline
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ImagingError(
-                "timeout", "The download took longer than the time allowed.", transient=True
+            raise NetError(
+                NetReason.TIMEOUT,
+                "The download took longer than the time allowed.",
+                transient=True,
             )
         if sock is not None:
             # A server that drips bytes must not outlive the total deadline.
@@ -319,17 +256,19 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: FetchPolicy, deadline
         chunks.append(chunk)
 
 
-def _too_large(policy: FetchPolicy) -> ImagingError:
-    return ImagingError("too_large", f"The file is larger than {policy.max_bytes} bytes.")
+def _too_large(policy: NetPolicy) -> NetError:
+    return NetError(NetReason.TOO_LARGE, f"The file is larger than {policy.max_bytes} bytes.")
 
 
-def _network_error(error: Exception) -> ImagingError:
-    if isinstance(error, ImagingError):
+def _network_error(error: Exception) -> NetError:
+    if isinstance(error, NetError):
         return error
     if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
-        return ImagingError("timeout", "The server did not answer in time.", transient=True)
+        return NetError(NetReason.TIMEOUT, "The server did not answer in time.", transient=True)
     if isinstance(error, SSLError):
-        return ImagingError("tls_error", f"TLS failed: {error}.")
+        return NetError(NetReason.TLS_ERROR, f"TLS failed: {error}.")
     if isinstance(error, ProtocolError | HTTPError | OSError):
-        return ImagingError("connection_error", f"The connection failed: {error}.", transient=True)
+        return NetError(
+            NetReason.CONNECTION_ERROR, f"The connection failed: {error}.", transient=True
+        )
     raise error

@@ -1,9 +1,9 @@
-"""services.request_create stores what the CSV says, with the models' defaults, whichever
+"""intake.request_create stores what the CSV says, with the models' defaults, whichever
 insert path the database takes (COPY on PostgreSQL, bulk INSERTs elsewhere)."""
 
 import pytest
 
-from processing import services
+from processing import intake
 from processing.models import ProcessingRequest, Product, ProductImage
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
@@ -20,7 +20,7 @@ def test_request_create_stores_products_and_images_in_order_with_defaults() -> N
     data = HEADER + rows + b"9999,Last,https://shop.example/1-a.jpg\n"
 
     # When it is stored
-    request = services.request_create(csv_data=data, public_base_url="http://testserver/")
+    request = intake.request_create(csv_data=data, public_base_url="http://testserver/")
 
     # Then every product and image is there, in input order, with the models' defaults
     stored = ProcessingRequest.objects.get(pk=request.pk)
@@ -52,7 +52,7 @@ def test_request_create_stores_products_and_images_in_order_with_defaults() -> N
         for i in images
     } == {("pending", "", "", 0, False, None)}
     # And a second request gets ids of its own (the sequence moved on)
-    again = services.request_create(csv_data=data, public_base_url="http://testserver/")
+    again = intake.request_create(csv_data=data, public_base_url="http://testserver/")
     assert not set(Product.objects.filter(request=again).values_list("pk", flat=True)) & {
         p.pk for p in products
     }

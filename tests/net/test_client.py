@@ -1,4 +1,4 @@
-"""fetch() and post(): the one HTTP seam, against a real server on 127.0.0.1.
+"""net.fetch() and net.post(): every outbound call, against a real server on 127.0.0.1.
 
 Nothing here may connect anywhere but 127.0.0.0/8: the `only_loopback` fixture replaces
 socket connect with one that fails the test for any other address, so a block that ever
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from imaging.errors import ImagingError
-from imaging.fetch import (
-    FetchPolicy,
+from net import (
+    NetError,
+    NetPolicy,
     blocked_address,
     fetch,
     parse_networks,
@@ -125,17 +125,17 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
-def policy_for(server: str, **limits: Any) -> FetchPolicy:
+def policy_for(server: str, **limits: Any) -> NetPolicy:
     port = int(server.rsplit(":", 1)[1])
-    return FetchPolicy(
+    return NetPolicy(
         allowed_networks=parse_networks(["127.0.0.1/32"]),
         allowed_ports=frozenset({port}),
         **limits,
     )
 
 
-def reason_of(url: str, policy: FetchPolicy, **options: Any) -> ImagingError:
-    with pytest.raises(ImagingError) as raised:
+def reason_of(url: str, policy: NetPolicy, **options: Any) -> NetError:
+    with pytest.raises(NetError) as raised:
         fetch(url, policy, **options)
     return raised.value
 
@@ -186,13 +186,13 @@ def test_a_server_that_drips_bytes_is_cut_off_at_the_total_deadline(server: str)
 
 
 def test_a_port_outside_the_allowed_ones_is_refused(server: str) -> None:
-    policy = FetchPolicy(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    policy = NetPolicy(allowed_networks=parse_networks(["127.0.0.1/32"]))
     assert reason_of(f"{server}/ok", policy).reason == "blocked_port"
 
 
 def test_loopback_is_blocked_without_an_allow_list(server: str) -> None:
     port = int(server.rsplit(":", 1)[1])
-    policy = FetchPolicy(allowed_ports=frozenset({port}))
+    policy = NetPolicy(allowed_ports=frozenset({port}))
     assert reason_of(f"{server}/ok", policy).reason == "blocked_address"
 
 
@@ -206,7 +206,7 @@ def test_loopback_is_blocked_without_an_allow_list(server: str) -> None:
     ],
 )
 def test_urls_that_cannot_be_fetched_are_invalid(url: str) -> None:
-    assert reason_of(url, FetchPolicy()).reason == "invalid_url"
+    assert reason_of(url, NetPolicy()).reason == "invalid_url"
 
 
 NON_PUBLIC = [
@@ -264,7 +264,7 @@ def test_a_name_that_resolves_to_a_blocked_address_is_refused_without_connecting
     resolved: list[str],
 ) -> None:
     error = reason_of(
-        "http://images.shop.example/a.jpg", FetchPolicy(), resolver=lambda host, port: resolved
+        "http://images.shop.example/a.jpg", NetPolicy(), resolver=lambda host, port: resolved
     )
     assert error.reason == "blocked_address"
 
@@ -273,7 +273,7 @@ def test_a_name_that_resolves_to_a_blocked_address_is_refused_without_connecting
     "host", ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"]
 )
 def test_other_spellings_of_loopback_are_blocked(host: str) -> None:
-    assert reason_of(f"http://{host}/a.jpg", FetchPolicy()).reason == "blocked_address"
+    assert reason_of(f"http://{host}/a.jpg", NetPolicy()).reason == "blocked_address"
 
 
 def test_post_sends_the_body_and_returns_the_status(server: str) -> None:

@@ -1,0 +1,118 @@
+"""A request whose images have all ended: its output CSV, the products' output URLs, its
+final status and its webhook event, exactly once."""
+
+import io
+import itertools
+import logging
+import tempfile
+import uuid
+from typing import IO
+
+from django.core.files.base import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from processing import bulk, metrics, selectors, webhooks
+from processing.csv_format import OutputCsvWriter, OutputRow
+from processing.models import ProcessingRequest, Product, ProductImage
+from processing.policies import csv_output_name
+
+logger = logging.getLogger(__name__)
+
+# Products read, written to the CSV and updated per round: memory stays flat however
+# large the request.
+PRODUCTS_PER_ROUND = 2000
+
+
+def request_finalize(*, request_id: uuid.UUID) -> bool:
+    """Finish a request whose images have all ended, exactly once; True if this call did."""
+    claimed = (
+        ProcessingRequest.objects.ready_to_finalize()
+        .filter(pk=request_id)
+        .update(finalize_claimed_at=timezone.now())
+    )
+    if not claimed:
+        return False
+    request = ProcessingRequest.objects.get(pk=request_id)
+    try:
+        _request_write_outputs(request)
+    except Exception as error:
+        logger.exception("request %s could not be finalised", request_id)
+        metrics.REQUESTS_FINISHED.labels(ProcessingRequest.Status.FAILED).inc()
+        with transaction.atomic():
+            ProcessingRequest.objects.filter(pk=request_id).update(
+                status=ProcessingRequest.Status.FAILED,
+                error=f"The results could not be written: {error}",
+                finished_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+            webhooks.webhook_schedule(request=request)
+    return True
+
+
+def _request_write_outputs(request: ProcessingRequest) -> None:
+    status = (
+        ProcessingRequest.Status.COMPLETED
+        if request.failed_images == 0
+        else ProcessingRequest.Status.COMPLETED_WITH_ERRORS
+    )
+    csv_name = csv_output_name(request_id=request.pk)
+    with tempfile.TemporaryFile() as raw, transaction.atomic():
+        _output_csv_write(request, raw)
+        raw.seek(0)
+        default_storage.save(csv_name, File(raw))
+        now = timezone.now()
+        ProcessingRequest.objects.filter(pk=request.pk).update(
+            status=status, output_csv_name=csv_name, finished_at=now, updated_at=now
+        )
+        # In the same transaction: whoever sees the final status sees the delivery too.
+        webhooks.webhook_schedule(request=request)
+    metrics.REQUESTS_FINISHED.labels(status).inc()
+    metrics.REQUEST_SECONDS.observe((now - request.created_at).total_seconds())
+    logger.info(
+        "request %s %s: %d succeeded, %d failed",
+        request.pk,
+        status,
+        request.succeeded_images,
+        request.failed_images,
+    )
+
+
+def _output_csv_write(request: ProcessingRequest, raw: IO[bytes]) -> None:
+    """Write the output CSV to raw and fill in each product's output_image_urls: a round of
+    products at a time, its rows written, then its products updated."""
+    text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    writer = OutputCsvWriter(text)
+    products = selectors.request_products(request_id=request.pk).iterator(
+        chunk_size=PRODUCTS_PER_ROUND
+    )
+    while round_ := list(itertools.islice(products, PRODUCTS_PER_ROUND)):
+        rows = [_output_row(request, product) for product in round_]
+        writer.write_rows(rows)
+        bulk.update_from_rows(
+            Product.objects.filter(request_id=request.pk),
+            key="product_id",
+            fields=["output_image_urls"],
+            rows=[
+                {"product_id": product.pk, "output_image_urls": ",".join(row.output_urls)}
+                for product, row in zip(round_, rows, strict=True)
+            ],
+        )
+    text.flush()
+    text.detach()  # the file stays open for the storage to read
+
+
+def _output_row(request: ProcessingRequest, product: Product) -> OutputRow:
+    images = list(product.images.all())
+    return OutputRow(
+        serial_number=product.serial_number,
+        product_name=product.product_name,
+        input_urls=[image.input_url for image in images],
+        output_urls=[
+            selectors.media_url(base_url=request.public_base_url, name=image.output_name)
+            if image.status == ProductImage.Status.SUCCEEDED
+            else ""
+            for image in images
+        ],
+    )

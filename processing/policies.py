@@ -1,0 +1,54 @@
+"""The limits and names the services read from settings, in one place: what the fetcher
+may reach, what a CSV may hold, where outputs are stored."""
+
+import uuid
+from functools import cache
+from typing import Final
+
+from django.conf import settings
+
+from net import NetPolicy, parse_networks
+from processing.csv_format import CsvLimits
+
+OUTPUT_FOLDER: Final = "output_images"
+# What an image download asks for; an origin that negotiates may answer with a format we read.
+IMAGE_REQUEST_HEADERS: Final = {"Accept": "image/*, */*;q=0.5"}
+
+
+@cache
+def fetch_policy() -> NetPolicy:
+    """Limits and reach of image downloads."""
+    return NetPolicy(
+        max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
+        connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
+        read_timeout=settings.IMAGE_FETCH_READ_TIMEOUT,
+        total_timeout=settings.IMAGE_FETCH_TOTAL_TIMEOUT,
+        allowed_networks=parse_networks(settings.IMAGE_FETCH_ALLOW_NETWORKS),
+        allowed_ports=frozenset({80, 443, *settings.IMAGE_FETCH_ALLOW_PORTS}),
+    )
+
+
+def webhook_policy() -> NetPolicy:
+    """Limits and reach of webhook POSTs: no redirects, WEBHOOK_TIMEOUT to connect and read.
+    They reach what image downloads may reach."""
+    return NetPolicy(
+        connect_timeout=settings.WEBHOOK_TIMEOUT,
+        read_timeout=settings.WEBHOOK_TIMEOUT,
+        total_timeout=settings.WEBHOOK_TIMEOUT * 2,
+        max_redirects=0,
+        allowed_networks=fetch_policy().allowed_networks,
+        allowed_ports=fetch_policy().allowed_ports,
+    )
+
+
+def csv_limits() -> CsvLimits:
+    return CsvLimits(max_rows=settings.CSV_MAX_ROWS, max_urls_per_row=settings.CSV_MAX_URLS_PER_ROW)
+
+
+def image_output_name(*, request_id: uuid.UUID, image_id: int, extension: str) -> str:
+    """Named after the image's row: a second run of its task writes the same file again."""
+    return f"{OUTPUT_FOLDER}/{request_id}/{image_id}.{extension}"
+
+
+def csv_output_name(*, request_id: uuid.UUID) -> str:
+    return f"{OUTPUT_FOLDER}/{request_id}/output.csv"

@@ -1,0 +1,225 @@
+"""Recording what became of an image URL: the one way an image ends or is retried, used
+by the pipeline's batches and by the sweep alike, so that counters and metrics agree.
+
+An outcome is written to every image of its request with that URL which the caller still
+holds (a queryset: the batch's claim, or the sweep's overdue images), counted on the
+request in the same transaction, and the request queued for finalisation once its last
+image has ended.
+"""
+
+import logging
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from imaging.encode import CompressedImage
+from imaging.errors import ImagingError
+from net import NetError
+from processing import bulk, metrics, queue
+from processing.models import ProcessingRequest, ProductImage, ReasonCode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why an image failed: a reason code (ReasonCode, or http_<status>) and a message."""
+
+    reason: str
+    message: str
+    transient: bool = False  # the same attempt may succeed later: retried
+    retry_after: float | None = None  # seconds the image's server asked us to wait
+
+    @classmethod
+    def from_error(cls, error: BaseException, *, image_id: int) -> "ImageFailure":
+        if isinstance(error, NetError):
+            return cls(error.reason, error.message, error.transient, error.retry_after)
+        if isinstance(error, ImagingError):
+            return cls(error.reason, error.message)
+        # A bug, or an image that trips the codec in a way no guard foresaw: this image
+        # fails, the request goes on.
+        logger.error("image %s failed unexpectedly", image_id, exc_info=error)
+        return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One URL's attempt: compressed (and stored as output_name), or failed."""
+
+    input_url: str
+    image_id: int  # the first image with this URL, which stands for the others in logs
+    attempt: int  # this attempt's number, from 1
+    compressed: CompressedImage | None = None
+    input_bytes: int = 0
+    output_name: str = ""
+    failure: ImageFailure | None = None
+
+
+# What a result sets on every image with its URL; what a retry sets.
+FACT_FIELDS = (
+    "input_format",
+    "output_format",
+    "input_bytes",
+    "output_bytes",
+    "width",
+    "height",
+    "source_quality",
+    "quality",
+    "kept_original",
+)
+RESULT_FIELDS = (
+    "status",
+    "finished_at",
+    "output_name",
+    "error_code",
+    "error_message",
+    *FACT_FIELDS,
+)
+RETRY_FIELDS = ("status", "queued_at", "error_code", "error_message")
+NO_FACTS = {
+    field.name: field.get_default()
+    for field in ProductImage._meta.concrete_fields
+    if field.name in FACT_FIELDS
+}
+
+
+def images_record(
+    *, request_id: uuid.UUID, held: QuerySet[ProductImage], outcomes: list[ImageOutcome]
+) -> None:
+    """End or retry each outcome's images among `held`, count them, queue what follows.
+
+    One UPDATE for the results, one for the retries if there are any, one for the
+    request's counters, in one transaction.
+    """
+    now = timezone.now()
+    results: list[dict[str, Any]] = []
+    retries: dict[str, tuple[ImageOutcome, float, dict[str, Any]]] = {}
+    for outcome in outcomes:
+        failure = outcome.failure
+        if (
+            failure is not None
+            and failure.transient
+            and outcome.attempt < settings.IMAGE_MAX_ATTEMPTS
+        ):
+            delay = _retry_delay(outcome.attempt, failure)
+            retries[outcome.input_url] = (outcome, delay, _retry_row(outcome, failure, delay, now))
+            continue
+        results.append(_result_row(outcome, now))
+    with transaction.atomic():
+        ended = Counter(
+            bulk.update_from_rows(held, key="input_url", fields=RESULT_FIELDS, rows=results)
+        )
+        retried = set(
+            bulk.update_from_rows(
+                held,
+                key="input_url",
+                fields=RETRY_FIELDS,
+                rows=[row for _, _, row in retries.values()],
+            )
+        )
+        succeeded = sum(ended[item.input_url] for item in outcomes if item.compressed)
+        failed = ended.total() - succeeded
+        if ended:
+            ProcessingRequest.objects.filter(pk=request_id).update(
+                succeeded_images=F("succeeded_images") + succeeded,
+                failed_images=F("failed_images") + failed,
+                updated_at=now,
+            )
+        for url in retried:
+            outcome, delay, _ = retries[url]
+            queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)
+    for outcome in outcomes:
+        if ended[outcome.input_url]:
+            _images_count(outcome, ended[outcome.input_url])
+    for url in retried:
+        outcome, delay, _ = retries[url]
+        assert outcome.failure is not None
+        logger.info("image %s: retrying in %.1f s", outcome.image_id, delay)
+        metrics.IMAGE_RETRIES.labels(outcome.failure.reason).inc()
+    if ended:
+        request_finalize_when_ready(request_id)
+
+
+def request_finalize_when_ready(request_id: uuid.UUID) -> None:
+    """Queue the request's finalisation, on the requests queue, once its images have all
+    ended: writing a large output CSV must not hold up an image worker. Two batches that
+    end together may both queue it; request_finalize runs once all the same."""
+    if ProcessingRequest.objects.ready_to_finalize().filter(pk=request_id).exists():
+        queue.enqueue_after_commit(queue.REQUEST_FINALIZE, str(request_id))
+
+
+def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
+    if outcome.compressed is not None:
+        return {
+            "input_url": outcome.input_url,
+            "status": ProductImage.Status.SUCCEEDED,
+            "finished_at": now,
+            "output_name": outcome.output_name,
+            "error_code": "",
+            "error_message": "",
+            **_image_facts(outcome.input_bytes, outcome.compressed),
+        }
+    failure = outcome.failure
+    assert failure is not None
+    logger.info("image %s failed: %s %s", outcome.image_id, failure.reason, failure.message)
+    return {
+        "input_url": outcome.input_url,
+        "status": ProductImage.Status.FAILED,
+        "finished_at": now,
+        "output_name": "",
+        "error_code": failure.reason,
+        "error_message": failure.message,
+        **NO_FACTS,
+    }
+
+
+def _retry_row(
+    outcome: ImageOutcome, failure: ImageFailure, delay: float, now: datetime
+) -> dict[str, Any]:
+    return {
+        "input_url": outcome.input_url,
+        "status": ProductImage.Status.PENDING,
+        "queued_at": now + timedelta(seconds=delay),
+        "error_code": failure.reason,
+        "error_message": f"{failure.message} Retrying (attempt {outcome.attempt + 1}).",
+    }
+
+
+def _image_facts(input_bytes: int, compressed: CompressedImage) -> dict[str, Any]:
+    return {
+        "input_format": compressed.source_format[:8],
+        "output_format": compressed.format,
+        "input_bytes": input_bytes,
+        "output_bytes": len(compressed.data),
+        "width": compressed.width,
+        "height": compressed.height,
+        "source_quality": compressed.source_quality,
+        "quality": compressed.quality,
+        "kept_original": compressed.kept_original,
+    }
+
+
+def _images_count(outcome: ImageOutcome, ended: int) -> None:
+    if outcome.compressed is not None:
+        metrics.IMAGES.labels("succeeded", "").inc(ended)
+        # Bytes moved once per URL, however many images share it.
+        metrics.BYTES_IN.inc(outcome.input_bytes)
+        metrics.BYTES_OUT.inc(len(outcome.compressed.data))
+    elif outcome.failure is not None:
+        metrics.IMAGES.labels("failed", outcome.failure.reason).inc(ended)
+
+
+def _retry_delay(attempt: int, failure: ImageFailure) -> float:
+    """A wait that doubles with each attempt, or what the server's Retry-After asked for,
+    up to a bound, with a little jitter."""
+    backoff = settings.IMAGE_FETCH_RETRY_BACKOFF * 2 ** (attempt - 1)
+    delay = min(settings.IMAGE_FETCH_RETRY_MAX_DELAY, max(backoff, failure.retry_after or 0.0))
+    return float(delay * (1 + random.uniform(0, 0.1)))  # noqa: S311  (jitter, not security)
