@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install debian-packages run test check lint types bench costs lock clean
+.PHONY: install debian-packages run test unit check lint types bench costs lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,8 @@ run: $(BIN)/.installed
 	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"
 	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker beat
 
-# Lint, types and the whole test suite. The tests need nothing running beforehand; with
-# DATABASE_URL and CELERY_BROKER_URL set they also run against PostgreSQL and Redis.
+# Lint, types and the whole test suite. The tests need nothing running beforehand;
+# with DATABASE_URL and CELERY_BROKER_URL set they also run against PostgreSQL and Redis.
 # mypy's Django plugin loads the settings too, so the key is set for the whole target.
 test: export SECRET_KEY ?= tests-only-not-secret
 test: install
@@ -47,6 +47,12 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BIN)/pytest
+
+# The edit-test loop: the tests that start no process (tests/conftest.py says which),
+# in seconds. `make test` stays the gate.
+unit: export SECRET_KEY ?= tests-only-not-secret
+unit: $(BIN)/.installed
+	$(BIN)/pytest -m "not e2e" -q
 
 check: test
 

@@ -23,7 +23,8 @@ os.environ.setdefault("SECRET_KEY", "costs-only-not-secret")
 # postgres_database() asks for both; nothing is sent to this broker (tasks run eagerly).
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
 
-from tests.conftest import origin_serve, postgres_database  # noqa: E402
+from tests.harness.origin import origin_serve  # noqa: E402
+from tests.harness.service import postgres_database  # noqa: E402
 from tests.support import encoded, photo  # noqa: E402
 
 PRODUCTS = 500

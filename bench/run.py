@@ -39,7 +39,8 @@ BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 from bench.images import image_set  # noqa: E402
 from imaging.encode import compress  # noqa: E402
-from tests.conftest import Service, origin_serve, postgres_database, start_service  # noqa: E402
+from tests.harness.origin import origin_serve  # noqa: E402
+from tests.harness.service import Service, postgres_database, start_service  # noqa: E402
 
 CORES = os.cpu_count() or 1
 

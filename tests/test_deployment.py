@@ -15,13 +15,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import (
+from tests.harness.object_store import ObjectStore
+from tests.harness.origin import Origin
+from tests.harness.redis import private_backends
+from tests.harness.service import (
     BIN,
     ROOT,
-    ObjectStore,
-    Origin,
     Service,
-    private_backends,
     procfile_commands,
     production_urls,
     service_env,
@@ -124,6 +124,7 @@ def compose_command() -> list[str]:
     return [docker, "compose"]
 
 
+@pytest.mark.e2e
 def test_docker_compose_config_passes(tmp_path: Path) -> None:
     plugins = tmp_path / "cli-plugins"
     plugins.mkdir()

@@ -15,7 +15,8 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from processing import intake
-from tests.conftest import BIN, Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import BIN, Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import ROOT, Service
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from config.logs import logging_config, request_id_bound
-from tests.conftest import Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
 
 

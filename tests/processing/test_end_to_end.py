@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import WEBHOOK_SECRET, Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import WEBHOOK_SECRET, Service
 from tests.support import (
     IJG_Q50_LUMINANCE,
     encoded,

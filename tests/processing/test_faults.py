@@ -18,15 +18,9 @@ import urllib3
 from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import (
-    WEBHOOK_SECRET,
-    Origin,
-    RedisServer,
-    Service,
-    private_backends,
-    procfile_commands,
-    start_service,
-)
+from tests.harness.origin import Origin
+from tests.harness.redis import RedisServer, private_backends
+from tests.harness.service import WEBHOOK_SECRET, Service, procfile_commands, start_service
 from tests.support import (
     encoded,
     get_json,

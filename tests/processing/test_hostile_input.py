@@ -19,7 +19,8 @@ import pytest
 import urllib3
 from PIL import Image, ImageCms
 
-from tests.conftest import Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import Service
 from tests.support import encoded, get_json, multipart_upload, photo, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,8 @@ from django.test import Client
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 from processing import intake
-from tests.conftest import Origin, Service
+from tests.harness.origin import Origin
+from tests.harness.service import Service
 from tests.support import encoded, photo
 
 CHROMIUM = "/usr/bin/chromium"

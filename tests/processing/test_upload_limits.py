@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from tests.conftest import Service
+from tests.harness.service import Service
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 

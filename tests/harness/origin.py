@@ -1,0 +1,90 @@
+"""An image origin and webhook receiver on 127.0.0.1, serving what tests put on it."""
+
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Route:
+    body: bytes
+    content_type: str = "image/jpeg"
+    status: int = 200
+    # Writes the whole response itself, for servers that misbehave on purpose.
+    serve: Callable[[BaseHTTPRequestHandler], None] | None = None
+
+
+@dataclass
+class Origin:
+    """An HTTP server on 127.0.0.1 serving what tests put on it, and recording POSTs."""
+
+    port: int
+    routes: dict[str, Route] = field(default_factory=dict)
+    posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    # Statuses to answer POSTs to a path with, in turn; 204 once they run out.
+    post_statuses: dict[str, list[int]] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(
+        self,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "image/jpeg",
+        status: int = 200,
+        serve: Callable[[BaseHTTPRequestHandler], None] | None = None,
+    ) -> str:
+        self.routes[path] = Route(body, content_type, status, serve)
+        return self.base_url + path
+
+    def posts_to(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(headers, body) for got, headers, body in list(self.posts) if got == path]
+
+
+def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
+    """Start an origin on a spare port of 127.0.0.1; the caller shuts the server down."""
+    state = Origin(port=0)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.hits[self.path] = state.hits.get(self.path, 0) + 1
+            route = state.routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            if route.serve is not None:
+                # The client hangs up on a misbehaving server, as it should.
+                with contextlib.suppress(OSError):
+                    route.serve(self)
+                return
+            self.send_response(route.status)
+            self.send_header("Content-Type", route.content_type)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            self.wfile.write(route.body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            state.posts.append((self.path, dict(self.headers.items()), body))
+            queued = state.post_statuses.get(self.path)
+            status = queued.pop(0) if queued else 204
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return state, server
