@@ -1,0 +1,236 @@
+"""The image pipeline in process: claim, compress, store, record, retry and give up, with
+the database (SQLite, or PostgreSQL in CI) and the storage real, and only the download
+stubbed, at the net seam, so that no origin process is needed.
+
+Tasks are never sent: the test's transaction never commits, so what the services queue
+stays in its on-commit callbacks, which the tests read (processing.queue.QueuedTask).
+"""
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+import net
+from processing import intake, metrics, pipeline, queue
+from processing.models import ProcessingRequest, ProductImage
+from processing.queue import QueuedTask
+from tests.support import encoded, photo
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+JPEG = encoded(photo(160, 120), "JPEG", quality=90)
+
+Capture = Callable[..., Any]
+
+
+@pytest.fixture(autouse=True)
+def storage(settings: Any, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path
+    settings.IMAGE_MAX_ATTEMPTS = 2
+    settings.IMAGE_FETCH_RETRY_BACKOFF = 2.0
+    return tmp_path
+
+
+class Downloads:
+    """Stands in for net.fetch: each URL answers what the test put there; calls counted."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, bytes | Exception] = {}
+        self.calls: list[str] = []
+
+    def __call__(self, url: str, policy: net.NetPolicy, **_: Any) -> bytes:
+        self.calls.append(url)
+        answer = self.answers[url]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> Downloads:
+    stub = Downloads()
+    monkeypatch.setattr(net, "fetch", stub)
+    return stub
+
+
+def started(csv_text: str, capture: Capture) -> tuple[ProcessingRequest, list[list[int]]]:
+    """A stored request moved to processing; the image batches request_start queued."""
+    request = intake.request_create(
+        csv_data=(HEADER + csv_text).encode(), public_base_url="http://testserver"
+    )
+    with capture(execute=False) as callbacks:
+        intake.request_start(request_id=request.pk)
+    batches = [task.args[0] for task in callbacks if task.name == queue.IMAGES_PROCESS]
+    return request, batches
+
+
+def queued(callbacks: list[Any], name: str) -> list[QueuedTask]:
+    return [task for task in callbacks if isinstance(task, QueuedTask) and task.name == name]
+
+
+def images_of(request: ProcessingRequest) -> list[ProductImage]:
+    return list(
+        ProductImage.objects.filter(request=request).order_by("product__position", "position")
+    )
+
+
+def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the_finalisation(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, storage: Path
+) -> None:
+    # Given a request of three images, two of them with the same URL
+    a, b = "https://shop.example/a.jpg", "https://shop.example/b.jpg"
+    downloads.answers = {a: JPEG, b: JPEG}
+    request, batches = started(
+        f'1,Lamp,"{a},{b}"\n2,Lamp again,{a}\n', django_capture_on_commit_callbacks
+    )
+    assert len(batches) == 1
+    assert len(batches[0]) == 2
+
+    # When the batch runs
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then each URL was downloaded once, and every image has its result
+    assert sorted(downloads.calls) == [a, b]
+    images = images_of(request)
+    assert [image.status for image in images] == ["succeeded"] * 3
+    assert images[0].output_name == images[2].output_name != images[1].output_name
+    assert all((storage / image.output_name).is_file() for image in images)
+    assert {(image.input_bytes, image.width, image.height, image.attempts) for image in images} == {
+        (len(JPEG), 160, 120, 1)
+    }
+    # counted on the request, which is queued for finalisation
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (3, 0)
+    assert queued(callbacks, queue.REQUEST_FINALIZE) == [
+        QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))
+    ]
+
+
+def test_a_batch_delivered_again_downloads_and_records_nothing(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+) -> None:
+    # Given a batch that has run
+    url = "https://shop.example/a.jpg"
+    downloads.answers = {url: JPEG}
+    request, batches = started(f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
+    pipeline.images_process(image_ids=batches[0])
+    before = list(ProductImage.objects.filter(request=request).values())
+
+    # When its task is delivered again
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then nothing was downloaded, changed, counted or queued
+    assert downloads.calls == [url]
+    assert list(ProductImage.objects.filter(request=request).values()) == before
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (1, 0)
+    assert callbacks == []
+
+
+def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+) -> None:
+    # Given an origin that answers 503, asking for a 30 s wait
+    url = "https://shop.example/busy.jpg"
+    downloads.answers = {
+        url: net.NetError(
+            "http_503", "The server answered HTTP 503.", transient=True, retry_after=30
+        )
+    }
+    request, batches = started(f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
+
+    # When the batch runs, then the image waits for its next attempt, queued for then
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+    [image] = images_of(request)
+    assert (image.status, image.error_code, image.attempts) == ("pending", "http_503", 1)
+    assert image.error_message == "The server answered HTTP 503. Retrying (attempt 2)."
+    [retry] = queued(callbacks, queue.IMAGES_PROCESS)
+    assert retry.args == ([image.pk],)
+    assert retry.countdown is not None
+    assert 30 <= retry.countdown <= 33
+    assert image.queued_at is not None
+    assert image.queued_at > timezone.now()
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (0, 0)
+
+    # When the retry runs and fails again: the last of IMAGE_MAX_ATTEMPTS (2)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=list(retry.args[0]))
+
+    # Then the image has failed with its reason, counted, and the request can finish
+    [image] = images_of(request)
+    assert (image.status, image.error_code, image.attempts) == ("failed", "http_503", 2)
+    assert image.error_message == "The server answered HTTP 503."
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (0, 1)
+    assert queued(callbacks, queue.IMAGES_PROCESS) == []
+    assert len(queued(callbacks, queue.REQUEST_FINALIZE)) == 1
+
+
+def test_a_permanent_failure_ends_at_once_and_the_rest_of_the_batch_succeeds(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+) -> None:
+    # Given a batch with a web page, a blocked address and a photo
+    page, blocked, good = (f"https://shop.example/{name}" for name in ("p.html", "b.jpg", "g.jpg"))
+    downloads.answers = {
+        page: b"<!doctype html><title>Not an image</title>",
+        blocked: net.NetError("blocked_address", "The address is not allowed."),
+        good: JPEG,
+    }
+    request, batches = started(
+        f'1,Lamp,"{page},{blocked},{good}"\n', django_capture_on_commit_callbacks
+    )
+
+    # When it runs
+    pipeline.images_process(image_ids=batches[0])
+
+    # Then each image ended with its own result, none retried
+    assert [(image.status, image.error_code, image.attempts) for image in images_of(request)] == [
+        ("failed", "not_an_image", 1),
+        ("failed", "blocked_address", 1),
+        ("succeeded", "", 1),
+    ]
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (1, 2)
+
+
+def failed_count(reason: str) -> float:
+    return float(metrics.IMAGES.labels("failed", reason)._value.get())
+
+
+def test_the_sweep_gives_up_through_the_same_record_as_a_batch_counters_and_metrics_alike(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, settings: Any
+) -> None:
+    # Given a URL, shared by two images, whose worker was lost on every attempt
+    url = "https://shop.example/lost.jpg"
+    request, _ = started(f"1,Lamp,{url}\n2,Lamp again,{url}\n", django_capture_on_commit_callbacks)
+    long_ago = timezone.now() - timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)
+    ProductImage.objects.filter(request=request).update(
+        status="processing", attempts=settings.IMAGE_MAX_ATTEMPTS, claimed_at=long_ago
+    )
+    metric_before = failed_count("internal_error")
+
+    # When the sweep runs
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        call_command("sweep", stdout=open("/dev/null", "w"))  # noqa: SIM115
+
+    # Then both images failed once, counted once on the request and in the metrics
+    assert {(image.status, image.error_code) for image in images_of(request)} == {
+        ("failed", "internal_error")
+    }
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (0, 2)
+    assert failed_count("internal_error") - metric_before == 2
+    # and the request was finalised by the same sweep (the queued finalisation finds it done)
+    assert request.status == "completed_with_errors"
+    assert downloads.calls == []
+    assert len(queued(callbacks, queue.REQUEST_FINALIZE)) == 1
