@@ -38,7 +38,8 @@ run: $(BIN)/.installed
 	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"
 	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker beat
 
-# Lint, types and the whole test suite. The tests need nothing running beforehand;
+# Lint, types, the architecture's import contracts (pyproject.toml), migrations in step
+# with the models, and the whole test suite. The tests need nothing running beforehand;
 # with DATABASE_URL and CELERY_BROKER_URL set they also run against PostgreSQL and Redis.
 # mypy's Django plugin loads the settings too, so the key is set for the whole target.
 test: export SECRET_KEY ?= tests-only-not-secret
@@ -46,6 +47,8 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
 
 # The edit-test loop: the tests that start no process (tests/conftest.py says which),
