@@ -33,6 +33,8 @@ install: $(BIN)/.installed node_modules/.installed debian-packages
 # server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
+	# The account, user and API key `local` on the first start; a login link every time.
+	PORT=$(PORT) $(BIN)/python manage.py local_setup
 	# Prometheus counters of the processes that ran here before (config/settings.py).
 	rm -rf "$${PROMETHEUS_MULTIPROC_DIR:-$${VAR_DIR:-var}/metrics}"
 	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"

@@ -80,10 +80,12 @@ def measure(csv_data: bytes) -> dict[str, tuple[int, int]]:
     from django.core.management import call_command
     from django.db import connection
 
+    from accounts.services import account_get_or_create
     from config.celery import app
     from processing import intake
 
     call_command("migrate", verbosity=0)
+    account, _ = account_get_or_create(name="costs")
     app.conf.task_always_eager = True
     statements: Counter[str] = Counter()
     runs: Counter[str] = Counter()
@@ -103,7 +105,9 @@ def measure(csv_data: bytes) -> dict[str, tuple[int, int]]:
     signals.task_prerun.connect(started, weak=False)
     signals.task_postrun.connect(ended, weak=False)
     with connection.execute_wrapper(count):
-        intake.request_create(csv_data=csv_data, public_base_url="http://127.0.0.1:8000")
+        intake.request_create(
+            account=account, csv_data=csv_data, public_base_url="http://127.0.0.1:8000"
+        )
     return {name: (runs[name], statements[name]) for name in statements | runs}
 
 

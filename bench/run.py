@@ -52,6 +52,12 @@ def main() -> None:
     parser.add_argument("--status-seconds", type=float, default=10.0)
     parser.add_argument("--skip-upload-latency", action="store_true")
     parser.add_argument(
+        "--no-fairness",
+        dest="fairness",
+        action="store_false",
+        help="skip the second run with a small request of another account in its midst",
+    )
+    parser.add_argument(
         "--worker-concurrency", type=int, help="worker processes (default: the service's own)"
     )
     parser.add_argument(
@@ -118,15 +124,8 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
         try:
             cpu_before = cpu_seconds()
             started = time.monotonic()
-            response = urllib3.request(
-                "POST",
-                f"{service.base_url}/api/upload/",
-                fields={"file": ("catalogue.csv", csv_text.encode(), "text/csv")},
-                timeout=60,
-            )
-            assert response.status == 202, response.data
-            status_url = response.json()["status_url"]
-            status = _wait_finished(status_url)
+            status_url = _upload(service, service.api_key, csv_text)
+            status = _wait_finished(status_url, service.api_key)
             elapsed = time.monotonic() - started
             cpu_used = {
                 kind: seconds - cpu_before.get(kind, 0.0) for kind, seconds in cpu_seconds().items()
@@ -134,7 +133,8 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
             progress = status["progress"]
             print(f"end to end: {progress} in {elapsed:.1f} s", flush=True)
             memory = worker_peak_memory(service)
-            status_rps = status_load(status_url, options.status_seconds)
+            status_rps = status_load(status_url, service.api_key, options.status_seconds)
+            fairness = fair_share(service, origin, urls, csv_text) if options.fairness else {}
         finally:
             service.stop()
     return {
@@ -144,16 +144,65 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
         "worker_peak_mb": memory,
         "cpu_seconds": cpu_used,
         "status_rps": status_rps,
+        **fairness,
     }
 
 
-def _wait_finished(status_url: str) -> dict[str, Any]:
+def fair_share(service: Service, origin: Any, urls: list[str], csv_text: str) -> dict[str, Any]:
+    """The catalogue again (its URLs new to the service), and, once a tenth of it is done, a
+    10-image request of another account: how long the small one took from its upload, and
+    how much longer the catalogue took than alone."""
+    again = csv_text.replace(".jpg", ".jpg?again")
+    for url in dict.fromkeys(urls):
+        path = url.removeprefix(origin.base_url)
+        origin.routes[path + "?again"] = origin.routes[path]
+    small_urls = [f"{url}?small" for url in dict.fromkeys(urls[:10])]
+    for url in small_urls:
+        path = url.removeprefix(origin.base_url)
+        origin.routes[path] = origin.routes[path.removesuffix("?small")]
+    small = "S. No.,Product Name,Input Image Urls\n" + "".join(
+        f"{n},Small {n},{url}\n" for n, url in enumerate(small_urls, start=1)
+    )
+    other_key = service.manage("apikey", "create", "--account", "small-shop").splitlines()[-1]
+    started = time.monotonic()
+    large_status = _upload(service, service.api_key, again)
     http = urllib3.PoolManager()
+    headers = {"Authorization": f"Bearer {service.api_key}"}
     while True:
-        status: dict[str, Any] = http.request("GET", status_url, timeout=30).json()
+        progress = http.request("GET", large_status, headers=headers).json()["progress"]
+        if progress["succeeded"] + progress["failed"] >= progress["total"] // 10:
+            break
+        time.sleep(0.05)
+    small_started = time.monotonic()
+    _wait_finished(_upload(service, other_key, small), other_key, interval=0.02)
+    small_seconds = time.monotonic() - small_started
+    _wait_finished(large_status, service.api_key)
+    large_seconds = time.monotonic() - started
+    print(f"fair share: small request {small_seconds:.2f} s, catalogue {large_seconds:.1f} s")
+    return {"small_seconds": small_seconds, "e2e_seconds_with_small": large_seconds}
+
+
+def _upload(service: Service, key: str, csv_text: str) -> str:
+    response = urllib3.request(
+        "POST",
+        f"{service.base_url}/api/upload/",
+        fields={"file": ("catalogue.csv", csv_text.encode(), "text/csv")},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert response.status == 202, response.data
+    status_url: str = response.json()["status_url"]
+    return status_url
+
+
+def _wait_finished(status_url: str, key: str, interval: float = 0.1) -> dict[str, Any]:
+    http = urllib3.PoolManager()
+    headers = {"Authorization": f"Bearer {key}"}
+    while True:
+        status: dict[str, Any] = http.request("GET", status_url, headers=headers).json()
         if status["status"] not in {"pending", "processing"}:
             return status
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 # What each kind of process is, by its command line.
@@ -206,16 +255,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def status_load(status_url: str, seconds: float) -> float:
+def status_load(status_url: str, key: str, seconds: float) -> float:
     """Requests per second the status endpoint answers, from 2 x cores keep-alive clients."""
     clients = CORES * 2
     with multiprocessing.get_context("fork").Pool(clients) as pool:
-        counts = pool.starmap(_status_client, [(status_url, seconds)] * clients)
+        counts = pool.starmap(_status_client, [(status_url, key, seconds)] * clients)
     return sum(counts) / seconds
 
 
-def _status_client(status_url: str, seconds: float) -> int:
-    http = urllib3.PoolManager(maxsize=4)
+def _status_client(status_url: str, key: str, seconds: float) -> int:
+    http = urllib3.PoolManager(maxsize=4, headers={"Authorization": f"Bearer {key}"})
     done = 0
     stop_at = time.monotonic() + seconds
     threads: list[threading.Thread] = []
@@ -251,7 +300,8 @@ def upload_latency(origin: Any) -> dict[str, Any]:
                 "WEB_CONCURRENCY": "1",
                 "CSV_MAX_ROWS": "100000",
                 "CSV_MAX_BYTES": str(64 * 1024 * 1024),
-                "UPLOAD_RATE_LIMIT": "",
+                "ACCOUNT_UPLOAD_RATE_LIMIT": "",
+                "ACCOUNT_MAX_PENDING_IMAGES": "0",
                 "WEB_TIMEOUT": "300",
                 "LOG_LEVEL": "WARNING",
             },
@@ -278,6 +328,7 @@ def upload_latency(origin: Any) -> dict[str, Any]:
                         "POST",
                         f"{service.base_url}/api/upload/",
                         fields={"file": ("catalogue.csv", csv_data, "text/csv")},
+                        headers={"Authorization": f"Bearer {service.api_key}"},
                         timeout=300,
                     )
                     latencies.append(time.monotonic() - started)
@@ -351,6 +402,15 @@ def report(results: dict[str, Any], total: int) -> None:
         f"status endpoint:   {results['status_rps']:7.0f} requests/s",
         "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
     ]
+    if "small_seconds" in results:
+        alone, shared = results["e2e_seconds"], results["e2e_seconds_with_small"]
+        small = results["small_seconds"]
+        lines.append(
+            f"fair share:        a 10-image request of another account done {small:.2f} s "
+            f"after its upload; the catalogue took {shared:.1f} s with it, {alone:.1f} s alone "
+            f"({shared / alone - 1:+.1%}; the small request is {10 / results['e2e_images']:.1%} "
+            "of the work)"
+        )
     cpu = results["cpu_seconds"]
     machine = sum(cpu.values())
     lines.append(

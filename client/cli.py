@@ -3,7 +3,9 @@
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
     imgsvc status REQUEST_ID
 
-The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server.
+The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
+--api-key, else IMGSVC_API_KEY, else (for a server on 127.0.0.1) the key `make run` wrote
+to var/api_key.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from tqdm import tqdm
@@ -24,10 +27,29 @@ class ApiError(Exception):
     pass
 
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Where `make run` writes the local account's key (VAR_DIR, by default the checkout's var/).
+LOCAL_VAR_DIR = Path(os.environ.get("VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
+
+
+def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir: Path) -> str:
+    """The key to send: given (--api-key), else IMGSVC_API_KEY, else var/api_key for a
+    server on this machine; empty if none (the server then answers 401)."""
+    if given:
+        return given
+    if environ.get("IMGSVC_API_KEY"):
+        return environ["IMGSVC_API_KEY"].strip()
+    key_file = var_dir / "api_key"
+    if urlsplit(server).hostname in LOCAL_HOSTS and key_file.is_file():
+        return key_file.read_text().strip()
+    return ""
+
+
 class Client:
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, api_key: str) -> None:
         self.server = server.rstrip("/")
         self.http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.5))
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def submit(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
         body = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv"), **fields}
@@ -37,14 +59,18 @@ class Client:
         return self._json("GET", f"/api/status/{request_id}/", expect=200)
 
     def download(self, url: str) -> bytes:
-        response = self.http.request("GET", url, timeout=60)
+        # The key goes to this server only, never to a URL elsewhere (an object store's).
+        headers = self.headers if url.startswith(self.server + "/") else {}
+        response = self.http.request("GET", url, headers=headers, timeout=60)
         if response.status != 200:
             raise ApiError(_error_text(response))
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
         try:
-            response = self.http.request(method, self.server + path, timeout=60, **options)
+            response = self.http.request(
+                method, self.server + path, headers=self.headers, timeout=60, **options
+            )
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:
@@ -111,6 +137,7 @@ def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--server", default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--api-key", help="else IMGSVC_API_KEY, else var/api_key (local server)")
     commands = parser.add_subparsers(dest="command", required=True)
     submit_parser = commands.add_parser("submit", help="upload a product CSV")
     submit_parser.add_argument("csv", type=Path)
@@ -123,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     status_parser.add_argument("request_id")
     options = parser.parse_args(argv)
 
-    client = Client(options.server)
+    api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
+    client = Client(options.server, api_key)
     try:
         if options.command == "submit":
             return submit(client, options)

@@ -86,6 +86,8 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Behind HTTPS, send the session and CSRF cookies over HTTPS only.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
@@ -95,8 +97,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.admin",
     "rest_framework",
+    "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "accounts",
     "processing",
 ]
 
@@ -115,6 +119,18 @@ MIDDLEWARE = [
 WHITENOISE_USE_FINDERS = True
 
 ROOT_URLCONF = "config.urls"
+LOGIN_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
@@ -231,12 +247,13 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.JSONParser",
     ],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
-    # Client addresses for rate limiting come from X-Forwarded-For only behind this many
-    # proxies (0: the connection's own address).
-    "NUM_PROXIES": env_int("TRUSTED_PROXIES", 0),
+    # Every API route acts for an account: an API key's, or a logged-in person's (whose
+    # unsafe requests need Django's CSRF token). /healthz, the schema and its docs are open.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.AccountSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "processing.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -282,7 +299,10 @@ CSV_MAX_ROWS = env_int("CSV_MAX_ROWS", 10_000)
 CSV_MAX_URLS_PER_ROW = env_int("CSV_MAX_URLS_PER_ROW", 50)
 # Uploads larger than this go to a temporary file instead of memory while they arrive.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-UPLOAD_RATE_LIMIT = env("UPLOAD_RATE_LIMIT", "60/minute")
+# Per account: uploads (N/second, /minute, /hour or /day; empty: no limit), and images not
+# yet finished across its requests beyond which an upload is refused (0: no limit).
+ACCOUNT_UPLOAD_RATE_LIMIT = env("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
+ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 
 # --- Image processing --------------------------------------------------------------------
@@ -313,7 +333,12 @@ IMAGE_FETCH_ALLOW_PORTS = [int(port) for port in env_list("IMAGE_FETCH_ALLOW_POR
 
 WEBHOOK_URL = env("WEBHOOK_URL")
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
+# Webhooks are signed with their account's secret. WEBHOOK_SECRET, if set when the
+# accounts arrive (migration accounts 0002), becomes the secret of the account `default`
+# that owns the requests made before, so that receivers keep verifying.
 WEBHOOK_SECRET = env("WEBHOOK_SECRET")
+# After `manage.py account rotate-secret`, the old secret also signs for this long.
+WEBHOOK_SECRET_OVERLAP = env_float("WEBHOOK_SECRET_OVERLAP", 24 * 3600.0)
 WEBHOOK_RETRY_SCHEDULE = [
     float(item) for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
 ]
@@ -349,6 +374,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # One process more than there are cores: while a process waits on the database, the broker
 # or its first download, another encodes (BENCHMARKS.md: about 8% faster end to end).
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count() or 1) + 1)
+# Batches of one request queued or running at once (processing/window.py): enough to keep
+# every image worker process busy with one request, few enough that batches of requests
+# under way take turns. Across hosts, twice the image worker processes of all of them.
+REQUEST_WINDOW_BATCHES = env_int("REQUEST_WINDOW_BATCHES", 2 * CELERY_WORKER_CONCURRENCY)
 # Celery's Django fixup closes the database connection after every task unless told to
 # reuse it; reconnecting cost more than a small image's encoding.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
@@ -365,6 +394,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Metrics -----------------------------------------------------------------------------
+
+# When set, /metrics (and a worker's metrics port) answer only `Authorization: Bearer
+# <METRICS_TOKEN>`; empty, they answer anyone (for a private network).
+METRICS_TOKEN = env("METRICS_TOKEN")
 
 # Every web and worker process writes its Prometheus counters here; /metrics adds up the
 # folder. One folder per host, emptied when the host's processes start (make run does).

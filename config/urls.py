@@ -1,9 +1,12 @@
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
+from accounts import views as account_views
 from processing import apis, pages
 from processing.health import healthz
 from processing.metrics import metrics_view
@@ -13,9 +16,23 @@ urlpatterns = [
     path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
+    path("login/link/<str:token>/", account_views.login_link, name="login-link"),
+    path("logout/", LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Open to all, as /healthz: what the API is, not what anyone asked of it.
+    path(
+        "api/schema/",
+        SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),
+        name="schema",
+    ),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(
+            url_name="schema", authentication_classes=[], permission_classes=[AllowAny]
+        ),
+        name="docs",
+    ),
     path("api/upload/", apis.UploadApi.as_view(), name="upload"),
     path("api/status/<str:request_id>/", apis.StatusApi.as_view(), name="request-status"),
     path(
@@ -33,10 +50,12 @@ urlpatterns = [
         apis.OutputCsvApi.as_view(),
         name="request-output-csv",
     ),
-    # Output images. serve() refuses paths outside the folder; a deployment with a CDN or
-    # object store in front points PUBLIC_BASE_URL there instead.
+    # Output images, public like the shop's own image URLs (their names hold the request's
+    # random id). Output CSVs are not served here: they name a catalogue's products, so
+    # only the owner's API route hands them out. A deployment with a CDN or object store in
+    # front points PUBLIC_BASE_URL there instead.
     re_path(
-        r"^media/(?P<path>.+)$",
+        r"^media/(?P<path>output_images/[0-9a-f-]{36}/[0-9]+\.(?:jpg|webp))$",
         serve,
         {"document_root": settings.MEDIA_ROOT},
         name="media",

@@ -2,7 +2,8 @@
 shape the answer; they hold no logic of their own."""
 
 import logging
-from typing import Any
+import math
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -22,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from accounts.authentication import request_account
 from config.logs import request_id_var
 from imaging.encode import QualityMode
 from processing import intake, metrics, selectors, webhooks
@@ -33,8 +35,10 @@ from processing.exceptions import (
     LengthRequired,
     NoFileUploaded,
     NoWebhook,
+    QuotaExceeded,
     RequestNotFinished,
     RequestNotFound,
+    TooManyUploads,
 )
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
@@ -42,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 # Room for the multipart framing and the small form fields beside the file.
 MULTIPART_OVERHEAD = 64 * 1024
+# What a refused upload over the pending-images quota is told to wait: the backlog is
+# unknown in time, so about what a few thousand images take.
+QUOTA_RETRY_AFTER_SECONDS = 60
 
 
 # --- What the API answers, for the OpenAPI schema (/api/schema/) ------------------------
@@ -107,16 +114,16 @@ REQUEST_ID = OpenApiParameter(
 )
 
 
-class UploadRateThrottle(SimpleRateThrottle):
-    """Uploads per client address, at UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
+class AccountUploadThrottle(SimpleRateThrottle):
+    """Uploads per account, at ACCOUNT_UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
 
     scope = "upload"
 
     def get_rate(self) -> str | None:
-        return settings.UPLOAD_RATE_LIMIT or None
+        return settings.ACCOUNT_UPLOAD_RATE_LIMIT or None
 
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+        return self.cache_format % {"scope": self.scope, "ident": request_account(request).pk}
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
@@ -131,7 +138,7 @@ class UploadRateThrottle(SimpleRateThrottle):
 
 class UploadApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [UploadRateThrottle]
+    throttle_classes = [AccountUploadThrottle]
 
     class InputSerializer(serializers.Serializer[Any]):
         webhook_url = serializers.CharField(
@@ -161,7 +168,7 @@ class UploadApi(APIView):
     @extend_schema(
         summary="Upload a product CSV",
         request={"multipart/form-data": UploadSerializer},
-        responses={202: AcceptedSerializer, **errors(400, 411, 413, 429)},
+        responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 429)},
     )
     def post(self, request: Request) -> Response:
         try:
@@ -171,6 +178,15 @@ class UploadApi(APIView):
             raise
         metrics.UPLOADS.labels("accepted").inc()
         return response
+
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        rate = settings.ACCOUNT_UPLOAD_RATE_LIMIT
+        retry_after = max(1, math.ceil(wait or 1))
+        raise TooManyUploads(
+            f"Too many uploads: this account may upload {rate}. Try again in {retry_after} s.",
+            details=[{"limit": rate, "retry_after_seconds": retry_after}],
+            headers={"Retry-After": str(retry_after)},
+        )
 
     def _upload(self, request: Request) -> Response:
         limit = settings.CSV_MAX_BYTES
@@ -190,6 +206,7 @@ class UploadApi(APIView):
         form.is_valid(raise_exception=True)
         try:
             created = intake.request_create(
+                account=request_account(request),
                 csv_data=upload.read(),
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
                 webhook_url=form.validated_data.get("webhook_url", ""),
@@ -202,6 +219,20 @@ class UploadApi(APIView):
                     {"row": problem.row, "column": problem.column, "message": problem.message}
                     for problem in invalid.problems
                 ]
+            ) from None
+        except intake.QuotaExceeded as over:
+            raise QuotaExceeded(
+                f"The account has {over.pending:,} images waiting; with this upload's "
+                f"{over.adding:,} that passes its limit of {over.limit:,}. Try again when "
+                "some have finished.",
+                details=[
+                    {
+                        "pending_images": over.pending,
+                        "upload_images": over.adding,
+                        "limit": over.limit,
+                    }
+                ],
+                headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
             ) from None
         request_id_var.set(str(created.pk))  # the access log line names it too
         logger.info(
@@ -227,10 +258,10 @@ class StatusApi(APIView):
     @extend_schema(
         summary="A request's status and progress",
         parameters=[REQUEST_ID],
-        responses={200: StatusSerializer, **errors(404)},
+        responses={200: StatusSerializer, **errors(401, 404)},
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = _request_or_404(request_id)
+        found = _request_or_404(request, request_id)
         payload = selectors.request_status_payload(found)
         payload["webhook"] = selectors.webhook_state(found)
         return Response(payload)
@@ -240,11 +271,11 @@ class WebhookApi(APIView):
     @extend_schema(
         summary="A request's webhook delivery and every attempt",
         parameters=[REQUEST_ID],
-        responses={200: WebhookDetailSerializer, **errors(404, 409)},
+        responses={200: WebhookDetailSerializer, **errors(401, 404, 409)},
     )
     def get(self, request: Request, request_id: str) -> Response:
         """The delivery's state and every attempt made."""
-        found = _request_or_404(request_id)
+        found = _request_or_404(request, request_id)
         state = selectors.webhook_state(found)
         if state is None:
             raise NoWebhook("The request has no webhook delivery (yet).")
@@ -254,11 +285,11 @@ class WebhookApi(APIView):
         summary="Send a finished request's webhook again",
         parameters=[REQUEST_ID],
         request=None,
-        responses={202: WebhookStateSerializer, **errors(404, 409)},
+        responses={202: WebhookStateSerializer, **errors(401, 403, 404, 409)},
     )
     def post(self, request: Request, request_id: str) -> Response:
         """Send the request's webhook event again."""
-        found = _request_or_404(request_id)
+        found = _request_or_404(request, request_id)
         if not found.is_finished:
             raise RequestNotFinished(
                 "The request has not finished; its webhook is sent when it does."
@@ -321,11 +352,11 @@ class ProductsApi(APIView):
                     "results": OutputSerializer(many=True),
                 },
             ),
-            **errors(404),
+            **errors(401, 404),
         },
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = _request_or_404(request_id)
+        found = _request_or_404(request, request_id)
         paginator = self.Pagination()
         page = paginator.paginate_queryset(
             selectors.request_products(request_id=found.pk), request, view=self
@@ -340,11 +371,11 @@ class OutputCsvApi(APIView):
         parameters=[REQUEST_ID],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The output CSV."),
-            **errors(404, 409),
+            **errors(401, 404, 409),
         },
     )
     def get(self, request: Request, request_id: str) -> FileResponse:
-        found = _request_or_404(request_id)
+        found = _request_or_404(request, request_id)
         if not found.is_finished:
             raise RequestNotFinished()
         if not found.output_csv_name:
@@ -357,8 +388,9 @@ class OutputCsvApi(APIView):
         )
 
 
-def _request_or_404(request_id: str) -> ProcessingRequest:
-    found = selectors.request_get(request_id=request_id)
+def _request_or_404(request: Request, request_id: str) -> ProcessingRequest:
+    """The asking account's request: another account's is not found, as an unknown one."""
+    found = selectors.request_get(account=request_account(request), request_id=request_id)
     if found is None:
         raise RequestNotFound()
     return found

@@ -18,10 +18,16 @@ class ApiError(Exception):
     code = "invalid_input"
     message = "Invalid input."
 
-    def __init__(self, message: str | None = None, details: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        message: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message or self.message)
         self.message = message or self.message
         self.details = details
+        self.headers = headers or {}
 
 
 class NoFileUploaded(ApiError):
@@ -57,6 +63,18 @@ class RequestNotFound(ApiError):
     message = "Request not found."
 
 
+class TooManyUploads(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "throttled"
+    message = "Too many uploads for this account; try again later."
+
+
+class QuotaExceeded(ApiError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "quota_exceeded"
+    message = "The account has too many images waiting; try again when some have finished."
+
+
 class RequestNotFinished(ApiError):
     status_code: int = status.HTTP_409_CONFLICT
     code = "not_finished"
@@ -75,7 +93,19 @@ def error_body(
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's exception handler: every error leaves the API in the one shape."""
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.message, exc.code, exc.details), status=exc.status_code)
+        return Response(
+            error_body(exc.message, exc.code, exc.details),
+            status=exc.status_code,
+            headers=exc.headers,
+        )
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        # None, a malformed, unknown or revoked key alike: nothing to tell them apart.
+        headers = {"WWW-Authenticate": exc.auth_header} if hasattr(exc, "auth_header") else {}
+        return Response(
+            error_body("Authentication required.", "not_authenticated"),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers=headers,
+        )
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             error_body("Invalid input.", "invalid_input", _field_details(exc.detail)),

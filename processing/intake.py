@@ -8,21 +8,33 @@ import uuid
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
 from django.utils import timezone
 
-from processing import bulk, queue
+from accounts.models import Account
+from processing import bulk, queue, selectors
 from processing.csv_format import ParsedProduct, iter_products, validate_products
 from processing.models import ProcessingRequest, Product, ProductImage
 from processing.policies import csv_limits
+from processing.window import request_window_fill
 
 logger = logging.getLogger(__name__)
 
 INSERT_BATCH = 2000
 
 
+class QuotaExceeded(Exception):
+    """The account has more images waiting than ACCOUNT_MAX_PENDING_IMAGES allows."""
+
+    def __init__(self, *, pending: int, adding: int, limit: int) -> None:
+        super().__init__(f"{pending} images pending + {adding} > {limit}")
+        self.pending = pending
+        self.adding = adding
+        self.limit = limit
+
+
 def request_create(
     *,
+    account: Account,
     csv_data: bytes,
     public_base_url: str,
     webhook_url: str = "",
@@ -31,14 +43,20 @@ def request_create(
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
 
-    Raises CsvInvalid, with every problem, before anything is stored. The file is read
-    twice: once to validate it, once to insert it in batches, so that memory does not
-    grow with the number of rows.
+    Raises CsvInvalid, with every problem, before anything is stored, and QuotaExceeded
+    when the account's unfinished images and these would pass ACCOUNT_MAX_PENDING_IMAGES.
+    The file is read twice: once to validate it, once to insert it in batches, so that
+    memory does not grow with the number of rows.
     """
     limits = csv_limits()
     summary = validate_products(csv_data, limits)
     with transaction.atomic():
+        # One upload of an account at a time past this point, so that two cannot both
+        # fit under the quota that only one of them fits under.
+        Account.objects.select_for_update().filter(pk=account.pk).first()
+        _quota_check(account, adding=summary.images)
         request = ProcessingRequest.objects.create(
+            account=account,
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=webhook_url,
             quality=quality or settings.IMAGE_QUALITY,
@@ -59,6 +77,15 @@ def request_create(
         summary.images,
     )
     return request
+
+
+def _quota_check(account: Account, *, adding: int) -> None:
+    limit = settings.ACCOUNT_MAX_PENDING_IMAGES
+    if not limit:
+        return
+    pending = selectors.account_pending_images(account=account)
+    if pending + adding > limit:
+        raise QuotaExceeded(pending=pending, adding=adding, limit=limit)
 
 
 def _products_bulk_create(
@@ -132,27 +159,11 @@ def _products_copy(
 
 
 def request_start(*, request_id: uuid.UUID) -> None:
-    """Move a pending request to processing and queue its distinct image URLs in batches."""
+    """Move a pending request to processing and queue its first batches of distinct URLs."""
     claimed = ProcessingRequest.objects.filter(
         pk=request_id, status=ProcessingRequest.Status.PENDING
     ).update(status=ProcessingRequest.Status.PROCESSING, updated_at=timezone.now())
     if not claimed:
         return
-    # A URL repeated within a request is fetched and encoded once: its first image stands
-    # for every image with that URL.
-    images = ProductImage.objects.filter(request_id=request_id)
-    images.update(queued_at=timezone.now())
-    first_image_ids = (
-        images.values("input_url")
-        .annotate(first_id=Min("id"))
-        .order_by("first_id")  # in the order of the CSV
-        .values_list("first_id", flat=True)
-    )
-    batch: list[int] = []
-    for image_id in first_image_ids.iterator(chunk_size=INSERT_BATCH):
-        batch.append(image_id)
-        if len(batch) == settings.IMAGE_BATCH_SIZE:
-            queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch)
-            batch = []
-    if batch:
-        queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch)
+    # Its first batches; each batch that ends queues the next (window.py).
+    request_window_fill(request_id=request_id)

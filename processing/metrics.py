@@ -6,25 +6,31 @@ module is imported) and /metrics adds up the files of its host. Queue depth and 
 still waiting are read from the broker and the database when scraped.
 """
 
+import hmac
 import logging
+import threading
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from config.celery import app
 from processing import selectors
+from processing.exceptions import error_body
 from processing.models import ReasonCode
 from processing.queue import QUEUES
 
@@ -103,11 +109,44 @@ def metrics_registry() -> CollectorRegistry:
     return registry
 
 
+def metrics_authorised(authorization: str) -> bool:
+    """With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` may scrape."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        return True
+    return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not metrics_authorised(request.META.get("HTTP_AUTHORIZATION", "")):
+        return JsonResponse(
+            error_body("Authentication required.", "not_authenticated"),
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 def metrics_serve(*, port: int) -> None:
-    """Serve this host's metrics on port, from a thread (for worker-only hosts)."""
-    start_http_server(port, registry=metrics_registry())
+    """Serve this host's metrics on port, from a thread (for worker-only hosts), under the
+    same METRICS_TOKEN rule as /metrics."""
+    exposition = make_wsgi_app(metrics_registry())
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if not metrics_authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+            return [b"Authentication required.\n"]
+        return exposition(environ, start_response)
+
+    server = make_server("0.0.0.0", port, guarded, _ThreadingServer, handler_class=_QuietHandler)  # noqa: S104
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     logger.info("metrics at http://0.0.0.0:%d/metrics", port)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

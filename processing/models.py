@@ -11,6 +11,7 @@ from typing import Final
 from django.db import models
 from django.db.models import F
 
+from accounts.models import Account
 from imaging.encode import QualityMode
 from imaging.errors import ImageReason
 from net import HTTP_STATUS_PREFIX, NetReason
@@ -74,6 +75,8 @@ class ProcessingRequest(models.Model):
     FINISHED_STATUSES = (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED)
 
     request_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Who asked: only this account's keys and people see the request.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="requests")
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -102,7 +105,10 @@ class ProcessingRequest(models.Model):
     class Meta:
         db_table = "requests"
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["-created_at"], name="requests_recent")]
+        indexes = [
+            models.Index(fields=["-created_at"], name="requests_recent"),
+            models.Index(fields=["account", "-created_at"], name="requests_account_recent"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(
@@ -197,6 +203,18 @@ class ProductImage(models.Model):
             # Claiming and recording: every image of a request with one URL at once.
             models.Index(fields=["request", "input_url"], name="images_request_url"),
             models.Index(fields=["request", "status"], name="images_request_status"),
+            # A request's window (window.py): its next images waiting their turn, in CSV
+            # order, and the few queued or running, counted at every batch's end.
+            models.Index(
+                fields=["request", "id"],
+                condition=models.Q(queued_at__isnull=True),
+                name="images_waiting",
+            ),
+            models.Index(
+                fields=["request", "input_url"],
+                condition=models.Q(queued_at__isnull=False, status__in=["pending", "processing"]),
+                name="images_in_flight",
+            ),
         ]
 
     def __str__(self) -> str:

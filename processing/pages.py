@@ -1,16 +1,21 @@
 """The web page for people: upload a CSV, watch a request, see every image before and
 after. Server-rendered; the page's JavaScript talks to the same JSON API as any client."""
 
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from accounts.authentication import user_account
+from accounts.models import Account
 from processing import selectors
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
@@ -73,15 +78,31 @@ class ImageRow:
         return round(100 * (before - after) / before)
 
 
-@require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    recent = ProcessingRequest.objects.order_by("-created_at")[:RECENT_REQUESTS]
-    return _page(request, "processing/home.html", {"recent": recent})
+def account_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A page for a logged-in person (else the login page), acting for their account (a
+    user of none gets a page that says so)."""
+
+    @login_required
+    @require_GET
+    @functools.wraps(view)
+    def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        account = user_account(request.user)
+        if account is None:
+            return _page(request, "accounts/no_account.html", {}, status=403)
+        return view(request, account, *args, **kwargs)
+
+    return page
 
 
-@require_GET
-def request_detail(request: HttpRequest, request_id: uuid.UUID) -> HttpResponse:
-    found = selectors.request_get(request_id=request_id)
+@account_page
+def home(request: HttpRequest, account: Account) -> HttpResponse:
+    recent = selectors.requests_recent(account=account, limit=RECENT_REQUESTS)
+    return _page(request, "processing/home.html", {"recent": recent, "account": account})
+
+
+@account_page
+def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
+    found = selectors.request_get(account=account, request_id=request_id)
     if found is None:
         return _page(request, "processing/not_found.html", {"request_id": request_id}, status=404)
     paginator = Paginator(selectors.request_products(request_id=found.pk), PRODUCTS_PER_PAGE)
@@ -129,5 +150,7 @@ def _page(
         "default-src 'self'; img-src * data:; object-src 'none'; base-uri 'none'; "
         "frame-ancestors 'none'; form-action 'self'"
     )
-    response["Referrer-Policy"] = "no-referrer"
+    # Nothing of our URLs to other sites (the "before" thumbnails are the shops' own); our
+    # own origin on same-site requests, which Django's CSRF check of a form POST reads.
+    response["Referrer-Policy"] = "same-origin"
     return response

@@ -3,8 +3,8 @@ by the pipeline's batches and by the sweep alike, so that counters and metrics a
 
 An outcome is written to every image of its request with that URL which the caller still
 holds (a queryset: the batch's claim, or the sweep's overdue images), counted on the
-request in the same transaction, and the request queued for finalisation once its last
-image has ended.
+request in the same transaction, which also queues the request's next batch (window.py);
+the request is queued for finalisation once its last image has ended.
 """
 
 import logging
@@ -25,6 +25,7 @@ from imaging.errors import ImagingError
 from net import NetError
 from processing import bulk, metrics, queue
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
+from processing.window import request_window_refill
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def images_record(
                 failed_images=F("failed_images") + failed,
                 updated_at=now,
             )
+            # What ended leaves room in the request's window: its next URLs take it.
+            request_window_refill(request_id=request_id, ended=len(ended))
         for url in retried:
             outcome, delay, _ = retries[url]
             queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)

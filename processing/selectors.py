@@ -9,16 +9,45 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.urls import reverse
 
+from accounts.models import Account
 from processing.models import ProcessingRequest, Product, ProductImage, WebhookAttempt
 
 
-def request_get(*, request_id: str | uuid.UUID) -> ProcessingRequest | None:
-    """The request with this id, or None for an unknown or malformed id."""
+def request_get(*, account: Account, request_id: str | uuid.UUID) -> ProcessingRequest | None:
+    """The account's request with this id; None for an unknown or malformed id and for
+    another account's request alike (every request route reads through here)."""
     try:
         key = uuid.UUID(str(request_id))
     except ValueError:
         return None
-    return ProcessingRequest.objects.select_related("webhook_delivery").filter(pk=key).first()
+    return (
+        ProcessingRequest.objects.select_related("webhook_delivery")
+        .filter(pk=key, account=account)
+        .first()
+    )
+
+
+def request_get_any(*, request_id: str | uuid.UUID) -> ProcessingRequest | None:
+    """The request with this id whoever owns it: for operators' commands, never the API."""
+    try:
+        return ProcessingRequest.objects.filter(pk=uuid.UUID(str(request_id))).first()
+    except ValueError:
+        return None
+
+
+def requests_recent(*, account: Account, limit: int) -> QuerySet[ProcessingRequest]:
+    """The account's latest requests, newest first."""
+    return ProcessingRequest.objects.filter(account=account).order_by("-created_at")[:limit]
+
+
+def account_pending_images(*, account: Account) -> int:
+    """Images of the account's unfinished requests that have not ended yet."""
+    pending = (
+        ProcessingRequest.objects.filter(account=account)
+        .exclude(status__in=ProcessingRequest.FINISHED_STATUSES)
+        .aggregate(pending=Sum(F("total_images") - F("succeeded_images") - F("failed_images")))
+    )["pending"]
+    return int(pending or 0)
 
 
 def request_products(*, request_id: uuid.UUID) -> QuerySet[Product]:

@@ -21,6 +21,7 @@ from processing import queue
 from processing.finalize import request_finalize
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.results import ImageFailure, ImageOutcome, images_record
+from processing.window import request_window_fill
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class SweepReport:
     requests_restarted: int = 0
     images_requeued: int = 0
     images_given_up: int = 0
+    images_queued: int = 0  # waiting their turn, queued where a request's window had room
     requests_finalised: int = 0
     webhooks_requeued: int = 0
 
@@ -44,6 +46,7 @@ def sweep_run() -> SweepReport:
         requests_restarted=requests_restarted,
         images_requeued=images_requeued,
         images_given_up=images_given_up,
+        images_queued=_windows_fill(),
         requests_finalised=_requests_finalise(cutoff),
         webhooks_requeued=_webhooks_requeue(now),
     )
@@ -105,6 +108,15 @@ def _image_give_up(group: Mapping[str, Any], overdue: QuerySet[ProductImage]) ->
         failure=failure,
     )
     images_record(request_id=group["request_id"], held=overdue, outcomes=[outcome])
+
+
+def _windows_fill() -> int:
+    """Top up the window of every request under way that still has images waiting their
+    turn: after a lost message or a crashed worker, no batch may be left to do it."""
+    under_way = ProcessingRequest.objects.filter(
+        status=ProcessingRequest.Status.PROCESSING, finalize_claimed_at__isnull=True
+    ).values_list("pk", flat=True)
+    return sum(request_window_fill(request_id=request_id) for request_id in under_way)
 
 
 def _requests_finalise(cutoff: datetime) -> int:

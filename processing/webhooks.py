@@ -3,7 +3,9 @@ attempt recorded. A webhook that fails never changes the request's own result.
 
 Signatures follow the Standard Webhooks specification: headers `webhook-id` (the same for
 every attempt of one event), `webhook-timestamp` and `webhook-signature`, `v1,` + base64
-HMAC-SHA256 of `id.timestamp.body` under the key in WEBHOOK_SECRET (`whsec_` + base64).
+HMAC-SHA256 of `id.timestamp.body` under the request's account's secret (`whsec_` +
+base64). While a rotated secret's overlap lasts, the header carries a signature under each
+secret, separated by a space, and a receiver that knows either verifies it.
 """
 
 import base64
@@ -39,7 +41,7 @@ def webhook_signature(*, secret: str, event_id: str, timestamp: int, body: bytes
     try:
         key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except binascii.Error:
-        raise ImproperlyConfigured("WEBHOOK_SECRET must be 'whsec_' + base64.") from None
+        raise ImproperlyConfigured("A webhook secret must be 'whsec_' + base64.") from None
     signed = f"{event_id}.{timestamp}.".encode() + body
     digest = hmac.new(key, signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
@@ -66,11 +68,15 @@ def webhook_schedule(*, request: ProcessingRequest) -> WebhookDelivery | None:
 def webhook_send(*, request_id: uuid.UUID) -> None:
     """Make one attempt at a due delivery, record it, and schedule the next if it failed."""
     now = timezone.now()
-    delivery = WebhookDelivery.objects.filter(
-        request_id=request_id,
-        state=WebhookDelivery.State.PENDING,
-        next_attempt_at__lte=now,
-    ).first()
+    delivery = (
+        WebhookDelivery.objects.select_related("request__account")
+        .filter(
+            request_id=request_id,
+            state=WebhookDelivery.State.PENDING,
+            next_attempt_at__lte=now,
+        )
+        .first()
+    )
     if delivery is None:
         return
     # Claim the attempt: a second copy of this task finds attempts already moved on.
@@ -109,13 +115,10 @@ def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
         "webhook-id": delivery.event_id,
         "webhook-timestamp": str(timestamp),
     }
-    if settings.WEBHOOK_SECRET:
-        headers["webhook-signature"] = webhook_signature(
-            secret=settings.WEBHOOK_SECRET,
-            event_id=delivery.event_id,
-            timestamp=timestamp,
-            body=body,
-        )
+    headers["webhook-signature"] = " ".join(
+        webhook_signature(secret=secret, event_id=delivery.event_id, timestamp=timestamp, body=body)
+        for secret in delivery.request.account.signing_secrets(timezone.now())
+    )
     started = time.monotonic()
     try:
         status_code: int | None = net.post(delivery.url, body, headers, webhook_policy())

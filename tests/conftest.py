@@ -6,12 +6,17 @@ runs the others, and fails any of them that tries to start a process.
 """
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
+from rest_framework.test import APIClient
 
+from accounts import services
+from accounts.models import Account
 from tests.harness.object_store import ObjectStore, object_store_serve
 from tests.harness.origin import Origin, origin_serve
 from tests.harness.redis import RedisServer, private_backends
@@ -62,6 +67,58 @@ def processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
         real_init(self, args, *rest, **options)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+# --- In process: an account, its API key, a client with it, a person logged in -----------
+
+
+@pytest.fixture(autouse=True)
+def cache_of_its_own(settings: Any) -> None:
+    """Each test's own empty cache: rate-limit counters never carry over between tests, nor
+    from the developer's `make run` (whose cache is a folder under var/)."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": uuid.uuid4().hex,
+        }
+    }
+
+
+@pytest.fixture
+def account(db: None) -> Account:
+    made, _ = services.account_get_or_create(name=f"shop-{uuid.uuid4().hex[:8]}")
+    return made
+
+
+@pytest.fixture
+def api_key(account: Account) -> str:
+    return services.api_key_create(account=account, label="tests")[1]
+
+
+@pytest.fixture
+def api(api_key: str) -> APIClient:
+    """DRF's test client, sending the account's API key."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    return client
+
+
+@pytest.fixture
+def member(account: Account) -> Any:
+    return services.user_create(
+        account=account, username=f"user-{uuid.uuid4().hex[:8]}", password=None
+    )
+
+
+@pytest.fixture
+def member_client(member: Any) -> Client:
+    """Django's test client, logged in as a user of the account (CSRF checks on)."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(member)
+    return client
+
+
+# --- Processes ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

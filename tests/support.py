@@ -68,6 +68,19 @@ def encoded(image: Image.Image, format: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+# The API key each running service (by its base URL) gave the tests: calls to its API send
+# it, as a client would (tests/harness/service.py registers them).
+API_KEYS: dict[str, str] = {}
+
+
+def api_headers(url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """headers plus the key of the service url belongs to, if it is one of ours."""
+    for base_url, key in API_KEYS.items():
+        if url.startswith(base_url + "/"):
+            return {"Authorization": f"Bearer {key}", **(headers or {})}
+    return dict(headers or {})
+
+
 def multipart_upload(
     base_url: str, csv_text: str | bytes | None, **fields: str
 ) -> urllib3.BaseHTTPResponse:
@@ -75,16 +88,23 @@ def multipart_upload(
     if csv_text is not None:
         data = csv_text.encode() if isinstance(csv_text, str) else csv_text
         body["file"] = ("products.csv", data, "text/csv")
-    return urllib3.request("POST", f"{base_url}/api/upload/", fields=body, timeout=30)
+    url = f"{base_url}/api/upload/"
+    return urllib3.request("POST", url, fields=body, headers=api_headers(url), timeout=30)
+
+
+def api_request(method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
+    """A call to a service's API with its key."""
+    headers = api_headers(url, options.pop("headers", None))
+    return urllib3.request(method, url, headers=headers, timeout=30, **options)
 
 
 def get_json(url: str) -> tuple[int, Any]:
-    response = urllib3.request("GET", url, timeout=30)
+    response = api_request("GET", url)
     return response.status, json.loads(response.data)
 
 
 def fetch_bytes(url: str) -> bytes:
-    response = urllib3.request("GET", url, timeout=30)
+    response = api_request("GET", url)
     assert response.status == 200, url
     return response.data
 

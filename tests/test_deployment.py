@@ -24,6 +24,7 @@ from tests.harness.service import (
     Service,
     procfile_commands,
     production_urls,
+    service_account,
     service_env,
     service_migrate,
 )
@@ -51,6 +52,7 @@ def test_web_and_workers_on_separate_hosts_share_only_database_broker_and_object
                 )
                 (tmp_path / name).mkdir()
             service_migrate(hosts["web"].env)
+            service_account(hosts["web"])
             commands = procfile_commands()
             hosts["web"].start("web", commands["web"])
             hosts["images"].start("images", commands["images"])

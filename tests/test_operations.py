@@ -3,6 +3,7 @@ schema and its Swagger UI (checked by schemathesis against the running service),
 read-only admin."""
 
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts.models import Account
 from processing import intake
 from tests.harness.origin import Origin
 from tests.harness.service import BIN, Service
@@ -43,7 +45,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/requests/{request_id}/output.csv": ["get"],
     }
     upload = schema["paths"]["/api/upload/"]["post"]["responses"]
-    assert sorted(upload) == ["202", "400", "411", "413", "429"]
+    assert sorted(upload) == ["202", "400", "401", "403", "411", "413", "429"]
     assert upload["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
@@ -60,10 +62,11 @@ def test_swagger_ui_and_its_assets_are_served(client: Client) -> None:
 
 @pytest.mark.django_db
 def test_the_admin_lists_images_searchable_by_product_name_and_refuses_edits(
-    client: Client, settings: Any, tmp_path: Path
+    client: Client, settings: Any, tmp_path: Path, account: Account
 ) -> None:
     settings.MEDIA_ROOT = tmp_path
     request = intake.request_create(
+        account=account,
         csv_data=HEADER
         + b"1,Red lamp,https://shop.example/lamp.jpg\n2,Chair,https://shop.example/c.jpg\n",
         public_base_url="http://testserver",
@@ -90,6 +93,8 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
             str(BIN / "schemathesis"),
             "run",
             f"{embedded_service.base_url}/api/schema/",
+            "--header",
+            f"Authorization: Bearer {embedded_service.api_key}",
             "--checks",
             "not_a_server_error,response_schema_conformance,status_code_conformance,"
             "content_type_conformance",
@@ -113,6 +118,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     assert (tmp_path / "junit.xml").read_text().count("<testcase") == 6
 
 
+def cli_env(service: Service) -> dict[str, str]:
+    """The client's environment: the service's key, as a script would pass it."""
+    return {**os.environ, "IMGSVC_API_KEY": service.api_key}
+
+
 @pytest.mark.e2e
 def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
     embedded_service: Service, origin: Origin, tmp_path: Path
@@ -133,7 +143,7 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
     submitted = subprocess.run(
         [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "submit", str(csv_path),
          "--wait", "--output", str(output)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, env=cli_env(embedded_service),
     )  # fmt: skip
 
     # Then it ends well, having shown progress, and the output CSV is saved
@@ -148,7 +158,7 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
     # And `status` shows the same request
     shown = subprocess.run(
         [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "status", request_id],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True, text=True, timeout=60, check=True, env=cli_env(embedded_service),
     )  # fmt: skip
     assert json.loads(shown.stdout)["status"] == "completed"
 
@@ -161,7 +171,7 @@ def test_the_command_line_client_shows_csv_problems_by_row(
     csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,,ftp://x/a.jpg\n")
     result = subprocess.run(
         [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "submit", str(csv_path)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False, env=cli_env(embedded_service),
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

@@ -42,6 +42,8 @@ def test_the_postman_collection_passes_under_newman(
             str(tmp_path),
             "--env-var",
             f"base_url={service.base_url}",
+            "--env-var",
+            f"api_key={service.api_key}",
             "--reporters",
             "cli,json",
             "--reporter-json-export",
@@ -61,6 +63,7 @@ def test_the_postman_collection_passes_under_newman(
     assert run["stats"]["requests"]["failed"] == 0
     ran = list(dict.fromkeys(execution["item"]["name"] for execution in run["executions"]))
     assert ran == [
+        "Upload without a key",
         "Upload without a file",
         "Upload the sample CSV",
         "Status until finished",

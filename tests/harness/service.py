@@ -16,11 +16,12 @@ import pytest
 import urllib3
 
 from tests.harness.origin import Origin
-from tests.support import free_port, wait_until
+from tests.support import API_KEYS, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
-WEBHOOK_SECRET = "whsec_dGVzdHMtb25seS13ZWJob29rLXNlY3JldC1rZXk="
+# The account the tests' requests belong to, on every service they start.
+TEST_ACCOUNT = "tests"
 
 
 def procfile_commands() -> dict[str, str]:
@@ -38,6 +39,24 @@ class Service:
     env: dict[str, str]
     workdir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # The test account's API key (sent by tests.support's calls) and webhook secret.
+    api_key: str = ""
+    webhook_secret: str = ""
+
+    def manage(self, *args: str) -> str:
+        """`python manage.py *args` on this service's settings; its standard output."""
+        return manage(self.env, *args)
+
+    def person(self, *, password: str | None = None, account: str = TEST_ACCOUNT) -> str:
+        """A new user of the account, for the web page; their user name."""
+        username = f"person-{uuid.uuid4().hex[:8]}"
+        secret = ["--password", password] if password else ["--no-password"]
+        self.manage("user", "create", "--account", account, "--username", username, *secret)
+        return username
+
+    def login_link(self, username: str) -> str:
+        return self.manage("login-link", username, "--base-url", self.base_url).splitlines()[-1]
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
@@ -113,10 +132,9 @@ def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dic
             "SWEEP_INTERVAL": "1",
             # Every test client is 127.0.0.1: one shared upload budget would make tests
             # depend on each other. The limit itself is tested in test_upload_limits.py.
-            "UPLOAD_RATE_LIMIT": "",
+            "ACCOUNT_UPLOAD_RATE_LIMIT": "",
             # The worker serves its host's metrics too, as on a host without a web server.
             "WORKER_METRICS_PORT": str(free_port()),
-            "WEBHOOK_SECRET": WEBHOOK_SECRET,
             "WEBHOOK_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
             "PYTHONUNBUFFERED": "1",
         }
@@ -125,16 +143,31 @@ def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dic
     return env
 
 
-def service_migrate(env: dict[str, str]) -> None:
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"],
+def manage(env: dict[str, str], *args: str) -> str:
+    """`python manage.py *args` with env; its standard output (the test fails if it does)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def service_migrate(env: dict[str, str]) -> None:
+    manage(env, "migrate", "--noinput")
+
+
+def service_account(service: Service) -> None:
+    """The test account's API key and webhook secret, made as an operator makes them, and
+    the key registered for tests.support's calls to this service."""
+    created = service.manage("apikey", "create", "--account", TEST_ACCOUNT, "--label", "tests")
+    service.api_key = created.splitlines()[-1]
+    service.webhook_secret = service.manage("account", "secret", TEST_ACCOUNT).splitlines()[-1]
+    API_KEYS[service.base_url] = service.api_key
 
 
 def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> Service:
@@ -142,6 +175,7 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
     env = service_env(workdir, extra_env, origin)
     service = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
     service_migrate(env)
+    service_account(service)
     commands = procfile_commands()
     try:
         for name in ("web", "worker", "beat"):
@@ -155,13 +189,12 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
 
 
 def _answers(base_url: str) -> bool:
+    """Django answers (healthy or not: a test may have stopped the broker on purpose)."""
     try:
-        response = urllib3.request(
-            "GET", f"{base_url}/api/status/{uuid.uuid4()}/", timeout=2, retries=False
-        )
+        response = urllib3.request("GET", f"{base_url}/healthz", timeout=2, retries=False)
     except urllib3.exceptions.HTTPError:
         return False
-    return response.status == 404
+    return response.status in {200, 503}
 
 
 def production_urls() -> tuple[str, str]:

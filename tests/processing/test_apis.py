@@ -4,7 +4,6 @@ Processing itself is covered end to end in test_end_to_end.py; here the tasks ar
 queued because the test's transaction never commits.
 """
 
-import uuid
 from typing import Any
 
 import pytest
@@ -16,13 +15,6 @@ pytestmark = pytest.mark.django_db
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 GOOD_ROW = "1,Shoe,https://shop.example/a.jpg\n"
-
-
-@pytest.fixture
-def api() -> APIClient:
-    # A client address of its own, so that the upload rate limit's shared counters never
-    # carry over from another test or run.
-    return APIClient(REMOTE_ADDR=f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}")
 
 
 def upload(api: APIClient, content: bytes | str | None, **fields: Any) -> Any:

@@ -7,15 +7,19 @@ import pytest
 from django.db import DataError, connection, transaction
 from django.utils import timezone
 
+from accounts.models import Account
 from processing import bulk, intake
 from processing.models import ProductImage
 
 pytestmark = pytest.mark.django_db
 
 
-def test_update_from_rows_sets_each_rows_values_only_where_the_queryset_allows() -> None:
+def test_update_from_rows_sets_each_rows_values_only_where_the_queryset_allows(
+    account: Account,
+) -> None:
     # Given a request whose URL a appears twice, and a batch that holds a and b but not c
     request = intake.request_create(
+        account=account,
         csv_data=(
             b"S. No.,Product Name,Input Image Urls\n"
             b'1,Lamp,"https://shop.example/a.jpg,https://shop.example/b.jpg"\n'
@@ -102,10 +106,11 @@ def test_update_from_rows_with_no_rows_sends_nothing(
 
 
 def test_update_from_rows_takes_an_unfiltered_or_empty_queryset(
-    django_assert_num_queries: object,
+    django_assert_num_queries: object, account: Account
 ) -> None:
     # Given one stored image
     intake.request_create(
+        account=account,
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )
@@ -131,11 +136,12 @@ def test_update_from_rows_takes_an_unfiltered_or_empty_queryset(
     assert ProductImage.objects.get().error_code == "http_404"
 
 
-def test_update_from_rows_refuses_a_value_longer_than_its_column() -> None:
+def test_update_from_rows_refuses_a_value_longer_than_its_column(account: Account) -> None:
     # Given a stored image (PostgreSQL enforces lengths; SQLite does not)
     if connection.vendor != "postgresql":
         pytest.skip("SQLite does not enforce varchar lengths")
     intake.request_create(
+        account=account,
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )

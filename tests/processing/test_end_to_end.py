@@ -11,7 +11,7 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from tests.harness.origin import Origin
-from tests.harness.service import WEBHOOK_SECRET, Service
+from tests.harness.service import Service
 from tests.support import (
     IJG_Q50_LUMINANCE,
     encoded,
@@ -182,7 +182,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
     posts = wait_until(lambda: origin.posts_to(f"/{run}/hook"), timeout=30, what="the webhook call")
     headers, body = posts[0]
     assert headers["Content-Type"] == "application/json"
-    sent = Webhook(WEBHOOK_SECRET).verify(body, headers)
+    sent = Webhook(service.webhook_secret).verify(body, headers)
     assert sent["request_id"] == request_id
     assert sent["status"] == "completed_with_errors"
     assert sent["progress"] == status["progress"]

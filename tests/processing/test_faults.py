@@ -20,8 +20,9 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.harness.origin import Origin
 from tests.harness.redis import RedisServer, private_backends
-from tests.harness.service import WEBHOOK_SECRET, Service, procfile_commands, start_service
+from tests.harness.service import Service, procfile_commands, start_service
 from tests.support import (
+    api_request,
     encoded,
     get_json,
     multipart_upload,
@@ -244,16 +245,14 @@ def test_a_failing_webhook_is_retried_with_one_event_id_and_verifiable_signature
     assert len(posts) == 4
     # With one event id, each signature verifying with the receivers' own library
     assert {headers["webhook-id"] for headers, _ in posts} == {delivery["event_id"]}
-    receiver = Webhook(WEBHOOK_SECRET)
+    receiver = Webhook(service.webhook_secret)
     payloads = [receiver.verify(body, headers) for headers, body in posts]
     assert all(payload == payloads[0] for payload in payloads)
     assert payloads[0]["request_id"] == request_id
     assert status_of(service, request_id)["status"] == "completed"
 
     # And it can be sent again on request, with the same event id
-    again = urllib3.request(
-        "POST", f"{service.base_url}/api/requests/{request_id}/webhook/", timeout=10
-    )
+    again = api_request("POST", f"{service.base_url}/api/requests/{request_id}/webhook/")
     assert again.status == 202
     wait_until(lambda: len(origin.posts_to(hook)) == 5, timeout=30, what="the re-sent webhook")
     assert origin.posts_to(hook)[-1][0]["webhook-id"] == delivery["event_id"]

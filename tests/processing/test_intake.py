@@ -3,6 +3,7 @@ insert path the database takes (COPY on PostgreSQL, bulk INSERTs elsewhere)."""
 
 import pytest
 
+from accounts.models import Account
 from processing import intake
 from processing.models import ProcessingRequest, Product, ProductImage
 
@@ -10,7 +11,7 @@ HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
 
 @pytest.mark.django_db
-def test_request_create_stores_products_and_images_in_order_with_defaults() -> None:
+def test_request_create_stores_products_and_images_in_order_with_defaults(account: Account) -> None:
     # Given a CSV longer than one insert batch, with a repeated URL
     rows = b"".join(
         b'%d,Name %d,"https://shop.example/%d-a.jpg, https://shop.example/%d-b.jpg"\n'
@@ -20,7 +21,9 @@ def test_request_create_stores_products_and_images_in_order_with_defaults() -> N
     data = HEADER + rows + b"9999,Last,https://shop.example/1-a.jpg\n"
 
     # When it is stored
-    request = intake.request_create(csv_data=data, public_base_url="http://testserver/")
+    request = intake.request_create(
+        account=account, csv_data=data, public_base_url="http://testserver/"
+    )
 
     # Then every product and image is there, in input order, with the models' defaults
     stored = ProcessingRequest.objects.get(pk=request.pk)
@@ -52,7 +55,9 @@ def test_request_create_stores_products_and_images_in_order_with_defaults() -> N
         for i in images
     } == {("pending", "", "", 0, False, None)}
     # And a second request gets ids of its own (the sequence moved on)
-    again = intake.request_create(csv_data=data, public_base_url="http://testserver/")
+    again = intake.request_create(
+        account=account, csv_data=data, public_base_url="http://testserver/"
+    )
     assert not set(Product.objects.filter(request=again).values_list("pk", flat=True)) & {
         p.pk for p in products
     }

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from django.test import Client
 from playwright.sync_api import ConsoleMessage, Page, expect
 
+from accounts.models import Account
 from processing import intake
 from tests.harness.origin import Origin
 from tests.harness.service import Service
-from tests.support import encoded, photo
+from tests.support import encoded, multipart_upload, photo
 
 CHROMIUM = "/usr/bin/chromium"
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -41,6 +43,14 @@ def console_errors(page: Page) -> list[str]:
     return found
 
 
+@pytest.fixture
+def logged_in(embedded_service: Service, page: Page) -> Page:
+    """The browser, logged in to the page by a one-time link, as a person of the account."""
+    page.goto(embedded_service.login_link(embedded_service.person()))
+    expect(page).to_have_url(embedded_service.base_url + "/")
+    return page
+
+
 def products_csv(origin: Origin, *, missing: bool = False) -> str:
     run = uuid.uuid4().hex[:8]
     urls = [
@@ -57,10 +67,11 @@ def products_csv(origin: Origin, *, missing: bool = False) -> str:
 def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
     embedded_service: Service,
     origin: Origin,
-    page: Page,
+    logged_in: Page,
     console_errors: list[str],
     tmp_path: Path,
 ) -> None:
+    page = logged_in
     # Given a CSV with three images and one URL that answers 404
     source = tmp_path / "products.csv"
     source.write_text(products_csv(origin, missing=True))
@@ -112,8 +123,9 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
 
 @pytest.mark.e2e
 def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
-    embedded_service: Service, page: Page, console_errors: list[str]
+    embedded_service: Service, logged_in: Page, console_errors: list[str]
 ) -> None:
+    page = logged_in
     # Given a CSV with a repeated serial number, an empty name and a URL that is not http(s)
     text = HEADER + (
         "1,Lamp,https://shop.example/a.jpg\n"
@@ -154,8 +166,9 @@ def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
 
 @pytest.mark.e2e
 def test_a_request_page_fits_a_phone_screen(
-    embedded_service: Service, origin: Origin, page: Page, console_errors: list[str]
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
+    page = logged_in
     # Given a finished request
     page.set_viewport_size({"width": 375, "height": 740})
     page.goto(embedded_service.base_url + "/")
@@ -170,23 +183,70 @@ def test_a_request_page_fits_a_phone_screen(
     assert console_errors == []
 
 
+@pytest.mark.e2e
+def test_a_visitor_logs_in_sees_only_their_accounts_requests_and_logs_out(
+    embedded_service: Service, origin: Origin, page: Page, console_errors: list[str]
+) -> None:
+    # Given a request of the person's account and one of another account
+    service = embedded_service
+    ours = multipart_upload(service.base_url, products_csv(origin)).json()["request_id"]
+    other_key = service.manage("apikey", "create", "--account", "other-shop").splitlines()[-1]
+    theirs = urllib3.request(
+        "POST",
+        f"{service.base_url}/api/upload/",
+        fields={"file": ("p.csv", products_csv(origin).encode(), "text/csv")},
+        headers={"Authorization": f"Bearer {other_key}"},
+    ).json()["request_id"]
+    username = service.person(password="a-long-enough-secret-9")
+
+    # When a visitor opens the page, they are sent to log in
+    page.goto(service.base_url + "/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill("a wrong password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("enter a correct username and password")
+    page.get_by_label("Password").fill("a-long-enough-secret-9")
+    page.get_by_role("button", name="Log in").click()
+
+    # Then the home page lists their account's request and not the other's
+    expect(page).to_have_url(service.base_url + "/")
+    expect(page.locator("table.recent")).to_contain_text(ours)
+    assert theirs not in page.content()
+    # and the other's request page is not found
+    page.goto(f"{service.base_url}/requests/{theirs}/")
+    expect(page.locator("h1")).to_contain_text("not found")
+
+    # When they log out, the page asks them to log in again
+    page.goto(service.base_url + "/")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login/$"))
+    page.goto(service.base_url + "/")
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
+    # Chromium logs the other's page's 404 in the console; nothing else may be there.
+    assert console_errors == [
+        "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    ]
+
+
 # --- Without a browser: what the server renders ------------------------------------------
 
 
 @pytest.mark.django_db
-def test_an_unknown_request_page_is_a_404_page(client: Client) -> None:
-    response = client.get(f"/requests/{uuid.uuid4()}/")
+def test_an_unknown_request_page_is_a_404_page(member_client: Client) -> None:
+    response = member_client.get(f"/requests/{uuid.uuid4()}/")
     assert response.status_code == 404
     assert b"Request not found" in response.content
 
 
 @pytest.mark.django_db
-def test_pages_allow_scripts_only_from_the_site(client: Client) -> None:
+def test_pages_allow_scripts_only_from_the_site(member_client: Client, account: Account) -> None:
     intake.request_create(
+        account=account,
         csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
         public_base_url="http://testserver",
     )
-    response = client.get("/")
+    response = member_client.get("/")
     assert response.status_code == 200
     assert "default-src 'self'" in response["Content-Security-Policy"]
     assert b"<script>" not in response.content  # inline scripts would be refused

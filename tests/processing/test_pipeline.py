@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 import net
+from accounts.models import Account
 from processing import intake, metrics, pipeline, queue
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
@@ -59,10 +60,12 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> Downloads:
     return stub
 
 
-def started(csv_text: str, capture: Capture) -> tuple[ProcessingRequest, list[list[int]]]:
+def started(
+    account: Account, csv_text: str, capture: Capture
+) -> tuple[ProcessingRequest, list[list[int]]]:
     """A stored request moved to processing; the image batches request_start queued."""
     request = intake.request_create(
-        csv_data=(HEADER + csv_text).encode(), public_base_url="http://testserver"
+        account=account, csv_data=(HEADER + csv_text).encode(), public_base_url="http://testserver"
     )
     with capture(execute=False) as callbacks:
         intake.request_start(request_id=request.pk)
@@ -81,13 +84,16 @@ def images_of(request: ProcessingRequest) -> list[ProductImage]:
 
 
 def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the_finalisation(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture, storage: Path
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    storage: Path,
+    account: Account,
 ) -> None:
     # Given a request of three images, two of them with the same URL
     a, b = "https://shop.example/a.jpg", "https://shop.example/b.jpg"
     downloads.answers = {a: JPEG, b: JPEG}
     request, batches = started(
-        f'1,Lamp,"{a},{b}"\n2,Lamp again,{a}\n', django_capture_on_commit_callbacks
+        account, f'1,Lamp,"{a},{b}"\n2,Lamp again,{a}\n', django_capture_on_commit_callbacks
     )
     assert len(batches) == 1
     assert len(batches[0]) == 2
@@ -114,12 +120,12 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
 
 
 def test_a_batch_delivered_again_downloads_and_records_nothing(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
 ) -> None:
     # Given a batch that has run
     url = "https://shop.example/a.jpg"
     downloads.answers = {url: JPEG}
-    request, batches = started(f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
+    request, batches = started(account, f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
     pipeline.images_process(image_ids=batches[0])
     before = list(ProductImage.objects.filter(request=request).values())
 
@@ -136,7 +142,7 @@ def test_a_batch_delivered_again_downloads_and_records_nothing(
 
 
 def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
 ) -> None:
     # Given an origin that answers 503, asking for a 30 s wait
     url = "https://shop.example/busy.jpg"
@@ -145,7 +151,7 @@ def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
             "http_503", "The server answered HTTP 503.", transient=True, retry_after=30
         )
     }
-    request, batches = started(f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
+    request, batches = started(account, f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
 
     # When the batch runs, then the image waits for its next attempt, queued for then
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -177,7 +183,7 @@ def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
 
 
 def test_a_permanent_failure_ends_at_once_and_the_rest_of_the_batch_succeeds(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
 ) -> None:
     # Given a batch with a web page, a blocked address and a photo
     page, blocked, good = (f"https://shop.example/{name}" for name in ("p.html", "b.jpg", "g.jpg"))
@@ -187,7 +193,7 @@ def test_a_permanent_failure_ends_at_once_and_the_rest_of_the_batch_succeeds(
         good: JPEG,
     }
     request, batches = started(
-        f'1,Lamp,"{page},{blocked},{good}"\n', django_capture_on_commit_callbacks
+        account, f'1,Lamp,"{page},{blocked},{good}"\n', django_capture_on_commit_callbacks
     )
 
     # When it runs
@@ -208,11 +214,16 @@ def failed_count(reason: str) -> float:
 
 
 def test_the_sweep_gives_up_through_the_same_record_as_a_batch_counters_and_metrics_alike(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture, settings: Any
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
 ) -> None:
     # Given a URL, shared by two images, whose worker was lost on every attempt
     url = "https://shop.example/lost.jpg"
-    request, _ = started(f"1,Lamp,{url}\n2,Lamp again,{url}\n", django_capture_on_commit_callbacks)
+    request, _ = started(
+        account, f"1,Lamp,{url}\n2,Lamp again,{url}\n", django_capture_on_commit_callbacks
+    )
     long_ago = timezone.now() - timedelta(seconds=settings.WORK_LEASE_SECONDS + 1)
     ProductImage.objects.filter(request=request).update(
         status="processing", attempts=settings.IMAGE_MAX_ATTEMPTS, claimed_at=long_ago
@@ -234,3 +245,59 @@ def test_the_sweep_gives_up_through_the_same_record_as_a_batch_counters_and_metr
     assert request.status == "completed_with_errors"
     assert downloads.calls == []
     assert len(queued(callbacks, queue.REQUEST_FINALIZE)) == 1
+
+
+def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_queues_the_next(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given a window of 2 batches of 2 URLs, and a request of 7 URLs
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 2, 2
+    urls = [f"https://shop.example/{n}.jpg" for n in range(7)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+
+    # When it starts, then only its first 2 batches are queued, in CSV order
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+    assert batches == [ids[0:2], ids[2:4]]
+    assert [image.queued_at is not None for image in images_of(request)] == [True] * 4 + [False] * 3
+
+    # When the first batch ends, then the next batch takes its place
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[4:6]]
+
+    # And the last, smaller batch is queued once room for it is there
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[1])
+    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[6:7]]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=ids[4:6])
+        pipeline.images_process(image_ids=ids[6:7])
+    assert queued(callbacks, queue.IMAGES_PROCESS) == []
+    assert len(queued(callbacks, queue.REQUEST_FINALIZE)) == 1
+    assert sorted(downloads.calls) == sorted(urls)
+
+
+def test_the_sweep_fills_a_window_that_nothing_is_left_to_fill(
+    django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
+) -> None:
+    # Given a request under way with nothing queued (its start was cut off after its claim)
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    request, _ = started(
+        account,
+        "".join(f"{n + 1},P{n},https://shop.example/{n}.jpg\n" for n in range(5)),
+        django_capture_on_commit_callbacks,
+    )
+    ProductImage.objects.filter(request=request).update(queued_at=None)
+
+    # When the sweep runs
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        call_command("sweep", stdout=open("/dev/null", "w"))  # noqa: SIM115
+
+    # Then the request's window is queued again, and no more
+    ids = [image.pk for image in images_of(request)]
+    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[0:2]]

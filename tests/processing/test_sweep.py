@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from accounts.models import Account
 from processing import intake
 from processing.models import ProcessingRequest, ProductImage
 
@@ -18,12 +19,13 @@ pytestmark = pytest.mark.django_db
 
 
 def test_an_image_lost_too_often_fails_and_its_request_finishes(
-    settings: Any, tmp_path: Path
+    settings: Any, tmp_path: Path, account: Account
 ) -> None:
     # Given a request whose one image was claimed IMAGE_MAX_ATTEMPTS times, long ago
     settings.MEDIA_ROOT = tmp_path
     settings.IMAGE_MAX_ATTEMPTS = 3
     request = intake.request_create(
+        account=account,
         csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
         public_base_url="http://testserver",
     )

@@ -7,13 +7,15 @@ Content-Length up front, and a body without one, bounds what any client makes us
 import contextlib
 import http.client
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from accounts import services
+from processing.models import ProcessingRequest
 from tests.harness.service import Service
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
@@ -56,7 +58,11 @@ def post_streamed(service: Service, upload: StreamedUpload, headers: dict[str, s
             "POST",
             "/api/upload/",
             body=iter(upload),
-            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **headers},
+            headers={
+                "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+                "Authorization": f"Bearer {service.api_key}",
+                **headers,
+            },
             encode_chunked="Transfer-Encoding" in headers,
         )
     response = connection.getresponse()
@@ -95,21 +101,64 @@ def test_a_chunked_upload_without_a_length_is_refused_with_411(
     assert upload.sent < 50 * 1024 * 1024
 
 
+def keyed_client(name: str) -> APIClient:
+    account, _ = services.account_get_or_create(name=name)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=account)[1]}")
+    return client
+
+
+def csv_upload(client: APIClient, images: int) -> Any:
+    urls = ",".join(f"https://shop.example/{n}.jpg" for n in range(images))
+    data = SimpleUploadedFile("p.csv", f'{HEADER.decode()}1,Lamp,"{urls}"\n'.encode())
+    return client.post("/api/upload/", {"file": data}, format="multipart")
+
+
 @pytest.mark.django_db
-def test_uploads_beyond_the_rate_limit_are_refused_per_client(settings: Any) -> None:
-    # Given a limit of two uploads a minute, and two clients new to the shared counters
-    settings.UPLOAD_RATE_LIMIT = "2/minute"
-    first_client = APIClient(REMOTE_ADDR=f"2001:db8::{uuid.uuid4().hex[:4]}:1")
-    other_client = APIClient(REMOTE_ADDR=f"2001:db8::{uuid.uuid4().hex[:4]}:2")
+def test_uploads_beyond_the_rate_limit_are_refused_per_account(settings: Any) -> None:
+    # Given a limit of two uploads a minute, and two accounts
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "2/minute"
+    first, other = keyed_client("first-shop"), keyed_client("other-shop")
 
-    # When one client uploads three times, and another once
-    answers = [first_client.post("/api/upload/", {}).status_code for _ in range(3)]
-    refused = first_client.post("/api/upload/", {})
-    other = other_client.post("/api/upload/", {})
+    # When one account uploads three times, and another once
+    answers = [first.post("/api/upload/", {}).status_code for _ in range(3)]
+    refused = first.post("/api/upload/", {})
+    other_answer = other.post("/api/upload/", {})
 
-    # Then the third and later are refused for that client only
+    # Then the third and later are refused for that account only, saying by how much
     assert answers == [400, 400, 429]
     assert refused.status_code == 429
-    assert refused.json()["code"] == "throttled"
+    retry_after = int(refused["Retry-After"])
+    assert 0 < retry_after <= 60
+    assert refused.json() == {
+        "error": f"Too many uploads: this account may upload 2/minute. Try again in "
+        f"{retry_after} s.",
+        "code": "throttled",
+        "details": [{"limit": "2/minute", "retry_after_seconds": retry_after}],
+    }
+    assert other_answer.status_code == 400
+
+
+@pytest.mark.django_db
+def test_an_upload_past_the_accounts_pending_images_is_refused_and_stores_nothing(
+    settings: Any,
+) -> None:
+    # Given an account allowed 5 unfinished images, with 3 already waiting
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 5
+    shop, other = keyed_client("busy-shop"), keyed_client("quiet-shop")
+    assert csv_upload(shop, 3).status_code == 202
+
+    # When it uploads 3 more
+    refused = csv_upload(shop, 3)
+
+    # Then they are refused, with the numbers, and nothing of them is stored
+    assert refused.status_code == 429
     assert int(refused["Retry-After"]) > 0
-    assert other.status_code == 400
+    body = refused.json()
+    assert body["code"] == "quota_exceeded"
+    assert body["details"] == [{"pending_images": 3, "upload_images": 3, "limit": 5}]
+    assert "3 images waiting" in body["error"]
+    assert ProcessingRequest.objects.count() == 1
+    # while 2 more still fit, and another account is not held back by this one
+    assert csv_upload(shop, 2).status_code == 202
+    assert csv_upload(other, 5).status_code == 202

@@ -12,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("request_id")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        request = selectors.request_get(request_id=options["request_id"])
+        request = selectors.request_get_any(request_id=options["request_id"])
         if request is None:
             raise CommandError("Request not found.")
         if not request.is_finished:

@@ -75,7 +75,14 @@
     result.className = "";
     result.textContent = "Uploading…";
     try {
-      const response = await fetch(form.action, { method: "POST", body: data });
+      // The session's CSRF token, which Django checks on every logged-in POST.
+      const csrf = data.get("csrfmiddlewaretoken");
+      const response = await fetch(form.action, {
+        method: "POST",
+        body: data,
+        headers: { "X-CSRFToken": csrf },
+        credentials: "same-origin",
+      });
       const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
       if (response.status === 202) {
         window.location.assign(`/requests/${body.request_id}/`);

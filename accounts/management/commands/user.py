@@ -1,0 +1,49 @@
+"""`python manage.py user create --account NAME --username U [--password P]`: a person who
+logs in to the page for one account. Without --password, it asks for one (or, with
+--no-password, the user logs in by one-time links only)."""
+
+import getpass
+from typing import Any
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts import services
+
+
+class Command(BaseCommand):
+    help = "Make a user of an account, for the web page."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="a new user (the account is made if new)")
+        create.add_argument("--account", required=True)
+        create.add_argument("--username", required=True)
+        passwords = create.add_mutually_exclusive_group()
+        passwords.add_argument("--password", help="else asked for")
+        passwords.add_argument(
+            "--no-password", action="store_true", help="log in by one-time links only"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        password = None if options["no_password"] else options["password"] or self._ask()
+        if password is not None:
+            try:
+                validate_password(password)
+            except ValidationError as invalid:
+                raise CommandError(" ".join(invalid.messages)) from None
+        try:
+            account, _ = services.account_get_or_create(name=options["account"])
+            user = services.user_create(
+                account=account, username=options["username"], password=password
+            )
+        except services.AccountError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"User {user.get_username()} of account {account.name} made.")
+
+    def _ask(self) -> str:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Password (again): "):
+            raise CommandError("The passwords differ.")
+        return password

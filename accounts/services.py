@@ -1,0 +1,169 @@
+"""Every write to accounts: make one, issue and revoke keys, rotate the webhook secret, add
+people, make and redeem one-time login links."""
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final, cast
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Account, ApiKey, LoginLink, Member, new_webhook_secret
+
+logger = logging.getLogger(__name__)
+
+LOGIN_LINK_LIFETIME: Final = timedelta(minutes=15)
+LOCAL_ACCOUNT: Final = "local"
+
+
+class AccountError(Exception):
+    """What a command or the admin was asked that cannot be done; the message says why."""
+
+
+def account_get_or_create(*, name: str) -> tuple[Account, bool]:
+    """The account with this name, made (with a new webhook secret) if there is none."""
+    try:
+        Account(name=name).clean_fields(exclude=["webhook_secret", "previous_webhook_secret"])
+    except ValidationError as invalid:
+        raise AccountError(" ".join(invalid.messages)) from None
+    return Account.objects.get_or_create(name=name)
+
+
+def account_get(*, name: str) -> Account:
+    try:
+        return Account.objects.get(name=name)
+    except Account.DoesNotExist:
+        raise AccountError(f"There is no account named {name!r}.") from None
+
+
+def api_key_create(*, account: Account, label: str = "") -> tuple[ApiKey, str]:
+    """A new key for account; the key itself is returned here and never again."""
+    made, key = ApiKey.objects.create_key(account=account, name=label or "key")
+    api_key = cast(ApiKey, made)
+    logger.info("API key %s made for account %s", api_key.prefix, account.name)
+    return api_key, key
+
+
+def api_key_revoke(*, prefix: str) -> ApiKey:
+    """Revoke the key with this prefix, for good."""
+    try:
+        api_key: ApiKey = ApiKey.objects.select_related("account").get(prefix=prefix)
+    except ApiKey.DoesNotExist:
+        raise AccountError(f"There is no API key with the prefix {prefix!r}.") from None
+    if not api_key.revoked:
+        api_key.revoked = True
+        api_key.save(update_fields=["revoked"])  # post_save: forgotten by checked_keys
+        logger.info("API key %s of account %s revoked", prefix, api_key.account.name)
+    return api_key
+
+
+def api_key_used(*, api_key: ApiKey) -> None:
+    """Note that the key was used: at most one write a minute per key, whatever the traffic."""
+    now = timezone.now()
+    last = api_key.last_used_at
+    if last is not None and now - last < timedelta(minutes=1):
+        return
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    api_key.last_used_at = now  # the copy checked_keys holds, too
+
+
+def account_secret_rotate(*, account: Account) -> str:
+    """A new webhook secret; the old one signs too for WEBHOOK_SECRET_OVERLAP seconds."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Account.objects.select_for_update().get(pk=account.pk)
+        locked.previous_webhook_secret = locked.webhook_secret
+        locked.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOK_SECRET_OVERLAP)
+        locked.webhook_secret = new_webhook_secret()
+        locked.save(
+            update_fields=[
+                "webhook_secret",
+                "previous_webhook_secret",
+                "previous_secret_expires_at",
+            ]
+        )
+    logger.info("webhook secret of account %s rotated", account.name)
+    return locked.webhook_secret
+
+
+def user_create(*, account: Account, username: str, password: str | None) -> Any:
+    """A person who logs in to the page for account; without a password, only login links
+    let them in."""
+    users = get_user_model()
+    if users.objects.filter(username=username).exists():
+        raise AccountError(f"There is already a user named {username!r}.")
+    with transaction.atomic():
+        user = users.objects.create_user(username=username, password=password)
+        Member.objects.create(user=user, account=account)
+    return user
+
+
+def user_get(*, username: str) -> Any:
+    try:
+        return get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise AccountError(f"There is no user named {username!r}.") from None
+
+
+def login_link_create(*, user: Any) -> str:
+    """A token that logs user in once, within LOGIN_LINK_LIFETIME."""
+    token = secrets.token_urlsafe(32)
+    LoginLink.objects.create(
+        token_hash=_token_hash(token),
+        user=user,
+        expires_at=timezone.now() + LOGIN_LINK_LIFETIME,
+    )
+    return token
+
+
+def login_link_redeem(*, token: str) -> Any | None:
+    """The user the token logs in, once: a second use, or a use after it expired, is None."""
+    now = timezone.now()
+    links = LoginLink.objects.filter(
+        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=now
+    )
+    link = links.select_related("user").first()
+    if link is None or not links.filter(pk=link.pk).update(used_at=now):
+        return None
+    return link.user
+
+
+def local_setup(*, var_dir: Path) -> tuple[str | None, str]:
+    """The embedded default's first start: the account, user and API key `local`, the key
+    written to var_dir/api_key (mode 0600). Returns the key when it is new, and a fresh
+    login token every time."""
+    account, _ = account_get_or_create(name=LOCAL_ACCOUNT)
+    users = get_user_model()
+    user = users.objects.filter(username=LOCAL_ACCOUNT).first()
+    if user is None:
+        user = user_create(account=account, username=LOCAL_ACCOUNT, password=None)
+    key_file = var_dir / "api_key"
+    new_key = None
+    if not _key_file_valid(key_file, account):
+        _, new_key = api_key_create(account=account, label="make run")
+        var_dir.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.chmod(0o600)
+        key_file.write_text(new_key + "\n")
+    return new_key, login_link_create(user=user)
+
+
+def _key_file_valid(key_file: Path, account: Account) -> bool:
+    if not key_file.exists():
+        return False
+    key = key_file.read_text().strip()
+    try:
+        api_key = cast(ApiKey, ApiKey.objects.get_from_key(key))
+    except ApiKey.DoesNotExist:
+        return False
+    return bool(api_key.account_id == account.pk and not api_key.has_expired)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

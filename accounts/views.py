@@ -1,0 +1,55 @@
+"""The page's doors: log in with a username and password or a one-time link, log out."""
+
+from typing import Any
+
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from accounts import services
+
+# Failed password logins allowed per user name and address before a pause.
+LOGIN_FAILURES_ALLOWED = 10
+LOGIN_PAUSE_SECONDS = 15 * 60
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, refusing more than LOGIN_FAILURES_ALLOWED wrong passwords for
+    one user name from one address in LOGIN_PAUSE_SECONDS."""
+
+    def clean(self) -> dict[str, Any]:
+        key = self._failures_key()
+        if cache.get(key, 0) >= LOGIN_FAILURES_ALLOWED:
+            raise self.get_invalid_login_error()
+        try:
+            return super().clean()
+        except Exception:
+            cache.set(key, cache.get(key, 0) + 1, LOGIN_PAUSE_SECONDS)
+            raise
+
+    def _failures_key(self) -> str:
+        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
+        username = str(self.data.get("username", ""))[:150].lower()
+        return f"login-failures:{address}:{username}"
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+
+@never_cache
+@require_GET
+def login_link(request: HttpRequest, token: str) -> HttpResponse:
+    """Log in with a one-time link (`python manage.py login-link USERNAME` prints one)."""
+    user = services.login_link_redeem(token=token)
+    if user is None:
+        return render(request, "accounts/link_expired.html", status=410)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("home")

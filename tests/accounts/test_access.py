@@ -1,0 +1,181 @@
+"""Who may ask what: every API route needs a key of the account that owns the request; a
+request of another account is answered exactly as one that does not exist."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from rest_framework.test import APIClient
+
+from accounts import services
+from accounts.models import Account, ApiKey
+from processing import intake
+from processing.models import ProcessingRequest
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+NOT_AUTHENTICATED = {"error": "Authentication required.", "code": "not_authenticated"}
+
+
+def stored_request(account: Account) -> ProcessingRequest:
+    return intake.request_create(
+        account=account,
+        csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
+        public_base_url="http://testserver",
+    )
+
+
+def request_routes() -> Iterator[tuple[str, str]]:
+    """(name, pattern) of every route of the URLconf that takes a request id."""
+
+    def walk(patterns: list[Any], prefix: str) -> Iterator[tuple[str, str]]:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif (
+                isinstance(pattern, URLPattern) and "request_id" in pattern.pattern.regex.groupindex
+            ):
+                yield pattern.name or "", prefix + str(pattern.pattern)
+
+    yield from walk(get_resolver().url_patterns, "")
+
+
+def test_there_are_request_routes_to_walk() -> None:
+    names = {name for name, _ in request_routes()}
+    assert {"request-status", "request-products", "request-webhook", "request-output-csv"} <= names
+    assert "request-page" in names
+
+
+@pytest.mark.parametrize(("name", "pattern"), list(request_routes()))
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_another_accounts_request_is_not_found_on_every_route(
+    name: str, pattern: str, method: str, account: Account
+) -> None:
+    # Given a request of another account, and a person and a key of this one
+    theirs = stored_request(services.account_get_or_create(name="someone-else")[0])
+    user = services.user_create(account=account, username="us", password=None)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=account)[1]}")
+    client.force_login(user)
+
+    # When either asks for it on this route, and for an id that does not exist
+    def ask(request_id: uuid.UUID) -> Any:
+        return getattr(client, method)(reverse(name, kwargs={"request_id": request_id}))
+
+    answer, unknown = ask(theirs.pk), ask(uuid.uuid4())
+
+    # Then the answer is the one an unknown id gets: 404 (or 405 where the route has no
+    # such method), with nothing of theirs in it
+    assert answer.status_code in {404, 405}
+    assert answer.status_code == unknown.status_code
+    assert answer["Content-Type"] == unknown["Content-Type"]
+    if answer["Content-Type"].startswith("application/json"):
+        assert answer.json() == unknown.json()
+    else:  # a page: the same template, which shows the id that was asked for
+        assert [t.name for t in answer.templates] == [t.name for t in unknown.templates]
+    assert b"Lamp" not in answer.content
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "none"),
+        ({"HTTP_AUTHORIZATION": "Bearer"}, "empty"),
+        ({"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}, "another scheme"),
+        ({"HTTP_AUTHORIZATION": "Bearer not-a-key"}, "malformed"),
+        ({"HTTP_AUTHORIZATION": "Bearer AbCdEfGh.0123456789abcdef0123456789abcdef"}, "unknown"),
+        ({"HTTP_X_API_KEY": "AbCdEfGh.0123456789abcdef0123456789abcdef"}, "unknown, X-API-Key"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/upload/"),
+        ("get", f"/api/status/{uuid.uuid4()}/"),
+        ("get", f"/api/requests/{uuid.uuid4()}/products/"),
+        ("get", f"/api/requests/{uuid.uuid4()}/webhook/"),
+        ("post", f"/api/requests/{uuid.uuid4()}/webhook/"),
+        ("get", f"/api/requests/{uuid.uuid4()}/output.csv"),
+    ],
+)
+def test_every_api_route_needs_a_valid_key(
+    method: str, path: str, headers: dict[str, str], why: str
+) -> None:
+    response = getattr(Client(), method)(path, **headers)
+    assert response.status_code == 401, why
+    assert response.json() == NOT_AUTHENTICATED
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_revoked_key_is_refused_and_a_live_one_of_either_header_is_taken(
+    account: Account, api_key: str
+) -> None:
+    # Given a stored request of the account
+    request = stored_request(account)
+    status_path = f"/api/status/{request.pk}/"
+
+    # Then its key works as a bearer token and as X-API-Key, and is noted as used
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {api_key}").get(status_path).status_code == 200
+    assert Client(HTTP_X_API_KEY=api_key).get(status_path).status_code == 200
+    stored = ApiKey.objects.get(prefix=api_key.split(".")[0])
+    assert stored.last_used_at is not None
+    assert api_key not in stored.hashed_key  # only its hash is kept
+
+    # When it is revoked, then it is refused like any unknown key
+    services.api_key_revoke(prefix=stored.prefix)
+    refused = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}").get(status_path)
+    assert refused.status_code == 401
+    assert refused.json() == NOT_AUTHENTICATED
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/schema/", "/api/docs/"])
+def test_health_schema_and_docs_need_no_key(path: str) -> None:
+    assert Client().get(path).status_code == 200
+
+
+def test_the_schema_declares_the_bearer_scheme_on_every_operation() -> None:
+    schema = json.loads(Client().get("/api/schema/", HTTP_ACCEPT="application/json").content)
+    assert schema["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["ApiKey"]["description"],
+    }
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert {"ApiKey": []} in operation["security"], (method, path)
+            assert "401" in operation["responses"], (method, path)
+
+
+def test_metrics_answer_only_the_token_when_one_is_set(settings: Any) -> None:
+    # Without a token, anyone (a private network's scraper)
+    assert Client().get("/metrics").status_code == 200
+    # With one, only a bearer of it
+    settings.METRICS_TOKEN = "scrape-me"
+    refused = Client().get("/metrics")
+    assert refused.status_code == 401
+    assert refused["WWW-Authenticate"] == "Bearer"
+    assert refused.json() == NOT_AUTHENTICATED
+    assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
+    assert Client(HTTP_AUTHORIZATION="Bearer scrape-me").get("/metrics").status_code == 200
+
+
+def test_a_logged_in_post_needs_the_csrf_token_and_a_key_post_does_not(
+    member_client: Client, api: APIClient
+) -> None:
+    # A cross-site POST riding on a person's session is refused
+    forged = member_client.post("/api/upload/", {})
+    assert forged.status_code == 403
+    assert forged.json()["code"] == "permission_denied"
+    assert "CSRF" in forged.json()["error"]
+    # The page's own POST, with the token from its form, goes through (to the form's check)
+    page = member_client.get("/")
+    token = page.context["csrf_token"]
+    own = member_client.post("/api/upload/", {}, HTTP_X_CSRFTOKEN=str(token))
+    assert own.status_code == 400
+    assert own.json()["code"] == "no_file"
+    # An API key's POST needs no token
+    assert api.post("/api/upload/", {}).json()["code"] == "no_file"

@@ -1,0 +1,135 @@
+"""The operators' commands, as a script would call them: the key, secret or link alone on
+the last line of standard output."""
+
+import base64
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import Account, ApiKey
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> list[str]:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue().splitlines()
+
+
+def works(key: str) -> bool:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {key}").get("/api/upload/").status_code != 401
+
+
+def test_apikey_create_makes_the_account_and_prints_the_key_alone_last() -> None:
+    lines = run("apikey", "create", "--account", "acme", "--label", "nightly feed")
+    key = lines[-1]
+    prefix, _, secret = key.partition(".")
+    assert len(prefix) == 8
+    assert len(secret) == 32
+    assert Account.objects.filter(name="acme").exists()
+    assert works(key)
+    # a second key for the same account, with the account not made again
+    again = run("apikey", "create", "--account", "acme")
+    assert "made" not in " ".join(again[:-1]).replace("made for", "")
+    assert again[-1] != key
+
+
+def test_apikey_list_shows_prefixes_and_revoke_ends_a_key_for_good() -> None:
+    key = run("apikey", "create", "--account", "acme", "--label", "feed")[-1]
+    other = run("apikey", "create", "--account", "globex")[-1]
+    prefix = key.split(".")[0]
+
+    listed = run("apikey", "list", "--account", "acme")
+    assert any(line.startswith(prefix) and "feed" in line for line in listed)
+    assert not any(line.startswith(other.split(".")[0]) for line in listed)
+    assert key not in "\n".join(run("apikey", "list"))  # never the key itself
+
+    run("apikey", "revoke", prefix)
+    assert not works(key)
+    assert works(other)
+    assert any(line.startswith(prefix) and "revoked" in line for line in run("apikey", "list"))
+    with pytest.raises(CommandError, match="no API key with the prefix 'nothing'"):
+        call_command("apikey", "revoke", "nothing")
+
+
+def test_an_account_name_is_checked() -> None:
+    with pytest.raises(CommandError, match="An account name is"):
+        call_command("apikey", "create", "--account", "no spaces please")
+
+
+def test_account_secret_prints_it_and_rotate_keeps_the_old_one_for_the_overlap(
+    settings: Any,
+) -> None:
+    settings.WEBHOOK_SECRET_OVERLAP = 3600
+    run("account", "create", "acme")
+    old = run("account", "secret", "acme")[-1]
+    assert old.startswith("whsec_")
+    assert len(base64.b64decode(old.removeprefix("whsec_"))) == 32
+
+    new = run("account", "rotate-secret", "acme")[-1]
+
+    assert new.startswith("whsec_")
+    assert new != old
+    assert run("account", "secret", "acme")[-1] == new
+    account = Account.objects.get(name="acme")
+    now = timezone.now()
+    assert account.signing_secrets(now) == [new, old]
+    assert account.signing_secrets(now + timedelta(seconds=3601)) == [new]
+
+
+def test_user_create_and_a_login_link_that_works_once() -> None:
+    run("user", "create", "--account", "acme", "--username", "ann", "--password", "a-long-pw-9")
+    user = get_user_model().objects.get(username="ann")
+    assert user.membership.account.name == "acme"
+    assert user.check_password("a-long-pw-9")
+
+    url = run("login-link", "ann", "--base-url", "http://testserver")[-1]
+    path = url.removeprefix("http://testserver")
+    browser = Client()
+    assert browser.get("/").status_code == 302  # not logged in: sent to log in
+    first = browser.get(path)
+    assert first.status_code == 302
+    assert first["Location"] == "/"
+    assert browser.get("/").status_code == 200
+    assert Client().get(path).status_code == 410  # a second use
+
+
+def test_a_login_link_expires_after_fifteen_minutes() -> None:
+    account, _ = services.account_get_or_create(name="acme")
+    user = services.user_create(account=account, username="bob", password=None)
+    token = services.login_link_create(user=user)
+    user.loginlink_set.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert Client().get(f"/login/link/{token}/").status_code == 410
+
+
+def test_a_weak_password_is_refused() -> None:
+    with pytest.raises(CommandError):
+        call_command("user", "create", "--account", "acme", "--username", "cy", "--password", "123")
+
+
+def test_local_setup_makes_account_user_and_key_once_and_a_link_each_time(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.VAR_DIR = tmp_path
+    first = run("local_setup")
+    key = (tmp_path / "api_key").read_text().strip()
+    assert oct((tmp_path / "api_key").stat().st_mode & 0o777) == "0o600"
+    assert key in first[1]
+    assert works(key)
+    assert "/login/link/" in first[-1]
+
+    second = run("local_setup")
+    assert (tmp_path / "api_key").read_text().strip() == key
+    assert not any(key in line for line in second)
+    assert "/login/link/" in second[-1]
+    assert second[-1] != first[-1]
+    assert ApiKey.objects.filter(account__name="local").count() == 1
