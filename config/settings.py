@@ -316,6 +316,12 @@ if IMAGE_QUALITY_MODE not in set(QualityMode):
 if not 1 <= IMAGE_QUALITY <= 95:
     raise ImproperlyConfigured("IMAGE_QUALITY must be between 1 and 95.")
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+# What one image may cost (imaging/guard.py): memory to decode and re-encode it, checked
+# before decoding; scans of a JPEG (a photo has about ten; thousands make a 200 KB file
+# take minutes); seconds of decode and encode.
+IMAGE_MAX_DECODE_BYTES = env_int("IMAGE_MAX_DECODE_BYTES", 512 * 1024 * 1024)
+IMAGE_MAX_JPEG_SCANS = env_int("IMAGE_MAX_JPEG_SCANS", 100)
+IMAGE_MAX_SECONDS = env_float("IMAGE_MAX_SECONDS", 30.0)
 # Upright YCbCr and grayscale JPEGs through libjpeg-turbo's YUV path (imaging/encode.py).
 IMAGE_FAST_JPEG = env_bool("IMAGE_FAST_JPEG", True)
 IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 25 * 1024 * 1024)
@@ -332,6 +338,10 @@ IMAGE_FETCH_ALLOW_NETWORKS = env_list("IMAGE_FETCH_ALLOW_NETWORKS")
 IMAGE_FETCH_ALLOW_PORTS = [int(port) for port in env_list("IMAGE_FETCH_ALLOW_PORTS")]
 
 WEBHOOK_URL = env("WEBHOOK_URL")
+# Where webhooks may go besides public addresses on ports 80 and 443: their own lists, not
+# the image fetcher's.
+WEBHOOK_ALLOW_NETWORKS = env_list("WEBHOOK_ALLOW_NETWORKS")
+WEBHOOK_ALLOW_PORTS = [int(port) for port in env_list("WEBHOOK_ALLOW_PORTS")]
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
 # Webhooks are signed with their account's secret. WEBHOOK_SECRET, if set when the
 # accounts arrive (migration accounts 0002), becomes the secret of the account `default`
@@ -342,6 +352,10 @@ WEBHOOK_SECRET_OVERLAP = env_float("WEBHOOK_SECRET_OVERLAP", 24 * 3600.0)
 WEBHOOK_RETRY_SCHEDULE = [
     float(item) for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
 ]
+
+# A batch of images may take this long before its process is killed and replaced: each
+# download its deadline and each image its time, one after the other, and a minute more.
+IMAGE_TASK_TIME_LIMIT = int(IMAGE_BATCH_SIZE * (IMAGE_FETCH_TOTAL_TIMEOUT + IMAGE_MAX_SECONDS)) + 60
 
 # Work claimed or queued longer ago than this is presumed lost (a killed worker, a broker
 # that restarted empty) and queued again by the sweep, which runs every SWEEP_INTERVAL.
@@ -371,6 +385,14 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Backstops behind the per-image limits: a task past its time limit has its process killed
+# and replaced (processing/tasks.py gives each kind its own), and a process that has grown
+# past this many KiB is replaced after its task (a decode budget keeps one image within
+# IMAGE_MAX_DECODE_BYTES; this catches what no estimate foresaw).
+CELERY_TASK_TIME_LIMIT = 600
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int(
+    "CELERY_WORKER_MAX_MEMORY_PER_CHILD", 2 * IMAGE_MAX_DECODE_BYTES // 1024
+)
 # One process more than there are cores: while a process waits on the database, the broker
 # or its first download, another encodes (BENCHMARKS.md: about 8% faster end to end).
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count() or 1) + 1)

@@ -23,14 +23,30 @@ from typing import Any, Final, Literal
 from PIL import Image, ImageOps
 
 from imaging.errors import ImageReason, ImagingError
+from imaging.guard import (
+    bytes_per_pixel,
+    check_decode_budget,
+    check_jpeg_scans,
+    jpeg_scan_count,
+)
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
+from imaging.metadata import EXIF_ORIENTATION, metadata_stripped
 
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
 EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp"}
 HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-EXIF_ORIENTATION: Final = 0x0112
+ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
+# IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget; no camera writes 100 scans.
+DEFAULT_MAX_DECODE_BYTES: Final = 512 * 1024 * 1024
+DEFAULT_MAX_JPEG_SCANS: Final = 100
+# What libwebp holds while it encodes, per pixel (decode_cost).
+WEBP_BYTES_PER_PIXEL: Final = 6
+WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
+# Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
+YUV_MAX_SCANS: Final = 16
 ICC_SIGNATURE: Final = b"ICC_PROFILE\x00"
 # A JPEG segment holds at most 65,533 bytes after its length; the signature and the two
 # sequence bytes take 14 of them.
@@ -73,21 +89,33 @@ def compress(
     quality: int,
     mode: QualityMode = QualityMode.FIXED,
     max_pixels: int,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
     fast_jpeg: bool = True,
 ) -> CompressedImage:
     """Re-encode data at quality (or at half its estimated quality in relative mode).
 
-    fast_jpeg=False sends JPEGs through Pillow too (to compare, or where libjpeg-turbo's
-    output is not wanted)."""
+    Before a pixel is decoded, the image is refused if it has more than max_pixels, needs
+    more than max_decode_bytes of memory to decode and re-encode, or is a JPEG of more than
+    max_jpeg_scans scans. fast_jpeg=False sends JPEGs through Pillow too (to compare, or
+    where libjpeg-turbo's output is not wanted)."""
     image = open_image(data, max_pixels=max_pixels)
     source_format = image.format or "UNKNOWN"
+    scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0
+    check_jpeg_scans(scans, max_scans=max_jpeg_scans)
+    check_decode_budget(decode_cost(image), max_bytes=max_decode_bytes)
     source_quality = estimate_jpeg_quality(image) if source_format in JPEG_FORMATS else None
     target_quality = quality
     if mode == QualityMode.RELATIVE and source_quality is not None:
         target_quality = max(1, round(source_quality / 2))
     icc_profile = image.info.get("icc_profile")
+    orientation = _orientation(image)
 
-    fast = _jpeg_yuv_reencode(data, image, target_quality) if fast_jpeg else None
+    # The YUV path is one call into libjpeg-turbo that no time limit can interrupt: a JPEG
+    # of more scans than a camera writes goes through Pillow, which decodes in steps.
+    fast = None
+    if fast_jpeg and scans <= YUV_MAX_SCANS:
+        fast = _jpeg_yuv_reencode(data, image, target_quality, orientation)
     if fast is not None:
         output_format: Literal["JPEG", "WEBP"] = "JPEG"
         encoded = _with_icc_profile(fast, icc_profile) if icc_profile else fast
@@ -97,8 +125,9 @@ def compress(
         decode(image)
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
-        output_format = _output_format(source_format, image)
-        pixels = _convert_for(output_format, image)
+        transparent = has_transparency(image)
+        output_format = _output_format(source_format, transparent)
+        pixels = _convert_for(output_format, image, transparent)
         keep_icc = icc_profile if _colour_space(pixels) == source_space else None
         encoded = _encode(pixels, output_format, target_quality, keep_icc)
         width, height = pixels.size
@@ -107,8 +136,12 @@ def compress(
         output_format == "JPEG" and source_format in JPEG_FORMATS
     )
     kept_original = same_format and len(encoded) >= len(data)
+    if kept_original:
+        # The original's pixels, without its metadata (GPS and all); the orientation stays,
+        # since these pixels were not turned.
+        encoded = metadata_stripped(data, source_format, orientation=orientation)
     return CompressedImage(
-        data=data if kept_original else encoded,
+        data=encoded,
         format=output_format,
         width=width,
         height=height,
@@ -117,6 +150,41 @@ def compress(
         quality=target_quality,
         kept_original=kept_original,
     )
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes of memory the image will take at its peak, told from its header: its decoded
+    pixels, the converted copy the encoder is given where the mode must change, and what
+    the encoder itself holds. Measured on 49 MP images (BENCHMARKS.md): libjpeg reads rows
+    where they lie; libwebp takes about 5.6 bytes a pixel for RGB and 13.7 for RGBA, most of
+    it to compress the alpha plane."""
+    decoded = bytes_per_pixel(image.mode)
+    if image.format in JPEG_FORMATS:
+        webp, alpha = False, False
+    else:
+        alpha = image.mode in ALPHA_MODES or "transparency" in image.info
+        webp = image.format == "WEBP" or alpha
+    if webp:
+        output_mode = "RGBA" if alpha else "RGB"
+        encoder = WEBP_ALPHA_BYTES_PER_PIXEL if alpha else WEBP_BYTES_PER_PIXEL
+    else:
+        output_mode = image.mode if image.mode in {"L", "RGB", "CMYK"} else "RGB"
+        if image.mode in {"1", *HIGH_BIT_DEPTH_MODES}:
+            output_mode = "L"
+        encoder = 0
+    converted = 0
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        converted = decoded + 1  # the scaled copy (_eight_bit), then its 8 bits
+    elif output_mode != image.mode:
+        converted = bytes_per_pixel(output_mode)
+    return image.width * image.height * (decoded + converted + encoder)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1  # damaged EXIF: Pillow's path decides what to make of it
 
 
 @functools.cache
@@ -131,15 +199,13 @@ def _turbojpeg() -> Any:
         return None
 
 
-def _jpeg_yuv_reencode(data: bytes, image: Image.Image, quality: int) -> bytes | None:
+def _jpeg_yuv_reencode(
+    data: bytes, image: Image.Image, quality: int, orientation: int
+) -> bytes | None:
     """data re-encoded through YUV planes, or None where this path does not apply."""
     turbo = _turbojpeg()
     if turbo is None or image.format != "JPEG" or image.mode not in {"RGB", "L"}:
         return None
-    try:
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:
-        return None  # damaged EXIF: Pillow's path decides what to make of it
     if orientation != 1:
         return None  # the pixels must be turned: Pillow does that
     if "adobe" in image.info and image.mode == "RGB" and image.info.get("adobe_transform") == 0:
@@ -177,33 +243,54 @@ def _with_icc_profile(jpeg: bytes, icc_profile: bytes) -> bytes:
 
 
 def has_transparency(image: Image.Image) -> bool:
-    """True if any pixel is less than fully opaque."""
-    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
-        alpha = image.getchannel("A")
-        return alpha.getextrema()[0] < 255  # type: ignore[operator]
+    """True if any pixel of the decoded image is less than fully opaque."""
+    if image.mode in ALPHA_MODES:
+        # getextrema reads every band where it lies (alpha is the last): no copy of it.
+        extrema: Any = image.getextrema()
+        return bool(extrema[-1][0] < 255)
     return "transparency" in image.info
 
 
-def _output_format(source_format: str, image: Image.Image) -> Literal["JPEG", "WEBP"]:
+def _output_format(source_format: str, transparent: bool) -> Literal["JPEG", "WEBP"]:
     if source_format in JPEG_FORMATS:
         return "JPEG"
     if source_format == "WEBP":
         return "WEBP"
-    return "WEBP" if has_transparency(image) else "JPEG"
+    return "WEBP" if transparent else "JPEG"
 
 
-def _convert_for(output_format: str, image: Image.Image) -> Image.Image:
+def _convert_for(output_format: str, image: Image.Image, transparent: bool) -> Image.Image:
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        # convert("L") would clip 16-bit values at 255 (a white image); scale them instead.
-        image = image.convert("I").point(lambda value: value / 256).convert("L")
+        image = _eight_bit(image)
     if output_format == "WEBP":
-        wants_alpha = has_transparency(image)
-        return image.convert("RGBA" if wants_alpha else "RGB")
+        wanted = "RGBA" if transparent else "RGB"
+        return image if image.mode == wanted else image.convert(wanted)
     if image.mode in {"L", "RGB", "CMYK"}:
         return image
     if image.mode == "1":
         return image.convert("L")
     return image.convert("RGB")
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or floating-point grey image as 8-bit grey that looks like it:
+    convert("L") alone would clip every value above 255 (a white image) or round a
+    0-to-1 float image to black."""
+    if image.mode in {"I;16B", "I;16L", "I;16N"}:
+        image = image.convert("I")  # point() takes I;16 and I, not these
+    extrema: Any = image.getextrema()  # one band: (lowest, highest)
+    high = float(extrema[1])
+    if image.mode == "F" and high <= 1.0:
+        scale = 255.0  # a 0-to-1 float image, as TIFF writers store them
+    elif image.mode == "I;16" or 255 < high <= 65535:
+        scale = 1 / 256  # 16-bit values
+    elif high > 65535:
+        scale = 255 / high
+    else:
+        scale = 1.0
+    if scale != 1.0:
+        image = image.point(lambda value: value * scale)
+    return image.convert("L")
 
 
 def _encode(

@@ -9,6 +9,8 @@ class ImageReason(StrEnum):
     NOT_AN_IMAGE = "not_an_image"
     CORRUPT_IMAGE = "corrupt_image"
     TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_COMPLEX = "too_complex"
+    TOO_SLOW = "too_slow"
     ENCODE_FAILED = "encode_failed"
 
 

@@ -37,6 +37,8 @@ class ReasonCode(models.TextChoices):
     NOT_AN_IMAGE = ImageReason.NOT_AN_IMAGE.value
     CORRUPT_IMAGE = ImageReason.CORRUPT_IMAGE.value
     TOO_MANY_PIXELS = ImageReason.TOO_MANY_PIXELS.value
+    TOO_COMPLEX = ImageReason.TOO_COMPLEX.value
+    TOO_SLOW = ImageReason.TOO_SLOW.value
     ENCODE_FAILED = ImageReason.ENCODE_FAILED.value
     # Ours
     STORAGE_ERROR = "storage_error"

@@ -43,6 +43,10 @@ REASON_ADVICE: dict[ReasonCode, str] = {
     ReasonCode.CORRUPT_IMAGE: "The image is damaged or cut short. Export it again.",
     ReasonCode.TOO_MANY_PIXELS: "The image has too many pixels to process safely. Publish a "
     "smaller one.",
+    ReasonCode.TOO_COMPLEX: "The JPEG is built in an unusual way (far more scans than a photo "
+    "has) that would take too long to read. Export it again as a standard JPEG.",
+    ReasonCode.TOO_SLOW: "Reading and compressing the image took too long. Publish a smaller "
+    "or simpler image.",
     ReasonCode.ENCODE_FAILED: "The image could not be compressed. Report it with the image.",
     ReasonCode.STORAGE_ERROR: "The result could not be saved on our side. Upload again later; "
     "if it keeps happening, report it with the request id.",

@@ -21,7 +21,9 @@ from django.utils import timezone
 import net
 from config.logs import request_id_bound
 from imaging.encode import CompressedImage, QualityMode, compress
+from imaging.guard import time_limit
 from processing import metrics
+from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
 from processing.results import ImageFailure, ImageOutcome, images_record
@@ -72,6 +74,19 @@ def images_process(*, image_ids: list[int]) -> None:
         if image.status == ProductImage.Status.PENDING
     }
     token = uuid.uuid4()
+    leases.hold(token)
+    try:
+        _images_claimed_work(firsts, downloads, token, threads)
+    finally:
+        leases.release(token)
+
+
+def _images_claimed_work(
+    firsts: list[ProductImage],
+    downloads: dict[int, "Future[bytes]"],
+    token: uuid.UUID,
+    threads: ThreadPoolExecutor,
+) -> None:
     claimed = _images_claim(firsts, token)
     for image_id in downloads.keys() - {image.pk for image in claimed}:
         downloads[image_id].cancel()
@@ -101,7 +116,10 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
     for item in work:
         try:
             item.data = item.download.result()
-            with metrics.STAGE_SECONDS.labels("encode").time():
+            with (
+                metrics.STAGE_SECONDS.labels("encode").time(),
+                time_limit(settings.IMAGE_MAX_SECONDS),
+            ):
                 item.compressed = _compress(item.image.request, item.data)
         except Exception as error:
             item.failure = ImageFailure.from_error(error, image_id=item.image.pk)
@@ -173,5 +191,7 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         quality=request.quality,
         mode=QualityMode(request.quality_mode),
         max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_decode_bytes=settings.IMAGE_MAX_DECODE_BYTES,
+        max_jpeg_scans=settings.IMAGE_MAX_JPEG_SCANS,
         fast_jpeg=settings.IMAGE_FAST_JPEG,
     )

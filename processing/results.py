@@ -85,6 +85,7 @@ RESULT_FIELDS = (
     *FACT_FIELDS,
 )
 RETRY_FIELDS = ("status", "queued_at", "error_code", "error_message")
+NOT_ENDED = (ProductImage.Status.PENDING, ProductImage.Status.PROCESSING)
 NO_FACTS = {
     field.name: field.get_default()
     for field in ProductImage._meta.concrete_fields
@@ -97,11 +98,15 @@ def images_record(
 ) -> None:
     """End or retry each outcome's images among `held`, count them, queue what follows.
 
-    One UPDATE for the results, one for the retries if there are any, one for the
-    request's counters, in one transaction.
+    A success ends every image of its URL not ended yet, held or not: the first result
+    made is never thrown away because the image was claimed again meanwhile (a copy of the
+    task delivered twice, a lease that ran out). One UPDATE for the successes, one for the
+    failures and one for the retries where there are any, one for the request's counters,
+    in one transaction.
     """
     now = timezone.now()
-    results: list[dict[str, Any]] = []
+    successes: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     retries: dict[str, tuple[ImageOutcome, float, dict[str, Any]]] = {}
     for outcome in outcomes:
         failure = outcome.failure
@@ -113,10 +118,14 @@ def images_record(
             delay = _retry_delay(outcome.attempt, failure)
             retries[outcome.input_url] = (outcome, delay, _retry_row(outcome, failure, delay, now))
             continue
-        results.append(_result_row(outcome, now))
+        (successes if outcome.compressed else failures).append(_result_row(outcome, now))
+    unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
     with transaction.atomic():
         ended = Counter(
-            bulk.update_from_rows(held, key="input_url", fields=RESULT_FIELDS, rows=results)
+            bulk.update_from_rows(unfinished, key="input_url", fields=RESULT_FIELDS, rows=successes)
+        )
+        ended += Counter(
+            bulk.update_from_rows(held, key="input_url", fields=RESULT_FIELDS, rows=failures)
         )
         retried = set(
             bulk.update_from_rows(

@@ -1,6 +1,9 @@
 """Celery tasks: take ids, call one service. Declared acks_late in settings, so a task
 whose worker dies is delivered again; the services make a second run harmless. Services
-send these by name (processing.queue), never by importing this module."""
+send these by name (processing.queue), never by importing this module.
+
+Each kind has a time limit past which Celery kills its process and starts another: a
+backstop behind the limits the services keep (CELERY_TASK_TIME_LIMIT for the others)."""
 
 import uuid
 
@@ -17,7 +20,7 @@ def request_start(request_id: str) -> None:
         intake.request_start(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name=queue.IMAGES_PROCESS)
+@shared_task(name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT)
 def images_process(image_ids: list[int]) -> None:
     pipeline.images_process(image_ids=image_ids)
 
@@ -28,7 +31,7 @@ def request_finalize(request_id: str) -> None:
         finalize.request_finalize(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name=queue.WEBHOOK_SEND)
+@shared_task(name=queue.WEBHOOK_SEND, time_limit=int(settings.WEBHOOK_TIMEOUT * 2) + 60)
 def webhook_send(request_id: str) -> None:
     with request_id_bound(request_id):
         webhooks.webhook_send(request_id=uuid.UUID(request_id))

@@ -2,8 +2,11 @@
 
 import io
 import json
+import math
 import socket
+import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -121,3 +124,76 @@ def wait_for_finish(base_url: str, request_id: str, timeout: float = 180) -> dic
         finished, timeout=timeout, interval=0.2, what="the request to finish"
     )
     return result
+
+
+def jpeg_scan_bomb(width: int, height: int, scans: int) -> bytes:
+    """A progressive grey JPEG whose every pixel is black, that makes its decoder go over
+    the whole image once per scan: a DC scan, then the same AC scan again and again, each
+    a few bytes of end-of-band runs. 189 KB of it at 7000 x 7000 and 1,000 scans take
+    libjpeg about 8 s; a photo has about ten scans."""
+    blocks = math.ceil(width / 8) * math.ceil(height / 8)
+    quantisation = _segment(0xDB, b"\x00" + bytes([1] * 64))
+    frame = _segment(0xC2, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+    # DC table: one code, "0", for "no change"; AC table: the 15 end-of-band runs, 4 bits each.
+    dc_table = _segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")
+    ac_table = _segment(0xC4, b"\x10" + bytes([0, 0, 0, 15] + [0] * 12) + bytes(range(0, 240, 16)))
+    dc = _Bits()
+    for _ in range(blocks):
+        dc.put(0, 1)
+    dc_scan = _segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + dc.flushed()
+    ac = _Bits()
+    remaining = blocks
+    while remaining:
+        run = min(remaining, 32767)  # EOB14 with its 14 extra bits runs this far
+        size = run.bit_length() - 1
+        ac.put(size, 4)
+        ac.put(run - (1 << size), size)
+        remaining -= run
+    ac_scan = _segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + ac.flushed()
+    header = b"\xff\xd8" + quantisation + frame + dc_table + ac_table
+    return header + dc_scan + ac_scan * (scans - 1) + b"\xff\xd9"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+class _Bits:
+    """Entropy-coded bits, most significant first, with JPEG's byte stuffing."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.byte = 0
+        self.used = 0
+
+    def put(self, value: int, length: int) -> None:
+        for shift in range(length - 1, -1, -1):
+            self.byte = (self.byte << 1) | ((value >> shift) & 1)
+            self.used += 1
+            if self.used == 8:
+                self.out.append(self.byte)
+                if self.byte == 0xFF:
+                    self.out.append(0x00)
+                self.byte = self.used = 0
+
+    def flushed(self) -> bytes:
+        while self.used:
+            self.put(1, 1)  # padding is ones
+        return bytes(self.out)
+
+
+def blank_png(width: int, height: int, color_type: int, bit_depth: int = 8) -> bytes:
+    """A PNG of width x height (all zero) in a few hundred kilobytes at most."""
+    channels = {0: 1, 2: 3, 6: 4}[color_type]
+    row = b"\0" + b"\0" * (width * channels * bit_depth // 8)
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )

@@ -102,6 +102,33 @@ def test_sixteen_bit_grayscale_keeps_its_tones() -> None:
     assert bottom > 225
 
 
+def mean(image: Image.Image) -> float:
+    return float(ImageStat.Stat(image.convert("L")).mean[0])
+
+
+@pytest.mark.parametrize(
+    ("mode", "scale"),
+    [
+        ("F", 1 / 255),  # floating point from 0 to 1, as most writers store it
+        ("F", 1.0),  # floating point from 0 to 255
+        ("I;16", 257),  # 16 bits, little-endian
+        ("I;16B", 257),  # 16 bits, big-endian (Pillow reads it as its own mode)
+    ],
+)
+def test_float_and_sixteen_bit_tiffs_look_like_their_source(mode: str, scale: float) -> None:
+    # Given a photo's grey tones stored as floats or 16-bit integers in a TIFF
+    grey = photo(160, 120).convert("L")
+    deep = grey.convert("F").point(lambda value: value * scale)
+    stored = deep if mode == "F" else deep.convert("I").convert(mode)
+    source = encoded(stored, "TIFF")
+    assert Image.open(io.BytesIO(source)).mode == mode
+
+    # When compressed, then the output is as bright as the photo, within 10%
+    output, result = run(source)
+    assert result.format == "JPEG"  # type: ignore[attr-defined]
+    assert abs(mean(output) - mean(grey)) <= 0.1 * mean(grey)
+
+
 def test_grayscale_and_cmyk_jpegs_keep_their_colour_space() -> None:
     gray, _ = run(encoded(photo(100, 80).convert("L"), "JPEG", quality=90))
     cmyk, _ = run(encoded(photo(100, 80).convert("CMYK"), "JPEG", quality=90))

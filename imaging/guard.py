@@ -1,0 +1,118 @@
+"""Bounds on what one image may cost, checked before it costs it: its JPEG scans, the
+memory its decode and encode will take, and the time they may run.
+
+Each bound fails the image alone with its reason: `too_complex` (a JPEG with more scans
+than any camera or editor writes, which is how a 200 KB file makes minutes of decoding),
+`too_many_pixels` (more memory than the budget), `too_slow` (decode and encode past the
+time allowed).
+"""
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any, Final
+
+from imaging.errors import ImageReason, ImagingError
+
+# Markers that stand alone, without a length: TEM, RST0-7, SOI, EOI.
+_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xDA)})
+_SOS: Final = 0xDA
+_EOI: Final = 0xD9
+
+# Bytes per pixel of each mode Pillow decodes to.
+_BYTES_PER_PIXEL: Final = {
+    "1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2,
+    "I;16N": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4,
+    "CMYK": 4, "I": 4, "F": 4,
+}  # fmt: skip
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """How many scans (SOS segments) the first image of a JPEG holds, read from its segment
+    structure without decoding: a progressive JPEG has about ten, a baseline one."""
+    scans = 0
+    position = 2  # after SOI
+    end = len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            break  # not a marker where one must be: the decoder reports the damage
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == _EOI:
+            break
+        if marker in _STANDALONE:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        position += 2 + length
+        if marker != _SOS:
+            continue
+        scans += 1
+        # The scan's entropy-coded data runs to the next marker: 0xFF followed by anything
+        # but a stuffed 0x00 or a restart marker.
+        while True:
+            position = data.find(b"\xff", position)
+            if position < 0 or position + 1 >= end:
+                return scans
+            following = data[position + 1]
+            if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                position += 1
+                continue
+            break
+    return scans
+
+
+def check_jpeg_scans(scans: int, *, max_scans: int) -> None:
+    """Refuse a JPEG of more scans than max_scans (jpeg_scan_count), before decoding."""
+    if scans > max_scans:
+        raise ImagingError(
+            ImageReason.TOO_COMPLEX,
+            f"The JPEG has {scans:,} scans; at most {max_scans:,} are allowed "
+            "(a photo has about ten).",
+        )
+
+
+def bytes_per_pixel(mode: str) -> int:
+    """Bytes each pixel of an image of this mode takes in memory."""
+    return _BYTES_PER_PIXEL.get(mode, 4)
+
+
+def check_decode_budget(needed: int, *, max_bytes: int) -> None:
+    """Refuse, before decoding, an image whose decode and re-encode would take `needed`
+    bytes of memory, more than max_bytes."""
+    if needed > max_bytes:
+        raise ImagingError(
+            ImageReason.TOO_MANY_PIXELS,
+            f"The image needs {needed / 2**20:,.0f} MiB to decode and re-encode; at most "
+            f"{max_bytes / 2**20:,.0f} MiB are allowed.",
+        )
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Fail what runs inside with `too_slow` once it has taken `seconds` of wall time.
+
+    A timer signal raises the error in the main thread between the codec's calls (Pillow
+    decodes a file in chunks); a single C call runs to its end first. Only the main thread
+    receives signals: elsewhere, and with seconds None, nothing is limited.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise ImagingError(
+            ImageReason.TOO_SLOW,
+            f"Decoding and re-encoding the image took longer than {seconds:g} s.",
+        )
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

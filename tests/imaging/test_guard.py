@@ -1,0 +1,120 @@
+"""What one image may cost, bounded before it is paid: scans of a JPEG, memory to decode
+and re-encode, time. The hostile files are made here."""
+
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+from imaging.encode import compress
+from imaging.errors import ImagingError
+from imaging.guard import jpeg_scan_count, time_limit
+from tests.support import blank_png, encoded, jpeg_scan_bomb, photo
+
+MAX_PIXELS = 50_000_000
+
+
+def test_scans_are_counted_from_the_segments() -> None:
+    assert jpeg_scan_count(encoded(photo(64, 48), "JPEG", quality=90)) == 1
+    assert jpeg_scan_count(encoded(photo(64, 48), "JPEG", quality=90, progressive=True)) == 10
+    assert jpeg_scan_count(jpeg_scan_bomb(64, 64, 500)) == 500
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_it_is_decoded() -> None:
+    # Given 189 KB that would take its decoder about 8 s
+    bomb = jpeg_scan_bomb(7000, 7000, 1000)
+    assert len(bomb) < 200_000
+
+    # When it is compressed, then it is refused at once, saying why
+    started = time.monotonic()
+    with pytest.raises(ImagingError) as refused:
+        compress(bomb, quality=50, max_pixels=MAX_PIXELS, max_jpeg_scans=100)
+    assert time.monotonic() - started < 0.5
+    assert refused.value.reason == "too_complex"
+    assert refused.value.message == (
+        "The JPEG has 1,000 scans; at most 100 are allowed (a photo has about ten)."
+    )
+
+
+def test_a_jpeg_within_the_scan_limit_is_compressed() -> None:
+    result = compress(jpeg_scan_bomb(256, 256, 100), quality=50, max_pixels=MAX_PIXELS)
+    assert (result.width, result.height) == (256, 256)
+
+
+@pytest.mark.parametrize(
+    ("color_type", "bit_depth", "bytes_per_pixel"),
+    [
+        (6, 8, 4 + 14),  # RGBA, and what WebP's encoder holds to compress it with alpha
+        (0, 16, 2 + 2 + 1),  # 16-bit grey, its scaled copy and its 8-bit conversion
+        (2, 8, 3),  # RGB, which the JPEG encoder reads where it lies
+    ],
+)
+def test_an_image_is_refused_before_decoding_when_its_decode_would_pass_the_budget(
+    color_type: int, bit_depth: int, bytes_per_pixel: int
+) -> None:
+    # Given a 7000 x 7000 PNG of a few hundred kilobytes, and a budget a byte short of it
+    png = blank_png(7000, 7000, color_type, bit_depth)
+    needed = 7000 * 7000 * bytes_per_pixel
+
+    # When it is compressed, then it is refused without decoding, saying how much it needs
+    started = time.monotonic()
+    with pytest.raises(ImagingError) as refused:
+        compress(png, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed - 1)
+    assert time.monotonic() - started < 0.5
+    assert refused.value.reason == "too_many_pixels"
+    assert refused.value.message.startswith(f"The image needs {needed / 2**20:,.0f} MiB")
+
+
+def spin() -> None:
+    while True:
+        pass
+
+
+def test_a_time_limit_stops_python_work_with_too_slow() -> None:
+    started = time.monotonic()
+    with pytest.raises(ImagingError) as stopped, time_limit(0.2):
+        spin()
+    assert stopped.value.reason == "too_slow"
+    assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_a_time_limit_stops_a_slow_decode_within_a_fraction_of_a_second() -> None:
+    # Given a JPEG built to take its decoder several seconds, allowed its scans
+    bomb = jpeg_scan_bomb(7000, 7000, 1000)
+
+    # When it is compressed with one second allowed, then it stops soon after
+    started = time.monotonic()
+    with pytest.raises(ImagingError) as stopped, time_limit(1.0):
+        compress(bomb, quality=50, max_pixels=MAX_PIXELS, max_jpeg_scans=10_000)
+    assert stopped.value.reason == "too_slow"
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_time_limit_lets_what_ends_in_time_through_and_is_gone_after() -> None:
+    with time_limit(5):
+        compress(encoded(photo(64, 48), "JPEG", quality=90), quality=50, max_pixels=MAX_PIXELS)
+    time.sleep(0.05)  # nothing fires later
+    with time_limit(None):
+        pass
+
+
+def test_off_the_main_thread_nothing_is_limited() -> None:
+    finished = []
+
+    def work() -> None:
+        with time_limit(0.01):
+            time.sleep(0.05)
+        finished.append(True)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert finished == [True]
+
+
+def test_an_rgba_png_under_the_budget_keeps_its_transparency_in_webp() -> None:
+    image = Image.new("RGBA", (300, 200), (10, 20, 30, 255))
+    image.paste((0, 0, 0, 0), (0, 0, 50, 50))
+    result = compress(encoded(image, "PNG"), quality=50, max_pixels=MAX_PIXELS)
+    assert result.format == "WEBP"
