@@ -9,10 +9,11 @@ from net.addresses import (
     IPNetwork,
     Resolver,
     blocked_address,
+    literal_address,
     parse_networks,
     system_resolver,
 )
-from net.client import NetPolicy, fetch, post, retry_after_seconds
+from net.client import NetPolicy, check_url, fetch, post, retry_after_seconds
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 __all__ = [
@@ -23,7 +24,9 @@ __all__ = [
     "NetReason",
     "Resolver",
     "blocked_address",
+    "check_url",
     "fetch",
+    "literal_address",
     "parse_networks",
     "post",
     "retry_after_seconds",

@@ -6,11 +6,15 @@ that are not globally reachable are written out here. Ranges that embed an IPv4 
 """
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Iterable
 from typing import Final
 
 from net.errors import NetError, NetReason
+
+logger = logging.getLogger(__name__)
+BLOCKED_MESSAGE: Final = "The address is not allowed."
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -80,8 +84,23 @@ def checked_address(
     for raw in addresses:
         address = ipaddress.ip_address(raw)
         if blocked_address(address, allowed_networks):
-            raise NetError(
-                NetReason.BLOCKED_ADDRESS,
-                f"{host} resolves to {address}, which is not a public address.",
+            # What a name resolves to stays in the log: told to whoever supplied the URL,
+            # it would map the internal network name by name.
+            logger.warning(
+                "%s:%d refused: it resolves to %s, not a public address", host, port, address
             )
+            raise NetError(NetReason.BLOCKED_ADDRESS, BLOCKED_MESSAGE)
     return addresses[0]
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address host names when it is an address itself, in any spelling the system
+    resolver accepts (2130706433, 0x7f.1 and 127.1 are 127.0.0.1); None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None

@@ -18,7 +18,15 @@ import urllib3
 from urllib3.exceptions import HTTPError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from net.addresses import IPNetwork, Resolver, checked_address, system_resolver
+from net.addresses import (
+    BLOCKED_MESSAGE,
+    IPNetwork,
+    Resolver,
+    blocked_address,
+    checked_address,
+    literal_address,
+    system_resolver,
+)
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 MiB: Final = 1024 * 1024
@@ -103,6 +111,16 @@ def post(
         response.release_conn()
         response.close()
     return response.status
+
+
+def check_url(url: str, policy: NetPolicy) -> None:
+    """Raise the NetError a call to url would fail with before any lookup: not http(s), a
+    user name or password in it, a port outside the policy, an address (spelled as one)
+    outside it. A name is only checked when it is resolved, at the call."""
+    target = _parse_target(url, policy)
+    address = literal_address(target.host)
+    if address is not None and blocked_address(address, policy.allowed_networks):
+        raise NetError(NetReason.BLOCKED_ADDRESS, BLOCKED_MESSAGE)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+import net
 from accounts.authentication import request_account
 from config.logs import request_id_var
 from imaging.encode import QualityMode
@@ -41,11 +42,10 @@ from processing.exceptions import (
     TooManyUploads,
 )
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
+from processing.policies import upload_body_limit, webhook_policy
 
 logger = logging.getLogger(__name__)
 
-# Room for the multipart framing and the small form fields beside the file.
-MULTIPART_OVERHEAD = 64 * 1024
 # What a refused upload over the pending-images quota is told to wait: the backlog is
 # unknown in time, so about what a few thousand images take.
 QUOTA_RETRY_AFTER_SECONDS = 60
@@ -150,9 +150,15 @@ class UploadApi(APIView):
         )
 
         def validate_webhook_url(self, value: str) -> str:
-            problem = url_problem(value) if value else None
+            if not value:
+                return value
+            problem = url_problem(value)
             if problem:
                 raise serializers.ValidationError(problem)
+            try:
+                net.check_url(value, webhook_policy())
+            except net.NetError as refused:
+                raise serializers.ValidationError(refused.message) from None
             return value
 
     class UploadSerializer(InputSerializer):
@@ -194,14 +200,14 @@ class UploadApi(APIView):
         if not declared and request.META.get("HTTP_TRANSFER_ENCODING"):
             # Django reads a request body by its Content-Length and would see none here.
             raise LengthRequired()
-        if declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-            # Refused before the body is read.
-            raise FileTooLarge(_too_large_message(limit))
+        if declared.isdigit() and int(declared) > upload_body_limit():
+            # Refused before the body is read (config/asgi.py refuses it earlier still).
+            raise FileTooLarge.over(limit)
         upload = request.FILES.get("file")
         if upload is None:
             raise NoFileUploaded()
         if upload.size is not None and upload.size > limit:
-            raise FileTooLarge(_too_large_message(limit))
+            raise FileTooLarge.over(limit)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
@@ -394,7 +400,3 @@ def _request_or_404(request: Request, request_id: str) -> ProcessingRequest:
     if found is None:
         raise RequestNotFound()
     return found
-
-
-def _too_large_message(limit: int) -> str:
-    return f"The file is larger than the limit of {limit:,} bytes."

@@ -2,6 +2,7 @@
 
 import codecs
 import csv
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
+SAVE_AS_UTF8: Final = 'Save it as UTF-8 (Excel: "CSV UTF-8"), or UTF-16 with a byte order mark.'
 WHITESPACE: Final = re.compile(r"\s")
 
 
@@ -100,6 +102,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     A file with problems raises CsvInvalid at the end, after yielding the products before
     them: validate the whole file (validate_products) before storing anything.
     """
+    data = _utf8(data)
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     if len(data) == bom or data[bom:].isspace():
         raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
@@ -108,8 +111,14 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         # No database text column can hold it, and no CSV a person writes has one.
         row = data.count(b"\n", 0, nul) + 1
         raise CsvInvalid([CsvProblem(row, None, f"The file has a NUL byte (byte {nul + 1}).")])
+    if b"\r" in data and b"\n" not in data:
+        data = data.replace(b"\r", b"\n")  # CR alone ends lines: Excel for Mac's "CSV (Macintosh)"
     problems = _Problems(limits.max_problems)
-    reader = csv.reader(_lines(data, bom), strict=True)
+    lines = _lines(data, bom)
+    header = next(lines, "")
+    # A tab between the columns and no comma: Excel's "Unicode Text" (UTF-16, tab-separated).
+    delimiter = "\t" if "\t" in header and "," not in header else ","
+    reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
     rows = 0
     try:
         columns = _column_indexes(next(reader, []), problems)
@@ -149,6 +158,48 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         raise CsvInvalid([CsvProblem(None, None, "The file has a header but no products.")])
 
 
+def _utf8(data: bytes) -> bytes:
+    """The file as UTF-8: UTF-16 with a byte order mark (Excel's "Unicode Text") is turned
+    into it; a file in another encoding that announces itself is refused, naming it."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise CsvInvalid([CsvProblem(None, None, f"The file is UTF-32 text. {SAVE_AS_UTF8}")])
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CsvInvalid(
+                [CsvProblem(None, None, f"The file is not valid UTF-16 (byte {error.start + 1}).")]
+            ) from None
+    if len(data) >= 4 and data[1:4:2] == b"\x00\x00" and data[0:4:2] != b"\x00\x00":
+        raise CsvInvalid(
+            [
+                CsvProblem(
+                    None,
+                    None,
+                    f"The file looks like UTF-16 text without a byte order mark. {SAVE_AS_UTF8}",
+                )
+            ]
+        )
+    return data
+
+
+def _not_utf8(data: bytes, line_number: int, position: int) -> CsvProblem:
+    """What a file that is not UTF-8 looks like, in words a person can act on."""
+    message = f"The file is not UTF-8 text (byte {position + 1})"
+    try:
+        data.decode("cp1252")
+    except UnicodeDecodeError:
+        return CsvProblem(
+            line_number, None, f"{message}, nor any encoding it can be read as. {SAVE_AS_UTF8}"
+        )
+    return CsvProblem(
+        line_number,
+        None,
+        f"{message}: it looks like Windows-1252 or Latin-1, what Excel's "
+        f'"CSV (Comma delimited)" writes. {SAVE_AS_UTF8}',
+    )
+
+
 def _lines(data: bytes, start: int) -> Iterator[str]:
     """The file's lines, decoded one at a time (a UTF-8 character never contains b"\\n")."""
     line_number = 1
@@ -158,15 +209,7 @@ def _lines(data: bytes, start: int) -> Iterator[str]:
         try:
             yield data[start:end].decode("utf-8")
         except UnicodeDecodeError as error:
-            raise CsvInvalid(
-                [
-                    CsvProblem(
-                        line_number,
-                        None,
-                        f"The file is not UTF-8 text (byte {start + error.start + 1}).",
-                    )
-                ]
-            ) from None
+            raise CsvInvalid([_not_utf8(data, line_number, start + error.start)]) from None
         start = end
         line_number += 1
 

@@ -44,6 +44,10 @@ class FileTooLarge(ApiError):
     status_code: int = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "file_too_large"
 
+    @classmethod
+    def over(cls, limit: int) -> "FileTooLarge":
+        return cls(f"The file is larger than the limit of {limit:,} bytes.")
+
 
 class LengthRequired(ApiError):
     status_code = status.HTTP_411_LENGTH_REQUIRED

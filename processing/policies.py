@@ -28,17 +28,29 @@ def fetch_policy() -> NetPolicy:
     )
 
 
+@cache
 def webhook_policy() -> NetPolicy:
-    """Limits and reach of webhook POSTs: no redirects, WEBHOOK_TIMEOUT to connect and read.
-    They reach what image downloads may reach."""
+    """Limits and reach of webhook POSTs: no redirects, WEBHOOK_TIMEOUT to connect and read,
+    public addresses on ports 80 and 443 unless WEBHOOK_ALLOW_NETWORKS and _PORTS say more.
+    Their own settings: an image host an operator lets the fetcher reach is no reason to
+    let every user POST to it."""
     return NetPolicy(
         connect_timeout=settings.WEBHOOK_TIMEOUT,
         read_timeout=settings.WEBHOOK_TIMEOUT,
         total_timeout=settings.WEBHOOK_TIMEOUT * 2,
         max_redirects=0,
-        allowed_networks=fetch_policy().allowed_networks,
-        allowed_ports=fetch_policy().allowed_ports,
+        allowed_networks=parse_networks(settings.WEBHOOK_ALLOW_NETWORKS),
+        allowed_ports=frozenset({80, 443, *settings.WEBHOOK_ALLOW_PORTS}),
     )
+
+
+# Room for the multipart framing and the small form fields beside an uploaded CSV.
+MULTIPART_OVERHEAD: Final = 64 * 1024
+
+
+def upload_body_limit() -> int:
+    """The largest request body worth reading: the largest CSV and its form around it."""
+    return int(settings.CSV_MAX_BYTES) + MULTIPART_OVERHEAD
 
 
 def csv_limits() -> CsvLimits:

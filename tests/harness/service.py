@@ -124,6 +124,9 @@ def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dic
             # The origin runs on 127.0.0.1, which the fetcher refuses unless told.
             "IMAGE_FETCH_ALLOW_NETWORKS": "127.0.0.1/32",
             "IMAGE_FETCH_ALLOW_PORTS": str(origin.port),
+            # Webhook receivers live on the origin too: allowed for webhooks, explicitly.
+            "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+            "WEBHOOK_ALLOW_PORTS": str(origin.port),
             # Tight limits so that misbehaving origins cost the tests seconds, not minutes.
             "IMAGE_FETCH_TOTAL_TIMEOUT": "2",
             "IMAGE_FETCH_READ_TIMEOUT": "1",

@@ -48,7 +48,13 @@ def test_upload_without_a_file_is_refused(api: APIClient) -> None:
         ),
         pytest.param(
             HEADER.encode() + b"1,Caf\xe9,https://shop.example/a.jpg\n",
-            {"row": 2, "column": None, "message": "The file is not UTF-8 text (byte 43)."},
+            {
+                "row": 2,
+                "column": None,
+                "message": "The file is not UTF-8 text (byte 43): it looks like Windows-1252 "
+                'or Latin-1, what Excel\'s "CSV (Comma delimited)" writes. Save it as UTF-8 '
+                '(Excel: "CSV UTF-8"), or UTF-16 with a byte order mark.',
+            },
             id="not-utf8",
         ),
         pytest.param(
@@ -223,6 +229,31 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
         (
             {"webhook_url": "not a url"},
             {"field": "webhook_url", "message": "'not a url' is not an absolute http(s) URL."},
+        ),
+        (
+            {"webhook_url": "https://user:secret@hooks.example/done"},
+            {"field": "webhook_url", "message": "URLs with a user name or password are refused."},
+        ),
+        *[
+            (
+                {"webhook_url": f"http://{host}/hook"},
+                {"field": "webhook_url", "message": "The address is not allowed."},
+            )
+            for host in (
+                "10.0.0.7",
+                "127.0.0.1",
+                "[::1]",
+                "169.254.169.254",
+                "2130706433",
+                "0x7f.1",
+            )
+        ],
+        (
+            {"webhook_url": "https://hooks.example:8443/done"},
+            {
+                "field": "webhook_url",
+                "message": "Port 8443 is not allowed (allowed: 80, 443 and those configured).",
+            },
         ),
         (
             {"quality": "0"},

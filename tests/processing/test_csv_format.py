@@ -1,5 +1,6 @@
 """The CSV parser and writer on their own: no database, no HTTP."""
 
+import codecs
 import io
 
 import pytest
@@ -77,3 +78,61 @@ def test_a_serial_number_too_large_for_the_database_is_refused() -> None:
     assert raised.value.problems == [
         CsvProblem(2, "S. No.", "S. No. must be at most 9223372036854775807.")
     ]
+
+
+ROWS = [
+    ["S. No.", "Product Name", "Input Image Urls"],
+    ["1", "Café crème", "https://shop.example/a.jpg,https://shop.example/b.jpg"],
+    ["2", "Über-Tasse", "https://shop.example/c.jpg"],
+]
+
+
+def as_text(delimiter: str) -> str:
+    return "\r\n".join(
+        delimiter.join(f'"{cell}"' if "," in cell else cell for cell in row) for row in ROWS
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (as_text(",").encode("utf-16"), "UTF-16 with a byte order mark"),
+        (codecs.BOM_UTF16_BE + as_text(",").encode("utf-16-be"), "UTF-16, big-endian"),
+        (as_text("\t").encode("utf-16"), "Excel's Unicode Text: UTF-16, tabs between cells"),
+        (as_text(",").replace("\r\n", "\r").encode(), "CR alone ends lines: Excel for Mac"),
+        (codecs.BOM_UTF8 + as_text(",").encode(), "UTF-8 with a byte order mark"),
+    ],
+)
+def test_what_spreadsheets_write_is_read_alike(data: bytes, what: str) -> None:
+    products = parse_products(data, CsvLimits())
+    assert [(p.serial_number, p.product_name, p.image_urls) for p in products] == [
+        (1, "Café crème", ("https://shop.example/a.jpg", "https://shop.example/b.jpg")),
+        (2, "Über-Tasse", ("https://shop.example/c.jpg",)),
+    ], what
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            as_text(",").encode("cp1252"),
+            "The file is not UTF-8 text (byte 44): it looks like Windows-1252 or Latin-1, "
+            'what Excel\'s "CSV (Comma delimited)" writes. Save it as UTF-8 (Excel: "CSV '
+            'UTF-8"), or UTF-16 with a byte order mark.',
+        ),
+        (
+            as_text(",").encode("utf-16-le"),
+            "The file looks like UTF-16 text without a byte order mark. Save it as UTF-8 "
+            '(Excel: "CSV UTF-8"), or UTF-16 with a byte order mark.',
+        ),
+        (
+            as_text(",").encode("utf-32"),
+            'The file is UTF-32 text. Save it as UTF-8 (Excel: "CSV UTF-8"), or UTF-16 with a '
+            "byte order mark.",
+        ),
+    ],
+)
+def test_other_encodings_are_refused_naming_what_they_look_like(data: bytes, message: str) -> None:
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert [problem.message for problem in refused.value.problems] == [message]

@@ -1,0 +1,65 @@
+"""Webhook deliveries in process: where they may go is their own policy, and what a user
+reads of a refusal says nothing of the network behind it."""
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from accounts.models import Account
+from processing import intake, webhooks
+from processing.models import ProcessingRequest, WebhookDelivery
+from processing.policies import webhook_policy
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def policy_of_the_tests_settings() -> Iterator[None]:
+    """webhook_policy() reads settings once per process: again for each test, and after."""
+    webhook_policy.cache_clear()
+    yield
+    webhook_policy.cache_clear()
+
+
+def finished_request(account: Account, webhook_url: str) -> ProcessingRequest:
+    request = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+        webhook_url=webhook_url,
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="completed")
+    request.refresh_from_db()
+    return request
+
+
+def test_a_webhook_to_a_name_of_a_private_address_fails_once_saying_nothing_of_it(
+    account: Account, caplog: pytest.LogCaptureFixture, settings: Any
+) -> None:
+    # Given webhooks with no network allowed beyond the public ones (the default), and a
+    # request whose webhook names a host that resolves to loopback
+    settings.WEBHOOK_ALLOW_NETWORKS, settings.WEBHOOK_ALLOW_PORTS = [], []
+    request = finished_request(account, "http://localhost/hook")
+    webhooks.webhook_schedule(request=request)
+
+    # When its delivery is attempted
+    with caplog.at_level(logging.WARNING, logger="net.addresses"):
+        webhooks.webhook_send(request_id=request.pk)
+
+    # Then it failed for good, at once, in words that name no address
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.state, delivery.attempts) == ("failed", 1)
+    assert delivery.last_error == "blocked_address: The address is not allowed. (not retried)"
+    # while the operator's log says where the name led
+    assert "localhost:80 refused: it resolves to 127.0.0.1" in caplog.text
+
+
+def test_the_image_fetchers_allowances_do_not_open_the_webhooks(settings: Any) -> None:
+    settings.IMAGE_FETCH_ALLOW_NETWORKS, settings.IMAGE_FETCH_ALLOW_PORTS = ["10.0.0.0/8"], [9000]
+    settings.WEBHOOK_ALLOW_NETWORKS, settings.WEBHOOK_ALLOW_PORTS = [], []
+    policy = webhook_policy()
+    assert policy.allowed_networks == ()
+    assert policy.allowed_ports == frozenset({80, 443})
+    assert policy.max_redirects == 0
