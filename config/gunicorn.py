@@ -7,6 +7,10 @@ from config.logs import log_format, logging_config
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 # gunicorn's own advice: two workers per core, plus one.
 workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) * 2 + 1)
+# Threads per worker for requests whose headers have all arrived (config/web_worker.py
+# gathers headers without one, so slow clients hold none).
+worker_class = "config.web_worker.HeadersFirstWorker"
+threads = int(os.environ.get("WEB_THREADS") or 4)
 timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
