@@ -41,6 +41,7 @@ from bench.images import image_set  # noqa: E402
 from imaging.encode import compress  # noqa: E402
 from tests.harness.origin import origin_serve  # noqa: E402
 from tests.harness.service import Service, postgres_database, start_service  # noqa: E402
+from tests.support import blank_png, encoded, photo  # noqa: E402
 
 CORES = os.cpu_count() or 1
 
@@ -91,6 +92,7 @@ def main() -> None:
     ]
     results["ceiling"] = throughput(reference_encode, catalogue_bodies)
     results["ours"] = throughput(project_encode, catalogue_bodies)
+    results["memory"] = memory_peaks()
     report(results, total)
 
 
@@ -367,6 +369,48 @@ def _redis_flush() -> None:
     redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
 
 
+# What one large image costs a worker in memory (issue 13): peak resident set of a fresh
+# process while compress() converts it, against the size of its decoded pixels.
+MEMORY_CASES: tuple[tuple[str, Callable[[], bytes], int], ...] = (
+    ("7000x7000 RGBA PNG to WebP", lambda: blank_png(7000, 7000, color_type=6), 7000 * 7000 * 4),
+    ("7000x7000 16-bit grey PNG", lambda: blank_png(7000, 7000, 0, 16), 7000 * 7000 * 2),
+    (
+        "3000x2000 JPEG photo",
+        lambda: encoded(photo(3000, 2000), "JPEG", quality=90),
+        3000 * 2000 * 3,
+    ),
+)
+
+
+def memory_peaks() -> dict[str, tuple[float, float]]:
+    """For each case: MB the conversion added to the process's peak, and the decoded MB."""
+    peaks = {}
+    for name, make, decoded in MEMORY_CASES:
+        data = make()
+        with multiprocessing.get_context("fork").Pool(1, maxtasksperchild=1) as pool:
+            grown = pool.apply(_conversion_peak, (data,))
+        peaks[name] = (grown / 1e6, decoded / 1e6)
+        print(
+            f"memory: {name}: +{grown / 1e6:.0f} MB for {decoded / 1e6:.0f} MB decoded", flush=True
+        )
+    return peaks
+
+
+def _conversion_peak(data: bytes) -> int:
+    before = _vm("VmRSS")
+    # No budget: what the conversion costs, which the default budget refuses to pay for
+    # the largest of them.
+    compress(data, quality=50, max_pixels=50_000_000, max_decode_bytes=2**40)
+    return _vm("VmHWM") - before
+
+
+def _vm(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(field)
+
+
 def reference_encode(data: bytes) -> int:
     """The yardstick: plain Pillow, decode then re-encode as JPEG at quality 50."""
     image: Image.Image = Image.open(io.BytesIO(data))
@@ -402,6 +446,11 @@ def report(results: dict[str, Any], total: int) -> None:
         f"status endpoint:   {results['status_rps']:7.0f} requests/s",
         "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
     ]
+    for name, (grown, decoded) in results.get("memory", {}).items():
+        lines.append(
+            f"memory, {name}: +{grown:.0f} MB at peak, {grown / decoded:.2f} x its "
+            f"{decoded:.0f} MB of decoded pixels"
+        )
     if "small_seconds" in results:
         alone, shared = results["e2e_seconds"], results["e2e_seconds_with_small"]
         small = results["small_seconds"]
