@@ -1,19 +1,27 @@
-"""The embedded default's broker: kombu's filesystem transport, with each message written
-to a hidden file first and renamed into the queue folder.
+"""kombu's transports, each with a fix that keeps the Celery worker alive.
 
-kombu writes a message in place, and a consumer may move the file away before the writer
-has filled it: the consumer reads an empty file, fails to decode it, and the Celery worker
-stops with "Unrecoverable error". A rename is atomic, so a consumer sees whole messages
-or none.
+The embedded default's filesystem transport, with each message written to a hidden file
+first and renamed into the queue folder: kombu writes a message in place, and a consumer
+may move the file away before the writer has filled it; the consumer reads an empty file,
+fails to decode it, and the Celery worker stops with "Unrecoverable error". A rename is
+atomic, so a consumer sees whole messages or none.
+
+The Redis transport, for when Redis goes away while a task is unacknowledged: closing the
+lost connection, kombu 5.7 tries to put the task back on the queue through a connection it
+has already dropped (AttributeError: 'NoneType' object has no attribute 'hostname'), and
+the worker stops with "Unrecoverable error" instead of reconnecting. The message is not
+lost by skipping that: it stays in Redis's set of unacknowledged messages, restored after
+the visibility timeout, and the sweep queues its work again from the database sooner.
 """
 
+import logging
 import os
 import uuid
 from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
@@ -34,3 +42,28 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+
+logger = logging.getLogger(__name__)
+
+
+class RedisQoS(redis.QoS):
+    def restore_unacked(self, client: Any = None) -> None:
+        try:
+            super().restore_unacked(client)
+        except AttributeError:
+            delivered: dict[str, Any] = self._delivered or {}
+            logger.warning(
+                "Redis went away with %d task(s) unacknowledged; they stay in Redis and the "
+                "sweep re-queues their work",
+                len(delivered),
+            )
+            delivered.clear()
+
+
+class RedisChannel(redis.Channel):
+    QoS = RedisQoS
+
+
+class RedisTransport(redis.Transport):
+    Channel = RedisChannel

@@ -379,6 +379,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    if CELERY_BROKER_URL.startswith("redis://"):
+        # kombu's Redis transport, keeping the worker alive when Redis goes away.
+        CELERY_BROKER_TRANSPORT = "config.broker:RedisTransport"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 # A task is acknowledged after it ran, and given back to the queue if its worker died.

@@ -1,12 +1,16 @@
-"""The embedded broker under concurrent producers and a consumer: every message arrives
-whole. kombu's own filesystem transport ("filesystem" here) fails this: its consumer moves
-a file away while the producer is still writing it, reads it empty, and raises."""
+"""The brokers' fixes (config/broker.py). The embedded broker under concurrent producers and
+a consumer: every message arrives whole; kombu's own filesystem transport fails this (its
+consumer moves a file away while the producer is still writing it, reads it empty, and
+raises). Redis going away under a worker mid-task: the worker is not stopped."""
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Queue
+
+from tests.harness.redis import RedisServer
 
 MESSAGES_PER_PRODUCER = 100
 
@@ -64,3 +68,25 @@ def test_messages_published_while_consumed_all_arrive_whole(tmp_path: Path, tran
         *range(MESSAGES_PER_PRODUCER),
         *range(10_000, 10_000 + MESSAGES_PER_PRODUCER),
     ]
+
+
+def test_a_lost_redis_with_a_task_unacknowledged_does_not_stop_the_worker(
+    private_redis: RedisServer,
+) -> None:
+    # Given a consumer holding a message unacknowledged, as a worker mid-task does
+    connection = Connection(private_redis.url, transport="config.broker:RedisTransport")
+    consumer = connection.SimpleQueue("work")
+    consumer.put({"task": 1})
+    consumer.get(timeout=5)
+    channel: Any = connection.default_channel  # kombu's stubs name no transport's attributes
+
+    # When Redis goes away and kombu drops the connection before closing the channel,
+    # as the worker's consumer does on a connection error
+    private_redis.stop()
+    channel.connection.client = None
+    channel._pool = None
+
+    # Then closing the channel raises nothing that would stop the worker (kombu's own
+    # transport raises AttributeError here: Redis's set of unacknowledged messages keeps
+    # the message, and the sweep re-queues its work)
+    channel.close()
