@@ -13,11 +13,20 @@ from net.addresses import (
     parse_networks,
     system_resolver,
 )
-from net.client import NetPolicy, check_url, fetch, post, retry_after_seconds
+from net.client import (
+    Fetched,
+    NetPolicy,
+    check_url,
+    fetch,
+    fetch_if_changed,
+    post,
+    retry_after_seconds,
+)
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 __all__ = [
     "HTTP_STATUS_PREFIX",
+    "Fetched",
     "IPNetwork",
     "NetError",
     "NetPolicy",
@@ -26,6 +35,7 @@ __all__ = [
     "blocked_address",
     "check_url",
     "fetch",
+    "fetch_if_changed",
     "literal_address",
     "parse_networks",
     "post",

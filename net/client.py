@@ -59,6 +59,20 @@ class _Target:
     host_header: str
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """What a GET brought back: the body, or None when the server said it has not changed
+    since the validators sent (304), and the validators to send next time."""
+
+    body: bytes | None
+    etag: str = ""
+    last_modified: str = ""
+
+    @property
+    def not_modified(self) -> bool:
+        return self.body is None
+
+
 def fetch(
     url: str,
     policy: NetPolicy,
@@ -67,6 +81,27 @@ def fetch(
     resolver: Resolver = system_resolver,
 ) -> bytes:
     """GET url following up to policy.max_redirects redirects; the body as bytes."""
+    body = fetch_if_changed(url, policy, headers=headers, resolver=resolver).body
+    assert body is not None  # nothing conditional was asked
+    return body
+
+
+def fetch_if_changed(
+    url: str,
+    policy: NetPolicy,
+    *,
+    etag: str = "",
+    last_modified: str = "",
+    headers: Mapping[str, str] | None = None,
+    resolver: Resolver = system_resolver,
+) -> Fetched:
+    """GET url as fetch does, sending the validators of a copy already held (If-None-Match,
+    If-Modified-Since): a 304 answer comes back as Fetched(body=None)."""
+    conditional = {
+        **({"If-None-Match": etag} if etag else {}),
+        **({"If-Modified-Since": last_modified} if last_modified else {}),
+    }
+    headers = {**(headers or {}), **conditional}
     deadline = time.monotonic() + policy.total_timeout
     for _hop in range(policy.max_redirects + 1):
         response = _send("GET", url, policy, resolver, deadline, headers=headers)
@@ -80,8 +115,14 @@ def fetch(
                     )
                 url = urljoin(url, location)
                 continue
+            validators = {
+                "etag": response.headers.get("ETag", "")[:512],
+                "last_modified": response.headers.get("Last-Modified", "")[:64],
+            }
+            if response.status == 304 and conditional:
+                return Fetched(body=None, **validators)
             _raise_for_status(response)
-            return _read_body(response, policy, deadline)
+            return Fetched(body=_read_body(response, policy, deadline), **validators)
         finally:
             response.release_conn()
             response.close()

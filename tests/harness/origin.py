@@ -15,6 +15,8 @@ class Route:
     status: int = 200
     # Writes the whole response itself, for servers that misbehave on purpose.
     serve: Callable[[BaseHTTPRequestHandler], None] | None = None
+    # Sent as the ETag; a GET with If-None-Match of it is answered 304, without the body.
+    etag: str = ""
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Origin:
     # Statuses to answer POSTs to a path with, in turn; 204 once they run out.
     post_statuses: dict[str, list[int]] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
+    bodies_sent: dict[str, int] = field(default_factory=dict)  # GETs answered with the body
 
     @property
     def base_url(self) -> str:
@@ -39,8 +42,9 @@ class Origin:
         content_type: str = "image/jpeg",
         status: int = 200,
         serve: Callable[[BaseHTTPRequestHandler], None] | None = None,
+        etag: str = "",
     ) -> str:
-        self.routes[path] = Route(body, content_type, status, serve)
+        self.routes[path] = Route(body, content_type, status, serve, etag)
         return self.base_url + path
 
     def posts_to(self, path: str) -> list[tuple[dict[str, str], bytes]]:
@@ -63,9 +67,17 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
                 with contextlib.suppress(OSError):
                     route.serve(self)
                 return
+            if route.etag and self.headers.get("If-None-Match") == route.etag:
+                self.send_response(304)
+                self.send_header("ETag", route.etag)
+                self.end_headers()
+                return
+            state.bodies_sent[self.path] = state.bodies_sent.get(self.path, 0) + 1
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
             self.send_header("Content-Length", str(len(route.body)))
+            if route.etag:
+                self.send_header("ETag", route.etag)
             self.end_headers()
             self.wfile.write(route.body)
 

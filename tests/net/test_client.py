@@ -18,16 +18,19 @@ from typing import Any
 import pytest
 
 from net import (
+    Fetched,
     NetError,
     NetPolicy,
     blocked_address,
     fetch,
+    fetch_if_changed,
     parse_networks,
     post,
     retry_after_seconds,
 )
 
 BODY = b"\x89PNG fake image body " * 100
+ETAG, LAST_MODIFIED = '"v1"', "Tue, 24 Nov 2026 10:00:00 GMT"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -53,6 +56,20 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, self.headers["Host"].encode())
         elif path == "/ok":
             self.reply(200, BODY)
+        elif path == "/validated":
+            if self.headers.get("If-None-Match") == ETAG or (
+                self.headers.get("If-Modified-Since") == LAST_MODIFIED
+            ):
+                self.send_response(304)
+                self.send_header("ETag", ETAG)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("ETag", ETAG)
+            self.send_header("Last-Modified", LAST_MODIFIED)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
         elif path.startswith("/status/"):
             self.send_response(int(path.rsplit("/", 1)[1]))
             self.send_header("Retry-After", "7")
@@ -142,6 +159,19 @@ def reason_of(url: str, policy: NetPolicy, **options: Any) -> NetError:
 
 def test_a_200_answer_returns_the_exact_body(server: str) -> None:
     assert fetch(f"{server}/ok", policy_for(server)) == BODY
+
+
+def test_a_conditional_get_comes_back_without_a_body_when_the_source_has_not_changed(
+    server: str,
+) -> None:
+    url, policy = f"{server}/validated", policy_for(server)
+    assert fetch_if_changed(url, policy) == Fetched(
+        body=BODY, etag=ETAG, last_modified=LAST_MODIFIED
+    )
+    assert fetch_if_changed(url, policy, etag=ETAG) == Fetched(body=None, etag=ETAG)
+    assert fetch_if_changed(url, policy, last_modified=LAST_MODIFIED).not_modified
+    # Validators of another version: the body comes
+    assert fetch_if_changed(url, policy, etag='"v0"').body == BODY
 
 
 @pytest.mark.parametrize(
