@@ -357,6 +357,18 @@ WEBHOOK_RETRY_SCHEDULE = [
 # download its deadline and each image its time, one after the other, and a minute more.
 IMAGE_TASK_TIME_LIMIT = int(IMAGE_BATCH_SIZE * (IMAGE_FETCH_TOTAL_TIMEOUT + IMAGE_MAX_SECONDS)) + 60
 
+# Days after a request finished that its outputs, products and images are deleted (beat,
+# every EXPIRE_INTERVAL seconds; `manage.py expire` at once). Fractions allowed; empty
+# keeps them for ever.
+_retention = env("RETENTION_DAYS", "30")
+try:
+    RETENTION_DAYS: float | None = float(_retention) if _retention else None
+except ValueError:
+    raise ImproperlyConfigured(
+        f"RETENTION_DAYS must be a number of days, not {_retention!r}."
+    ) from None
+EXPIRE_INTERVAL = env_float("EXPIRE_INTERVAL", 3600.0)
+
 # Work claimed or queued longer ago than this is presumed lost (a killed worker, a broker
 # that restarted empty) and queued again by the sweep, which runs every SWEEP_INTERVAL.
 WORK_LEASE_SECONDS = env_float("WORK_LEASE_SECONDS", 300.0)
@@ -413,6 +425,7 @@ CELERY_TASK_DEFAULT_QUEUE = "requests"
 CELERY_TASK_ROUTES = ["processing.queue.task_route"]
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "processing.sweep", "schedule": SWEEP_INTERVAL},
+    "expire": {"task": "processing.expire", "schedule": EXPIRE_INTERVAL},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from accounts import views as account_views
-from processing import apis, pages
+from processing import apis, control_apis, pages
 from processing.health import healthz
 from processing.metrics import metrics_view
 
@@ -44,6 +44,21 @@ urlpatterns = [
         "api/requests/<str:request_id>/webhook/",
         apis.WebhookApi.as_view(),
         name="request-webhook",
+    ),
+    path(
+        "api/requests/<str:request_id>/cancel/",
+        control_apis.CancelApi.as_view(),
+        name="request-cancel",
+    ),
+    path(
+        "api/requests/<str:request_id>/retry/",
+        control_apis.RetryApi.as_view(),
+        name="request-retry",
+    ),
+    path(
+        "api/requests/<str:request_id>/rerun/",
+        control_apis.RerunApi.as_view(),
+        name="request-rerun",
     ),
     path(
         "api/requests/<str:request_id>/output.csv",

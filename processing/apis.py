@@ -2,7 +2,6 @@
 shape the answer; they hold no logic of their own."""
 
 import logging
-import math
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -20,15 +19,27 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-import net
 from accounts.authentication import request_account
 from config.logs import request_id_var
-from imaging.encode import QualityMode
 from processing import intake, metrics, selectors, webhooks
-from processing.csv_format import CsvInvalid, url_problem
+from processing.api_common import (
+    ERROR_CODE_HELP,
+    REQUEST_ID,
+    AcceptedSerializer,
+    AccountUploadThrottle,
+    RequestSettingsSerializer,
+    StatusSerializer,
+    WebhookDetailSerializer,
+    WebhookStateSerializer,
+    accepted_body,
+    errors,
+    quota_refusal,
+    request_or_404,
+    uploads_throttled,
+)
+from processing.csv_format import CsvInvalid
 from processing.exceptions import (
     ApiError,
     FileTooLarge,
@@ -36,140 +47,24 @@ from processing.exceptions import (
     LengthRequired,
     NoFileUploaded,
     NoWebhook,
-    QuotaExceeded,
     RequestNotFinished,
-    RequestNotFound,
-    TooManyUploads,
 )
-from processing.models import ProcessingRequest, ProductImage, ReasonCode
-from processing.policies import upload_body_limit, webhook_policy
+from processing.models import ProductImage
+from processing.policies import upload_body_limit
 
 logger = logging.getLogger(__name__)
-
-# What a refused upload over the pending-images quota is told to wait: the backlog is
-# unknown in time, so about what a few thousand images take.
-QUOTA_RETRY_AFTER_SECONDS = 60
-
-
-# --- What the API answers, for the OpenAPI schema (/api/schema/) ------------------------
-
-
-class ErrorSerializer(serializers.Serializer[Any]):
-    error = serializers.CharField()
-    code = serializers.CharField()
-    details = serializers.ListField(child=serializers.DictField(), required=False)
-
-
-class ProgressSerializer(serializers.Serializer[Any]):
-    total = serializers.IntegerField()
-    succeeded = serializers.IntegerField()
-    failed = serializers.IntegerField()
-    pending = serializers.IntegerField()
-
-
-class WebhookStateSerializer(serializers.Serializer[Any]):
-    event_id = serializers.CharField()
-    state = serializers.ChoiceField(choices=["pending", "delivered", "failed"])
-    attempts = serializers.IntegerField()
-    last_attempt_at = serializers.DateTimeField(allow_null=True)
-    last_status_code = serializers.IntegerField(allow_null=True)
-    last_error = serializers.CharField(allow_null=True)
-    next_attempt_at = serializers.DateTimeField(allow_null=True)
-
-
-class WebhookAttemptSerializer(serializers.Serializer[Any]):
-    attempted_at = serializers.DateTimeField()
-    status_code = serializers.IntegerField(allow_null=True)
-    error = serializers.CharField(allow_null=True)
-    duration_ms = serializers.IntegerField()
-
-
-class WebhookDetailSerializer(WebhookStateSerializer):
-    attempt_log = WebhookAttemptSerializer(many=True)
-
-
-class StatusSerializer(serializers.Serializer[Any]):
-    request_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-    progress = ProgressSerializer()
-    output_csv_url = serializers.URLField(allow_null=True)
-    products_url = serializers.URLField()
-    error = serializers.CharField(required=False)
-    webhook = WebhookStateSerializer(allow_null=True)
-
-
-def errors(*statuses: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(ErrorSerializer) for code in statuses}
-
-
-ERROR_CODE_HELP = (
-    "Why the image failed, empty unless it did: http_<status> (the image's server answered "
-    "that HTTP status) or one of " + ", ".join(ReasonCode.values) + "."
-)
-
-REQUEST_ID = OpenApiParameter(
-    "request_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The request's UUID."
-)
-
-
-class AccountUploadThrottle(SimpleRateThrottle):
-    """Uploads per account, at ACCOUNT_UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
-
-    scope = "upload"
-
-    def get_rate(self) -> str | None:
-        return settings.ACCOUNT_UPLOAD_RATE_LIMIT or None
-
-    def get_cache_key(self, request: Request, view: APIView) -> str | None:
-        return self.cache_format % {"scope": self.scope, "ident": request_account(request).pk}
-
-    def allow_request(self, request: Request, view: APIView) -> bool:
-        try:
-            return super().allow_request(request, view)
-        except Exception:
-            # The counters live in Redis: while it is away, uploads are not refused for it.
-            logger.warning(
-                "upload rate limit unavailable; letting the upload through", exc_info=True
-            )
-            return True
 
 
 class UploadApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [AccountUploadThrottle]
 
-    class InputSerializer(serializers.Serializer[Any]):
-        webhook_url = serializers.CharField(
-            required=False, allow_blank=True, max_length=2048, trim_whitespace=True
-        )
-        quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
-        quality_mode = serializers.ChoiceField(
-            required=False, choices=[mode.value for mode in QualityMode]
-        )
+    InputSerializer = RequestSettingsSerializer
 
-        def validate_webhook_url(self, value: str) -> str:
-            if not value:
-                return value
-            problem = url_problem(value)
-            if problem:
-                raise serializers.ValidationError(problem)
-            try:
-                net.check_url(value, webhook_policy())
-            except net.NetError as refused:
-                raise serializers.ValidationError(refused.message) from None
-            return value
-
-    class UploadSerializer(InputSerializer):
+    class UploadSerializer(RequestSettingsSerializer):
         file = serializers.FileField(help_text="The product CSV.")
 
-    class AcceptedSerializer(serializers.Serializer[Any]):
-        request_id = serializers.UUIDField()
-        message = serializers.CharField()
-        status_url = serializers.URLField()
-        total_products = serializers.IntegerField()
-        total_images = serializers.IntegerField()
+    AcceptedSerializer = AcceptedSerializer
 
     @extend_schema(
         summary="Upload a product CSV",
@@ -186,13 +81,7 @@ class UploadApi(APIView):
         return response
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:
-        rate = settings.ACCOUNT_UPLOAD_RATE_LIMIT
-        retry_after = max(1, math.ceil(wait or 1))
-        raise TooManyUploads(
-            f"Too many uploads: this account may upload {rate}. Try again in {retry_after} s.",
-            details=[{"limit": rate, "retry_after_seconds": retry_after}],
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise uploads_throttled(wait)
 
     def _upload(self, request: Request) -> Response:
         limit = settings.CSV_MAX_BYTES
@@ -227,37 +116,12 @@ class UploadApi(APIView):
                 ]
             ) from None
         except intake.QuotaExceeded as over:
-            raise QuotaExceeded(
-                f"The account has {over.pending:,} images waiting; with this upload's "
-                f"{over.adding:,} that passes its limit of {over.limit:,}. Try again when "
-                "some have finished.",
-                details=[
-                    {
-                        "pending_images": over.pending,
-                        "upload_images": over.adding,
-                        "limit": over.limit,
-                    }
-                ],
-                headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
-            ) from None
+            raise quota_refusal(over) from None
         request_id_var.set(str(created.pk))  # the access log line names it too
         logger.info(
             "upload accepted: %d products, %d images", created.total_products, created.total_images
         )
-        return Response(
-            {
-                "request_id": str(created.pk),
-                "message": "CSV uploaded successfully. Processing started.",
-                "status_url": selectors.api_url(
-                    base_url=created.public_base_url,
-                    view_name="request-status",
-                    request_id=created.pk,
-                ),
-                "total_products": created.total_products,
-                "total_images": created.total_images,
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return Response(accepted_body(created), status=status.HTTP_202_ACCEPTED)
 
 
 class StatusApi(APIView):
@@ -267,7 +131,7 @@ class StatusApi(APIView):
         responses={200: StatusSerializer, **errors(401, 404)},
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = _request_or_404(request, request_id)
+        found = request_or_404(request, request_id)
         payload = selectors.request_status_payload(found)
         payload["webhook"] = selectors.webhook_state(found)
         return Response(payload)
@@ -281,7 +145,7 @@ class WebhookApi(APIView):
     )
     def get(self, request: Request, request_id: str) -> Response:
         """The delivery's state and every attempt made."""
-        found = _request_or_404(request, request_id)
+        found = request_or_404(request, request_id)
         state = selectors.webhook_state(found)
         if state is None:
             raise NoWebhook("The request has no webhook delivery (yet).")
@@ -295,7 +159,7 @@ class WebhookApi(APIView):
     )
     def post(self, request: Request, request_id: str) -> Response:
         """Send the request's webhook event again."""
-        found = _request_or_404(request, request_id)
+        found = request_or_404(request, request_id)
         if not found.is_finished:
             raise RequestNotFinished(
                 "The request has not finished; its webhook is sent when it does."
@@ -328,6 +192,10 @@ class ProductsApi(APIView):
             source_quality = serializers.IntegerField(allow_null=True)
             quality = serializers.IntegerField(allow_null=True)
             kept_original = serializers.BooleanField()
+            reused = serializers.BooleanField(
+                help_text="The source had not changed since an earlier request of the "
+                "account with the same settings: its output was copied, not made again."
+            )
 
             def get_output_url(self, image: Any) -> str | None:
                 return selectors.image_output_url(self.context["request_row"], image)
@@ -362,7 +230,7 @@ class ProductsApi(APIView):
         },
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = _request_or_404(request, request_id)
+        found = request_or_404(request, request_id)
         paginator = self.Pagination()
         page = paginator.paginate_queryset(
             selectors.request_products(request_id=found.pk), request, view=self
@@ -381,7 +249,7 @@ class OutputCsvApi(APIView):
         },
     )
     def get(self, request: Request, request_id: str) -> FileResponse:
-        found = _request_or_404(request, request_id)
+        found = request_or_404(request, request_id)
         if not found.is_finished:
             raise RequestNotFinished()
         if not found.output_csv_name:
@@ -392,11 +260,3 @@ class OutputCsvApi(APIView):
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",
         )
-
-
-def _request_or_404(request: Request, request_id: str) -> ProcessingRequest:
-    """The asking account's request: another account's is not found, as an unknown one."""
-    found = selectors.request_get(account=request_account(request), request_id=request_id)
-    if found is None:
-        raise RequestNotFound()
-    return found

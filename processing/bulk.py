@@ -94,3 +94,37 @@ def _typed(value_sql: str, field: models.Field[Any, Any]) -> str:
     if field.get_internal_type() in {"CharField", "TextField"}:
         return f"CAST({value_sql} AS text)"
     return f"CAST({value_sql} AS {field.db_type(connection)})"
+
+
+def insert_from_select(
+    model: type[models.Model],
+    *,
+    taken: dict[str, tuple[str, Sequence[Any]]],
+    from_sql: str,
+    params: Sequence[Any],
+) -> int:
+    """INSERT INTO model's table ... SELECT ... in one statement: the columns named in taken
+    from their SELECT expressions (with their parameters), every other column its model
+    default; from_sql is the SELECT's FROM and WHERE, with params. The rows inserted."""
+    quote = connection.ops.quote_name
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    expressions: list[str] = []
+    select_params: list[Any] = []
+    for field in fields:
+        if field.attname in taken:
+            expression, expression_params = taken[field.attname]
+            expressions.append(expression)
+            select_params += list(expression_params)
+        else:
+            expressions.append("%s")
+            select_params.append(field.get_db_prep_save(field.get_default(), connection))
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    # Only names from the model, expressions written by the caller and placeholders go
+    # into the text; the values are parameters.
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
+        f"SELECT {', '.join(expressions)} {from_sql}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*select_params, *params])
+        return int(cursor.rowcount)

@@ -85,6 +85,24 @@ class RequestNotFinished(ApiError):
     message = "The request has not finished yet; the output CSV is written when it does."
 
 
+class AlreadyFinished(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "already_finished"
+    message = "The request has already finished; there is nothing left to cancel."
+
+
+class NothingToRetry(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "nothing_to_retry"
+    message = "Every image of the request succeeded; there is nothing to retry."
+
+
+class RequestExpired(ApiError):
+    status_code = status.HTTP_410_GONE
+    code = "expired"
+    message = "The request's results were deleted after the retention period."
+
+
 def error_body(
     message: str, code: str, details: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:

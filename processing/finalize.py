@@ -52,11 +52,12 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
 
 
 def _request_write_outputs(request: ProcessingRequest) -> None:
-    status = (
-        ProcessingRequest.Status.COMPLETED
-        if request.failed_images == 0
-        else ProcessingRequest.Status.COMPLETED_WITH_ERRORS
-    )
+    if request.cancel_requested_at is not None:
+        status = ProcessingRequest.Status.CANCELLED
+    elif request.failed_images == 0 and request.cancelled_images == 0:
+        status = ProcessingRequest.Status.COMPLETED
+    else:
+        status = ProcessingRequest.Status.COMPLETED_WITH_ERRORS
     csv_name = csv_output_name(request_id=request.pk)
     with tempfile.TemporaryFile() as raw, transaction.atomic():
         _output_csv_write(request, raw)

@@ -79,6 +79,71 @@ def request_create(
     return request
 
 
+def request_rerun(
+    *,
+    source: ProcessingRequest,
+    public_base_url: str,
+    webhook_url: str | None = None,
+    quality: int | None = None,
+    quality_mode: str | None = None,
+) -> ProcessingRequest:
+    """A new request of the same account over the source's products and URLs, with the
+    settings given and the source's for the rest; queued as an upload is. Raises
+    QuotaExceeded as request_create does."""
+    account = source.account
+    with transaction.atomic():
+        Account.objects.select_for_update().filter(pk=account.pk).first()
+        _quota_check(account, adding=source.total_images)
+        request = ProcessingRequest.objects.create(
+            account=account,
+            source_request=source,
+            public_base_url=public_base_url.rstrip("/"),
+            webhook_url=source.webhook_url if webhook_url is None else webhook_url,
+            quality=quality or source.quality,
+            quality_mode=quality_mode or source.quality_mode,
+            total_products=source.total_products,
+            total_images=source.total_images,
+        )
+        _products_copy_from(source, request)
+        queue.enqueue_after_commit(queue.REQUEST_START, str(request.pk))
+    logger.info("request %s re-runs %s: %d images", request.pk, source.pk, request.total_images)
+    return request
+
+
+def _products_copy_from(source: ProcessingRequest, request: ProcessingRequest) -> None:
+    """The source's products and images, as rows of the new request: two statements."""
+    key = ProcessingRequest._meta.pk
+    assert key is not None
+    new, old = (key.get_db_prep_value(rid, connection) for rid in (request.pk, source.pk))
+    bulk.insert_from_select(
+        Product,
+        taken={
+            "request_id": ("%s", [new]),
+            **{name: (name, []) for name in ("position", "serial_number", "product_name")},
+            "input_image_urls": ("input_image_urls", []),
+        },
+        from_sql="FROM products WHERE request_id = %s",
+        params=[old],
+    )
+    bulk.insert_from_select(
+        ProductImage,
+        taken={
+            "request_id": ("%s", [new]),
+            "product_id": ("new_product.product_id", []),
+            "position": ("image.position", []),
+            "input_url": ("image.input_url", []),
+        },
+        from_sql=(
+            "FROM product_images image "
+            "JOIN products old_product ON old_product.product_id = image.product_id "
+            "JOIN products new_product ON new_product.request_id = %s "
+            "AND new_product.position = old_product.position "
+            "WHERE image.request_id = %s"
+        ),
+        params=[new, old],
+    )
+
+
 def _quota_check(account: Account, *, adding: int) -> None:
     limit = settings.ACCOUNT_MAX_PENDING_IMAGES
     if not limit:

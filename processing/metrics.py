@@ -41,8 +41,12 @@ UPLOADS = Counter(
 )
 IMAGES = Counter(
     "imgsvc_images_processed",
-    "Images that ended, by outcome (succeeded, failed) and reason code.",
+    "Images that ended, by outcome (succeeded, failed, cancelled) and reason code.",
     ["outcome", "reason"],
+)
+IMAGES_REUSED = Counter(
+    "imgsvc_images_reused",
+    "Images whose source had not changed, given an earlier request's output: no encode.",
 )
 IMAGE_RETRIES = Counter(
     "imgsvc_image_retries", "Image downloads queued again after a transient error.", ["reason"]

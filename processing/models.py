@@ -41,6 +41,7 @@ class ReasonCode(models.TextChoices):
     TOO_SLOW = ImageReason.TOO_SLOW.value
     ENCODE_FAILED = ImageReason.ENCODE_FAILED.value
     # Ours
+    CANCELLED = "cancelled"
     STORAGE_ERROR = "storage_error"
     INTERNAL_ERROR = "internal_error"
 
@@ -60,7 +61,7 @@ class ProcessingRequestQuerySet(models.QuerySet["ProcessingRequest"]):
         return self.filter(
             status=ProcessingRequest.Status.PROCESSING,
             finalize_claimed_at__isnull=True,
-            total_images=F("succeeded_images") + F("failed_images"),
+            total_images=F("succeeded_images") + F("failed_images") + F("cancelled_images"),
         )
 
 
@@ -71,10 +72,16 @@ class ProcessingRequest(models.Model):
         COMPLETED = "completed"
         COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     QUALITY_MODES = [(mode.value, mode.value.title()) for mode in QualityMode]
 
-    FINISHED_STATUSES = (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS, Status.FAILED)
+    FINISHED_STATUSES = (
+        Status.COMPLETED,
+        Status.COMPLETED_WITH_ERRORS,
+        Status.FAILED,
+        Status.CANCELLED,
+    )
 
     request_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Who asked: only this account's keys and people see the request.
@@ -96,11 +103,22 @@ class ProcessingRequest(models.Model):
     total_images = models.PositiveIntegerField(default=0)
     succeeded_images = models.PositiveIntegerField(default=0)
     failed_images = models.PositiveIntegerField(default=0)
+    cancelled_images = models.PositiveIntegerField(default=0)
+    # Set when the owner cancels: images not started end as cancelled, the request as
+    # cancelled once those in flight have ended.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # The request this one re-runs with other settings (the same products and URLs).
+    source_request = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"
+    )
     # Set by the one worker that wins the right to finalise (a conditional update).
     finalize_claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     output_csv_name = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # When its outputs, products and images were deleted (RETENTION_DAYS after it finished);
+    # the row stays so that its routes answer 410.
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     objects = ProcessingRequestQuerySet.as_manager()
 
@@ -114,7 +132,9 @@ class ProcessingRequest(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(
-                    total_images__gte=models.F("succeeded_images") + models.F("failed_images")
+                    total_images__gte=models.F("succeeded_images")
+                    + models.F("failed_images")
+                    + models.F("cancelled_images")
                 ),
                 name="requests_counts_within_total",
             ),
@@ -129,7 +149,9 @@ class ProcessingRequest(models.Model):
 
     @property
     def pending_images(self) -> int:
-        return self.total_images - self.succeeded_images - self.failed_images
+        return (
+            self.total_images - self.succeeded_images - self.failed_images - self.cancelled_images
+        )
 
 
 class Product(models.Model):
@@ -164,6 +186,7 @@ class ProductImage(models.Model):
         PROCESSING = "processing"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
     # Denormalised from product, so that workers claim and count by request in one index.
     request = models.ForeignKey(
@@ -185,6 +208,9 @@ class ProductImage(models.Model):
     source_quality = models.PositiveSmallIntegerField(null=True, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
     kept_original = models.BooleanField(default=False)
+    # The output of an earlier request of the account, made from the same bytes with the
+    # same settings, copied instead of downloaded and encoded again (reuse.py).
+    reused = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     # When its task was last put on the queue, and when a worker last claimed it: the
     # sweep queues again what has waited or run longer than the lease.
@@ -274,3 +300,55 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} at {self.attempted_at}: {self.status_code or self.error}"
+
+
+class SourceCache(models.Model):
+    """What an account's request last saw at a source URL: its validators, to ask again
+    with a conditional GET, and the SHA-256 of its bytes, to tell an unchanged body."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="sources")
+    url = models.TextField()
+    url_hash = models.CharField(max_length=64)  # SHA-256 of url: URLs run to 2,048 characters
+    etag = models.CharField(max_length=512, blank=True)
+    last_modified = models.CharField(max_length=64, blank=True)
+    content_sha256 = models.CharField(max_length=64)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "source_cache"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "url_hash"], name="sources_account_url"),
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class SourceOutput(models.Model):
+    """The output made from a source's bytes with one set of settings, in the storage of
+    the request that made (or last copied) it: a later request re-uses it."""
+
+    source = models.ForeignKey(SourceCache, on_delete=models.CASCADE, related_name="outputs")
+    settings_key = models.CharField(max_length=64)  # reuse.settings_key()
+    request = models.ForeignKey(ProcessingRequest, on_delete=models.CASCADE, related_name="+")
+    output_name = models.CharField(max_length=255)
+    output_format = models.CharField(max_length=8)
+    input_format = models.CharField(max_length=8)
+    input_bytes = models.PositiveBigIntegerField()
+    output_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    source_quality = models.PositiveSmallIntegerField(null=True, blank=True)
+    quality = models.PositiveSmallIntegerField()
+    kept_original = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "source_outputs"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "settings_key"], name="source_outputs_settings"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.output_name

@@ -52,6 +52,8 @@ REASON_ADVICE: dict[ReasonCode, str] = {
     "if it keeps happening, report it with the request id.",
     ReasonCode.INTERNAL_ERROR: "Something went wrong on our side with this image. Report it "
     "with the request id; the rest of the request is unaffected.",
+    ReasonCode.CANCELLED: "The request was cancelled before this image started. Retry the "
+    "request to process it.",
 }
 
 
@@ -109,6 +111,9 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
     found = selectors.request_get(account=account, request_id=request_id)
     if found is None:
         return _page(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+    if found.expired_at is not None:
+        return _page(request, "processing/expired.html", {"request_row": found}, status=410)
+    retry_count = found.failed_images + found.cancelled_images
     paginator = Paginator(selectors.request_products(request_id=found.pk), PRODUCTS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
     products = [
@@ -132,6 +137,10 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "percent": _percent_done(found),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
         "output_csv_url": selectors.output_csv_url(found),
+        "expires_at": selectors.expires_at(found),
+        "can_retry": found.is_finished
+        and (retry_count or found.status == ProcessingRequest.Status.FAILED),
+        "retry_count": retry_count,
     }
     return _page(request, "processing/request.html", context)
 
@@ -141,7 +150,7 @@ def _percent_done(found: ProcessingRequest) -> int:
         return 100
     if not found.total_images:
         return 0
-    return (found.succeeded_images + found.failed_images) * 100 // found.total_images
+    return (found.total_images - found.pending_images) * 100 // found.total_images
 
 
 def _page(

@@ -1,5 +1,7 @@
 """An image batch: claim its URLs, download them (net), compress them (imaging), store the
-outputs, and record each URL's outcome (results.py) for every image that shares it.
+outputs, and record each URL's outcome (results.py) for every image that shares it. A
+source that has not changed since an earlier request of the account (a 304, or the same
+bytes) gets that request's output copied instead (reuse.py).
 
 A batch holds distinct URLs of one request (intake.request_start and the sweep batch by
 request). The claim is a conditional UPDATE with a token: a task delivered twice, or a
@@ -20,13 +22,14 @@ from django.utils import timezone
 
 import net
 from config.logs import request_id_bound
-from imaging.encode import CompressedImage, QualityMode, compress
+from imaging.encode import EXTENSIONS, CompressedImage, QualityMode, compress
 from imaging.guard import time_limit
-from processing import metrics
+from processing import metrics, reuse
 from processing.leases import leases
-from processing.models import ProcessingRequest, ProductImage, ReasonCode
+from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
-from processing.results import ImageFailure, ImageOutcome, images_record
+from processing.results import ImageFailure, ImageOutcome, OutputFacts, images_record
+from processing.reuse import Known, Seen
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +37,22 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Work:
     image: ProductImage  # the first image with its URL in its request
-    download: "Future[bytes]"
-    data: bytes = b""
-    compressed: CompressedImage | None = None
+    download: "Future[net.Fetched]"
+    known: Known | None  # what the account's cache knows of the URL
+    downloaded: int = 0
+    facts: OutputFacts | None = None
     output_name: str = ""
     failure: ImageFailure | None = None
+    seen: Seen | None = None  # for the cache, once stored
 
     def outcome(self) -> ImageOutcome:
         return ImageOutcome(
             input_url=self.image.input_url,
             image_id=self.image.pk,
             attempt=self.image.attempts + 1,  # attempts as loaded, before this batch's claim
-            compressed=self.compressed,
-            input_bytes=len(self.data),
+            facts=self.facts,
             output_name=self.output_name,
+            downloaded_bytes=self.downloaded,
             failure=self.failure,
         )
 
@@ -68,22 +73,24 @@ def images_process(*, image_ids: list[int]) -> None:
     # Downloads start before the claim, so that its round trips to the database do not
     # leave the CPU waiting for the first image. One this batch does not win is dropped.
     threads = _io_threads()
+    known = _sources_known(firsts)
     downloads = {
-        image.pk: threads.submit(_fetch, image.input_url)
+        image.pk: threads.submit(_fetch, image.input_url, known.get(image.pk))
         for image in firsts
         if image.status == ProductImage.Status.PENDING
     }
     token = uuid.uuid4()
     leases.hold(token)
     try:
-        _images_claimed_work(firsts, downloads, token, threads)
+        _images_claimed_work(firsts, downloads, known, token, threads)
     finally:
         leases.release(token)
 
 
 def _images_claimed_work(
     firsts: list[ProductImage],
-    downloads: dict[int, "Future[bytes]"],
+    downloads: dict[int, "Future[net.Fetched]"],
+    known: dict[int, Known],
     token: uuid.UUID,
     threads: ThreadPoolExecutor,
 ) -> None:
@@ -91,7 +98,11 @@ def _images_claimed_work(
     for image_id in downloads.keys() - {image.pk for image in claimed}:
         downloads[image_id].cancel()
     work = [
-        _Work(image, downloads.get(image.pk) or threads.submit(_fetch, image.input_url))
+        _Work(
+            image,
+            downloads.get(image.pk) or threads.submit(_fetch, image.input_url, known.get(image.pk)),
+            known.get(image.pk),
+        )
         for image in claimed
     ]
     if not work:
@@ -108,37 +119,115 @@ def _images_claimed_work(
                 ),
                 outcomes=[item.outcome() for item in work if item.image.request_id == request_id],
             )
+            reuse.sources_remember(
+                request=next(i.image.request for i in work if i.image.request_id == request_id),
+                seen=[
+                    item.seen
+                    for item in work
+                    if item.seen is not None and item.image.request_id == request_id
+                ],
+            )
 
 
 def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
-    """Compress each download as it arrives; write the outputs on the I/O threads."""
+    """Compress each download as it arrives, or copy the output of an unchanged source;
+    write the outputs on the I/O threads."""
     stored: list[tuple[_Work, Future[None]]] = []
     for item in work:
         try:
-            item.data = item.download.result()
+            fetched = item.download.result()
+            data = fetched.body or b""
+            item.downloaded = len(data)
+            output = item.known.output if item.known is not None else None
+            digest = reuse.content_hash(data) if data else ""
+            if output is not None and (
+                fetched.not_modified or digest == item.known.content_sha256  # type: ignore[union-attr]
+            ):
+                stored.append((item, _reuse(item, output, fetched, threads)))
+                continue
             with (
                 metrics.STAGE_SECONDS.labels("encode").time(),
                 time_limit(settings.IMAGE_MAX_SECONDS),
             ):
-                item.compressed = _compress(item.image.request, item.data)
+                compressed = _compress(item.image.request, data)
         except Exception as error:
             item.failure = ImageFailure.from_error(error, image_id=item.image.pk)
-        else:
-            item.output_name = image_output_name(
-                request_id=item.image.request_id,
-                image_id=item.image.pk,
-                extension=item.compressed.extension,
-            )
-            stored.append((item, threads.submit(_store, item.output_name, item.compressed.data)))
+            continue
+        item.facts = OutputFacts.of(compressed, input_bytes=len(data))
+        item.output_name = _output_name(item, compressed.extension)
+        item.seen = _seen(item, fetched, digest)
+        stored.append((item, threads.submit(_store, item.output_name, compressed.data)))
     for item, store in stored:
         try:
             store.result()
         except Exception:
             logger.exception("image %s: the output could not be stored", item.image.pk)
-            item.compressed = None
+            item.facts = item.seen = None
             item.failure = ImageFailure(
                 ReasonCode.STORAGE_ERROR, "The output could not be stored.", transient=True
             )
+
+
+def _reuse(
+    item: _Work, output: SourceOutput, fetched: net.Fetched, threads: ThreadPoolExecutor
+) -> "Future[None]":
+    """The earlier output, copied under this image's name: its facts, marked reused."""
+    extension = EXTENSIONS.get(output.output_format, "jpg")
+    item.output_name = _output_name(item, extension)
+    item.facts = OutputFacts(
+        input_format=output.input_format,
+        output_format=output.output_format,
+        input_bytes=output.input_bytes,
+        output_bytes=output.output_bytes,
+        width=output.width,
+        height=output.height,
+        source_quality=output.source_quality,
+        quality=output.quality,
+        kept_original=output.kept_original,
+        reused=True,
+    )
+    assert item.known is not None
+    item.seen = _seen(item, fetched, item.known.content_sha256)
+    return threads.submit(reuse.output_copy, output=output, name=item.output_name)
+
+
+def _output_name(item: _Work, extension: str) -> str:
+    return image_output_name(
+        request_id=item.image.request_id, image_id=item.image.pk, extension=extension
+    )
+
+
+def _seen(item: _Work, fetched: net.Fetched, digest: str) -> Seen:
+    """The source as found, for the account's cache; a 304 may omit its validators."""
+    facts = item.facts
+    assert facts is not None
+    known = item.known
+    return Seen(
+        url=item.image.input_url,
+        etag=fetched.etag or (known.etag if known else ""),
+        last_modified=fetched.last_modified or (known.last_modified if known else ""),
+        content_sha256=digest,
+        output_name=item.output_name,
+        output_format=facts.output_format,
+        input_format=facts.input_format,
+        input_bytes=facts.input_bytes,
+        output_bytes=facts.output_bytes,
+        width=facts.width,
+        height=facts.height,
+        source_quality=facts.source_quality,
+        quality=facts.quality,
+        kept_original=facts.kept_original,
+    )
+
+
+def _sources_known(firsts: list[ProductImage]) -> dict[int, Known]:
+    """By first image id, what each request's account cache knows of its URLs."""
+    known: dict[int, Known] = {}
+    for request_id in dict.fromkeys(image.request_id for image in firsts):
+        mine = [image for image in firsts if image.request_id == request_id]
+        by_url = reuse.sources_known(request=mine[0].request, urls=[i.input_url for i in mine])
+        known |= {image.pk: by_url[image.input_url] for image in mine if image.input_url in by_url}
+    return known
 
 
 # This process's download and storage threads, kept from batch to batch: starting new
@@ -174,10 +263,18 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
     return [image for image in firsts if (image.request_id, image.input_url) in mine]
 
 
-def _fetch(url: str) -> bytes:
-    # Through the net package's module attribute: the seam tests stub a download at.
+def _fetch(url: str, known: Known | None) -> net.Fetched:
+    """The source's bytes, or word that they have not changed since the copy whose output
+    can be re-used. Through the net package's attribute: the seam tests stub a download at."""
+    asked = known if known is not None and known.output is not None else None
     with metrics.STAGE_SECONDS.labels("fetch").time():
-        return net.fetch(url, fetch_policy(), headers=IMAGE_REQUEST_HEADERS)
+        return net.fetch_if_changed(
+            url,
+            fetch_policy(),
+            etag=asked.etag if asked else "",
+            last_modified=asked.last_modified if asked else "",
+            headers=IMAGE_REQUEST_HEADERS,
+        )
 
 
 def _store(name: str, data: bytes) -> None:

@@ -7,6 +7,7 @@ request in the same transaction, which also queues the request's next batch (win
 the request is queued for finalisation once its last image has ended.
 """
 
+import dataclasses
 import logging
 import random
 import uuid
@@ -52,30 +53,50 @@ class ImageFailure:
 
 
 @dataclass(frozen=True)
+class OutputFacts:
+    """What an image's output is, as every image with its URL records it."""
+
+    input_format: str
+    output_format: str
+    input_bytes: int
+    output_bytes: int
+    width: int
+    height: int
+    source_quality: int | None
+    quality: int
+    kept_original: bool
+    reused: bool = False  # copied from an earlier request's output (reuse.py)
+
+    @classmethod
+    def of(cls, compressed: CompressedImage, *, input_bytes: int) -> "OutputFacts":
+        return cls(
+            input_format=compressed.source_format[:8],
+            output_format=compressed.format,
+            input_bytes=input_bytes,
+            output_bytes=len(compressed.data),
+            width=compressed.width,
+            height=compressed.height,
+            source_quality=compressed.source_quality,
+            quality=compressed.quality,
+            kept_original=compressed.kept_original,
+        )
+
+
+@dataclass(frozen=True)
 class ImageOutcome:
-    """One URL's attempt: compressed (and stored as output_name), or failed."""
+    """One URL's attempt: an output stored as output_name, or a failure."""
 
     input_url: str
     image_id: int  # the first image with this URL, which stands for the others in logs
     attempt: int  # this attempt's number, from 1
-    compressed: CompressedImage | None = None
-    input_bytes: int = 0
+    facts: OutputFacts | None = None
     output_name: str = ""
+    downloaded_bytes: int = 0  # 0 for a source that answered "not modified"
     failure: ImageFailure | None = None
 
 
 # What a result sets on every image with its URL; what a retry sets.
-FACT_FIELDS = (
-    "input_format",
-    "output_format",
-    "input_bytes",
-    "output_bytes",
-    "width",
-    "height",
-    "source_quality",
-    "quality",
-    "kept_original",
-)
+FACT_FIELDS = tuple(field.name for field in dataclasses.fields(OutputFacts))
 RESULT_FIELDS = (
     "status",
     "finished_at",
@@ -105,59 +126,102 @@ def images_record(
     in one transaction.
     """
     now = timezone.now()
-    successes: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    retries: dict[str, tuple[ImageOutcome, float, dict[str, Any]]] = {}
-    for outcome in outcomes:
-        failure = outcome.failure
-        if (
-            failure is not None
-            and failure.transient
-            and outcome.attempt < settings.IMAGE_MAX_ATTEMPTS
-        ):
-            delay = _retry_delay(outcome.attempt, failure)
-            retries[outcome.input_url] = (outcome, delay, _retry_row(outcome, failure, delay, now))
-            continue
-        (successes if outcome.compressed else failures).append(_result_row(outcome, now))
     unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
     with transaction.atomic():
+        # The request's row first, as request_cancel takes it: a cancel waits for this
+        # record or this record sees it, and an image of a cancelled request is not retried.
+        cancelled = (
+            ProcessingRequest.objects.select_for_update()
+            .filter(pk=request_id, cancel_requested_at__isnull=False)
+            .exists()
+        )
+        rows = _rows(outcomes, now, cancelled=cancelled)
         ended = Counter(
-            bulk.update_from_rows(unfinished, key="input_url", fields=RESULT_FIELDS, rows=successes)
+            bulk.update_from_rows(
+                unfinished, key="input_url", fields=RESULT_FIELDS, rows=rows.successes
+            )
         )
-        ended += Counter(
-            bulk.update_from_rows(held, key="input_url", fields=RESULT_FIELDS, rows=failures)
-        )
+        ended_as: dict[str, int] = {"succeeded": sum(ended.values()), "failed": 0, "cancelled": 0}
+        for status, rows_ending in (("failed", rows.failures), ("cancelled", rows.cancels)):
+            count = Counter(
+                bulk.update_from_rows(held, key="input_url", fields=RESULT_FIELDS, rows=rows_ending)
+            )
+            ended_as[status] = count.total()
+            ended += count
         retried = set(
             bulk.update_from_rows(
                 held,
                 key="input_url",
                 fields=RETRY_FIELDS,
-                rows=[row for _, _, row in retries.values()],
+                rows=[row for _, _, row in rows.retries.values()],
             )
         )
-        succeeded = sum(ended[item.input_url] for item in outcomes if item.compressed)
-        failed = ended.total() - succeeded
         if ended:
             ProcessingRequest.objects.filter(pk=request_id).update(
-                succeeded_images=F("succeeded_images") + succeeded,
-                failed_images=F("failed_images") + failed,
+                succeeded_images=F("succeeded_images") + ended_as["succeeded"],
+                failed_images=F("failed_images") + ended_as["failed"],
+                cancelled_images=F("cancelled_images") + ended_as["cancelled"],
                 updated_at=now,
             )
             # What ended leaves room in the request's window: its next URLs take it.
             request_window_refill(request_id=request_id, ended=len(ended))
         for url in retried:
-            outcome, delay, _ = retries[url]
+            outcome, delay, _ = rows.retries[url]
             queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)
+    cancelled_urls = {row["input_url"] for row in rows.cancels}
     for outcome in outcomes:
-        if ended[outcome.input_url]:
+        if outcome.input_url in cancelled_urls:
+            metrics.IMAGES.labels("cancelled", ReasonCode.CANCELLED).inc(ended[outcome.input_url])
+        elif ended[outcome.input_url]:
             _images_count(outcome, ended[outcome.input_url])
     for url in retried:
-        outcome, delay, _ = retries[url]
+        outcome, delay, _ = rows.retries[url]
         assert outcome.failure is not None
         logger.info("image %s: retrying in %.1f s", outcome.image_id, delay)
         metrics.IMAGE_RETRIES.labels(outcome.failure.reason).inc()
     if ended:
         request_finalize_when_ready(request_id)
+
+
+@dataclass
+class _Rows:
+    """A batch's outcomes as the rows each UPDATE writes."""
+
+    successes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    cancels: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    retries: dict[str, tuple[ImageOutcome, float, dict[str, Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+
+def _rows(outcomes: list[ImageOutcome], now: datetime, *, cancelled: bool) -> _Rows:
+    rows = _Rows()
+    for outcome in outcomes:
+        failure = outcome.failure
+        if outcome.facts is not None:
+            rows.successes.append(_result_row(outcome, now))
+        elif failure is None:
+            continue
+        elif not failure.transient or outcome.attempt >= settings.IMAGE_MAX_ATTEMPTS:
+            rows.failures.append(_result_row(outcome, now))
+        elif cancelled:
+            rows.cancels.append(
+                _result_row(outcome, now)
+                | {
+                    "status": ProductImage.Status.CANCELLED,
+                    "error_code": ReasonCode.CANCELLED,
+                    "error_message": f"{failure.message} Not retried: the request was cancelled.",
+                }
+            )
+        else:
+            delay = _retry_delay(outcome.attempt, failure)
+            rows.retries[outcome.input_url] = (
+                outcome,
+                delay,
+                _retry_row(outcome, failure, delay, now),
+            )
+    return rows
 
 
 def request_finalize_when_ready(request_id: uuid.UUID) -> None:
@@ -169,7 +233,7 @@ def request_finalize_when_ready(request_id: uuid.UUID) -> None:
 
 
 def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
-    if outcome.compressed is not None:
+    if outcome.facts is not None:
         return {
             "input_url": outcome.input_url,
             "status": ProductImage.Status.SUCCEEDED,
@@ -177,7 +241,7 @@ def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
             "output_name": outcome.output_name,
             "error_code": "",
             "error_message": "",
-            **_image_facts(outcome.input_bytes, outcome.compressed),
+            **dataclasses.asdict(outcome.facts),
         }
     failure = outcome.failure
     assert failure is not None
@@ -205,26 +269,14 @@ def _retry_row(
     }
 
 
-def _image_facts(input_bytes: int, compressed: CompressedImage) -> dict[str, Any]:
-    return {
-        "input_format": compressed.source_format[:8],
-        "output_format": compressed.format,
-        "input_bytes": input_bytes,
-        "output_bytes": len(compressed.data),
-        "width": compressed.width,
-        "height": compressed.height,
-        "source_quality": compressed.source_quality,
-        "quality": compressed.quality,
-        "kept_original": compressed.kept_original,
-    }
-
-
 def _images_count(outcome: ImageOutcome, ended: int) -> None:
-    if outcome.compressed is not None:
+    if outcome.facts is not None:
         metrics.IMAGES.labels("succeeded", "").inc(ended)
         # Bytes moved once per URL, however many images share it.
-        metrics.BYTES_IN.inc(outcome.input_bytes)
-        metrics.BYTES_OUT.inc(len(outcome.compressed.data))
+        metrics.BYTES_IN.inc(outcome.downloaded_bytes)
+        metrics.BYTES_OUT.inc(outcome.facts.output_bytes)
+        if outcome.facts.reused:
+            metrics.IMAGES_REUSED.inc(ended)
     elif outcome.failure is not None:
         metrics.IMAGES.labels("failed", outcome.failure.reason).inc(ended)
 

@@ -1,7 +1,7 @@
 """Reads for the API and the webhook. No writes here."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -45,7 +45,14 @@ def account_pending_images(*, account: Account) -> int:
     pending = (
         ProcessingRequest.objects.filter(account=account)
         .exclude(status__in=ProcessingRequest.FINISHED_STATUSES)
-        .aggregate(pending=Sum(F("total_images") - F("succeeded_images") - F("failed_images")))
+        .aggregate(
+            pending=Sum(
+                F("total_images")
+                - F("succeeded_images")
+                - F("failed_images")
+                - F("cancelled_images")
+            )
+        )
     )["pending"]
     return int(pending or 0)
 
@@ -84,12 +91,13 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "request_id": str(request.pk),
         "status": request.status,
-        "created_at": _timestamp(request.created_at),
-        "updated_at": _timestamp(request.updated_at),
+        "created_at": timestamp(request.created_at),
+        "updated_at": timestamp(request.updated_at),
         "progress": {
             "total": request.total_images,
             "succeeded": request.succeeded_images,
             "failed": request.failed_images,
+            "cancelled": request.cancelled_images,
             "pending": request.pending_images,
         },
         "output_csv_url": output_csv_url(request),
@@ -98,10 +106,21 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             view_name="request-products",
             request_id=request.pk,
         ),
+        "cancel_requested_at": timestamp(request.cancel_requested_at),
+        "source_request_id": str(request.source_request_id) if request.source_request_id else None,
+        "expires_at": timestamp(expires_at(request)),
     }
     if request.error:
         payload["error"] = request.error
     return payload
+
+
+def expires_at(request: ProcessingRequest) -> datetime | None:
+    """When a finished request's results will be deleted (RETENTION_DAYS after it
+    finished); None while it runs, or with no retention set."""
+    if request.finished_at is None or settings.RETENTION_DAYS is None:
+        return None
+    return request.finished_at + timedelta(days=settings.RETENTION_DAYS)
 
 
 def webhook_state(request: ProcessingRequest) -> dict[str, Any] | None:
@@ -113,10 +132,10 @@ def webhook_state(request: ProcessingRequest) -> dict[str, Any] | None:
         "event_id": delivery.event_id,
         "state": delivery.state,
         "attempts": delivery.attempts,
-        "last_attempt_at": _timestamp(delivery.last_attempt_at),
+        "last_attempt_at": timestamp(delivery.last_attempt_at),
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error or None,
-        "next_attempt_at": _timestamp(delivery.next_attempt_at)
+        "next_attempt_at": timestamp(delivery.next_attempt_at)
         if delivery.state == delivery.State.PENDING
         else None,
     }
@@ -125,7 +144,7 @@ def webhook_state(request: ProcessingRequest) -> dict[str, Any] | None:
 def webhook_attempts(request: ProcessingRequest) -> list[dict[str, Any]]:
     return [
         {
-            "attempted_at": _timestamp(attempt.attempted_at),
+            "attempted_at": timestamp(attempt.attempted_at),
             "status_code": attempt.status_code,
             "error": attempt.error or None,
             "duration_ms": attempt.duration_ms,
@@ -134,7 +153,7 @@ def webhook_attempts(request: ProcessingRequest) -> list[dict[str, Any]]:
     ]
 
 
-def _timestamp(value: datetime | None) -> str | None:
+def timestamp(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -150,6 +169,8 @@ def backlog() -> tuple[int, int]:
         status__in=ProcessingRequest.FINISHED_STATUSES
     ).aggregate(
         requests=Count("pk"),
-        pending=Sum(F("total_images") - F("succeeded_images") - F("failed_images")),
+        pending=Sum(
+            F("total_images") - F("succeeded_images") - F("failed_images") - F("cancelled_images")
+        ),
     )
     return totals["requests"], totals["pending"] or 0

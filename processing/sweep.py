@@ -72,9 +72,9 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
             queued_at__lt=cutoff,
         )
     )
-    groups = overdue.values("request_id", "input_url", "status").annotate(
-        first_id=Min("id"), attempts=Max("attempts")
-    )
+    groups = overdue.values(
+        "request_id", "input_url", "status", "request__cancel_requested_at"
+    ).annotate(first_id=Min("id"), attempts=Max("attempts"))
     requeued = given_up = 0
     for group in groups.iterator():
         same_url = ProductImage.objects.filter(
@@ -82,8 +82,11 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
         )
         if group["status"] == ProductImage.Status.PROCESSING:
             same_url = same_url.filter(claimed_at__lt=cutoff)
-            if group["attempts"] >= settings.IMAGE_MAX_ATTEMPTS:
-                _image_give_up(group, same_url)
+            # A cancelled request's lost image is not tried again: images_record ends it
+            # as cancelled.
+            cancelling = group["request__cancel_requested_at"] is not None
+            if cancelling or group["attempts"] >= settings.IMAGE_MAX_ATTEMPTS:
+                _image_give_up(group, same_url, transient=cancelling)
                 given_up += 1
                 continue
         else:
@@ -94,12 +97,15 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
     return requeued, given_up
 
 
-def _image_give_up(group: Mapping[str, Any], overdue: QuerySet[ProductImage]) -> None:
+def _image_give_up(
+    group: Mapping[str, Any], overdue: QuerySet[ProductImage], *, transient: bool = False
+) -> None:
     """Fail a URL whose every attempt was lost, recorded as any image's result is."""
     failure = ImageFailure(
         ReasonCode.INTERNAL_ERROR,
         f"Gave up after {group['attempts']} attempts that never finished "
         "(the worker was lost each time).",
+        transient=transient,
     )
     outcome = ImageOutcome(
         input_url=group["input_url"],

@@ -11,7 +11,7 @@ from celery import shared_task, signals
 from django.conf import settings
 
 from config.logs import request_id_bound
-from processing import finalize, intake, metrics, pipeline, queue, sweep, webhooks
+from processing import expiry, finalize, intake, metrics, pipeline, queue, sweep, webhooks
 
 
 @shared_task(name=queue.REQUEST_START)
@@ -40,6 +40,11 @@ def webhook_send(request_id: str) -> None:
 @shared_task(name=queue.SWEEP)
 def sweep_run() -> None:
     sweep.sweep_run()
+
+
+@shared_task(name=queue.EXPIRE)
+def requests_expire() -> None:
+    expiry.requests_expire()
 
 
 @signals.worker_ready.connect

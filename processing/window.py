@@ -60,7 +60,8 @@ def request_window_refill(*, request_id: uuid.UUID, ended: int) -> int:
 
 def _next_queue(request_id: uuid.UUID, room: int) -> int:
     images = ProductImage.objects.filter(request_id=request_id)
-    waiting = images.filter(queued_at__isnull=True).order_by("id")
+    waiting = images.filter(queued_at__isnull=True, status=ProductImage.Status.PENDING)
+    waiting = waiting.order_by("id")
     firsts: dict[str, int] = {}
     for image_id, url in waiting.values_list("id", "input_url")[: room * 2]:
         firsts.setdefault(url, image_id)

@@ -42,6 +42,9 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/status/{request_id}/": ["get"],
         "/api/requests/{request_id}/products/": ["get"],
         "/api/requests/{request_id}/webhook/": ["get", "post"],
+        "/api/requests/{request_id}/cancel/": ["post"],
+        "/api/requests/{request_id}/retry/": ["post"],
+        "/api/requests/{request_id}/rerun/": ["post"],
         "/api/requests/{request_id}/output.csv": ["get"],
     }
     upload = schema["paths"]["/api/upload/"]["post"]["responses"]

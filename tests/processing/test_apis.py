@@ -322,7 +322,13 @@ def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: API
     # And status reports it pending, with no output CSV yet, which answers 409
     status = api.get(f"/api/status/{request.pk}/").json()
     assert status["status"] == "pending"
-    assert status["progress"] == {"total": 3, "succeeded": 0, "failed": 0, "pending": 3}
+    assert status["progress"] == {
+        "total": 3,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "pending": 3,
+    }
     assert status["output_csv_url"] is None
     response = api.get(f"/api/requests/{request.pk}/output.csv")
     assert response.status_code == 409
@@ -356,6 +362,7 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
             "source_quality": None,
             "quality": None,
             "kept_original": False,
+            "reused": False,
         }
     ]
 

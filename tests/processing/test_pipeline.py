@@ -6,7 +6,6 @@ Tasks are never sent: the test's transaction never commits, so what the services
 stays in its on-commit callbacks, which the tests read (processing.queue.QueuedTask).
 """
 
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,15 @@ from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import intake, metrics, pipeline, queue
-from processing.models import ProcessingRequest, ProductImage
+from processing import metrics, pipeline, queue
+from processing.models import ProductImage
 from processing.queue import QueuedTask
+from tests.processing.in_process import Capture, Downloads, images_of, queued, started
 from tests.support import encoded, photo
 
 pytestmark = pytest.mark.django_db
 
-HEADER = "S. No.,Product Name,Input Image Urls\n"
 JPEG = encoded(photo(160, 120), "JPEG", quality=90)
-
-Capture = Callable[..., Any]
 
 
 @pytest.fixture(autouse=True)
@@ -36,51 +33,6 @@ def storage(settings: Any, tmp_path: Path) -> Path:
     settings.IMAGE_MAX_ATTEMPTS = 2
     settings.IMAGE_FETCH_RETRY_BACKOFF = 2.0
     return tmp_path
-
-
-class Downloads:
-    """Stands in for net.fetch: each URL answers what the test put there; calls counted."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, bytes | Exception] = {}
-        self.calls: list[str] = []
-
-    def __call__(self, url: str, policy: net.NetPolicy, **_: Any) -> bytes:
-        self.calls.append(url)
-        answer = self.answers[url]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-@pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> Downloads:
-    stub = Downloads()
-    monkeypatch.setattr(net, "fetch", stub)
-    return stub
-
-
-def started(
-    account: Account, csv_text: str, capture: Capture
-) -> tuple[ProcessingRequest, list[list[int]]]:
-    """A stored request moved to processing; the image batches request_start queued."""
-    request = intake.request_create(
-        account=account, csv_data=(HEADER + csv_text).encode(), public_base_url="http://testserver"
-    )
-    with capture(execute=False) as callbacks:
-        intake.request_start(request_id=request.pk)
-    batches = [task.args[0] for task in callbacks if task.name == queue.IMAGES_PROCESS]
-    return request, batches
-
-
-def queued(callbacks: list[Any], name: str) -> list[QueuedTask]:
-    return [task for task in callbacks if isinstance(task, QueuedTask) and task.name == name]
-
-
-def images_of(request: ProcessingRequest) -> list[ProductImage]:
-    return list(
-        ProductImage.objects.filter(request=request).order_by("product__position", "position")
-    )
 
 
 def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the_finalisation(

@@ -1,0 +1,212 @@
+"""What the API's views share: the shapes of their answers for the OpenAPI schema, the
+upload rate limit, and the request a route names, found for the asking account only."""
+
+import logging
+import math
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.views import APIView
+
+import net
+from accounts.authentication import request_account
+from imaging.encode import QualityMode
+from processing import intake, selectors
+from processing.csv_format import url_problem
+from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
+from processing.models import ProcessingRequest, ReasonCode
+from processing.policies import webhook_policy
+
+logger = logging.getLogger(__name__)
+
+
+# --- What the API answers, for the OpenAPI schema (/api/schema/) ------------------------
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    error = serializers.CharField()
+    code = serializers.CharField()
+    details = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class ProgressSerializer(serializers.Serializer[Any]):
+    total = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    pending = serializers.IntegerField()
+
+
+class WebhookStateSerializer(serializers.Serializer[Any]):
+    event_id = serializers.CharField()
+    state = serializers.ChoiceField(choices=["pending", "delivered", "failed"])
+    attempts = serializers.IntegerField()
+    last_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_status_code = serializers.IntegerField(allow_null=True)
+    last_error = serializers.CharField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+
+
+class WebhookAttemptSerializer(serializers.Serializer[Any]):
+    attempted_at = serializers.DateTimeField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+    duration_ms = serializers.IntegerField()
+
+
+class WebhookDetailSerializer(WebhookStateSerializer):
+    attempt_log = WebhookAttemptSerializer(many=True)
+
+
+class StatusSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    progress = ProgressSerializer()
+    output_csv_url = serializers.URLField(allow_null=True)
+    products_url = serializers.URLField()
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    source_request_id = serializers.UUIDField(allow_null=True)
+    expires_at = serializers.DateTimeField(
+        allow_null=True, help_text="When its results will be deleted, once it has finished."
+    )
+    error = serializers.CharField(required=False)
+    webhook = WebhookStateSerializer(allow_null=True)
+
+
+class RequestSettingsSerializer(serializers.Serializer[Any]):
+    """The settings an upload or a re-run may give."""
+
+    webhook_url = serializers.CharField(
+        required=False, allow_blank=True, max_length=2048, trim_whitespace=True
+    )
+    quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
+    quality_mode = serializers.ChoiceField(
+        required=False, choices=[mode.value for mode in QualityMode]
+    )
+
+    def validate_webhook_url(self, value: str) -> str:
+        if not value:
+            return value
+        problem = url_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        try:
+            net.check_url(value, webhook_policy())
+        except net.NetError as refused:
+            raise serializers.ValidationError(refused.message) from None
+        return value
+
+
+class AcceptedSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField()
+    message = serializers.CharField()
+    status_url = serializers.URLField()
+    total_products = serializers.IntegerField()
+    total_images = serializers.IntegerField()
+    source_request_id = serializers.UUIDField(
+        required=False, help_text="For a re-run: the request it re-runs."
+    )
+
+
+def accepted_body(created: ProcessingRequest) -> dict[str, Any]:
+    """What an upload or a re-run answers, 202."""
+    body: dict[str, Any] = {
+        "request_id": str(created.pk),
+        "message": "CSV uploaded successfully. Processing started.",
+        "status_url": selectors.api_url(
+            base_url=created.public_base_url, view_name="request-status", request_id=created.pk
+        ),
+        "total_products": created.total_products,
+        "total_images": created.total_images,
+    }
+    if created.source_request_id:
+        body["message"] = "Re-run accepted. Processing started."
+        body["source_request_id"] = str(created.source_request_id)
+    return body
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ErrorSerializer) for code in statuses}
+
+
+ERROR_CODE_HELP = (
+    "Why the image failed, empty unless it did: http_<status> (the image's server answered "
+    "that HTTP status) or one of " + ", ".join(ReasonCode.values) + "."
+)
+
+REQUEST_ID = OpenApiParameter(
+    "request_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The request's UUID."
+)
+
+
+class AccountUploadThrottle(SimpleRateThrottle):
+    """Uploads per account, at ACCOUNT_UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
+
+    scope = "upload"
+
+    def get_rate(self) -> str | None:
+        return settings.ACCOUNT_UPLOAD_RATE_LIMIT or None
+
+    def get_cache_key(self, request: Request, view: APIView) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": request_account(request).pk}
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            # The counters live in Redis: while it is away, uploads are not refused for it.
+            logger.warning(
+                "upload rate limit unavailable; letting the upload through", exc_info=True
+            )
+            return True
+
+
+# What a refused upload over the pending-images quota is told to wait: the backlog is
+# unknown in time, so about what a few thousand images take.
+QUOTA_RETRY_AFTER_SECONDS = 60
+
+
+def uploads_throttled(wait: float | None) -> TooManyUploads:
+    """The refusal of an upload or a re-run over ACCOUNT_UPLOAD_RATE_LIMIT."""
+    rate = settings.ACCOUNT_UPLOAD_RATE_LIMIT
+    retry_after = max(1, math.ceil(wait or 1))
+    return TooManyUploads(
+        f"Too many uploads: this account may upload {rate}. Try again in {retry_after} s.",
+        details=[{"limit": rate, "retry_after_seconds": retry_after}],
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def quota_refusal(over: intake.QuotaExceeded, *, what: str = "upload") -> QuotaExceeded:
+    """The refusal of an upload (or a re-run) over ACCOUNT_MAX_PENDING_IMAGES."""
+    return QuotaExceeded(
+        f"The account has {over.pending:,} images waiting; with this {what}'s {over.adding:,} "
+        f"that passes its limit of {over.limit:,}. Try again when some have finished.",
+        details=[
+            {"pending_images": over.pending, "upload_images": over.adding, "limit": over.limit}
+        ],
+        headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
+    )
+
+
+def request_or_404(request: Request, request_id: str) -> ProcessingRequest:
+    """The asking account's request: another account's is not found, as an unknown one;
+    an expired one answers 410."""
+    found = selectors.request_get(account=request_account(request), request_id=request_id)
+    if found is None:
+        raise RequestNotFound()
+    if found.expired_at is not None:
+        expired = selectors.timestamp(found.expired_at)
+        raise RequestExpired(
+            f"The request's outputs, products and images were deleted on {expired}, "
+            "after the retention period.",
+            details=[{"expired_at": expired}],
+        )
+    return found

@@ -1,0 +1,108 @@
+"""What an owner may do to a request under way or finished: cancel it, retry what failed.
+(Re-running it with other settings makes a new request: intake.request_rerun.)"""
+
+import logging
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from processing import metrics
+from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
+from processing.results import NO_FACTS, request_finalize_when_ready
+from processing.window import request_window_fill
+
+logger = logging.getLogger(__name__)
+
+
+class AlreadyFinished(Exception):
+    """The request has finished: there is nothing left to cancel."""
+
+
+class NotFinished(Exception):
+    """The request is still under way: its failures are not final yet."""
+
+
+class NothingToRetry(Exception):
+    """Every image of the request succeeded."""
+
+
+def request_cancel(*, request: ProcessingRequest) -> ProcessingRequest:
+    """Cancel a request under way: its images not started end as cancelled at once, those
+    in flight may finish, and the request ends as cancelled, with its output CSV and its
+    webhook, once they have."""
+    now = timezone.now()
+    with transaction.atomic():
+        # Locked against the batches' counters and window: no image starts after this.
+        locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.is_finished:
+            raise AlreadyFinished
+        # A request not started yet is started here, to finish: request_start then finds
+        # it no longer pending and does nothing.
+        locked.status = ProcessingRequest.Status.PROCESSING
+        locked.cancel_requested_at = locked.cancel_requested_at or now
+        cancelled = ProductImage.objects.filter(
+            request=locked, status=ProductImage.Status.PENDING
+        ).update(
+            status=ProductImage.Status.CANCELLED,
+            error_code=ReasonCode.CANCELLED,
+            error_message="Cancelled before it started.",
+            finished_at=now,
+        )
+        locked.cancelled_images += cancelled
+        locked.save(
+            update_fields=["status", "cancel_requested_at", "cancelled_images", "updated_at"]
+        )
+        request_finalize_when_ready(locked.pk)
+    metrics.IMAGES.labels("cancelled", ReasonCode.CANCELLED).inc(cancelled)
+    logger.info("request %s cancelled: %d images not started", locked.pk, cancelled)
+    return locked
+
+
+def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
+    """Queue again a finished request's failed and cancelled images: those that succeeded
+    keep their outputs. It finishes again, with a new output CSV and a new webhook event."""
+    with transaction.atomic():
+        locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
+        if not locked.is_finished:
+            raise NotFinished
+        again = ProductImage.objects.filter(
+            request=locked,
+            status__in=[ProductImage.Status.FAILED, ProductImage.Status.CANCELLED],
+        )
+        failed = again.filter(status=ProductImage.Status.FAILED).count()
+        cancelled = again.filter(status=ProductImage.Status.CANCELLED).count()
+        # A request that failed as a whole (its outputs could not be written) is finished
+        # again even with every image done.
+        if not failed and not cancelled and locked.status != ProcessingRequest.Status.FAILED:
+            raise NothingToRetry
+        again.update(
+            status=ProductImage.Status.PENDING,
+            error_code="",
+            error_message="",
+            output_name="",
+            attempts=0,
+            queued_at=None,
+            claimed_at=None,
+            claim_token=None,
+            finished_at=None,
+            **NO_FACTS,
+        )
+        # The next finish writes the output CSV anew; the old one goes once this commits.
+        old_csv, locked.output_csv_name = locked.output_csv_name, ""
+        if old_csv:
+            transaction.on_commit(lambda: default_storage.delete(old_csv))
+        locked.status = ProcessingRequest.Status.PROCESSING
+        locked.failed_images -= failed
+        locked.cancelled_images -= cancelled
+        locked.cancel_requested_at = None
+        locked.finalize_claimed_at = None
+        locked.finished_at = None
+        locked.error = ""
+        locked.save()
+        # Its next finish sends a new event, with a new id: receivers tell them apart.
+        WebhookDelivery.objects.filter(request=locked).delete()
+        request_finalize_when_ready(locked.pk)
+    logger.info("request %s retried: %d failed, %d cancelled", locked.pk, failed, cancelled)
+    request_window_fill(request_id=locked.pk)
+    return locked

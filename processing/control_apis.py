@@ -1,0 +1,121 @@
+"""What an owner does to a request once uploaded: cancel it, retry what failed, re-run it
+with other settings. Each answers at once (202); the work happens on the workers."""
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from processing import control, intake, selectors
+from processing.api_common import (
+    REQUEST_ID,
+    AcceptedSerializer,
+    AccountUploadThrottle,
+    RequestSettingsSerializer,
+    StatusSerializer,
+    accepted_body,
+    errors,
+    quota_refusal,
+    request_or_404,
+    uploads_throttled,
+)
+from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
+from processing.models import ProcessingRequest
+
+
+def _status_body(request: ProcessingRequest) -> dict[str, Any]:
+    request.refresh_from_db()
+    payload = selectors.request_status_payload(request)
+    payload["webhook"] = selectors.webhook_state(request)
+    return payload
+
+
+class CancelApi(APIView):
+    @extend_schema(
+        summary="Cancel a request under way",
+        description=(
+            "Images not started end as cancelled (error_code cancelled); those in flight "
+            "may finish. The request then ends as cancelled, with its output CSV for what "
+            "finished and its webhook."
+        ),
+        parameters=[REQUEST_ID],
+        request=None,
+        responses={202: StatusSerializer, **errors(401, 403, 404, 409, 410)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        found = request_or_404(request, request_id)
+        try:
+            control.request_cancel(request=found)
+        except control.AlreadyFinished:
+            raise AlreadyFinished(
+                f"The request has already finished ({found.status}); "
+                "there is nothing left to cancel."
+            ) from None
+        return Response(_status_body(found), status=status.HTTP_202_ACCEPTED)
+
+
+class RetryApi(APIView):
+    @extend_schema(
+        summary="Queue a finished request's failed and cancelled images again",
+        description=(
+            "Images that succeeded keep their outputs and URLs. The request goes back to "
+            "processing and finishes again, with a rewritten output CSV and a webhook event "
+            "of a new id."
+        ),
+        parameters=[REQUEST_ID],
+        request=None,
+        responses={202: StatusSerializer, **errors(401, 403, 404, 409, 410)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        found = request_or_404(request, request_id)
+        try:
+            control.request_retry(request=found)
+        except control.NotFinished:
+            raise RequestNotFinished(
+                "The request has not finished; its failures are retried once it has."
+            ) from None
+        except control.NothingToRetry:
+            raise NothingToRetry() from None
+        return Response(_status_body(found), status=status.HTTP_202_ACCEPTED)
+
+
+class RerunApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    throttle_classes = [AccountUploadThrottle]
+
+    InputSerializer = RequestSettingsSerializer
+
+    @extend_schema(
+        summary="Re-run a request's products and URLs with other settings",
+        description=(
+            "A new request, as an upload of the same CSV would make: the settings given, "
+            "the source request's for the rest. Its status names the source request. "
+            "Counted as an upload by the account's rate limit and pending-images quota."
+        ),
+        parameters=[REQUEST_ID],
+        request=RequestSettingsSerializer,
+        responses={202: AcceptedSerializer, **errors(400, 401, 403, 404, 410, 429)},
+    )
+    def post(self, request: Request, request_id: str) -> Response:
+        found = request_or_404(request, request_id)
+        form = self.InputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            created = intake.request_rerun(
+                source=found,
+                public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
+                webhook_url=form.validated_data.get("webhook_url"),
+                quality=form.validated_data.get("quality"),
+                quality_mode=form.validated_data.get("quality_mode"),
+            )
+        except intake.QuotaExceeded as over:
+            raise quota_refusal(over, what="re-run") from None
+        return Response(accepted_body(created), status=status.HTTP_202_ACCEPTED)
+
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
+        raise uploads_throttled(wait)

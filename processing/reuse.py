@@ -1,0 +1,164 @@
+"""Skipping what has not changed: per account, what each source URL answered last (its
+validators and the SHA-256 of its bytes) and the output made from it with each set of
+settings. A later request of the account asks the source with a conditional GET; on 304,
+or on the same bytes, it copies that output instead of encoding again. The copy is its
+own file, in its own request's folder, so that expiring one request never takes a file
+another still points at; the cache then points at the newest copy."""
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from processing.models import ProcessingRequest, SourceCache, SourceOutput
+
+
+def settings_key(request: ProcessingRequest) -> str:
+    """Everything of a request's settings that shapes an output."""
+    return f"{request.quality_mode}-q{request.quality}"
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the account's cache knows of a URL: enough to ask it conditionally and to
+    re-use its output for the request's settings, when there is one."""
+
+    etag: str
+    last_modified: str
+    content_sha256: str
+    output: SourceOutput | None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A source as this batch found it, and the output made (or copied) from it."""
+
+    url: str
+    etag: str
+    last_modified: str
+    content_sha256: str
+    output_name: str
+    output_format: str
+    input_format: str
+    input_bytes: int
+    output_bytes: int
+    width: int
+    height: int
+    source_quality: int | None
+    quality: int
+    kept_original: bool
+
+
+def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[str, Known]:
+    """The account's cache for these URLs, with the outputs for the request's settings;
+    outputs whose request has expired are not offered."""
+    by_hash = {url_hash(url): url for url in urls}
+    sources = SourceCache.objects.filter(account_id=request.account_id, url_hash__in=by_hash)
+    outputs = {
+        output.source_id: output
+        for output in SourceOutput.objects.filter(
+            source__in=sources,
+            settings_key=settings_key(request),
+            request__expired_at__isnull=True,
+        )
+    }
+    return {
+        by_hash[source.url_hash]: Known(
+            etag=source.etag,
+            last_modified=source.last_modified,
+            content_sha256=source.content_sha256,
+            output=outputs.get(source.pk),
+        )
+        for source in sources
+    }
+
+
+def output_copy(*, output: SourceOutput, name: str) -> None:
+    """The earlier output's bytes stored again under name: no decode, no encode."""
+    with default_storage.open(output.output_name, "rb") as stored:
+        default_storage.save(name, ContentFile(stored.read()))
+
+
+def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
+    """Record what the sources answered and the outputs now made from them: a few
+    statements for a batch, whatever its size."""
+    if not seen:
+        return
+    now = timezone.now()
+    key = settings_key(request)
+    with transaction.atomic():
+        SourceCache.objects.bulk_create(
+            [
+                SourceCache(
+                    account_id=request.account_id,
+                    url=item.url,
+                    url_hash=url_hash(item.url),
+                    etag=item.etag,
+                    last_modified=item.last_modified,
+                    content_sha256=item.content_sha256,
+                    checked_at=now,
+                )
+                for item in seen
+            ],
+            update_conflicts=True,
+            unique_fields=["account", "url_hash"],
+            update_fields=["etag", "last_modified", "content_sha256", "checked_at"],
+        )
+        ids = dict(
+            SourceCache.objects.filter(
+                account_id=request.account_id, url_hash__in=[url_hash(item.url) for item in seen]
+            ).values_list("url_hash", "pk")
+        )
+        SourceOutput.objects.bulk_create(
+            [
+                SourceOutput(
+                    source_id=ids[url_hash(item.url)],
+                    settings_key=key,
+                    request_id=request.pk,
+                    output_name=item.output_name,
+                    output_format=item.output_format,
+                    input_format=item.input_format,
+                    input_bytes=item.input_bytes,
+                    output_bytes=item.output_bytes,
+                    width=item.width,
+                    height=item.height,
+                    source_quality=item.source_quality,
+                    quality=item.quality,
+                    kept_original=item.kept_original,
+                )
+                for item in seen
+            ],
+            update_conflicts=True,
+            unique_fields=["source", "settings_key"],
+            update_fields=[
+                "request",
+                "output_name",
+                "output_format",
+                "input_format",
+                "input_bytes",
+                "output_bytes",
+                "width",
+                "height",
+                "source_quality",
+                "quality",
+                "kept_original",
+            ],
+        )
+
+
+def request_outputs_forget(*, request_id: uuid.UUID) -> None:
+    """The outputs in an expiring request's folder are no longer offered for re-use."""
+    SourceOutput.objects.filter(request_id=request_id).delete()

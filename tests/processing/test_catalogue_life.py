@@ -1,0 +1,459 @@
+"""A catalogue's life in process: the same CSV again served from the first run's outputs,
+cancel, retry, re-run and expiry, through the API where a user acts, with the database
+and the storage real and only the download stubbed at the net seam (in_process.Downloads).
+The same behaviours on the production stack, with real workers and a real origin, are in
+test_catalogue_life_e2e.py."""
+
+import csv
+import io
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from prometheus_client import REGISTRY
+from rest_framework.test import APIClient
+
+import net
+from accounts import services
+from accounts.models import Account
+from processing import finalize, intake, pipeline, queue, results
+from processing.models import ProcessingRequest, ProductImage, SourceOutput, WebhookDelivery
+from processing.queue import QueuedTask
+from processing.selectors import timestamp
+from tests.processing.in_process import Capture, Downloads, images_of, started
+from tests.support import encoded, photo
+
+pytestmark = pytest.mark.django_db
+
+JPEG = encoded(photo(160, 120), "JPEG", quality=90)
+CHANGED = encoded(photo(160, 120, seed=7), "JPEG", quality=90)
+URLS = [f"https://shop.example/{n}.jpg" for n in range(4)]
+ROWS = "".join(f"{n + 1},Lamp {n},{url}\n" for n, url in enumerate(URLS))
+
+
+@pytest.fixture(autouse=True)
+def storage(settings: Any, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path
+    settings.IMAGE_MAX_ATTEMPTS = 2
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    return tmp_path
+
+
+def drain(capture: Capture, callbacks: list[Any]) -> list[QueuedTask]:
+    """Run what transactions left for their commit as a worker and the broker would: image
+    batches and finalisations, with what each queues in turn, until none is left, and the
+    other callbacks (a file to delete) at once. The other tasks (webhooks), not run."""
+    todo, rest = list(callbacks), []
+    while todo:
+        task = todo.pop(0)
+        if not isinstance(task, QueuedTask):
+            task()
+            continue
+        with capture(execute=False) as queued_now:
+            if task.name == queue.IMAGES_PROCESS:
+                pipeline.images_process(image_ids=task.args[0])
+            elif task.name == queue.REQUEST_FINALIZE:
+                finalize.request_finalize(request_id=uuid.UUID(task.args[0]))
+            else:
+                rest.append(task)
+        todo += queued_now
+    return rest
+
+
+def run(account: Account, capture: Capture, rows: str = ROWS, **options: Any) -> ProcessingRequest:
+    """A request of rows, started and run to its end."""
+    request, batches = started(account, rows, capture, **options)
+    drain(capture, [QueuedTask(queue.IMAGES_PROCESS, (batch,)) for batch in batches])
+    request.refresh_from_db()
+    return request
+
+
+def encodes() -> float:
+    return REGISTRY.get_sample_value("imgsvc_image_stage_seconds_count", {"stage": "encode"}) or 0
+
+
+def output_csv(api: APIClient, request: ProcessingRequest) -> list[list[str]]:
+    response = api.get(f"/api/requests/{request.pk}/output.csv")
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    return list(csv.reader(io.StringIO(body.decode())))
+
+
+def listing(request: ProcessingRequest) -> list[tuple[int, str, str]]:
+    return [
+        (image.product.serial_number, image.product.product_name, image.input_url)
+        for image in images_of(request)
+    ]
+
+
+# --- Skip what has not changed --------------------------------------------------------
+
+
+def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_output(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+) -> None:
+    # Given a first run of a CSV, every source answering with an ETag
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    first = run(account, django_capture_on_commit_callbacks)
+    assert first.status == "completed"
+    assert downloads.bodies_sent == 4
+    encoded_before = encodes()
+
+    # When the same CSV is uploaded again
+    second = run(account, django_capture_on_commit_callbacks)
+
+    # Then every source answered 304: no body, no encode, every output re-used
+    assert second.status == "completed"
+    assert downloads.bodies_sent == 4
+    assert len(downloads.calls) == 8
+    assert encodes() == encoded_before
+    images = api.get(f"/api/requests/{second.pk}/products/").json()["results"]
+    assert [image["reused"] for product in images for image in product["images"]] == [True] * 4
+    # each output its own file, in the second request's folder, the same bytes as the first's
+    for old, new in zip(images_of(first), images_of(second), strict=True):
+        assert new.output_name.startswith(f"output_images/{second.pk}/")
+        assert (storage / new.output_name).read_bytes() == (storage / old.output_name).read_bytes()
+        assert (new.width, new.height, new.output_bytes) == (
+            old.width,
+            old.height,
+            old.output_bytes,
+        )
+    assert all(row[3] for row in output_csv(api, second)[1:])
+
+
+def test_a_server_without_etags_sending_the_same_bytes_is_re_used_and_a_changed_one_is_not(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+) -> None:
+    # Given a first run against a server that ignores conditional requests
+    downloads.conditional = False
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+    encoded_before = encodes()
+
+    # When one source changed before the second run
+    downloads.answers[URLS[0]] = CHANGED
+    second = run(account, django_capture_on_commit_callbacks)
+
+    # Then the bodies came again, the three same ones re-used and the changed one encoded
+    assert downloads.bodies_sent == 8
+    assert encodes() == encoded_before + 1
+    assert [image.reused for image in images_of(second)] == [False, True, True, True]
+
+    # And a third run re-uses the changed source's new output
+    third = run(account, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(third)] == [True] * 4
+    assert images_of(third)[0].output_bytes == images_of(second)[0].output_bytes
+
+
+def test_other_settings_or_another_account_do_not_re_use_an_output(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+) -> None:
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+
+    # Another quality: the source is asked again in full (its 304 could not be used)
+    other_quality = run(account, django_capture_on_commit_callbacks, quality=70)
+    assert [image.reused for image in images_of(other_quality)] == [False] * 4
+    assert {image.quality for image in images_of(other_quality)} == {70}
+
+    # Another account knows nothing of this one's sources
+    other, _ = services.account_get_or_create(name=f"other-{uuid.uuid4().hex[:8]}")
+    theirs = run(other, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(theirs)] == [False] * 4
+    assert downloads.bodies_sent == 12
+
+
+# --- Cancel ---------------------------------------------------------------------------
+
+
+def test_cancel_ends_the_images_not_started_and_the_request_as_cancelled_with_its_csv(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a request of 4 images in batches of 2, whose first batch has run
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request, batches = started(
+        account, ROWS, django_capture_on_commit_callbacks, webhook_url="https://hooks.example/x"
+    )
+    with django_capture_on_commit_callbacks(execute=False) as after_first:
+        pipeline.images_process(image_ids=batches[0])
+
+    # When its owner cancels it
+    with django_capture_on_commit_callbacks(execute=False) as after_cancel:
+        response = api.post(f"/api/requests/{request.pk}/cancel/")
+
+    # Then the answer is the status, the images not started are cancelled at once
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["cancel_requested_at"] is not None
+    assert body["progress"] == {
+        "total": 4,
+        "succeeded": 2,
+        "failed": 0,
+        "cancelled": 2,
+        "pending": 0,
+    }
+    assert [image.status for image in images_of(request)] == [
+        "succeeded",
+        "succeeded",
+        "cancelled",
+        "cancelled",
+    ]
+    assert images_of(request)[2].error_code == "cancelled"
+
+    # And the batch queued before the cancel finds nothing to do; the request finishes
+    webhooks = drain(django_capture_on_commit_callbacks, [*after_first, *after_cancel])
+    assert sorted(downloads.calls) == sorted(URLS[:2])
+    request.refresh_from_db()
+    assert request.status == "cancelled"
+    rows = output_csv(api, request)
+    assert [bool(row[3]) for row in rows[1:]] == [True, True, False, False]
+    assert [task.name for task in webhooks] == [queue.WEBHOOK_SEND]
+    assert WebhookDelivery.objects.get(request=request).payload["status"] == "cancelled"
+
+    # And a finished request cannot be cancelled
+    again = api.post(f"/api/requests/{request.pk}/cancel/")
+    assert again.status_code == 409
+    assert again.json()["code"] == "already_finished"
+
+
+def test_an_image_failing_after_the_cancel_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a batch whose download will time out (a transient failure), claimed
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    downloads.answers[URLS[0]] = net.NetError("timeout", "No answer in time.", transient=True)
+    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
+
+    # When the request is cancelled while that batch runs: just before it records, with
+    # the real record wrapped to time the cancel (nothing of it is replaced)
+    record = results.images_record
+
+    def cancel_then_record(**kwargs: Any) -> None:
+        api.post(f"/api/requests/{request.pk}/cancel/")
+        record(**kwargs)
+
+    monkeypatch.setattr(pipeline, "images_record", cancel_then_record)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then the timed-out image ends cancelled, not queued again, and the request ends
+    assert [task.name for task in callbacks if task.name == queue.IMAGES_PROCESS] == []
+    first = images_of(request)[0]
+    assert (first.status, first.error_code) == ("cancelled", "cancelled")
+    assert "Not retried" in first.error_message
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+    request.refresh_from_db()
+    assert (request.status, request.succeeded_images, request.cancelled_images) == (
+        "cancelled",
+        1,
+        3,
+    )
+
+
+# --- Retry ----------------------------------------------------------------------------
+
+
+def test_retry_queues_only_what_failed_and_finishes_again_with_a_new_event_and_csv(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+) -> None:
+    # Given a finished request whose second source answered 404
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    downloads.answers[URLS[1]] = net.NetError("http_404", "The server answered 404.")
+    request = run(
+        account, django_capture_on_commit_callbacks, webhook_url="https://hooks.example/x"
+    )
+    assert request.status == "completed_with_errors"
+    first_event = WebhookDelivery.objects.get(request=request).event_id
+    kept = {image.pk: image.output_name for image in images_of(request) if image.output_name}
+    old_csv = storage / request.output_csv_name
+
+    # When the source is fixed and the owner retries
+    downloads.answers[URLS[1]] = JPEG
+    downloads.calls.clear()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api.post(f"/api/requests/{request.pk}/retry/")
+
+    # Then the request is processing again, with only the failed image to do
+    assert response.status_code == 202, response.json()
+    assert response.json()["status"] == "processing"
+    assert response.json()["progress"]["pending"] == 1
+    assert api.get(f"/api/requests/{request.pk}/output.csv").status_code == 409
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+    assert downloads.calls == [URLS[1]]
+
+    # And it finishes completed, the others' outputs untouched, with a new CSV and event
+    request.refresh_from_db()
+    assert request.status == "completed"
+    assert {i.pk: i.output_name for i in images_of(request) if i.pk in kept} == kept
+    assert all(row[3] for row in output_csv(api, request)[1:])
+    assert request.output_csv_name == f"output_images/{request.pk}/output.csv"
+    assert old_csv.is_file()  # the same name, written anew
+    assert WebhookDelivery.objects.get(request=request).event_id != first_event
+
+    # And with nothing failed, there is nothing to retry
+    again = api.post(f"/api/requests/{request.pk}/retry/")
+    assert (again.status_code, again.json()["code"]) == (409, "nothing_to_retry")
+
+
+def test_retry_of_a_request_under_way_is_refused(
+    django_capture_on_commit_callbacks: Capture, account: Account, api: APIClient
+) -> None:
+    request, _ = started(account, ROWS, django_capture_on_commit_callbacks)
+    response = api.post(f"/api/requests/{request.pk}/retry/")
+    assert (response.status_code, response.json()["code"]) == (409, "not_finished")
+
+
+# --- Re-run ---------------------------------------------------------------------------
+
+
+def test_rerun_makes_a_new_request_over_the_same_products_with_the_settings_given(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a finished request at quality 50 with a webhook
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    source = run(
+        account,
+        django_capture_on_commit_callbacks,
+        rows='1,Lamp,"' + ",".join(URLS[:2]) + '"\n2,Chair,' + URLS[2] + "\n",
+        webhook_url="https://hooks.example/x",
+    )
+
+    # When it is re-run at quality 30
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api.post(f"/api/requests/{source.pk}/rerun/", {"quality": 30}, format="json")
+
+    # Then a new request is accepted, naming its source, with the same products and URLs
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["source_request_id"] == str(source.pk)
+    assert (body["total_products"], body["total_images"]) == (2, 3)
+    rerun = ProcessingRequest.objects.get(pk=body["request_id"])
+    assert (rerun.quality, rerun.webhook_url) == (30, "https://hooks.example/x")
+    assert [
+        (i.product.serial_number, i.product.product_name, i.input_url) for i in images_of(rerun)
+    ] == [(i.product.serial_number, i.product.product_name, i.input_url) for i in images_of(source)]
+    assert [task.name for task in callbacks] == [queue.REQUEST_START]
+
+    # And it runs as an upload does, its status naming the source
+    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
+        intake.request_start(request_id=rerun.pk)
+    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    status = api.get(f"/api/status/{rerun.pk}/").json()
+    assert (status["status"], status["source_request_id"]) == ("completed", str(source.pk))
+    assert {image.quality for image in images_of(rerun)} == {30}
+
+
+def test_rerun_validates_its_settings_and_counts_against_the_quota(
+    django_capture_on_commit_callbacks: Capture, account: Account, api: APIClient, settings: Any
+) -> None:
+    source, _ = started(account, ROWS, django_capture_on_commit_callbacks)
+
+    bad = api.post(f"/api/requests/{source.pk}/rerun/", {"quality": 0}, format="json")
+    assert bad.status_code == 400
+    assert "quality" in str(bad.json()["details"])
+
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 6
+    over = api.post(f"/api/requests/{source.pk}/rerun/", {}, format="json")
+    assert (over.status_code, over.json()["code"]) == (429, "quota_exceeded")
+    assert "re-run's 4" in over.json()["error"]
+    assert ProcessingRequest.objects.filter(account=account).count() == 1
+
+
+# --- Expire ---------------------------------------------------------------------------
+
+
+def test_expiry_deletes_old_results_leaves_a_tombstone_and_re_use_forgets_them(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+    settings: Any,
+) -> None:
+    # Given a request finished 31 days ago, and one finished now
+    settings.RETENTION_DAYS = 30
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    old = run(account, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=old.pk).update(
+        finished_at=timezone.now() - timedelta(days=31)
+    )
+    recent = run(account, django_capture_on_commit_callbacks, quality=70)
+    status = api.get(f"/api/status/{recent.pk}/").json()
+    assert status["expires_at"] is not None
+    old_files = list((storage / "output_images" / str(old.pk)).iterdir())
+    assert len(old_files) == 5  # 4 images and the CSV
+
+    # When the policy is applied
+    call_command("expire", stdout=io.StringIO())
+
+    # Then the old request's files, products and images are gone; the recent one's stay
+    assert not any(path.exists() for path in old_files)
+    assert not ProductImage.objects.filter(request=old).exists()
+    assert ProductImage.objects.filter(request=recent).count() == 4
+    assert not SourceOutput.objects.filter(request=old).exists()
+
+    # And every route of the old request answers 410 expired, naming when
+    old.refresh_from_db()
+    for method, path in [
+        ("get", f"/api/status/{old.pk}/"),
+        ("get", f"/api/requests/{old.pk}/products/"),
+        ("get", f"/api/requests/{old.pk}/webhook/"),
+        ("get", f"/api/requests/{old.pk}/output.csv"),
+        ("post", f"/api/requests/{old.pk}/webhook/"),
+        ("post", f"/api/requests/{old.pk}/cancel/"),
+        ("post", f"/api/requests/{old.pk}/retry/"),
+        ("post", f"/api/requests/{old.pk}/rerun/"),
+    ]:
+        response = getattr(api, method)(path)
+        assert response.status_code == 410, (method, path)
+        assert response.json()["code"] == "expired"
+        assert response.json()["details"] == [{"expired_at": timestamp(old.expired_at)}]
+
+    # And the same CSV at the old request's settings is downloaded and encoded anew
+    downloads.calls.clear()
+    again = run(account, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(again)] == [False] * 4
+    assert all((storage / image.output_name).is_file() for image in images_of(again))
+
+
+def test_expiry_keeps_everything_without_a_retention_and_what_runs_always(
+    django_capture_on_commit_callbacks: Capture, account: Account, settings: Any
+) -> None:
+    running, _ = started(account, ROWS, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=running.pk).update(
+        created_at=timezone.now() - timedelta(days=90)
+    )
+    settings.RETENTION_DAYS = 0.0001
+    call_command("expire", stdout=io.StringIO())
+    running.refresh_from_db()
+    assert running.expired_at is None
+
+    settings.RETENTION_DAYS = None
+    ProcessingRequest.objects.filter(pk=running.pk).update(
+        status="completed", finished_at=timezone.now() - timedelta(days=900)
+    )
+    call_command("expire", stdout=io.StringIO())
+    running.refresh_from_db()
+    assert running.expired_at is None
