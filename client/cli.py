@@ -2,6 +2,9 @@
 
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
     imgsvc status REQUEST_ID
+    imgsvc cancel REQUEST_ID
+    imgsvc retry REQUEST_ID [--wait] [--output out.csv]
+    imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed] [--webhook-url URL] [--wait]
 
 The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
 --api-key, else IMGSVC_API_KEY, else (for a server on 127.0.0.1) the key `make run` wrote
@@ -20,7 +23,7 @@ from urllib.parse import urlsplit
 import urllib3
 from tqdm import tqdm
 
-FINISHED = {"completed", "completed_with_errors", "failed"}
+FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 
 
 class ApiError(Exception):
@@ -58,6 +61,12 @@ class Client:
     def status(self, request_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/status/{request_id}/", expect=200)
 
+    def act(self, request_id: str, action: str, fields: dict[str, str]) -> dict[str, Any]:
+        """POST to one of a request's control routes: cancel, retry or rerun."""
+        return self._json(
+            "POST", f"/api/requests/{request_id}/{action}/", json=fields or None, expect=202
+        )
+
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
         headers = self.headers if url.startswith(self.server + "/") else {}
@@ -93,8 +102,9 @@ def _error_text(response: urllib3.BaseHTTPResponse) -> str:
     return "\n".join(lines)
 
 
-def submit(client: Client, options: argparse.Namespace) -> int:
-    fields = {
+def settings_fields(options: argparse.Namespace) -> dict[str, str]:
+    """The upload's or re-run's settings the user gave."""
+    return {
         name: str(value)
         for name, value in (
             ("webhook_url", options.webhook_url),
@@ -103,24 +113,46 @@ def submit(client: Client, options: argparse.Namespace) -> int:
         )
         if value is not None
     }
-    accepted = client.submit(options.csv, fields)
-    request_id = accepted["request_id"]
-    print(f"request {request_id}: {accepted['total_images']} images", file=sys.stderr)
+
+
+def submit(client: Client, options: argparse.Namespace) -> int:
+    accepted = client.submit(options.csv, settings_fields(options))
+    return started(client, options, accepted["request_id"], accepted["total_images"])
+
+
+def started(client: Client, options: argparse.Namespace, request_id: str, total: int) -> int:
+    """A request that was just queued: its id, and with --wait its end and output CSV."""
+    print(f"request {request_id}: {total} images", file=sys.stderr)
     if not options.wait:
         print(request_id)
         return 0
-    status = follow(client, request_id, accepted["total_images"])
+    status = follow(client, request_id, total)
     output = options.output or Path(f"{request_id}-output.csv")
     if status["output_csv_url"]:
         output.write_bytes(client.download(status["output_csv_url"]))
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
     print(
-        f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed",
+        f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed"
+        + (f", {progress['cancelled']} cancelled" if progress.get("cancelled") else ""),
         file=sys.stderr,
     )
     print(request_id)
     return 0 if status["status"] == "completed" else 1
+
+
+def control(client: Client, options: argparse.Namespace) -> int:
+    """cancel, retry or rerun a request."""
+    if options.command == "cancel":
+        status = client.act(options.request_id, "cancel", {})
+        print(f"request {options.request_id}: cancelling", file=sys.stderr)
+        print(json.dumps(status, indent=2))
+        return 0
+    if options.command == "retry":
+        status = client.act(options.request_id, "retry", {})
+        return started(client, options, options.request_id, status["progress"]["total"])
+    accepted = client.act(options.request_id, "rerun", settings_fields(options))
+    return started(client, options, accepted["request_id"], accepted["total_images"])
 
 
 def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
@@ -128,10 +160,22 @@ def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
         while True:
             status = client.status(request_id)
             progress = status["progress"]
-            bar.update(progress["succeeded"] + progress["failed"] - bar.n)
+            ended = progress["succeeded"] + progress["failed"] + progress.get("cancelled", 0)
+            bar.update(ended - bar.n)
             if status["status"] in FINISHED:
                 return status
             time.sleep(0.5)
+
+
+def waits(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="follow it to the end")
+    parser.add_argument("--output", type=Path, help="where to save the output CSV")
+
+
+def given_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--webhook-url")
+    parser.add_argument("--quality", type=int)
+    parser.add_argument("--quality-mode", choices=["fixed", "relative"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,13 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     submit_parser = commands.add_parser("submit", help="upload a product CSV")
     submit_parser.add_argument("csv", type=Path)
-    submit_parser.add_argument("--wait", action="store_true", help="follow it to the end")
-    submit_parser.add_argument("--output", type=Path, help="where to save the output CSV")
-    submit_parser.add_argument("--webhook-url")
-    submit_parser.add_argument("--quality", type=int)
-    submit_parser.add_argument("--quality-mode", choices=["fixed", "relative"])
+    waits(submit_parser)
+    given_settings(submit_parser)
     status_parser = commands.add_parser("status", help="show a request's status")
     status_parser.add_argument("request_id")
+    cancel_parser = commands.add_parser("cancel", help="stop a request: images not started end")
+    cancel_parser.add_argument("request_id")
+    retry_parser = commands.add_parser("retry", help="process a request's failed images again")
+    retry_parser.add_argument("request_id")
+    waits(retry_parser)
+    rerun_parser = commands.add_parser(
+        "rerun", help="a new request over a request's products, with other settings"
+    )
+    rerun_parser.add_argument("request_id")
+    waits(rerun_parser)
+    given_settings(rerun_parser)
     options = parser.parse_args(argv)
 
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
@@ -155,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "submit":
             return submit(client, options)
+        if options.command in {"cancel", "retry", "rerun"}:
+            return control(client, options)
         print(json.dumps(client.status(options.request_id), indent=2))
         return 0
     except ApiError as error:

@@ -238,3 +238,55 @@ def test_metrics_count_uploads_images_bytes_and_time_across_worker_processes(
     from_worker = scrape(f"http://127.0.0.1:{embedded_service.env['WORKER_METRICS_PORT']}")
     key = ("imgsvc_images_processed_total", (("outcome", "succeeded"), ("reason", "")))
     assert from_worker[key] == after[key]
+
+
+@pytest.mark.e2e
+def test_the_command_line_client_retries_reruns_and_cancels(
+    embedded_service: Service, origin: Origin, tmp_path: Path
+) -> None:
+    # Given a finished request whose second image was missing from the origin
+    run = uuid.uuid4().hex[:8]
+    found = origin.add(f"/{run}/found.jpg", encoded(photo(200, 150), "JPEG", quality=90))
+    missing = f"{origin.base_url}/{run}/missing.jpg"
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(
+        f"S. No.,Product Name,Input Image Urls\n1,Lamp,{found}\n2,Chair,{missing}\n"
+    )
+
+    def imgsvc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "imgsvc"), "--server", embedded_service.base_url, *args],
+            capture_output=True, text=True, timeout=120, check=False,
+            env=cli_env(embedded_service),
+        )  # fmt: skip
+
+    submitted = imgsvc("submit", str(csv_path), "--wait", "--output", str(tmp_path / "1.csv"))
+    assert submitted.returncode == 1, submitted.stderr
+    request_id = submitted.stdout.strip()
+    assert "completed_with_errors: 1 compressed, 1 failed" in submitted.stderr
+
+    # When the origin starts answering and the client retries the failed image
+    origin.add(f"/{run}/missing.jpg", encoded(photo(200, 150, 1), "JPEG", quality=90))
+    retried = imgsvc("retry", request_id, "--wait", "--output", str(tmp_path / "2.csv"))
+
+    # Then the same request completes, its output CSV rewritten with both images
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == request_id
+    assert "completed: 2 compressed, 0 failed" in retried.stderr
+    rows = (tmp_path / "2.csv").read_text().splitlines()[1:]
+    assert all(row.count("http") == 2 for row in rows), rows
+
+    # And a re-run at another quality is a new request over the same products
+    rerun = imgsvc(
+        "rerun", request_id, "--quality", "30", "--wait", "--output", str(tmp_path / "3.csv")
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    rerun_id = rerun.stdout.strip()
+    assert rerun_id != request_id
+    status = json.loads(imgsvc("status", rerun_id).stdout)
+    assert status["source_request_id"] == request_id
+
+    # And cancelling a finished request says why it cannot
+    cancelled = imgsvc("cancel", request_id)
+    assert cancelled.returncode == 2
+    assert cancelled.stderr.startswith("HTTP 409: The request has already finished")

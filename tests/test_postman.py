@@ -69,5 +69,9 @@ def test_the_postman_collection_passes_under_newman(
         "Status until finished",
         "Products",
         "Output CSV",
+        "Cancel the finished request",
+        "Retry with nothing failed",
+        "Re-run at quality 30",
+        "Status of the re-run",
         "Status of an unknown request",
     ]
