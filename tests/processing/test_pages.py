@@ -4,7 +4,9 @@ service's own processes (gunicorn, a Celery worker) and an image origin on 127.0
 import csv
 import io
 import re
+import time
 import uuid
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,71 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
     page.goto(embedded_service.base_url + "/")
     listed = page.locator("table.recent tr", has_text=request_id)
     expect(listed).to_contain_text("Completed with errors")
+    assert console_errors == []
+
+
+@pytest.mark.e2e
+def test_retry_the_failed_image_then_rerun_at_another_quality_from_the_page(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    page = logged_in
+    # Given a finished request whose one image was missing from the origin
+    csv_text = products_csv(origin, missing=True)
+    request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+    expect(page.locator("#status")).to_have_text("Completed with errors", timeout=60_000)
+    expect(page.locator(".image-failed")).to_have_count(1)
+
+    # When the origin starts answering for it and the person retries it
+    gone = re.search(r"http://[^,\"]*/gone\.jpg", csv_text)
+    assert gone is not None
+    origin.add(gone[0].removeprefix(origin.base_url), encoded(photo(320, 240, 9), "JPEG"))
+    page.get_by_role("button", name="Retry the 1 image not compressed").click()
+
+    # Then the same request completes, every image compressed
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    expect(page.locator("img[alt^='After']")).to_have_count(4)
+    expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
+
+    # And a re-run at quality 30 opens the new request's page, naming where it came from
+    page.get_by_label(re.compile(r"^Quality")).fill("30")
+    page.get_by_role("button", name="Re-run with this quality").click()
+    expect(page).not_to_have_url(re.compile(request_id))
+    expect(page.locator("#request")).to_contain_text(f"re-run of {request_id}")
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    assert "quality 30" in page.locator("#request").inner_text()
+    assert console_errors == []
+
+
+@pytest.mark.e2e
+def test_a_request_cancelled_from_its_page_ends_cancelled(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    page = logged_in
+    # Given a request of 120 images on an origin that takes half a second for each
+    run = uuid.uuid4().hex[:8]
+    body = encoded(photo(64, 48), "JPEG")
+
+    def slowly(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.5)
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    urls = [origin.add(f"/cancel-{run}/{n}.jpg", serve=slowly) for n in range(120)]
+    csv_text = HEADER + "".join(f"{n + 1},Item {n},{url}\n" for n, url in enumerate(urls))
+    request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+
+    # When the person cancels it while it runs
+    page.get_by_role("button", name="Cancel the request").click()
+
+    # Then the page says it is cancelling, and then that it was cancelled
+    expect(page.locator("#status")).to_have_text("Cancelled", timeout=60_000)
+    expect(page.locator("#progress-text")).to_contain_text("cancelled")
+    expect(page.locator(".image-cancelled").first).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel the request")).to_have_count(0)
     assert console_errors == []
 
 
