@@ -63,16 +63,19 @@ class Seen:
 
 
 def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[str, Known]:
-    """The account's cache for these URLs, with the outputs for the request's settings;
-    outputs whose request has expired are not offered."""
+    """The account's cache for these URLs, with the outputs for the request's settings.
+    An expired request's outputs are gone from the cache (request_outputs_forget), in the
+    transaction that marks it expired.
+
+    Two lookups by unique index, no join: joined to requests, PostgreSQL planned from the
+    requests table (one row before its first ANALYZE) and read every output of the
+    account for every batch, 0.7 s a batch at 1,500 sources."""
     by_hash = {url_hash(url): url for url in urls}
-    sources = SourceCache.objects.filter(account_id=request.account_id, url_hash__in=by_hash)
+    sources = list(SourceCache.objects.filter(account_id=request.account_id, url_hash__in=by_hash))
     outputs = {
         output.source_id: output
         for output in SourceOutput.objects.filter(
-            source__in=sources,
-            settings_key=settings_key(request),
-            request__expired_at__isnull=True,
+            source_id__in=[source.pk for source in sources], settings_key=settings_key(request)
         )
     }
     return {
@@ -100,7 +103,9 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
     now = timezone.now()
     key = settings_key(request)
     with transaction.atomic():
-        SourceCache.objects.bulk_create(
+        # With update_conflicts, PostgreSQL and SQLite hand back every row's id, inserted
+        # or updated: one statement instead of an upsert and a select.
+        sources = SourceCache.objects.bulk_create(
             [
                 SourceCache(
                     account_id=request.account_id,
@@ -114,18 +119,14 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
                 for item in seen
             ],
             update_conflicts=True,
-            unique_fields=["account", "url_hash"],
+            unique_fields=["url_hash", "account"],
             update_fields=["etag", "last_modified", "content_sha256", "checked_at"],
         )
-        ids = dict(
-            SourceCache.objects.filter(
-                account_id=request.account_id, url_hash__in=[url_hash(item.url) for item in seen]
-            ).values_list("url_hash", "pk")
-        )
+        ids = {source.url: source.pk for source in sources}
         SourceOutput.objects.bulk_create(
             [
                 SourceOutput(
-                    source_id=ids[url_hash(item.url)],
+                    source_id=ids[item.url],
                     settings_key=key,
                     request_id=request.pk,
                     output_name=item.output_name,
