@@ -128,9 +128,11 @@ def images_record(
     now = timezone.now()
     unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
     with transaction.atomic():
-        # The request's row first, as request_cancel takes it: a cancel waits for this
-        # record or this record sees it, and an image of a cancelled request is not retried.
-        cancelled = (
+        # A batch with an image to retry takes the request's row first, as request_cancel
+        # does: a cancel waits for this record or this record sees it, and an image of a
+        # cancelled request is not retried. Other batches take the row only with their
+        # counters' UPDATE, late, so that the batches of a request record side by side.
+        cancelled = any(map(_retry_due, outcomes)) and (
             ProcessingRequest.objects.select_for_update()
             .filter(pk=request_id, cancel_requested_at__isnull=False)
             .exists()
@@ -195,6 +197,18 @@ class _Rows:
     )
 
 
+def _retry_due(outcome: ImageOutcome) -> bool:
+    """A transient failure with attempts left: queued again, unless the request is
+    cancelled."""
+    failure = outcome.failure
+    return (
+        outcome.facts is None
+        and failure is not None
+        and failure.transient
+        and outcome.attempt < settings.IMAGE_MAX_ATTEMPTS
+    )
+
+
 def _rows(outcomes: list[ImageOutcome], now: datetime, *, cancelled: bool) -> _Rows:
     rows = _Rows()
     for outcome in outcomes:
@@ -203,7 +217,7 @@ def _rows(outcomes: list[ImageOutcome], now: datetime, *, cancelled: bool) -> _R
             rows.successes.append(_result_row(outcome, now))
         elif failure is None:
             continue
-        elif not failure.transient or outcome.attempt >= settings.IMAGE_MAX_ATTEMPTS:
+        elif not _retry_due(outcome):
             rows.failures.append(_result_row(outcome, now))
         elif cancelled:
             rows.cancels.append(
