@@ -5,6 +5,7 @@ PostgreSQL + Redis. Images come from a real HTTP origin on 127.0.0.1."""
 import csv
 import io
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -83,10 +84,17 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         "status": "completed_with_errors",
         "created_at": status["created_at"],
         "updated_at": status["updated_at"],
-        "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0},
+        "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0, "cancelled": 0},
         "output_csv_url": f"{service.base_url}/api/requests/{request_id}/output.csv",
         "products_url": f"{service.base_url}/api/requests/{request_id}/products/",
+        "cancel_requested_at": None,
+        "source_request_id": None,
+        # Kept RETENTION_DAYS (30 by default) after it finished.
+        "expires_at": status["expires_at"],
     }
+    finished = datetime.fromisoformat(status["updated_at"])
+    kept = datetime.fromisoformat(status["expires_at"]) - finished
+    assert abs(kept - timedelta(days=30)) < timedelta(seconds=5)
     # A URL repeated within the request was downloaded once.
     assert origin.hits[f"/{run}/shoe.jpg"] == 1
 

@@ -86,7 +86,13 @@ def assert_complete_and_counted_once(
 ) -> None:
     status = wait_for_finish(service.base_url, request_id)
     assert status["status"] == "completed", status
-    assert status["progress"] == {"total": total, "succeeded": total, "failed": 0, "pending": 0}
+    assert status["progress"] == {
+        "total": total,
+        "succeeded": total,
+        "failed": 0,
+        "pending": 0,
+        "cancelled": 0,
+    }
     images = all_images(service, request_id)
     assert len(images) == total
     assert {image["status"] for image in images} == {"succeeded"}
