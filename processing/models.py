@@ -338,6 +338,9 @@ class SourceOutput(models.Model):
         SourceCache, on_delete=models.CASCADE, related_name="outputs", db_index=False
     )
     settings_key = models.CharField(max_length=64)  # reuse.settings_key()
+    # The SHA-256 of the bytes it was made from: offered only while the source still has
+    # them (a run with other settings may have seen the source change since).
+    content_sha256 = models.CharField(max_length=64)
     request = models.ForeignKey(ProcessingRequest, on_delete=models.CASCADE, related_name="+")
     output_name = models.CharField(max_length=255)
     output_format = models.CharField(max_length=8)

@@ -9,6 +9,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -83,10 +84,17 @@ def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[st
             etag=source.etag,
             last_modified=source.last_modified,
             content_sha256=source.content_sha256,
-            output=outputs.get(source.pk),
+            output=_made_from(outputs.get(source.pk), source),
         )
         for source in sources
     }
+
+
+def _made_from(output: SourceOutput | None, source: SourceCache) -> SourceOutput | None:
+    """output, if it was made from the bytes the source was last seen with."""
+    if output is None or output.content_sha256 != source.content_sha256:
+        return None
+    return output
 
 
 def output_copy(*, output: SourceOutput, name: str) -> None:
@@ -128,6 +136,7 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
                 SourceOutput(
                     source_id=ids[item.url],
                     settings_key=key,
+                    content_sha256=item.content_sha256,
                     request_id=request.pk,
                     output_name=item.output_name,
                     output_format=item.output_format,
@@ -145,6 +154,7 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
             update_conflicts=True,
             unique_fields=["source", "settings_key"],
             update_fields=[
+                "content_sha256",
                 "request",
                 "output_name",
                 "output_format",
@@ -163,3 +173,12 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
 def request_outputs_forget(*, request_id: uuid.UUID) -> None:
     """The outputs in an expiring request's folder are no longer offered for re-use."""
     SourceOutput.objects.filter(request_id=request_id).delete()
+
+
+def sources_forget(*, checked_before: datetime) -> int:
+    """Sources not asked since checked_before and with no output left to offer (their
+    requests expired): gone, so that an account's cache does not grow forever."""
+    deleted, _ = SourceCache.objects.filter(
+        checked_at__lt=checked_before, outputs__isnull=True
+    ).delete()
+    return deleted
