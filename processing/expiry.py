@@ -20,33 +20,57 @@ logger = logging.getLogger(__name__)
 
 
 def requests_expire(*, now: datetime | None = None) -> int:
-    """Expire every request finished longer ago than the retention; how many."""
+    """Expire every request finished longer ago than the retention; how many. Also finish
+    what a run stopped midway left, and forget sources no request has used since."""
     if settings.RETENTION_DAYS is None:
         return 0
     now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.RETENTION_DAYS)
     due = ProcessingRequest.objects.filter(
         status__in=ProcessingRequest.FINISHED_STATUSES,
-        finished_at__lt=now - timedelta(days=settings.RETENTION_DAYS),
+        finished_at__lt=cutoff,
         expired_at__isnull=True,
     ).values_list("pk", flat=True)
-    return sum(request_expire(request_id=request_id) for request_id in list(due))
+    expired = sum(request_expire(request_id=request_id, cutoff=cutoff) for request_id in list(due))
+    # Expired, but a crash came before its files and rows were gone.
+    halfway = ProcessingRequest.objects.filter(
+        expired_at__isnull=False, pk__in=Product.objects.values("request_id")
+    ).values_list("pk", flat=True)
+    for request_id in list(halfway):
+        _results_delete(request_id)
+    reuse.sources_forget(checked_before=cutoff)
+    return expired
 
 
-def request_expire(*, request_id: uuid.UUID) -> bool:
-    """Delete one request's results. Files go first: a crash leaves a request whose files
-    are partly gone but which is still listed as due, and the next run finishes it."""
-    _files_delete(f"{OUTPUT_FOLDER}/{request_id}")
+def request_expire(*, request_id: uuid.UUID, cutoff: datetime) -> bool:
+    """Expire one request if it is still finished before cutoff; True if this call did.
+
+    The row is marked first, in a conditional UPDATE that a retry (which takes the same
+    row) cannot cross: from then on every route answers 410, a retry or a re-run is
+    refused, and re-use no longer offers its outputs. Its files and rows go after."""
+    now = timezone.now()
     with transaction.atomic():
-        claimed = ProcessingRequest.objects.filter(pk=request_id, expired_at__isnull=True).update(
-            expired_at=timezone.now(), output_csv_name="", updated_at=timezone.now()
-        )
+        claimed = ProcessingRequest.objects.filter(
+            pk=request_id,
+            status__in=ProcessingRequest.FINISHED_STATUSES,
+            finished_at__lt=cutoff,
+            expired_at__isnull=True,
+        ).update(expired_at=now, output_csv_name="", updated_at=now)
         if not claimed:
             return False
         reuse.request_outputs_forget(request_id=request_id)
-        ProductImage.objects.filter(request_id=request_id).delete()
-        Product.objects.filter(request_id=request_id).delete()
+    _results_delete(request_id)
     logger.info("request %s expired: its outputs, products and images deleted", request_id)
     return True
+
+
+def _results_delete(request_id: uuid.UUID) -> None:
+    """An expired request's files, then its products and images. Run again after a crash,
+    it finishes the job (requests_expire finds requests still holding products)."""
+    _files_delete(f"{OUTPUT_FOLDER}/{request_id}")
+    with transaction.atomic():
+        ProductImage.objects.filter(request_id=request_id).delete()
+        Product.objects.filter(request_id=request_id).delete()
 
 
 def _files_delete(folder: str) -> None:
