@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 import net
 from accounts.authentication import request_account
 from imaging.encode import QualityMode
-from processing import intake, selectors
+from processing import policies, selectors
 from processing.csv_format import url_problem
 from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
 from processing.models import ProcessingRequest, ReasonCode
@@ -184,7 +184,7 @@ def uploads_throttled(wait: float | None) -> TooManyUploads:
     )
 
 
-def quota_refusal(over: intake.QuotaExceeded, *, what: str = "upload") -> QuotaExceeded:
+def quota_refusal(over: policies.QuotaExceeded, *, what: str = "upload") -> QuotaExceeded:
     """The refusal of an upload (or a re-run) over ACCOUNT_MAX_PENDING_IMAGES."""
     return QuotaExceeded(
         f"The account has {over.pending:,} images waiting; with this {what}'s {over.adding:,} "
@@ -203,10 +203,16 @@ def request_or_404(request: Request, request_id: str) -> ProcessingRequest:
     if found is None:
         raise RequestNotFound()
     if found.expired_at is not None:
-        expired = selectors.timestamp(found.expired_at)
-        raise RequestExpired(
-            f"The request's outputs, products and images were deleted on {expired}, "
-            "after the retention period.",
-            details=[{"expired_at": expired}],
-        )
+        raise expired_refusal(found)
     return found
+
+
+def expired_refusal(found: ProcessingRequest) -> RequestExpired:
+    """410 for an expired request, naming when (read again: it may have just expired)."""
+    found.refresh_from_db(fields=["expired_at"])
+    expired = selectors.timestamp(found.expired_at)
+    return RequestExpired(
+        f"The request's outputs, products and images were deleted on {expired}, "
+        "after the retention period.",
+        details=[{"expired_at": expired}],
+    )

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_account
 from config.logs import request_id_var
-from processing import intake, metrics, selectors, webhooks
+from processing import intake, metrics, policies, selectors, webhooks
 from processing.api_common import (
     ERROR_CODE_HELP,
     REQUEST_ID,
@@ -115,7 +115,7 @@ class UploadApi(APIView):
                     for problem in invalid.problems
                 ]
             ) from None
-        except intake.QuotaExceeded as over:
+        except policies.QuotaExceeded as over:
             raise quota_refusal(over) from None
         request_id_var.set(str(created.pk))  # the access log line names it too
         logger.info(
@@ -128,7 +128,7 @@ class StatusApi(APIView):
     @extend_schema(
         summary="A request's status and progress",
         parameters=[REQUEST_ID],
-        responses={200: StatusSerializer, **errors(401, 404)},
+        responses={200: StatusSerializer, **errors(401, 404, 410)},
     )
     def get(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
@@ -141,7 +141,7 @@ class WebhookApi(APIView):
     @extend_schema(
         summary="A request's webhook delivery and every attempt",
         parameters=[REQUEST_ID],
-        responses={200: WebhookDetailSerializer, **errors(401, 404, 409)},
+        responses={200: WebhookDetailSerializer, **errors(401, 404, 409, 410)},
     )
     def get(self, request: Request, request_id: str) -> Response:
         """The delivery's state and every attempt made."""
@@ -155,7 +155,7 @@ class WebhookApi(APIView):
         summary="Send a finished request's webhook again",
         parameters=[REQUEST_ID],
         request=None,
-        responses={202: WebhookStateSerializer, **errors(401, 403, 404, 409)},
+        responses={202: WebhookStateSerializer, **errors(401, 403, 404, 409, 410)},
     )
     def post(self, request: Request, request_id: str) -> Response:
         """Send the request's webhook event again."""
@@ -226,7 +226,7 @@ class ProductsApi(APIView):
                     "results": OutputSerializer(many=True),
                 },
             ),
-            **errors(401, 404),
+            **errors(401, 404, 410),
         },
     )
     def get(self, request: Request, request_id: str) -> Response:
@@ -245,7 +245,7 @@ class OutputCsvApi(APIView):
         parameters=[REQUEST_ID],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The output CSV."),
-            **errors(401, 404, 409),
+            **errors(401, 404, 409, 410),
         },
     )
     def get(self, request: Request, request_id: str) -> FileResponse:

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from processing import metrics
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
+from processing.policies import pending_quota_check
 from processing.results import NO_FACTS, request_finalize_when_ready
 from processing.window import request_window_fill
 
@@ -27,6 +28,10 @@ class NothingToRetry(Exception):
     """Every image of the request succeeded."""
 
 
+class Expired(Exception):
+    """The request expired: its products and images are gone."""
+
+
 def request_cancel(*, request: ProcessingRequest) -> ProcessingRequest:
     """Cancel a request under way: its images not started end as cancelled at once, those
     in flight may finish, and the request ends as cancelled, with its output CSV and its
@@ -35,7 +40,8 @@ def request_cancel(*, request: ProcessingRequest) -> ProcessingRequest:
     with transaction.atomic():
         # Locked against the batches' counters and window: no image starts after this.
         locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
-        if locked.is_finished:
+        # A request being finalised has had all its images end: as good as finished.
+        if locked.is_finished or locked.finalize_claimed_at is not None:
             raise AlreadyFinished
         # A request not started yet is started here, to finish: request_start then finds
         # it no longer pending and does nothing.
@@ -64,6 +70,8 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
     keep their outputs. It finishes again, with a new output CSV and a new webhook event."""
     with transaction.atomic():
         locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.expired_at is not None:
+            raise Expired
         if not locked.is_finished:
             raise NotFinished
         again = ProductImage.objects.filter(
@@ -76,6 +84,8 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
         # again even with every image done.
         if not failed and not cancelled and locked.status != ProcessingRequest.Status.FAILED:
             raise NothingToRetry
+        # Images queued again count against the account's quota as an upload's do.
+        pending_quota_check(account=locked.account, adding=failed + cancelled)
         again.update(
             status=ProductImage.Status.PENDING,
             error_code="",

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from processing import control, intake, selectors
+from processing import control, intake, policies, selectors
 from processing.api_common import (
     REQUEST_ID,
     AcceptedSerializer,
@@ -20,6 +20,7 @@ from processing.api_common import (
     StatusSerializer,
     accepted_body,
     errors,
+    expired_refusal,
     quota_refusal,
     request_or_404,
     uploads_throttled,
@@ -69,7 +70,7 @@ class RetryApi(APIView):
         ),
         parameters=[REQUEST_ID],
         request=None,
-        responses={202: StatusSerializer, **errors(401, 403, 404, 409, 410)},
+        responses={202: StatusSerializer, **errors(401, 403, 404, 409, 410, 429)},
     )
     def post(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
@@ -81,6 +82,10 @@ class RetryApi(APIView):
             ) from None
         except control.NothingToRetry:
             raise NothingToRetry() from None
+        except control.Expired:
+            raise expired_refusal(found) from None
+        except policies.QuotaExceeded as over:
+            raise quota_refusal(over, what="retry") from None
         return Response(_status_body(found), status=status.HTTP_202_ACCEPTED)
 
 
@@ -113,8 +118,10 @@ class RerunApi(APIView):
                 quality=form.validated_data.get("quality"),
                 quality_mode=form.validated_data.get("quality_mode"),
             )
-        except intake.QuotaExceeded as over:
+        except policies.QuotaExceeded as over:
             raise quota_refusal(over, what="re-run") from None
+        except intake.SourceExpired:
+            raise expired_refusal(found) from None
         return Response(accepted_body(created), status=status.HTTP_202_ACCEPTED)
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:

@@ -52,7 +52,9 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
 
 
 def _request_write_outputs(request: ProcessingRequest) -> None:
-    if request.cancel_requested_at is not None:
+    # Cancelled only if the cancel stopped something: a cancel that came as the last
+    # images ended leaves the request's own outcome.
+    if request.cancelled_images:
         status = ProcessingRequest.Status.CANCELLED
     elif request.failed_images == 0 and request.cancelled_images == 0:
         status = ProcessingRequest.Status.COMPLETED

@@ -11,10 +11,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account
-from processing import bulk, queue, selectors
+from processing import bulk, queue
 from processing.csv_format import ParsedProduct, iter_products, validate_products
 from processing.models import ProcessingRequest, Product, ProductImage
-from processing.policies import csv_limits
+from processing.policies import csv_limits, pending_quota_check
 from processing.window import request_window_fill
 
 logger = logging.getLogger(__name__)
@@ -22,14 +22,8 @@ logger = logging.getLogger(__name__)
 INSERT_BATCH = 2000
 
 
-class QuotaExceeded(Exception):
-    """The account has more images waiting than ACCOUNT_MAX_PENDING_IMAGES allows."""
-
-    def __init__(self, *, pending: int, adding: int, limit: int) -> None:
-        super().__init__(f"{pending} images pending + {adding} > {limit}")
-        self.pending = pending
-        self.adding = adding
-        self.limit = limit
+class SourceExpired(Exception):
+    """The request to re-run expired: its products and images are gone."""
 
 
 def request_create(
@@ -54,7 +48,7 @@ def request_create(
         # One upload of an account at a time past this point, so that two cannot both
         # fit under the quota that only one of them fits under.
         Account.objects.select_for_update().filter(pk=account.pk).first()
-        _quota_check(account, adding=summary.images)
+        pending_quota_check(account=account, adding=summary.images)
         request = ProcessingRequest.objects.create(
             account=account,
             public_base_url=public_base_url.rstrip("/"),
@@ -93,7 +87,11 @@ def request_rerun(
     account = source.account
     with transaction.atomic():
         Account.objects.select_for_update().filter(pk=account.pk).first()
-        _quota_check(account, adding=source.total_images)
+        # Locked, so that it cannot expire (its products deleted) while they are copied.
+        locked = ProcessingRequest.objects.select_for_update().get(pk=source.pk)
+        if locked.expired_at is not None:
+            raise SourceExpired
+        pending_quota_check(account=account, adding=source.total_images)
         request = ProcessingRequest.objects.create(
             account=account,
             source_request=source,
@@ -142,15 +140,6 @@ def _products_copy_from(source: ProcessingRequest, request: ProcessingRequest) -
         ),
         params=[new, old],
     )
-
-
-def _quota_check(account: Account, *, adding: int) -> None:
-    limit = settings.ACCOUNT_MAX_PENDING_IMAGES
-    if not limit:
-        return
-    pending = selectors.account_pending_images(account=account)
-    if pending + adding > limit:
-        raise QuotaExceeded(pending=pending, adding=adding, limit=limit)
 
 
 def _products_bulk_create(

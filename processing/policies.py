@@ -7,7 +7,9 @@ from typing import Final
 
 from django.conf import settings
 
+from accounts.models import Account
 from net import NetPolicy, parse_networks
+from processing import selectors
 from processing.csv_format import CsvLimits
 
 OUTPUT_FOLDER: Final = "output_images"
@@ -64,3 +66,24 @@ def image_output_name(*, request_id: uuid.UUID, image_id: int, extension: str) -
 
 def csv_output_name(*, request_id: uuid.UUID) -> str:
     return f"{OUTPUT_FOLDER}/{request_id}/output.csv"
+
+
+class QuotaExceeded(Exception):
+    """The account has more images waiting than ACCOUNT_MAX_PENDING_IMAGES allows."""
+
+    def __init__(self, *, pending: int, adding: int, limit: int) -> None:
+        super().__init__(f"{pending} images pending + {adding} > {limit}")
+        self.pending = pending
+        self.adding = adding
+        self.limit = limit
+
+
+def pending_quota_check(*, account: Account, adding: int) -> None:
+    """Raise QuotaExceeded if `adding` more images would take the account's images not yet
+    finished past ACCOUNT_MAX_PENDING_IMAGES (0: no limit). For uploads, re-runs, retries."""
+    limit = settings.ACCOUNT_MAX_PENDING_IMAGES
+    if not limit:
+        return
+    pending = selectors.account_pending_images(account=account)
+    if pending + adding > limit:
+        raise QuotaExceeded(pending=pending, adding=adding, limit=limit)

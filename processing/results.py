@@ -134,8 +134,10 @@ def images_record(
         # counters' UPDATE, late, so that the batches of a request record side by side.
         cancelled = any(map(_retry_due, outcomes)) and (
             ProcessingRequest.objects.select_for_update()
-            .filter(pk=request_id, cancel_requested_at__isnull=False)
-            .exists()
+            .filter(pk=request_id)
+            .values_list("cancel_requested_at", flat=True)
+            .get()
+            is not None
         )
         rows = _rows(outcomes, now, cancelled=cancelled)
         ended = Counter(

@@ -171,6 +171,25 @@ def test_other_settings_or_another_account_do_not_re_use_an_output(
     assert downloads.bodies_sent == 12
 
 
+def test_an_output_made_from_older_bytes_is_not_re_used_after_the_source_changed(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+) -> None:
+    # Given a run at quality 50 of the first version of the sources
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+
+    # When a source changes and a run at another quality sees the change first
+    downloads.answers[URLS[0]] = CHANGED
+    at_70 = run(account, django_capture_on_commit_callbacks, quality=70)
+    assert [image.reused for image in images_of(at_70)] == [False] * 4
+
+    # Then a later run at 50 encodes the changed source again, and re-uses the others
+    encoded_before = encodes()
+    at_50 = run(account, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(at_50)] == [False, True, True, True]
+    assert encodes() == encoded_before + 1
+
+
 # --- Cancel ---------------------------------------------------------------------------
 
 
@@ -322,6 +341,30 @@ def test_retry_of_a_request_under_way_is_refused(
     assert (response.status_code, response.json()["code"]) == (409, "not_finished")
 
 
+def test_retry_counts_against_the_accounts_quota(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    settings: Any,
+) -> None:
+    # Given a finished request whose 4 images failed, and another of the account under way
+    downloads.answers = dict.fromkeys(URLS, net.NetError("http_404", "The server answered 404."))
+    failed = run(account, django_capture_on_commit_callbacks)
+    assert failed.failed_images == 4
+    started(account, ROWS, django_capture_on_commit_callbacks)
+
+    # When retrying would take the account past its pending images
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 6
+    over = api.post(f"/api/requests/{failed.pk}/retry/")
+
+    # Then it is refused as an upload would be, and nothing was queued again
+    assert (over.status_code, over.json()["code"]) == (429, "quota_exceeded")
+    assert "retry's 4" in over.json()["error"]
+    failed.refresh_from_db()
+    assert (failed.status, failed.failed_images) == ("completed_with_errors", 4)
+
+
 # --- Re-run ---------------------------------------------------------------------------
 
 
@@ -430,6 +473,12 @@ def test_expiry_deletes_old_results_leaves_a_tombstone_and_re_use_forgets_them(
         assert response.status_code == 410, (method, path)
         assert response.json()["code"] == "expired"
         assert response.json()["details"] == [{"expired_at": timestamp(old.expired_at)}]
+
+    # And a run stopped between marking it and deleting its rows is finished by the next
+    ProductImage.objects.filter(request=recent).update(status="succeeded")
+    ProcessingRequest.objects.filter(pk=recent.pk).update(expired_at=timezone.now())
+    call_command("expire", stdout=io.StringIO())
+    assert not ProductImage.objects.filter(request=recent).exists()
 
     # And the same CSV at the old request's settings is downloaded and encoded anew
     downloads.calls.clear()
