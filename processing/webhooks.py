@@ -156,6 +156,11 @@ def _attempt_record(
         fields.update(next_attempt_at=now + timedelta(seconds=delay))
     metrics.WEBHOOK_ATTEMPTS.labels("delivered" if not error else "error").inc()
     with transaction.atomic():
+        # A retry of the request deletes its delivery (its next finish makes a new event):
+        # an attempt that was under way then has nothing left to record.
+        if not WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).exists():
+            logger.info("webhook %s: superseded by a retry of the request", delivery.event_id)
+            return
         WebhookAttempt.objects.create(
             delivery=delivery,
             attempted_at=now,

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+import net
 from accounts.models import Account
 from processing import intake, webhooks
-from processing.models import ProcessingRequest, WebhookDelivery
+from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
 
 pytestmark = pytest.mark.django_db
@@ -63,3 +64,24 @@ def test_the_image_fetchers_allowances_do_not_open_the_webhooks(settings: Any) -
     assert policy.allowed_networks == ()
     assert policy.allowed_ports == frozenset({80, 443})
     assert policy.max_redirects == 0
+
+
+def test_an_attempt_under_way_when_the_request_is_retried_records_nothing(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a delivery whose POST is under way when the owner retries the request (which
+    # deletes the delivery: the next finish makes a new event); the receiver is faked at
+    # net.post, the one thing here that would leave the machine
+    request = finished_request(account, "https://hooks.example/x")
+    webhooks.webhook_schedule(request=request)
+
+    def retried_meanwhile(*_: Any) -> int:
+        WebhookDelivery.objects.filter(request=request).delete()
+        return 200
+
+    monkeypatch.setattr(net, "post", retried_meanwhile)
+
+    # When the attempt ends, it records nothing and raises nothing
+    webhooks.webhook_send(request_id=request.pk)
+    assert not WebhookDelivery.objects.filter(request=request).exists()
+    assert not WebhookAttempt.objects.filter(delivery__request=request).exists()
