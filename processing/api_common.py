@@ -216,3 +216,8 @@ def expired_refusal(found: ProcessingRequest) -> RequestExpired:
         "after the retention period.",
         details=[{"expired_at": expired}],
     )
+
+
+def status_body(found: ProcessingRequest) -> dict[str, Any]:
+    """The status API's body: the request's status and progress, and its webhook."""
+    return selectors.request_status_payload(found) | {"webhook": selectors.webhook_state(found)}

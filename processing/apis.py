@@ -37,6 +37,7 @@ from processing.api_common import (
     errors,
     quota_refusal,
     request_or_404,
+    status_body,
     uploads_throttled,
 )
 from processing.csv_format import CsvInvalid
@@ -131,10 +132,7 @@ class StatusApi(APIView):
         responses={200: StatusSerializer, **errors(401, 404, 410)},
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = request_or_404(request, request_id)
-        payload = selectors.request_status_payload(found)
-        payload["webhook"] = selectors.webhook_state(found)
-        return Response(payload)
+        return Response(status_body(request_or_404(request, request_id)))
 
 
 class WebhookApi(APIView):

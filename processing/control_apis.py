@@ -1,7 +1,7 @@
 """What an owner does to a request once uploaded: cancel it, retry what failed, re-run it
 with other settings. Each answers at once (202); the work happens on the workers."""
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from processing import control, intake, policies, selectors
+from processing import control, intake, policies
 from processing.api_common import (
     REQUEST_ID,
     AcceptedSerializer,
@@ -23,17 +23,10 @@ from processing.api_common import (
     expired_refusal,
     quota_refusal,
     request_or_404,
+    status_body,
     uploads_throttled,
 )
 from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
-from processing.models import ProcessingRequest
-
-
-def _status_body(request: ProcessingRequest) -> dict[str, Any]:
-    request.refresh_from_db()
-    payload = selectors.request_status_payload(request)
-    payload["webhook"] = selectors.webhook_state(request)
-    return payload
 
 
 class CancelApi(APIView):
@@ -57,7 +50,8 @@ class CancelApi(APIView):
                 f"The request has already finished ({found.status}); "
                 "there is nothing left to cancel."
             ) from None
-        return Response(_status_body(found), status=status.HTTP_202_ACCEPTED)
+        found.refresh_from_db()
+        return Response(status_body(found), status=status.HTTP_202_ACCEPTED)
 
 
 class RetryApi(APIView):
@@ -86,7 +80,8 @@ class RetryApi(APIView):
             raise expired_refusal(found) from None
         except policies.QuotaExceeded as over:
             raise quota_refusal(over, what="retry") from None
-        return Response(_status_body(found), status=status.HTTP_202_ACCEPTED)
+        found.refresh_from_db()
+        return Response(status_body(found), status=status.HTTP_202_ACCEPTED)
 
 
 class RerunApi(APIView):

@@ -25,10 +25,11 @@ from config.logs import request_id_bound
 from imaging.encode import EXTENSIONS, CompressedImage, QualityMode, compress
 from imaging.guard import time_limit
 from processing import metrics, reuse
+from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
-from processing.results import ImageFailure, ImageOutcome, OutputFacts, images_record
+from processing.results import ImageFailure, ImageOutcome, images_record
 from processing.reuse import Known, Seen
 
 logger = logging.getLogger(__name__)
@@ -174,18 +175,7 @@ def _reuse(
     """The earlier output, copied under this image's name: its facts, marked reused."""
     extension = EXTENSIONS.get(output.output_format, "jpg")
     item.output_name = _output_name(item, extension)
-    item.facts = OutputFacts(
-        input_format=output.input_format,
-        output_format=output.output_format,
-        input_bytes=output.input_bytes,
-        output_bytes=output.output_bytes,
-        width=output.width,
-        height=output.height,
-        source_quality=output.source_quality,
-        quality=output.quality,
-        kept_original=output.kept_original,
-        reused=True,
-    )
+    item.facts = OutputFacts.reused_from(output)
     assert item.known is not None
     item.seen = _seen(item, fetched, item.known.content_sha256)
     return threads.submit(reuse.output_copy, output=output, name=item.output_name)
@@ -208,15 +198,7 @@ def _seen(item: _Work, fetched: net.Fetched, digest: str) -> Seen:
         last_modified=fetched.last_modified or (known.last_modified if known else ""),
         content_sha256=digest,
         output_name=item.output_name,
-        output_format=facts.output_format,
-        input_format=facts.input_format,
-        input_bytes=facts.input_bytes,
-        output_bytes=facts.output_bytes,
-        width=facts.width,
-        height=facts.height,
-        source_quality=facts.source_quality,
-        quality=facts.quality,
-        kept_original=facts.kept_original,
+        facts=facts,
     )
 
 

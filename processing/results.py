@@ -21,10 +21,10 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from imaging.encode import CompressedImage
 from imaging.errors import ImagingError
 from net import NetError
 from processing import bulk, metrics, queue
+from processing.facts import OutputFacts
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 from processing.window import request_window_refill
 
@@ -50,36 +50,6 @@ class ImageFailure:
         # fails, the request goes on.
         logger.error("image %s failed unexpectedly", image_id, exc_info=error)
         return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
-
-
-@dataclass(frozen=True)
-class OutputFacts:
-    """What an image's output is, as every image with its URL records it."""
-
-    input_format: str
-    output_format: str
-    input_bytes: int
-    output_bytes: int
-    width: int
-    height: int
-    source_quality: int | None
-    quality: int
-    kept_original: bool
-    reused: bool = False  # copied from an earlier request's output (reuse.py)
-
-    @classmethod
-    def of(cls, compressed: CompressedImage, *, input_bytes: int) -> "OutputFacts":
-        return cls(
-            input_format=compressed.source_format[:8],
-            output_format=compressed.format,
-            input_bytes=input_bytes,
-            output_bytes=len(compressed.data),
-            width=compressed.width,
-            height=compressed.height,
-            source_quality=compressed.source_quality,
-            quality=compressed.quality,
-            kept_original=compressed.kept_original,
-        )
 
 
 @dataclass(frozen=True)

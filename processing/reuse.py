@@ -16,6 +16,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from processing.facts import STORED_FIELDS, OutputFacts
 from processing.models import ProcessingRequest, SourceCache, SourceOutput
 
 
@@ -52,15 +53,7 @@ class Seen:
     last_modified: str
     content_sha256: str
     output_name: str
-    output_format: str
-    input_format: str
-    input_bytes: int
-    output_bytes: int
-    width: int
-    height: int
-    source_quality: int | None
-    quality: int
-    kept_original: bool
+    facts: OutputFacts
 
 
 def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[str, Known]:
@@ -139,34 +132,13 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
                     content_sha256=item.content_sha256,
                     request_id=request.pk,
                     output_name=item.output_name,
-                    output_format=item.output_format,
-                    input_format=item.input_format,
-                    input_bytes=item.input_bytes,
-                    output_bytes=item.output_bytes,
-                    width=item.width,
-                    height=item.height,
-                    source_quality=item.source_quality,
-                    quality=item.quality,
-                    kept_original=item.kept_original,
+                    **item.facts.stored(),
                 )
                 for item in seen
             ],
             update_conflicts=True,
             unique_fields=["source", "settings_key"],
-            update_fields=[
-                "content_sha256",
-                "request",
-                "output_name",
-                "output_format",
-                "input_format",
-                "input_bytes",
-                "output_bytes",
-                "width",
-                "height",
-                "source_quality",
-                "quality",
-                "kept_original",
-            ],
+            update_fields=["content_sha256", "request", "output_name", *STORED_FIELDS],
         )
 
 
