@@ -1,5 +1,6 @@
-"""The benchmark's photographs: distinct crops of scikit-image's sample photos, at the
-sizes shops upload (800x800, 1600x1600, 3000x2000), JPEG quality 90 and some PNG.
+"""The benchmark's photographs: distinct crops of scikit-image's sample photos, JPEG
+quality 90. The mix: 800x800, 1600x1600 and 3000x2000, and some PNG; typical: what a
+catalogue mostly holds, 800x800 and 1600x1200, half each, all JPEG.
 
 Made once and kept in bench/.cache; the same count always gives the same files."""
 
@@ -20,12 +21,14 @@ SOURCES = (
     "retina",
 )
 # (width, height, share of the set)
-SIZES = ((800, 800, 0.5), (1600, 1600, 0.35), (3000, 2000, 0.15))
+Sizes = tuple[tuple[int, int, float], ...]
+MIX: Sizes = ((800, 800, 0.5), (1600, 1600, 0.35), (3000, 2000, 0.15))
+TYPICAL: Sizes = ((800, 800, 0.5), (1600, 1200, 0.5))
 
 
-def image_set(count: int) -> list[Path]:
+def image_set(count: int, sizes: Sizes = MIX) -> list[Path]:
     CACHE.mkdir(parents=True, exist_ok=True)
-    plan = [_plan(index) for index in range(count)]
+    plan = [_plan(index, sizes) for index in range(count)]
     missing = [item for item in plan if not (CACHE / item[0]).exists()]
     if missing:
         print(f"making {len(missing)} benchmark images in {CACHE} (once)", flush=True)
@@ -34,17 +37,17 @@ def image_set(count: int) -> list[Path]:
     return [CACHE / name for name, *_ in plan]
 
 
-def _plan(index: int) -> tuple[str, int, int, int]:
+def _plan(index: int, sizes: Sizes) -> tuple[str, int, int, int]:
     rng = random.Random(index)
     pick = rng.random()
-    width, height = SIZES[-1][:2]
+    width, height = sizes[-1][:2]
     threshold = 0.0
-    for w, h, share in SIZES:
+    for w, h, share in sizes:
         threshold += share
         if pick < threshold:
             width, height = w, h
             break
-    extension = "png" if index % 12 == 11 and width == 800 else "jpg"
+    extension = "png" if index % 12 == 11 and width == 800 and sizes is MIX else "jpg"
     return f"{index:05d}-{width}x{height}.{extension}", width, height, index
 
 

@@ -42,7 +42,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgr
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
-from bench.images import image_set  # noqa: E402
+from bench.images import TYPICAL, image_set  # noqa: E402
 from imaging.encode import compress  # noqa: E402
 from tests.harness.origin import origin_serve  # noqa: E402
 from tests.harness.service import Service, postgres_database, start_service  # noqa: E402
@@ -65,9 +65,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--preset",
-        choices=["mix", "rerun"],
+        choices=["mix", "rerun", "typical"],
         default="mix",
-        help="rerun: the catalogue uploaded again, unchanged, with and without ETags",
+        help="rerun: the catalogue uploaded again, unchanged, with and without ETags; "
+        "typical: 800x800 and 1600x1200 JPEGs, 600 then 1,500 images, every URL distinct",
     )
     parser.add_argument(
         "--worker-concurrency", type=int, help="worker processes (default: the service's own)"
@@ -76,14 +77,30 @@ def main() -> None:
         "--env", action="append", default=[], metavar="NAME=VALUE", help="a setting to try"
     )
     options = parser.parse_args()
+    print(f"machine: {CORES} cores", flush=True)
+    if options.preset == "typical":
+        for products in (200, 500):
+            total = products * options.per_product
+            images = image_set(total, TYPICAL)
+            # Upload latency and memory once, after the larger run.
+            results = one_run(images, total, options, extras=products == 500)
+            report(results, f"typical, {total} images")
+    else:
+        total = options.products * options.per_product
+        # About a tenth of the URLs repeated, as in a catalogue whose products share photos.
+        images = image_set(total - total // 10)
+        report(one_run(images, total, options, extras=True), f"{options.preset}, {total} images")
 
-    total = options.products * options.per_product
-    distinct = total - total // 10
-    print(f"machine: {CORES} cores; {total} images, {distinct} distinct", flush=True)
-    images = image_set(distinct)
+
+def one_run(
+    images: list[Path], total: int, options: argparse.Namespace, *, extras: bool
+) -> dict[str, Any]:
+    """The service on a catalogue of `total` URLs over `images` (repeated in turn where
+    there are fewer), then plain Pillow and our compress() on the same images; with
+    extras, upload latency and the memory of large conversions too."""
     bodies = [path.read_bytes() for path in images]
-    print(f"image set: {len(images)} files, {sum(map(len, bodies)) / 1e6:.0f} MB", flush=True)
-
+    distinct = len(bodies)
+    print(f"{total} images, {distinct} distinct, {sum(map(len, bodies)) / 1e6:.0f} MB", flush=True)
     results: dict[str, Any] = {}
     origin, origin_server = origin_serve()
     try:
@@ -93,7 +110,7 @@ def main() -> None:
         ]
         catalogue_urls = urls + [urls[(index * 7) % len(urls)] for index in range(total - distinct)]
         results |= end_to_end(origin, catalogue_urls, options)
-        if not options.skip_upload_latency:
+        if extras and not options.skip_upload_latency:
             results |= upload_latency(origin)
     finally:
         origin_server.shutdown()
@@ -104,8 +121,8 @@ def main() -> None:
     ]
     results["ceiling"] = throughput(reference_encode, catalogue_bodies)
     results["ours"] = throughput(project_encode, catalogue_bodies)
-    results["memory"] = memory_peaks()
-    report(results, total)
+    results["memory"] = memory_peaks() if extras else {}
+    return results
 
 
 def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dict[str, Any]:
@@ -148,6 +165,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
             print(f"end to end: {progress} in {elapsed:.1f} s", flush=True)
             memory = worker_peak_memory(service)
             status_rps = status_load(status_url, service.api_key, options.status_seconds)
+            small = small_requests(service, origin, urls)
             fairness = fair_share(service, origin, urls, csv_text) if options.fairness else {}
             again = unchanged_again(service, origin, csv_text) if options.preset == "rerun" else {}
         finally:
@@ -159,6 +177,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
         "worker_peak_mb": memory,
         "cpu_seconds": cpu_used,
         "status_rps": status_rps,
+        **small,
         **fairness,
         **again,
     }
@@ -184,6 +203,30 @@ def unchanged_again(service: Service, origin: Any, csv_text: str) -> dict[str, A
         print(f"again, unchanged: {status['progress']} in {timings[name]:.1f} s, {bodies} bodies")
         timings[name.replace("seconds", "bodies")] = bodies
     return timings
+
+
+def small_requests(service: Service, origin: Any, urls: list[str]) -> dict[str, float]:
+    """Ten 10-image requests one after the other, URLs new to the service: the time from
+    each upload until its status says completed."""
+    seconds = []
+    for attempt in range(10):
+        rows = []
+        for number, url in enumerate(dict.fromkeys(urls[attempt * 10 : attempt * 10 + 10]), 1):
+            path = url.removeprefix(origin.base_url)
+            origin.routes[f"{path}?solo"] = origin.routes[path]
+            rows.append(f"{number},Solo {number},{url}?solo\n")
+        started = time.monotonic()
+        status = _wait_finished(
+            _upload(
+                service, service.api_key, "S. No.,Product Name,Input Image Urls\n" + "".join(rows)
+            ),
+            service.api_key,
+            interval=0.01,
+        )
+        seconds.append(time.monotonic() - started)
+        assert status["status"] == "completed", status
+    print(f"10-image requests: {', '.join(f'{s:.2f}' for s in seconds)} s", flush=True)
+    return {"small_p50": statistics.median(seconds), "small_max": max(seconds)}
 
 
 def fair_share(service: Service, origin: Any, urls: list[str], csv_text: str) -> dict[str, Any]:
@@ -471,14 +514,20 @@ def throughput(encode: Callable[[bytes], int], bodies: list[bytes]) -> float:
         return len(bodies) / (time.monotonic() - started)
 
 
-def report(results: dict[str, Any], total: int) -> None:
+def report(results: dict[str, Any], title: str) -> None:
     e2e = results["e2e_images"] / results["e2e_seconds"]
+    cpu = results["cpu_seconds"]
+    machine = sum(cpu.values())
     lines = [
+        f"== {title} ==",
         f"end to end:        {e2e:7.1f} images/s ({results['e2e_images']} images in "
         f"{results['e2e_seconds']:.1f} s, {results['e2e_failed']} failed)",
         f"reference ceiling: {results['ceiling']:7.1f} images/s (plain Pillow, {CORES} processes)",
         f"ratio:             {e2e / results['ceiling']:7.2f}",
         f"our compress():    {results['ours']:7.1f} images/s (same harness)",
+        f"machine idle:      {cpu.get('idle', 0.0) / machine:7.0%} of the CPU while it ran",
+        f"10-image request:  {results['small_p50']:7.2f} s p50, {results['small_max']:.2f} s "
+        "max, upload to completed, the service otherwise idle",
         f"status endpoint:   {results['status_rps']:7.0f} requests/s",
         "worker peak RSS:   " + ", ".join(f"{mb:.0f} MB" for mb in results["worker_peak_mb"]),
     ]
@@ -504,8 +553,6 @@ def report(results: dict[str, Any], total: int) -> None:
                 f"{results['e2e_seconds'] / seconds:.1f} x faster than the first run, "
                 f"{results[f'{key}_bodies']} image bodies downloaded"
             )
-    cpu = results["cpu_seconds"]
-    machine = sum(cpu.values())
     lines.append(
         "CPU while it ran:  "
         + ", ".join(

@@ -329,8 +329,16 @@ IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
 IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 15.0)
 IMAGE_FETCH_TOTAL_TIMEOUT = env_float("IMAGE_FETCH_TOTAL_TIMEOUT", 60.0)
 IMAGE_MAX_ATTEMPTS = env_int("IMAGE_MAX_ATTEMPTS", 3)
-# Distinct URLs per task, and downloads one task runs at once while it encodes.
+# Distinct URLs per task (processing/window.py): a request's first batches take
+# IMAGE_BATCH_SIZE; once its images' sizes are known, as many as come to about
+# IMAGE_BATCH_BYTES of downloads, up to IMAGE_BATCH_MAX_SIZE. Small photos go in larger
+# batches, so that a batch's fixed cost (its task, its claim and record) is shared by more.
 IMAGE_BATCH_SIZE = env_int("IMAGE_BATCH_SIZE", 8)
+IMAGE_BATCH_MAX_SIZE = max(IMAGE_BATCH_SIZE, env_int("IMAGE_BATCH_MAX_SIZE", 32))
+IMAGE_BATCH_BYTES = env_int("IMAGE_BATCH_BYTES", 8 * 1024 * 1024)
+# Downloads one task runs at once while it encodes. A batch starts its next download only
+# while fewer than twice this many are under way or waiting to be encoded: bodies held in
+# memory stay bounded however many URLs a batch has.
 IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4)
 IMAGE_FETCH_RETRY_BACKOFF = env_float("IMAGE_FETCH_RETRY_BACKOFF", 2.0)
 IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
@@ -355,7 +363,9 @@ WEBHOOK_RETRY_SCHEDULE = [
 
 # A batch of images may take this long before its process is killed and replaced: each
 # download its deadline and each image its time, one after the other, and a minute more.
-IMAGE_TASK_TIME_LIMIT = int(IMAGE_BATCH_SIZE * (IMAGE_FETCH_TOTAL_TIMEOUT + IMAGE_MAX_SECONDS)) + 60
+IMAGE_TASK_TIME_LIMIT = (
+    int(IMAGE_BATCH_MAX_SIZE * (IMAGE_FETCH_TOTAL_TIMEOUT + IMAGE_MAX_SECONDS)) + 60
+)
 
 # Days after a request finished that its outputs, products and images are deleted (beat,
 # every EXPIRE_INTERVAL seconds; `manage.py expire` at once). Fractions allowed; empty

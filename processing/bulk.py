@@ -1,7 +1,8 @@
 """Many rows in one statement, where the ORM would send one statement per row.
 
 Used where rows go by the thousand: the upload's inserts (COPY, PostgreSQL), a batch's
-results and a finished request's output URLs (UPDATE ... FROM VALUES ... RETURNING,
+claim (UPDATE ... RETURNING), its results and a finished request's output URLs
+(UPDATE ... FROM VALUES ... RETURNING,
 PostgreSQL and SQLite 3.35+, which config/settings.py checks for). Each takes its
 columns from the model, so a field added to the model needs no change here.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection, models
-from django.db.models import QuerySet
+from django.db.models import QuerySet, sql
 
 
 def copy_rows(
@@ -81,6 +82,24 @@ def update_from_rows(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
+        return [changed for (changed,) in cursor.fetchall()]
+
+
+def update_returning(
+    queryset: QuerySet[Any], *, values: dict[str, Any], returning: str
+) -> list[Any]:
+    """queryset.update(**values), and the `returning` field of every row it changed, in one
+    statement where update() and a query for what it changed were two."""
+    query = queryset.query.chain(sql.UpdateQuery)
+    assert isinstance(query, sql.UpdateQuery)
+    query.add_update_values(values)
+    try:
+        statement, params = query.get_compiler(connection=connection).as_sql()
+    except EmptyResultSet:
+        return []
+    column = connection.ops.quote_name(str(queryset.model._meta.get_field(returning).column))
+    with connection.cursor() as cursor:
+        cursor.execute(f"{statement} RETURNING {column}", params)
         return [changed for (changed,) in cursor.fetchall()]
 
 

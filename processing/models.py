@@ -104,6 +104,9 @@ class ProcessingRequest(models.Model):
     succeeded_images = models.PositiveIntegerField(default=0)
     failed_images = models.PositiveIntegerField(default=0)
     cancelled_images = models.PositiveIntegerField(default=0)
+    # URLs per batch of this request, learnt from the sizes of its images as they end
+    # (processing/window.py); 0 until then.
+    batch_size = models.PositiveSmallIntegerField(default=0)
     # Set when the owner cancels: images not started end as cancelled, the request as
     # cancelled once those in flight have ended.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)

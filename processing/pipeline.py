@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -24,7 +25,7 @@ import net
 from config.logs import request_id_bound
 from imaging.encode import EXTENSIONS, CompressedImage, QualityMode, compress
 from imaging.guard import time_limit
-from processing import metrics, reuse
+from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
@@ -35,11 +36,18 @@ from processing.reuse import Known, Seen
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _Download:
+    fetched: net.Fetched
+    digest: str  # SHA-256 of the body, taken on the download's thread; "" for a 304
+
+
 @dataclass
 class _Work:
     image: ProductImage  # the first image with its URL in its request
-    download: "Future[net.Fetched]"
     known: Known | None  # what the account's cache knows of the URL
+    download: "Future[_Download] | None" = None  # from its start until it is encoded
+    started: bool = False
     downloaded: int = 0
     facts: OutputFacts | None = None
     output_name: str = ""
@@ -57,12 +65,23 @@ class _Work:
             failure=self.failure,
         )
 
+    def download_start(self, threads: ThreadPoolExecutor) -> None:
+        if not self.started:
+            self.started = True
+            self.download = threads.submit(_fetch, self.image.input_url, self.known)
+
+    def download_take(self) -> "_Download":
+        """The download's result, no longer held here once taken."""
+        assert self.download is not None
+        download, self.download = self.download, None
+        return download.result()
+
 
 def images_process(*, image_ids: list[int]) -> None:
     """Fetch, compress and store a batch of image URLs, each for every image with it.
 
-    Downloads run in threads ahead of the encoding on this one, and the batch's results
-    are recorded in one transaction per request.
+    Downloads run in threads ahead of the encoding on this one, a few at a time, and the
+    batch's results are recorded in one transaction per request.
     """
     # order_by(): the model's default order would join products for nothing.
     firsts = list(
@@ -71,76 +90,80 @@ def images_process(*, image_ids: list[int]) -> None:
     if not firsts:
         logger.warning("images %s do not exist; task dropped", image_ids)
         return
-    # Downloads start before the claim, so that its round trips to the database do not
-    # leave the CPU waiting for the first image. One this batch does not win is dropped.
+    # The first downloads start before the claim, so that its round trip to the database
+    # does not leave the CPU waiting for the first image. One this batch does not win is
+    # dropped.
     threads = _io_threads()
     known = _sources_known(firsts)
-    downloads = {
-        image.pk: threads.submit(_fetch, image.input_url, known.get(image.pk))
+    work = {
+        image.pk: _Work(image, known.get(image.pk))
         for image in firsts
         if image.status == ProductImage.Status.PENDING
     }
+    for item in list(work.values())[: _read_ahead()]:
+        item.download_start(threads)
     token = uuid.uuid4()
     leases.hold(token)
     try:
-        _images_claimed_work(firsts, downloads, known, token, threads)
+        _images_claimed_work(firsts, work, token, threads)
     finally:
         leases.release(token)
 
 
+def _read_ahead() -> int:
+    """Downloads under way or waiting to be encoded, at most, per batch."""
+    return 2 * settings.IMAGE_FETCH_THREADS
+
+
 def _images_claimed_work(
     firsts: list[ProductImage],
-    downloads: dict[int, "Future[net.Fetched]"],
-    known: dict[int, Known],
+    pending: dict[int, _Work],
     token: uuid.UUID,
     threads: ThreadPoolExecutor,
 ) -> None:
-    claimed = _images_claim(firsts, token)
-    for image_id in downloads.keys() - {image.pk for image in claimed}:
-        downloads[image_id].cancel()
-    work = [
-        _Work(
-            image,
-            downloads.get(image.pk) or threads.submit(_fetch, image.input_url, known.get(image.pk)),
-            known.get(image.pk),
-        )
-        for image in claimed
-    ]
+    claimed = {image.pk for image in _images_claim(firsts, token)}
+    for image_id, item in pending.items():
+        if image_id not in claimed and item.download is not None:
+            item.download.cancel()
+    work = [item for image_id, item in pending.items() if image_id in claimed]
     if not work:
         return
     with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):
         _images_work(work, threads)
         for request_id in dict.fromkeys(item.image.request_id for item in work):
-            images_record(
-                request_id=request_id,
-                held=ProductImage.objects.filter(
+            mine = [item for item in work if item.image.request_id == request_id]
+            # One transaction: the results, the counters, the next batches and what the
+            # sources answered.
+            with transaction.atomic():
+                images_record(
                     request_id=request_id,
-                    status=ProductImage.Status.PROCESSING,
-                    claim_token=token,
-                ),
-                outcomes=[item.outcome() for item in work if item.image.request_id == request_id],
-            )
-            reuse.sources_remember(
-                request=next(i.image.request for i in work if i.image.request_id == request_id),
-                seen=[
-                    item.seen
-                    for item in work
-                    if item.seen is not None and item.image.request_id == request_id
-                ],
-            )
+                    held=ProductImage.objects.filter(
+                        request_id=request_id,
+                        status=ProductImage.Status.PROCESSING,
+                        claim_token=token,
+                    ),
+                    outcomes=[item.outcome() for item in mine],
+                )
+                reuse.sources_remember(
+                    request=mine[0].image.request,
+                    seen=[item.seen for item in mine if item.seen is not None],
+                )
 
 
 def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
     """Compress each download as it arrives, or copy the output of an unchanged source;
     write the outputs on the I/O threads."""
     stored: list[tuple[_Work, Future[None]]] = []
-    for item in work:
+    ahead = _read_ahead()
+    for index, item in enumerate(work):
+        for later in work[index : index + ahead]:
+            later.download_start(threads)
         try:
-            fetched = item.download.result()
+            download = item.download_take()
+            fetched, digest = download.fetched, download.digest
             data = fetched.body or b""
             item.downloaded = len(data)
             output = item.known.output if item.known is not None else None
-            digest = reuse.content_hash(data) if data else ""
             if output is not None and (
                 fetched.not_modified or digest == item.known.content_sha256  # type: ignore[union-attr]
             ):
@@ -233,30 +256,34 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
             request_id=request_id,
             input_url__in={image.input_url for image in firsts if image.request_id == request_id},
         )
-        same_urls.filter(status=ProductImage.Status.PENDING).update(
-            status=ProductImage.Status.PROCESSING,
-            claim_token=token,
-            claimed_at=timezone.now(),
-            attempts=F("attempts") + 1,
+        urls = bulk.update_returning(
+            same_urls.filter(status=ProductImage.Status.PENDING),
+            values={
+                "status": ProductImage.Status.PROCESSING,
+                "claim_token": token,
+                "claimed_at": timezone.now(),
+                "attempts": F("attempts") + 1,
+            },
+            returning="input_url",
         )
-        claimed = same_urls.filter(status=ProductImage.Status.PROCESSING, claim_token=token)
-        urls = claimed.order_by().values_list("input_url", flat=True)
         mine |= {(request_id, url) for url in urls}
     return [image for image in firsts if (image.request_id, image.input_url) in mine]
 
 
-def _fetch(url: str, known: Known | None) -> net.Fetched:
-    """The source's bytes, or word that they have not changed since the copy whose output
-    can be re-used. Through the net package's attribute: the seam tests stub a download at."""
+def _fetch(url: str, known: Known | None) -> _Download:
+    """The source's bytes and their hash, or word that they have not changed since the copy
+    whose output can be re-used. Through the net package's attribute: the seam tests stub a
+    download at."""
     asked = known if known is not None and known.output is not None else None
     with metrics.STAGE_SECONDS.labels("fetch").time():
-        return net.fetch_if_changed(
+        fetched = net.fetch_if_changed(
             url,
             fetch_policy(),
             etag=asked.etag if asked else "",
             last_modified=asked.last_modified if asked else "",
             headers=IMAGE_REQUEST_HEADERS,
         )
+    return _Download(fetched, reuse.content_hash(fetched.body) if fetched.body else "")
 
 
 def _store(name: str, data: bytes) -> None:

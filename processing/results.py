@@ -26,7 +26,7 @@ from net import NetError
 from processing import bulk, metrics, queue
 from processing.facts import OutputFacts
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
-from processing.window import request_window_refill
+from processing.window import batch_size_next, request_window_refill
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +93,22 @@ def images_record(
     made is never thrown away because the image was claimed again meanwhile (a copy of the
     task delivered twice, a lease that ran out). One UPDATE for the successes, one for the
     failures and one for the retries where there are any, one for the request's counters,
-    in one transaction.
+    in one transaction (the caller's, if any).
     """
     now = timezone.now()
     unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
-    with transaction.atomic():
-        # A batch with an image to retry takes the request's row first, as request_cancel
-        # does: a cancel waits for this record or this record sees it, and an image of a
-        # cancelled request is not retried. Other batches take the row only with their
-        # counters' UPDATE, late, so that the batches of a request record side by side.
-        cancelled = any(map(_retry_due, outcomes)) and (
+    with transaction.atomic(savepoint=False):
+        # The request's row first, as request_cancel takes it: a cancel waits for this
+        # record or this record sees it (an image of a cancelled request is not retried),
+        # and what the counters will say once this batch is counted is known here, for the
+        # finalisation, without asking again.
+        request = (
             ProcessingRequest.objects.select_for_update()
             .filter(pk=request_id)
-            .values_list("cancel_requested_at", flat=True)
+            .values(*_LOCKED_FIELDS)
             .get()
-            is not None
         )
-        rows = _rows(outcomes, now, cancelled=cancelled)
+        rows = _rows(outcomes, now, cancelled=request["cancel_requested_at"] is not None)
         ended = Counter(
             bulk.update_from_rows(
                 unfinished, key="input_url", fields=RESULT_FIELDS, rows=rows.successes
@@ -131,14 +130,28 @@ def images_record(
             )
         )
         if ended:
+            batch_size = request["batch_size"] or settings.IMAGE_BATCH_SIZE
+            learnt = batch_size_next(
+                batch_size,
+                [
+                    item.downloaded_bytes
+                    for item in outcomes
+                    if ended[item.input_url] and item.facts
+                ],
+            )
             ProcessingRequest.objects.filter(pk=request_id).update(
                 succeeded_images=F("succeeded_images") + ended_as["succeeded"],
                 failed_images=F("failed_images") + ended_as["failed"],
                 cancelled_images=F("cancelled_images") + ended_as["cancelled"],
+                batch_size=learnt,
                 updated_at=now,
             )
             # What ended leaves room in the request's window: its next URLs take it.
-            request_window_refill(request_id=request_id, ended=len(ended))
+            request_window_refill(
+                request_id=request_id, ended=len(ended), batch_size=batch_size, learnt=learnt
+            )
+            if _all_ended(request, ended.total()):
+                queue.enqueue_after_commit(queue.REQUEST_FINALIZE, str(request_id))
         for url in retried:
             outcome, delay, _ = rows.retries[url]
             queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)
@@ -153,8 +166,30 @@ def images_record(
         assert outcome.failure is not None
         logger.info("image %s: retrying in %.1f s", outcome.image_id, delay)
         metrics.IMAGE_RETRIES.labels(outcome.failure.reason).inc()
-    if ended:
-        request_finalize_when_ready(request_id)
+
+
+# What images_record reads of the request's row as it locks it.
+_LOCKED_FIELDS = (
+    "cancel_requested_at",
+    "batch_size",
+    "status",
+    "finalize_claimed_at",
+    "total_images",
+    "succeeded_images",
+    "failed_images",
+    "cancelled_images",
+)
+
+
+def _all_ended(request: dict[str, Any], ending: int) -> bool:
+    """Whether the request, as locked, is ready to finalise once `ending` more images have
+    ended: ProcessingRequest.objects.ready_to_finalize's rule, on the row in hand."""
+    done = request["succeeded_images"] + request["failed_images"] + request["cancelled_images"]
+    return (
+        request["status"] == ProcessingRequest.Status.PROCESSING
+        and request["finalize_claimed_at"] is None
+        and request["total_images"] == done + ending
+    )
 
 
 @dataclass

@@ -98,12 +98,15 @@ def output_copy(*, output: SourceOutput, name: str) -> None:
 
 def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
     """Record what the sources answered and the outputs now made from them: a few
-    statements for a batch, whatever its size."""
+    statements for a batch, whatever its size, inside the caller's transaction if any.
+    Rows are written in the order of their URLs: two batches that share URLs then lock
+    them in the same order, and neither waits for the other in a deadlock."""
     if not seen:
         return
     now = timezone.now()
     key = settings_key(request)
-    with transaction.atomic():
+    seen = sorted(seen, key=lambda item: url_hash(item.url))
+    with transaction.atomic(savepoint=False):
         # With update_conflicts, PostgreSQL and SQLite hand back every row's id, inserted
         # or updated: one statement instead of an upsert and a select.
         sources = SourceCache.objects.bulk_create(

@@ -3,6 +3,11 @@ the queue or running (REQUEST_WINDOW_BATCHES), and each batch that ends queues t
 request's next one. Batches of every request under way then take turns on the one
 `images` queue, so a 10-image request is not queued behind a 50,000-image one.
 
+A batch holds settings.IMAGE_BATCH_SIZE URLs until the request's first batches have
+ended; from then on as many as come to about IMAGE_BATCH_BYTES of downloads at the size
+its images turned out to have (batch_size_next), kept on the request. The window is
+counted in batches of that size, so it grows with the batches.
+
 The database says what is queued: an image with no queued_at waits its turn here, one
 with queued_at is on the queue, waiting a retry, or claimed. A fill locks the request's
 row, so that batches of one request ending together do not queue the same images twice.
@@ -25,16 +30,16 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
     """Queue the request's next distinct URLs, in CSV order, in batches, until its window is
     full; the number of URLs queued. For a request's start and the sweep: it counts what is
     in flight."""
-    batch_size = settings.IMAGE_BATCH_SIZE
     with transaction.atomic():
-        processing = (
+        learnt = (
             ProcessingRequest.objects.select_for_update()
             .filter(pk=request_id, status=ProcessingRequest.Status.PROCESSING)
-            .values_list("pk", flat=True)
+            .values_list("batch_size", flat=True)
             .first()
         )
-        if processing is None:
+        if learnt is None:
             return 0
+        batch_size = learnt or settings.IMAGE_BATCH_SIZE
         in_flight = (
             ProductImage.objects.filter(
                 request_id=request_id, queued_at__isnull=False, status__in=IN_FLIGHT
@@ -48,17 +53,32 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
         # in flight takes what is left, however little.
         if room <= 0 or (room < batch_size and in_flight):
             return 0
-        return _next_queue(request_id, room)
+        return _next_queue(request_id, room, batch_size)
 
 
-def request_window_refill(*, request_id: uuid.UUID, ended: int) -> int:
-    """Queue as many of the request's next URLs as `ended` URLs just left its window; the
-    number queued. For a batch's record, whose transaction already holds the request's row
-    (its counters' UPDATE), so that no count is needed."""
-    return _next_queue(request_id, ended) if ended > 0 else 0
+def request_window_refill(
+    *, request_id: uuid.UUID, ended: int, batch_size: int, learnt: int
+) -> int:
+    """Queue as many of the request's next URLs as `ended` URLs just left its window, and
+    as many more as its window grew by with its batches (from batch_size to learnt, which
+    the caller stores on the request); the number queued. For a batch's record, whose
+    transaction already holds the request's row, so that no count is needed."""
+    room = ended + settings.REQUEST_WINDOW_BATCHES * (learnt - batch_size)
+    return _next_queue(request_id, room, learnt) if room > 0 else 0
 
 
-def _next_queue(request_id: uuid.UUID, room: int) -> int:
+def batch_size_next(current: int, downloaded: list[int]) -> int:
+    """URLs per batch after a batch whose images downloaded these many bytes each (0 for a
+    source that had not changed): as many as come to about IMAGE_BATCH_BYTES, halfway
+    from the current size, so that one odd batch does not swing it."""
+    if not downloaded:
+        return current
+    average = max(1.0, sum(downloaded) / len(downloaded))
+    wanted = (current + settings.IMAGE_BATCH_BYTES / average) / 2
+    return max(settings.IMAGE_BATCH_SIZE, min(settings.IMAGE_BATCH_MAX_SIZE, round(wanted)))
+
+
+def _next_queue(request_id: uuid.UUID, room: int, batch_size: int) -> int:
     images = ProductImage.objects.filter(request_id=request_id)
     waiting = images.filter(queued_at__isnull=True, status=ProductImage.Status.PENDING)
     waiting = waiting.order_by("id")
@@ -72,7 +92,6 @@ def _next_queue(request_id: uuid.UUID, room: int) -> int:
     # Every image with a URL goes with it: a URL is fetched once per request.
     images.filter(input_url__in=firsts, queued_at__isnull=True).update(queued_at=timezone.now())
     ids = list(firsts.values())
-    batch_size = settings.IMAGE_BATCH_SIZE
     for start in range(0, len(ids), batch_size):
         queue.enqueue_after_commit(queue.IMAGES_PROCESS, ids[start : start + batch_size])
     return len(ids)

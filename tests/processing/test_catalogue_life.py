@@ -40,6 +40,7 @@ def storage(settings: Any, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
     settings.IMAGE_MAX_ATTEMPTS = 2
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    settings.IMAGE_BATCH_MAX_SIZE = 2
     return tmp_path
 
 

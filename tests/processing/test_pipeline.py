@@ -19,6 +19,7 @@ from accounts.models import Account
 from processing import metrics, pipeline, queue
 from processing.models import ProductImage
 from processing.queue import QueuedTask
+from processing.window import batch_size_next
 from tests.processing.in_process import Capture, Downloads, images_of, queued, started
 from tests.support import encoded, photo
 
@@ -207,6 +208,7 @@ def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_que
 ) -> None:
     # Given a window of 2 batches of 2 URLs, and a request of 7 URLs
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 2, 2
+    settings.IMAGE_BATCH_MAX_SIZE = 2  # batches that do not grow with what is learnt
     urls = [f"https://shop.example/{n}.jpg" for n in range(7)]
     downloads.answers = dict.fromkeys(urls, JPEG)
     rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
@@ -234,11 +236,58 @@ def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_que
     assert sorted(downloads.calls) == sorted(urls)
 
 
+def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are_known(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given batches of 2 URLs at first, a window of one batch, a batch meant to hold about
+    # four of this request's images, and a request of 12 URLs
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, 4 * len(JPEG)
+    urls = [f"https://shop.example/{n}.jpg" for n in range(12)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+    assert batches == [ids[0:2]]
+
+    # When each batch ends, then the next is larger, halfway to the size learnt each time
+    sizes = []
+    batch = batches[0]
+    while batch:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            pipeline.images_process(image_ids=batch)
+        following = [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)]
+        assert len(following) <= 1
+        batch = following[0] if following else []
+        sizes.append(len(batch))
+    assert sizes == [3, 4, 3, 0]  # 2 -> 3 -> 4 (-> 4, with 3 URLs left)
+    request.refresh_from_db()
+    assert request.batch_size == 4
+    assert request.status == "processing"  # its finalisation is queued, not yet run
+    assert sorted(downloads.calls) == sorted(urls)
+
+
+def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
+    least, most, target = (
+        settings.IMAGE_BATCH_SIZE,
+        settings.IMAGE_BATCH_MAX_SIZE,
+        settings.IMAGE_BATCH_BYTES,
+    )
+    assert batch_size_next(least, []) == least  # nothing learnt: as it was
+    assert batch_size_next(least, [target * 2]) == least  # photos larger than a batch
+    assert batch_size_next(most, [0, 0]) == most  # sources that had not changed
+    assert batch_size_next(least, [target // most] * 3) == (least + most) // 2
+
+
 def test_the_sweep_fills_a_window_that_nothing_is_left_to_fill(
     django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
 ) -> None:
     # Given a request under way with nothing queued (its start was cut off after its claim)
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    settings.IMAGE_BATCH_MAX_SIZE = 2
     request, _ = started(
         account,
         "".join(f"{n + 1},P{n},https://shop.example/{n}.jpg\n" for n in range(5)),
