@@ -56,6 +56,9 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
     state = Origin(port=0)
 
     class Handler(BaseHTTPRequestHandler):
+        # Connections kept open between requests, as a CDN keeps them.
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self) -> None:
             state.hits[self.path] = state.hits.get(self.path, 0) + 1
             route = state.routes.get(self.path)
@@ -63,7 +66,9 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
                 self.send_error(404)
                 return
             if route.serve is not None:
-                # The client hangs up on a misbehaving server, as it should.
+                # The client hangs up on a misbehaving server, as it should; a response
+                # written by hand ends its connection.
+                self.close_connection = True
                 with contextlib.suppress(OSError):
                     route.serve(self)
                 return

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import net.client
 from net import (
     Fetched,
     NetError,
@@ -335,6 +336,70 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_the_one_connected_to
     # the name as Host
     assert asked == ["images.shop.test"]
     assert body == f"images.shop.test:{port}".encode()
+
+
+class KeepAliveHandler(Handler):
+    """The same answers over connections kept open between requests (HTTP/1.1)."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+
+    def setup(self) -> None:
+        type(self).connections += 1
+        super().setup()
+
+
+@pytest.fixture
+def keep_alive_server() -> Iterator[str]:
+    KeepAliveHandler.connections = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_calls_to_one_address_share_a_connection_unless_an_answer_was_left_unread(
+    keep_alive_server: str,
+) -> None:
+    server, policy = keep_alive_server, policy_for(keep_alive_server)
+    # Read to their ends, three answers come over one connection
+    for _ in range(3):
+        assert fetch(f"{server}/ok", policy) == BODY
+    assert KeepAliveHandler.connections == 1
+    # An answer refused before its body was read closes its connection: the next call's
+    # answer is its own, over a new one
+    assert reason_of(f"{server}/ok", NetPolicy(**{**vars(policy), "max_bytes": 10})).reason == (
+        "too_large"
+    )
+    assert fetch(f"{server}/host", policy) == server.removeprefix("http://").encode()
+    assert KeepAliveHandler.connections == 2
+
+
+def test_a_checked_address_is_used_for_a_few_seconds_and_a_refusal_is_looked_up_again(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"] if host == "images.shop.test" else ["10.0.0.1"]
+
+    monkeypatch.setattr(net.client, "ADDRESS_CACHE_SECONDS", 60.0)
+    for _ in range(2):
+        fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
+        error = reason_of(
+            f"http://inside.shop.test:{port}/ok", policy_for(server), resolver=resolver
+        )
+        assert error.reason == "blocked_address"
+    assert asked == ["images.shop.test", "inside.shop.test", "inside.shop.test"]
+    # Once the time is up, the name is looked up again
+    monkeypatch.setattr(net.client, "ADDRESS_CACHE_SECONDS", 0.0)
+    fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
+    fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
+    assert asked[3:] == ["images.shop.test", "images.shop.test"]
 
 
 @pytest.mark.parametrize(
