@@ -83,6 +83,7 @@ def measure(csv_data: bytes) -> dict[str, tuple[int, int]]:
     from accounts.services import account_get_or_create
     from config.celery import app
     from processing import intake
+    from processing import tasks as _registered  # noqa: F401  (eager runs need the tasks)
 
     call_command("migrate", verbosity=0)
     account, _ = account_get_or_create(name="costs")

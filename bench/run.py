@@ -1,6 +1,7 @@
 """`make bench`: the whole pipeline against plain Pillow on the same cores, in one run.
 
-1. A set of distinct photographs (bench/images.py) served by an origin on 127.0.0.1.
+1. A set of distinct photographs (bench/images.py) served by an origin on 127.0.0.1
+   (bench/origin.py: one asyncio loop, connections kept open, as a CDN would serve them).
 2. The service in its production shape: PostgreSQL, Redis, gunicorn and Celery workers
    on every core (the Procfile's commands, started as the tests start them).
 3. 500 products x 3 images (about a tenth of the URLs repeated) uploaded through the API,
@@ -43,8 +44,8 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/9")
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 from bench.images import TYPICAL, image_set  # noqa: E402
+from bench.origin import origin_serve_fast  # noqa: E402
 from imaging.encode import compress  # noqa: E402
-from tests.harness.origin import origin_serve  # noqa: E402
 from tests.harness.service import Service, postgres_database, start_service  # noqa: E402
 from tests.support import blank_png, encoded, photo  # noqa: E402
 
@@ -102,7 +103,7 @@ def one_run(
     distinct = len(bodies)
     print(f"{total} images, {distinct} distinct, {sum(map(len, bodies)) / 1e6:.0f} MB", flush=True)
     results: dict[str, Any] = {}
-    origin, origin_server = origin_serve()
+    origin, origin_stop = origin_serve_fast()
     try:
         urls = [
             origin.add(f"/{path.name}", body, etag=f'"{index}"')
@@ -113,7 +114,7 @@ def one_run(
         if extras and not options.skip_upload_latency:
             results |= upload_latency(origin)
     finally:
-        origin_server.shutdown()
+        origin_stop()
 
     # The yardstick runs last, with the service stopped, on the same number of processes.
     catalogue_bodies = bodies + [
@@ -197,11 +198,14 @@ def unchanged_again(service: Service, origin: Any, csv_text: str) -> dict[str, A
             for route in origin.routes.values():
                 route.etag = ""
         sent_before = sum(origin.bodies_sent.values())
+        _settle()
+        cpu_before = cpu_seconds()
         started = time.monotonic()
         status = _wait_finished(_upload(service, service.api_key, csv_text), service.api_key)
         timings[name] = time.monotonic() - started
         bodies = sum(origin.bodies_sent.values()) - sent_before
         print(f"again, unchanged: {status['progress']} in {timings[name]:.1f} s, {bodies} bodies")
+        print(f"  CPU: {_cpu_shares(cpu_before, cpu_seconds())}", flush=True)
         timings[name.replace("seconds", "bodies")] = bodies
     return timings
 
@@ -309,6 +313,17 @@ def _settle(deadline: float = 20.0) -> None:
         if sum(after.get(kind, 0.0) - before.get(kind, 0.0) for kind in busy) < 0.05:
             return
     print("the service did not settle; measuring anyway", flush=True)
+
+
+def _cpu_shares(before: dict[str, float], after: dict[str, float]) -> str:
+    """Each kind's share of the machine's CPU between two readings of cpu_seconds()."""
+    used = {kind: seconds - before.get(kind, 0.0) for kind, seconds in after.items()}
+    machine = sum(used.values())
+    return ", ".join(
+        f"{name} {seconds / machine:.0%}"
+        for name, seconds in sorted(used.items(), key=lambda item: -item[1])
+        if seconds > 0.005 * machine
+    )
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -568,14 +583,7 @@ def report(results: dict[str, Any], title: str) -> None:
                 f"{results['e2e_seconds'] / seconds:.1f} x faster than the first run, "
                 f"{results[f'{key}_bodies']} image bodies downloaded"
             )
-    lines.append(
-        "CPU while it ran:  "
-        + ", ".join(
-            f"{name} {seconds / machine:.0%}"
-            for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
-            if seconds > 0.005 * machine
-        )
-    )
+    lines.append("CPU while it ran:  " + _cpu_shares({}, cpu))
     for rows in (10_000, 100_000):
         if f"upload_{rows}" in results:
             p50, p99 = results[f"upload_{rows}"]

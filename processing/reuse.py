@@ -6,6 +6,8 @@ own file, in its own request's folder, so that expiring one request never takes 
 another still points at; the cache then points at the newest copy."""
 
 import hashlib
+import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -91,9 +93,17 @@ def _made_from(output: SourceOutput | None, source: SourceCache) -> SourceOutput
 
 
 def output_copy(*, output: SourceOutput, name: str) -> None:
-    """The earlier output's bytes stored again under name: no decode, no encode."""
-    with default_storage.open(output.output_name, "rb") as stored:
-        default_storage.save(name, ContentFile(stored.read()))
+    """The earlier output's bytes stored again under name: no decode, no encode. On a file
+    system the kernel copies them, none through Python; a file of its own, not a link, so
+    that an output written again in place never changes another request's."""
+    try:
+        source, target = default_storage.path(output.output_name), default_storage.path(name)
+    except NotImplementedError:  # an object store
+        with default_storage.open(output.output_name, "rb") as stored:
+            default_storage.save(name, ContentFile(stored.read()))
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, target)
 
 
 def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
