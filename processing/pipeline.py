@@ -95,12 +95,9 @@ def images_process(*, image_ids: list[int]) -> None:
     # dropped.
     threads = _io_threads()
     known = _sources_known(firsts)
-    work = {
-        image.pk: _Work(image, known.get(image.pk))
-        for image in firsts
-        if image.status == ProductImage.Status.PENDING
-    }
-    for item in list(work.values())[: _read_ahead()]:
+    work = {image.pk: _Work(image, known.get(image.pk)) for image in firsts}
+    pending = [item for item in work.values() if item.image.status == ProductImage.Status.PENDING]
+    for item in pending[: _read_ahead()]:
         item.download_start(threads)
     token = uuid.uuid4()
     leases.hold(token)
@@ -117,15 +114,15 @@ def _read_ahead() -> int:
 
 def _images_claimed_work(
     firsts: list[ProductImage],
-    pending: dict[int, _Work],
+    batch: dict[int, _Work],
     token: uuid.UUID,
     threads: ThreadPoolExecutor,
 ) -> None:
     claimed = {image.pk for image in _images_claim(firsts, token)}
-    for image_id, item in pending.items():
+    for image_id, item in batch.items():
         if image_id not in claimed and item.download is not None:
             item.download.cancel()
-    work = [item for image_id, item in pending.items() if image_id in claimed]
+    work = [item for image_id, item in batch.items() if image_id in claimed]
     if not work:
         return
     with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):

@@ -60,10 +60,16 @@ def request_window_refill(
     *, request_id: uuid.UUID, ended: int, batch_size: int, learnt: int
 ) -> int:
     """Queue as many of the request's next URLs as `ended` URLs just left its window, and
-    as many more as its window grew by with its batches (from batch_size to learnt, which
-    the caller stores on the request); the number queued. For a batch's record, whose
-    transaction already holds the request's row, so that no count is needed."""
-    room = ended + settings.REQUEST_WINDOW_BATCHES * (learnt - batch_size)
+    as many more (or fewer) as its window grew (or shrank) by with its batches, from
+    batch_size to learnt, which the caller stores on the request; the number queued. For a
+    batch's record, whose transaction already holds the request's row, so that no count is
+    needed.
+
+    A batch that ended always queues as many URLs as ended, up to a batch of the new size:
+    were it the only one in flight, a shrinking window would otherwise leave the request
+    waiting for the sweep."""
+    grown = ended + settings.REQUEST_WINDOW_BATCHES * (learnt - batch_size)
+    room = max(grown, min(ended, learnt))
     return _next_queue(request_id, room, learnt) if room > 0 else 0
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 import net
 from accounts.models import Account
 from processing import metrics, pipeline, queue
-from processing.models import ProductImage
+from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
 from tests.processing.in_process import Capture, Downloads, images_of, queued, started
@@ -268,6 +268,34 @@ def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are
     assert request.batch_size == 4
     assert request.status == "processing"  # its finalisation is queued, not yet run
     assert sorted(downloads.calls) == sorted(urls)
+
+
+def test_a_request_whose_images_turn_out_larger_keeps_a_batch_in_flight_as_batches_shrink(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given a window of one batch, batches already grown to 8 on small images, and a batch
+    # of two images whose photos turn out large (the request's last images are larger)
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, len(JPEG)
+    urls = [f"https://shop.example/{n}.jpg" for n in range(12)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=request.pk).update(batch_size=8)
+
+    # When the batch ends, the size learnt halves towards 2 (the window shrinks by 4 URLs,
+    # more than the 2 that ended)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then as many URLs as ended are queued all the same: the request goes on
+    ids = [image.pk for image in images_of(request)]
+    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[2:4]]
+    request.refresh_from_db()
+    assert request.batch_size == 4
 
 
 def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
