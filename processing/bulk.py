@@ -86,10 +86,11 @@ def update_from_rows(
 
 
 def update_returning(
-    queryset: QuerySet[Any], *, values: dict[str, Any], returning: str
-) -> list[Any]:
-    """queryset.update(**values), and the `returning` field of every row it changed, in one
-    statement where update() and a query for what it changed were two."""
+    queryset: QuerySet[Any], *, values: dict[str, Any], returning: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """queryset.update(**values), and the `returning` fields of every row it changed (as
+    the database gives them, with none of the fields' conversions), in one statement where
+    update() and a query for what it changed were two."""
     query = queryset.query.chain(sql.UpdateQuery)
     assert isinstance(query, sql.UpdateQuery)
     query.add_update_values(values)
@@ -97,10 +98,13 @@ def update_returning(
         statement, params = query.get_compiler(connection=connection).as_sql()
     except EmptyResultSet:
         return []
-    column = connection.ops.quote_name(str(queryset.model._meta.get_field(returning).column))
+    columns = ", ".join(
+        connection.ops.quote_name(str(queryset.model._meta.get_field(name).column))
+        for name in returning
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"{statement} RETURNING {column}", params)
-        return [changed for (changed,) in cursor.fetchall()]
+        cursor.execute(f"{statement} RETURNING {columns}", params)
+        return [tuple(row) for row in cursor.fetchall()]
 
 
 def _typed(value_sql: str, field: models.Field[Any, Any]) -> str:

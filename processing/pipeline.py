@@ -129,9 +129,14 @@ def _images_claimed_work(
         _images_work(work, threads)
         for request_id in dict.fromkeys(item.image.request_id for item in work):
             mine = [item for item in work if item.image.request_id == request_id]
-            # One transaction: the results, the counters, the next batches and what the
-            # sources answered.
+            # One transaction: what the sources answered, the results, the counters and
+            # the next batches. The sources first: the request's row, which every batch
+            # of the request takes to count, is then held the shortest time.
             with transaction.atomic():
+                reuse.sources_remember(
+                    request=mine[0].image.request,
+                    seen=[item.seen for item in mine if item.seen is not None],
+                )
                 images_record(
                     request_id=request_id,
                     held=ProductImage.objects.filter(
@@ -140,10 +145,6 @@ def _images_claimed_work(
                         claim_token=token,
                     ),
                     outcomes=[item.outcome() for item in mine],
-                )
-                reuse.sources_remember(
-                    request=mine[0].image.request,
-                    seen=[item.seen for item in mine if item.seen is not None],
                 )
 
 
@@ -253,7 +254,7 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
             request_id=request_id,
             input_url__in={image.input_url for image in firsts if image.request_id == request_id},
         )
-        urls = bulk.update_returning(
+        claimed = bulk.update_returning(
             same_urls.filter(status=ProductImage.Status.PENDING),
             values={
                 "status": ProductImage.Status.PROCESSING,
@@ -261,9 +262,9 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
                 "claimed_at": timezone.now(),
                 "attempts": F("attempts") + 1,
             },
-            returning="input_url",
+            returning=["input_url"],
         )
-        mine |= {(request_id, url) for url in urls}
+        mine |= {(request_id, url) for (url,) in claimed}
     return [image for image in firsts if (image.request_id, image.input_url) in mine]
 
 

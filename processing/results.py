@@ -98,17 +98,18 @@ def images_record(
     now = timezone.now()
     unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
     with transaction.atomic(savepoint=False):
-        # The request's row first, as request_cancel takes it: a cancel waits for this
-        # record or this record sees it (an image of a cancelled request is not retried),
-        # and what the counters will say once this batch is counted is known here, for the
-        # finalisation, without asking again.
-        request = (
+        # A batch with an image to retry takes the request's row first, as request_cancel
+        # does: a cancel waits for this record or this record sees it, and an image of a
+        # cancelled request is not retried. Other batches take the row only with their
+        # counters' UPDATE, late, so that the batches of a request record side by side.
+        cancelled = any(map(_retry_due, outcomes)) and (
             ProcessingRequest.objects.select_for_update()
             .filter(pk=request_id)
-            .values(*_LOCKED_FIELDS)
+            .values_list("cancel_requested_at", flat=True)
             .get()
+            is not None
         )
-        rows = _rows(outcomes, now, cancelled=request["cancel_requested_at"] is not None)
+        rows = _rows(outcomes, now, cancelled=cancelled)
         ended = Counter(
             bulk.update_from_rows(
                 unfinished, key="input_url", fields=RESULT_FIELDS, rows=rows.successes
@@ -130,6 +131,19 @@ def images_record(
             )
         )
         if ended:
+            # The counters, and what the request's row says once they are counted: whether
+            # it is done, and the size of its batches so far.
+            (counted,) = bulk.update_returning(
+                ProcessingRequest.objects.filter(pk=request_id),
+                values={
+                    "succeeded_images": F("succeeded_images") + ended_as["succeeded"],
+                    "failed_images": F("failed_images") + ended_as["failed"],
+                    "cancelled_images": F("cancelled_images") + ended_as["cancelled"],
+                    "updated_at": now,
+                },
+                returning=_COUNTED_FIELDS,
+            )
+            request = dict(zip(_COUNTED_FIELDS, counted, strict=True))
             batch_size = request["batch_size"] or settings.IMAGE_BATCH_SIZE
             learnt = batch_size_next(
                 batch_size,
@@ -139,18 +153,13 @@ def images_record(
                     if ended[item.input_url] and item.facts
                 ],
             )
-            ProcessingRequest.objects.filter(pk=request_id).update(
-                succeeded_images=F("succeeded_images") + ended_as["succeeded"],
-                failed_images=F("failed_images") + ended_as["failed"],
-                cancelled_images=F("cancelled_images") + ended_as["cancelled"],
-                batch_size=learnt,
-                updated_at=now,
-            )
+            if learnt != request["batch_size"]:  # while it grows: a few batches a request
+                ProcessingRequest.objects.filter(pk=request_id).update(batch_size=learnt)
             # What ended leaves room in the request's window: its next URLs take it.
             request_window_refill(
                 request_id=request_id, ended=len(ended), batch_size=batch_size, learnt=learnt
             )
-            if _all_ended(request, ended.total()):
+            if _all_ended(request):
                 queue.enqueue_after_commit(queue.REQUEST_FINALIZE, str(request_id))
         for url in retried:
             outcome, delay, _ = rows.retries[url]
@@ -168,9 +177,8 @@ def images_record(
         metrics.IMAGE_RETRIES.labels(outcome.failure.reason).inc()
 
 
-# What images_record reads of the request's row as it locks it.
-_LOCKED_FIELDS = (
-    "cancel_requested_at",
+# What images_record reads back from the request's row as it counts a batch.
+_COUNTED_FIELDS = (
     "batch_size",
     "status",
     "finalize_claimed_at",
@@ -181,14 +189,14 @@ _LOCKED_FIELDS = (
 )
 
 
-def _all_ended(request: dict[str, Any], ending: int) -> bool:
-    """Whether the request, as locked, is ready to finalise once `ending` more images have
-    ended: ProcessingRequest.objects.ready_to_finalize's rule, on the row in hand."""
+def _all_ended(request: dict[str, Any]) -> bool:
+    """Whether the request, as counted, is ready to finalise:
+    ProcessingRequest.objects.ready_to_finalize's rule, on the row in hand."""
     done = request["succeeded_images"] + request["failed_images"] + request["cancelled_images"]
     return (
         request["status"] == ProcessingRequest.Status.PROCESSING
         and request["finalize_claimed_at"] is None
-        and request["total_images"] == done + ending
+        and request["total_images"] == done
     )
 
 
