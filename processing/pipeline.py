@@ -220,6 +220,7 @@ def _seen(item: _Work, fetched: net.Fetched, digest: str) -> Seen:
         content_sha256=digest,
         output_name=item.output_name,
         facts=facts,
+        known=known,
     )
 
 

@@ -11,7 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -44,6 +44,8 @@ class Known:
     last_modified: str
     content_sha256: str
     output: SourceOutput | None
+    source_id: int
+    checked_at: datetime
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,22 @@ class Seen:
     content_sha256: str
     output_name: str
     facts: OutputFacts
+    known: Known | None  # what the cache said of it before
+
+    def same_as_known(self, *, checked_since: datetime) -> bool:
+        """Whether the cache already says all this, and was checked since then."""
+        known = self.known
+        return (
+            known is not None
+            and known.checked_at >= checked_since
+            and (known.etag, known.last_modified, known.content_sha256)
+            == (self.etag, self.last_modified, self.content_sha256)
+        )
+
+
+# A source found as the cache says is not written again within this time: checked_at only
+# has to tell sources_forget which ones nobody asked for in days.
+CHECKED_AT_PRECISION = timedelta(hours=1)
 
 
 def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[str, Known]:
@@ -80,6 +98,8 @@ def sources_known(*, request: ProcessingRequest, urls: Iterable[str]) -> dict[st
             last_modified=source.last_modified,
             content_sha256=source.content_sha256,
             output=_made_from(outputs.get(source.pk), source),
+            source_id=source.pk,
+            checked_at=source.checked_at,
         )
         for source in sources
     }
@@ -116,6 +136,12 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
     now = timezone.now()
     key = settings_key(request)
     seen = sorted(seen, key=lambda item: url_hash(item.url))
+    # A source found as the cache says (a re-run's, mostly) keeps its row as it is.
+    ids = {
+        item.url: item.known.source_id
+        for item in seen
+        if item.known is not None and item.same_as_known(checked_since=now - CHECKED_AT_PRECISION)
+    }
     with transaction.atomic(savepoint=False):
         # With update_conflicts, PostgreSQL and SQLite hand back every row's id, inserted
         # or updated: one statement instead of an upsert and a select.
@@ -131,12 +157,13 @@ def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
                     checked_at=now,
                 )
                 for item in seen
+                if item.url not in ids
             ],
             update_conflicts=True,
             unique_fields=["url_hash", "account"],
             update_fields=["etag", "last_modified", "content_sha256", "checked_at"],
         )
-        ids = {source.url: source.pk for source in sources}
+        ids |= {source.url: source.pk for source in sources}
         SourceOutput.objects.bulk_create(
             [
                 SourceOutput(

@@ -21,7 +21,13 @@ import net
 from accounts import services
 from accounts.models import Account
 from processing import finalize, intake, pipeline, queue, results
-from processing.models import ProcessingRequest, ProductImage, SourceOutput, WebhookDelivery
+from processing.models import (
+    ProcessingRequest,
+    ProductImage,
+    SourceCache,
+    SourceOutput,
+    WebhookDelivery,
+)
 from processing.queue import QueuedTask
 from processing.selectors import timestamp
 from tests.processing.in_process import Capture, Downloads, images_of, started
@@ -128,6 +134,32 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
             old.output_bytes,
         )
     assert all(row[3] for row in output_csv(api, second)[1:])
+
+
+def test_a_source_found_as_the_cache_says_is_written_again_only_once_its_check_is_old(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+) -> None:
+    # Given a first run, whose sources the cache now knows
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+    checked = dict(SourceCache.objects.values_list("url", "checked_at"))
+    assert checked.keys() == set(URLS)
+
+    # When the same CSV runs again within the hour: the rows stay as they are (a re-run
+    # writes no cache row it does not have to), and every output is re-used all the same
+    second = run(account, django_capture_on_commit_callbacks)
+    assert second.status == "completed"
+    assert dict(SourceCache.objects.values_list("url", "checked_at")) == checked
+
+    # When their check is older than that, the next run records it anew
+    SourceCache.objects.update(checked_at=timezone.now() - timedelta(hours=2))
+    third = run(account, django_capture_on_commit_callbacks)
+    assert third.status == "completed"
+    assert all(
+        when > timezone.now() - timedelta(minutes=5)
+        for when in SourceCache.objects.values_list("checked_at", flat=True)
+    )
+    assert SourceOutput.objects.filter(request=third).count() == len(URLS)
 
 
 def test_a_server_without_etags_sending_the_same_bytes_is_re_used_and_a_changed_one_is_not(
