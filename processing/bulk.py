@@ -96,7 +96,9 @@ def update_returning(
     query.add_update_values(values)
     try:
         statement, params = query.get_compiler(connection=connection).as_sql()
-    except EmptyResultSet:
+    except EmptyResultSet:  # a filter nothing can match, such as pk__in=[]
+        return []
+    if not statement:  # nothing to set
         return []
     columns = ", ".join(
         connection.ops.quote_name(str(queryset.model._meta.get_field(name).column))

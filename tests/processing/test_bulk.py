@@ -1,10 +1,13 @@
-"""bulk.update_from_rows: one statement that gives each matching row its own values, on
+"""bulk.update_from_rows: one statement that gives each matching row its own values, and
+bulk.update_returning: an update that says what it changed, on
 whichever database the tests run (PostgreSQL in CI, SQLite locally)."""
 
 import uuid
 
 import pytest
 from django.db import DataError, connection, transaction
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import Account
@@ -155,3 +158,37 @@ def test_update_from_rows_refuses_a_value_longer_than_its_column(account: Accoun
             fields=["error_code"],
             rows=[{"input_url": "https://shop.example/a.jpg", "error_code": "x" * 65}],
         )
+
+
+def test_update_returning_changes_what_the_queryset_allows_and_returns_what_it_changed(
+    account: Account,
+) -> None:
+    # Given a request of three images, one of them already taken
+    request = intake.request_create(
+        account=account,
+        csv_data=(
+            b"S. No.,Product Name,Input Image Urls\n"
+            b'1,Lamp,"https://shop.example/a.jpg,https://shop.example/b.jpg"\n'
+            b"2,Desk,https://shop.example/c.jpg\n"
+        ),
+        public_base_url="http://testserver",
+    )
+    images = ProductImage.objects.filter(request=request)
+    images.filter(input_url__endswith="c.jpg").update(status="processing")
+
+    # When the pending ones are claimed, with their attempts counted
+    token = uuid.uuid4()
+    claimed = bulk.update_returning(
+        images.filter(status="pending"),
+        values={"status": "processing", "claim_token": token, "attempts": F("attempts") + 1},
+        returning=["input_url", "attempts"],
+    )
+
+    # Then the claim returns each row it changed, as changed, and only those
+    assert sorted(claimed) == [("https://shop.example/a.jpg", 1), ("https://shop.example/b.jpg", 1)]
+    assert images.filter(claim_token=token).count() == 2
+    # and a queryset that can match nothing sends nothing
+    with CaptureQueriesContext(connection) as queries:
+        none = images.filter(pk__in=[])
+        assert bulk.update_returning(none, values={"attempts": 5}, returning=["id"]) == []
+    assert len(queries) == 0
