@@ -4,17 +4,13 @@ Each hop is resolved once, every address it resolves to is checked (net.addresse
 the connection goes to the checked address: no second lookup for a DNS rebinding to slip
 into. Bodies are read in chunks under a size cap and a total deadline.
 
-Connections are kept open for the next call to the same checked address (and, for https,
-the same name, which the certificate was checked for): a catalogue's images mostly come
-from a few hosts, and a new connection per image cost as much CPU as the download. A
-name's checked address is remembered for ADDRESS_CACHE_SECONDS, so that a lookup is not
-made per image either; a connection only ever goes to an address that passed the check.
+Connections stay open for the next call to the same checked address, and a name's
+checked address is used for a few seconds (net.connections): a connection only ever goes
+to an address that passed the check.
 """
 
 import email.utils
-import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,10 +27,10 @@ from net.addresses import (
     IPNetwork,
     Resolver,
     blocked_address,
-    checked_address,
     literal_address,
     system_resolver,
 )
+from net.connections import address_checked, connection_pool
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 MiB: Final = 1024 * 1024
@@ -42,11 +38,6 @@ REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 CHUNK_BYTES: Final = 64 * 1024
 # Characters left as they are when a path or query is percent-encoded for the wire.
 URL_SAFE: Final = "/%:@!$&'()*+,;=-._~?"
-# How long a name's checked address is used without a new lookup.
-ADDRESS_CACHE_SECONDS: Final = 5.0
-# Hosts with connections kept, and connections kept per host, in each process.
-KEPT_HOSTS: Final = 32
-KEPT_CONNECTIONS_PER_HOST: Final = 8
 
 
 @dataclass(frozen=True)
@@ -206,7 +197,7 @@ def _send(
     headers: Mapping[str, str] | None = None,
 ) -> urllib3.BaseHTTPResponse:
     target = _parse_target(url, policy)
-    address = _address_checked(target, policy, resolver)
+    address = address_checked(target.host, target.port, policy.allowed_networks, resolver)
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise NetError(NetReason.TIMEOUT, "Took longer than the time allowed.", transient=True)
@@ -214,18 +205,7 @@ def _send(
         connect=min(policy.connect_timeout, remaining),
         read=min(policy.read_timeout, remaining),
     )
-    # Keyed by the checked address (and for https the name, for SNI and the certificate):
-    # whatever connection the pool opens goes there.
-    pool = _connections().connection_from_host(
-        address,
-        target.port,
-        scheme=target.scheme,
-        pool_kwargs=(
-            {"server_hostname": target.host, "assert_hostname": target.host}
-            if target.scheme == "https"
-            else None
-        ),
-    )
+    pool = connection_pool(target.scheme, address, target.port, host=target.host)
     request_headers = {
         "Host": target.host_header,
         "User-Agent": policy.user_agent,
@@ -257,49 +237,6 @@ def _response_done(response: urllib3.BaseHTTPResponse, *, complete: bool) -> Non
     if not complete:
         response.close()
     response.release_conn()
-
-
-_kept: tuple[int, urllib3.PoolManager] | None = None
-_kept_lock = threading.Lock()
-
-
-def _connections() -> urllib3.PoolManager:
-    """This process's kept connections; a forked child makes its own (a socket shared
-    with the parent would interleave their requests)."""
-    global _kept
-    with _kept_lock:
-        if _kept is None or _kept[0] != os.getpid():
-            manager = urllib3.PoolManager(
-                num_pools=KEPT_HOSTS,
-                maxsize=KEPT_CONNECTIONS_PER_HOST,
-                block=False,
-                retries=False,
-                cert_reqs="CERT_REQUIRED",
-            )
-            _kept = (os.getpid(), manager)
-        return _kept[1]
-
-
-# (host, port, allowed networks, resolver) -> (checked address, when it was checked)
-_addresses: dict[tuple[object, ...], tuple[str, float]] = {}
-_addresses_lock = threading.Lock()
-
-
-def _address_checked(target: _Target, policy: NetPolicy, resolver: Resolver) -> str:
-    """checked_address for the target's host, from the last few seconds' answer if any.
-    Only an address that passed is remembered: a refusal is looked up again."""
-    key = (target.host, target.port, policy.allowed_networks, resolver)
-    now = time.monotonic()
-    with _addresses_lock:
-        address, checked_at = _addresses.get(key, ("", -ADDRESS_CACHE_SECONDS))
-    if address and now - checked_at < ADDRESS_CACHE_SECONDS:
-        return address
-    address = checked_address(target.host, target.port, policy.allowed_networks, resolver)
-    with _addresses_lock:
-        if len(_addresses) > 1024:  # old entries, from a catalogue of many hosts
-            _addresses.clear()
-        _addresses[key] = (address, now)
-    return address
 
 
 def _parse_target(url: str, policy: NetPolicy) -> _Target:

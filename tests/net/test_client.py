@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-import net.client
+import net.connections
 from net import (
     Fetched,
     NetError,
@@ -387,7 +387,7 @@ def test_a_checked_address_is_used_for_a_few_seconds_and_a_refusal_is_looked_up_
         asked.append(host)
         return ["127.0.0.1"] if host == "images.shop.test" else ["10.0.0.1"]
 
-    monkeypatch.setattr(net.client, "ADDRESS_CACHE_SECONDS", 60.0)
+    monkeypatch.setattr(net.connections, "ADDRESS_CACHE_SECONDS", 60.0)
     for _ in range(2):
         fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
         error = reason_of(
@@ -396,7 +396,7 @@ def test_a_checked_address_is_used_for_a_few_seconds_and_a_refusal_is_looked_up_
         assert error.reason == "blocked_address"
     assert asked == ["images.shop.test", "inside.shop.test", "inside.shop.test"]
     # Once the time is up, the name is looked up again
-    monkeypatch.setattr(net.client, "ADDRESS_CACHE_SECONDS", 0.0)
+    monkeypatch.setattr(net.connections, "ADDRESS_CACHE_SECONDS", 0.0)
     fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
     fetch(f"http://images.shop.test:{port}/ok", policy_for(server), resolver=resolver)
     assert asked[3:] == ["images.shop.test", "images.shop.test"]
