@@ -132,9 +132,11 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
         output.write_bytes(client.download(status["output_csv_url"]))
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
+    sizes = status.get("bytes") or {}
     print(
         f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed"
-        + (f", {progress['cancelled']} cancelled" if progress.get("cancelled") else ""),
+        + (f", {progress['cancelled']} cancelled" if progress.get("cancelled") else "")
+        + (f"; {sizes['input']:,} bytes in, {sizes['output']:,} out" if sizes.get("input") else ""),
         file=sys.stderr,
     )
     print(request_id)

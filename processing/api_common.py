@@ -63,12 +63,20 @@ class WebhookDetailSerializer(WebhookStateSerializer):
     attempt_log = WebhookAttemptSerializer(many=True)
 
 
+class BytesSerializer(serializers.Serializer[Any]):
+    input = serializers.IntegerField()
+    output = serializers.IntegerField()
+
+
 class StatusSerializer(serializers.Serializer[Any]):
     request_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     progress = ProgressSerializer()
+    bytes = BytesSerializer(
+        help_text="Bytes of the succeeded images so far: downloaded, and of their outputs."
+    )
     output_csv_url = serializers.URLField(allow_null=True)
     products_url = serializers.URLField()
     cancel_requested_at = serializers.DateTimeField(allow_null=True)

@@ -104,6 +104,10 @@ class ProcessingRequest(models.Model):
     succeeded_images = models.PositiveIntegerField(default=0)
     failed_images = models.PositiveIntegerField(default=0)
     cancelled_images = models.PositiveIntegerField(default=0)
+    # Bytes of the request's succeeded images, as their rows give them (an image whose URL
+    # another image shares counts too): what it downloaded and what it made of them.
+    input_bytes = models.PositiveBigIntegerField(default=0)
+    output_bytes = models.PositiveBigIntegerField(default=0)
     # URLs per batch of this request, learnt from the sizes of its images as they end
     # (processing/window.py); 0 until then.
     batch_size = models.PositiveSmallIntegerField(default=0)

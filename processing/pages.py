@@ -135,6 +135,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "page": page,
         "products": products,
         "percent": _percent_done(found),
+        "saved_percent": _saved_percent(found),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
         "output_csv_url": selectors.output_csv_url(found),
         "expires_at": selectors.expires_at(found),
@@ -143,6 +144,14 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "retry_count": retry_count,
     }
     return _page(request, "processing/request.html", context)
+
+
+def _saved_percent(found: ProcessingRequest) -> int | None:
+    """How much smaller the outputs are than what was downloaded, in percent; None before
+    the first image has succeeded."""
+    if not found.input_bytes:
+        return None
+    return round(100 * (1 - found.output_bytes / found.input_bytes))
 
 
 def _percent_done(found: ProcessingRequest) -> int:

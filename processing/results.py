@@ -139,6 +139,8 @@ def images_record(
                     "succeeded_images": F("succeeded_images") + ended_as["succeeded"],
                     "failed_images": F("failed_images") + ended_as["failed"],
                     "cancelled_images": F("cancelled_images") + ended_as["cancelled"],
+                    "input_bytes": F("input_bytes") + _bytes(outcomes, ended, "input_bytes"),
+                    "output_bytes": F("output_bytes") + _bytes(outcomes, ended, "output_bytes"),
                     "updated_at": now,
                 },
                 returning=_COUNTED_FIELDS,
@@ -187,6 +189,15 @@ _COUNTED_FIELDS = (
     "failed_images",
     "cancelled_images",
 )
+
+
+def _bytes(outcomes: list[ImageOutcome], ended: Counter[str], fact: str) -> int:
+    """A fact's bytes over the images this batch's successes ended, each image counted."""
+    return sum(
+        ended[outcome.input_url] * getattr(outcome.facts, fact)
+        for outcome in outcomes
+        if outcome.facts is not None
+    )
 
 
 def _all_ended(request: dict[str, Any]) -> bool:

@@ -100,6 +100,7 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             "cancelled": request.cancelled_images,
             "pending": request.pending_images,
         },
+        "bytes": {"input": request.input_bytes, "output": request.output_bytes},
         "output_csv_url": output_csv_url(request),
         "products_url": api_url(
             base_url=request.public_base_url,

@@ -85,6 +85,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         "created_at": status["created_at"],
         "updated_at": status["updated_at"],
         "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0, "cancelled": 0},
+        "bytes": status["bytes"],
         "output_csv_url": f"{service.base_url}/api/requests/{request_id}/output.csv",
         "products_url": f"{service.base_url}/api/requests/{request_id}/products/",
         "cancel_requested_at": None,
@@ -134,6 +135,12 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
     assert images[6]["error"] == "The server answered HTTP 404."
     assert images[6]["output_url"] is None
     assert unsigned(images[0]["output_url"]) == unsigned(images[7]["output_url"])
+    # The status's bytes are the succeeded images' (a URL used twice counted twice)
+    succeeded = [image for image in images if image["status"] == "succeeded"]
+    assert status["bytes"] == {
+        "input": sum(image["input_bytes"] for image in succeeded),
+        "output": sum(image["output_bytes"] for image in succeeded),
+    }
     # Output URLs point where the files are: the web's /media/, or the object store.
     for image in images:
         assert image["output_url"] is None or image["output_url"].startswith(service.output_base)

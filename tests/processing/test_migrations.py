@@ -1,5 +1,6 @@
-"""Accounts arriving on a database that already has requests: they all belong to the
-account `default`, which signs with the WEBHOOK_SECRET receivers already verify with."""
+"""Migrations on a database that already has requests: accounts arriving (the requests
+all belong to the account `default`, which signs with the WEBHOOK_SECRET receivers
+already verify with), and the bytes counters filled from the images' rows."""
 
 from typing import Any
 
@@ -7,6 +8,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from accounts.models import Account
 from processing.models import ProcessingRequest
 
 BEFORE = ("processing", "0002_recent_requests_and_labels")
@@ -35,3 +37,41 @@ def test_requests_made_before_accounts_belong_to_default_signing_with_the_old_se
     request = ProcessingRequest.objects.select_related("account").get(pk=old.pk)
     assert request.account.name == "default"
     assert request.account.webhook_secret == OLD_SECRET
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_made_before_the_bytes_counters_get_them_from_their_images(
+    account: Account,
+) -> None:
+    # Given a database as it was before the counters, with a request of three images, two
+    # of them succeeded
+    before = [("processing", "0008_request_batch_size")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_models = executor.loader.project_state(before).apps
+    old_request = old_models.get_model("processing", "ProcessingRequest").objects.create(
+        account_id=account.pk, public_base_url="http://testserver", quality=50, total_images=3
+    )
+    product = old_models.get_model("processing", "Product").objects.create(
+        request_id=old_request.pk, position=0, serial_number=1, product_name="Lamp"
+    )
+    for position, (status, sizes) in enumerate(
+        [("succeeded", (1000, 300)), ("succeeded", (500, 200)), ("failed", (None, None))]
+    ):
+        old_models.get_model("processing", "ProductImage").objects.create(
+            request_id=old_request.pk,
+            product_id=product.pk,
+            position=position,
+            input_url=f"https://shop.example/{position}.jpg",
+            status=status,
+            input_bytes=sizes[0],
+            output_bytes=sizes[1],
+        )
+
+    # When the migrations run
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    # Then its counters say what its succeeded images' rows say
+    request = ProcessingRequest.objects.get(pk=old_request.pk)
+    assert (request.input_bytes, request.output_bytes) == (1500, 500)

@@ -102,6 +102,8 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
         assert thumbnail.evaluate("image => image.naturalWidth") == 320
     expect(page.locator("img[alt^='Before']")).to_have_count(3)
     expect(page.locator(".saving")).to_have_count(3)
+    # and the request's total saving
+    expect(page.locator("#bytes")).to_contain_text(re.compile(r"of outputs: \d+% smaller"))
 
     # And the failed image says what went wrong in words
     failed = page.locator(".image-failed")

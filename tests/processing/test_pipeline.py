@@ -64,9 +64,15 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     assert {(image.input_bytes, image.width, image.height, image.attempts) for image in images} == {
         (len(JPEG), 160, 120, 1)
     }
-    # counted on the request, which is queued for finalisation
+    # counted on the request, bytes in and out for every image, which is queued for
+    # finalisation
     request.refresh_from_db()
     assert (request.succeeded_images, request.failed_images) == (3, 0)
+    assert (request.input_bytes, request.output_bytes) == (
+        3 * len(JPEG),
+        sum(image.output_bytes or 0 for image in images),
+    )
+    assert 0 < request.output_bytes < request.input_bytes
     assert queued(callbacks, queue.REQUEST_FINALIZE) == [
         QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))
     ]
