@@ -29,8 +29,9 @@ from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
+from processing.outcomes import ImageFailure, ImageOutcome
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
-from processing.results import ImageFailure, ImageOutcome, images_record
+from processing.results import images_record
 from processing.reuse import Known, Seen
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from django.utils import timezone
 from processing import queue
 from processing.finalize import request_finalize
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
-from processing.results import ImageFailure, ImageOutcome, images_record
+from processing.outcomes import ImageFailure, ImageOutcome
+from processing.results import images_record
 from processing.window import request_window_fill
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,46 @@
+"""What became of one URL's attempt in a batch or the sweep: an output, or a failure with
+its reason and whether to try again. results.images_record writes them."""
+
+import logging
+from dataclasses import dataclass
+
+from imaging.errors import ImagingError
+from net import NetError
+from processing.facts import OutputFacts
+from processing.models import ReasonCode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """Why an image failed: a reason code (ReasonCode, or http_<status>) and a message."""
+
+    reason: str
+    message: str
+    transient: bool = False  # the same attempt may succeed later: retried
+    retry_after: float | None = None  # seconds the image's server asked us to wait
+
+    @classmethod
+    def from_error(cls, error: BaseException, *, image_id: int) -> "ImageFailure":
+        if isinstance(error, NetError):
+            return cls(error.reason, error.message, error.transient, error.retry_after)
+        if isinstance(error, ImagingError):
+            return cls(error.reason, error.message)
+        # A bug, or an image that trips the codec in a way no guard foresaw: this image
+        # fails, the request goes on.
+        logger.error("image %s failed unexpectedly", image_id, exc_info=error)
+        return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One URL's attempt: an output stored as output_name, or a failure."""
+
+    input_url: str
+    image_id: int  # the first image with this URL, which stands for the others in logs
+    attempt: int  # this attempt's number, from 1
+    facts: OutputFacts | None = None
+    output_name: str = ""
+    downloaded_bytes: int = 0  # 0 for a source that answered "not modified"
+    failure: ImageFailure | None = None
