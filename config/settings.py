@@ -361,10 +361,15 @@ WEBHOOK_RETRY_SCHEDULE = [
     float(item) for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
 ]
 
-# A batch of images may take this long before its process is killed and replaced: each
-# download its deadline and each image its time, one after the other, and a minute more.
+# A batch of images may take this long before its process is killed and replaced: its
+# largest batch's downloads at their deadline, IMAGE_FETCH_THREADS at a time, then each
+# image its time, one after the other, and a minute more (25 minutes by default).
 IMAGE_TASK_TIME_LIMIT = (
-    int(IMAGE_BATCH_MAX_SIZE * (IMAGE_FETCH_TOTAL_TIMEOUT + IMAGE_MAX_SECONDS)) + 60
+    int(
+        -(-IMAGE_BATCH_MAX_SIZE // max(1, IMAGE_FETCH_THREADS)) * IMAGE_FETCH_TOTAL_TIMEOUT
+        + IMAGE_BATCH_MAX_SIZE * IMAGE_MAX_SECONDS
+    )
+    + 60
 )
 
 # Days after a request finished that its outputs, products and images are deleted (beat,
