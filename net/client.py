@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.client import RemoteDisconnected
 from typing import Final
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -198,13 +199,6 @@ def _send(
 ) -> urllib3.BaseHTTPResponse:
     target = _parse_target(url, policy)
     address = address_checked(target.host, target.port, policy.allowed_networks, resolver)
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise NetError(NetReason.TIMEOUT, "Took longer than the time allowed.", transient=True)
-    timeout = urllib3.Timeout(
-        connect=min(policy.connect_timeout, remaining),
-        read=min(policy.read_timeout, remaining),
-    )
     pool = connection_pool(target.scheme, address, target.port, host=target.host)
     request_headers = {
         "Host": target.host_header,
@@ -213,22 +207,45 @@ def _send(
         "Accept-Encoding": "identity",
         **(headers or {}),
     }
-    try:
-        return pool.urlopen(
-            method,
-            target.request_path,
-            body=body,
-            headers=request_headers,
-            timeout=timeout,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-            decode_content=False,
-            assert_same_host=False,
-            release_conn=False,
+    # A GET whose kept connection the server had closed meanwhile (its idle timeout, just as
+    # the request went out) is sent once more, on a new connection to the same address.
+    tries, tried = (2 if method == "GET" else 1), 0
+    while True:
+        tried += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise NetError(NetReason.TIMEOUT, "Took longer than the time allowed.", transient=True)
+        timeout = urllib3.Timeout(
+            connect=min(policy.connect_timeout, remaining),
+            read=min(policy.read_timeout, remaining),
         )
-    except Exception as error:
-        raise _network_error(error) from None
+        try:
+            return pool.urlopen(
+                method,
+                target.request_path,
+                body=body,
+                headers=request_headers,
+                timeout=timeout,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+                assert_same_host=False,
+                release_conn=False,
+            )
+        except ProtocolError as error:
+            if tried < tries and _closed_by_server(error):
+                continue
+            raise _network_error(error) from None
+        except Exception as error:
+            raise _network_error(error) from None
+
+
+def _closed_by_server(error: ProtocolError) -> bool:
+    """Whether the server hung up before answering (what a kept connection it had closed
+    looks like), rather than sending something wrong."""
+    cause = error.args[1] if len(error.args) > 1 else None
+    return isinstance(cause, RemoteDisconnected | ConnectionResetError | BrokenPipeError)
 
 
 def _response_done(response: urllib3.BaseHTTPResponse, *, complete: bool) -> None:

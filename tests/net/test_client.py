@@ -377,6 +377,44 @@ def test_calls_to_one_address_share_a_connection_unless_an_answer_was_left_unrea
     assert KeepAliveHandler.connections == 2
 
 
+class IdleTimeoutHandler(KeepAliveHandler):
+    """Keeps a connection for one answer, then hangs up on its next request unanswered:
+    a server whose idle timeout closed the connection just as the request went out."""
+
+    def handle_one_request(self) -> None:
+        self.answered = getattr(self, "answered", 0)
+        if self.answered:
+            self.rfile.readline()
+            self.close_connection = True
+            return
+        self.answered += 1
+        super().handle_one_request()
+
+
+def test_a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one() -> None:
+    # Given a server that hangs up on the second request of every connection
+    IdleTimeoutHandler.connections = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), IdleTimeoutHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        # When two GETs go out, the second on the kept connection
+        first = fetch(f"{server}/ok", policy_for(server))
+        second = fetch(f"{server}/ok", policy_for(server))
+        # But a POST, which the server may have acted on, is not sent twice
+        with pytest.raises(NetError) as refused:
+            post(f"{server}/hook", b"{}", {}, policy_for(server))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+    # Then both GETs were answered, the second over a new connection
+    assert first == second == BODY
+    assert IdleTimeoutHandler.connections == 2
+    assert refused.value.reason == "connection_error"
+
+
 def test_a_checked_address_is_used_for_a_few_seconds_and_a_refusal_is_looked_up_again(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
