@@ -1,8 +1,10 @@
 """Re-encode an image at a lower quality, keeping its dimensions, orientation and colours.
 
-JPEG stays JPEG and WebP stays WebP. Every other format becomes JPEG, or WebP where it
-has transparency (JPEG would paint it black). An animated GIF or WebP keeps its first
-frame. EXIF orientation is applied to the pixels; the ICC profile is kept; all other
+In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG and WebP
+stays WebP; every other format becomes JPEG, or WebP where it has transparency (JPEG
+would paint it black). WebP and AVIF keep transparency; a transparent image asked for as
+JPEG is painted on white, and says so (`flattened`). An animated GIF or WebP keeps its
+first frame. EXIF orientation is applied to the pixels; the ICC profile is kept; all other
 metadata (EXIF, GPS, XMP, comments) is dropped.
 
 Most product photos are upright YCbCr or grayscale JPEGs. Those take libjpeg-turbo's
@@ -34,8 +36,8 @@ from imaging.metadata import EXIF_ORIENTATION, metadata_stripped
 
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 
-MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
-EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp"}
+MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp", "AVIF": "image/avif"}
+EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
 HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
@@ -45,6 +47,12 @@ DEFAULT_MAX_JPEG_SCANS: Final = 100
 # What libwebp holds while it encodes, per pixel (decode_cost).
 WEBP_BYTES_PER_PIXEL: Final = 6
 WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
+# libavif's, measured the same way on a 12 MP noise image: 24 and 27 bytes a pixel.
+AVIF_BYTES_PER_PIXEL: Final = 25
+AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
+# libavif's speed (0 slowest, 10 fastest): a 1600 x 1200 photo took 376 ms at its default
+# of 6, 127 ms at 8 and 41 ms at 9, for files 0%, 18% and 25% larger than at 6.
+AVIF_SPEED: Final = 8
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 ICC_SIGNATURE: Final = b"ICC_PROFILE\x00"
@@ -53,6 +61,19 @@ ICC_SIGNATURE: Final = b"ICC_PROFILE\x00"
 ICC_CHUNK_BYTES: Final = 65_533 - len(ICC_SIGNATURE) - 2
 
 logger = logging.getLogger(__name__)
+
+
+class OutputFormat(StrEnum):
+    """The format an output is asked for in: the one list (settings, models and the API
+    take theirs from here)."""
+
+    SAME = "same"  # JPEG stays JPEG, WebP stays WebP, others JPEG (WebP if transparent)
+    JPEG = "jpeg"
+    WEBP = "webp"
+    AVIF = "avif"
+
+
+OutputName = Literal["JPEG", "WEBP", "AVIF"]
 
 
 class QualityMode(StrEnum):
@@ -66,13 +87,14 @@ class QualityMode(StrEnum):
 @dataclass(frozen=True)
 class CompressedImage:
     data: bytes
-    format: Literal["JPEG", "WEBP"]
+    format: OutputName
     width: int
     height: int
     source_format: str
     source_quality: int | None  # estimated from a JPEG's quantisation tables
     quality: int  # what the output was encoded at
     kept_original: bool  # re-encoding would have grown the file: data is the input
+    flattened: bool = False  # its transparency painted on white (asked for as JPEG)
 
     @property
     def extension(self) -> str:
@@ -92,8 +114,10 @@ def compress(
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
     fast_jpeg: bool = True,
+    output_format: OutputFormat = OutputFormat.SAME,
 ) -> CompressedImage:
-    """Re-encode data at quality (or at half its estimated quality in relative mode).
+    """Re-encode data at quality (or at half its estimated quality in relative mode), in
+    output_format.
 
     Before a pixel is decoded, the image is refused if it has more than max_pixels, needs
     more than max_decode_bytes of memory to decode and re-encode, or is a JPEG of more than
@@ -103,7 +127,7 @@ def compress(
     source_format = image.format or "UNKNOWN"
     scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0
     check_jpeg_scans(scans, max_scans=max_jpeg_scans)
-    check_decode_budget(decode_cost(image), max_bytes=max_decode_bytes)
+    check_decode_budget(decode_cost(image, output_format), max_bytes=max_decode_bytes)
     source_quality = estimate_jpeg_quality(image) if source_format in JPEG_FORMATS else None
     target_quality = quality
     if mode == QualityMode.RELATIVE and source_quality is not None:
@@ -114,10 +138,11 @@ def compress(
     # The YUV path is one call into libjpeg-turbo that no time limit can interrupt: a JPEG
     # of more scans than a camera writes goes through Pillow, which decodes in steps.
     fast = None
-    if fast_jpeg and scans <= YUV_MAX_SCANS:
+    if fast_jpeg and scans <= YUV_MAX_SCANS and output_format in _JPEG_ASKED:
         fast = _jpeg_yuv_reencode(data, image, target_quality, orientation)
+    flattened = False
     if fast is not None:
-        output_format: Literal["JPEG", "WEBP"] = "JPEG"
+        name: OutputName = "JPEG"
         encoded = _with_icc_profile(fast, icc_profile) if icc_profile else fast
         width, height = image.size
     else:
@@ -126,15 +151,14 @@ def compress(
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
         transparent = has_transparency(image)
-        output_format = _output_format(source_format, transparent)
-        pixels = _convert_for(output_format, image, transparent)
+        name = _output_name(source_format, transparent, output_format)
+        flattened = transparent and name == "JPEG"
+        pixels = _convert_for(name, image, transparent)
         keep_icc = icc_profile if _colour_space(pixels) == source_space else None
-        encoded = _encode(pixels, output_format, target_quality, keep_icc)
+        encoded = _encode(pixels, name, target_quality, keep_icc)
         width, height = pixels.size
 
-    same_format = source_format == output_format or (
-        output_format == "JPEG" and source_format in JPEG_FORMATS
-    )
+    same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
     kept_original = same_format and len(encoded) >= len(data)
     if kept_original:
         # The original's pixels, without its metadata (GPS and all); the orientation stays,
@@ -142,31 +166,40 @@ def compress(
         encoded = metadata_stripped(data, source_format, orientation=orientation)
     return CompressedImage(
         data=encoded,
-        format=output_format,
+        format=name,
         width=width,
         height=height,
         source_format=source_format,
         source_quality=source_quality,
         quality=target_quality,
         kept_original=kept_original,
+        flattened=flattened and not kept_original,
     )
 
 
-def decode_cost(image: Image.Image) -> int:
+# What asks for a JPEG from a JPEG, the only case libjpeg-turbo's YUV path makes.
+_JPEG_ASKED: Final = frozenset({OutputFormat.SAME, OutputFormat.JPEG})
+
+
+def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.SAME) -> int:
     """Bytes of memory the image will take at its peak, told from its header: its decoded
     pixels, the converted copy the encoder is given where the mode must change, and what
     the encoder itself holds. Measured on 49 MP images (BENCHMARKS.md): libjpeg reads rows
     where they lie; libwebp takes about 5.6 bytes a pixel for RGB and 13.7 for RGBA, most of
     it to compress the alpha plane."""
     decoded = bytes_per_pixel(image.mode)
-    if image.format in JPEG_FORMATS:
-        webp, alpha = False, False
-    else:
-        alpha = image.mode in ALPHA_MODES or "transparency" in image.info
-        webp = image.format == "WEBP" or alpha
-    if webp:
+    alpha = image.format not in JPEG_FORMATS and (
+        image.mode in ALPHA_MODES or "transparency" in image.info
+    )
+    name = _output_name(image.format or "", alpha, output_format)
+    if name == "AVIF":
+        output_mode = "RGBA" if alpha else "RGB"
+        encoder = AVIF_ALPHA_BYTES_PER_PIXEL if alpha else AVIF_BYTES_PER_PIXEL
+    elif name == "WEBP":
         output_mode = "RGBA" if alpha else "RGB"
         encoder = WEBP_ALPHA_BYTES_PER_PIXEL if alpha else WEBP_BYTES_PER_PIXEL
+    elif alpha:  # painted on white: an RGBA copy, then the RGB one
+        output_mode, encoder = "RGB", bytes_per_pixel("RGBA")
     else:
         output_mode = image.mode if image.mode in {"L", "RGB", "CMYK"} else "RGB"
         if image.mode in {"1", *HIGH_BIT_DEPTH_MODES}:
@@ -251,7 +284,13 @@ def has_transparency(image: Image.Image) -> bool:
     return "transparency" in image.info
 
 
-def _output_format(source_format: str, transparent: bool) -> Literal["JPEG", "WEBP"]:
+def _output_name(source_format: str, transparent: bool, asked: OutputFormat) -> OutputName:
+    if asked == OutputFormat.JPEG:
+        return "JPEG"
+    if asked == OutputFormat.WEBP:
+        return "WEBP"
+    if asked == OutputFormat.AVIF:
+        return "AVIF"
     if source_format in JPEG_FORMATS:
         return "JPEG"
     if source_format == "WEBP":
@@ -262,9 +301,14 @@ def _output_format(source_format: str, transparent: bool) -> Literal["JPEG", "WE
 def _convert_for(output_format: str, image: Image.Image, transparent: bool) -> Image.Image:
     if image.mode in HIGH_BIT_DEPTH_MODES:
         image = _eight_bit(image)
-    if output_format == "WEBP":
+    if output_format in {"WEBP", "AVIF"}:
         wanted = "RGBA" if transparent else "RGB"
         return image if image.mode == wanted else image.convert(wanted)
+    if transparent:  # JPEG has no alpha: painted on white, never on black
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        return white
     if image.mode in {"L", "RGB", "CMYK"}:
         return image
     if image.mode == "1":
@@ -302,6 +346,8 @@ def _encode(
         options["icc_profile"] = icc_profile
     if output_format == "WEBP":
         options["method"] = 4
+    if output_format == "AVIF":
+        options["speed"] = AVIF_SPEED
     try:
         image.save(buffer, output_format, **options)
     except (OSError, ValueError) as error:

@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
 
-from imaging.encode import _turbojpeg, compress
+from imaging.encode import CompressedImage, OutputFormat, _turbojpeg, compress
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
 from tests.support import IJG_Q50_LUMINANCE, encoded, photo
@@ -269,3 +269,72 @@ def test_an_icc_profile_longer_than_one_segment_is_kept_whole() -> None:
 
     assert output.info.get("icc_profile") == profile
     assert output.info.get("jfif") is not None  # the JFIF header stays first
+
+
+def transparent_png() -> bytes:
+    """A 120 x 90 photo with a fully transparent top-right quarter."""
+    image = photo(120, 90).convert("RGBA")
+    image.paste((0, 0, 255, 0), (60, 0, 120, 45))
+    return encoded(image, "PNG")
+
+
+@pytest.mark.parametrize(
+    ("asked", "name"), [(OutputFormat.WEBP, "WEBP"), (OutputFormat.AVIF, "AVIF")]
+)
+def test_a_transparent_png_asked_for_as_webp_or_avif_keeps_its_transparency(
+    asked: OutputFormat, name: str
+) -> None:
+    output, result = run(transparent_png(), output_format=asked)
+    assert isinstance(result, CompressedImage)
+    assert (output.format, result.format, result.extension) == (name, name, name.lower())
+    assert output.size == (120, 90)
+    assert output.mode == "RGBA"
+    assert output.getpixel((100, 20))[3] == 0  # type: ignore[index]
+    assert output.getpixel((30, 70))[3] == 255  # type: ignore[index]
+    assert result.flattened is False
+
+
+def test_a_transparent_png_asked_for_as_jpeg_is_painted_on_white_and_says_so() -> None:
+    output, result = run(transparent_png(), output_format=OutputFormat.JPEG)
+    assert isinstance(result, CompressedImage)
+    assert (output.format, output.mode, output.size) == ("JPEG", "RGB", (120, 90))
+    assert result.flattened is True
+    # the transparent quarter is white, not black; the rest is the photo
+    red, green, blue = output.getpixel((100, 20))  # type: ignore[misc]
+    assert min(red, green, blue) > 235
+
+
+def test_a_jpeg_asked_for_as_avif_is_smaller_upright_and_keeps_its_icc_profile() -> None:
+    # Given a JPEG photo with an ICC profile, turned by its EXIF orientation (6: 90 degrees)
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x8825] = {1: "N"}  # a GPS block
+    source = encoded(photo(320, 240), "JPEG", quality=90, icc_profile=profile, exif=exif.tobytes())
+
+    # When it is asked for as AVIF, and as JPEG
+    avif, as_avif = run(source, output_format=OutputFormat.AVIF)
+    jpeg, as_jpeg = run(source, output_format=OutputFormat.JPEG)
+
+    # Then the AVIF is upright, keeps the profile and drops the GPS, and is smaller than
+    # the JPEG at the same quality number
+    assert isinstance(as_avif, CompressedImage)
+    assert isinstance(as_jpeg, CompressedImage)
+    assert (avif.format, avif.size, jpeg.size) == ("AVIF", (240, 320), (240, 320))
+    assert avif.info.get("icc_profile") == profile
+    assert len(avif.getexif()) == 0
+    assert len(as_avif.data) < len(as_jpeg.data) < len(source)
+
+
+def test_the_memory_budget_counts_the_encoder_of_the_format_asked_for() -> None:
+    # Given a 2000 x 2000 photo: 12 MB of pixels, about 100 MB with libavif's encoder
+    source = encoded(photo(2000, 2000), "PNG")
+
+    # When the budget fits JPEG and WebP but not AVIF
+    for asked in (OutputFormat.JPEG, OutputFormat.WEBP):
+        run(source, output_format=asked, max_decode_bytes=60_000_000)
+    with pytest.raises(ImagingError) as refused:
+        run(source, output_format=OutputFormat.AVIF, max_decode_bytes=60_000_000)
+
+    # Then the AVIF is refused before anything is decoded
+    assert refused.value.reason == "too_many_pixels"
