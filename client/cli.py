@@ -1,10 +1,12 @@
 """imgsvc: upload a product CSV, follow it to the end, save the output CSV.
 
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
+        [--output-format same|jpeg|webp|avif]
     imgsvc status REQUEST_ID
     imgsvc cancel REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
-    imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed] [--webhook-url URL] [--wait]
+    imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed] [--output-format webp]
+        [--webhook-url URL] [--wait]
 
 The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
 --api-key, else IMGSVC_API_KEY, else (for a server on 127.0.0.1) the key `make run` wrote
@@ -110,6 +112,7 @@ def settings_fields(options: argparse.Namespace) -> dict[str, str]:
             ("webhook_url", options.webhook_url),
             ("quality", options.quality),
             ("quality_mode", options.quality_mode),
+            ("output_format", options.output_format),
         )
         if value is not None
     }
@@ -178,6 +181,11 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-url")
     parser.add_argument("--quality", type=int)
     parser.add_argument("--quality-mode", choices=["fixed", "relative"])
+    parser.add_argument(
+        "--output-format",
+        choices=["same", "jpeg", "webp", "avif"],
+        help="same (the default) keeps JPEG and WebP, others JPEG or WebP if transparent",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

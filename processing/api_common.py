@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 import net
 from accounts.authentication import request_account
-from imaging.encode import QualityMode
+from imaging.encode import OutputFormat, QualityMode
 from processing import policies, selectors
 from processing.csv_format import url_problem
 from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
@@ -97,6 +97,12 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
     quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
     quality_mode = serializers.ChoiceField(
         required=False, choices=[mode.value for mode in QualityMode]
+    )
+    output_format = serializers.ChoiceField(
+        required=False,
+        choices=[asked.value for asked in OutputFormat],
+        help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
+        "where transparent. jpeg, webp or avif: every output in that format.",
     )
 
     def validate_webhook_url(self, value: str) -> str:

@@ -108,6 +108,7 @@ class UploadApi(APIView):
                 webhook_url=form.validated_data.get("webhook_url", ""),
                 quality=form.validated_data.get("quality"),
                 quality_mode=form.validated_data.get("quality_mode"),
+                output_format=form.validated_data.get("output_format"),
             )
         except CsvInvalid as invalid:
             raise InvalidCsv(
@@ -190,6 +191,9 @@ class ProductsApi(APIView):
             source_quality = serializers.IntegerField(allow_null=True)
             quality = serializers.IntegerField(allow_null=True)
             kept_original = serializers.BooleanField()
+            flattened = serializers.BooleanField(
+                help_text="Its transparency painted on white: asked for as JPEG."
+            )
             reused = serializers.BooleanField(
                 help_text="The source had not changed since an earlier request of the "
                 "account with the same settings: its output was copied, not made again."

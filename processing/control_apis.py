@@ -112,6 +112,7 @@ class RerunApi(APIView):
                 webhook_url=form.validated_data.get("webhook_url"),
                 quality=form.validated_data.get("quality"),
                 quality_mode=form.validated_data.get("quality_mode"),
+                output_format=form.validated_data.get("output_format"),
             )
         except policies.QuotaExceeded as over:
             raise quota_refusal(over, what="re-run") from None

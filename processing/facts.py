@@ -21,6 +21,7 @@ class OutputFacts:
     source_quality: int | None
     quality: int
     kept_original: bool
+    flattened: bool = False  # its transparency painted on white (asked for as JPEG)
     reused: bool = False  # copied from an earlier request's output (reuse.py)
 
     @classmethod
@@ -35,6 +36,7 @@ class OutputFacts:
             source_quality=compressed.source_quality,
             quality=compressed.quality,
             kept_original=compressed.kept_original,
+            flattened=compressed.flattened,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account
+from imaging.encode import OutputFormat
 from processing import bulk, queue
 from processing.csv_format import ParsedProduct, iter_products, validate_products
 from processing.models import ProcessingRequest, Product, ProductImage
@@ -34,6 +35,7 @@ def request_create(
     webhook_url: str = "",
     quality: int | None = None,
     quality_mode: str | None = None,
+    output_format: str | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
 
@@ -55,6 +57,7 @@ def request_create(
             webhook_url=webhook_url,
             quality=quality or settings.IMAGE_QUALITY,
             quality_mode=quality_mode or settings.IMAGE_QUALITY_MODE,
+            output_format=output_format or OutputFormat.SAME,
             total_products=summary.products,
             total_images=summary.images,
         )
@@ -80,6 +83,7 @@ def request_rerun(
     webhook_url: str | None = None,
     quality: int | None = None,
     quality_mode: str | None = None,
+    output_format: str | None = None,
 ) -> ProcessingRequest:
     """A new request of the same account over the source's products and URLs, with the
     settings given and the source's for the rest; queued as an upload is. Raises
@@ -99,6 +103,7 @@ def request_rerun(
             webhook_url=source.webhook_url if webhook_url is None else webhook_url,
             quality=quality or source.quality,
             quality_mode=quality_mode or source.quality_mode,
+            output_format=output_format or source.output_format,
             total_products=source.total_products,
             total_images=source.total_images,
         )

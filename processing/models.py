@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import F
 
 from accounts.models import Account
-from imaging.encode import QualityMode
+from imaging.encode import OutputFormat, QualityMode
 from imaging.errors import ImageReason
 from net import HTTP_STATUS_PREFIX, NetReason
 
@@ -75,6 +75,7 @@ class ProcessingRequest(models.Model):
         CANCELLED = "cancelled"
 
     QUALITY_MODES = [(mode.value, mode.value.title()) for mode in QualityMode]
+    OUTPUT_FORMATS = [(asked.value, asked.value.upper()) for asked in OutputFormat]
 
     FINISHED_STATUSES = (
         Status.COMPLETED,
@@ -95,6 +96,10 @@ class ProcessingRequest(models.Model):
     # address the client uploaded to), so that workers can write URLs too.
     public_base_url = models.TextField()
     quality = models.PositiveSmallIntegerField()
+    # The format its outputs are made in: "same" keeps each image's (imaging.encode).
+    output_format = models.CharField(
+        max_length=8, choices=OUTPUT_FORMATS, default=OutputFormat.SAME.value
+    )
     quality_mode = models.CharField(
         max_length=16, choices=QUALITY_MODES, default=QualityMode.FIXED.value
     )
@@ -215,6 +220,8 @@ class ProductImage(models.Model):
     source_quality = models.PositiveSmallIntegerField(null=True, blank=True)
     quality = models.PositiveSmallIntegerField(null=True, blank=True)
     kept_original = models.BooleanField(default=False)
+    # Its transparency painted on white: asked for as JPEG, which has none.
+    flattened = models.BooleanField(default=False)
     # The output of an earlier request of the account, made from the same bytes with the
     # same settings, copied instead of downloaded and encoded again (reuse.py).
     reused = models.BooleanField(default=False)
@@ -359,6 +366,7 @@ class SourceOutput(models.Model):
     source_quality = models.PositiveSmallIntegerField(null=True, blank=True)
     quality = models.PositiveSmallIntegerField()
     kept_original = models.BooleanField(default=False)
+    flattened = models.BooleanField(default=False)
 
     class Meta:
         db_table = "source_outputs"

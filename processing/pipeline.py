@@ -23,7 +23,7 @@ from django.utils import timezone
 
 import net
 from config.logs import request_id_bound
-from imaging.encode import EXTENSIONS, CompressedImage, QualityMode, compress
+from imaging.encode import EXTENSIONS, CompressedImage, OutputFormat, QualityMode, compress
 from imaging.guard import time_limit
 from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
@@ -300,4 +300,5 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         max_decode_bytes=settings.IMAGE_MAX_DECODE_BYTES,
         max_jpeg_scans=settings.IMAGE_MAX_JPEG_SCANS,
         fast_jpeg=settings.IMAGE_FAST_JPEG,
+        output_format=OutputFormat(request.output_format),
     )

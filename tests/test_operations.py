@@ -279,15 +279,25 @@ def test_the_command_line_client_retries_reruns_and_cancels(
     rows = (tmp_path / "2.csv").read_text().splitlines()[1:]
     assert all(row.count("http") == 2 for row in rows), rows
 
-    # And a re-run at another quality is a new request over the same products
+    # And a re-run at another quality, as AVIF, is a new request over the same products
     rerun = imgsvc(
-        "rerun", request_id, "--quality", "30", "--wait", "--output", str(tmp_path / "3.csv")
+        "rerun",
+        request_id,
+        "--quality",
+        "30",
+        "--output-format",
+        "avif",
+        "--wait",
+        "--output",
+        str(tmp_path / "3.csv"),
     )
     assert rerun.returncode == 0, rerun.stderr
     rerun_id = rerun.stdout.strip()
     assert rerun_id != request_id
     status = json.loads(imgsvc("status", rerun_id).stdout)
     assert status["source_request_id"] == request_id
+    rows = (tmp_path / "3.csv").read_text().splitlines()[1:]
+    assert all(row.endswith(".avif") for row in rows), rows
 
     # And cancelling a finished request says why it cannot
     cancelled = imgsvc("cancel", request_id)

@@ -71,7 +71,7 @@ def test_the_postman_collection_passes_under_newman(
         "Output CSV",
         "Cancel the finished request",
         "Retry with nothing failed",
-        "Re-run at quality 30",
+        "Re-run at quality 30 as WebP",
         "Status of the re-run",
         "Status of an unknown request",
     ]

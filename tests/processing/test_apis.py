@@ -267,6 +267,10 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
             {"quality_mode": "half"},
             {"field": "quality_mode", "message": '"half" is not a valid choice.'},
         ),
+        (
+            {"output_format": "gif"},
+            {"field": "output_format", "message": '"gif" is not a valid choice.'},
+        ),
     ],
 )
 def test_invalid_form_fields_are_refused(
@@ -304,6 +308,7 @@ def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: API
     assert request.webhook_url == "https://hooks.example/done"
     assert request.quality == 40
     assert request.quality_mode == "fixed"
+    assert request.output_format == "same"
     assert request.total_images == 3
     products = list(request.products.order_by("position"))
     assert [(p.serial_number, p.product_name, p.input_image_urls) for p in products] == [
@@ -362,6 +367,7 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
             "source_quality": None,
             "quality": None,
             "kept_original": False,
+            "flattened": False,
             "reused": False,
         }
     ]

@@ -204,6 +204,50 @@ def test_other_settings_or_another_account_do_not_re_use_an_output(
     assert downloads.bodies_sent == 12
 
 
+def test_a_catalogue_asked_for_as_avif_then_re_run_as_webp_gets_each_and_shares_no_output(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+) -> None:
+    # Given a first run in the formats of the sources (JPEG)
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+
+    # When the same CSV is asked for as AVIF
+    avif = run(account, django_capture_on_commit_callbacks, output_format="avif")
+
+    # Then every output is an AVIF made anew (the JPEGs were not re-used), in the output
+    # CSV, on the products route and on disk
+    assert avif.status == "completed"
+    images = images_of(avif)
+    assert [(image.output_format, image.reused) for image in images] == [("AVIF", False)] * 4
+    assert all(image.output_name.endswith(".avif") for image in images)
+    assert all((storage / image.output_name).read_bytes()[4:12] == b"ftypavif" for image in images)
+    assert all(row[3].endswith(".avif") for row in output_csv(api, avif)[1:])
+    listed = api.get(f"/api/requests/{avif.pk}/products/").json()["results"]
+    assert {image["output_format"] for product in listed for image in product["images"]} == {"AVIF"}
+
+    # And re-run as WebP from the API, it makes WebPs, keeping the other settings
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api.post(
+            f"/api/requests/{avif.pk}/rerun/", {"output_format": "webp"}, format="json"
+        )
+    assert response.status_code == 202, response.json()
+    webp = ProcessingRequest.objects.get(pk=response.json()["request_id"])
+    assert (webp.output_format, webp.quality) == ("webp", avif.quality)
+    assert [task.name for task in callbacks] == [queue.REQUEST_START]
+    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
+        intake.request_start(request_id=webp.pk)
+    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    assert {(image.output_format, image.reused) for image in images_of(webp)} == {("WEBP", False)}
+
+    # And the AVIF catalogue again re-uses its AVIFs
+    again = run(account, django_capture_on_commit_callbacks, output_format="avif")
+    assert {(image.output_format, image.reused) for image in images_of(again)} == {("AVIF", True)}
+
+
 def test_an_output_made_from_older_bytes_is_not_re_used_after_the_source_changed(
     downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
 ) -> None:

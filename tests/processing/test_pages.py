@@ -126,7 +126,7 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
 
 
 @pytest.mark.e2e
-def test_retry_the_failed_image_then_rerun_at_another_quality_from_the_page(
+def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_the_page(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
     page = logged_in
@@ -148,13 +148,18 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_from_the_page(
     expect(page.locator("img[alt^='After']")).to_have_count(4)
     expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
 
-    # And a re-run at quality 30 opens the new request's page, naming where it came from
+    # And a re-run at quality 30 in WebP opens the new request's page, naming where it
+    # came from, its images WebPs
     page.get_by_label(re.compile(r"^Quality")).fill("30")
-    page.get_by_role("button", name="Re-run with this quality").click()
+    page.locator("#rerun-form").get_by_label("Output format").select_option("webp")
+    page.get_by_role("button", name="Re-run with these settings").click()
     expect(page).not_to_have_url(re.compile(request_id))
     expect(page.locator("#request")).to_contain_text(f"re-run of {request_id}")
     expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
-    assert "quality 30" in page.locator("#request").inner_text()
+    assert "quality 30 · as WEBP" in page.locator("#request").inner_text()
+    after = page.locator("img[alt^='After']")
+    expect(after).to_have_count(4)
+    assert all(".webp" in (image.get_attribute("src") or "") for image in after.all())
     assert console_errors == []
 
 
