@@ -119,6 +119,7 @@ def images_record(
                     for item in outcomes
                     if ended[item.input_url] and item.facts
                 ],
+                output_format=request["output_format"],
             )
             if learnt != request["batch_size"]:  # while it grows: a few batches a request
                 ProcessingRequest.objects.filter(pk=request_id).update(batch_size=learnt)
@@ -147,6 +148,7 @@ def images_record(
 # What images_record reads back from the request's row as it counts a batch.
 _COUNTED_FIELDS = (
     "batch_size",
+    "output_format",
     "status",
     "finalize_claimed_at",
     "total_images",

@@ -73,10 +73,19 @@ def request_window_refill(
     return _next_queue(request_id, room, learnt) if room > 0 else 0
 
 
-def batch_size_next(current: int, downloaded: list[int]) -> int:
+# Formats whose encoder is nearly all an image costs (on product photos WebP 13 and AVIF 8
+# images/s a core, JPEG 165: BENCHMARKS.md): a batch's fixed cost is nothing beside them,
+# and a larger batch would only keep other requests waiting longer.
+UNBATCHED_FORMATS = frozenset({"webp", "avif"})
+
+
+def batch_size_next(current: int, downloaded: list[int], *, output_format: str = "same") -> int:
     """URLs per batch after a batch whose images downloaded these many bytes each (0 for a
     source that had not changed): as many as come to about IMAGE_BATCH_BYTES, halfway
-    from the current size, so that one odd batch does not swing it."""
+    from the current size, so that one odd batch does not swing it. IMAGE_BATCH_SIZE for
+    a request asked for in a slow format."""
+    if output_format in UNBATCHED_FORMATS:
+        return int(settings.IMAGE_BATCH_SIZE)
     if not downloaded:
         return current
     average = max(1.0, sum(downloaded) / len(downloaded))
