@@ -11,7 +11,9 @@ lost connection, kombu 5.7 tries to put the task back on the queue through a con
 has already dropped (AttributeError: 'NoneType' object has no attribute 'hostname'), and
 the worker stops with "Unrecoverable error" instead of reconnecting. The message is not
 lost by skipping that: it stays in Redis's set of unacknowledged messages, restored after
-the visibility timeout, and the sweep queues its work again from the database sooner.
+the visibility timeout, and the sweep queues its work again from the database sooner. A
+task that was running then, and ends after the worker reconnected, is acknowledged through
+that same dropped connection, with the same error: that acknowledgement is skipped too.
 """
 
 import logging
@@ -21,7 +23,7 @@ from time import monotonic
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem, redis
+from kombu.transport import filesystem, redis, virtual
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
@@ -48,6 +50,26 @@ logger = logging.getLogger(__name__)
 
 
 class RedisQoS(redis.QoS):
+    def ack(self, delivery_tag: Any) -> None:
+        try:
+            super().ack(delivery_tag)
+        except AttributeError:
+            self._channel_gone(delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except AttributeError:
+            self._channel_gone(delivery_tag)
+
+    def _channel_gone(self, delivery_tag: Any) -> None:
+        # The task came on a channel that closed while it ran (Redis went away): kombu
+        # reaches Redis through that channel's dropped connection. A Redis that kept the
+        # message delivers it again after the visibility timeout, and the claims make
+        # that second run harmless; forgetting it here keeps the worker alive.
+        logger.warning("a task ended after Redis went away; its acknowledgement is dropped")
+        virtual.QoS.ack(self, delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> None:
         try:
             super().restore_unacked(client)

@@ -90,3 +90,27 @@ def test_a_lost_redis_with_a_task_unacknowledged_does_not_stop_the_worker(
     # transport raises AttributeError here: Redis's set of unacknowledged messages keeps
     # the message, and the sweep re-queues its work)
     channel.close()
+
+
+def test_a_task_ending_after_redis_went_away_is_acknowledged_without_stopping_the_worker(
+    private_redis: RedisServer,
+) -> None:
+    # Given a consumer holding a message unacknowledged, as a worker mid-task does
+    connection = Connection(private_redis.url, transport="config.broker:RedisTransport")
+    queue = connection.SimpleQueue("work")
+    queue.put({"task": 1})
+    message = queue.get(timeout=5)
+    channel: Any = connection.default_channel
+
+    # When Redis goes away while the task runs, and kombu drops the connection the
+    # message came on, as the worker's consumer does before it reconnects
+    private_redis.stop()
+    channel.connection = None
+    channel._pool = None
+
+    # Then the task's acknowledgement raises nothing that would stop the worker (kombu's
+    # own transport raises AttributeError: 'NoneType' object has no attribute 'client'),
+    # and the message is let go (kombu removes acknowledged tags from its held ones lazily)
+    message.ack()
+    assert message.acknowledged
+    assert channel.qos._dirty == {message.delivery_tag}
