@@ -105,10 +105,7 @@ class UploadApi(APIView):
                 account=request_account(request),
                 csv_data=upload.read(),
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
-                webhook_url=form.validated_data.get("webhook_url", ""),
-                quality=form.validated_data.get("quality"),
-                quality_mode=form.validated_data.get("quality_mode"),
-                output_format=form.validated_data.get("output_format"),
+                **form.validated_data,  # the settings given: intake's defaults for the rest
             )
         except CsvInvalid as invalid:
             raise InvalidCsv(

@@ -109,10 +109,7 @@ class RerunApi(APIView):
             created = intake.request_rerun(
                 source=found,
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
-                webhook_url=form.validated_data.get("webhook_url"),
-                quality=form.validated_data.get("quality"),
-                quality_mode=form.validated_data.get("quality_mode"),
-                output_format=form.validated_data.get("output_format"),
+                **form.validated_data,  # the settings given: the source's for the rest
             )
         except policies.QuotaExceeded as over:
             raise quota_refusal(over, what="re-run") from None

@@ -25,7 +25,7 @@ from processing import bulk, metrics, queue
 from processing.facts import OutputFacts
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 from processing.outcomes import ImageFailure, ImageOutcome
-from processing.window import batch_size_next, request_window_refill
+from processing.window import batch_size_next, batch_size_of, request_window_refill
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def images_record(
             )
         )
         if ended:
-            # The counters, and what the request's row says once they are counted: whether
-            # it is done, and the size of its batches so far.
+            # The counters, and what the request's row says of its batches as it counts.
             (counted,) = bulk.update_returning(
                 ProcessingRequest.objects.filter(pk=request_id),
                 values={
@@ -108,10 +107,10 @@ def images_record(
                     "output_bytes": F("output_bytes") + _bytes(outcomes, ended, "output_bytes"),
                     "updated_at": now,
                 },
-                returning=_COUNTED_FIELDS,
+                returning=["batch_size", "output_format"],
             )
-            request = dict(zip(_COUNTED_FIELDS, counted, strict=True))
-            batch_size = request["batch_size"] or settings.IMAGE_BATCH_SIZE
+            stored_size, output_format = counted
+            batch_size = batch_size_of(stored_size)
             learnt = batch_size_next(
                 batch_size,
                 [
@@ -119,16 +118,15 @@ def images_record(
                     for item in outcomes
                     if ended[item.input_url] and item.facts
                 ],
-                output_format=request["output_format"],
+                output_format=output_format,
             )
-            if learnt != request["batch_size"]:  # while it grows: a few batches a request
+            if learnt != stored_size:  # while it grows: a few batches a request
                 ProcessingRequest.objects.filter(pk=request_id).update(batch_size=learnt)
             # What ended leaves room in the request's window: its next URLs take it.
             request_window_refill(
                 request_id=request_id, ended=len(ended), batch_size=batch_size, learnt=learnt
             )
-            if _all_ended(request):
-                queue.enqueue_after_commit(queue.REQUEST_FINALIZE, str(request_id))
+            request_finalize_when_ready(request_id)
         for url in retried:
             outcome, delay, _ = rows.retries[url]
             queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)
@@ -145,36 +143,12 @@ def images_record(
         metrics.IMAGE_RETRIES.labels(outcome.failure.reason).inc()
 
 
-# What images_record reads back from the request's row as it counts a batch.
-_COUNTED_FIELDS = (
-    "batch_size",
-    "output_format",
-    "status",
-    "finalize_claimed_at",
-    "total_images",
-    "succeeded_images",
-    "failed_images",
-    "cancelled_images",
-)
-
-
 def _bytes(outcomes: list[ImageOutcome], ended: Counter[str], fact: str) -> int:
     """A fact's bytes over the images this batch's successes ended, each image counted."""
     return sum(
         ended[outcome.input_url] * getattr(outcome.facts, fact)
         for outcome in outcomes
         if outcome.facts is not None
-    )
-
-
-def _all_ended(request: dict[str, Any]) -> bool:
-    """Whether the request, as counted, is ready to finalise:
-    ProcessingRequest.objects.ready_to_finalize's rule, on the row in hand."""
-    done = request["succeeded_images"] + request["failed_images"] + request["cancelled_images"]
-    return (
-        request["status"] == ProcessingRequest.Status.PROCESSING
-        and request["finalize_claimed_at"] is None
-        and request["total_images"] == done
     )
 
 

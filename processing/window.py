@@ -39,7 +39,7 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
         )
         if learnt is None:
             return 0
-        batch_size = learnt or settings.IMAGE_BATCH_SIZE
+        batch_size = batch_size_of(learnt)
         in_flight = (
             ProductImage.objects.filter(
                 request_id=request_id, queued_at__isnull=False, status__in=IN_FLIGHT
@@ -77,6 +77,11 @@ def request_window_refill(
 # images/s a core, JPEG 165: BENCHMARKS.md): a batch's fixed cost is nothing beside them,
 # and a larger batch would only keep other requests waiting longer.
 UNBATCHED_FORMATS = frozenset({"webp", "avif"})
+
+
+def batch_size_of(stored: int) -> int:
+    """A request's batch size: as learnt, or IMAGE_BATCH_SIZE before anything is."""
+    return stored or int(settings.IMAGE_BATCH_SIZE)
 
 
 def batch_size_next(current: int, downloaded: list[int], *, output_format: str = "same") -> int:
