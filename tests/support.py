@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import urllib3
 from PIL import Image, ImageDraw, ImageFilter
@@ -63,6 +64,28 @@ def photo(width: int, height: int, seed: int = 0) -> Image.Image:
         draw.ellipse([x, y, x + width // 5, y + height // 6], fill=colour)
     noise = Image.effect_noise((width, height), 40).convert("RGB")
     return Image.blend(base.filter(ImageFilter.GaussianBlur(1)), noise, 0.15)
+
+
+def noisy_photo(
+    width: int = 384, height: int = 384, seed: int = 7, shapes: int = 12
+) -> Image.Image:
+    """Gradients, soft shapes and sensor noise, from a seeded generator: what a JPEG's
+    artefacts show on, the same pixels on every machine."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack(
+        [x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height) + 64], axis=2
+    )
+    image = Image.fromarray(base.astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(shapes):
+        left, top = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 40))
+        size_x, size_y = int(rng.integers(20, 80)), int(rng.integers(20, 80))
+        colour = tuple(int(value) for value in rng.integers(0, 255, 3))
+        draw.ellipse((left, top, left + size_x, top + size_y), fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(1))
+    noisy = np.asarray(image) + rng.normal(0, 6, (height, width, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def encoded(image: Image.Image, format: str, **options: Any) -> bytes:

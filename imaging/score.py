@@ -1,0 +1,288 @@
+"""How alike an output looks to its source: SSIMULACRA2 (Jon Sneyers, Cloudinary, 2022-23),
+0 to 100, where 90 is hard to tell from the source, 70 is "high" web quality and 50
+"medium". The perceptual mode's search (quality.py) encodes until the output reaches a
+target score; every output reports its score.
+
+Measured on a mosaic of 3 x 3 tiles of 128 x 128 pixels cut at the same places from both
+images, at full resolution: compression artefacts are a matter of pixels, so a comparison
+of downscaled images says a JPEG at quality 50 scores 81-90 where the whole image scores
+67-70; the mosaic scores within 0-3 points of the whole image (BENCHMARKS.md, "Perceptual
+quality") at a tenth of its pixels. An image of at most nine tiles' pixels is compared
+whole.
+
+The metric as published: sRGB to linear light, to the XYB colour space, then at six scales
+(each half the last) an SSIM map and two edge maps (artefacts: edges the source does not
+have; detail lost: edges it has that the output smooths), each averaged as a 1-norm and a
+4-norm per channel, weighted by the published model. The blurs are OpenCV's (two
+milliseconds for nine planes of 384 x 384), the rest is numpy on 147,456 pixels.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Pixels = npt.NDArray[np.uint8]  # height x width x 3, sRGB
+Plane = npt.NDArray[np.float32]  # height x width
+Interleaved = npt.NDArray[np.float32]  # height x width x 3
+
+TILE: Final = 128
+GRID: Final = 3
+SCALES: Final = 6
+# Scales measured on the tiles (1:1, 1:2, 1:4); the coarser ones (1:8 to 1:32) on the
+# whole image, reduced: what they weigh is the image's broad areas, which tiles cut apart.
+TILED_SCALES: Final = 3
+SMALLEST_SIDE: Final = 8  # a scale smaller than this has no SSIM to speak of
+_BLUR_SIGMA: Final = 1.5
+_BLUR_RADIUS: Final = 5
+_BLUR_SIZE: Final = (2 * _BLUR_RADIUS + 1, 2 * _BLUR_RADIUS + 1)
+_C2: Final = 0.0009
+
+# Linear light from 8-bit sRGB, one entry per value.
+_V = np.arange(256, dtype=np.float64) / 255.0
+_LINEAR: Final = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4).astype(
+    np.float32
+)
+# The opsin absorbance matrix of JPEG XL's XYB, with its bias as a fourth column.
+_BIAS: Final = 0.0037930732552754493
+_OPSIN: Final = np.array(
+    [
+        [0.30, 0.622, 0.078, _BIAS],
+        [0.23, 0.692, 0.078, _BIAS],
+        [0.24342268924547819, 0.20476744424496821, 0.55180986651155360, _BIAS],
+    ],
+    dtype=np.float32,
+)
+# From the cube roots (l, m, s) to SSIMULACRA2's positive XYB in one affine step:
+# X = 14 * (l - m) / 2 + 0.42, Y = (l + m) / 2 + 0.01, B = s - Y + 0.55, each cube root
+# taken less the cube root of the bias.
+_CBRT_BIAS: Final = float(np.cbrt(_BIAS))
+_TO_XYB: Final = np.array(
+    [
+        [7.0, -7.0, 0.0, 0.42],
+        [0.5, 0.5, 0.0, 0.01 - _CBRT_BIAS],
+        [-0.5, -0.5, 1.0, 0.55],
+    ],
+    dtype=np.float32,
+)
+# The published model's 108 weights, in its order: channel (X, Y, B), scale (1:1 to
+# 1:32), norm (1, 4), then SSIM, artefact, detail lost.
+# fmt: off
+_WEIGHTS: Final = np.array(
+    [
+       0.0, 0.0007376606707406586, 0.0, 0.0, 0.0007793481682867309, 0.0, 0.0,
+       0.0004371155730107379, 0.0, 1.1041726426657346, 0.00066284834129271,
+       0.00015231632783718752, 0.0, 0.0016406437456599754, 0.0, 1.8422455520539298,
+       11.441172603757666, 0.0, 0.0007989109436015163, 0.000176816438078653, 0.0,
+       1.8787594979546387, 10.94906990605142, 0.0, 0.0007289346991508072, 0.9677937080626833, 0.0,
+       0.00014003424285435884, 0.9981766977854967, 0.00031949755934435053, 0.0004550992113792063,
+       0.0, 0.0, 0.0013648766163243398, 0.0, 0.0, 0.0, 0.0, 0.0, 7.466890328078848, 0.0,
+       17.445833984131262, 0.0006235601634041466, 0.0, 0.0, 6.683678146179332,
+       0.00037724407979611296, 1.027889937768264, 225.20515300849274, 0.0, 0.0,
+       19.213238186143016, 0.0011401524586618361, 0.001237755635509985, 176.39317598450694, 0.0,
+       0.0, 24.43300999870476, 0.28520802612117757, 0.0004485436923833408, 0.0, 0.0, 0.0,
+       34.77906344483772, 44.835625328877896, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+       0.0008680556573291698, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0005313191874358747, 0.0,
+       0.00016533814161379112, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0004179171803251336,
+       0.0017290828234722833, 0.0, 0.0020827005846636437, 0.0, 0.0, 8.826982764996862,
+       23.19243343998926, 0.0, 95.1080498811086, 0.9863978034400682, 0.9834382792465353,
+       0.0012286405048278493, 171.2667255897307, 0.9807858872435379, 0.0, 0.0, 0.0,
+       0.0005130064588990679, 0.0, 0.00010854057858411537,
+    ]
+).reshape(3, SCALES, 2, 3)
+# fmt: on
+# Terms weighted under this are left out: the weights run from 0.0001 to 225, and those
+# under 0.01 together move a score by less than 0.1 (tests/imaging/test_score.py). What is
+# left needs only Y at full size (a third of the work) and nothing at 1:32.
+_NEGLIGIBLE: Final = 0.01
+_USED: Final = np.where(_WEIGHTS >= _NEGLIGIBLE, _WEIGHTS, 0.0)
+# Per scale, the channels (0 X, 1 Y, 2 B) with a term left.
+_CHANNELS: Final = [np.flatnonzero(_USED[:, scale].any(axis=(1, 2))) for scale in range(SCALES)]
+
+# Images are compared one at a time per thread: OpenCV's own threads would only contend
+# with the worker's.
+cv2.setNumThreads(1)
+
+
+def comparison_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where the tiles are cut, as (left, top, right, bottom): a 3 x 3 grid spread over the
+    image, or the whole image where it has no more pixels than the tiles would."""
+    if width * height <= GRID * GRID * TILE * TILE:
+        return [(0, 0, width, height)]
+    tile_w, tile_h = min(TILE, width), min(TILE, height)
+    lefts = np.linspace(0, width - tile_w, GRID).astype(int)
+    tops = np.linspace(0, height - tile_h, GRID).astype(int)
+    return [
+        (int(left), int(top), int(left) + tile_w, int(top) + tile_h)
+        for top in tops
+        for left in lefts
+    ]
+
+
+def comparison_pixels(pixels: Pixels, boxes: list[tuple[int, int, int, int]]) -> Pixels:
+    """The tiles of pixels (an image's RGB, height x width x 3) laid side by side."""
+    if len(boxes) == 1:
+        left, top, right, bottom = boxes[0]
+        return np.ascontiguousarray(pixels[top:bottom, left:right])
+    # boxes run row by row: the row's tiles are every GRID-th from its first
+    rows = [
+        np.concatenate(
+            [
+                pixels[top:bottom, left:right]
+                for left, top, right, bottom in boxes[row * GRID : (row + 1) * GRID]
+            ],
+            axis=1,
+        )
+        for row in range(GRID)
+    ]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0))
+
+
+@dataclass(frozen=True)
+class _SourceScale:
+    xyb: list[Plane]  # the channels this scale uses
+    mean: list[Plane]  # blurred
+    variance: list[Plane]  # blurred square less the squared mean
+    edge: list[Plane]  # 1 + |xyb - mean|
+
+
+class Reference:
+    """A source's pixels (RGB, height x width x 3), prepared once to score any number of
+    outputs of the same size against them; tiled=False compares whole images at every
+    scale (seconds for a large photo: for measuring the tiles' error)."""
+
+    def __init__(self, pixels: Pixels, *, tiled: bool = True) -> None:
+        if min(pixels.shape[0], pixels.shape[1]) < SMALLEST_SIDE:
+            raise ValueError("An image under 8 pixels a side has no SSIMULACRA2 score.")
+        self.shape = pixels.shape
+        height, width = pixels.shape[0], pixels.shape[1]
+        self._boxes = comparison_boxes(width, height) if tiled else [(0, 0, width, height)]
+        self._scales: list[_SourceScale] = []
+        for channels, linear in zip(_CHANNELS, self._pyramid(pixels), strict=False):
+            if not channels.size:
+                break
+            xyb = _xyb(linear, channels)
+            mean = [_blur(plane) for plane in xyb]
+            square = [_blur(plane * plane) for plane in xyb]
+            self._scales.append(
+                _SourceScale(
+                    xyb=xyb,
+                    mean=mean,
+                    variance=[s - m * m for s, m in zip(square, mean, strict=True)],
+                    edge=[1.0 + np.abs(x - m) for x, m in zip(xyb, mean, strict=True)],
+                )
+            )
+
+    def score(self, pixels: Pixels) -> float:
+        """The SSIMULACRA2 score of pixels (an output's, the same shape) against the source."""
+        if pixels.shape != self.shape:
+            raise ValueError(f"Cannot compare {pixels.shape} pixels with {self.shape}.")
+        total = 0.0
+        pyramid = zip(self._scales, self._pyramid(pixels), strict=False)
+        for scale, (source, linear) in enumerate(pyramid):
+            channels = _CHANNELS[scale]
+            xyb = _xyb(linear, channels)
+            for index, channel in enumerate(channels):
+                total += _channel_error(
+                    _USED[channel, scale],
+                    xyb[index],
+                    source.xyb[index],
+                    source.mean[index],
+                    source.variance[index],
+                    source.edge[index],
+                )
+        return _from_error(total)
+
+    def _pyramid(self, pixels: Pixels) -> Iterator[Interleaved]:
+        """The image in linear light at each scale while both sides have 8 pixels: the
+        finest from the tiles, the coarser from the whole image."""
+        whole = len(self._boxes) == 1
+        linear: Interleaved | None = _linear(
+            comparison_pixels(pixels, self._boxes) if not whole else pixels
+        )
+        for scale in range(SCALES):
+            if scale == TILED_SCALES and not whole:
+                linear = _reduced(_linear(pixels), 2**TILED_SCALES)
+            if linear is None:
+                return
+            yield linear
+            linear = _reduced(linear, 2)
+
+
+def _channel_error(
+    weights: npt.NDArray[np.float64],
+    xyb: Plane,
+    source_xyb: Plane,
+    source_mean: Plane,
+    source_variance: Plane,
+    source_edge: Plane,
+) -> float:
+    """One channel's weighted errors at one scale; weights is norm (1, 4) x kind."""
+    mean = _blur(xyb)
+    edge = (1.0 + np.abs(xyb - mean)) / source_edge - 1.0
+    maps: dict[int, npt.NDArray[np.floating[Any]]] = {1: edge, 2: -edge}  # artefacts, detail lost
+    if weights[:, 0].any():
+        mean_diff = source_mean - mean
+        variance = _blur(xyb * xyb) - mean * mean
+        covariance = _blur(xyb * source_xyb) - source_mean * mean
+        maps[0] = 1.0 - (1.0 - mean_diff * mean_diff) * (2.0 * covariance + _C2) / (
+            source_variance + variance + _C2
+        )
+    error = 0.0
+    for kind, errors in maps.items():
+        if weights[:, kind].any():
+            clipped = np.maximum(errors, 0.0)
+            squared = clipped * clipped
+            error += weights[0, kind] * cv2.mean(clipped)[0]
+            error += weights[1, kind] * cv2.mean(squared * squared)[0] ** 0.25
+    return float(error)
+
+
+def _linear(pixels: Pixels) -> Interleaved:
+    """Linear light, interleaved as pixels are."""
+    return np.asarray(cv2.LUT(pixels, _LINEAR), dtype=np.float32)
+
+
+def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp]) -> list[Plane]:
+    mixed = cv2.transform(linear, _OPSIN)
+    np.maximum(mixed, 0.0, out=mixed)
+    xyb = cv2.split(cv2.transform(np.cbrt(mixed), _TO_XYB))
+    return [np.asarray(xyb[channel], dtype=np.float32) for channel in channels]
+
+
+def _blur(plane: Plane) -> Plane:
+    """The Gaussian blur as the published implementation does it at the borders: zeros
+    above and below, the image mirrored left and right. Mirrored all round, scores came
+    out up to 3 points lower than the published ones on a 384 x 384 image at quality 30,
+    where at 1:16 and 1:32 the borders are most of the image."""
+    padded = cv2.copyMakeBorder(plane, _BLUR_RADIUS, _BLUR_RADIUS, 0, 0, cv2.BORDER_CONSTANT)
+    blurred = cv2.GaussianBlur(padded, _BLUR_SIZE, _BLUR_SIGMA, borderType=cv2.BORDER_REFLECT)
+    return np.asarray(blurred[_BLUR_RADIUS:-_BLUR_RADIUS], dtype=np.float32)
+
+
+def _reduced(linear: Interleaved, factor: int) -> Interleaved | None:
+    """Each factor x factor block averaged in linear light (a last partial row or column
+    dropped), or None where that would leave a side under SMALLEST_SIDE."""
+    height, width = linear.shape[0] // factor, linear.shape[1] // factor
+    if min(height, width) < SMALLEST_SIDE:
+        return None
+    reduced = cv2.resize(
+        linear[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA
+    )
+    return np.asarray(reduced, dtype=np.float32)
+
+
+def _from_error(weighted: float) -> float:
+    """The published model's mapping of the weighted errors to a score out of 100."""
+    error = weighted * 0.9562382616834844
+    error = (
+        2.326765642916932 * error
+        - 0.020884521182843837 * error * error
+        + 6.248496625763138e-05 * error * error * error
+    )
+    if error <= 0.0:
+        return 100.0
+    return float(100.0 - 10.0 * error**0.6276336467831387)

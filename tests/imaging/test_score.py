@@ -1,0 +1,106 @@
+"""The perceptual score (imaging/score.py) on images made in the test."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imaging import score
+from imaging.score import GRID, TILE, Reference, comparison_boxes
+from tests.support import noisy_photo as photo
+
+
+def jpeg_pixels(image: Image.Image, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def test_an_image_scores_100_against_itself() -> None:
+    pixels = np.asarray(photo())
+    assert Reference(pixels).score(pixels.copy()) == 100.0
+
+
+# The published implementation's scores (the pure-Python `ssimulacra2` package 0.3.0 on
+# PNG copies of the same pixels, run once by hand: it is not a dependency of ours).
+@pytest.mark.parametrize(("quality", "published"), [(30, 36.54), (50, 54.35), (80, 70.52)])
+def test_scores_agree_with_the_published_implementation(quality: int, published: float) -> None:
+    source = photo()
+    # Given an image small enough to be compared whole, and its JPEG at quality
+    pixels = np.asarray(source)
+    output = jpeg_pixels(source, quality)
+
+    # Then its score is the published one within half a point
+    assert Reference(pixels).score(output) == pytest.approx(published, abs=0.5)
+
+
+def test_a_lower_quality_scores_lower() -> None:
+    source = photo(1000, 700)
+    reference = Reference(np.asarray(source))
+    scores = [reference.score(jpeg_pixels(source, quality)) for quality in (20, 40, 60, 90)]
+    assert scores == sorted(scores)
+    assert scores[0] < 50 < scores[-1]
+
+
+def test_the_terms_left_out_move_a_score_by_less_than_a_tenth() -> None:
+    # Given an image and its JPEG at quality 40
+    source = photo()
+    pixels, output = np.asarray(source), jpeg_pixels(source, 40)
+    pruned = Reference(pixels).score(output)
+
+    # When every term of the model is computed, the tiny weights too
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(score, "_USED", score._WEIGHTS)
+        patch.setattr(score, "_CHANNELS", [np.arange(3)] * score.SCALES)
+        full = Reference(pixels).score(output)
+
+    # Then the score barely moves
+    assert abs(full - pruned) < 0.1
+
+
+def test_a_large_image_is_compared_on_tiles_spread_over_it() -> None:
+    boxes = comparison_boxes(1600, 1200)
+    assert len(boxes) == GRID * GRID
+    assert all(right - left == TILE and bottom - top == TILE for left, top, right, bottom in boxes)
+    # the corners are covered, and every tile is inside the image
+    assert (0, 0, TILE, TILE) in boxes
+    assert (1600 - TILE, 1200 - TILE, 1600, 1200) in boxes
+    assert all(
+        left >= 0 and right <= 1600 and top >= 0 and bottom <= 1200
+        for left, top, right, bottom in boxes
+    )
+
+
+def test_an_image_of_no_more_pixels_than_the_tiles_is_compared_whole() -> None:
+    assert comparison_boxes(384, 384) == [(0, 0, 384, 384)]
+    assert comparison_boxes(2000, 60) == [(0, 0, 2000, 60)]
+
+
+def test_a_long_thin_image_gets_tiles_as_high_as_it_is() -> None:
+    boxes = comparison_boxes(4000, 100)
+    assert {(right - left, bottom - top) for left, top, right, bottom in boxes} == {(TILE, 100)}
+
+
+def test_tiles_score_a_large_image_near_its_whole_score() -> None:
+    # Given a photo too large to compare whole, and its JPEG at quality 50
+    source = photo(1600, 1200, seed=3, shapes=400)
+    pixels, output = np.asarray(source), jpeg_pixels(source, 50)
+
+    # When it is scored on its tiles, and whole
+    tiled = Reference(pixels).score(output)
+    whole = Reference(pixels, tiled=False).score(output)
+
+    # Then the two are within a few points
+    assert tiled == pytest.approx(whole, abs=3)
+
+
+def test_an_image_under_8_pixels_a_side_has_no_score() -> None:
+    with pytest.raises(ValueError, match="under 8 pixels"):
+        Reference(np.zeros((7, 100, 3), dtype=np.uint8))
+
+
+def test_pixels_of_another_size_are_refused() -> None:
+    reference = Reference(np.zeros((64, 64, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="Cannot compare"):
+        reference.score(np.zeros((64, 32, 3), dtype=np.uint8))
