@@ -7,24 +7,20 @@ JPEG is painted on white, and says so (`flattened`). An animated GIF or WebP kee
 first frame. EXIF orientation is applied to the pixels; the ICC profile is kept; all other
 metadata (EXIF, GPS, XMP, comments) is dropped.
 
-Most product photos are upright YCbCr or grayscale JPEGs. Those take libjpeg-turbo's
-YUV path (through PyTurboJPEG, when the system has libturbojpeg): decoded to YUV planes
-and encoded again at the new quality with the source's chroma subsampling, skipping the
-colour conversion both ways, about a third faster than Pillow. Everything else (rotated
-by EXIF, CMYK, MPO, damaged, every other format) goes through Pillow.
+The quality is the one asked for, half the source's (relative), or the lowest that reaches
+a perceptual target (quality.py); every output is scored against its source (score.py).
+Upright YCbCr and grayscale JPEGs take libjpeg-turbo's YUV path, everything else (rotated
+by EXIF, CMYK, MPO, damaged, every other format) Pillow's (encoders.py).
 """
 
-import functools
-import io
-import logging
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Literal
 
 from PIL import Image, ImageOps
 
-from imaging.errors import ImageReason, ImagingError
+from imaging.encoders import Encoder, PillowEncoder, YuvEncoder
 from imaging.guard import (
     bytes_per_pixel,
     check_decode_budget,
@@ -33,6 +29,8 @@ from imaging.guard import (
 )
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
 from imaging.metadata import EXIF_ORIENTATION, metadata_stripped
+from imaging.quality import DEFAULT_MAX_TRIES, Choice, quality_search, starting_quality
+from imaging.score import Reference
 
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 
@@ -50,17 +48,10 @@ WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
 # libavif's, measured the same way on a 12 MP noise image: 24 and 27 bytes a pixel.
 AVIF_BYTES_PER_PIXEL: Final = 25
 AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
-# libavif's speed (0 slowest, 10 fastest): a 1600 x 1200 photo took 376 ms at its default
-# of 6, 127 ms at 8 and 41 ms at 9, for files 0%, 18% and 25% larger than at 6.
-AVIF_SPEED: Final = 8
+# A decoded output (RGB or RGBA), held while it is scored.
+SCORE_BYTES_PER_PIXEL: Final = 4
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
-ICC_SIGNATURE: Final = b"ICC_PROFILE\x00"
-# A JPEG segment holds at most 65,533 bytes after its length; the signature and the two
-# sequence bytes take 14 of them.
-ICC_CHUNK_BYTES: Final = 65_533 - len(ICC_SIGNATURE) - 2
-
-logger = logging.getLogger(__name__)
 
 
 class OutputFormat(StrEnum):
@@ -82,6 +73,7 @@ class QualityMode(StrEnum):
 
     FIXED = "fixed"  # the quality asked for
     RELATIVE = "relative"  # half the source's estimated JPEG quality
+    PERCEPTUAL = "perceptual"  # the lowest whose output reaches a target score
 
 
 @dataclass(frozen=True)
@@ -95,6 +87,9 @@ class CompressedImage:
     quality: int  # what the output was encoded at
     kept_original: bool  # re-encoding would have grown the file: data is the input
     flattened: bool = False  # its transparency painted on white (asked for as JPEG)
+    score: float | None = None  # SSIMULACRA2 against the source (score.py); None: unscored
+    tries: int = 1  # encodes it took
+    target_met: bool | None = None  # perceptual mode: reached the target, or fell back
 
     @property
     def extension(self) -> str:
@@ -115,35 +110,47 @@ def compress(
     max_jpeg_scans: int = DEFAULT_MAX_JPEG_SCANS,
     fast_jpeg: bool = True,
     output_format: OutputFormat = OutputFormat.SAME,
+    target_score: float | None = None,
+    max_tries: int = DEFAULT_MAX_TRIES,
+    scored: bool = True,
 ) -> CompressedImage:
-    """Re-encode data at quality (or at half its estimated quality in relative mode), in
-    output_format.
+    """Re-encode data in output_format at quality (fixed mode), at half its estimated
+    quality (relative), or at the lowest quality whose output scores target_score in at
+    most max_tries encodes, quality where none does (perceptual). scored=False leaves the
+    score out in the other modes, for speed.
 
     Before a pixel is decoded, the image is refused if it has more than max_pixels, needs
     more than max_decode_bytes of memory to decode and re-encode, or is a JPEG of more than
     max_jpeg_scans scans. fast_jpeg=False sends JPEGs through Pillow too (to compare, or
     where libjpeg-turbo's output is not wanted)."""
+    perceptual = mode == QualityMode.PERCEPTUAL
+    if perceptual and target_score is None:
+        raise ValueError("The perceptual mode needs a target score.")
+    scored = scored or perceptual
     image = open_image(data, max_pixels=max_pixels)
     source_format = image.format or "UNKNOWN"
     scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0
     check_jpeg_scans(scans, max_scans=max_jpeg_scans)
-    check_decode_budget(decode_cost(image, output_format), max_bytes=max_decode_bytes)
+    cost = decode_cost(image, output_format)
+    if scored:
+        cost += image.width * image.height * SCORE_BYTES_PER_PIXEL
+    check_decode_budget(cost, max_bytes=max_decode_bytes)
     source_quality = estimate_jpeg_quality(image) if source_format in JPEG_FORMATS else None
-    target_quality = quality
+    fixed_quality = quality
     if mode == QualityMode.RELATIVE and source_quality is not None:
-        target_quality = max(1, round(source_quality / 2))
+        fixed_quality = max(1, round(source_quality / 2))
     icc_profile = image.info.get("icc_profile")
     orientation = _orientation(image)
 
     # The YUV path is one call into libjpeg-turbo that no time limit can interrupt: a JPEG
-    # of more scans than a camera writes goes through Pillow, which decodes in steps.
-    fast = None
-    if fast_jpeg and scans <= YUV_MAX_SCANS and output_format in _JPEG_ASKED:
-        fast = _jpeg_yuv_reencode(data, image, target_quality, orientation)
+    # of more scans than a camera writes goes through Pillow, which decodes in steps. Its
+    # pixels must not need turning by EXIF either.
+    encoder: Encoder | None = None
+    if fast_jpeg and scans <= YUV_MAX_SCANS and output_format in _JPEG_ASKED and orientation == 1:
+        encoder = YuvEncoder.of(data, image, icc_profile)
     flattened = False
-    if fast is not None:
+    if encoder is not None:
         name: OutputName = "JPEG"
-        encoded = _with_icc_profile(fast, icc_profile) if icc_profile else fast
         width, height = image.size
     else:
         source_space = _colour_space(image)
@@ -155,9 +162,22 @@ def compress(
         flattened = transparent and name == "JPEG"
         pixels = _convert_for(name, image, transparent)
         keep_icc = icc_profile if _colour_space(pixels) == source_space else None
-        encoded = _encode(pixels, name, target_quality, keep_icc)
+        encoder = PillowEncoder(pixels, name, keep_icc)
         width, height = pixels.size
 
+    if perceptual:
+        assert target_score is not None
+        chosen = _searched(
+            encoder,
+            target=target_score,
+            start=starting_quality(target_score, source_quality),
+            fallback=fixed_quality,
+            max_tries=max_tries,
+        )
+    else:
+        chosen = _encoded(encoder, fixed_quality, scored=scored)
+
+    encoded = chosen.data
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
     kept_original = same_format and len(encoded) >= len(data)
     if kept_original:
@@ -171,10 +191,52 @@ def compress(
         height=height,
         source_format=source_format,
         source_quality=source_quality,
-        quality=target_quality,
+        quality=chosen.quality,
         kept_original=kept_original,
         flattened=flattened and not kept_original,
+        # The source's own pixels score 100 against themselves.
+        score=100.0 if kept_original and chosen.score is not None else chosen.score,
+        tries=chosen.tries,
+        target_met=chosen.target_met,
     )
+
+
+def _encoded(encoder: Encoder, quality: int, *, scored: bool) -> Choice:
+    data = encoder.encode(quality)
+    score = None
+    if scored and (reference := _reference(encoder)) is not None:
+        score = reference(data)
+    return Choice(data, quality, score, tries=1, target_met=None)
+
+
+def _searched(
+    encoder: Encoder, *, target: float, start: int, fallback: int, max_tries: int
+) -> Choice:
+    reference = _reference(encoder)
+    if reference is None:  # too small to score: the fixed quality, and it says so
+        return Choice(encoder.encode(fallback), fallback, None, tries=1, target_met=False)
+    return quality_search(
+        encoder.encode,
+        reference,
+        target=target,
+        start=start,
+        fallback=fallback,
+        max_tries=max_tries,
+    )
+
+
+def _reference(encoder: Encoder) -> Callable[[bytes], float] | None:
+    """A function scoring an output's bytes against the source, or None where the image is
+    too small for the score (under 8 pixels a side)."""
+    try:
+        reference = Reference(encoder.source_pixels())
+    except ValueError:
+        return None
+
+    def score(output: bytes) -> float:
+        return round(reference.score(encoder.output_pixels(output)), 2)
+
+    return score
 
 
 # What asks for a JPEG from a JPEG, the only case libjpeg-turbo's YUV path makes.
@@ -218,61 +280,6 @@ def _orientation(image: Image.Image) -> int:
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1  # damaged EXIF: Pillow's path decides what to make of it
-
-
-@functools.cache
-def _turbojpeg() -> Any:
-    """PyTurboJPEG bound to the system's libturbojpeg, or None where it is missing."""
-    try:
-        from turbojpeg import TurboJPEG
-
-        return TurboJPEG()
-    except (ImportError, OSError, RuntimeError) as error:
-        logger.warning("libjpeg-turbo's YUV path is unavailable (%s); JPEGs use Pillow", error)
-        return None
-
-
-def _jpeg_yuv_reencode(
-    data: bytes, image: Image.Image, quality: int, orientation: int
-) -> bytes | None:
-    """data re-encoded through YUV planes, or None where this path does not apply."""
-    turbo = _turbojpeg()
-    if turbo is None or image.format != "JPEG" or image.mode not in {"RGB", "L"}:
-        return None
-    if orientation != 1:
-        return None  # the pixels must be turned: Pillow does that
-    if "adobe" in image.info and image.mode == "RGB" and image.info.get("adobe_transform") == 0:
-        return None  # stored as RGB, not YCbCr: there are no YUV planes to keep
-    try:
-        with warnings.catch_warnings():
-            # libjpeg-turbo warns, and goes on, on a truncated file: Pillow reports it.
-            warnings.simplefilter("error")
-            encoded = turbo.scale_with_quality(data, quality=quality)
-    except Exception:
-        return None
-    return bytes(encoded)
-
-
-def _with_icc_profile(jpeg: bytes, icc_profile: bytes) -> bytes:
-    """jpeg with icc_profile in APP2 segments, after the JFIF header as the ICC spec says."""
-    chunks = [
-        icc_profile[start : start + ICC_CHUNK_BYTES]
-        for start in range(0, len(icc_profile), ICC_CHUNK_BYTES)
-    ]
-    if len(chunks) > 255:
-        raise ImagingError(ImageReason.ENCODE_FAILED, "The ICC profile is too large to embed.")
-    segments = b"".join(
-        b"\xff\xe2"
-        + (2 + len(ICC_SIGNATURE) + 2 + len(chunk)).to_bytes(2, "big")
-        + ICC_SIGNATURE
-        + bytes([number, len(chunks)])
-        + chunk
-        for number, chunk in enumerate(chunks, start=1)
-    )
-    position = 2  # after SOI
-    if jpeg[2:4] == b"\xff\xe0":  # the JFIF APP0 segment stays first
-        position = 4 + int.from_bytes(jpeg[4:6], "big")
-    return jpeg[:position] + segments + jpeg[position:]
 
 
 def has_transparency(image: Image.Image) -> bool:
@@ -335,26 +342,6 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     if scale != 1.0:
         image = image.point(lambda value: value * scale)
     return image.convert("L")
-
-
-def _encode(
-    image: Image.Image, output_format: str, quality: int, icc_profile: bytes | None
-) -> bytes:
-    buffer = io.BytesIO()
-    options: dict[str, object] = {"quality": quality}
-    if icc_profile:
-        options["icc_profile"] = icc_profile
-    if output_format == "WEBP":
-        options["method"] = 4
-    if output_format == "AVIF":
-        options["speed"] = AVIF_SPEED
-    try:
-        image.save(buffer, output_format, **options)
-    except (OSError, ValueError) as error:
-        raise ImagingError(
-            ImageReason.ENCODE_FAILED, f"Could not encode the image: {error}."
-        ) from None
-    return buffer.getvalue()
 
 
 def _colour_space(image: Image.Image) -> ColourSpace:

@@ -5,7 +5,8 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
 
-from imaging.encode import CompressedImage, OutputFormat, _turbojpeg, compress
+from imaging.encode import CompressedImage, OutputFormat, compress
+from imaging.encoders import turbojpeg
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
 from tests.support import IJG_Q50_LUMINANCE, encoded, photo
@@ -222,7 +223,7 @@ def test_a_truncated_jpeg_is_a_corrupt_image() -> None:
 
 def test_the_yuv_path_is_available_where_the_tests_run() -> None:
     # make test installs libturbojpeg0; without it every JPEG would quietly use Pillow.
-    assert _turbojpeg() is not None
+    assert turbojpeg() is not None
 
 
 @pytest.mark.parametrize(("subsampling", "sampling"), [("4:4:4", 0), ("4:2:2", 1), ("4:2:0", 2)])
