@@ -1,11 +1,12 @@
 """imgsvc: upload a product CSV, follow it to the end, save the output CSV.
 
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
-        [--output-format same|jpeg|webp|avif]
+        [--target low|medium|high] [--output-format same|jpeg|webp|avif]
     imgsvc status REQUEST_ID
     imgsvc cancel REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
-    imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed] [--output-format webp]
+    imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
+        [--target low|medium|high] [--output-format webp]
         [--webhook-url URL] [--wait]
 
 The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
@@ -112,6 +113,7 @@ def settings_fields(options: argparse.Namespace) -> dict[str, str]:
             ("webhook_url", options.webhook_url),
             ("quality", options.quality),
             ("quality_mode", options.quality_mode),
+            ("target", options.target),
             ("output_format", options.output_format),
         )
         if value is not None
@@ -142,6 +144,12 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
         + (f"; {sizes['input']:,} bytes in, {sizes['output']:,} out" if sizes.get("input") else ""),
         file=sys.stderr,
     )
+    score = status.get("score") or {}
+    if score.get("median") is not None:
+        print(
+            f"score (SSIMULACRA2): median {score['median']:.1f}, 5th percentile {score['p5']:.1f}",
+            file=sys.stderr,
+        )
     print(request_id)
     return 0 if status["status"] == "completed" else 1
 
@@ -180,7 +188,13 @@ def waits(parser: argparse.ArgumentParser) -> None:
 def given_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-url")
     parser.add_argument("--quality", type=int)
-    parser.add_argument("--quality-mode", choices=["fixed", "relative"])
+    parser.add_argument("--quality-mode", choices=["fixed", "relative", "perceptual"])
+    parser.add_argument(
+        "--target",
+        choices=["low", "medium", "high"],
+        help="per image, the lowest quality whose output scores SSIMULACRA2 60, 70 or 80 "
+        "(the perceptual mode; --quality is then the fallback)",
+    )
     parser.add_argument(
         "--output-format",
         choices=["same", "jpeg", "webp", "avif"],

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.logs import log_format, logging_config
 from imaging.encode import QualityMode
+from imaging.quality import DEFAULT_MAX_TRIES, DEFAULT_TARGET_SCORES, QualityTarget
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -315,6 +316,29 @@ if IMAGE_QUALITY_MODE not in set(QualityMode):
     )
 if not 1 <= IMAGE_QUALITY <= 95:
     raise ImproperlyConfigured("IMAGE_QUALITY must be between 1 and 95.")
+# The perceptual mode (imaging/quality.py): the SSIMULACRA2 score each target stands for,
+# the target of a request that names none, and the encodes an image may take to reach it.
+QUALITY_TARGET_SCORES = {
+    target: env_float(f"QUALITY_TARGET_{target.upper()}", score)
+    for target, score in DEFAULT_TARGET_SCORES.items()
+}
+for _target, _score in QUALITY_TARGET_SCORES.items():
+    if not 0 < _score < 100:
+        raise ImproperlyConfigured(
+            f"QUALITY_TARGET_{_target.upper()} must be a score between 0 and 100, not {_score}."
+        )
+IMAGE_QUALITY_TARGET = env("IMAGE_QUALITY_TARGET", QualityTarget.MEDIUM)
+if IMAGE_QUALITY_TARGET not in set(QualityTarget):
+    raise ImproperlyConfigured(
+        f"IMAGE_QUALITY_TARGET must be one of {', '.join(QualityTarget)}, "
+        f"not {IMAGE_QUALITY_TARGET!r}."
+    )
+IMAGE_QUALITY_MAX_TRIES = env_int("IMAGE_QUALITY_MAX_TRIES", DEFAULT_MAX_TRIES)
+if not 2 <= IMAGE_QUALITY_MAX_TRIES <= 12:
+    raise ImproperlyConfigured("IMAGE_QUALITY_MAX_TRIES must be between 2 and 12.")
+# Score the outputs of fixed and relative requests too (a decode and a comparison, about
+# 12 ms a product photo, BENCHMARKS.md); false leaves their score empty, for speed.
+IMAGE_SCORE_ALL_MODES = env_bool("IMAGE_SCORE_ALL_MODES", True)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 # What one image may cost (imaging/guard.py): memory to decode and re-encode it, checked
 # before decoding; scans of a JPEG (a photo has about ten; thousands make a 200 KB file

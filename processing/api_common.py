@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 import net
 from accounts.authentication import request_account
 from imaging.encode import OutputFormat, QualityMode
+from imaging.quality import QualityTarget
 from processing import policies, selectors
 from processing.csv_format import url_problem
 from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
@@ -68,6 +69,27 @@ class BytesSerializer(serializers.Serializer[Any]):
     output = serializers.IntegerField()
 
 
+class RequestSettingsStateSerializer(serializers.Serializer[Any]):
+    quality = serializers.IntegerField(
+        help_text="The encoder's quality in fixed mode; the fallback in perceptual mode."
+    )
+    quality_mode = serializers.ChoiceField(choices=[mode.value for mode in QualityMode])
+    target = serializers.ChoiceField(
+        choices=[target.value for target in QualityTarget], allow_null=True
+    )
+    target_score = serializers.FloatField(
+        allow_null=True, help_text="The SSIMULACRA2 score the target stands for."
+    )
+    output_format = serializers.ChoiceField(choices=[asked.value for asked in OutputFormat])
+
+
+class ScoreSummarySerializer(serializers.Serializer[Any]):
+    p5 = serializers.FloatField(
+        allow_null=True, help_text="5th percentile of the succeeded images' scores."
+    )
+    median = serializers.FloatField(allow_null=True)
+
+
 class StatusSerializer(serializers.Serializer[Any]):
     request_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
@@ -76,6 +98,11 @@ class StatusSerializer(serializers.Serializer[Any]):
     progress = ProgressSerializer()
     bytes = BytesSerializer(
         help_text="Bytes of the succeeded images so far: downloaded, and of their outputs."
+    )
+    settings = RequestSettingsStateSerializer()
+    score = ScoreSummarySerializer(
+        help_text="SSIMULACRA2 of the succeeded images' outputs against their sources "
+        "(100: identical, 90: hard to tell, 70: high web quality); set when it finishes."
     )
     output_csv_url = serializers.URLField(allow_null=True)
     products_url = serializers.URLField()
@@ -96,7 +123,16 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
     )
     quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
     quality_mode = serializers.ChoiceField(
-        required=False, choices=[mode.value for mode in QualityMode]
+        required=False,
+        choices=[mode.value for mode in QualityMode],
+        help_text="fixed (default): at quality. relative: half the source's estimated "
+        "quality. perceptual: per image, the lowest quality whose output reaches target.",
+    )
+    target = serializers.ChoiceField(
+        required=False,
+        choices=[target.value for target in QualityTarget],
+        help_text="With quality_mode=perceptual: low, medium (default) or high, "
+        "SSIMULACRA2 60, 70 or 80 unless the service's settings say otherwise.",
     )
     output_format = serializers.ChoiceField(
         required=False,
@@ -104,6 +140,14 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
         "where transparent. jpeg, webp or avif: every output in that format.",
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        mode = attrs.get("quality_mode")
+        if "target" in attrs and mode not in {None, QualityMode.PERCEPTUAL}:
+            raise serializers.ValidationError(
+                {"target": [f"A target applies to quality_mode=perceptual, not {mode}."]}
+            )
+        return attrs
 
     def validate_webhook_url(self, value: str) -> str:
         if not value:

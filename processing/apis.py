@@ -191,6 +191,20 @@ class ProductsApi(APIView):
             flattened = serializers.BooleanField(
                 help_text="Its transparency painted on white: asked for as JPEG."
             )
+            score = serializers.FloatField(
+                allow_null=True,
+                help_text="SSIMULACRA2 of the output against the source (100: identical, "
+                "90: hard to tell apart, 70: high web quality), on 3 x 3 tiles of 128 "
+                "pixels at full size.",
+            )
+            tries = serializers.IntegerField(
+                allow_null=True, help_text="Encodes it took: 1, or the perceptual search's."
+            )
+            target_met = serializers.BooleanField(
+                allow_null=True,
+                help_text="Perceptual mode: whether the target score was reached; false: "
+                "the request's fixed quality was used. null in the other modes.",
+            )
             reused = serializers.BooleanField(
                 help_text="The source had not changed since an earlier request of the "
                 "account with the same settings: its output was copied, not made again."

@@ -22,6 +22,9 @@ class OutputFacts:
     quality: int
     kept_original: bool
     flattened: bool = False  # its transparency painted on white (asked for as JPEG)
+    score: float | None = None  # SSIMULACRA2 against its source
+    tries: int | None = None  # encodes it took
+    target_met: bool | None = None  # perceptual mode: the target reached
     reused: bool = False  # copied from an earlier request's output (reuse.py)
 
     @classmethod
@@ -37,6 +40,9 @@ class OutputFacts:
             quality=compressed.quality,
             kept_original=compressed.kept_original,
             flattened=compressed.flattened,
+            score=compressed.score,
+            tries=compressed.tries,
+            target_met=compressed.target_met,
         )
 
     @classmethod

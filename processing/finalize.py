@@ -4,6 +4,7 @@ final status and its webhook event, exactly once."""
 import io
 import itertools
 import logging
+import math
 import tempfile
 import uuid
 from typing import IO
@@ -66,8 +67,14 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
         raw.seek(0)
         default_storage.save(csv_name, File(raw))
         now = timezone.now()
+        score_p5, score_median = _score_percentiles(request)
         ProcessingRequest.objects.filter(pk=request.pk).update(
-            status=status, output_csv_name=csv_name, finished_at=now, updated_at=now
+            status=status,
+            output_csv_name=csv_name,
+            finished_at=now,
+            updated_at=now,
+            score_p5=score_p5,
+            score_median=score_median,
         )
         # In the same transaction: whoever sees the final status sees the delivery too.
         webhooks.webhook_schedule(request=request)
@@ -80,6 +87,20 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
         request.succeeded_images,
         request.failed_images,
     )
+
+
+def _score_percentiles(request: ProcessingRequest) -> tuple[float | None, float | None]:
+    """The 5th percentile and the median of the scores of the request's succeeded images
+    (nearest rank), read as two rows of the sorted scores."""
+    scored = ProductImage.objects.filter(
+        request=request, status=ProductImage.Status.SUCCEEDED, score__isnull=False
+    ).order_by("score")
+    count = scored.count()
+    if not count:
+        return None, None
+    ranks = (math.ceil(0.05 * count) - 1, math.ceil(0.5 * count) - 1)
+    p5, median = (scored.values_list("score", flat=True)[rank] for rank in ranks)
+    return p5, median
 
 
 def _output_csv_write(request: ProcessingRequest, raw: IO[bytes]) -> None:

@@ -5,13 +5,15 @@ batches of distinct URLs. (What happens to each batch: pipeline.py.)"""
 import itertools
 import logging
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account
-from imaging.encode import OutputFormat
+from imaging.encode import OutputFormat, QualityMode
+from imaging.quality import QualityTarget
 from processing import bulk, queue
 from processing.csv_format import ParsedProduct, iter_products, validate_products
 from processing.models import ProcessingRequest, Product, ProductImage
@@ -35,6 +37,7 @@ def request_create(
     webhook_url: str = "",
     quality: int | None = None,
     quality_mode: str | None = None,
+    target: str | None = None,
     output_format: str | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
@@ -56,7 +59,7 @@ def request_create(
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=webhook_url,
             quality=quality or settings.IMAGE_QUALITY,
-            quality_mode=quality_mode or settings.IMAGE_QUALITY_MODE,
+            **quality_target(quality_mode, target, default_mode=settings.IMAGE_QUALITY_MODE),
             output_format=output_format or OutputFormat.SAME,
             total_products=summary.products,
             total_images=summary.images,
@@ -83,6 +86,7 @@ def request_rerun(
     webhook_url: str | None = None,
     quality: int | None = None,
     quality_mode: str | None = None,
+    target: str | None = None,
     output_format: str | None = None,
 ) -> ProcessingRequest:
     """A new request of the same account over the source's products and URLs, with the
@@ -102,7 +106,12 @@ def request_rerun(
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=source.webhook_url if webhook_url is None else webhook_url,
             quality=quality or source.quality,
-            quality_mode=quality_mode or source.quality_mode,
+            **quality_target(
+                quality_mode,
+                target,
+                default_mode=source.quality_mode,
+                default_target=source.quality_target,
+            ),
             output_format=output_format or source.output_format,
             total_products=source.total_products,
             total_images=source.total_images,
@@ -111,6 +120,28 @@ def request_rerun(
         queue.enqueue_after_commit(queue.REQUEST_START, str(request.pk))
     logger.info("request %s re-runs %s: %d images", request.pk, source.pk, request.total_images)
     return request
+
+
+def quality_target(
+    quality_mode: str | None,
+    target: str | None,
+    *,
+    default_mode: str,
+    default_target: str = "",
+) -> dict[str, Any]:
+    """A request's mode and, in perceptual mode, its target with the score the settings
+    give it now. A target asked for alone asks for the perceptual mode; the defaults (the
+    settings', or a re-run's source's) fill in the rest, IMAGE_QUALITY_TARGET last."""
+    if quality_mode is None:
+        quality_mode = QualityMode.PERCEPTUAL if target else default_mode
+    if quality_mode != QualityMode.PERCEPTUAL:
+        return {"quality_mode": quality_mode, "quality_target": "", "target_score": None}
+    target = target or default_target or settings.IMAGE_QUALITY_TARGET
+    return {
+        "quality_mode": quality_mode,
+        "quality_target": target,
+        "target_score": settings.QUALITY_TARGET_SCORES[QualityTarget(target)],
+    }
 
 
 def _products_copy_from(source: ProcessingRequest, request: ProcessingRequest) -> None:

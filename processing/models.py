@@ -14,6 +14,7 @@ from django.db.models import F
 from accounts.models import Account
 from imaging.encode import OutputFormat, QualityMode
 from imaging.errors import ImageReason
+from imaging.quality import QualityTarget
 from net import HTTP_STATUS_PREFIX, NetReason
 
 
@@ -76,6 +77,7 @@ class ProcessingRequest(models.Model):
 
     QUALITY_MODES = [(mode.value, mode.value.title()) for mode in QualityMode]
     OUTPUT_FORMATS = [(asked.value, asked.value.upper()) for asked in OutputFormat]
+    QUALITY_TARGETS = [(target.value, target.value.title()) for target in QualityTarget]
 
     FINISHED_STATUSES = (
         Status.COMPLETED,
@@ -103,6 +105,14 @@ class ProcessingRequest(models.Model):
     quality_mode = models.CharField(
         max_length=16, choices=QUALITY_MODES, default=QualityMode.FIXED.value
     )
+    # Perceptual mode: the target asked for, and its SSIMULACRA2 score as the settings said
+    # when the request came in (every batch aims at the same number).
+    quality_target = models.CharField(max_length=8, choices=QUALITY_TARGETS, blank=True)
+    target_score = models.FloatField(null=True, blank=True)
+    # The scores of its succeeded images once it has finished: the 5th percentile (the
+    # worst images but a few) and the median.
+    score_p5 = models.FloatField(null=True, blank=True)
+    score_median = models.FloatField(null=True, blank=True)
     # Counters kept with each finished image, so that status is one row read.
     total_products = models.PositiveIntegerField(default=0)
     total_images = models.PositiveIntegerField(default=0)
@@ -222,6 +232,11 @@ class ProductImage(models.Model):
     kept_original = models.BooleanField(default=False)
     # Its transparency painted on white: asked for as JPEG, which has none.
     flattened = models.BooleanField(default=False)
+    # SSIMULACRA2 of its output against its source (imaging/score.py), the encodes it took,
+    # and in perceptual mode whether the target was met (or the fixed quality used).
+    score = models.FloatField(null=True, blank=True)
+    tries = models.PositiveSmallIntegerField(null=True, blank=True)
+    target_met = models.BooleanField(null=True, blank=True)
     # The output of an earlier request of the account, made from the same bytes with the
     # same settings, copied instead of downloaded and encoded again (reuse.py).
     reused = models.BooleanField(default=False)
@@ -367,6 +382,9 @@ class SourceOutput(models.Model):
     quality = models.PositiveSmallIntegerField()
     kept_original = models.BooleanField(default=False)
     flattened = models.BooleanField(default=False)
+    score = models.FloatField(null=True, blank=True)
+    tries = models.PositiveSmallIntegerField(null=True, blank=True)
+    target_met = models.BooleanField(null=True, blank=True)
 
     class Meta:
         db_table = "source_outputs"

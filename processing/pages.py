@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -103,7 +104,11 @@ def account_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
 @account_page
 def home(request: HttpRequest, account: Account) -> HttpResponse:
     recent = selectors.requests_recent(account=account, limit=RECENT_REQUESTS)
-    return _page(request, "processing/home.html", {"recent": recent, "account": account})
+    return _page(
+        request,
+        "processing/home.html",
+        {"recent": recent, "account": account, "targets": _targets()},
+    )
 
 
 @account_page
@@ -142,8 +147,17 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "can_retry": found.is_finished
         and (retry_count or found.status == ProcessingRequest.Status.FAILED),
         "retry_count": retry_count,
+        "targets": _targets(),
     }
     return _page(request, "processing/request.html", context)
+
+
+def _targets() -> list[tuple[str, str, float]]:
+    """The perceptual targets, with the scores the settings give them."""
+    return [
+        (target.value, target.value.title(), score)
+        for target, score in settings.QUALITY_TARGET_SCORES.items()
+    ]
 
 
 def _saved_percent(found: ProcessingRequest) -> int | None:

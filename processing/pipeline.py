@@ -301,4 +301,7 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         max_jpeg_scans=settings.IMAGE_MAX_JPEG_SCANS,
         fast_jpeg=settings.IMAGE_FAST_JPEG,
         output_format=OutputFormat(request.output_format),
+        target_score=request.target_score,
+        max_tries=settings.IMAGE_QUALITY_MAX_TRIES,
+        scored=settings.IMAGE_SCORE_ALL_MODES,
     )

@@ -107,9 +107,9 @@ def images_record(
                     "output_bytes": F("output_bytes") + _bytes(outcomes, ended, "output_bytes"),
                     "updated_at": now,
                 },
-                returning=["batch_size", "output_format"],
+                returning=["batch_size", "output_format", "quality_mode"],
             )
-            stored_size, output_format = counted
+            stored_size, output_format, quality_mode = counted
             batch_size = batch_size_of(stored_size)
             learnt = batch_size_next(
                 batch_size,
@@ -119,6 +119,7 @@ def images_record(
                     if ended[item.input_url] and item.facts
                 ],
                 output_format=output_format,
+                quality_mode=quality_mode,
             )
             if learnt != stored_size:  # while it grows: a few batches a request
                 ProcessingRequest.objects.filter(pk=request_id).update(batch_size=learnt)

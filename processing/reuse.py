@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from imaging.encode import OutputFormat
+from imaging.encode import OutputFormat, QualityMode
 from processing.facts import STORED_FIELDS, OutputFacts
 from processing.models import ProcessingRequest, SourceCache, SourceOutput
 
@@ -27,6 +27,8 @@ def settings_key(request: ProcessingRequest) -> str:
     """Everything of a request's settings that shapes an output. The format only where one
     is asked for: the keys of outputs made before formats could be asked for stay valid."""
     key = f"{request.quality_mode}-q{request.quality}"
+    if request.quality_mode == QualityMode.PERCEPTUAL:
+        key += f"-t{request.target_score:g}"
     return key if request.output_format == OutputFormat.SAME else f"{key}-{request.output_format}"
 
 

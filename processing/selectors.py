@@ -101,6 +101,14 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             "pending": request.pending_images,
         },
         "bytes": {"input": request.input_bytes, "output": request.output_bytes},
+        "settings": {
+            "quality": request.quality,
+            "quality_mode": request.quality_mode,
+            "target": request.quality_target or None,
+            "target_score": request.target_score,
+            "output_format": request.output_format,
+        },
+        "score": {"p5": request.score_p5, "median": request.score_median},
         "output_csv_url": output_csv_url(request),
         "products_url": api_url(
             base_url=request.public_base_url,

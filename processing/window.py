@@ -73,10 +73,12 @@ def request_window_refill(
     return _next_queue(request_id, room, learnt) if room > 0 else 0
 
 
-# Formats whose encoder is nearly all an image costs (on product photos WebP 13 and AVIF 8
-# images/s a core, JPEG 165: BENCHMARKS.md): a batch's fixed cost is nothing beside them,
-# and a larger batch would only keep other requests waiting longer.
+# Formats and modes whose encoding is nearly all an image costs (on product photos WebP 13
+# and AVIF 8 images/s a core, the perceptual search's three or four encodes and scores
+# about 22, JPEG 165: BENCHMARKS.md): a batch's fixed cost is nothing beside them, and a
+# larger batch would only keep other requests waiting longer.
 UNBATCHED_FORMATS = frozenset({"webp", "avif"})
+UNBATCHED_MODES = frozenset({"perceptual"})
 
 
 def batch_size_of(stored: int) -> int:
@@ -84,12 +86,18 @@ def batch_size_of(stored: int) -> int:
     return stored or int(settings.IMAGE_BATCH_SIZE)
 
 
-def batch_size_next(current: int, downloaded: list[int], *, output_format: str = "same") -> int:
+def batch_size_next(
+    current: int,
+    downloaded: list[int],
+    *,
+    output_format: str = "same",
+    quality_mode: str = "fixed",
+) -> int:
     """URLs per batch after a batch whose images downloaded these many bytes each (0 for a
     source that had not changed): as many as come to about IMAGE_BATCH_BYTES, halfway
     from the current size, so that one odd batch does not swing it. IMAGE_BATCH_SIZE for
-    a request asked for in a slow format."""
-    if output_format in UNBATCHED_FORMATS:
+    a request asked for in a slow format or mode."""
+    if output_format in UNBATCHED_FORMATS or quality_mode in UNBATCHED_MODES:
         return int(settings.IMAGE_BATCH_SIZE)
     if not downloaded:
         return current

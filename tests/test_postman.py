@@ -73,5 +73,7 @@ def test_the_postman_collection_passes_under_newman(
         "Retry with nothing failed",
         "Re-run at quality 30 as WebP",
         "Status of the re-run",
+        "Re-run at the perceptual target medium",
+        "Status of the perceptual re-run until finished",
         "Status of an unknown request",
     ]

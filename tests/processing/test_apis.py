@@ -271,6 +271,17 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
             {"output_format": "gif"},
             {"field": "output_format", "message": '"gif" is not a valid choice.'},
         ),
+        (
+            {"target": "best"},
+            {"field": "target", "message": '"best" is not a valid choice.'},
+        ),
+        (
+            {"quality_mode": "fixed", "target": "high"},
+            {
+                "field": "target",
+                "message": "A target applies to quality_mode=perceptual, not fixed.",
+            },
+        ),
     ],
 )
 def test_invalid_form_fields_are_refused(
@@ -368,6 +379,9 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
             "quality": None,
             "kept_original": False,
             "flattened": False,
+            "score": None,
+            "tries": None,
+            "target_met": None,
             "reused": False,
         }
     ]

@@ -31,12 +31,14 @@ from processing.models import (
 from processing.queue import QueuedTask
 from processing.selectors import timestamp
 from tests.processing.in_process import Capture, Downloads, images_of, started
-from tests.support import encoded, photo
+from tests.support import encoded, noisy_photo, photo
 
 pytestmark = pytest.mark.django_db
 
 JPEG = encoded(photo(160, 120), "JPEG", quality=90)
 CHANGED = encoded(photo(160, 120, seed=7), "JPEG", quality=90)
+# Large enough to be scored on tiles, busy enough to show JPEG's artefacts.
+PERCEPTUAL_JPEG = encoded(noisy_photo(640, 480, shapes=150), "JPEG", quality=92)
 URLS = [f"https://shop.example/{n}.jpg" for n in range(4)]
 ROWS = "".join(f"{n + 1},Lamp {n},{url}\n" for n, url in enumerate(URLS))
 
@@ -246,6 +248,62 @@ def test_a_catalogue_asked_for_as_avif_then_re_run_as_webp_gets_each_and_shares_
     # And the AVIF catalogue again re-uses its AVIFs
     again = run(account, django_capture_on_commit_callbacks, output_format="avif")
     assert {(image.output_format, image.reused) for image in images_of(again)} == {("AVIF", True)}
+
+
+def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a catalogue asked for at the high perceptual target
+    downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
+    high = run(account, django_capture_on_commit_callbacks, target="high")
+
+    # Then it ran in perceptual mode at the settings' score for high
+    assert (high.status, high.quality_mode, high.quality_target) == (
+        "completed",
+        "perceptual",
+        "high",
+    )
+    assert high.target_score == 80.0
+    # and every image says what it was encoded at, how it scored and in how many encodes
+    listed = api.get(f"/api/requests/{high.pk}/products/").json()["results"]
+    images = [image for product in listed for image in product["images"]]
+    for image in images:
+        assert image["target_met"] is True, image
+        assert image["score"] >= 80
+        assert 1 <= image["tries"] <= 6
+        assert 1 <= image["quality"] <= 95
+    # and the status gives the settings and the scores' 5th percentile and median
+    status = api.get(f"/api/status/{high.pk}/").json()
+    assert status["settings"] == {
+        "quality": 50,
+        "quality_mode": "perceptual",
+        "target": "high",
+        "target_score": 80.0,
+        "output_format": "same",
+    }
+    scores = sorted(image["score"] for image in images)
+    assert status["score"] == {"p5": scores[0], "median": scores[1]}
+
+    # When it is re-run at the low target, it is searched again (nothing re-used), smaller
+    response = api.post(f"/api/requests/{high.pk}/rerun/", {"target": "low"}, format="json")
+    assert response.status_code == 202, response.json()
+    low = ProcessingRequest.objects.get(pk=response.json()["request_id"])
+    assert (low.quality_mode, low.quality_target, low.target_score) == ("perceptual", "low", 60.0)
+    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
+        intake.request_start(request_id=low.pk)
+    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    low.refresh_from_db()
+    assert {image.reused for image in images_of(low)} == {False}
+    assert all((image.score or 0) >= 60 for image in images_of(low))
+    assert low.output_bytes < high.output_bytes
+
+    # And a re-run at a fixed quality leaves the perceptual mode
+    response = api.post(f"/api/requests/{high.pk}/rerun/", {"quality_mode": "fixed"}, format="json")
+    fixed = ProcessingRequest.objects.get(pk=response.json()["request_id"])
+    assert (fixed.quality_mode, fixed.quality_target, fixed.target_score) == ("fixed", "", None)
 
 
 def test_an_output_made_from_older_bytes_is_not_re_used_after_the_source_changed(

@@ -86,6 +86,14 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         "updated_at": status["updated_at"],
         "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0, "cancelled": 0},
         "bytes": status["bytes"],
+        "settings": {
+            "quality": 50,
+            "quality_mode": "fixed",
+            "target": None,
+            "target_score": None,
+            "output_format": "same",
+        },
+        "score": status["score"],
         "output_csv_url": f"{service.base_url}/api/requests/{request_id}/output.csv",
         "products_url": f"{service.base_url}/api/requests/{request_id}/products/",
         "cancel_requested_at": None,
@@ -93,6 +101,8 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         # Kept RETENTION_DAYS (30 by default) after it finished.
         "expires_at": status["expires_at"],
     }
+    # Every output scored against its source, the worst but a few lowest
+    assert 0 < status["score"]["p5"] <= status["score"]["median"] <= 100
     finished = datetime.fromisoformat(status["updated_at"])
     kept = datetime.fromisoformat(status["expires_at"]) - finished
     assert abs(kept - timedelta(days=30)) < timedelta(seconds=5)

@@ -314,10 +314,12 @@ def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
     assert batch_size_next(least, [target * 2]) == least  # photos larger than a batch
     assert batch_size_next(most, [0, 0]) == most  # sources that had not changed
     assert batch_size_next(least, [target // most] * 3) == (least + most) // 2
-    # WebP and AVIF cost so much more to encode than a batch that their batches stay small
+    # WebP, AVIF and the perceptual search cost so much more than a batch that their
+    # batches stay small
     for slow in ("webp", "avif"):
         assert batch_size_next(least, [target // most] * 3, output_format=slow) == least
         assert batch_size_next(most, [0], output_format=slow) == least
+    assert batch_size_next(most, [0], quality_mode="perceptual") == least
 
 
 def test_the_sweep_fills_a_window_that_nothing_is_left_to_fill(

@@ -26,6 +26,14 @@
       const data = new FormData(form);
       const csrf = data.get("csrfmiddlewaretoken");
       data.delete("csrfmiddlewaretoken");
+      // The re-run's target: none asks for the fixed quality, one for the perceptual mode.
+      if (data.has("target")) {
+        if (data.get("target")) data.set("quality_mode", "perceptual");
+        else {
+          data.delete("target");
+          data.set("quality_mode", "fixed");
+        }
+      }
       const button = form.querySelector("button");
       button.disabled = true;
       actionResult.className = "";
