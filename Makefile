@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install debian-packages run test unit check lint types bench costs lock clean
+.PHONY: install debian-packages run test unit check lint types bench quality costs lock clean
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,16 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 # libturbojpeg0 (debian-packages), without which JPEGs would take the slower Pillow path.
 bench: $(BIN)/.bench-installed debian-packages
 	SECRET_KEY=$${SECRET_KEY:-bench-only-not-secret} $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The perceptual quality report (bench/quality.py): 25 photographs, 12 from Debian's
+# mate-backgrounds package and 13 of scikit-image's samples, through each quality mode,
+# target and format: scores, bytes and speed, for BENCHMARKS.md. Needs no service.
+QUALITY_PACKAGES := mate-backgrounds
+quality: $(BIN)/.bench-installed debian-packages
+	@dpkg -s $(QUALITY_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(QUALITY_PACKAGES); }
+	$(BIN)/python -m bench.quality $(QUALITY_ARGS)
 
 # SQL statements and broker messages per image (bench/costs.py), for the capacity guide.
 costs: $(BIN)/.installed
