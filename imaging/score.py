@@ -40,6 +40,8 @@ _BLUR_SIGMA: Final = 1.5
 _BLUR_RADIUS: Final = 5
 _BLUR_SIZE: Final = (2 * _BLUR_RADIUS + 1, 2 * _BLUR_RADIUS + 1)
 _C2: Final = 0.0009
+# Pixels converted to linear light at once for the coarse scales (_linear_reduced).
+_BAND_PIXELS: Final = 256 * 1024
 
 # Linear light from 8-bit sRGB, one entry per value.
 _V = np.arange(256, dtype=np.float64) / 255.0
@@ -205,7 +207,7 @@ class Reference:
         )
         for scale in range(SCALES):
             if scale == TILED_SCALES and not whole:
-                linear = _reduced(_linear(pixels), 2**TILED_SCALES)
+                linear = _linear_reduced(pixels, 2**TILED_SCALES)
             if linear is None:
                 return
             yield linear
@@ -263,11 +265,28 @@ def _blur(plane: Plane) -> Plane:
     return np.asarray(blurred[_BLUR_RADIUS:-_BLUR_RADIUS], dtype=np.float32)
 
 
-def _reduced(linear: Interleaved, factor: int) -> Interleaved | None:
-    """Each factor x factor block averaged in linear light (a last partial row or column
-    dropped), or None where that would leave a side under SMALLEST_SIDE."""
-    height, width = linear.shape[0] // factor, linear.shape[1] // factor
+def _linear_reduced(pixels: Pixels, factor: int) -> Interleaved | None:
+    """pixels in linear light, each factor x factor block averaged, converted a band of
+    rows at a time: the whole image in linear light would take 12 bytes a pixel (600 MB
+    for a 50 MP photo), the bands a few megabytes."""
+    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
     if min(height, width) < SMALLEST_SIDE:
+        return None
+    rows = factor * max(1, _BAND_PIXELS // max(1, pixels.shape[1] * factor))
+    bands = [
+        _reduced(_linear(pixels[top : min(top + rows, height * factor)]), factor, smallest=1)
+        for top in range(0, height * factor, rows)
+    ]
+    return np.concatenate([band for band in bands if band is not None], axis=0)
+
+
+def _reduced(
+    linear: Interleaved, factor: int, *, smallest: int = SMALLEST_SIDE
+) -> Interleaved | None:
+    """Each factor x factor block averaged in linear light (a last partial row or column
+    dropped), or None where that would leave a side under smallest."""
+    height, width = linear.shape[0] // factor, linear.shape[1] // factor
+    if min(height, width) < smallest:
         return None
     reduced = cv2.resize(
         linear[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA
