@@ -5,7 +5,7 @@ stays WebP; every other format becomes JPEG, or WebP where it has transparency (
 would paint it black). WebP and AVIF keep transparency; a transparent image asked for as
 JPEG is painted on white, and says so (`flattened`). An animated GIF or WebP keeps its
 first frame. EXIF orientation is applied to the pixels; the ICC profile is kept; all other
-metadata (EXIF, GPS, XMP, comments) is dropped.
+metadata (EXIF, GPS, XMP, comments) is dropped, but for the credits if asked to keep them.
 
 The quality is the one asked for, half the source's (relative), or the lowest that reaches
 a perceptual target (quality.py); every output is scored against its source (score.py).
@@ -28,7 +28,14 @@ from imaging.guard import (
     jpeg_scan_count,
 )
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
-from imaging.metadata import EXIF_ORIENTATION, metadata_stripped
+from imaging.metadata import (
+    EXIF_ORIENTATION,
+    Credits,
+    MetadataMode,
+    credits_of,
+    jpeg_with_credits,
+    metadata_stripped,
+)
 from imaging.quality import DEFAULT_MAX_TRIES, Choice, quality_search, starting_quality
 from imaging.score import Reference
 
@@ -113,11 +120,13 @@ def compress(
     target_score: float | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
     scored: bool = True,
+    metadata: MetadataMode = MetadataMode.STRIP,
 ) -> CompressedImage:
     """Re-encode data in output_format at quality (fixed mode), at half its estimated
     quality (relative), or at the lowest quality whose output scores target_score in at
     most max_tries encodes, quality where none does (perceptual). scored=False leaves the
-    score out in the other modes, for speed.
+    score out in the other modes, for speed. metadata=copyright keeps the source's
+    credits (metadata.py).
 
     Before a pixel is decoded, the image is refused if it has more than max_pixels, needs
     more than max_decode_bytes of memory to decode and re-encode, or is a JPEG of more than
@@ -141,6 +150,7 @@ def compress(
         fixed_quality = max(1, round(source_quality / 2))
     icc_profile = image.info.get("icc_profile")
     orientation = _orientation(image)
+    credits = credits_of(image) if metadata == MetadataMode.COPYRIGHT else Credits()
 
     # The YUV path is one call into libjpeg-turbo that no time limit can interrupt: a JPEG
     # of more scans than a camera writes goes through Pillow, which decodes in steps. Its
@@ -162,7 +172,7 @@ def compress(
         flattened = transparent and name == "JPEG"
         pixels = _convert_for(name, image, transparent)
         keep_icc = icc_profile if _colour_space(pixels) == source_space else None
-        encoder = PillowEncoder(pixels, name, keep_icc)
+        encoder = PillowEncoder(pixels, name, keep_icc, credits=credits)
         width, height = pixels.size
 
     if perceptual:
@@ -178,12 +188,14 @@ def compress(
         chosen = _encoded(encoder, fixed_quality, scored=scored)
 
     encoded = chosen.data
+    if credits and name == "JPEG":
+        encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
     kept_original = same_format and len(encoded) >= len(data)
     if kept_original:
         # The original's pixels, without its metadata (GPS and all); the orientation stays,
         # since these pixels were not turned.
-        encoded = metadata_stripped(data, source_format, orientation=orientation)
+        encoded = metadata_stripped(data, source_format, orientation=orientation, credits=credits)
     return CompressedImage(
         data=encoded,
         format=name,

@@ -18,6 +18,7 @@ from PIL import Image
 from turbojpeg import TJPF_RGB, TurboJPEG
 
 from imaging.errors import ImageReason, ImagingError
+from imaging.metadata import Credits, credits_exif, credits_xmp
 from imaging.score import Pixels
 
 # libavif's speed (0 slowest, 10 fastest): a 1600 x 1200 photo took 376 ms at its default
@@ -110,10 +111,20 @@ class YuvEncoder:
 class PillowEncoder:
     """Decoded pixels, ready for the output format, encoded by Pillow at any quality."""
 
-    def __init__(self, pixels: Image.Image, output_format: str, icc_profile: bytes | None) -> None:
+    def __init__(
+        self,
+        pixels: Image.Image,
+        output_format: str,
+        icc_profile: bytes | None,
+        *,
+        credits: Credits | None = None,
+    ) -> None:
         self._pixels = pixels
         self._format = output_format
         self._icc_profile = icc_profile
+        # WebP and AVIF carry the credits their encoder is given; JPEG gets its segments
+        # afterwards (encode.compress), as the YUV path's JPEGs do.
+        self._credits = credits if credits and output_format != "JPEG" else None
 
     def encode(self, quality: int) -> bytes:
         buffer = io.BytesIO()
@@ -124,6 +135,9 @@ class PillowEncoder:
             options["method"] = 4
         if self._format == "AVIF":
             options["speed"] = AVIF_SPEED
+        if self._credits:
+            options["exif"] = credits_exif(self._credits)
+            options["xmp"] = credits_xmp(self._credits)
         try:
             self._pixels.save(buffer, self._format, **options)
         except (OSError, ValueError) as error:

@@ -4,12 +4,27 @@ pixels right stays: the ICC profile, Adobe's colour transform, the orientation.
 
 Re-encoded outputs carry none of it already (the encoders are given only the ICC profile);
 this is for the original bytes kept where re-encoding would have made a larger file.
+
+With metadata=copyright the credits are kept (the EU's 2019/790 directive makes shops care
+who took a photo and who holds its rights): the artist, the copyright notice and the
+credit line, read from XMP (dc:creator, dc:rights, photoshop:Credit: Unicode), EXIF
+(Artist, Copyright: ASCII) or IPTC (By-line, Copyright Notice, Credit), whichever has them
+first, and written back in all three (JPEG) or in EXIF and XMP (WebP, AVIF): nothing else
+of those blocks, no GPS, no camera, no history. EXIF gets them in ASCII ("(C)" for "©",
+accents dropped), the others as they are.
 """
 
+import io
 import struct
-from typing import Final
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+from xml.sax.saxutils import escape
 
-from PIL import Image
+from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
+from PIL import Image, IptcImagePlugin
 
 from imaging.errors import ImageReason, ImagingError
 
@@ -22,19 +37,214 @@ _WEBP_DROPPED: Final = frozenset({b"EXIF", b"XMP "})
 _VP8X_EXIF: Final = 0x08
 _VP8X_XMP: Final = 0x04
 EXIF_ORIENTATION: Final = 0x0112
+EXIF_ARTIST: Final = 0x013B
+EXIF_COPYRIGHT: Final = 0x8298
+# IPTC IIM datasets of record 2, and 1:90 saying the text is UTF-8.
+IPTC_BYLINE: Final = (2, 80)
+IPTC_CREDIT: Final = (2, 110)
+IPTC_COPYRIGHT: Final = (2, 116)
+_IPTC_UTF8: Final = b"\x1c\x01\x5a\x00\x03\x1b%G"
+_XMP_SIGNATURE: Final = b"http://ns.adobe.com/xap/1.0/\x00"
+_PHOTOSHOP_SIGNATURE: Final = b"Photoshop 3.0\x00"
+_NS: Final = {
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "photoshop": "http://ns.adobe.com/photoshop/1.0/",
+}
+# What one credit may hold: a notice, not a document.
+MAX_CREDIT_CHARS: Final = 1000
 
 
-def metadata_stripped(data: bytes, image_format: str, *, orientation: int = 1) -> bytes:
-    """data without its metadata; for a JPEG whose pixels are turned by EXIF, a new EXIF
-    segment holding the orientation alone."""
+class MetadataMode(StrEnum):
+    """What an output keeps of its source's metadata: the one list (settings, models and
+    the API take theirs from here)."""
+
+    STRIP = "strip"  # nothing but the ICC profile (and a kept original's orientation)
+    COPYRIGHT = "copyright"  # and the artist, copyright notice and credit line
+
+
+@dataclass(frozen=True)
+class Credits:
+    """Who made an image and who holds its rights, as its metadata says."""
+
+    artist: str = ""
+    copyright: str = ""
+    credit: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.artist or self.copyright or self.credit)
+
+
+def credits_of(image: Image.Image) -> Credits:
+    """The credits an opened image's metadata gives (nothing decoded): XMP first, then
+    EXIF, then IPTC. Damaged blocks give nothing."""
+    found = [_xmp_credits(image), _exif_credits(image), _iptc_credits(image)]
+    return Credits(
+        **{
+            field: next((getattr(one, field) for one in found if getattr(one, field)), "")
+            for field in ("artist", "copyright", "credit")
+        }
+    )
+
+
+def credits_exif(credits: Credits, *, orientation: int = 1) -> bytes:
+    """An EXIF block (b"Exif\\0\\0" and its TIFF structure) of the credits, and of the
+    orientation where the pixels are to be turned."""
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[EXIF_ORIENTATION] = orientation
+    if credits.artist:
+        exif[EXIF_ARTIST] = _ascii(credits.artist)
+    if credits.copyright:
+        exif[EXIF_COPYRIGHT] = _ascii(credits.copyright)
+    return exif.tobytes()
+
+
+def _ascii(text: str) -> str:
+    """text as EXIF's ASCII fields can hold it."""
+    for symbol, spelled in (("©", "(C)"), ("®", "(R)"), ("℗", "(P)")):
+        text = text.replace(symbol, spelled)
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+
+
+def credits_xmp(credits: Credits) -> bytes:
+    """An XMP packet of the credits alone."""
+    fields = []
+    if credits.artist:
+        fields.append(
+            f"<dc:creator><rdf:Seq><rdf:li>{escape(credits.artist)}</rdf:li></rdf:Seq></dc:creator>"
+        )
+    if credits.copyright:
+        fields.append(
+            '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">'
+            f"{escape(credits.copyright)}</rdf:li></rdf:Alt></dc:rights>"
+        )
+    if credits.credit:
+        fields.append(f"<photoshop:Credit>{escape(credits.credit)}</photoshop:Credit>")
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        f'<rdf:RDF xmlns:rdf="{_NS["rdf"]}">'
+        f'<rdf:Description rdf:about="" xmlns:dc="{_NS["dc"]}" '
+        f'xmlns:photoshop="{_NS["photoshop"]}">{"".join(fields)}</rdf:Description>'
+        '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    ).encode()
+
+
+def jpeg_with_credits(jpeg: bytes, credits: Credits, *, orientation: int = 1) -> bytes:
+    """jpeg with the credits (and the orientation, if not 1) in an EXIF, an XMP and an
+    IPTC segment, right after its JFIF header."""
+    segments = [_segment(0xE1, credits_exif(credits, orientation=orientation))]
+    if credits:
+        segments.append(_segment(0xE1, _XMP_SIGNATURE + credits_xmp(credits)))
+        segments.append(_segment(0xED, _PHOTOSHOP_SIGNATURE + _iptc_resource(credits)))
+    position = 2  # after SOI
+    if jpeg[2:4] == b"\xff\xe0":  # the JFIF APP0 segment stays first
+        position = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:position] + b"".join(segments) + jpeg[position:]
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    if len(payload) + 2 > 0xFFFF:
+        raise ImagingError(ImageReason.ENCODE_FAILED, "The image's credits are too long to keep.")
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _iptc_resource(credits: Credits) -> bytes:
+    """Photoshop's image resource 0x0404 holding the credits as IPTC IIM datasets."""
+    datasets = [_IPTC_UTF8]
+    for (record, number), text in (
+        (IPTC_BYLINE, credits.artist),
+        (IPTC_CREDIT, credits.credit),
+        (IPTC_COPYRIGHT, credits.copyright),
+    ):
+        if text:
+            value = text.encode()
+            datasets.append(bytes([0x1C, record, number]) + struct.pack(">H", len(value)) + value)
+    block = b"".join(datasets)
+    padding = b"\x00" if len(block) % 2 else b""
+    return b"8BIM" + b"\x04\x04" + b"\x00\x00" + struct.pack(">I", len(block)) + block + padding
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return str(value).replace("\x00", "").strip()[:MAX_CREDIT_CHARS]
+
+
+def _exif_credits(image: Image.Image) -> Credits:
+    try:
+        exif = image.getexif()
+        return Credits(
+            artist=_text(exif.get(EXIF_ARTIST, "")),
+            copyright=_text(exif.get(EXIF_COPYRIGHT, "")),
+        )
+    except Exception:
+        return Credits()
+
+
+def _xmp_credits(image: Image.Image) -> Credits:
+    packet = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if isinstance(packet, str):
+        packet = packet.encode()
+    if not packet:
+        return Credits()
+    try:  # defusedxml: a packet of entities or a DTD is refused, not expanded
+        root = ElementTree.fromstring(packet.strip(b"\x00"))
+    except (ElementTree.ParseError, DefusedXmlException):
+        return Credits()
+    credit_attribute = f"{{{_NS['photoshop']}}}Credit"
+    credit = next(
+        (
+            element.get(credit_attribute, "")
+            for element in root.iter(f"{{{_NS['rdf']}}}Description")
+            if element.get(credit_attribute)
+        ),
+        "",
+    )
+    return Credits(
+        artist="; ".join(
+            _text(item.text) for item in root.iterfind(".//dc:creator//rdf:li", _NS) if item.text
+        )[:MAX_CREDIT_CHARS],
+        copyright=next(
+            (_text(item.text) for item in root.iterfind(".//dc:rights//rdf:li", _NS) if item.text),
+            "",
+        ),
+        credit=credit
+        or next(
+            (_text(item.text) for item in root.iterfind(".//photoshop:Credit", _NS) if item.text),
+            "",
+        ),
+    )
+
+
+def _iptc_credits(image: Image.Image) -> Credits:
+    try:
+        iptc = IptcImagePlugin.getiptcinfo(image) or {}  # type: ignore[arg-type]
+    except Exception:
+        return Credits()
+    return Credits(
+        artist=_text(iptc.get(IPTC_BYLINE, "")),
+        copyright=_text(iptc.get(IPTC_COPYRIGHT, "")),
+        credit=_text(iptc.get(IPTC_CREDIT, "")),
+    )
+
+
+def metadata_stripped(
+    data: bytes, image_format: str, *, orientation: int = 1, credits: Credits | None = None
+) -> bytes:
+    """data without its metadata but credits, if given; for a JPEG whose pixels are turned
+    by EXIF, its new EXIF segment holds the orientation."""
     if image_format in {"JPEG", "MPO"}:
-        return _jpeg_stripped(data, orientation)
+        return _jpeg_stripped(data, orientation, credits or Credits())
     if image_format == "WEBP":
-        return _webp_stripped(data)
+        return _webp_stripped(data, credits or Credits())
     return data
 
 
-def _jpeg_stripped(data: bytes, orientation: int) -> bytes:
+def _jpeg_stripped(data: bytes, orientation: int, credits: Credits) -> bytes:
     kept = [data[:2]]  # SOI
     position = 2
     while position + 4 <= len(data):
@@ -55,24 +265,13 @@ def _jpeg_stripped(data: bytes, orientation: int) -> bytes:
         if marker not in _JPEG_DROPPED:
             kept.append(segment)
         position += 2 + length
-    if orientation != 1:
-        kept.insert(_after_app0(kept), _orientation_segment(orientation))
-    return b"".join(kept) + data[position:]
+    stripped = b"".join(kept) + data[position:]
+    if orientation != 1 or credits:
+        return jpeg_with_credits(stripped, credits, orientation=orientation)
+    return stripped
 
 
-def _after_app0(kept: list[bytes]) -> int:
-    # The JFIF APP0 segment, if there is one, stays right after SOI.
-    return 2 if len(kept) > 1 and kept[1][:2] == b"\xff\xe0" else 1
-
-
-def _orientation_segment(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[EXIF_ORIENTATION] = orientation
-    payload = exif.tobytes()  # b"Exif\0\0" and the TIFF structure
-    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-
-
-def _webp_stripped(data: bytes) -> bytes:
+def _webp_stripped(data: bytes, credits: Credits) -> bytes:
     if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
         raise _damaged("the WebP container")
     chunks = []
@@ -88,8 +287,27 @@ def _webp_stripped(data: bytes) -> bytes:
         if kind not in _WEBP_DROPPED:
             chunks.append(chunk)
         position = end
+    if credits:
+        chunks = _webp_with_credits(chunks, credits, data)
     body = b"WEBP" + b"".join(chunks)
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _webp_with_credits(chunks: list[bytes], credits: Credits, data: bytes) -> list[bytes]:
+    """chunks with EXIF and XMP chunks of the credits, last as the container wants them,
+    and the extended header that announces them (made from the image's size if the
+    file had none)."""
+    if not chunks or chunks[0][:4] != b"VP8X":
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        chunks = [b"VP8X" + struct.pack("<I", 10) + bytes(4) + canvas, *chunks]
+    header = chunks[0]
+    chunks[0] = header[:8] + bytes([header[8] | _VP8X_EXIF | _VP8X_XMP]) + header[9:]
+    for kind, payload in ((b"EXIF", credits_exif(credits)[6:]), (b"XMP ", credits_xmp(credits))):
+        padding = b"\x00" if len(payload) % 2 else b""
+        chunks.append(kind + struct.pack("<I", len(payload)) + payload + padding)
+    return chunks
 
 
 def _damaged(where: str) -> ImagingError:

@@ -1,12 +1,22 @@
 """Metadata leaves on every path: an original kept because re-encoding would have made it
 larger loses its EXIF (GPS included), XMP and comments too, and keeps its ICC profile and
-its orientation; its pixels are untouched."""
+its orientation; its pixels are untouched. Asked to (metadata=copyright), every path keeps
+the credits, and nothing else."""
 
 import io
 
-from PIL import Image, ImageChops, ImageCms
+from PIL import Image, ImageChops, ImageCms, IptcImagePlugin
 
-from imaging.encode import compress
+from imaging.encode import OutputFormat, compress
+from imaging.metadata import (
+    EXIF_ARTIST,
+    EXIF_COPYRIGHT,
+    Credits,
+    MetadataMode,
+    credits_of,
+    jpeg_with_credits,
+    metadata_stripped,
+)
 from tests.support import encoded, photo
 
 MAX_PIXELS = 50_000_000
@@ -82,3 +92,155 @@ def test_a_re_encoded_jpeg_carries_no_metadata_either() -> None:
         output = Image.open(io.BytesIO(result.data))
         assert not output.getexif()
         assert output.info.get("icc_profile") == SRGB
+
+
+# --- metadata=copyright: the credits stay, nothing else does -----------------------------
+
+ARTIST, RIGHTS, CREDIT = "Ana Lima", "© 2026 Lima Studio, all rights reserved", "Lima Studio"
+ASCII_RIGHTS = "(C) 2026 Lima Studio, all rights reserved"  # as EXIF can hold it
+XMP_CREDITS = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
+    'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="52,22N" '
+    f'photoshop:Credit="{CREDIT}">'
+    f"<dc:creator><rdf:Seq><rdf:li>{ARTIST}</rdf:li></rdf:Seq></dc:creator>"
+    f'<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">{RIGHTS}</rdf:li></rdf:Alt></dc:rights>'
+    "</rdf:Description></rdf:RDF></x:xmpmeta>"
+).encode()
+
+
+def credited_exif(orientation: int = 1) -> Image.Exif:
+    exif = with_gps(orientation)
+    exif[EXIF_ARTIST] = ARTIST
+    exif[EXIF_COPYRIGHT] = ASCII_RIGHTS
+    return exif
+
+
+def credits_in(data: bytes) -> Credits:
+    with Image.open(io.BytesIO(data)) as image:
+        return credits_of(image)
+
+
+def assert_only_credits(data: bytes) -> None:
+    output = Image.open(io.BytesIO(data))
+    exif = output.getexif()
+    assert dict(exif) == {EXIF_ARTIST: ARTIST, EXIF_COPYRIGHT: ASCII_RIGHTS}
+    assert not exif.get_ifd(GPS_IFD)
+    assert b"GPS" not in data
+    assert b"Camera maker" not in data
+    assert b"shot at home" not in data
+
+
+def test_a_re_encoded_jpeg_keeps_the_credits_in_exif_xmp_and_iptc_and_drops_the_rest() -> None:
+    # Given a photo with its credits in EXIF and XMP, beside GPS, a camera and a comment
+    source = encoded(
+        photo(640, 480),
+        "JPEG",
+        quality=95,
+        exif=credited_exif(),
+        xmp=XMP_CREDITS,
+        comment=b"shot at home",
+    )
+
+    # When it is compressed keeping the copyright
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+
+    # Then the output says who made it and who holds its rights, in each of the three
+    assert not result.kept_original
+    assert_only_credits(result.data)
+    assert credits_in(result.data) == Credits(artist=ARTIST, copyright=RIGHTS, credit=CREDIT)
+    with Image.open(io.BytesIO(result.data)) as output:
+        iptc = IptcImagePlugin.getiptcinfo(output)
+        assert iptc is not None
+        assert iptc[(2, 80)] == ARTIST.encode()
+        assert iptc[(2, 116)] == RIGHTS.encode()
+        assert iptc[(2, 110)] == CREDIT.encode()
+        assert RIGHTS in output.info["xmp"].decode()
+        assert "52,22N" not in output.info["xmp"].decode()
+    # And by default it says none of it
+    stripped = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    assert credits_in(stripped.data) == Credits()
+
+
+def test_credits_found_in_iptc_alone_are_kept() -> None:
+    # Given a JPEG whose only credits are IPTC's (as an older newsroom tool writes them)
+    plain = encoded(photo(320, 240), "JPEG", quality=95)
+    source = jpeg_with_credits(plain, Credits(artist=ARTIST, credit=CREDIT))
+    source = metadata_stripped(source, "JPEG")  # every segment gone...
+    assert credits_in(source) == Credits()
+    iptc_only = plain[:2] + _iptc_segment() + plain[2:]  # ...then the IPTC one alone
+    assert credits_in(iptc_only) == Credits(artist=ARTIST, credit=CREDIT)
+
+    result = compress(iptc_only, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+    assert credits_in(result.data) == Credits(artist=ARTIST, credit=CREDIT)
+    assert Image.open(io.BytesIO(result.data)).getexif()[EXIF_ARTIST] == ARTIST
+
+
+def _iptc_segment() -> bytes:
+    with_credits = jpeg_with_credits(b"\xff\xd8\xff\xd9", Credits(artist=ARTIST, credit=CREDIT))
+    start = with_credits.index(b"\xff\xed")
+    length = int.from_bytes(with_credits[start + 2 : start + 4], "big")
+    return with_credits[start : start + 2 + length]
+
+
+def test_a_kept_jpeg_keeps_its_credits_and_orientation_and_loses_its_gps() -> None:
+    source = encoded(
+        photo(320, 240), "JPEG", quality=20, exif=credited_exif(orientation=6), xmp=XMP_CREDITS
+    )
+    result = compress(
+        source,
+        quality=50,
+        max_pixels=MAX_PIXELS,
+        fast_jpeg=False,
+        metadata=MetadataMode.COPYRIGHT,
+    )
+    assert result.kept_original
+    exif = Image.open(io.BytesIO(result.data)).getexif()
+    assert dict(exif) == {ORIENTATION: 6, EXIF_ARTIST: ARTIST, EXIF_COPYRIGHT: ASCII_RIGHTS}
+    assert b"GPS" not in result.data
+    assert credits_in(result.data).credit == CREDIT
+
+
+def test_webp_and_avif_outputs_carry_the_credits_in_exif_and_xmp() -> None:
+    source = encoded(photo(320, 240), "JPEG", quality=95, exif=credited_exif(), xmp=XMP_CREDITS)
+    for output_format in (OutputFormat.WEBP, OutputFormat.AVIF):
+        result = compress(
+            source,
+            quality=50,
+            max_pixels=MAX_PIXELS,
+            output_format=output_format,
+            metadata=MetadataMode.COPYRIGHT,
+        )
+        assert_only_credits(result.data)
+        assert credits_in(result.data) == Credits(artist=ARTIST, copyright=RIGHTS, credit=CREDIT)
+
+
+def test_a_kept_webp_gets_its_credits_back_in_chunks_a_reader_finds() -> None:
+    # Given a small lossy WebP (no extended header) with credits, already smaller than a
+    # re-encode would make it
+    source = encoded(photo(160, 120), "WEBP", quality=10, exif=credited_exif(), xmp=XMP_CREDITS)
+    result = compress(source, quality=90, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+    assert result.kept_original
+    assert_only_credits(result.data)
+    assert credits_in(result.data) == Credits(artist=ARTIST, copyright=RIGHTS, credit=CREDIT)
+    assert Image.open(io.BytesIO(result.data)).size == (160, 120)
+
+
+def test_an_xmp_packet_with_entities_gives_no_credits_and_breaks_nothing() -> None:
+    bomb = (
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        b"&b;</x:xmpmeta>"
+    )
+    source = encoded(photo(320, 240), "JPEG", quality=95, xmp=bomb)
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+    assert credits_in(result.data) == Credits()
+
+
+def test_credits_found_in_exif_alone_are_kept() -> None:
+    source = encoded(photo(320, 240), "JPEG", quality=95, exif=credited_exif())
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+    assert_only_credits(result.data)
+    assert credits_in(result.data) == Credits(artist=ARTIST, copyright=ASCII_RIGHTS)
