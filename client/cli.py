@@ -2,6 +2,7 @@
 
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
         [--target low|medium|high] [--output-format same|jpeg|webp|avif]
+        [--metadata strip|copyright]
     imgsvc status REQUEST_ID
     imgsvc cancel REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
@@ -114,6 +115,7 @@ def settings_fields(options: argparse.Namespace) -> dict[str, str]:
             ("quality", options.quality),
             ("quality_mode", options.quality_mode),
             ("target", options.target),
+            ("metadata", options.metadata),
             ("output_format", options.output_format),
         )
         if value is not None
@@ -199,6 +201,11 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
         "--output-format",
         choices=["same", "jpeg", "webp", "avif"],
         help="same (the default) keeps JPEG and WebP, others JPEG or WebP if transparent",
+    )
+    parser.add_argument(
+        "--metadata",
+        choices=["strip", "copyright"],
+        help="copyright keeps the artist, copyright notice and credit line (never GPS)",
     )
 
 

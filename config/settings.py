@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.logs import log_format, logging_config
 from imaging.encode import QualityMode
+from imaging.metadata import MetadataMode
 from imaging.quality import DEFAULT_MAX_TRIES, DEFAULT_TARGET_SCORES, QualityTarget
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -336,6 +337,13 @@ if IMAGE_QUALITY_TARGET not in set(QualityTarget):
 IMAGE_QUALITY_MAX_TRIES = env_int("IMAGE_QUALITY_MAX_TRIES", DEFAULT_MAX_TRIES)
 if not 2 <= IMAGE_QUALITY_MAX_TRIES <= 12:
     raise ImproperlyConfigured("IMAGE_QUALITY_MAX_TRIES must be between 2 and 12.")
+# What outputs keep of their sources' metadata where a request does not say (imaging/
+# metadata.py): strip (nothing but the ICC profile) or copyright (and their credits).
+IMAGE_METADATA = env("IMAGE_METADATA", MetadataMode.STRIP)
+if IMAGE_METADATA not in set(MetadataMode):
+    raise ImproperlyConfigured(
+        f"IMAGE_METADATA must be one of {', '.join(MetadataMode)}, not {IMAGE_METADATA!r}."
+    )
 # Score the outputs of fixed and relative requests too (a decode and a comparison, about
 # 12 ms a product photo, BENCHMARKS.md); false leaves their score empty, for speed.
 IMAGE_SCORE_ALL_MODES = env_bool("IMAGE_SCORE_ALL_MODES", True)

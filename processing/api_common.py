@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 import net
 from accounts.authentication import request_account
 from imaging.encode import OutputFormat, QualityMode
+from imaging.metadata import MetadataMode
 from imaging.quality import QualityTarget
 from processing import policies, selectors
 from processing.csv_format import url_problem
@@ -81,6 +82,7 @@ class RequestSettingsStateSerializer(serializers.Serializer[Any]):
         allow_null=True, help_text="The SSIMULACRA2 score the target stands for."
     )
     output_format = serializers.ChoiceField(choices=[asked.value for asked in OutputFormat])
+    metadata = serializers.ChoiceField(choices=[mode.value for mode in MetadataMode])
 
 
 class ScoreSummarySerializer(serializers.Serializer[Any]):
@@ -139,6 +141,13 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         choices=[asked.value for asked in OutputFormat],
         help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
         "where transparent. jpeg, webp or avif: every output in that format.",
+    )
+    metadata = serializers.ChoiceField(
+        required=False,
+        choices=[mode.value for mode in MetadataMode],
+        help_text="strip (default): outputs keep no metadata but their ICC profile. "
+        "copyright: and the artist, copyright notice and credit line (EXIF, XMP, IPTC); "
+        "never GPS.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def request_create(
     quality_mode: str | None = None,
     target: str | None = None,
     output_format: str | None = None,
+    metadata: str | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
 
@@ -61,6 +62,7 @@ def request_create(
             quality=quality or settings.IMAGE_QUALITY,
             **quality_target(quality_mode, target, default_mode=settings.IMAGE_QUALITY_MODE),
             output_format=output_format or OutputFormat.SAME,
+            metadata=metadata or settings.IMAGE_METADATA,
             total_products=summary.products,
             total_images=summary.images,
         )
@@ -88,6 +90,7 @@ def request_rerun(
     quality_mode: str | None = None,
     target: str | None = None,
     output_format: str | None = None,
+    metadata: str | None = None,
 ) -> ProcessingRequest:
     """A new request of the same account over the source's products and URLs, with the
     settings given and the source's for the rest; queued as an upload is. Raises
@@ -113,6 +116,7 @@ def request_rerun(
                 default_target=source.quality_target,
             ),
             output_format=output_format or source.output_format,
+            metadata=metadata or source.metadata,
             total_products=source.total_products,
             total_images=source.total_images,
         )

@@ -14,6 +14,7 @@ from django.db.models import F
 from accounts.models import Account
 from imaging.encode import OutputFormat, QualityMode
 from imaging.errors import ImageReason
+from imaging.metadata import MetadataMode
 from imaging.quality import QualityTarget
 from net import HTTP_STATUS_PREFIX, NetReason
 
@@ -78,6 +79,7 @@ class ProcessingRequest(models.Model):
     QUALITY_MODES = [(mode.value, mode.value.title()) for mode in QualityMode]
     OUTPUT_FORMATS = [(asked.value, asked.value.upper()) for asked in OutputFormat]
     QUALITY_TARGETS = [(target.value, target.value.title()) for target in QualityTarget]
+    METADATA_MODES = [(mode.value, mode.value.title()) for mode in MetadataMode]
 
     FINISHED_STATUSES = (
         Status.COMPLETED,
@@ -104,6 +106,10 @@ class ProcessingRequest(models.Model):
     )
     quality_mode = models.CharField(
         max_length=16, choices=QUALITY_MODES, default=QualityMode.FIXED.value
+    )
+    # What outputs keep of their sources' metadata: nothing, or their credits too.
+    metadata = models.CharField(
+        max_length=16, choices=METADATA_MODES, default=MetadataMode.STRIP.value
     )
     # Perceptual mode: the target asked for, and its SSIMULACRA2 score as the settings said
     # when the request came in (every batch aims at the same number).

@@ -25,6 +25,7 @@ import net
 from config.logs import request_id_bound
 from imaging.encode import EXTENSIONS, CompressedImage, OutputFormat, QualityMode, compress
 from imaging.guard import time_limit
+from imaging.metadata import MetadataMode
 from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
@@ -304,4 +305,5 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         target_score=request.target_score,
         max_tries=settings.IMAGE_QUALITY_MAX_TRIES,
         scored=settings.IMAGE_SCORE_ALL_MODES,
+        metadata=MetadataMode(request.metadata),
     )

@@ -19,16 +19,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from imaging.encode import OutputFormat, QualityMode
+from imaging.metadata import MetadataMode
 from processing.facts import STORED_FIELDS, OutputFacts
 from processing.models import ProcessingRequest, SourceCache, SourceOutput
 
 
 def settings_key(request: ProcessingRequest) -> str:
-    """Everything of a request's settings that shapes an output. The format only where one
-    is asked for: the keys of outputs made before formats could be asked for stay valid."""
+    """Everything of a request's settings that shapes an output. The format, the target and
+    the metadata kept only where asked for: the keys of outputs made before they could be
+    asked for stay valid."""
     key = f"{request.quality_mode}-q{request.quality}"
     if request.quality_mode == QualityMode.PERCEPTUAL:
         key += f"-t{request.target_score:g}"
+    if request.metadata != MetadataMode.STRIP:
+        key += f"-{request.metadata}"
     return key if request.output_format == OutputFormat.SAME else f"{key}-{request.output_format}"
 
 

@@ -107,6 +107,7 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             "target": request.quality_target or None,
             "target_score": request.target_score,
             "output_format": request.output_format,
+            "metadata": request.metadata,
         },
         "score": {"p5": request.score_p5, "median": request.score_median},
         "output_csv_url": output_csv_url(request),

@@ -272,6 +272,10 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
             {"field": "output_format", "message": '"gif" is not a valid choice.'},
         ),
         (
+            {"metadata": "all"},
+            {"field": "metadata", "message": '"all" is not a valid choice.'},
+        ),
+        (
             {"target": "best"},
             {"field": "target", "message": '"best" is not a valid choice.'},
         ),

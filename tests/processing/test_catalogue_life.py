@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from PIL import Image
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 import net
 from accounts import services
 from accounts.models import Account
+from imaging.metadata import EXIF_ARTIST, EXIF_COPYRIGHT, Credits, credits_of
 from processing import finalize, intake, pipeline, queue, results
 from processing.models import (
     ProcessingRequest,
@@ -283,6 +285,7 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
         "target": "high",
         "target_score": 80.0,
         "output_format": "same",
+        "metadata": "strip",
     }
     scores = sorted(image["score"] for image in images)
     assert status["score"] == {"p5": scores[0], "median": scores[1]}
@@ -304,6 +307,38 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
     response = api.post(f"/api/requests/{high.pk}/rerun/", {"quality_mode": "fixed"}, format="json")
     fixed = ProcessingRequest.objects.get(pk=response.json()["request_id"])
     assert (fixed.quality_mode, fixed.quality_target, fixed.target_score) == ("fixed", "", None)
+
+
+def test_a_request_keeping_the_copyright_gets_outputs_with_credits_and_no_gps(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+) -> None:
+    # Given photos whose EXIF names their artist and copyright, beside a GPS position
+    exif = Image.Exif()
+    exif[EXIF_ARTIST], exif[EXIF_COPYRIGHT] = "Ana Lima", "(C) 2026 Lima Studio"
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 22.0, 3.5)})
+    downloads.answers = dict.fromkeys(URLS, encoded(photo(320, 240), "JPEG", quality=95, exif=exif))
+
+    # When they are compressed keeping the copyright, then by default
+    kept = run(account, django_capture_on_commit_callbacks, metadata="copyright")
+    stripped = run(account, django_capture_on_commit_callbacks)
+
+    # Then the first's outputs carry the credits and no GPS; the second's nothing, and
+    # were not copied from the first's (other settings)
+    assert kept.metadata == "copyright"
+    for image in images_of(kept):
+        output = (storage / image.output_name).read_bytes()
+        with Image.open(io.BytesIO(output)) as opened:
+            assert credits_of(opened) == Credits(
+                artist="Ana Lima", copyright="(C) 2026 Lima Studio"
+            )
+            assert not opened.getexif().get_ifd(0x8825)
+    for image in images_of(stripped):
+        assert not image.reused
+        with Image.open(storage / image.output_name) as opened:
+            assert credits_of(opened) == Credits()
 
 
 def test_an_output_made_from_older_bytes_is_not_re_used_after_the_source_changed(
