@@ -55,8 +55,9 @@ WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
 # libavif's, measured the same way on a 12 MP noise image: 24 and 27 bytes a pixel.
 AVIF_BYTES_PER_PIXEL: Final = 25
 AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
-# A decoded output (RGB or RGBA), held while it is scored.
-SCORE_BYTES_PER_PIXEL: Final = 4
+# What scoring holds beside the encoder's own: an image's RGBA copy and its RGB pixels
+# (encoders.rgb_pixels), the source's and then each output's in turn.
+SCORE_BYTES_PER_PIXEL: Final = 7
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -119,13 +120,14 @@ def compress(
     output_format: OutputFormat = OutputFormat.SAME,
     target_score: float | None = None,
     max_tries: int = DEFAULT_MAX_TRIES,
-    scored: bool = True,
+    scored: bool = False,
     metadata: MetadataMode = MetadataMode.STRIP,
 ) -> CompressedImage:
     """Re-encode data in output_format at quality (fixed mode), at half its estimated
     quality (relative), or at the lowest quality whose output scores target_score in at
-    most max_tries encodes, quality where none does (perceptual). scored=False leaves the
-    score out in the other modes, for speed. metadata=copyright keeps the source's
+    most max_tries encodes, quality where none does (perceptual). scored=True scores the
+    output in the other modes too (a perceptual one always is): two decodes and a
+    comparison, several times the encode's cost. metadata=copyright keeps the source's
     credits (metadata.py).
 
     Before a pixel is decoded, the image is refused if it has more than max_pixels, needs

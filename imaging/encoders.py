@@ -31,6 +31,7 @@ ICC_CHUNK_BYTES: Final = 65_533 - len(ICC_SIGNATURE) - 2
 _END_OF_IMAGE: Final = b"\xff\xd9"
 # Transparent pixels are scored as seen on a mid-grey page, the same for source and output.
 SCORE_BACKGROUND: Final = (128, 128, 128, 255)
+_BAND_ROWS: Final = 256
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +158,18 @@ class PillowEncoder:
 
 def rgb_pixels(image: Image.Image) -> Pixels:
     """image as RGB pixels for the score: grey and CMYK converted, transparency laid on
-    mid-grey."""
-    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, SCORE_BACKGROUND), rgba)
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    mid-grey a band of rows at a time (at most the RGBA copy and the RGB result: 7 bytes
+    a pixel, SCORE_BYTES_PER_PIXEL)."""
+    if image.mode not in {"RGBA", "LA", "PA", "RGBa", "La"} and "transparency" not in image.info:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+    rgba = np.asarray(image if image.mode == "RGBA" else image.convert("RGBA"))
+    rgb = np.empty((*rgba.shape[:2], 3), dtype=np.uint8)
+    background = np.uint16(SCORE_BACKGROUND[0])
+    for top in range(0, rgba.shape[0], _BAND_ROWS):
+        band = rgba[top : top + _BAND_ROWS].astype(np.uint16)
+        alpha = band[..., 3:]
+        rgb[top : top + _BAND_ROWS] = (band[..., :3] * alpha + background * (255 - alpha)) // 255
+    return rgb
 
 
 def with_icc_profile(jpeg: bytes, icc_profile: bytes) -> bytes:

@@ -55,13 +55,13 @@ def test_an_image_is_refused_before_decoding_when_its_decode_would_pass_the_budg
 ) -> None:
     # Given a 7000 x 7000 PNG of a few hundred kilobytes, and a budget a byte short of it
     png = blank_png(7000, 7000, color_type, bit_depth)
-    # and the decoded output its score compares
+    # and, scored, the pixels its score compares
     needed = 7000 * 7000 * (bytes_per_pixel + SCORE_BYTES_PER_PIXEL)
 
     # When it is compressed, then it is refused without decoding, saying how much it needs
     started = time.monotonic()
     with pytest.raises(ImagingError) as refused:
-        compress(png, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed - 1)
+        compress(png, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed - 1, scored=True)
     assert time.monotonic() - started < 0.5
     assert refused.value.reason == "too_many_pixels"
     assert refused.value.message.startswith(f"The image needs {needed / 2**20:,.0f} MiB")

@@ -147,13 +147,13 @@ def test_a_perceptual_target_out_of_reach_falls_back_in_the_outputs_fields() -> 
     assert result.score < 99.9
 
 
-def test_every_mode_scores_its_output_unless_told_not_to() -> None:
+def test_a_fixed_quality_output_is_scored_when_asked() -> None:
     source = jpeg(photo())
-    fixed = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    fixed = compress(source, quality=50, max_pixels=MAX_PIXELS, scored=True)
     assert fixed.score is not None
     assert 40 < fixed.score < 95
     assert (fixed.tries, fixed.target_met) == (1, None)
-    unscored = compress(source, quality=50, max_pixels=MAX_PIXELS, scored=False)
+    unscored = compress(source, quality=50, max_pixels=MAX_PIXELS)
     assert unscored.score is None
     assert unscored.data == fixed.data
 

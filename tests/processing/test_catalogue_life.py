@@ -309,6 +309,28 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
     assert (fixed.quality_mode, fixed.quality_target, fixed.target_score) == ("fixed", "", None)
 
 
+def test_fixed_quality_outputs_are_scored_only_where_the_settings_say(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    settings: Any,
+) -> None:
+    downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
+    unscored = run(account, django_capture_on_commit_callbacks)
+    assert {(image.score, image.tries) for image in images_of(unscored)} == {(None, 1)}
+    assert (unscored.score_p5, unscored.score_median) == (None, None)
+
+    settings.IMAGE_SCORE_ALL_MODES = True
+    scored = run(account, django_capture_on_commit_callbacks, quality=60)
+    scores = {image.score for image in images_of(scored)}
+    assert len(scores) == 1
+    (score,) = scores
+    assert score is not None
+    assert 50 < score < 95
+    assert (scored.score_p5, scored.score_median) == (score, score)
+    assert {image.target_met for image in images_of(scored)} == {None}
+
+
 def test_a_request_keeping_the_copyright_gets_outputs_with_credits_and_no_gps(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
