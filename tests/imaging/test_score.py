@@ -91,8 +91,8 @@ def test_tiles_score_a_large_image_near_its_whole_score() -> None:
     tiled = Reference(pixels).score(output)
     whole = Reference(pixels, tiled=False).score(output)
 
-    # Then the two are within a few points
-    assert tiled == pytest.approx(whole, abs=3)
+    # Then the two are within a point
+    assert tiled == pytest.approx(whole, abs=1)
 
 
 def test_an_image_under_8_pixels_a_side_has_no_score() -> None:
