@@ -55,9 +55,12 @@ WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
 # libavif's, measured the same way on a 12 MP noise image: 24 and 27 bytes a pixel.
 AVIF_BYTES_PER_PIXEL: Final = 25
 AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
-# What scoring holds beside the encoder's own: an image's RGBA copy and its RGB pixels
-# (encoders.rgb_pixels), the source's and then each output's in turn.
-SCORE_BYTES_PER_PIXEL: Final = 7
+# What scoring holds beside the encoder's own, measured with tracemalloc on a 6 MP JPEG and
+# a 16 MP RGBA PNG: a decoded output and its RGB pixels, the whole image's linear light at
+# 1:4 for both sides (3 bytes a pixel each), the tiles; with transparency, Pillow's decode
+# of each output and its RGBA copy too.
+SCORE_BYTES_PER_PIXEL: Final = 10
+SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -144,7 +147,8 @@ def compress(
     check_jpeg_scans(scans, max_scans=max_jpeg_scans)
     cost = decode_cost(image, output_format)
     if scored:
-        cost += image.width * image.height * SCORE_BYTES_PER_PIXEL
+        per_pixel = SCORE_ALPHA_BYTES_PER_PIXEL if _has_alpha(image) else SCORE_BYTES_PER_PIXEL
+        cost += image.width * image.height * per_pixel
     check_decode_budget(cost, max_bytes=max_decode_bytes)
     source_quality = estimate_jpeg_quality(image) if source_format in JPEG_FORMATS else None
     fixed_quality = quality
@@ -264,9 +268,7 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
     where they lie; libwebp takes about 5.6 bytes a pixel for RGB and 13.7 for RGBA, most of
     it to compress the alpha plane."""
     decoded = bytes_per_pixel(image.mode)
-    alpha = image.format not in JPEG_FORMATS and (
-        image.mode in ALPHA_MODES or "transparency" in image.info
-    )
+    alpha = _has_alpha(image)
     name = _output_name(image.format or "", alpha, output_format)
     if name == "AVIF":
         output_mode = "RGBA" if alpha else "RGB"
@@ -287,6 +289,13 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
     elif output_mode != image.mode:
         converted = bytes_per_pixel(output_mode)
     return image.width * image.height * (decoded + converted + encoder)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    """Whether an opened image may be transparent, told from its header."""
+    return image.format not in JPEG_FORMATS and (
+        image.mode in ALPHA_MODES or "transparency" in image.info
+    )
 
 
 def _orientation(image: Image.Image) -> int:

@@ -158,8 +158,7 @@ class PillowEncoder:
 
 def rgb_pixels(image: Image.Image) -> Pixels:
     """image as RGB pixels for the score: grey and CMYK converted, transparency laid on
-    mid-grey a band of rows at a time (at most the RGBA copy and the RGB result: 7 bytes
-    a pixel, SCORE_BYTES_PER_PIXEL)."""
+    mid-grey a band of rows at a time (at most the RGBA copy and the RGB result)."""
     if image.mode not in {"RGBA", "LA", "PA", "RGBa", "La"} and "transparency" not in image.info:
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
     rgba = np.asarray(image if image.mode == "RGBA" else image.convert("RGBA"))

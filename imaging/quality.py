@@ -76,45 +76,45 @@ def quality_search(
 ) -> Choice:
     """The lowest quality whose output scores at least target, in at most max_tries
     encodes (the fallback's included); the fallback quality's output where none did."""
-    tried: dict[int, tuple[bytes, float]] = {}
+    scores: dict[int, float] = {}  # every quality tried
+    # The outputs still wanted, not all of them: the lowest that met the target, and the
+    # fallback's (a 16 MP WebP is tens of megabytes).
+    kept: dict[int, bytes] = {}
     quality: int | None = _clamped(start)
     while quality is not None:
         data = encode(quality)
-        tried[quality] = (data, score(data))
-        met = min((q for q, (_, s) in tried.items() if s >= target), default=None)
+        scores[quality] = score(data)
+        met = min((q for q, s in scores.items() if s >= target), default=None)
+        kept = {q: kept.get(q, data) for q in {met, fallback} if q in scores}
         # One encode stays for the fallback until something meets the target.
-        budget = max_tries if met is not None or fallback in tried else max_tries - 1
-        if len(tried) >= budget:
+        budget = max_tries if met is not None or fallback in scores else max_tries - 1
+        if len(scores) >= budget:
             break
-        quality = _next_quality(tried, target, met)
-    met = min((q for q, (_, s) in tried.items() if s >= target), default=None)
+        quality = _next_quality(scores, target, met)
+    met = min((q for q, s in scores.items() if s >= target), default=None)
     if met is not None:
-        data, met_score = tried[met]
-        return Choice(data, met, met_score, len(tried), target_met=True)
-    if fallback not in tried:
-        data = encode(fallback)
-        tried[fallback] = (data, score(data))
-    data, fallback_score = tried[fallback]
-    return Choice(data, fallback, fallback_score, len(tried), target_met=False)
+        return Choice(kept[met], met, scores[met], len(scores), target_met=True)
+    if fallback not in scores:
+        kept[fallback] = encode(fallback)
+        scores[fallback] = score(kept[fallback])
+    return Choice(kept[fallback], fallback, scores[fallback], len(scores), target_met=False)
 
 
-def _next_quality(
-    tried: dict[int, tuple[bytes, float]], target: float, met: int | None
-) -> int | None:
+def _next_quality(tried: dict[int, float], target: float, met: int | None) -> int | None:
     """The next quality to try, or None where the search is done: the lowest that met the
     target has a neighbour below that did not, or the bounds leave nothing to try."""
-    missed = [q for q, (_, s) in tried.items() if s < target and (met is None or q < met)]
+    missed = [q for q, s in tried.items() if s < target and (met is None or q < met)]
     below = max(missed, default=None)
     wanted = _error(target)
     if met is not None and below is not None:
         if met - below <= 1:
             return None
-        power = (_error(tried[below][1]) - _error(tried[met][1])) / (_scale(below) - _scale(met))
-        quality = _quality_at(_scale(met) + (wanted - _error(tried[met][1])) / max(power, 1e-6))
+        power = (_error(tried[below]) - _error(tried[met])) / (_scale(below) - _scale(met))
+        quality = _quality_at(_scale(met) + (wanted - _error(tried[met])) / max(power, 1e-6))
         return min(met - 1, max(below + 1, math.ceil(quality)))
     nearest = met if met is not None else below
     assert nearest is not None
-    quality = _quality_at(_scale(nearest) + (wanted - _error(tried[nearest][1])) / _power(tried))
+    quality = _quality_at(_scale(nearest) + (wanted - _error(tried[nearest])) / _power(tried))
     if met is not None:  # everything tried met it: lower
         candidate = max(LOWEST, min(nearest - 1, math.floor(quality)))
     else:  # nothing did: higher
@@ -122,11 +122,11 @@ def _next_quality(
     return None if candidate in tried else candidate
 
 
-def _power(tried: dict[int, tuple[bytes, float]]) -> float:
+def _power(tried: dict[int, float]) -> float:
     """The image's error per quantiser scale (both as logarithms), from the last two tries."""
     if len(tried) < 2:
         return TYPICAL_POWER
-    (q1, (_, s1)), (q2, (_, s2)) = list(tried.items())[-2:]
+    (q1, s1), (q2, s2) = list(tried.items())[-2:]
     power = (_error(s1) - _error(s2)) / (_scale(q1) - _scale(q2))
     return power if 0.2 < power < 3.0 else TYPICAL_POWER  # noise: the typical one
 

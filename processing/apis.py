@@ -194,8 +194,9 @@ class ProductsApi(APIView):
             score = serializers.FloatField(
                 allow_null=True,
                 help_text="SSIMULACRA2 of the output against the source (100: identical, "
-                "90: hard to tell apart, 70: high web quality), on 3 x 3 tiles of 128 "
-                "pixels at full size.",
+                "90: hard to tell apart, 70: high web quality): the finest scales on 3 x 3 "
+                "tiles of 128 pixels at full size, the coarser on the whole image. Null "
+                "where not scored (fixed and relative mode, unless IMAGE_SCORE_ALL_MODES).",
             )
             tries = serializers.IntegerField(
                 allow_null=True, help_text="Encodes it took: 1, or the perceptual search's."

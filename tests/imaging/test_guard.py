@@ -7,7 +7,7 @@ import time
 import pytest
 from PIL import Image
 
-from imaging.encode import SCORE_BYTES_PER_PIXEL, compress
+from imaging.encode import SCORE_ALPHA_BYTES_PER_PIXEL, SCORE_BYTES_PER_PIXEL, compress
 from imaging.errors import ImagingError
 from imaging.guard import jpeg_scan_count, time_limit
 from tests.support import blank_png, encoded, jpeg_scan_bomb, photo
@@ -56,7 +56,8 @@ def test_an_image_is_refused_before_decoding_when_its_decode_would_pass_the_budg
     # Given a 7000 x 7000 PNG of a few hundred kilobytes, and a budget a byte short of it
     png = blank_png(7000, 7000, color_type, bit_depth)
     # and, scored, the pixels its score compares
-    needed = 7000 * 7000 * (bytes_per_pixel + SCORE_BYTES_PER_PIXEL)
+    scoring = SCORE_ALPHA_BYTES_PER_PIXEL if color_type == 6 else SCORE_BYTES_PER_PIXEL
+    needed = 7000 * 7000 * (bytes_per_pixel + scoring)
 
     # When it is compressed, then it is refused without decoding, saying how much it needs
     started = time.monotonic()
