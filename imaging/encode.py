@@ -212,10 +212,10 @@ def compress(
         quality=chosen.quality,
         kept_original=kept_original,
         flattened=flattened and not kept_original,
-        # The source's own pixels score 100 against themselves.
+        # The source's own pixels score 100 against themselves, and meet any target.
         score=100.0 if kept_original and chosen.score is not None else chosen.score,
         tries=chosen.tries,
-        target_met=chosen.target_met,
+        target_met=True if kept_original and chosen.target_met is not None else chosen.target_met,
     )
 
 
@@ -231,8 +231,8 @@ def _searched(
     encoder: Encoder, *, target: float, start: int, fallback: int, max_tries: int
 ) -> Choice:
     reference = _reference(encoder)
-    if reference is None:  # too small to score: the fixed quality, and it says so
-        return Choice(encoder.encode(fallback), fallback, None, tries=1, target_met=False)
+    if reference is None:  # too small to score: the fixed quality, no target to speak of
+        return Choice(encoder.encode(fallback), fallback, None, tries=1, target_met=None)
     return quality_search(
         encoder.encode,
         reference,

@@ -2,8 +2,9 @@
 carries (GPS positions, camera serial numbers, editing history) goes, while what draws the
 pixels right stays: the ICC profile, Adobe's colour transform, the orientation.
 
-Re-encoded outputs carry none of it already (the encoders are given only the ICC profile);
-this is for the original bytes kept where re-encoding would have made a larger file.
+Re-encoded outputs carry none of it already (the encoders are given the ICC profile, and
+the credits where asked); this is for the original bytes kept where re-encoding would
+have made a larger file.
 
 With metadata=copyright the credits are kept (the EU's 2019/790 directive makes shops care
 who took a photo and who holds its rights): the artist, the copyright notice and the
@@ -23,7 +24,6 @@ from typing import Any, Final
 from xml.sax.saxutils import escape
 
 from defusedxml import ElementTree
-from defusedxml.common import DefusedXmlException
 from PIL import Image, IptcImagePlugin
 
 from imaging.errors import ImageReason, ImagingError
@@ -36,6 +36,7 @@ _WEBP_DROPPED: Final = frozenset({b"EXIF", b"XMP "})
 # VP8X flags that announce the dropped chunks.
 _VP8X_EXIF: Final = 0x08
 _VP8X_XMP: Final = 0x04
+_VP8X_ALPHA: Final = 0x10
 EXIF_ORIENTATION: Final = 0x0112
 EXIF_ARTIST: Final = 0x013B
 EXIF_COPYRIGHT: Final = 0x8298
@@ -53,6 +54,14 @@ _NS: Final = {
 }
 # What one credit may hold: a notice, not a document.
 MAX_CREDIT_CHARS: Final = 1000
+# An XMP packet larger than a JPEG segment can hold is not read for credits: parsing one
+# of the 25 MB a download may bring took 9 s and 600 MB, in one call no limit stops.
+MAX_XMP_BYTES: Final = 65_536
+# Characters XML 1.0 cannot hold (EXIF and IPTC text may): dropped, so that the XMP
+# written stays well-formed.
+_NOT_XML: Final = dict.fromkeys(
+    [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF]
+)
 
 
 class MetadataMode(StrEnum):
@@ -167,11 +176,16 @@ def _iptc_resource(credits: Credits) -> bytes:
 
 
 def _text(value: Any) -> str:
+    """A credit as text: bytes read as UTF-8 where they are, else as Windows' Latin
+    (older IPTC and EXIF writers'), characters XML cannot hold dropped, capped."""
     if isinstance(value, list):
         value = value[0] if value else ""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    return str(value).replace("\x00", "").strip()[:MAX_CREDIT_CHARS]
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = value.decode("cp1252", errors="replace")
+    return str(value).translate(_NOT_XML).strip()[:MAX_CREDIT_CHARS]
 
 
 def _exif_credits(image: Image.Image) -> Credits:
@@ -189,16 +203,16 @@ def _xmp_credits(image: Image.Image) -> Credits:
     packet = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
     if isinstance(packet, str):
         packet = packet.encode()
-    if not packet:
+    if not packet or len(packet) > MAX_XMP_BYTES:
         return Credits()
     try:  # defusedxml: a packet of entities or a DTD is refused, not expanded
         root = ElementTree.fromstring(packet.strip(b"\x00"))
-    except (ElementTree.ParseError, DefusedXmlException):
+    except Exception:  # damaged, refused, or in an encoding Python does not know
         return Credits()
     credit_attribute = f"{{{_NS['photoshop']}}}Credit"
     credit = next(
         (
-            element.get(credit_attribute, "")
+            _text(element.get(credit_attribute, ""))
             for element in root.iter(f"{{{_NS['rdf']}}}Description")
             if element.get(credit_attribute)
         ),
@@ -300,8 +314,9 @@ def _webp_with_credits(chunks: list[bytes], credits: Credits, data: bytes) -> li
     if not chunks or chunks[0][:4] != b"VP8X":
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
+            alpha = _VP8X_ALPHA if image.mode in {"RGBA", "LA"} else 0
         canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-        chunks = [b"VP8X" + struct.pack("<I", 10) + bytes(4) + canvas, *chunks]
+        chunks = [b"VP8X" + struct.pack("<I", 10) + bytes([alpha, 0, 0, 0]) + canvas, *chunks]
     header = chunks[0]
     chunks[0] = header[:8] + bytes([header[8] | _VP8X_EXIF | _VP8X_XMP]) + header[9:]
     for kind, payload in ((b"EXIF", credits_exif(credits)[6:]), (b"XMP ", credits_xmp(credits))):

@@ -4,13 +4,13 @@
 target score, and reports it.
 
 The two finest scales are measured on a mosaic of 3 x 3 tiles of 128 x 128 pixels cut at
-the same places from both images, at full resolution; the four coarser ones on the whole
-images, reduced. Compression artefacts are a matter of pixels: downscaled images say a
-JPEG at quality 50 scores 81-90 where the whole image scores 67-70. The tiles alone
-missed the worst areas (up to 10 points high); with 1:4 and coarser taken whole, the
-score is within -0.2 and +0.6 of the whole image's on the benchmark's photos
-(BENCHMARKS.md, "Perceptual quality") at a fraction of the cost. An image of at most nine
-tiles' pixels is compared whole.
+the same places from both images, at full resolution; the coarser ones (1:4 to 1:16: the
+model weighs nothing at 1:32) on the whole images, reduced. Compression artefacts are a
+matter of pixels: downscaled images say a JPEG at quality 50 scores 81-90 where the whole
+image scores 67-70. The tiles alone missed the worst areas (up to 10 points high); with
+1:4 and coarser taken whole, the score is within -0.2 and +0.6 of the whole image's on the
+benchmark's photos (BENCHMARKS.md, "Perceptual quality") at a fraction of the cost. An
+image of at most nine tiles' pixels, or narrower than a tile, is compared whole.
 
 The metric as published: sRGB to linear light, to the XYB colour space, then at six scales
 (each half the last) an SSIM map and two edge maps (artefacts: edges the source does not
@@ -114,10 +114,11 @@ cv2.setNumThreads(1)
 
 def comparison_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
     """Where the tiles are cut, as (left, top, right, bottom): a 3 x 3 grid spread over the
-    image, or the whole image where it has no more pixels than the tiles would."""
-    if width * height <= GRID * GRID * TILE * TILE:
+    image, or the whole image where it has no more pixels than the tiles would, or a side
+    shorter than a tile (the tiles would cover the same strip three times)."""
+    if width * height <= GRID * GRID * TILE * TILE or min(width, height) < TILE:
         return [(0, 0, width, height)]
-    tile_w, tile_h = min(TILE, width), min(TILE, height)
+    tile_w, tile_h = TILE, TILE
     lefts = np.linspace(0, width - tile_w, GRID).astype(int)
     tops = np.linspace(0, height - tile_h, GRID).astype(int)
     return [

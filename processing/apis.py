@@ -196,7 +196,8 @@ class ProductsApi(APIView):
                 help_text="SSIMULACRA2 of the output against the source (100: identical, "
                 "90: hard to tell apart, 70: high web quality): the finest scales on 3 x 3 "
                 "tiles of 128 pixels at full size, the coarser on the whole image. Null "
-                "where not scored (fixed and relative mode, unless IMAGE_SCORE_ALL_MODES).",
+                "where not scored: fixed and relative mode unless IMAGE_SCORE_ALL_MODES, "
+                "images under 8 pixels a side.",
             )
             tries = serializers.IntegerField(
                 allow_null=True, help_text="Encodes it took: 1, or the perceptual search's."
@@ -204,7 +205,8 @@ class ProductsApi(APIView):
             target_met = serializers.BooleanField(
                 allow_null=True,
                 help_text="Perceptual mode: whether the target score was reached; false: "
-                "the request's fixed quality was used. null in the other modes.",
+                "the request's fixed quality was used. null in the other modes, and for "
+                "an image too small to score.",
             )
             reused = serializers.BooleanField(
                 help_text="The source had not changed since an earlier request of the "

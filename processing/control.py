@@ -109,6 +109,8 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
         locked.finalize_claimed_at = None
         locked.finished_at = None
         locked.error = ""
+        # Its scores' percentiles are its next finish's.
+        locked.score_p5 = locked.score_median = None
         locked.save()
         # Its next finish sends a new event, with a new id: receivers tell them apart.
         WebhookDelivery.objects.filter(request=locked).delete()

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -30,7 +31,8 @@ def settings_key(request: ProcessingRequest) -> str:
     asked for stay valid."""
     key = f"{request.quality_mode}-q{request.quality}"
     if request.quality_mode == QualityMode.PERCEPTUAL:
-        key += f"-t{request.target_score:g}"
+        # The tries allowed change which quality the search settles on.
+        key += f"-t{request.target_score:g}-n{settings.IMAGE_QUALITY_MAX_TRIES}"
     if request.metadata != MetadataMode.STRIP:
         key += f"-{request.metadata}"
     return key if request.output_format == OutputFormat.SAME else f"{key}-{request.output_format}"

@@ -244,3 +244,36 @@ def test_credits_found_in_exif_alone_are_kept() -> None:
     result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
     assert_only_credits(result.data)
     assert credits_in(result.data) == Credits(artist=ARTIST, copyright=ASCII_RIGHTS)
+
+
+def test_xmp_too_large_or_in_an_unknown_encoding_gives_no_credits_and_breaks_nothing() -> None:
+    # (WebP: a JPEG segment cannot hold more than 64 KB of XMP)
+    large = XMP_CREDITS.replace(b"</x:xmpmeta>", b"<a/>" * 20_000 + b"</x:xmpmeta>")
+    unknown = b'<?xml version="1.0" encoding="x-nope"?>' + XMP_CREDITS
+    for packet in (large, unknown):
+        source = encoded(photo(320, 240), "WEBP", quality=95, xmp=packet)
+        result = compress(
+            source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT
+        )
+        assert credits_in(result.data) == Credits()
+
+
+def test_control_characters_and_latin_1_credits_come_out_as_well_formed_utf_8() -> None:
+    # Given EXIF with control characters and an IPTC notice in Latin-1, as old tools wrote
+    exif = Image.Exif()
+    exif[EXIF_ARTIST] = "Jane\x01\x1b Doe"
+    plain = encoded(photo(320, 240), "JPEG", quality=95, exif=exif)
+    notice = "© 2020 Müller".encode("latin-1")
+    iptc = b"\x1c\x02\x74" + len(notice).to_bytes(2, "big") + notice
+    resource = b"8BIM\x04\x04\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    if len(iptc) % 2:
+        resource += b"\x00"
+    app13 = b"Photoshop 3.0\x00" + resource
+    source = plain[:2] + b"\xff\xed" + (len(app13) + 2).to_bytes(2, "big") + app13 + plain[2:]
+
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+
+    # Then the credits read right, and the XMP written parses
+    assert credits_in(result.data) == Credits(artist="Jane Doe", copyright="© 2020 Müller")
+    with Image.open(io.BytesIO(result.data)) as output:
+        assert output.getxmp()  # parsed (Pillow reads it with defusedxml)

@@ -192,3 +192,14 @@ def test_a_transparent_png_is_searched_as_webp_and_keeps_its_alpha() -> None:
 def test_perceptual_mode_needs_a_target() -> None:
     with pytest.raises(ValueError, match="target"):
         compress(jpeg(photo()), quality=50, mode=QualityMode.PERCEPTUAL, max_pixels=MAX_PIXELS)
+
+
+def test_an_image_too_small_to_score_takes_the_fixed_quality_with_no_target_to_speak_of() -> None:
+    result = compress(
+        jpeg(Image.effect_noise((6, 40), 30).convert("RGB"), quality=95),
+        quality=45,
+        mode=QualityMode.PERCEPTUAL,
+        target_score=70,
+        max_pixels=MAX_PIXELS,
+    )
+    assert (result.quality, result.score, result.tries, result.target_met) == (45, None, 1, None)

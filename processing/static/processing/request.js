@@ -26,12 +26,13 @@
       const data = new FormData(form);
       const csrf = data.get("csrfmiddlewaretoken");
       data.delete("csrfmiddlewaretoken");
-      // The re-run's target: none asks for the fixed quality, one for the perceptual mode.
+      // The re-run's target: one asks for the perceptual mode; none leaves the source's
+      // mode, but for a perceptual source, which it takes back to the fixed quality.
       if (data.has("target")) {
         if (data.get("target")) data.set("quality_mode", "perceptual");
         else {
           data.delete("target");
-          data.set("quality_mode", "fixed");
+          if (form.dataset.perceptual === "true") data.set("quality_mode", "fixed");
         }
       }
       const button = form.querySelector("button");
