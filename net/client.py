@@ -310,6 +310,11 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: 
     received = 0
     sock = getattr(response.connection, "sock", None)
     while True:
+        if response.length_remaining == 0:
+            # All of a declared length is in: urllib3 has handed the connection back to
+            # its pool, where another thread may use or close its socket (settimeout on
+            # it failed with EBADF once, in a batch being cancelled).
+            return b"".join(chunks)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise NetError(
@@ -317,10 +322,10 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: 
                 "The download took longer than the time allowed.",
                 transient=True,
             )
-        if sock is not None:
-            # A server that drips bytes must not outlive the total deadline.
-            sock.settimeout(min(policy.read_timeout, remaining))
         try:
+            if sock is not None:
+                # A server that drips bytes must not outlive the total deadline.
+                sock.settimeout(min(policy.read_timeout, remaining))
             chunk = response.read1(CHUNK_BYTES)
         except Exception as error:
             raise _network_error(error) from None
