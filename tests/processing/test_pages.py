@@ -160,6 +160,21 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_th
     after = page.locator("img[alt^='After']")
     expect(after).to_have_count(4)
     assert all(".webp" in (image.get_attribute("src") or "") for image in after.all())
+
+    # And a re-run of that at the medium perceptual target, keeping the credits, shows
+    # its target, each image's quality and score, and the request's scores
+    webp_request = page.url
+    page.locator("#rerun-form").get_by_label("Perceptual target").select_option("medium")
+    page.locator("#rerun-form").get_by_label("Metadata").select_option("copyright")
+    page.get_by_role("button", name="Re-run with these settings").click()
+    expect(page).not_to_have_url(webp_request)
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    summary = page.locator("#request").inner_text()
+    assert "perceptual target medium (SSIMULACRA2 70" in summary
+    assert "credits kept" in summary
+    expect(page.locator("#score")).to_contain_text("Scores (SSIMULACRA2")
+    expect(page.locator(".quality")).to_have_count(4)
+    assert all("score" in text for text in page.locator(".quality").all_inner_texts())
     assert console_errors == []
 
 
