@@ -13,6 +13,7 @@ Upright YCbCr and grayscale JPEGs take libjpeg-turbo's YUV path, everything else
 by EXIF, CMYK, MPO, damaged, every other format) Pillow's (encoders.py).
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -125,18 +126,21 @@ def compress(
     max_tries: int = DEFAULT_MAX_TRIES,
     scored: bool = False,
     metadata: MetadataMode = MetadataMode.STRIP,
+    max_seconds: float | None = None,
 ) -> CompressedImage:
     """Re-encode data in output_format at quality (fixed mode), at half its estimated
     quality (relative), or at the lowest quality whose output scores target_score in at
     most max_tries encodes, quality where none does (perceptual). scored=True scores the
     output in the other modes too (a perceptual one always is): two decodes and a
     comparison, several times the encode's cost. metadata=copyright keeps the source's
-    credits (metadata.py).
+    credits (metadata.py). max_seconds, the time the caller allows (guard.time_limit):
+    the perceptual search starts no try that might not fit in it.
 
     Before a pixel is decoded, the image is refused if it has more than max_pixels, needs
     more than max_decode_bytes of memory to decode and re-encode, or is a JPEG of more than
     max_jpeg_scans scans. fast_jpeg=False sends JPEGs through Pillow too (to compare, or
     where libjpeg-turbo's output is not wanted)."""
+    started = time.monotonic()
     perceptual = mode == QualityMode.PERCEPTUAL
     if perceptual and target_score is None:
         raise ValueError("The perceptual mode needs a target score.")
@@ -189,6 +193,8 @@ def compress(
             start=starting_quality(target_score, source_quality),
             fallback=fixed_quality,
             max_tries=max_tries,
+            # A tenth of the time kept for what follows the search (credits, the output).
+            deadline=started + 0.9 * max_seconds if max_seconds else None,
         )
     else:
         chosen = _encoded(encoder, fixed_quality, scored=scored)
@@ -228,7 +234,13 @@ def _encoded(encoder: Encoder, quality: int, *, scored: bool) -> Choice:
 
 
 def _searched(
-    encoder: Encoder, *, target: float, start: int, fallback: int, max_tries: int
+    encoder: Encoder,
+    *,
+    target: float,
+    start: int,
+    fallback: int,
+    max_tries: int,
+    deadline: float | None,
 ) -> Choice:
     reference = _reference(encoder)
     if reference is None:  # too small to score: the fixed quality, no target to speak of
@@ -240,6 +252,7 @@ def _searched(
         start=start,
         fallback=fallback,
         max_tries=max_tries,
+        deadline=deadline,
     )
 
 

@@ -13,6 +13,7 @@ the choice says so.
 """
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -73,17 +74,27 @@ def quality_search(
     start: int,
     fallback: int,
     max_tries: int = DEFAULT_MAX_TRIES,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Choice:
     """The lowest quality whose output scores at least target, in at most max_tries
-    encodes (the fallback's included); the fallback quality's output where none did."""
+    encodes (the fallback's included); the fallback quality's output where none did.
+
+    With a deadline (of clock), no try starts that might leave no time for it and a
+    fallback: a 50 MP WebP takes seconds an encode, and the image's time limit is one."""
     scores: dict[int, float] = {}  # every quality tried
     # The outputs still wanted, not all of them: the lowest that met the target, and the
     # fallback's (a 16 MP WebP is tens of megabytes).
     kept: dict[int, bytes] = {}
     quality: int | None = _clamped(start)
+    longest = 0.0  # the slowest try so far, in seconds of clock
     while quality is not None:
+        if scores and deadline is not None and clock() + 2 * longest > deadline:
+            break
+        started = clock()
         data = encode(quality)
         scores[quality] = score(data)
+        longest = max(longest, clock() - started)
         met = min((q for q, s in scores.items() if s >= target), default=None)
         kept = {q: kept.get(q, data) for q in {met, fallback} if q in scores}
         # One encode stays for the fallback until something meets the target.

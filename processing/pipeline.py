@@ -306,4 +306,5 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         max_tries=settings.IMAGE_QUALITY_MAX_TRIES,
         scored=settings.IMAGE_SCORE_ALL_MODES,
         metadata=MetadataMode(request.metadata),
+        max_seconds=settings.IMAGE_MAX_SECONDS,
     )

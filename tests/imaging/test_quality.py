@@ -100,6 +100,25 @@ def test_the_tries_are_bounded_however_the_scores_jump(max_tries: int) -> None:
     assert chosen.target_met == (chosen.score is not None and chosen.score >= 70)
 
 
+def test_no_try_starts_that_might_not_fit_before_the_deadline() -> None:
+    # Given encodes of 10 s each (on a clock of the test's) and 35 s for the image
+    now = [0.0]
+    encoded, encode, score = scored_as(lambda quality: 50 + quality / 10)
+
+    def slow(quality: int) -> bytes:
+        now[0] += 10
+        return encode(quality)
+
+    chosen = quality_search(
+        slow, score, target=90, start=60, fallback=50, deadline=35, clock=lambda: now[0]
+    )
+
+    # Then two tries, and the fallback's encode still in time
+    assert len(encoded) == chosen.tries == 3
+    assert (chosen.quality, chosen.target_met) == (50, False)
+    assert now[0] <= 35
+
+
 def test_the_start_is_never_above_the_sources_own_quality() -> None:
     assert starting_quality(80, None) == 72
     assert starting_quality(80, 60) == 60
