@@ -2,7 +2,7 @@
 
     imgsvc submit products.csv --wait [--output out.csv] [--webhook-url URL] [--quality 50]
         [--target low|medium|high] [--output-format same|jpeg|webp|avif]
-        [--metadata strip|copyright]
+        [--metadata strip|copyright] [--score]
     imgsvc status REQUEST_ID
     imgsvc cancel REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
@@ -116,6 +116,7 @@ def settings_fields(options: argparse.Namespace) -> dict[str, str]:
             ("quality_mode", options.quality_mode),
             ("target", options.target),
             ("metadata", options.metadata),
+            ("score", "true" if options.score else None),
             ("output_format", options.output_format),
         )
         if value is not None
@@ -206,6 +207,12 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
         "--metadata",
         choices=["strip", "copyright"],
         help="copyright keeps the artist, copyright notice and credit line (never GPS)",
+    )
+    parser.add_argument(
+        "--score",
+        action="store_true",
+        default=None,
+        help="score every output (SSIMULACRA2) in fixed and relative mode too: slower",
     )
 
 

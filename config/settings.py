@@ -344,9 +344,10 @@ if IMAGE_METADATA not in set(MetadataMode):
     raise ImproperlyConfigured(
         f"IMAGE_METADATA must be one of {', '.join(MetadataMode)}, not {IMAGE_METADATA!r}."
     )
-# Score the outputs of fixed and relative requests too, not only perceptual ones: two
-# decodes and a comparison, 17-35 ms of CPU a product photo where its encode takes 5-10,
-# which made the typical benchmark 5 times slower (BENCHMARKS.md, "Perceptual quality").
+# Score the outputs of fixed and relative requests too, not only perceptual ones, where a
+# request does not say (its `score` field): two decodes and a comparison, 17-35 ms of CPU
+# a product photo where its encode takes 5-10, which made the typical benchmark 5 times
+# slower (BENCHMARKS.md, "Perceptual quality").
 IMAGE_SCORE_ALL_MODES = env_bool("IMAGE_SCORE_ALL_MODES", False)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
 # What one image may cost (imaging/guard.py): memory to decode and re-encode it, checked

@@ -83,6 +83,9 @@ class RequestSettingsStateSerializer(serializers.Serializer[Any]):
     )
     output_format = serializers.ChoiceField(choices=[asked.value for asked in OutputFormat])
     metadata = serializers.ChoiceField(choices=[mode.value for mode in MetadataMode])
+    score = serializers.BooleanField(
+        help_text="Whether every output is scored (perceptual ones always are)."
+    )
 
 
 class ScoreSummarySerializer(serializers.Serializer[Any]):
@@ -148,6 +151,12 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         help_text="strip (default): outputs keep no metadata but their ICC profile. "
         "copyright: and the artist, copyright notice and credit line (EXIF, XMP, IPTC); "
         "never GPS.",
+    )
+    score = serializers.BooleanField(
+        required=False,
+        help_text="true: score every output against its source (SSIMULACRA2), in fixed and "
+        "relative mode too, at several times an encode's cost. Perceptual outputs always "
+        "are. Default: the service's IMAGE_SCORE_ALL_MODES (false).",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

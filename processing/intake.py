@@ -40,6 +40,7 @@ def request_create(
     target: str | None = None,
     output_format: str | None = None,
     metadata: str | None = None,
+    score: bool | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
 
@@ -63,6 +64,7 @@ def request_create(
             **quality_target(quality_mode, target, default_mode=settings.IMAGE_QUALITY_MODE),
             output_format=output_format or OutputFormat.SAME,
             metadata=metadata or settings.IMAGE_METADATA,
+            scored=settings.IMAGE_SCORE_ALL_MODES if score is None else score,
             total_products=summary.products,
             total_images=summary.images,
         )
@@ -91,6 +93,7 @@ def request_rerun(
     target: str | None = None,
     output_format: str | None = None,
     metadata: str | None = None,
+    score: bool | None = None,
 ) -> ProcessingRequest:
     """A new request of the same account over the source's products and URLs, with the
     settings given and the source's for the rest; queued as an upload is. Raises
@@ -117,6 +120,7 @@ def request_rerun(
             ),
             output_format=output_format or source.output_format,
             metadata=metadata or source.metadata,
+            scored=source.scored if score is None else score,
             total_products=source.total_products,
             total_images=source.total_images,
         )

@@ -111,6 +111,9 @@ class ProcessingRequest(models.Model):
     metadata = models.CharField(
         max_length=16, choices=METADATA_MODES, default=MetadataMode.STRIP.value
     )
+    # Whether its outputs are scored in fixed and relative mode too (perceptual ones
+    # always are): asked for, or IMAGE_SCORE_ALL_MODES.
+    scored = models.BooleanField(default=False)
     # Perceptual mode: the target asked for, and its SSIMULACRA2 score as the settings said
     # when the request came in (every batch aims at the same number).
     quality_target = models.CharField(max_length=8, choices=QUALITY_TARGETS, blank=True)

@@ -304,7 +304,7 @@ def _compress(request: ProcessingRequest, data: bytes) -> CompressedImage:
         output_format=OutputFormat(request.output_format),
         target_score=request.target_score,
         max_tries=settings.IMAGE_QUALITY_MAX_TRIES,
-        scored=settings.IMAGE_SCORE_ALL_MODES,
+        scored=request.scored,
         metadata=MetadataMode(request.metadata),
         max_seconds=settings.IMAGE_MAX_SECONDS,
     )

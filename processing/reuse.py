@@ -26,15 +26,17 @@ from processing.models import ProcessingRequest, SourceCache, SourceOutput
 
 
 def settings_key(request: ProcessingRequest) -> str:
-    """Everything of a request's settings that shapes an output. The format, the target and
-    the metadata kept only where asked for: the keys of outputs made before they could be
-    asked for stay valid."""
+    """Everything of a request's settings that shapes an output or its facts. The format,
+    the target, the metadata kept and the score only where asked for: the keys of outputs
+    made before they could be asked for stay valid."""
     key = f"{request.quality_mode}-q{request.quality}"
     if request.quality_mode == QualityMode.PERCEPTUAL:
         # The tries allowed change which quality the search settles on.
         key += f"-t{request.target_score:g}-n{settings.IMAGE_QUALITY_MAX_TRIES}"
     if request.metadata != MetadataMode.STRIP:
         key += f"-{request.metadata}"
+    if request.scored and request.quality_mode != QualityMode.PERCEPTUAL:
+        key += "-scored"  # an output made unscored would come back without its score
     return key if request.output_format == OutputFormat.SAME else f"{key}-{request.output_format}"
 
 

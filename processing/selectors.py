@@ -10,6 +10,7 @@ from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.urls import reverse
 
 from accounts.models import Account
+from imaging.encode import QualityMode
 from processing.models import ProcessingRequest, Product, ProductImage, WebhookAttempt
 
 
@@ -108,6 +109,7 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             "target_score": request.target_score,
             "output_format": request.output_format,
             "metadata": request.metadata,
+            "score": request.scored or request.quality_mode == QualityMode.PERCEPTUAL,
         },
         "score": {"p5": request.score_p5, "median": request.score_median},
         "output_csv_url": output_csv_url(request),

@@ -286,6 +286,7 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
         "target_score": 80.0,
         "output_format": "same",
         "metadata": "strip",
+        "score": True,
     }
     scores = sorted(image["score"] for image in images)
     assert status["score"] == {"p5": scores[0], "median": scores[1]}
@@ -309,17 +310,30 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
     assert (fixed.quality_mode, fixed.quality_target, fixed.target_score) == ("fixed", "", None)
 
 
-def test_fixed_quality_outputs_are_scored_only_where_the_settings_say(
+def test_fixed_quality_outputs_are_scored_where_the_request_or_the_settings_say(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     account: Account,
     settings: Any,
+    api: APIClient,
 ) -> None:
     downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
     unscored = run(account, django_capture_on_commit_callbacks)
     assert {(image.score, image.tries) for image in images_of(unscored)} == {(None, 1)}
     assert (unscored.score_p5, unscored.score_median) == (None, None)
 
+    # A re-run asking for scores gets them, not the unscored outputs copied
+    response = api.post(f"/api/requests/{unscored.pk}/rerun/", {"score": True}, format="json")
+    assert response.status_code == 202, response.json()
+    asked = ProcessingRequest.objects.get(pk=response.json()["request_id"])
+    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
+        intake.request_start(request_id=asked.pk)
+    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    assert {image.reused for image in images_of(asked)} == {False}
+    assert None not in {image.score for image in images_of(asked)}
+    assert api.get(f"/api/status/{asked.pk}/").json()["settings"]["score"] is True
+
+    # And IMAGE_SCORE_ALL_MODES scores every request that does not say
     settings.IMAGE_SCORE_ALL_MODES = True
     scored = run(account, django_capture_on_commit_callbacks, quality=60)
     scores = {image.score for image in images_of(scored)}

@@ -93,6 +93,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
             "target_score": None,
             "output_format": "same",
             "metadata": "strip",
+            "score": False,
         },
         "score": status["score"],
         "output_csv_url": f"{service.base_url}/api/requests/{request_id}/output.csv",

@@ -68,7 +68,7 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
-    ["webhook_url", "quality", "target"].forEach((name) => {
+    ["webhook_url", "quality", "target", "score"].forEach((name) => {
       if (!data.get(name)) data.delete(name);
     });
     button.disabled = true;
