@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 from PIL import Image, ImageOps
 
-from imaging.encoders import Encoder, PillowEncoder, YuvEncoder
+from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
 from imaging.guard import (
     bytes_per_pixel,
     check_decode_budget,
@@ -45,7 +45,6 @@ ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp", "AVIF": "image/avif"}
 EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
 HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget; no camera writes 100 scans.
 DEFAULT_MAX_DECODE_BYTES: Final = 512 * 1024 * 1024

@@ -147,10 +147,16 @@ def jpeg_with_credits(jpeg: bytes, credits: Credits, *, orientation: int = 1) ->
     if credits:
         segments.append(_segment(0xE1, _XMP_SIGNATURE + credits_xmp(credits)))
         segments.append(_segment(0xED, _PHOTOSHOP_SIGNATURE + _iptc_resource(credits)))
+    return jpeg_with_segments(jpeg, b"".join(segments))
+
+
+def jpeg_with_segments(jpeg: bytes, segments: bytes) -> bytes:
+    """jpeg with segments inserted right after its SOI, or its JFIF APP0 segment, which the
+    JFIF and ICC specifications want first."""
     position = 2  # after SOI
-    if jpeg[2:4] == b"\xff\xe0":  # the JFIF APP0 segment stays first
+    if jpeg[2:4] == b"\xff\xe0":
         position = 4 + int.from_bytes(jpeg[4:6], "big")
-    return jpeg[:position] + b"".join(segments) + jpeg[position:]
+    return jpeg[:position] + segments + jpeg[position:]
 
 
 def _segment(marker: int, payload: bytes) -> bytes:

@@ -95,20 +95,24 @@ def quality_search(
         data = encode(quality)
         scores[quality] = score(data)
         longest = max(longest, clock() - started)
-        met = min((q for q, s in scores.items() if s >= target), default=None)
+        met = _lowest_met(scores, target)
         kept = {q: kept.get(q, data) for q in {met, fallback} if q in scores}
         # One encode stays for the fallback until something meets the target.
         budget = max_tries if met is not None or fallback in scores else max_tries - 1
         if len(scores) >= budget:
             break
         quality = _next_quality(scores, target, met)
-    met = min((q for q, s in scores.items() if s >= target), default=None)
+    met = _lowest_met(scores, target)
     if met is not None:
         return Choice(kept[met], met, scores[met], len(scores), target_met=True)
     if fallback not in scores:
         kept[fallback] = encode(fallback)
         scores[fallback] = score(kept[fallback])
     return Choice(kept[fallback], fallback, scores[fallback], len(scores), target_met=False)
+
+
+def _lowest_met(scores: dict[int, float], target: float) -> int | None:
+    return min((quality for quality, score in scores.items() if score >= target), default=None)
 
 
 def _next_quality(tried: dict[int, float], target: float, met: int | None) -> int | None:

@@ -83,6 +83,13 @@ def run(account: Account, capture: Capture, rows: str = ROWS, **options: Any) ->
     return request
 
 
+def start_and_drain(capture: Capture, request: ProcessingRequest) -> None:
+    """Run a request that was queued (a re-run) as a worker would, to its end."""
+    with capture(execute=False) as started_callbacks:
+        intake.request_start(request_id=request.pk)
+    drain(capture, list(started_callbacks))
+
+
 def encodes() -> float:
     return REGISTRY.get_sample_value("imgsvc_image_stage_seconds_count", {"stage": "encode"}) or 0
 
@@ -242,9 +249,7 @@ def test_a_catalogue_asked_for_as_avif_then_re_run_as_webp_gets_each_and_shares_
     webp = ProcessingRequest.objects.get(pk=response.json()["request_id"])
     assert (webp.output_format, webp.quality) == ("webp", avif.quality)
     assert [task.name for task in callbacks] == [queue.REQUEST_START]
-    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
-        intake.request_start(request_id=webp.pk)
-    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    start_and_drain(django_capture_on_commit_callbacks, webp)
     assert {(image.output_format, image.reused) for image in images_of(webp)} == {("WEBP", False)}
 
     # And the AVIF catalogue again re-uses its AVIFs
@@ -296,9 +301,7 @@ def test_a_perceptual_request_reports_each_images_quality_score_and_tries(
     assert response.status_code == 202, response.json()
     low = ProcessingRequest.objects.get(pk=response.json()["request_id"])
     assert (low.quality_mode, low.quality_target, low.target_score) == ("perceptual", "low", 60.0)
-    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
-        intake.request_start(request_id=low.pk)
-    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    start_and_drain(django_capture_on_commit_callbacks, low)
     low.refresh_from_db()
     assert {image.reused for image in images_of(low)} == {False}
     assert all((image.score or 0) >= 60 for image in images_of(low))
@@ -326,9 +329,7 @@ def test_fixed_quality_outputs_are_scored_where_the_request_or_the_settings_say(
     response = api.post(f"/api/requests/{unscored.pk}/rerun/", {"score": True}, format="json")
     assert response.status_code == 202, response.json()
     asked = ProcessingRequest.objects.get(pk=response.json()["request_id"])
-    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
-        intake.request_start(request_id=asked.pk)
-    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    start_and_drain(django_capture_on_commit_callbacks, asked)
     assert {image.reused for image in images_of(asked)} == {False}
     assert None not in {image.score for image in images_of(asked)}
     assert api.get(f"/api/status/{asked.pk}/").json()["settings"]["score"] is True
@@ -606,9 +607,7 @@ def test_rerun_makes_a_new_request_over_the_same_products_with_the_settings_give
     assert [task.name for task in callbacks] == [queue.REQUEST_START]
 
     # And it runs as an upload does, its status naming the source
-    with django_capture_on_commit_callbacks(execute=False) as started_callbacks:
-        intake.request_start(request_id=rerun.pk)
-    drain(django_capture_on_commit_callbacks, list(started_callbacks))
+    start_and_drain(django_capture_on_commit_callbacks, rerun)
     status = api.get(f"/api/status/{rerun.pk}/").json()
     assert (status["status"], status["source_request_id"]) == ("completed", str(source.pk))
     assert {image.quality for image in images_of(rerun)} == {30}
