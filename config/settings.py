@@ -228,9 +228,10 @@ def _s3_options() -> dict[str, object]:
 
 
 STORAGES: dict[str, dict[str, Any]] = {
-    # Output names are derived from row ids, so a re-run of a task writes the same name.
+    # Output names are derived from row ids, so a re-run of a task writes the same name;
+    # OutputStorage replaces the file rather than truncating one another name may share.
     "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "processing.storage.OutputStorage",
         "OPTIONS": {"allow_overwrite": True},
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -5,13 +5,17 @@ The same behaviours on the production stack, with real workers and a real origin
 test_catalogue_life_e2e.py."""
 
 import csv
+import errno
 import io
+import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.utils import timezone
 from PIL import Image
@@ -135,7 +139,7 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
     assert encodes() == encoded_before
     images = api.get(f"/api/requests/{second.pk}/products/").json()["results"]
     assert [image["reused"] for product in images for image in product["images"]] == [True] * 4
-    # each output its own file, in the second request's folder, the same bytes as the first's
+    # each output a name of its own, in the second request's folder, the first's bytes
     for old, new in zip(images_of(first), images_of(second), strict=True):
         assert new.output_name.startswith(f"output_images/{second.pk}/")
         assert (storage / new.output_name).read_bytes() == (storage / old.output_name).read_bytes()
@@ -145,6 +149,68 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
             old.output_bytes,
         )
     assert all(row[3] for row in output_csv(api, second)[1:])
+
+
+def test_re_used_outputs_outlive_the_request_they_came_from_and_are_never_written_through(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+    settings: Any,
+) -> None:
+    # Given a first run, and a second that re-used its outputs
+    settings.RETENTION_DAYS = 30
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    first = run(account, django_capture_on_commit_callbacks)
+    second = run(account, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(second)] == [True] * 4
+    old, new = images_of(first)[0].output_name, images_of(second)[0].output_name
+    old_bytes = (storage / old).read_bytes()
+    kept = {
+        image.output_name: (storage / image.output_name).read_bytes()
+        for image in images_of(second)[1:]
+    }
+
+    # When an output of the second is written again (a task run again stores its name anew)
+    default_storage.save(new, ContentFile(b"written again"))
+
+    # Then the first request's output keeps its bytes
+    assert (storage / old).read_bytes() == old_bytes
+    assert (storage / new).read_bytes() == b"written again"
+
+    # And when the first request expires, the second's other outputs stay, whole
+    ProcessingRequest.objects.filter(pk=first.pk).update(
+        finished_at=timezone.now() - timedelta(days=31)
+    )
+    call_command("expire", stdout=io.StringIO())
+    assert not (storage / old).exists()
+    assert {name: (storage / name).read_bytes() for name in kept} == kept
+
+
+def test_where_the_storage_cannot_link_files_re_used_outputs_are_copied(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a storage folder on a file system without hard links (faked: os.link refuses,
+    # as across devices; no such file system is mounted here)
+    def refuse(*_: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    first = run(account, django_capture_on_commit_callbacks)
+
+    # When the same CSV runs again
+    second = run(account, django_capture_on_commit_callbacks)
+
+    # Then every output is re-used as a copy of its own
+    assert [image.reused for image in images_of(second)] == [True] * 4
+    for old, new in zip(images_of(first), images_of(second), strict=True):
+        assert (storage / new.output_name).read_bytes() == (storage / old.output_name).read_bytes()
+        assert not (storage / new.output_name).samefile(storage / old.output_name)
 
 
 def test_a_source_found_as_the_cache_says_is_written_again_only_once_its_check_is_old(
