@@ -206,8 +206,28 @@ def unchanged_again(service: Service, origin: Any, csv_text: str) -> dict[str, A
         bodies = sum(origin.bodies_sent.values()) - sent_before
         print(f"again, unchanged: {status['progress']} in {timings[name]:.1f} s, {bodies} bodies")
         print(f"  CPU: {_cpu_shares(cpu_before, cpu_seconds())}", flush=True)
+        print(f"  {_timeline(service, status['request_id'])}", flush=True)
         timings[name.replace("seconds", "bodies")] = bodies
     return timings
+
+
+def _timeline(service: Service, request_id: str) -> str:
+    """When a request's phases ended, from its upload, as its rows recorded them."""
+    with psycopg.connect(service.env["DATABASE_URL"], autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT min(i.queued_at), min(i.claimed_at), max(i.finished_at), r.finished_at,"
+            " r.created_at FROM requests r"
+            " JOIN product_images i ON i.request_id = r.request_id WHERE r.request_id = %s"
+            " GROUP BY r.request_id",
+            [request_id],
+        ).fetchone()
+    assert row is not None
+    *phases, created = row
+    names = ("first queued", "first claimed", "last image", "finished")
+    return ", ".join(
+        f"{name} {(at - created).total_seconds():.2f} s"
+        for name, at in zip(names, phases, strict=True)
+    )
 
 
 def small_requests(service: Service, origin: Any, urls: list[str]) -> dict[str, float]:
