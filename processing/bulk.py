@@ -52,15 +52,13 @@ def update_from_rows(
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = [model._meta.get_field(name) for name in (key, *fields)]
-    # VALUES names its columns column1, column2, ... in both databases.
-    incoming = [
-        _typed(f"incoming.column{number}", field) for number, field in enumerate(columns, 1)
-    ]
+    # The incoming rows' columns are named column1, column2, ... as VALUES names them.
+    names = [f"column{number}" for number in range(1, len(columns) + 1)]
     assignments = ", ".join(
-        f"{quote(field.column)} = {value}"
-        for field, value in zip(columns[1:], incoming[1:], strict=True)
+        f"{quote(field.column)} = incoming.{name}"
+        for field, name in zip(columns[1:], names[1:], strict=True)
     )
-    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    incoming, params = _incoming(columns, names, rows)
     # queryset must filter on its own table's columns only: the statement joins no other.
     compiler = queryset.query.get_compiler(connection=connection)
     try:
@@ -73,16 +71,41 @@ def update_from_rows(
     # Only names from the model and placeholders go into the text; the values are parameters.
     sql = (
         f"UPDATE {table} SET {assignments} "  # noqa: S608
-        f"FROM (VALUES {', '.join([row_sql] * len(rows))}) AS incoming "
-        f"WHERE {key_column} = {incoming[0]} AND {where} "
+        f"FROM {incoming} "
+        f"WHERE {key_column} = incoming.{names[0]} AND {where} "
         f"RETURNING {key_column}"
     )
-    params = [
-        field.get_db_prep_save(row[field.name], connection) for row in rows for field in columns
-    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *where_params])
         return [changed for (changed,) in cursor.fetchall()]
+
+
+def _incoming(
+    columns: list[models.Field[Any, Any]], names: list[str], rows: Sequence[dict[str, Any]]
+) -> tuple[str, list[Any]]:
+    """The rows as a table named incoming to join, and its parameters.
+
+    PostgreSQL: one typed array per column, unnested. The statement's text and parameters
+    stay the same whatever the number of rows: psycopg converts it from its cache and
+    PostgreSQL parses a few hundred characters (a batch's VALUES of 32 rows by 24 columns
+    cost psycopg alone about 4 ms to convert). SQLite: VALUES, a row each."""
+    values = [
+        [field.get_db_prep_save(row[field.name], connection) for row in rows] for field in columns
+    ]
+    if connection.vendor != "postgresql":
+        row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        rows_params = [value for row in zip(*values, strict=True) for value in row]
+        return f"(VALUES {', '.join([row_sql] * len(rows))}) AS incoming", rows_params
+    arrays = ", ".join(f"%s::{_array_type(field)}" for field in columns)
+    return f"unnest({arrays}) AS incoming({', '.join(names)})", values
+
+
+def _array_type(field: models.Field[Any, Any]) -> str:
+    # Text stays text, not varchar(n): a cast would cut a long value where the column's own
+    # check refuses it.
+    if field.get_internal_type() in {"CharField", "TextField"}:
+        return "text[]"
+    return f"{field.db_type(connection)}[]"
 
 
 def update_returning(
@@ -107,18 +130,6 @@ def update_returning(
     with connection.cursor() as cursor:
         cursor.execute(f"{statement} RETURNING {columns}", params)
         return [tuple(row) for row in cursor.fetchall()]
-
-
-def _typed(value_sql: str, field: models.Field[Any, Any]) -> str:
-    # PostgreSQL types a VALUES column by its values (a column of NULLs is text) and will not
-    # assign text to an integer. Text stays text, not varchar(n): a CAST would cut a long
-    # value where the column's own check refuses it. SQLite stores what it is given, and a
-    # CAST to its "datetime" would turn a date into the number of its year.
-    if connection.vendor != "postgresql":
-        return value_sql
-    if field.get_internal_type() in {"CharField", "TextField"}:
-        return f"CAST({value_sql} AS text)"
-    return f"CAST({value_sql} AS {field.db_type(connection)})"
 
 
 def insert_from_select(
