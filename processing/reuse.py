@@ -5,11 +5,7 @@ or on the same bytes, it re-uses that output instead of encoding again: a name o
 in its own request's folder (a hard link on a file system), so that expiring one request
 never takes a file another still points at; the cache then points at the newest name."""
 
-import contextlib
-import errno
 import hashlib
-import os
-import shutil
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from processing.facts import STORED_FIELDS, OutputFacts
 from processing.models import ProcessingRequest, SourceCache, SourceOutput
+from processing.storage import OutputStorage
 
 
 def settings_key(request: ProcessingRequest) -> str:
@@ -128,30 +125,14 @@ def _made_from(output: SourceOutput | None, source: SourceCache) -> SourceOutput
 
 
 def output_copy(*, output: SourceOutput, name: str) -> None:
-    """The earlier output stored again under name: no decode, no encode. On a file system a
-    hard link (the same bytes, no copy: a copy cost the re-run of a 1,500-image catalogue a
-    third of its time, BENCHMARKS.md); expiring either request removes only its own name,
-    and OutputStorage never writes through a name into bytes another shares."""
-    try:
-        source, target = default_storage.path(output.output_name), default_storage.path(name)
-    except NotImplementedError:  # an object store
-        with default_storage.open(output.output_name, "rb") as stored:
-            default_storage.save(name, ContentFile(stored.read()))
+    """The earlier output stored again under name: no decode, no encode. In a folder a hard
+    link (OutputStorage.link: a copy had cost the re-run of a 1,500-image catalogue a third
+    of its time, BENCHMARKS.md); in a bucket a copy."""
+    if isinstance(default_storage, OutputStorage):
+        default_storage.link(output.output_name, name)
         return
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(target)  # an earlier attempt's, which may itself be a link
-    try:
-        os.link(source, target)
-    except OSError as error:
-        if error.errno not in _NO_LINK:
-            raise
-        shutil.copyfile(source, target)
-
-
-# A file system without hard links, a storage folder across devices, or a file linked as
-# often as the file system allows (65,000 on ext4): copied instead.
-_NO_LINK = frozenset({errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP})
+    with default_storage.open(output.output_name, "rb") as stored:
+        default_storage.save(name, ContentFile(stored.read()))
 
 
 def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
