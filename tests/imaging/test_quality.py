@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from imaging.encode import QualityMode, compress
-from imaging.quality import HIGHEST, LOWEST, quality_search, starting_quality
+from imaging.quality import (
+    CLOSE_ENOUGH,
+    HIGHEST,
+    LOWEST,
+    QUALITY_GAP,
+    quality_search,
+    starting_quality,
+)
 from tests.support import noisy_photo as photo
 
 MAX_PIXELS = 10_000_000
@@ -46,7 +53,7 @@ def photo_curve(steepness: float) -> Curve:
 
 @pytest.mark.parametrize("steepness", [0.6, 0.8, 1.0])
 @pytest.mark.parametrize("target", [60.0, 70.0, 80.0])
-def test_the_search_finds_the_lowest_quality_that_reaches_the_target(
+def test_the_search_finds_the_lowest_quality_that_reaches_the_target_or_one_close_to_it(
     steepness: float, target: float
 ) -> None:
     # Given images whose scores rise with quality, more or less steeply
@@ -59,12 +66,14 @@ def test_the_search_finds_the_lowest_quality_that_reaches_the_target(
         encode, score, target=target, start=starting_quality(target, None), fallback=50
     )
 
-    # Then it keeps the lowest quality reaching the target, in at most six encodes
-    assert chosen.quality == lowest
-    assert chosen.data == str(lowest).encode()
-    assert chosen.score == curve(lowest)
+    # Then it keeps a quality reaching the target: the lowest, one less than a quality
+    # gap above it, or one scoring close enough, in at most six encodes
+    assert chosen.quality >= lowest
+    assert chosen.quality - lowest < QUALITY_GAP or curve(chosen.quality) < target + CLOSE_ENOUGH
+    assert chosen.data == str(chosen.quality).encode()
+    assert chosen.score == curve(chosen.quality)
     assert chosen.target_met is True
-    assert chosen.tries == len(encoded) <= 6
+    assert chosen.tries == len(encoded) <= 4
 
 
 def test_a_target_out_of_reach_falls_back_to_the_fixed_quality_and_says_so() -> None:
