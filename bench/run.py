@@ -14,6 +14,9 @@
 `--preset rerun` adds, after step 3, the same CSV uploaded twice more: once to an origin
 that sends ETags and answers 304 (nothing downloaded, nothing encoded), once to an origin
 that sends no validators (every body downloaded, its hash matched, nothing encoded).
+`--perceptual` adds, after step 3, the same CSV uploaded again in the perceptual mode at
+the medium target (every body downloaded again: no output of those settings exists yet),
+and prints its images/s against the fixed-quality run's.
 
 Needs PostgreSQL and Redis: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 names the server a scratch database is made on; BENCH_REDIS_URL (default
@@ -70,6 +73,11 @@ def main() -> None:
         default="mix",
         help="rerun: the catalogue uploaded again, unchanged, with and without ETags; "
         "typical: 800x800 and 1600x1200 JPEGs, 600 then 1,500 images, every URL distinct",
+    )
+    parser.add_argument(
+        "--perceptual",
+        action="store_true",
+        help="the same CSV again at quality_mode=perceptual, target=medium, timed",
     )
     parser.add_argument(
         "--worker-concurrency", type=int, help="worker processes (default: the service's own)"
@@ -170,6 +178,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
             small = small_requests(service, origin, urls)
             fairness = fair_share(service, origin, urls, csv_text) if options.fairness else {}
             again = unchanged_again(service, origin, csv_text) if options.preset == "rerun" else {}
+            perceptual = perceptual_run(service, csv_text) if options.perceptual else {}
         finally:
             service.stop()
     return {
@@ -182,6 +191,7 @@ def end_to_end(origin: Any, urls: list[str], options: argparse.Namespace) -> dic
         **small,
         **fairness,
         **again,
+        **perceptual,
     }
 
 
@@ -209,6 +219,36 @@ def unchanged_again(service: Service, origin: Any, csv_text: str) -> dict[str, A
         print(f"  {_timeline(service, status['request_id'])}", flush=True)
         timings[name.replace("seconds", "bodies")] = bodies
     return timings
+
+
+def perceptual_run(service: Service, csv_text: str) -> dict[str, Any]:
+    """The same catalogue in the perceptual mode at the medium target: every body
+    downloaded and searched, as a first run of those settings is."""
+    _settle()
+    cpu_before = cpu_seconds()
+    started = time.monotonic()
+    fields = {"quality_mode": "perceptual", "target": "medium"}
+    status = _wait_finished(_upload(service, service.api_key, csv_text, fields), service.api_key)
+    seconds = time.monotonic() - started
+    score = status["score"]
+    print(
+        f"perceptual medium: {status['progress']} in {seconds:.1f} s, "
+        f"score p5 {score['p5']} median {score['median']}, bytes {status['bytes']}"
+    )
+    print(f"  CPU: {_cpu_shares(cpu_before, cpu_seconds())}", flush=True)
+    tries = _tries(service, status["request_id"])
+    return {"perceptual_seconds": seconds, "perceptual_images": status["progress"]["total"]} | tries
+
+
+def _tries(service: Service, request_id: str) -> dict[str, float]:
+    """The encodes a request's images took, on average and at most."""
+    with psycopg.connect(service.env["DATABASE_URL"], autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT avg(tries), max(tries) FROM product_images WHERE request_id = %s",
+            [request_id],
+        ).fetchone()
+    assert row is not None
+    return {"perceptual_tries": float(row[0]), "perceptual_max_tries": float(row[1])}
 
 
 def _timeline(service: Service, request_id: str) -> str:
@@ -288,11 +328,11 @@ def fair_share(service: Service, origin: Any, urls: list[str], csv_text: str) ->
     return {"small_seconds": small_seconds, "e2e_seconds_with_small": large_seconds}
 
 
-def _upload(service: Service, key: str, csv_text: str) -> str:
+def _upload(service: Service, key: str, csv_text: str, fields: dict[str, str] | None = None) -> str:
     response = urllib3.request(
         "POST",
         f"{service.base_url}/api/upload/",
-        fields={"file": ("catalogue.csv", csv_text.encode(), "text/csv")},
+        fields={"file": ("catalogue.csv", csv_text.encode(), "text/csv"), **(fields or {})},
         headers={"Authorization": f"Bearer {key}"},
         timeout=60,
     )
@@ -603,6 +643,13 @@ def report(results: dict[str, Any], title: str) -> None:
                 f"{results['e2e_seconds'] / seconds:.1f} x faster than the first run, "
                 f"{results[f'{key}_bodies']} image bodies downloaded"
             )
+    if "perceptual_seconds" in results:
+        rate = results["perceptual_images"] / results["perceptual_seconds"]
+        lines.append(
+            f"perceptual medium: {rate:7.1f} images/s, {rate / e2e:.2f} of the fixed run's, "
+            f"{results['perceptual_tries']:.1f} encodes an image (max "
+            f"{results['perceptual_max_tries']:.0f})"
+        )
     lines.append("CPU while it ran:  " + _cpu_shares({}, cpu))
     for rows in (10_000, 100_000):
         if f"upload_{rows}" in results:

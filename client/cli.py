@@ -195,8 +195,8 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         choices=["low", "medium", "high"],
-        help="per image, the lowest quality whose output scores SSIMULACRA2 60, 70 or 80 "
-        "(the perceptual mode; --quality is then the fallback)",
+        help="per image, a low quality whose output scores SSIMULACRA2 60, 70 or 80, or "
+        "less than 1.5 above (the perceptual mode; --quality is then the fallback)",
     )
     parser.add_argument(
         "--output-format",

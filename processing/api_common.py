@@ -131,7 +131,8 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         required=False,
         choices=[mode.value for mode in QualityMode],
         help_text="fixed (default): at quality. relative: half the source's estimated "
-        "quality. perceptual: per image, the lowest quality whose output reaches target.",
+        "quality. perceptual: per image, a low quality whose output reaches target (the "
+        "lowest, or one scoring within 1.5 points of target).",
     )
     target = serializers.ChoiceField(
         required=False,
