@@ -255,8 +255,9 @@ def _linear(pixels: Pixels) -> Interleaved:
 def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp]) -> list[Plane]:
     mixed = cv2.transform(linear, _OPSIN)
     np.maximum(mixed, 0.0, out=mixed)
-    xyb = cv2.split(cv2.transform(np.cbrt(mixed), _TO_XYB))
-    return [np.asarray(xyb[channel], dtype=np.float32) for channel in channels]
+    xyb = cv2.transform(np.cbrt(mixed), _TO_XYB)
+    # Only the planes a term uses (at 1:1, Y alone), copied out: cv2.split made all three.
+    return [np.ascontiguousarray(xyb[..., channel]) for channel in channels]
 
 
 def _blur(plane: Plane) -> Plane:
