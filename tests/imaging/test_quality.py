@@ -67,7 +67,7 @@ def test_the_search_finds_the_lowest_quality_that_reaches_the_target_or_one_clos
     )
 
     # Then it keeps a quality reaching the target: the lowest, one less than a quality
-    # gap above it, or one scoring close enough, in at most six encodes
+    # gap above it, or one scoring close enough; on curves this smooth, in four encodes
     assert chosen.quality >= lowest
     assert chosen.quality - lowest < QUALITY_GAP or curve(chosen.quality) < target + CLOSE_ENOUGH
     assert chosen.data == str(chosen.quality).encode()
