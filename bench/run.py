@@ -242,27 +242,32 @@ def perceptual_run(service: Service, csv_text: str) -> dict[str, Any]:
 
 def _tries(service: Service, request_id: str) -> dict[str, float]:
     """The encodes a request's images took, on average and at most."""
+    average, most = _one_row(
+        service,
+        "SELECT avg(tries), max(tries) FROM product_images WHERE request_id = %s",
+        [request_id],
+    )
+    return {"perceptual_tries": float(average), "perceptual_max_tries": float(most)}
+
+
+def _one_row(service: Service, sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """The one row a query of the service's database gives."""
     with psycopg.connect(service.env["DATABASE_URL"], autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT avg(tries), max(tries) FROM product_images WHERE request_id = %s",
-            [request_id],
-        ).fetchone()
+        row = connection.execute(sql, params).fetchone()
     assert row is not None
-    return {"perceptual_tries": float(row[0]), "perceptual_max_tries": float(row[1])}
+    return row
 
 
 def _timeline(service: Service, request_id: str) -> str:
     """When a request's phases ended, from its upload, as its rows recorded them."""
-    with psycopg.connect(service.env["DATABASE_URL"], autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT min(i.queued_at), min(i.claimed_at), max(i.finished_at), r.finished_at,"
-            " r.created_at FROM requests r"
-            " JOIN product_images i ON i.request_id = r.request_id WHERE r.request_id = %s"
-            " GROUP BY r.request_id",
-            [request_id],
-        ).fetchone()
-    assert row is not None
-    *phases, created = row
+    *phases, created = _one_row(
+        service,
+        "SELECT min(i.queued_at), min(i.claimed_at), max(i.finished_at), r.finished_at,"
+        " r.created_at FROM requests r"
+        " JOIN product_images i ON i.request_id = r.request_id WHERE r.request_id = %s"
+        " GROUP BY r.request_id",
+        [request_id],
+    )
     names = ("first queued", "first claimed", "last image", "finished")
     return ", ".join(
         f"{name} {(at - created).total_seconds():.2f} s"

@@ -17,7 +17,7 @@ import net
 from accounts.authentication import request_account
 from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
-from imaging.quality import QualityTarget
+from imaging.quality import CLOSE_ENOUGH, QualityTarget
 from processing import policies, selectors
 from processing.csv_format import url_problem
 from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
@@ -132,7 +132,7 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         choices=[mode.value for mode in QualityMode],
         help_text="fixed (default): at quality. relative: half the source's estimated "
         "quality. perceptual: per image, a low quality whose output reaches target (the "
-        "lowest, or one scoring within 1.5 points of target).",
+        f"lowest, or one scoring within {CLOSE_ENOUGH:g} points of target).",
     )
     target = serializers.ChoiceField(
         required=False,
