@@ -37,7 +37,14 @@ from imaging.metadata import (
     jpeg_with_credits,
     metadata_stripped,
 )
-from imaging.quality import DEFAULT_MAX_TRIES, Choice, quality_search, starting_quality
+from imaging.quality import (
+    DEFAULT_MAX_TRIES,
+    QUALITY_CURVES,
+    Choice,
+    QualityCurve,
+    quality_search,
+    starting_quality,
+)
 from imaging.score import Reference
 
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
@@ -186,12 +193,14 @@ def compress(
 
     if perceptual:
         assert target_score is not None
+        curve = QUALITY_CURVES[name]
         chosen = _searched(
             encoder,
             target=target_score,
-            start=starting_quality(target_score, source_quality),
+            start=starting_quality(target_score, source_quality, curve),
             fallback=fixed_quality,
             max_tries=max_tries,
+            curve=curve,
             # A tenth of the time kept for what follows the search (credits, the output).
             deadline=started + 0.9 * max_seconds if max_seconds else None,
         )
@@ -239,6 +248,7 @@ def _searched(
     start: int,
     fallback: int,
     max_tries: int,
+    curve: QualityCurve,
     deadline: float | None,
 ) -> Choice:
     reference = _reference(encoder)
@@ -251,6 +261,7 @@ def _searched(
         start=start,
         fallback=fallback,
         max_tries=max_tries,
+        curve=curve,
         deadline=deadline,
     )
 

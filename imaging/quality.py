@@ -15,6 +15,11 @@ lowest quality is kept; if nothing did, the fixed quality is used and the choice
 Stopping in the window rather than at neighbouring qualities costs 0.5-1.4% of bytes
 against the lowest quality that meets the target, and saves a try in three (2.2-2.4
 encodes an image instead of 3.3-3.4 on the benchmark's photos, BENCHMARKS.md).
+
+WebP and AVIF qualities are not libjpeg's: each encoder has its own QualityCurve, where
+photos reach a target and how their error falls with the quality. AV1's quantiser step
+grows exponentially as its quality falls, so AVIF's error is a power of the step itself
+(a quality step is the same factor everywhere), not of libjpeg's scale.
 """
 
 import math
@@ -26,8 +31,6 @@ from typing import Final
 
 LOWEST: Final = 10  # below this every photo is blocks, whatever a metric says
 HIGHEST: Final = 95  # above this files grow for nothing anyone sees
-# The error's power of the quantiser scale where the search has none of its own yet.
-TYPICAL_POWER: Final = 0.8
 DEFAULT_MAX_TRIES: Final = 6
 # An output scoring less than this above the target is kept: a point and a half of
 # SSIMULACRA2 is under what anyone tells apart, and looking for it costs a try.
@@ -67,11 +70,43 @@ class Choice:
     target_met: bool | None
 
 
-def starting_quality(target: float, source_quality: int | None) -> int:
-    """Where the search starts: about where photos reach the target (fitted on the
-    benchmark's photos: 35 for 60, 54 for 70, 72 for 80), never above the source's own
-    quality, where a re-encode only copies what the source already lost."""
-    estimate = round(1.85 * target - 76)
+@dataclass(frozen=True)
+class QualityCurve:
+    """What the search assumes of an encoder's quality until an image tells it more:
+    photos reach a target score at about slope x target + offset, and their error (100
+    less the score) is about a power of the quantiser's step, on libjpeg's scale or, where
+    exponential_step, on one where each quality step is the same factor."""
+
+    slope: float
+    offset: float
+    power: float
+    exponential_step: bool = False
+
+
+# Fitted on the scores of the 25 photographs of `make quality` at every other JPEG
+# quality and every third WebP and AVIF quality (BENCHMARKS.md, "Perceptual quality"):
+# the search starts at 35, 54 and 72 for targets 60, 70 and 80 in JPEG, 48, 68 and 88 in
+# WebP, 36, 48 and 61 in AVIF. With JPEG's curve for all three, WebP and AVIF took 3.0
+# encodes an image on those scores, 2.3 and 2.4 with their own (3.4 against 2.6 and 2.7
+# in `make quality` at medium).
+JPEG_CURVE: Final = QualityCurve(slope=1.85, offset=-76, power=0.8)
+QUALITY_CURVES: Final = {
+    "JPEG": JPEG_CURVE,
+    "WEBP": QualityCurve(slope=2.0, offset=-72, power=0.55),
+    "AVIF": QualityCurve(slope=1.25, offset=-39, power=0.75, exponential_step=True),
+}
+# The exponential step's unit: 25 qualities, so that its powers are of the order of
+# libjpeg's scale's.
+_QUALITIES_A_UNIT: Final = 25
+
+
+def starting_quality(
+    target: float, source_quality: int | None, curve: QualityCurve = JPEG_CURVE
+) -> int:
+    """Where the search starts: about where photos reach the target with this encoder,
+    never above the source's own quality, where a re-encode only copies what the source
+    already lost."""
+    estimate = round(curve.slope * target + curve.offset)
     if source_quality is not None:
         estimate = min(estimate, source_quality)
     return _clamped(estimate)
@@ -85,6 +120,7 @@ def quality_search(
     start: int,
     fallback: int,
     max_tries: int = DEFAULT_MAX_TRIES,
+    curve: QualityCurve = JPEG_CURVE,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Choice:
@@ -115,7 +151,7 @@ def quality_search(
         budget = max_tries if met is not None or fallback in scores else max_tries - 1
         if len(scores) >= budget:
             break
-        quality = _next_quality(scores, target, met)
+        quality = _next_quality(scores, target, met, curve)
     met = _lowest_met(scores, target)
     if met is not None:
         return Choice(kept[met], met, scores[met], len(scores), target_met=True)
@@ -129,22 +165,30 @@ def _lowest_met(scores: dict[int, float], target: float) -> int | None:
     return min((quality for quality, score in scores.items() if score >= target), default=None)
 
 
-def _next_quality(tried: dict[int, float], target: float, met: int | None) -> int | None:
+def _next_quality(
+    tried: dict[int, float], target: float, met: int | None, curve: QualityCurve
+) -> int | None:
     """The next quality to try, aiming at the middle of the window that is close enough,
     or None where the search is done: the lowest that met the target is within
     QUALITY_GAP of one below that did not, or the bounds leave nothing to try."""
     missed = [q for q, s in tried.items() if s < target and (met is None or q < met)]
     below = max(missed, default=None)
     wanted = _error(target + CLOSE_ENOUGH / 2)
+
+    def scale(quality: int) -> float:
+        return _scale(quality, curve)
+
     if met is not None and below is not None:
         if met - below <= QUALITY_GAP:
             return None
-        power = (_error(tried[below]) - _error(tried[met])) / (_scale(below) - _scale(met))
-        quality = _quality_at(_scale(met) + (wanted - _error(tried[met])) / max(power, 1e-6))
+        power = (_error(tried[below]) - _error(tried[met])) / (scale(below) - scale(met))
+        step = (wanted - _error(tried[met])) / max(power, 1e-6)
+        quality = _quality_at(scale(met) + step, curve)
         return min(met - 1, max(below + 1, math.ceil(quality)))
     nearest = met if met is not None else below
     assert nearest is not None
-    quality = _quality_at(_scale(nearest) + (wanted - _error(tried[nearest])) / _power(tried))
+    step = (wanted - _error(tried[nearest])) / _power(tried, curve)
+    quality = _quality_at(scale(nearest) + step, curve)
     if met is not None:  # everything tried met it: lower
         candidate = max(LOWEST, min(nearest - 1, math.floor(quality)))
     else:  # nothing did: higher
@@ -152,22 +196,29 @@ def _next_quality(tried: dict[int, float], target: float, met: int | None) -> in
     return None if candidate in tried else candidate
 
 
-def _power(tried: dict[int, float]) -> float:
-    """The image's error per quantiser scale (both as logarithms), from the last two tries."""
+def _power(tried: dict[int, float], curve: QualityCurve) -> float:
+    """The image's error per quantiser step (both as logarithms), from the last two tries;
+    the encoder's typical one before there are two, or where theirs is noise."""
     if len(tried) < 2:
-        return TYPICAL_POWER
+        return curve.power
     (q1, s1), (q2, s2) = list(tried.items())[-2:]
-    power = (_error(s1) - _error(s2)) / (_scale(q1) - _scale(q2))
-    return power if 0.2 < power < 3.0 else TYPICAL_POWER  # noise: the typical one
+    power = (_error(s1) - _error(s2)) / (_scale(q1, curve) - _scale(q2, curve))
+    return power if 0.2 < power < 3.0 else curve.power
 
 
-def _scale(quality: int) -> float:
-    """The logarithm of libjpeg's quantiser scale at quality."""
+def _scale(quality: int, curve: QualityCurve) -> float:
+    """The logarithm of the quantiser's step at quality: libjpeg's scale (5000 / quality
+    below 50, 200 - 2 x quality above), or a step that grows by the same factor for each
+    quality less."""
+    if curve.exponential_step:
+        return -quality / _QUALITIES_A_UNIT
     return math.log(5000 / quality if quality < 50 else 200 - 2 * quality)
 
 
-def _quality_at(scale: float) -> float:
-    """The quality of a quantiser scale's logarithm (_scale's inverse)."""
+def _quality_at(scale: float, curve: QualityCurve) -> float:
+    """The quality of a quantiser step's logarithm (_scale's inverse)."""
+    if curve.exponential_step:
+        return -scale * _QUALITIES_A_UNIT
     percent = math.exp(scale)
     return 5000 / percent if percent > 100 else (200 - percent) / 2
 

@@ -3,6 +3,7 @@
 compress() on images made in the test."""
 
 import io
+import itertools
 import math
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ from imaging.quality import (
     CLOSE_ENOUGH,
     HIGHEST,
     LOWEST,
+    QUALITY_CURVES,
     QUALITY_GAP,
     quality_search,
     starting_quality,
@@ -76,6 +78,60 @@ def test_the_search_finds_the_lowest_quality_that_reaches_the_target_or_one_clos
     assert chosen.tries == len(encoded) <= 4
 
 
+def encoder_curve(name: str, *, reaches: int, target: float, power: float) -> Curve:
+    """Scores of a photo through encoder name that reach target at quality reaches, the
+    error a power of that encoder's quantiser step: libjpeg's scale for JPEG and WebP, a
+    step growing by the same factor each quality less for AVIF (AV1's)."""
+
+    def step(quality: int) -> float:
+        if name == "AVIF":
+            return math.exp(-quality / 25)
+        return 5000 / quality if quality < 50 else 200 - 2 * quality
+
+    def curve(quality: int) -> float:
+        return float(100 - (100 - target) * (step(quality) / step(reaches)) ** power)
+
+    return curve
+
+
+# Where the photographs of `make quality` reach each target through each encoder (the
+# median quality), and how steeply their error falls on that encoder's quantiser step.
+REACHES = {
+    "JPEG": {60.0: 38, 70.0: 56, 80.0: 74},
+    "WEBP": {60.0: 47, 70.0: 70, 80.0: 87},
+    "AVIF": {60.0: 37, 70.0: 47, 80.0: 62},
+}
+POWERS = {"JPEG": 0.8, "WEBP": 0.55, "AVIF": 0.75}
+
+
+@pytest.mark.parametrize("name", ["JPEG", "WEBP", "AVIF"])
+def test_each_encoder_s_search_follows_its_own_quality_scale(name: str) -> None:
+    # Given photos through encoder name that reach each target where such photos do, or
+    # 6 qualities off, their error falling as steeply as theirs, or more or less so
+    tries = []
+    for target, miss, steepness in itertools.product([60.0, 70.0, 80.0], [-6, 0, 6], [0.7, 1, 1.4]):
+        reaches = max(LOWEST + 2, min(HIGHEST - 2, REACHES[name][target] + miss))
+        photo = encoder_curve(name, reaches=reaches, target=target, power=POWERS[name] * steepness)
+        lowest = min(q for q in range(LOWEST, HIGHEST + 1) if photo(q) >= target)
+        encoded, encode, score = scored_as(photo)
+
+        # When the search runs with that encoder's curve
+        curve = QUALITY_CURVES[name]
+        start = starting_quality(target, None, curve)
+        chosen = quality_search(encode, score, target=target, start=start, fallback=50, curve=curve)
+
+        # Then it keeps the lowest quality that reaches the target or one close to it
+        assert chosen.target_met is True
+        assert (
+            chosen.quality - lowest < QUALITY_GAP or photo(chosen.quality) < target + CLOSE_ENOUGH
+        )
+        assert chosen.tries == len(encoded) <= 4
+        tries.append(chosen.tries)
+
+    # in 2.5 encodes a photo or fewer (2.1-2.3; JPEG's curve for WebP and AVIF: 2.7, 2.9)
+    assert sum(tries) / len(tries) <= 2.5
+
+
 def test_a_target_out_of_reach_falls_back_to_the_fixed_quality_and_says_so() -> None:
     # Given an image no quality brings to the target
     encoded, encode, score = scored_as(lambda quality: 50 + quality / 10)
@@ -131,6 +187,8 @@ def test_no_try_starts_that_might_not_fit_before_the_deadline() -> None:
 def test_the_start_is_never_above_the_sources_own_quality() -> None:
     assert starting_quality(80, None) == 72
     assert starting_quality(80, 60) == 60
+    assert starting_quality(80, None, QUALITY_CURVES["WEBP"]) == 88
+    assert starting_quality(80, 60, QUALITY_CURVES["WEBP"]) == 60
     assert starting_quality(99, None) == HIGHEST
     assert starting_quality(10, None) == LOWEST
 
