@@ -14,12 +14,18 @@ app = Celery("imgsvc", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# glibc's malloc settings (mallopt(3)): freed memory kept until this much is free at the
-# top of the heap, and blocks under this size taken from the heap rather than mapped.
-_M_TRIM_THRESHOLD: Final = -1
-_M_MMAP_THRESHOLD: Final = -3
-KEPT_FREE_BYTES: Final = 64 * 1024 * 1024
+# glibc's malloc settings (mallopt(3)) a worker process sets, each with the names an
+# operator's environment may already give it (those win): blocks under HEAP_BLOCK_BYTES
+# taken from the heap rather than mapped, and freed memory kept until KEPT_FREE_BYTES is
+# free at the top of a heap.
 HEAP_BLOCK_BYTES: Final = 32 * 1024 * 1024
+KEPT_FREE_BYTES: Final = 64 * 1024 * 1024
+_MALLOC_SETTINGS: Final = (
+    (-3, HEAP_BLOCK_BYTES, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
+    (-1, KEPT_FREE_BYTES, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
+)
+
+logger = logging.getLogger(__name__)
 
 
 @signals.setup_logging.connect
@@ -36,17 +42,19 @@ def logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def keep_freed_memory(**_: Any) -> None:
-    """Let each worker process re-use the memory it frees instead of giving it back at once.
+    """Let each worker process re-use the memory it frees rather than fault it in again.
 
-    The perceptual score makes and drops arrays of a few megabytes per try; glibc's default
-    hands the top of the heap back to the kernel as soon as 2 x the largest such block is
-    free, so the next try faulted the pages in again: about 1,500 page faults an image,
-    7-8% of the perceptual mode's CPU (BENCHMARKS.md). It costs at most KEPT_FREE_BYTES of
-    resident memory a process. Nothing is changed where the C library has no mallopt
-    (musl) or where the environment sets glibc's own MALLOC_*_ variables."""
-    if any(name.startswith("MALLOC_") and name.endswith("_") for name in os.environ):
-        return
+    glibc gives the top of a heap back once twice the largest recent block is free, and
+    the perceptual score makes and drops arrays of megabytes each try: about 1,500 page
+    faults an image, 7-8% of its CPU (BENCHMARKS.md). The cost is up to KEPT_FREE_BYTES
+    a malloc arena (the task's thread and each download thread). Without mallopt (musl),
+    nothing changes."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)
-        mallopt(_M_TRIM_THRESHOLD, KEPT_FREE_BYTES)
+    if mallopt is None:
+        return
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for parameter, value, variable, tunable in _MALLOC_SETTINGS:
+        if variable in os.environ or tunable in tunables:
+            continue
+        if not mallopt(parameter, value):
+            logger.warning("mallopt(%d, %d) failed: freed memory is given back", parameter, value)
