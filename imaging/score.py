@@ -254,10 +254,12 @@ def _linear(pixels: Pixels) -> Interleaved:
 
 def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp]) -> list[Plane]:
     mixed = cv2.transform(linear, _OPSIN)
+    # Never below zero: OpenCV's power of a negative number is not its cube root.
     np.maximum(mixed, 0.0, out=mixed)
     # OpenCV's power is vectorised on every x86 CPU; numpy's cbrt only where it has
     # AVX-512 (on AVX2 it calls libm once a value: 7.1 ms for a 384 x 384 image, 0.6 here).
-    xyb = cv2.transform(cv2.pow(mixed, 1 / 3), _TO_XYB)
+    cv2.pow(mixed, 1 / 3, mixed)
+    xyb = cv2.transform(mixed, _TO_XYB)
     # Only the planes a term uses (at 1:1, Y alone), copied out: cv2.split made all three.
     return [np.ascontiguousarray(xyb[..., channel]) for channel in channels]
 
