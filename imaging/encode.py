@@ -194,10 +194,13 @@ def compress(
     if perceptual:
         assert target_score is not None
         curve = QUALITY_CURVES[name]
+        # A source's JPEG quality bounds a JPEG's start only: other encoders' qualities
+        # are on scales of their own.
+        bound = source_quality if name == "JPEG" else None
         chosen = _searched(
             encoder,
             target=target_score,
-            start=starting_quality(target_score, source_quality, curve),
+            start=starting_quality(target_score, bound, curve),
             fallback=fixed_quality,
             max_tries=max_tries,
             curve=curve,

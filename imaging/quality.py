@@ -1,7 +1,7 @@
 """Choosing the encoder's quality per image against a perceptual target: the lowest quality
 whose output scores at least the target (SSIMULACRA2, score.py), found in a few encodes.
 
-The search models an image's error (100 less its score) as a power of libjpeg's
+For JPEG, the search models an image's error (100 less its score) as a power of libjpeg's
 quantiser scale (5000 / quality below 50, 200 - 2 x quality above): on the benchmark's
 photos the power is about 0.8 between qualities 30 and 85, and unlike the score's slope
 per quality step (0.8 below 50, 0.5 above) it holds across the libjpeg curve's knee.
@@ -13,13 +13,14 @@ are at most QUALITY_GAP apart, or when the tries run out. What met the target at
 lowest quality is kept; if nothing did, the fixed quality is used and the choice says so.
 
 Stopping in the window rather than at neighbouring qualities costs 0.5-1.4% of bytes
-against the lowest quality that meets the target, and saves a try in three (2.2-2.4
-encodes an image instead of 3.3-3.4 on the benchmark's photos, BENCHMARKS.md).
+against the lowest quality that meets the target, and saves a try in three (for JPEG,
+2.2-2.4 encodes an image instead of 3.3-3.4 on the benchmark's photos, BENCHMARKS.md).
 
 WebP and AVIF qualities are not libjpeg's: each encoder has its own QualityCurve, where
 photos reach a target and how their error falls with the quality. AV1's quantiser step
 grows exponentially as its quality falls, so AVIF's error is a power of the step itself
-(a quality step is the same factor everywhere), not of libjpeg's scale.
+(a quality step is the same factor everywhere), not of libjpeg's scale. Each on its own
+curve, WebP and AVIF take 2.6-2.7 encodes an image instead of 3.4.
 """
 
 import math
@@ -104,8 +105,8 @@ def starting_quality(
     target: float, source_quality: int | None, curve: QualityCurve = JPEG_CURVE
 ) -> int:
     """Where the search starts: about where photos reach the target with this encoder,
-    never above the source's own quality, where a re-encode only copies what the source
-    already lost."""
+    never above source_quality, the quality of a JPEG source re-encoded as JPEG (above it
+    a re-encode only copies what the source already lost)."""
     estimate = round(curve.slope * target + curve.offset)
     if source_quality is not None:
         estimate = min(estimate, source_quality)

@@ -188,7 +188,6 @@ def test_the_start_is_never_above_the_sources_own_quality() -> None:
     assert starting_quality(80, None) == 72
     assert starting_quality(80, 60) == 60
     assert starting_quality(80, None, QUALITY_CURVES["WEBP"]) == 88
-    assert starting_quality(80, 60, QUALITY_CURVES["WEBP"]) == 60
     assert starting_quality(99, None) == HIGHEST
     assert starting_quality(10, None) == LOWEST
 
