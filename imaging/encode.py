@@ -10,17 +10,19 @@ metadata (EXIF, GPS, XMP, comments) is dropped, but for the credits if asked to 
 The quality is the one asked for, half the source's (relative), or the lowest that reaches
 a perceptual target (quality.py); every output is scored against its source (score.py).
 Upright YCbCr and grayscale JPEGs take libjpeg-turbo's YUV path, everything else (rotated
-by EXIF, CMYK, MPO, damaged, every other format) Pillow's (encoders.py).
+by EXIF, CMYK, MPO, damaged, every other format) Pillow's (encoders.py), from pixels
+converted for the output format (convert.py).
 """
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from PIL import Image, ImageOps
 
+from imaging.convert import HIGH_BIT_DEPTH_MODES, colour_space, converted_for, has_transparency
 from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
 from imaging.guard import (
     bytes_per_pixel,
@@ -47,11 +49,8 @@ from imaging.quality import (
 )
 from imaging.score import Reference
 
-ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
-
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp", "AVIF": "image/avif"}
 EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
-HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget; no camera writes 100 scans.
 DEFAULT_MAX_DECODE_BYTES: Final = 512 * 1024 * 1024
@@ -179,15 +178,15 @@ def compress(
         name: OutputName = "JPEG"
         width, height = image.size
     else:
-        source_space = _colour_space(image)
+        source_space = colour_space(image)
         decode(image)
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
         transparent = has_transparency(image)
         name = _output_name(source_format, transparent, output_format)
         flattened = transparent and name == "JPEG"
-        pixels = _convert_for(name, image, transparent)
-        keep_icc = icc_profile if _colour_space(pixels) == source_space else None
+        pixels = converted_for(name, image, transparent)
+        keep_icc = icc_profile if colour_space(pixels) == source_space else None
         encoder = PillowEncoder(pixels, name, keep_icc, credits=credits)
         width, height = pixels.size
 
@@ -311,7 +310,7 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
         encoder = 0
     converted = 0
     if image.mode in HIGH_BIT_DEPTH_MODES:
-        converted = decoded + 1  # the scaled copy (_eight_bit), then its 8 bits
+        converted = decoded + 1  # the scaled copy (convert.py's eight_bit), then its 8 bits
     elif output_mode != image.mode:
         converted = bytes_per_pixel(output_mode)
     return image.width * image.height * (decoded + converted + encoder)
@@ -331,15 +330,6 @@ def _orientation(image: Image.Image) -> int:
         return 1  # damaged EXIF: Pillow's path decides what to make of it
 
 
-def has_transparency(image: Image.Image) -> bool:
-    """True if any pixel of the decoded image is less than fully opaque."""
-    if image.mode in ALPHA_MODES:
-        # getextrema reads every band where it lies (alpha is the last): no copy of it.
-        extrema: Any = image.getextrema()
-        return bool(extrema[-1][0] < 255)
-    return "transparency" in image.info
-
-
 def _output_name(source_format: str, transparent: bool, asked: OutputFormat) -> OutputName:
     if asked == OutputFormat.JPEG:
         return "JPEG"
@@ -352,52 +342,3 @@ def _output_name(source_format: str, transparent: bool, asked: OutputFormat) -> 
     if source_format == "WEBP":
         return "WEBP"
     return "WEBP" if transparent else "JPEG"
-
-
-def _convert_for(output_format: str, image: Image.Image, transparent: bool) -> Image.Image:
-    if image.mode in HIGH_BIT_DEPTH_MODES:
-        image = _eight_bit(image)
-    if output_format in {"WEBP", "AVIF"}:
-        wanted = "RGBA" if transparent else "RGB"
-        return image if image.mode == wanted else image.convert(wanted)
-    if transparent:  # JPEG has no alpha: painted on white, never on black
-        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
-        white = Image.new("RGB", rgba.size, (255, 255, 255))
-        white.paste(rgba, mask=rgba.getchannel("A"))
-        return white
-    if image.mode in {"L", "RGB", "CMYK"}:
-        return image
-    if image.mode == "1":
-        return image.convert("L")
-    return image.convert("RGB")
-
-
-def _eight_bit(image: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or floating-point grey image as 8-bit grey that looks like it:
-    convert("L") alone would clip every value above 255 (a white image) or round a
-    0-to-1 float image to black."""
-    if image.mode in {"I;16B", "I;16L", "I;16N"}:
-        image = image.convert("I")  # point() takes I;16 and I, not these
-    extrema: Any = image.getextrema()  # one band: (lowest, highest)
-    high = float(extrema[1])
-    if image.mode == "F" and high <= 1.0:
-        scale = 255.0  # a 0-to-1 float image, as TIFF writers store them
-    elif image.mode == "I;16" or 255 < high <= 65535:
-        scale = 1 / 256  # 16-bit values
-    elif high > 65535:
-        scale = 255 / high
-    else:
-        scale = 1.0
-    if scale != 1.0:
-        image = image.point(lambda value: value * scale)
-    return image.convert("L")
-
-
-def _colour_space(image: Image.Image) -> ColourSpace:
-    if image.mode in {"L", "LA", "1", "La", *HIGH_BIT_DEPTH_MODES}:
-        return "gray"
-    if image.mode in {"RGB", "RGBA", "RGBX", "P", "PA", "RGBa"}:
-        return "rgb"
-    if image.mode == "CMYK":
-        return "cmyk"
-    return "other"

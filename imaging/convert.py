@@ -1,0 +1,74 @@
+"""The decoded pixels as an output format's encoder takes them: 8 bits a channel, a mode it
+encodes, transparency kept (WebP, AVIF) or painted on white (JPEG), never on black."""
+
+from typing import Any, Final, Literal
+
+from PIL import Image
+
+from imaging.encoders import ALPHA_MODES
+
+ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
+
+HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def has_transparency(image: Image.Image) -> bool:
+    """True if any pixel of the decoded image is less than fully opaque."""
+    if image.mode in ALPHA_MODES:
+        # getextrema reads every band where it lies (alpha is the last): no copy of it.
+        extrema: Any = image.getextrema()
+        return bool(extrema[-1][0] < 255)
+    return "transparency" in image.info
+
+
+def converted_for(output_format: str, image: Image.Image, transparent: bool) -> Image.Image:
+    """image (decoded, turned upright) in a mode output_format's encoder takes: 8 bits,
+    RGB or RGBA for WebP and AVIF, and for JPEG grey, RGB or CMYK, transparency painted on
+    white."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        image = eight_bit(image)
+    if output_format in {"WEBP", "AVIF"}:
+        wanted = "RGBA" if transparent else "RGB"
+        return image if image.mode == wanted else image.convert(wanted)
+    if transparent:  # JPEG has no alpha: painted on white, never on black
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        return white
+    if image.mode in {"L", "RGB", "CMYK"}:
+        return image
+    if image.mode == "1":
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or floating-point grey image as 8-bit grey that looks like it:
+    convert("L") alone would clip every value above 255 (a white image) or round a
+    0-to-1 float image to black."""
+    if image.mode in {"I;16B", "I;16L", "I;16N"}:
+        image = image.convert("I")  # point() takes I;16 and I, not these
+    extrema: Any = image.getextrema()  # one band: (lowest, highest)
+    high = float(extrema[1])
+    if image.mode == "F" and high <= 1.0:
+        scale = 255.0  # a 0-to-1 float image, as TIFF writers store them
+    elif image.mode == "I;16" or 255 < high <= 65535:
+        scale = 1 / 256  # 16-bit values
+    elif high > 65535:
+        scale = 255 / high
+    else:
+        scale = 1.0
+    if scale != 1.0:
+        image = image.point(lambda value: value * scale)
+    return image.convert("L")
+
+
+def colour_space(image: Image.Image) -> ColourSpace:
+    """What kind of colours a mode holds: an ICC profile fits only images of its kind."""
+    if image.mode in {"L", "LA", "1", "La", *HIGH_BIT_DEPTH_MODES}:
+        return "gray"
+    if image.mode in {"RGB", "RGBA", "RGBX", "P", "PA", "RGBa"}:
+        return "rgb"
+    if image.mode == "CMYK":
+        return "cmyk"
+    return "other"
