@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from imaging.encode import QualityMode, compress
+from imaging.encode import OutputFormat, QualityMode, compress
 from imaging.quality import (
     CLOSE_ENOUGH,
     HIGHEST,
@@ -272,6 +272,25 @@ def test_a_transparent_png_is_searched_as_webp_and_keeps_its_alpha() -> None:
     assert result.score is not None
     assert result.score >= 70
     assert Image.open(io.BytesIO(result.data)).mode == "RGBA"
+
+
+@pytest.mark.parametrize("output_format", [OutputFormat.WEBP, OutputFormat.AVIF])
+def test_a_jpeg_asked_for_in_another_format_is_searched_on_that_encoders_scale(
+    output_format: OutputFormat,
+) -> None:
+    result = compress(
+        jpeg(photo(480, 360, shapes=120)),
+        quality=50,
+        mode=QualityMode.PERCEPTUAL,
+        target_score=70,
+        output_format=output_format,
+        max_pixels=MAX_PIXELS,
+    )
+    assert result.format == output_format.upper()
+    assert result.target_met is True
+    assert result.score is not None
+    assert result.score >= 70
+    assert 1 <= result.tries <= 6
 
 
 def test_perceptual_mode_needs_a_target() -> None:
