@@ -53,7 +53,7 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
         # in flight takes what is left, however little.
         if room <= 0 or (room < batch_size and in_flight):
             return 0
-        return _next_queue(request_id, room, batch_size)
+        return _next_queue(request_id, room, batch_size, spread=not in_flight)
 
 
 def request_window_refill(
@@ -106,7 +106,12 @@ def batch_size_next(
     return max(settings.IMAGE_BATCH_SIZE, min(settings.IMAGE_BATCH_MAX_SIZE, round(wanted)))
 
 
-def _next_queue(request_id: uuid.UUID, room: int, batch_size: int) -> int:
+def _next_queue(request_id: uuid.UUID, room: int, batch_size: int, *, spread: bool = False) -> int:
+    """Queue up to room of the request's next distinct URLs in batches of batch_size; the
+    number queued. spread: the request has nothing in flight (its start, or the sweep's
+    fill), and if all it has left fits, it goes in as many batches as
+    REQUEST_START_BATCHES, so that the worker processes share it: a 10-image request took
+    8 images on one process and 2 on another, and waited for the 8."""
     images = ProductImage.objects.filter(request_id=request_id)
     waiting = images.filter(queued_at__isnull=True, status=ProductImage.Status.PENDING)
     waiting = waiting.order_by("id")
@@ -120,6 +125,21 @@ def _next_queue(request_id: uuid.UUID, room: int, batch_size: int) -> int:
     # Every image with a URL goes with it: a URL is fetched once per request.
     images.filter(input_url__in=firsts, queued_at__isnull=True).update(queued_at=timezone.now())
     ids = list(firsts.values())
-    for start in range(0, len(ids), batch_size):
-        queue.enqueue_after_commit(queue.IMAGES_PROCESS, ids[start : start + batch_size])
+    for batch in _batches(ids, batch_size, spread=spread and len(ids) < room):
+        queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch)
     return len(ids)
+
+
+def _batches(ids: list[int], batch_size: int, *, spread: bool) -> list[list[int]]:
+    """ids in order, in batches of batch_size (the last may be smaller); spread, in at
+    least REQUEST_START_BATCHES (one id each at least), of sizes one apart at most."""
+    if not spread:
+        return [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
+    count = max(-(-len(ids) // batch_size), min(len(ids), settings.REQUEST_START_BATCHES))
+    size, larger = divmod(len(ids), count)
+    batches, start = [], 0
+    for number in range(count):
+        end = start + size + (number < larger)
+        batches.append(ids[start:end])
+        start = end
+    return batches

@@ -40,9 +40,11 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     storage: Path,
+    settings: Any,
     account: Account,
 ) -> None:
-    # Given a request of three images, two of them with the same URL
+    # Given a request of three images, two of them with the same URL, started in one batch
+    settings.REQUEST_START_BATCHES = 1
     a, b = "https://shop.example/a.jpg", "https://shop.example/b.jpg"
     downloads.answers = {a: JPEG, b: JPEG}
     request, batches = started(
@@ -142,9 +144,13 @@ def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
 
 
 def test_a_permanent_failure_ends_at_once_and_the_rest_of_the_batch_succeeds(
-    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
 ) -> None:
     # Given a batch with a web page, a blocked address and a photo
+    settings.REQUEST_START_BATCHES = 1
     page, blocked, good = (f"https://shop.example/{name}" for name in ("p.html", "b.jpg", "g.jpg"))
     downloads.answers = {
         page: b"<!doctype html><title>Not an image</title>",
@@ -240,6 +246,47 @@ def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_que
     assert queued(callbacks, queue.IMAGES_PROCESS) == []
     assert len(queued(callbacks, queue.REQUEST_FINALIZE)) == 1
     assert sorted(downloads.calls) == sorted(urls)
+
+
+def test_a_request_that_fits_its_window_is_shared_between_the_worker_processes_at_its_start(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given three worker processes, batches of 8 URLs, and a request of 10 URLs
+    settings.REQUEST_START_BATCHES, settings.IMAGE_BATCH_SIZE = 3, 8
+    urls = [f"https://shop.example/{n}.jpg" for n in range(10)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+
+    # When it starts, then it is queued whole in three batches, in CSV order, of 4, 3 and
+    # 3 URLs (not 8 and 2: the request would wait for the process with 8)
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+    assert batches == [ids[0:4], ids[4:7], ids[7:10]]
+
+    # And when they have run, every image has its result and nothing more is queued
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        for batch in batches:
+            pipeline.images_process(image_ids=batch)
+    assert {image.status for image in images_of(request)} == {"succeeded"}
+    assert queued(callbacks, queue.IMAGES_PROCESS) == []
+    assert sorted(downloads.calls) == sorted(urls)
+
+
+def test_a_request_too_large_for_its_window_starts_in_whole_batches(
+    django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
+) -> None:
+    # Given three worker processes, a window of 2 batches of 4 URLs, a request of 9 URLs
+    settings.REQUEST_START_BATCHES, settings.REQUEST_WINDOW_BATCHES = 3, 2
+    settings.IMAGE_BATCH_SIZE = 4
+    rows = "".join(f"{n + 1},P{n},https://shop.example/{n}.jpg\n" for n in range(9))
+
+    # When it starts, then its first 8 URLs go in two batches of 4, as before
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+    assert batches == [ids[0:4], ids[4:8]]
 
 
 def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are_known(
