@@ -6,7 +6,9 @@ request's next one. Batches of every request under way then take turns on the on
 A batch holds settings.IMAGE_BATCH_SIZE URLs until the request's first batches have
 ended; from then on as many as come to about IMAGE_BATCH_BYTES of downloads at the size
 its images turned out to have (batch_size_next), kept on the request. The window is
-counted in batches of that size, so it grows with the batches.
+counted in batches of that size, so it grows with the batches. A request that fits in its
+window whole starts in REQUEST_START_BATCHES batches instead, so that every worker
+process takes a share of it.
 
 The database says what is queued: an image with no queued_at waits its turn here, one
 with queued_at is on the queue, waiting a retry, or claimed. A fill locks the request's
@@ -14,6 +16,7 @@ row, so that batches of one request ending together do not queue the same images
 The sweep fills every request too: a lost message or a crashed worker never strands one.
 """
 
+import math
 import uuid
 
 from django.conf import settings
@@ -135,7 +138,7 @@ def _batches(ids: list[int], batch_size: int, *, spread: bool) -> list[list[int]
     least REQUEST_START_BATCHES (one id each at least), of sizes one apart at most."""
     if not spread:
         return [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
-    count = max(-(-len(ids) // batch_size), min(len(ids), settings.REQUEST_START_BATCHES))
+    count = max(math.ceil(len(ids) / batch_size), min(len(ids), settings.REQUEST_START_BATCHES))
     size, larger = divmod(len(ids), count)
     batches, start = [], 0
     for number in range(count):
