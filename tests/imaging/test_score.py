@@ -59,6 +59,27 @@ def test_the_terms_left_out_move_a_score_by_less_than_a_tenth() -> None:
     assert abs(full - pruned) < 0.1
 
 
+def test_a_product_on_white_scores_as_it_would_in_double_precision() -> None:
+    # Given a product on a faintly noisy white page (variances of 1e-5 beside values near
+    # 0.9, where float32 loses most of a difference of blurred squares), and its JPEG
+    rng = np.random.default_rng(7)
+    page = np.clip(250 + rng.normal(0, 1.5, (384, 384, 3)), 0, 255)
+    page[140:250, 120:270] = (190, 40, 40)
+    source = Image.fromarray(page.astype(np.uint8))
+    pixels, output = np.asarray(source), jpeg_pixels(source, 90)
+    single = Reference(pixels).score(output)
+
+    # When every plane is computed in float64 instead
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(score, "_float32", lambda array: np.asarray(array, dtype=np.float64))
+        patch.setattr(score, "_linear", lambda px: score._LINEAR.astype(np.float64)[px])
+        double = Reference(pixels).score(output)
+
+    # Then the scores agree to a hundredth (the SSIM term as the difference of blurred
+    # squares had read 0.3 low here)
+    assert single == pytest.approx(double, abs=0.01)
+
+
 def test_a_large_image_is_compared_on_tiles_spread_over_it() -> None:
     boxes = comparison_boxes(1600, 1200)
     assert len(boxes) == GRID * GRID
