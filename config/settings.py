@@ -465,9 +465,9 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count()
 # every image worker process busy with one request, few enough that batches of requests
 # under way take turns. Across hosts, twice the image worker processes of all of them.
 REQUEST_WINDOW_BATCHES = env_int("REQUEST_WINDOW_BATCHES", 2 * CELERY_WORKER_CONCURRENCY)
-# Batches a request that fits in its window whole is cut into at its start: a 10-image
-# request as 4, 3 and 3 URLs on three processes rather than 8 and 2. Across hosts, the
-# image worker processes of all of them.
+# Batches a request that fits in its window whole is cut into when it has nothing in
+# flight (its start, a retry's or the sweep's fill): a 10-image request as 4, 3 and 3 URLs
+# on three processes rather than 8 and 2. Across hosts, the image worker processes of all.
 REQUEST_START_BATCHES = env_int("REQUEST_START_BATCHES", CELERY_WORKER_CONCURRENCY)
 # Celery's Django fixup closes the database connection after every task unless told to
 # reuse it; reconnecting cost more than a small image's encoding.

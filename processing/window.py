@@ -111,31 +111,36 @@ def batch_size_next(
 
 def _next_queue(request_id: uuid.UUID, room: int, batch_size: int, *, spread: bool = False) -> int:
     """Queue up to room of the request's next distinct URLs in batches of batch_size; the
-    number queued. spread: the request has nothing in flight (its start, or the sweep's
-    fill), and if all it has left fits, it goes in as many batches as
+    number queued. spread: the request has nothing in flight (its start, a retry's or the
+    sweep's fill), and if all it has left fits, it goes in as many batches as
     REQUEST_START_BATCHES, so that the worker processes share it: a 10-image request took
     8 images on one process and 2 on another, and waited for the 8."""
     images = ProductImage.objects.filter(request_id=request_id)
     waiting = images.filter(queued_at__isnull=True, status=ProductImage.Status.PENDING)
     waiting = waiting.order_by("id")
+    # At most twice room rows are read: where URLs repeat more often, fewer than room
+    # distinct ones come back, and more may be waiting.
+    rows = list(waiting.values_list("id", "input_url")[: room * 2])
     firsts: dict[str, int] = {}
-    for image_id, url in waiting.values_list("id", "input_url")[: room * 2]:
+    for image_id, url in rows:
         firsts.setdefault(url, image_id)
         if len(firsts) == room:
             break
+    everything = len(firsts) < room and len(rows) < room * 2
     if not firsts:
         return 0
     # Every image with a URL goes with it: a URL is fetched once per request.
     images.filter(input_url__in=firsts, queued_at__isnull=True).update(queued_at=timezone.now())
     ids = list(firsts.values())
-    for batch in _batches(ids, batch_size, spread=spread and len(ids) < room):
+    for batch in _batches(ids, batch_size, spread=spread and everything):
         queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch)
     return len(ids)
 
 
 def _batches(ids: list[int], batch_size: int, *, spread: bool) -> list[list[int]]:
-    """ids in order, in batches of batch_size (the last may be smaller); spread, in at
-    least REQUEST_START_BATCHES (one id each at least), of sizes one apart at most."""
+    """ids in order, in batches of batch_size (the last may be smaller); spread, in
+    REQUEST_START_BATCHES batches (fewer where there are fewer ids, more where a batch
+    would exceed batch_size), of sizes one apart at most."""
     if not spread:
         return [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
     count = max(math.ceil(len(ids) / batch_size), min(len(ids), settings.REQUEST_START_BATCHES))

@@ -289,6 +289,23 @@ def test_a_request_too_large_for_its_window_starts_in_whole_batches(
     assert batches == [ids[0:4], ids[4:8]]
 
 
+def test_a_request_whose_urls_repeat_is_not_spread_while_more_of_them_wait(
+    django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
+) -> None:
+    # Given three worker processes, a window of one batch of 4 URLs, and a request of 20
+    # images over 5 URLs, each URL four times in a row
+    settings.REQUEST_START_BATCHES, settings.REQUEST_WINDOW_BATCHES = 3, 1
+    settings.IMAGE_BATCH_SIZE = 4
+    rows = "".join(f"{n + 1},P{n},https://shop.example/{n // 4}.jpg\n" for n in range(20))
+
+    # When it starts, its first rows hold 2 of the URLs, fewer than the window's 4
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+
+    # Then they go in one batch, as before: the request does not fit, 3 more URLs wait
+    assert batches == [[ids[0], ids[4]]]
+
+
 def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are_known(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
