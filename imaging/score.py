@@ -244,25 +244,25 @@ def _ssim_error(xyb: Plane, mean: Plane, source: _SourceScale, index: int) -> Pl
 
     Written as mean_diff^2 + (1 - mean_diff^2) D / (source variance + variance + C2),
     where D = source variance + variance - 2 covariance = blur((xyb - source)^2) -
-    mean_diff^2: the same in exact arithmetic, and in float32 D keeps its precision. Taken
-    as the difference of blurred squares of values near 0.5, it lost most of it where the
-    variances are tiny (a product on white): the noise, clipped at zero, moved scores by up
-    to 0.8."""
+    mean_diff^2: the same in exact arithmetic, and in float32 D keeps its precision.
+    Taken as the difference of blurred squares of values of 0.5 to 0.9, it lost most of
+    it where the variances are tiny (a product on white): the noise, clipped at zero,
+    moved scores by up to 0.8."""
     mean_diff = cv2.subtract(source.mean[index], mean)
     cv2.multiply(mean_diff, mean_diff, dst=mean_diff)
     difference = cv2.subtract(xyb, source.xyb[index])
-    spread = _blur(_float32(cv2.multiply(difference, difference, dst=difference)))
-    cv2.subtract(spread, mean_diff, dst=spread)
+    difference_variance = _blur(_float32(cv2.multiply(difference, difference, dst=difference)))
+    cv2.subtract(difference_variance, mean_diff, dst=difference_variance)
     denominator = _blur(_float32(cv2.multiply(xyb, xyb)))
     cv2.subtract(denominator, cv2.multiply(mean, mean), dst=denominator)
     cv2.add(denominator, source.variance[index], dst=denominator)
     np.add(denominator, _C2, out=denominator)
-    cv2.divide(spread, denominator, dst=spread)
-    # spread (D / denominator) x (1 - mean_diff^2) + mean_diff^2
-    cv2.multiply(spread, mean_diff, dst=denominator)
-    cv2.subtract(spread, denominator, dst=spread)
-    cv2.add(spread, mean_diff, dst=spread)
-    return np.maximum(spread, 0.0, out=spread)
+    cv2.divide(difference_variance, denominator, dst=difference_variance)
+    # D / denominator x (1 - mean_diff^2) + mean_diff^2
+    cv2.multiply(difference_variance, mean_diff, dst=denominator)
+    cv2.subtract(difference_variance, denominator, dst=difference_variance)
+    cv2.add(difference_variance, mean_diff, dst=difference_variance)
+    return np.maximum(difference_variance, 0.0, out=difference_variance)
 
 
 def _norms(weights: npt.NDArray[np.float64], errors: Plane) -> float:
