@@ -175,13 +175,12 @@ class Reference:
                 break
             xyb = _xyb(linear, channels)
             mean = [_blur(plane) for plane in xyb]
-            square = [_blur(plane * plane) for plane in xyb]
             deviation = [_float32(cv2.absdiff(x, m)) for x, m in zip(xyb, mean, strict=True)]
             self._scales.append(
                 _SourceScale(
                     xyb=xyb,
                     mean=mean,
-                    variance=[s - m * m for s, m in zip(square, mean, strict=True)],
+                    variance=[_variance(x, m) for x, m in zip(xyb, mean, strict=True)],
                     deviation=deviation,
                     per_edge=[_float32(1.0 / (1.0 + d)) for d in deviation],
                 )
@@ -253,8 +252,7 @@ def _ssim_error(xyb: Plane, mean: Plane, source: _SourceScale, index: int) -> Pl
     difference = cv2.subtract(xyb, source.xyb[index])
     difference_variance = _blur(_float32(cv2.multiply(difference, difference, dst=difference)))
     cv2.subtract(difference_variance, mean_diff, dst=difference_variance)
-    denominator = _blur(_float32(cv2.multiply(xyb, xyb)))
-    cv2.subtract(denominator, cv2.multiply(mean, mean), dst=denominator)
+    denominator = _variance(xyb, mean)
     cv2.add(denominator, source.variance[index], dst=denominator)
     np.add(denominator, _C2, out=denominator)
     cv2.divide(difference_variance, denominator, dst=difference_variance)
@@ -263,6 +261,12 @@ def _ssim_error(xyb: Plane, mean: Plane, source: _SourceScale, index: int) -> Pl
     cv2.subtract(difference_variance, denominator, dst=difference_variance)
     cv2.add(difference_variance, mean_diff, dst=difference_variance)
     return np.maximum(difference_variance, 0.0, out=difference_variance)
+
+
+def _variance(plane: Plane, mean: Plane) -> Plane:
+    """The blurred square less the squared mean (mean: the plane blurred)."""
+    variance = _blur(_float32(cv2.multiply(plane, plane)))
+    return _float32(cv2.subtract(variance, cv2.multiply(mean, mean), dst=variance))
 
 
 def _norms(weights: npt.NDArray[np.float64], errors: Plane) -> float:
