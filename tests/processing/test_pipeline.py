@@ -275,35 +275,36 @@ def test_a_request_that_fits_its_window_is_shared_between_the_worker_processes_a
     assert sorted(downloads.calls) == sorted(urls)
 
 
-def test_a_request_too_large_for_its_window_starts_in_whole_batches(
-    django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
+@pytest.mark.parametrize(
+    ("window", "url_numbers", "first_batches"),
+    [
+        # 9 URLs in a window of 2 batches of 4: its first 8 URLs in two batches of 4
+        (2, list(range(9)), [[0, 1, 2, 3], [4, 5, 6, 7]]),
+        # 20 images over 5 URLs, each four times in a row, in a window of one batch of 4:
+        # the rows read hold 2 of the URLs, fewer than the window's 4, and 3 more wait
+        (1, [n // 4 for n in range(20)], [[0, 4]]),
+    ],
+    ids=["more-urls-than-the-window", "urls-repeated"],
+)
+def test_a_request_that_does_not_fit_its_window_starts_in_whole_batches(
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+    window: int,
+    url_numbers: list[int],
+    first_batches: list[list[int]],
 ) -> None:
-    # Given three worker processes, a window of 2 batches of 4 URLs, a request of 9 URLs
-    settings.REQUEST_START_BATCHES, settings.REQUEST_WINDOW_BATCHES = 3, 2
+    # Given three worker processes, batches of 4 URLs, and a request too large for its window
+    settings.REQUEST_START_BATCHES, settings.REQUEST_WINDOW_BATCHES = 3, window
     settings.IMAGE_BATCH_SIZE = 4
-    rows = "".join(f"{n + 1},P{n},https://shop.example/{n}.jpg\n" for n in range(9))
+    rows = "".join(
+        f"{n + 1},P{n},https://shop.example/{number}.jpg\n" for n, number in enumerate(url_numbers)
+    )
 
-    # When it starts, then its first 8 URLs go in two batches of 4, as before
+    # When it starts, then it is queued in batches of 4 as before, not spread
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
     ids = [image.pk for image in images_of(request)]
-    assert batches == [ids[0:4], ids[4:8]]
-
-
-def test_a_request_whose_urls_repeat_is_not_spread_while_more_of_them_wait(
-    django_capture_on_commit_callbacks: Capture, settings: Any, account: Account
-) -> None:
-    # Given three worker processes, a window of one batch of 4 URLs, and a request of 20
-    # images over 5 URLs, each URL four times in a row
-    settings.REQUEST_START_BATCHES, settings.REQUEST_WINDOW_BATCHES = 3, 1
-    settings.IMAGE_BATCH_SIZE = 4
-    rows = "".join(f"{n + 1},P{n},https://shop.example/{n // 4}.jpg\n" for n in range(20))
-
-    # When it starts, its first rows hold 2 of the URLs, fewer than the window's 4
-    request, batches = started(account, rows, django_capture_on_commit_callbacks)
-    ids = [image.pk for image in images_of(request)]
-
-    # Then they go in one batch, as before: the request does not fit, 3 more URLs wait
-    assert batches == [[ids[0], ids[4]]]
+    assert batches == [[ids[index] for index in batch] for batch in first_batches]
 
 
 def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are_known(
