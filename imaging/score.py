@@ -12,12 +12,16 @@ image scores 67-70. The tiles alone missed the worst areas (up to 10 points high
 benchmark's photos (BENCHMARKS.md, "Perceptual quality") at a fraction of the cost. An
 image of at most nine tiles' pixels, or narrower than a tile, is compared whole.
 
-The metric as published: sRGB to linear light, to the XYB colour space, then at six scales
-(each half the last) an SSIM map and two edge maps (artefacts: edges the source does not
-have; detail lost: edges it has that the output smooths), each averaged as a 1-norm and a
-4-norm per channel, weighted by the published model. The blurs are OpenCV's (two
-milliseconds for nine planes of 384 x 384), the rest OpenCV and numpy, in place where it can
-be, on 147,456 pixels.
+The metric as its reference tool (libjxl's tools/ssimulacra2) computes it: sRGB to linear
+light, to the XYB colour space, then at up to six scales (each half the last) an SSIM map
+and two edge maps (artefacts: edges the source does not have; detail lost: edges it has
+that the output smooths), each averaged as a 1-norm and a 4-norm per channel, weighted by
+the published model. Its blur, its borders, its halvings and the order it reads the
+weights in on small images are the tool's: a whole image scores what the tool prints,
+within 0.03 points on 48 pairs from 9 x 300 to 512 x 512 and banners of 2000 x 100, tiled
+photos within -0.2 and +0.6 (BENCHMARKS.md, "The reference tool's own score"). The blurs
+are OpenCV's (two milliseconds for nine planes of 384 x 384), the rest OpenCV and numpy,
+in place where it can be, on 147,456 pixels.
 """
 
 import math
@@ -40,10 +44,21 @@ SCALES: Final = 6
 # image, reduced: what they weigh is the image's broad areas, which tiles cut apart. Taking
 # 1:4 from the tiles too was 30% cheaper and read up to 10 points high.
 TILED_SCALES: Final = 2
-SMALLEST_SIDE: Final = 8  # a scale smaller than this has no SSIM to speak of
-_BLUR_SIGMA: Final = 1.5
-_BLUR_RADIUS: Final = 5
-_BLUR_KERNEL: Final = cv2.getGaussianKernel(2 * _BLUR_RADIUS + 1, _BLUR_SIGMA, ktype=cv2.CV_32F)
+# An image must have this many pixels a side, and a scale this many for another to follow.
+SMALLEST_SIDE: Final = 8
+# The reference tool blurs with libjxl's recursive Gaussian of sigma 1.5 (Charalampidis'
+# truncated cosines), whose impulse response is these nine taps, centre first: read off
+# it by running its recursion on a unit impulse (2026-11-28). OpenCV's 11-tap Gaussian of
+# the same sigma read 0.0-0.7 points above the tool's scores on 48 pairs; these, within
+# 0.03 (BENCHMARKS.md, "The reference tool's own score").
+_BLUR_TAPS: Final = (
+    0.26462110548819834,
+    0.21292859201042197,
+    0.10933537277746001,
+    0.03601111465836412,
+    0.009414367809653492,
+)
+_BLUR_KERNEL: Final = np.array(_BLUR_TAPS[:0:-1] + _BLUR_TAPS, dtype=np.float32).reshape(-1, 1)
 _C2: Final = 0.0009
 # Pixels converted to linear light at once for the coarse scales (_linear_reduced).
 _BAND_PIXELS: Final = 256 * 1024
@@ -103,11 +118,9 @@ _WEIGHTS: Final = np.array(
 # fmt: on
 # Terms weighted under this are left out: the weights run from 0.0001 to 225, and those
 # under 0.01 together move a score by less than 0.1 (tests/imaging/test_score.py). What is
-# left needs only Y at full size (a third of the work) and nothing at 1:32.
+# left of the six scales' model needs only Y at full size (a third of the work) and
+# nothing at 1:32.
 _NEGLIGIBLE: Final = 0.01
-_USED: Final = np.where(_WEIGHTS >= _NEGLIGIBLE, _WEIGHTS, 0.0)
-# Per scale, the channels (0 X, 1 Y, 2 B) with a term left.
-_CHANNELS: Final = [np.flatnonzero(_USED[:, scale].any(axis=(1, 2))) for scale in range(SCALES)]
 
 # Images are compared one at a time per thread: OpenCV's own threads would only contend
 # with the worker's.
@@ -158,6 +171,36 @@ class _SourceScale:
     per_edge: list[Plane]  # 1 / (1 + deviation), to divide the output's edges by
 
 
+@dataclass(frozen=True)
+class _Model:
+    """The published model's weights as they apply to an image of so many scales:
+    weights, channel x scale x norm (1, 4) x kind (SSIM, artefact, detail lost), those
+    under _NEGLIGIBLE as zero; channels, per scale, those (0 X, 1 Y, 2 B) with a term
+    left; and the scales worth computing (the last ones may have none)."""
+
+    weights: npt.NDArray[np.float64]
+    channels: list[npt.NDArray[np.intp]]
+    scales: int
+
+    @classmethod
+    def of(cls, width: int, height: int) -> "_Model":
+        """The model for an image of width x height, compared whole: the reference tool
+        (libjxl's tools/ssimulacra2) makes one more scale while the last has 8 pixels a
+        side, so six from 113 pixels up, and reads the 108 weights in order over the
+        scales it made. Under six, each channel's weights start where the last channel's
+        ended, not at the model's own places; done the same here, so that every score is
+        the one the tool prints (a 100 x 100 thumbnail's differs by up to 17 points)."""
+        scales = 1
+        while scales < SCALES and min(width, height) >= SMALLEST_SIDE:
+            width, height = -(-width // 2), -(-height // 2)
+            scales += 1
+        model = _WEIGHTS.reshape(-1)[: 3 * scales * 2 * 3].reshape(3, scales, 2, 3)
+        weights = np.where(model >= _NEGLIGIBLE, model, 0.0)
+        channels = [np.flatnonzero(weights[:, scale].any(axis=(1, 2))) for scale in range(scales)]
+        worth = max(scale for scale in range(scales) if channels[scale].size) + 1
+        return cls(weights, channels[:worth], worth)
+
+
 class Reference:
     """A source's pixels (RGB, height x width x 3), prepared once to score any number of
     outputs of the same size against them; tiled=False compares whole images at every
@@ -169,10 +212,10 @@ class Reference:
         self.shape = pixels.shape
         height, width = pixels.shape[0], pixels.shape[1]
         self._boxes = comparison_boxes(width, height) if tiled else [(0, 0, width, height)]
+        # Tiles are cut only from images of 128 pixels a side and more: six scales.
+        self._model = _Model.of(width, height)
         self._scales: list[_SourceScale] = []
-        for channels, linear in zip(_CHANNELS, self._pyramid(pixels), strict=False):
-            if not channels.size:
-                break
+        for channels, linear in zip(self._model.channels, self._pyramid(pixels), strict=True):
             xyb = _xyb(linear, channels)
             mean = [_blur(plane) for plane in xyb]
             deviation = [_float32(cv2.absdiff(x, m)) for x, m in zip(xyb, mean, strict=True)]
@@ -191,28 +234,26 @@ class Reference:
         if pixels.shape != self.shape:
             raise ValueError(f"Cannot compare {pixels.shape} pixels with {self.shape}.")
         total = 0.0
-        pyramid = zip(self._scales, self._pyramid(pixels), strict=False)
+        model = self._model
+        pyramid = zip(self._scales, self._pyramid(pixels), strict=True)
         for scale, (source, linear) in enumerate(pyramid):
-            channels = _CHANNELS[scale]
+            channels = model.channels[scale]
             xyb = _xyb(linear, channels)
             for index, channel in enumerate(channels):
-                total += _channel_error(_USED[channel, scale], xyb[index], source, index)
+                total += _channel_error(model.weights[channel, scale], xyb[index], source, index)
         return _from_error(total)
 
     def _pyramid(self, pixels: Pixels) -> Iterator[Interleaved]:
-        """The image in linear light at each scale while both sides have 8 pixels: the
-        finest from the tiles, the coarser from the whole image."""
+        """The image in linear light at each scale the model uses, each half the last,
+        rounded up: the finest from the tiles, the coarser from the whole image."""
         whole = len(self._boxes) == 1
-        linear: Interleaved | None = _linear(
-            comparison_pixels(pixels, self._boxes) if not whole else pixels
-        )
-        for scale in range(SCALES):
+        linear = _linear(comparison_pixels(pixels, self._boxes) if not whole else pixels)
+        for scale in range(self._model.scales):
             if scale == TILED_SCALES and not whole:
                 linear = _linear_reduced(pixels, 2**TILED_SCALES)
-            if linear is None:
-                return
+            elif scale:
+                linear = _reduced(linear, 2)
             yield linear
-            linear = _reduced(linear, 2)
 
 
 def _channel_error(
@@ -299,11 +340,11 @@ def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp]) -> list[Plane]:
 
 
 def _blur(plane: Plane) -> Plane:
-    """The Gaussian blur as the published implementation does it at the borders: zeros
-    above and below, the image mirrored left and right (one pass each way). Mirrored all
-    round, scores came out up to 3 points lower than the published ones on a 384 x 384
-    image at quality 30, where at 1:16 and 1:32 the borders are most of the image."""
-    across = cv2.filter2D(plane, -1, _BLUR_KERNEL.reshape(1, -1), borderType=cv2.BORDER_REFLECT)
+    """The Gaussian blur as the reference tool does it at the borders: zeros beyond every
+    edge (one pass each way). The pure-Python port mirrors the image left and right; its
+    scores, which this followed until 2026-11-28, read 0.6 to 2.2 points under the tool's
+    on 384 and 512 pixel photos, where at 1:16 and 1:32 the borders are much of the image."""
+    across = cv2.filter2D(plane, -1, _BLUR_KERNEL.reshape(1, -1), borderType=cv2.BORDER_CONSTANT)
     return _float32(cv2.filter2D(across, -1, _BLUR_KERNEL, borderType=cv2.BORDER_CONSTANT))
 
 
@@ -312,32 +353,33 @@ def _float32(array: npt.NDArray[np.generic]) -> Plane:
     return np.asarray(array, dtype=np.float32)
 
 
-def _linear_reduced(pixels: Pixels, factor: int) -> Interleaved | None:
-    """pixels in linear light, each factor x factor block averaged, converted a band of
-    rows at a time: the whole image in linear light would take 12 bytes a pixel (600 MB
-    for a 50 MP photo), the bands a few megabytes."""
-    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
-    if min(height, width) < SMALLEST_SIDE:
-        return None
+def _linear_reduced(pixels: Pixels, factor: int) -> Interleaved:
+    """pixels in linear light reduced factor times (_reduced), converted a band of rows at
+    a time: the whole image in linear light would take 12 bytes a pixel (600 MB for a 50
+    MP photo), the bands a few megabytes. A band's rows are a multiple of factor, so only
+    the image's last band has a last row to repeat."""
     rows = factor * max(1, _BAND_PIXELS // max(1, pixels.shape[1] * factor))
     bands = [
-        _reduced(_linear(pixels[top : min(top + rows, height * factor)]), factor, smallest=1)
-        for top in range(0, height * factor, rows)
+        _reduced(_linear(pixels[top : top + rows]), factor)
+        for top in range(0, pixels.shape[0], rows)
     ]
-    return np.concatenate([band for band in bands if band is not None], axis=0)
+    return np.concatenate(bands, axis=0)
 
 
-def _reduced(
-    linear: Interleaved, factor: int, *, smallest: int = SMALLEST_SIDE
-) -> Interleaved | None:
-    """Each factor x factor block averaged in linear light (a last partial row or column
-    dropped), or None where that would leave a side under smallest."""
-    height, width = linear.shape[0] // factor, linear.shape[1] // factor
-    if min(height, width) < smallest:
-        return None
-    reduced = cv2.resize(
-        linear[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA
-    )
+def _reduced(linear: Interleaved, factor: int) -> Interleaved:
+    """linear (in linear light) reduced factor times (a power of two) as the reference
+    tool reduces it, by halvings: each 2 x 2 block averaged, a side of odd length rounded
+    up by repeating its last row or column. Where factor divides both sides, that is each
+    factor x factor block averaged, in one pass."""
+    height, width = linear.shape[0], linear.shape[1]
+    if height % factor or width % factor:
+        if factor > 2:
+            return _reduced(_reduced(linear, 2), factor // 2)
+        linear = _float32(
+            cv2.copyMakeBorder(linear, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)
+        )
+        height, width = linear.shape[0], linear.shape[1]
+    reduced = cv2.resize(linear, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
     return _float32(reduced)
 
 
