@@ -47,8 +47,8 @@ def test_scores_are_the_reference_tools(size: tuple[int, int], quality: int, too
     source = photo(max(width, 64), max(height, 64)).crop((0, 0, width, height))
     pixels, output = np.asarray(source), jpeg_pixels(source, quality)
 
-    # Then its score is the tool's within a tenth of a point (the code before 2026-11-28,
-    # which followed the pure-Python port, was 2.3 low on the first, 20 high on the banner)
+    # Then its score is the tool's within a tenth of a point (the code that followed the
+    # pure-Python port was 2.3 low on the first, 20 high on the banner)
     assert Reference(pixels).score(output) == pytest.approx(tool, abs=0.1)
 
 
