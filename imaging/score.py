@@ -41,6 +41,10 @@ Pixels = npt.NDArray[np.uint8]  # height x width x 3, sRGB
 Plane = npt.NDArray[np.float32]  # height x width
 Interleaved = npt.NDArray[np.float32]  # height x width x 3
 
+# Which rules the score follows: outputs chosen or scored under others are not re-used
+# (processing/reuse.py). 2, since 2026-11-27: libjxl's own tool's. 1, unnumbered: the
+# pure-Python port's, whose scores of thumbnails and banners were up to 31 points off.
+VERSION: Final = 2
 TILE: Final = 128
 GRID: Final = 3
 SCALES: Final = 6

@@ -17,6 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from imaging import score
 from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from processing.facts import STORED_FIELDS, OutputFacts
@@ -26,8 +27,8 @@ from processing.storage import OutputStorage
 
 def settings_key(request: ProcessingRequest) -> str:
     """Everything of a request's settings that shapes an output or its facts. The format,
-    the target, the metadata kept and the score only where asked for: the keys of outputs
-    made before they could be asked for stay valid."""
+    the target, the metadata kept, the score and its version only where asked for: the
+    keys of outputs made before they could be asked for stay valid."""
     key = f"{request.quality_mode}-q{request.quality}"
     if request.quality_mode == QualityMode.PERCEPTUAL:
         # The tries allowed change which quality the search settles on.
@@ -36,6 +37,9 @@ def settings_key(request: ProcessingRequest) -> str:
         key += f"-{request.metadata}"
     if request.scored and request.quality_mode != QualityMode.PERCEPTUAL:
         key += "-scored"  # an output made unscored would come back without its score
+    if request.scored or request.quality_mode == QualityMode.PERCEPTUAL:
+        # A quality chosen, or a score given, by other rules of the score is made again.
+        key += f"-score{score.VERSION}"
     return key if request.output_format == OutputFormat.SAME else f"{key}-{request.output_format}"
 
 

@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 import net
 from accounts import services
 from accounts.models import Account
+from imaging import score
 from imaging.metadata import EXIF_ARTIST, EXIF_COPYRIGHT, Credits, credits_of
 from processing import finalize, intake, pipeline, queue, results
 from processing.models import (
@@ -461,6 +462,30 @@ def test_an_output_made_from_older_bytes_is_not_re_used_after_the_source_changed
     at_50 = run(account, django_capture_on_commit_callbacks)
     assert [image.reused for image in images_of(at_50)] == [False, True, True, True]
     assert encodes() == encoded_before + 1
+
+
+def test_outputs_a_score_shaped_are_made_again_once_the_score_s_rules_change(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a catalogue run at the medium target, then at a fixed quality, unscored
+    downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
+    run(account, django_capture_on_commit_callbacks, target="medium")
+    run(account, django_capture_on_commit_callbacks)
+
+    # When the service is upgraded to other rules of the score
+    monkeypatch.setattr(score, "VERSION", score.VERSION + 1)
+
+    # Then the perceptual catalogue is searched again: its qualities were the old score's
+    encoded_before = encodes()
+    again = run(account, django_capture_on_commit_callbacks, target="medium")
+    assert [image.reused for image in images_of(again)] == [False] * 4
+    assert encodes() == encoded_before + 4
+    # while the fixed quality's outputs, which no score shaped, are re-used
+    fixed = run(account, django_capture_on_commit_callbacks)
+    assert [image.reused for image in images_of(fixed)] == [True] * 4
 
 
 # --- Cancel ---------------------------------------------------------------------------
