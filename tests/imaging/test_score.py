@@ -60,9 +60,10 @@ def test_a_lower_quality_scores_lower() -> None:
     assert scores[0] < 50 < scores[-1]
 
 
-def test_the_terms_left_out_move_a_score_by_less_than_a_tenth() -> None:
+@pytest.mark.parametrize("size", [(384, 384), (100, 100)])  # six scales, and five
+def test_the_terms_left_out_move_a_score_by_less_than_a_tenth(size: tuple[int, int]) -> None:
     # Given an image and its JPEG at quality 40
-    source = photo()
+    source = photo(*size)
     pixels, output = np.asarray(source), jpeg_pixels(source, 40)
     pruned = Reference(pixels).score(output)
 

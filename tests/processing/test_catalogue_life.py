@@ -470,21 +470,27 @@ def test_outputs_a_score_shaped_are_made_again_once_the_score_s_rules_change(
     account: Account,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a catalogue run at the medium target, then at a fixed quality, unscored
+    # Given a catalogue run at the medium target, at a fixed quality scored, and unscored
     downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
-    run(account, django_capture_on_commit_callbacks, target="medium")
-    run(account, django_capture_on_commit_callbacks)
+    capture = django_capture_on_commit_callbacks
+    for options in ({"target": "medium"}, {"score": True}, {}):
+        run(account, capture, **options)
+    # each re-used while the score's rules stay the same
+    for options in ({"target": "medium"}, {"score": True}):
+        assert {image.reused for image in images_of(run(account, capture, **options))} == {True}
 
     # When the service is upgraded to other rules of the score
     monkeypatch.setattr(score, "VERSION", score.VERSION + 1)
 
-    # Then the perceptual catalogue is searched again: its qualities were the old score's
+    # Then the perceptual catalogue is searched again (its qualities were the old score's)
+    # and the scored one encoded again (its scores were)
     encoded_before = encodes()
-    again = run(account, django_capture_on_commit_callbacks, target="medium")
-    assert [image.reused for image in images_of(again)] == [False] * 4
-    assert encodes() == encoded_before + 4
-    # while the fixed quality's outputs, which no score shaped, are re-used
-    fixed = run(account, django_capture_on_commit_callbacks)
+    for options in ({"target": "medium"}, {"score": True}):
+        again = run(account, capture, **options)
+        assert [image.reused for image in images_of(again)] == [False] * 4
+    assert encodes() == encoded_before + 8
+    # while the unscored outputs, which no score shaped, are re-used
+    fixed = run(account, capture)
     assert [image.reused for image in images_of(fixed)] == [True] * 4
 
 
