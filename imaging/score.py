@@ -23,9 +23,9 @@ qualities 30 and 60, tiled photos within -0.2 and +0.7. Where source and output 
 nearly the same (large photos at quality 95, a flat page with one pixel changed) this
 reads up to 0.5 and 1.5 points above the tool, whose recursive blur in float32 gathers
 rounding error down each column, which its SSIM term then takes for a difference
-(BENCHMARKS.md, "The reference tool's own score"). The blurs
-are OpenCV's (two milliseconds for nine planes of 384 x 384), the rest OpenCV and numpy,
-in place where it can be, on 147,456 pixels.
+(BENCHMARKS.md, "The reference tool's own score"). The blurs are OpenCV's (two
+milliseconds for nine planes of 384 x 384), the rest OpenCV and numpy, in place where it
+can be, on 147,456 pixels.
 """
 
 import math
