@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from processing.models import ProcessingRequest, Product, ProductImage
+from processing.models import ProcessingRequest, Product, ProductImage, WebhookDelivery
 
 pytestmark = pytest.mark.django_db
 
@@ -353,6 +353,30 @@ def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: API
     response = api.get(f"/api/requests/{request.pk}/output.csv")
     assert response.status_code == 409
     assert response.json()["code"] == "not_finished"
+
+
+def test_a_status_poll_reads_the_database_once_and_shows_the_webhook_once_there_is_one(
+    api: APIClient, django_assert_num_queries: Any
+) -> None:
+    # Given a request being processed, polled once already (its API key now checked)
+    request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    status_url = f"/api/status/{request_id}/"
+    assert api.get(status_url).json()["webhook"] is None
+
+    # When it is polled again, one query answers: the request, and that it has no delivery
+    with django_assert_num_queries(1):
+        assert api.get(status_url).json()["webhook"] is None
+
+    # And once it has a webhook delivery, the status shows it
+    delivery = WebhookDelivery.objects.create(
+        request_id=request_id, url="https://shop.example/hook", payload={}
+    )
+    webhook = api.get(status_url).json()["webhook"]
+    assert (webhook["event_id"], webhook["state"], webhook["attempts"]) == (
+        delivery.event_id,
+        "pending",
+        0,
+    )
 
 
 def test_products_are_paginated_in_input_order(api: APIClient) -> None:
