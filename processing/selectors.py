@@ -46,7 +46,7 @@ def _request_sql() -> str:
     """request_get's query, written once per process from the models: the ORM compiled it
     anew on every call, 0.5 ms of a status poll's 1.7 (BENCHMARKS.md, "The status
     endpoint"). The request's columns, and its webhook delivery's id or NULL; a delivery
-    that exists is loaded when read, which only a finished request's status does."""
+    that exists is loaded when read: only a request that has finished has one."""
     quote = connection.ops.quote_name
 
     def column(model: type[Model], name: str = "pk") -> str:
