@@ -124,9 +124,7 @@ def images_record(
             if learnt != stored_size:  # while it grows: a few batches a request
                 ProcessingRequest.objects.filter(pk=request_id).update(batch_size=learnt)
             # What ended leaves room in the request's window: its next URLs take it.
-            request_window_refill(
-                request_id=request_id, ended=len(ended), batch_size=batch_size, learnt=learnt
-            )
+            request_window_refill(request_id=request_id, batch_size=learnt)
             request_finalize_when_ready(request_id)
         for url in retried:
             outcome, delay, _ = rows.retries[url]

@@ -31,8 +31,7 @@ IN_FLIGHT = (ProductImage.Status.PENDING, ProductImage.Status.PROCESSING)
 
 def request_window_fill(*, request_id: uuid.UUID) -> int:
     """Queue the request's next distinct URLs, in CSV order, in batches, until its window is
-    full; the number of URLs queued. For a request's start and the sweep: it counts what is
-    in flight."""
+    full; the number of URLs queued. For a request's start and the sweep."""
     with transaction.atomic():
         learnt = (
             ProcessingRequest.objects.select_for_update()
@@ -42,38 +41,37 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
         )
         if learnt is None:
             return 0
-        batch_size = batch_size_of(learnt)
-        in_flight = (
-            ProductImage.objects.filter(
-                request_id=request_id, queued_at__isnull=False, status__in=IN_FLIGHT
-            )
-            .values("input_url")
-            .distinct()
-            .count()
+        return _window_topped_up(request_id, batch_size_of(learnt))
+
+
+def request_window_refill(*, request_id: uuid.UUID, batch_size: int) -> int:
+    """request_window_fill for a batch's record, whose transaction already holds the
+    request's row and has stored the batch size it learnt: the number of URLs queued."""
+    return _window_topped_up(request_id, batch_size)
+
+
+def _window_topped_up(request_id: uuid.UUID, batch_size: int) -> int:
+    """Queue what the request's window has room for, in whole batches of batch_size while
+    others are in flight: a batch that ended queueing only as many URLs as it held kept
+    the 8-URL batches of a request's start at 8 while the rest grew to 32, and a third of
+    a typical catalogue's batches went that small (BENCHMARKS.md, "Whole batches")."""
+    in_flight = (
+        ProductImage.objects.filter(
+            request_id=request_id, queued_at__isnull=False, status__in=IN_FLIGHT
         )
-        room = settings.REQUEST_WINDOW_BATCHES * batch_size - in_flight
+        .values("input_url")
+        .distinct()
+        .count()
+    )
+    room = settings.REQUEST_WINDOW_BATCHES * batch_size - in_flight
+    if in_flight:
         # Wait for room for a whole batch: fewer, fuller messages. A request with nothing
-        # in flight takes what is left, however little.
-        if room <= 0 or (room < batch_size and in_flight):
-            return 0
-        return _next_queue(request_id, room, batch_size, spread=not in_flight)
-
-
-def request_window_refill(
-    *, request_id: uuid.UUID, ended: int, batch_size: int, learnt: int
-) -> int:
-    """Queue as many of the request's next URLs as `ended` URLs just left its window, and
-    as many more (or fewer) as its window grew (or shrank) by with its batches, from
-    batch_size to learnt, which the caller stores on the request; the number queued. For a
-    batch's record, whose transaction already holds the request's row, so that no count is
-    needed.
-
-    A batch that ended always queues as many URLs as ended, up to a batch of the new size:
-    were it the only one in flight, a shrinking window would otherwise leave the request
-    waiting for the sweep."""
-    grown = ended + settings.REQUEST_WINDOW_BATCHES * (learnt - batch_size)
-    room = max(grown, min(ended, learnt))
-    return _next_queue(request_id, room, learnt) if room > 0 else 0
+        # in flight takes what is left, however little, so that it never waits for the
+        # sweep, even when its batches shrink.
+        room -= room % batch_size
+    if room <= 0:
+        return 0
+    return _next_queue(request_id, room, batch_size, spread=not in_flight)
 
 
 # Formats and modes whose encoding is nearly all an image costs (on product photos WebP 13

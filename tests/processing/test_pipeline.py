@@ -314,8 +314,10 @@ def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are
     account: Account,
 ) -> None:
     # Given batches of 2 URLs at first, a window of one batch, a batch meant to hold about
-    # four of this request's images, and a request of 12 URLs
+    # four of this request's images, and a request of 12 URLs (its end not spread over
+    # processes)
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
+    settings.REQUEST_START_BATCHES = 1
     settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, 4 * len(JPEG)
     urls = [f"https://shop.example/{n}.jpg" for n in range(12)]
     downloads.answers = dict.fromkeys(urls, JPEG)
@@ -362,11 +364,42 @@ def test_a_request_whose_images_turn_out_larger_keeps_a_batch_in_flight_as_batch
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         pipeline.images_process(image_ids=batches[0])
 
-    # Then as many URLs as ended are queued all the same: the request goes on
+    # Then a batch of the new size is queued all the same: the request goes on
     ids = [image.pk for image in images_of(request)]
-    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[2:4]]
+    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[2:6]]
     request.refresh_from_db()
     assert request.batch_size == 4
+
+
+def test_batches_queued_before_the_size_was_learnt_do_not_stay_small(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given batches of 2 URLs at first, a window of two batches, a batch meant to hold
+    # about four of this request's images, and a request of 20 URLs
+    settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 2, 2
+    settings.REQUEST_START_BATCHES = 1
+    settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, 4 * len(JPEG)
+    urls = [f"https://shop.example/{n}.jpg" for n in range(20)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    _, waiting = started(account, rows, django_capture_on_commit_callbacks)
+
+    # When the batches run in the order they were queued
+    sizes = []
+    while waiting:
+        batch = waiting.pop(0)
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            pipeline.images_process(image_ids=batch)
+        sizes.append(len(batch))
+        waiting += [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)]
+
+    # Then once the size is learnt every batch holds that many, but for the request's last:
+    # the start's batches of 2 do not go on queueing batches of 2
+    assert sizes == [2, 2, 3, 4, 4, 4, 1]
+    assert sorted(downloads.calls) == sorted(urls)
 
 
 def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
