@@ -1,14 +1,15 @@
 """Fair share of the workers: each request keeps at most a window of its image batches on
-the queue or running (REQUEST_WINDOW_BATCHES), and each batch that ends queues the
-request's next one. Batches of every request under way then take turns on the one
-`images` queue, so a 10-image request is not queued behind a 50,000-image one.
+the queue or running (REQUEST_WINDOW_BATCHES), and each batch that ends tops it up
+again. Batches of every request under way then take turns on the one `images` queue, so
+a 10-image request is not queued behind a 50,000-image one.
 
 A batch holds settings.IMAGE_BATCH_SIZE URLs until the request's first batches have
 ended; from then on as many as come to about IMAGE_BATCH_BYTES of downloads at the size
 its images turned out to have (batch_size_next), kept on the request. The window is
-counted in batches of that size, so it grows with the batches. A request that fits in its
-window whole starts in REQUEST_START_BATCHES batches instead, so that every worker
-process takes a share of it.
+counted in batches of that size, so it grows with the batches, and topped up in whole
+batches while others are in flight. A request that fits in its window whole starts in
+REQUEST_START_BATCHES batches instead, so that every worker process takes a share of it;
+so does what is left of one once nothing of it is in flight.
 
 The database says what is queued: an image with no queued_at waits its turn here, one
 with queued_at is on the queue, waiting a retry, or claimed. A fill locks the request's
