@@ -402,6 +402,37 @@ def test_batches_queued_before_the_size_was_learnt_do_not_stay_small(
     assert sorted(downloads.calls) == sorted(urls)
 
 
+def test_a_url_waiting_for_its_retry_does_not_hold_the_next_batch_back(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given a window of one batch of 2 URLs and a request of 8, whose second URL's origin
+    # answers 503, asking for a 30 s wait
+    settings.REQUEST_WINDOW_BATCHES, settings.REQUEST_START_BATCHES = 1, 1
+    settings.IMAGE_BATCH_SIZE = settings.IMAGE_BATCH_MAX_SIZE = 2
+    urls = [f"https://shop.example/{n}.jpg" for n in range(8)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    downloads.answers[urls[1]] = net.NetError(
+        "http_503", "The server answered HTTP 503.", transient=True, retry_after=30
+    )
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+
+    # When the first batch ends
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then the next batch is queued beside the retry, which waits its 30 s
+    ids = [image.pk for image in images_of(request)]
+    tasks = queued(callbacks, queue.IMAGES_PROCESS)
+    assert sorted((task.args[0], task.countdown is not None) for task in tasks) == [
+        ([ids[1]], True),
+        (ids[2:4], False),
+    ]
+
+
 def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
     least, most, target = (
         settings.IMAGE_BATCH_SIZE,
