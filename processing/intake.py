@@ -263,5 +263,5 @@ def request_start(*, request_id: uuid.UUID) -> None:
     ).update(status=ProcessingRequest.Status.PROCESSING, updated_at=timezone.now())
     if not claimed:
         return
-    # Its first batches; each batch that ends queues the next (window.py).
+    # Its first batches; each batch that ends tops the window up again (window.py).
     request_window_fill(request_id=request_id)
