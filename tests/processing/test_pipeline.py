@@ -433,6 +433,31 @@ def test_a_url_waiting_for_its_retry_does_not_hold_the_next_batch_back(
     ]
 
 
+def test_what_is_left_once_nothing_is_in_flight_is_shared_between_the_processes(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given a window of one batch of 4 URLs, three worker processes, and a request of 7
+    settings.REQUEST_WINDOW_BATCHES, settings.REQUEST_START_BATCHES = 1, 3
+    settings.IMAGE_BATCH_SIZE = settings.IMAGE_BATCH_MAX_SIZE = 4
+    urls = [f"https://shop.example/{n}.jpg" for n in range(7)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    request, batches = started(account, rows, django_capture_on_commit_callbacks)
+    ids = [image.pk for image in images_of(request)]
+    assert batches == [ids[0:4]]  # more than fits in the window: not spread
+
+    # When that batch ends, nothing else of the request in flight
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then the last three URLs go in three batches, one for each process
+    tasks = queued(callbacks, queue.IMAGES_PROCESS)
+    assert sorted(task.args[0] for task in tasks) == [[ids[4]], [ids[5]], [ids[6]]]
+
+
 def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
     least, most, target = (
         settings.IMAGE_BATCH_SIZE,
