@@ -28,6 +28,13 @@ pytestmark = pytest.mark.django_db
 JPEG = encoded(photo(160, 120), "JPEG", quality=90)
 
 
+def photos(downloads: Downloads, count: int) -> tuple[list[str], str]:
+    """count URLs that each answer a photo, and the CSV rows of a product for each."""
+    urls = [f"https://shop.example/{n}.jpg" for n in range(count)]
+    downloads.answers = dict.fromkeys(urls, JPEG)
+    return urls, "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+
+
 @pytest.fixture(autouse=True)
 def storage(settings: Any, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
@@ -221,9 +228,7 @@ def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_que
     # Given a window of 2 batches of 2 URLs, and a request of 7 URLs
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 2, 2
     settings.IMAGE_BATCH_MAX_SIZE = 2  # batches that do not grow with what is learnt
-    urls = [f"https://shop.example/{n}.jpg" for n in range(7)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    urls, rows = photos(downloads, 7)
 
     # When it starts, then only its first 2 batches are queued, in CSV order
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
@@ -256,9 +261,7 @@ def test_a_request_that_fits_its_window_is_shared_between_the_worker_processes_a
 ) -> None:
     # Given three worker processes, batches of 8 URLs, and a request of 10 URLs
     settings.REQUEST_START_BATCHES, settings.IMAGE_BATCH_SIZE = 3, 8
-    urls = [f"https://shop.example/{n}.jpg" for n in range(10)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    urls, rows = photos(downloads, 10)
 
     # When it starts, then it is queued whole in three batches, in CSV order, of 4, 3 and
     # 3 URLs (not 8 and 2: the request would wait for the process with 8)
@@ -319,9 +322,7 @@ def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
     settings.REQUEST_START_BATCHES = 1
     settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, 4 * len(JPEG)
-    urls = [f"https://shop.example/{n}.jpg" for n in range(12)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    urls, rows = photos(downloads, 12)
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
     ids = [image.pk for image in images_of(request)]
     assert batches == [ids[0:2]]
@@ -353,9 +354,7 @@ def test_a_request_whose_images_turn_out_larger_keeps_a_batch_in_flight_as_batch
     # of two images whose photos turn out large (the request's last images are larger)
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 1, 2
     settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, len(JPEG)
-    urls = [f"https://shop.example/{n}.jpg" for n in range(12)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    _, rows = photos(downloads, 12)
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
     ProcessingRequest.objects.filter(pk=request.pk).update(batch_size=8)
 
@@ -382,9 +381,7 @@ def test_batches_queued_before_the_size_was_learnt_do_not_stay_small(
     settings.REQUEST_WINDOW_BATCHES, settings.IMAGE_BATCH_SIZE = 2, 2
     settings.REQUEST_START_BATCHES = 1
     settings.IMAGE_BATCH_MAX_SIZE, settings.IMAGE_BATCH_BYTES = 8, 4 * len(JPEG)
-    urls = [f"https://shop.example/{n}.jpg" for n in range(20)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    urls, rows = photos(downloads, 20)
     _, waiting = started(account, rows, django_capture_on_commit_callbacks)
 
     # When the batches run in the order they were queued
@@ -412,12 +409,10 @@ def test_a_url_waiting_for_its_retry_does_not_hold_the_next_batch_back(
     # answers 503, asking for a 30 s wait
     settings.REQUEST_WINDOW_BATCHES, settings.REQUEST_START_BATCHES = 1, 1
     settings.IMAGE_BATCH_SIZE = settings.IMAGE_BATCH_MAX_SIZE = 2
-    urls = [f"https://shop.example/{n}.jpg" for n in range(8)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
+    urls, rows = photos(downloads, 8)
     downloads.answers[urls[1]] = net.NetError(
         "http_503", "The server answered HTTP 503.", transient=True, retry_after=30
     )
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
 
     # When the first batch ends
@@ -442,9 +437,7 @@ def test_what_is_left_once_nothing_is_in_flight_is_shared_between_the_processes(
     # Given a window of one batch of 4 URLs, three worker processes, and a request of 7
     settings.REQUEST_WINDOW_BATCHES, settings.REQUEST_START_BATCHES = 1, 3
     settings.IMAGE_BATCH_SIZE = settings.IMAGE_BATCH_MAX_SIZE = 4
-    urls = [f"https://shop.example/{n}.jpg" for n in range(7)]
-    downloads.answers = dict.fromkeys(urls, JPEG)
-    rows = "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
+    _, rows = photos(downloads, 7)
     request, batches = started(account, rows, django_capture_on_commit_callbacks)
     ids = [image.pk for image in images_of(request)]
     assert batches == [ids[0:4]]  # more than fits in the window: not spread
