@@ -42,20 +42,17 @@ def request_window_fill(*, request_id: uuid.UUID) -> int:
         )
         if learnt is None:
             return 0
-        return _window_topped_up(request_id, batch_size_of(learnt))
+        return request_window_refill(request_id=request_id, batch_size=batch_size_of(learnt))
 
 
 def request_window_refill(*, request_id: uuid.UUID, batch_size: int) -> int:
-    """request_window_fill for a batch's record, whose transaction already holds the
-    request's row and has stored the batch size it learnt: the number of URLs queued."""
-    return _window_topped_up(request_id, batch_size)
-
-
-def _window_topped_up(request_id: uuid.UUID, batch_size: int) -> int:
     """Queue what the request's window has room for, in whole batches of batch_size while
-    others are in flight: a batch that ended queueing only as many URLs as it held kept
-    the 8-URL batches of a request's start at 8 while the rest grew to 32, and 38 of a
-    typical catalogue's 83 batches went that small (BENCHMARKS.md, "Whole batches").
+    others are in flight; the number of URLs queued. For a batch's record, whose
+    transaction already holds the request's row and has stored the batch size it learnt,
+    and for request_window_fill once it holds it. A batch that ended queueing only as
+    many URLs as it held kept the 8-URL batches of a request's start at 8 while the rest
+    grew to 32, and 38 of a typical catalogue's 83 batches went that small
+    (BENCHMARKS.md, "Whole batches").
 
     A URL waiting for a retry (queued_at ahead) is not counted: a retry is a task of one
     URL, and counted it would hold back a whole batch until its countdown ran out."""
