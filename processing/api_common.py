@@ -153,11 +153,17 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         "copyright: and the artist, copyright notice and credit line (EXIF, XMP, IPTC); "
         "never GPS.",
     )
+    # Absent is None, not false: DRF reads a boolean missing from a form as an unticked
+    # box, and uploads are forms, so the service's IMAGE_SCORE_ALL_MODES (and a re-run's
+    # "as the source") never applied to them.
     score = serializers.BooleanField(
         required=False,
+        allow_null=True,
+        default=None,
         help_text="true: score every output against its source (SSIMULACRA2), in fixed and "
         "relative mode too, at several times an encode's cost. Perceptual outputs always "
-        "are. Default: the service's IMAGE_SCORE_ALL_MODES (false).",
+        "are. Default: the service's IMAGE_SCORE_ALL_MODES (false); a re-run, the source "
+        "request's.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

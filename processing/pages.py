@@ -107,7 +107,12 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
     return _page(
         request,
         "processing/home.html",
-        {"recent": recent, "account": account, "targets": _targets()},
+        {
+            "recent": recent,
+            "account": account,
+            "targets": _targets(),
+            "score_all": settings.IMAGE_SCORE_ALL_MODES,
+        },
     )
 
 

@@ -379,6 +379,44 @@ def test_a_status_poll_reads_the_database_once_and_shows_the_webhook_once_there_
     )
 
 
+def test_an_upload_that_does_not_say_whether_to_score_is_scored_as_the_service_is_set(
+    api: APIClient, settings: Any
+) -> None:
+    # Given a service that scores every output
+    settings.IMAGE_SCORE_ALL_MODES = True
+
+    # When uploads come as forms, as every client sends them: one silent, one declining
+    silent = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    declined = upload(api, HEADER + GOOD_ROW, score="false").json()["request_id"]
+
+    # Then the silent one is scored and the one that said false is not
+    assert api.get(f"/api/status/{silent}/").json()["settings"]["score"] is True
+    assert api.get(f"/api/status/{declined}/").json()["settings"]["score"] is False
+
+    # And without the setting, a silent upload is not scored
+    settings.IMAGE_SCORE_ALL_MODES = False
+    default = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    assert api.get(f"/api/status/{default}/").json()["settings"]["score"] is False
+
+
+def test_a_rerun_sent_as_a_form_keeps_the_sources_scores_unless_it_says(api: APIClient) -> None:
+    # Given a request that asked for scores
+    source = upload(api, HEADER + GOOD_ROW, score="true").json()["request_id"]
+
+    # When it is re-run from a form that says nothing of scores, and from one that declines
+    kept = api.post(f"/api/requests/{source}/rerun/", {"quality": "40"}, format="multipart")
+    declined = api.post(
+        f"/api/requests/{source}/rerun/", {"quality": "40", "score": "false"}, format="multipart"
+    )
+
+    # Then the first is scored as its source was, the second not
+    assert kept.status_code == declined.status_code == 202, (kept.json(), declined.json())
+    kept_settings = api.get(f"/api/status/{kept.json()['request_id']}/").json()["settings"]
+    assert (kept_settings["quality"], kept_settings["score"]) == (40, True)
+    declined_id = declined.json()["request_id"]
+    assert api.get(f"/api/status/{declined_id}/").json()["settings"]["score"] is False
+
+
 def test_products_are_paginated_in_input_order(api: APIClient) -> None:
     content = HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(30, 0, -1))
     request_id = upload(api, content).json()["request_id"]

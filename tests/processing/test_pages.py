@@ -329,6 +329,24 @@ def test_an_unknown_request_page_is_a_404_page(member_client: Client) -> None:
 
 
 @pytest.mark.django_db
+def test_the_upload_form_ticks_score_every_output_where_the_service_scores_all(
+    member_client: Client, settings: Any
+) -> None:
+    # Given a service that scores every output, the box starts ticked
+    settings.IMAGE_SCORE_ALL_MODES = True
+    ticked = '<input type="checkbox" name="score" value="true" checked>'
+    assert ticked in member_client.get("/").content.decode()
+
+    # And an unticked box still says so: the form sends false before the box's true
+    page = member_client.get("/").content.decode()
+    assert page.index('<input type="hidden" name="score" value="false">') < page.index(ticked)
+
+    # And where the service does not, it starts unticked
+    settings.IMAGE_SCORE_ALL_MODES = False
+    assert ticked not in member_client.get("/").content.decode()
+
+
+@pytest.mark.django_db
 def test_pages_allow_scripts_only_from_the_site(member_client: Client, account: Account) -> None:
     intake.request_create(
         account=account,
