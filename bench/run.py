@@ -11,8 +11,8 @@
    50 by plain Pillow (open, load, save) on as many processes, once before step 2 and
    once after the service has stopped; the ratio is against their mean, and a run in
    which they differ by more than CEILING_DRIFT is flagged (the machine's speed moved
-   under it: on shared machines plain Pillow has read 104 to 162 images/s within an
-   hour). Our compress() the same way, after.
+   under it: on a shared machine plain Pillow read 104 to 171 images/s within two
+   hours). Our compress() the same way, after.
 6. Upload latency for CSVs of 10,000 and 100,000 rows (row limit raised), web only.
 
 `--preset rerun` adds, after step 3, the same CSV uploaded twice more: once to an origin

@@ -154,8 +154,8 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         "never GPS.",
     )
     # Absent is None, not false: DRF reads a boolean missing from a form as an unticked
-    # box, and uploads are forms, so the service's IMAGE_SCORE_ALL_MODES (and a re-run's
-    # "as the source") never applied to them.
+    # box, and uploads are forms. None leaves it to the service's IMAGE_SCORE_ALL_MODES
+    # (an upload) or to the source request (a re-run).
     score = serializers.BooleanField(
         required=False,
         allow_null=True,
