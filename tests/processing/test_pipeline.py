@@ -35,6 +35,13 @@ def photos(downloads: Downloads, count: int) -> tuple[list[str], str]:
     return urls, "".join(f"{n + 1},P{n},{url}\n" for n, url in enumerate(urls))
 
 
+def batch_ended(capture: Capture, batch: list[int]) -> list[list[int]]:
+    """Run one batch; the batches of image ids it queued as it ended."""
+    with capture(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batch)
+    return [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)]
+
+
 @pytest.fixture(autouse=True)
 def storage(settings: Any, tmp_path: Path) -> Path:
     settings.MEDIA_ROOT = tmp_path
@@ -237,14 +244,10 @@ def test_a_request_keeps_a_window_of_batches_queued_and_each_batch_that_ends_que
     assert [image.queued_at is not None for image in images_of(request)] == [True] * 4 + [False] * 3
 
     # When the first batch ends, then the next batch takes its place
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        pipeline.images_process(image_ids=batches[0])
-    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[4:6]]
+    assert batch_ended(django_capture_on_commit_callbacks, batches[0]) == [ids[4:6]]
 
     # And the last, smaller batch is queued once room for it is there
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        pipeline.images_process(image_ids=batches[1])
-    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[6:7]]
+    assert batch_ended(django_capture_on_commit_callbacks, batches[1]) == [ids[6:7]]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         pipeline.images_process(image_ids=ids[4:6])
         pipeline.images_process(image_ids=ids[6:7])
@@ -331,9 +334,7 @@ def test_batches_grow_to_the_bytes_a_batch_should_hold_once_the_images_sizes_are
     sizes = []
     batch = batches[0]
     while batch:
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            pipeline.images_process(image_ids=batch)
-        following = [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)]
+        following = batch_ended(django_capture_on_commit_callbacks, batch)
         assert len(following) <= 1
         batch = following[0] if following else []
         sizes.append(len(batch))
@@ -360,12 +361,11 @@ def test_a_request_whose_images_turn_out_larger_keeps_a_batch_in_flight_as_batch
 
     # When the batch ends, the size learnt halves towards 2 (the window shrinks by 4 URLs,
     # more than the 2 that ended)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        pipeline.images_process(image_ids=batches[0])
+    following = batch_ended(django_capture_on_commit_callbacks, batches[0])
 
     # Then a batch of the new size is queued all the same: the request goes on
     ids = [image.pk for image in images_of(request)]
-    assert [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)] == [ids[2:6]]
+    assert following == [ids[2:6]]
     request.refresh_from_db()
     assert request.batch_size == 4
 
@@ -388,10 +388,8 @@ def test_batches_queued_before_the_size_was_learnt_do_not_stay_small(
     sizes = []
     while waiting:
         batch = waiting.pop(0)
-        with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            pipeline.images_process(image_ids=batch)
         sizes.append(len(batch))
-        waiting += [task.args[0] for task in queued(callbacks, queue.IMAGES_PROCESS)]
+        waiting += batch_ended(django_capture_on_commit_callbacks, batch)
 
     # Then once the size is learnt every batch holds that many, but for the request's last:
     # the start's batches of 2 do not go on queueing batches of 2
@@ -443,12 +441,10 @@ def test_what_is_left_once_nothing_is_in_flight_is_shared_between_the_processes(
     assert batches == [ids[0:4]]  # more than fits in the window: not spread
 
     # When that batch ends, nothing else of the request in flight
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        pipeline.images_process(image_ids=batches[0])
+    following = batch_ended(django_capture_on_commit_callbacks, batches[0])
 
     # Then the last three URLs go in three batches, one for each process
-    tasks = queued(callbacks, queue.IMAGES_PROCESS)
-    assert sorted(task.args[0] for task in tasks) == [[ids[4]], [ids[5]], [ids[6]]]
+    assert sorted(following) == [[ids[4]], [ids[5]], [ids[6]]]
 
 
 def test_the_batch_size_learnt_stays_between_its_bounds(settings: Any) -> None:
