@@ -257,7 +257,7 @@ class ProductsApi(APIView):
 
 class OutputCsvApi(APIView):
     @extend_schema(
-        summary="The output CSV: the input columns plus Output Image Urls",
+        summary="The output CSV: S. No., Product Name, Input Image Urls, Output Image Urls",
         parameters=[REQUEST_ID],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The output CSV."),

@@ -22,7 +22,19 @@ MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
 SAVE_AS_UTF8: Final = 'Save it as UTF-8 (Excel: "CSV UTF-8"), or UTF-16 with a byte order mark.'
+# What a spreadsheet's own files start with: shops upload the workbook instead of a CSV.
+SPREADSHEET_SIGNATURES: Final = {
+    b"PK\x03\x04": "a ZIP archive, as an Excel (.xlsx) or OpenDocument (.ods) workbook is",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an old Excel workbook (.xls)",
+}
+# Python's csv module refuses a longer cell; the longest a valid cell holds is the URL list,
+# at most 50 URLs of 2,048 characters (CsvLimits), well under it.
+MAX_CELL_CHARACTERS: Final = csv.field_size_limit()
 WHITESPACE: Final = re.compile(r"\s")
+SEMICOLONS: Final = (
+    "The header's cells are separated by semicolons, as Excel writes a CSV where the comma is "
+    'the decimal mark. Separate them with commas (Excel: "CSV UTF-8").'
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,11 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     if len(data) == bom or data[bom:].isspace():
         raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
+    for signature, what in SPREADSHEET_SIGNATURES.items():
+        if data.startswith(signature):
+            raise CsvInvalid(
+                [CsvProblem(None, None, f"The file is {what}, not a CSV file. {SAVE_AS_UTF8}")]
+            )
     nul = data.find(b"\x00")
     if nul >= 0:
         # No database text column can hold it, and no CSV a person writes has one.
@@ -121,8 +138,11 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
     rows = 0
     try:
-        columns = _column_indexes(next(reader, []), problems)
+        header_cells = next(reader, [])
+        columns = _column_indexes(header_cells, problems)
         if problems.items:
+            if delimiter == "," and ";" in header and "," not in header:
+                problems.add(1, None, SEMICOLONS)
             raise CsvInvalid(problems.items)
         first_row_of_serial: dict[int, int] = {}
         for row_number, cells in enumerate(reader, start=2):
@@ -136,7 +156,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                     f"The file has more than {limits.max_rows:,} products; split it.",
                 )
                 break
-            product = _parse_row(row_number, cells, columns, limits, problems)
+            product = _parse_row(row_number, cells, len(header_cells), columns, limits, problems)
             if product is None:
                 continue
             first = first_row_of_serial.setdefault(product.serial_number, row_number)
@@ -151,7 +171,11 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
             if problems.full:
                 break
     except csv.Error as error:
-        problems.add(reader.line_num or None, None, f"Not a readable CSV file: {error}.")
+        if str(error).startswith("field larger than field limit"):
+            message = f"A cell is longer than {MAX_CELL_CHARACTERS:,} characters."
+        else:
+            message = f"Not a readable CSV file: {error}."
+        problems.add(reader.line_num or None, None, message)
     if problems.items:
         raise CsvInvalid(problems.items)
     if not rows:
@@ -215,7 +239,7 @@ def _lines(data: bytes, start: int) -> Iterator[str]:
 
 
 class OutputCsvWriter:
-    """The output CSV: the input columns plus output URLs, each in the position of its
+    """The output CSV: the three input columns plus output URLs, each in the position of its
     input URL. The header is written at once; rows as they are given."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -265,15 +289,29 @@ def _column_indexes(header: list[str], problems: _Problems) -> dict[str, int]:
 def _parse_row(
     row_number: int,
     cells: list[str],
+    width: int,
     columns: dict[str, int],
     limits: CsvLimits,
     problems: _Problems,
 ) -> ParsedProduct | None:
+    """The row's product, or None where problems has been told what is wrong with it. width:
+    the header's number of cells; a row may have fewer (the rest read as empty) or more
+    that are empty (spreadsheets pad rows so), never more with something in them."""
+
     def cell(column: str) -> str:
         index = columns[column]
         return cells[index].strip() if index < len(cells) else ""
 
     found_before = len(problems.items)
+    if any(extra.strip() for extra in cells[width:]):
+        # Almost always a list of URLs without its quotes: read as it stands, every URL but
+        # the first would be dropped without a word.
+        problems.add(
+            row_number,
+            None,
+            f"The row has {len(cells)} cells where the header has {width}. A cell that "
+            'holds commas, such as a list of URLs, must be in double quotes: "url1,url2".',
+        )
     serial_text = cell(SERIAL_COLUMN)
     serial = int(serial_text) if SERIAL_PATTERN.fullmatch(serial_text) else 0
     if serial <= 0:

@@ -136,3 +136,68 @@ def test_other_encodings_are_refused_naming_what_they_look_like(data: bytes, mes
     with pytest.raises(CsvInvalid) as refused:
         parse_products(data, CsvLimits())
     assert [problem.message for problem in refused.value.problems] == [message]
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_not_cut_short() -> None:
+    """An unquoted list of URLs reads as one URL per cell: taken as it stood, every URL but
+    the first would be dropped without a word."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\n"
+        b"1,Shoe,http://a.example/1.jpg,http://a.example/2.jpg\n"
+        b'2,Hat,"http://a.example/3.jpg,http://a.example/4.jpg"\n'
+    )
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert refused.value.problems == [
+        CsvProblem(
+            2,
+            None,
+            "The row has 4 cells where the header has 3. A cell that holds commas, such as a "
+            'list of URLs, must be in double quotes: "url1,url2".',
+        )
+    ]
+
+
+def test_empty_cells_past_the_header_are_ignored() -> None:
+    """Spreadsheets pad rows with empty cells where some other row was longer."""
+    data = b"S. No.,Product Name,Input Image Urls\n1,Shoe,http://a.example/1.jpg,, \n"
+    assert parse_products(data, CsvLimits()) == [
+        ParsedProduct(2, 1, "Shoe", ("http://a.example/1.jpg",))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "a ZIP archive, as an Excel"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00", "an old Excel workbook (.xls)"),
+    ],
+)
+def test_a_spreadsheet_workbook_is_refused_for_what_it_is(data: bytes, what: str) -> None:
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    [problem] = refused.value.problems
+    assert problem.message.startswith(f"The file is {what}")
+    assert 'Save it as UTF-8 (Excel: "CSV UTF-8")' in problem.message
+
+
+def test_a_file_separated_by_semicolons_is_told_so() -> None:
+    data = b"S. No.;Product Name;Input Image Urls\n1;Shoe;http://a.example/1.jpg\n"
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert refused.value.problems[-1] == CsvProblem(
+        1,
+        None,
+        "The header's cells are separated by semicolons, as Excel writes a CSV where the comma "
+        'is the decimal mark. Separate them with commas (Excel: "CSV UTF-8").',
+    )
+
+
+def test_a_cell_too_long_for_the_reader_is_named_in_words() -> None:
+    name = "x" * 200_000
+    data = f"S. No.,Product Name,Input Image Urls\n1,{name},http://a.example/1.jpg\n".encode()
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert [problem.message for problem in refused.value.problems] == [
+        "A cell is longer than 131,072 characters."
+    ]
