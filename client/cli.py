@@ -59,7 +59,11 @@ class Client:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def submit(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
-        body = {"file": (csv_path.name, csv_path.read_bytes(), "text/csv"), **fields}
+        try:
+            data = csv_path.read_bytes()
+        except OSError as error:
+            raise ApiError(f"cannot read {csv_path}: {error.strerror or error}") from None
+        body = {"file": (csv_path.name, data, "text/csv"), **fields}
         return self._json("POST", "/api/upload/", fields=body, expect=202)
 
     def status(self, request_id: str) -> dict[str, Any]:
@@ -76,7 +80,7 @@ class Client:
         headers = self.headers if url.startswith(self.server + "/") else {}
         response = self.http.request("GET", url, headers=headers, timeout=60)
         if response.status != 200:
-            raise ApiError(_error_text(response))
+            raise ApiError(error_text(response))
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
@@ -87,23 +91,32 @@ class Client:
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:
-            raise ApiError(_error_text(response))
+            raise ApiError(error_text(response))
         result: dict[str, Any] = response.json()
         return result
 
 
-def _error_text(response: urllib3.BaseHTTPResponse) -> str:
+def error_text(response: urllib3.BaseHTTPResponse) -> str:
     try:
         body = response.json()
     except ValueError:
         return f"HTTP {response.status}"
+    if not isinstance(body, dict):
+        return f"HTTP {response.status}: {body}"
     lines = [f"HTTP {response.status}: {body.get('error', body)}"]
     for detail in body.get("details", []):
-        where = ", ".join(
-            f"{key} {detail[key]}" for key in ("row", "column", "field") if detail.get(key)
-        )
-        lines.append(f"  {where}: {detail['message']}" if where else f"  {detail['message']}")
+        lines.append(f"  {_detail_text(detail)}")
     return "\n".join(lines)
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    """One of an error's details: where and what (a CSV's row, column or an API field, and
+    its message), or the facts it gives (a 429's retry_after_seconds, a 410's expired_at)."""
+    places = ("row", "column", "field")
+    where = ", ".join(f"{key} {detail[key]}" for key in places if detail.get(key))
+    if "message" not in detail:
+        return ", ".join(f"{key} {value}" for key, value in detail.items())
+    return f"{where}: {detail['message']}" if where else str(detail["message"])
 
 
 def settings_fields(options: argparse.Namespace) -> dict[str, str]:
@@ -218,7 +231,11 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--server", default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"))
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"),
+        help="the service's address: else IMGSVC_URL, else http://127.0.0.1:8000",
+    )
     parser.add_argument("--api-key", help="else IMGSVC_API_KEY, else var/api_key (local server)")
     commands = parser.add_subparsers(dest="command", required=True)
     submit_parser = commands.add_parser("submit", help="upload a product CSV")
