@@ -77,12 +77,30 @@ def _secret_key() -> str:
             "SECRET_KEY is not set. A deployment with DATABASE_URL must set SECRET_KEY "
             "to a long random string shared by every web and worker process."
         )
-    # One machine, no configuration: a random key kept beside the SQLite file.
+    # One machine, no configuration: a random key kept beside the SQLite file, readable by
+    # this user alone. Written aside and linked into place: the web and the worker start
+    # together, and the one that loses the race reads the winner's key, never half of it.
     key_file = VAR_DIR / "secret_key"
     if not key_file.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
+        _var_dir_make()
+        aside = VAR_DIR / f".secret_key.{os.getpid()}"
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as written:
+            written.write(secrets.token_urlsafe(50))
+        try:
+            os.link(aside, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
     return key_file.read_text().strip()
+
+
+def _var_dir_make() -> None:
+    """VAR_DIR, made readable by this user alone where this made it: it holds the SQLite
+    file (every account's webhook secrets), the secret key and the broker's messages."""
+    if not VAR_DIR.exists():
+        VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 SECRET_KEY = _secret_key()
@@ -152,7 +170,7 @@ TEMPLATES = [
 
 # --- Database ----------------------------------------------------------------------------
 
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+_var_dir_make()
 if EMBEDDED:
     if sqlite3.sqlite_version_info < (3, 35):
         # processing/bulk.py records a batch's results with UPDATE ... FROM ... RETURNING.
