@@ -53,6 +53,14 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
     assert upload["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
+    # A file to pick, not a URI to type (Swagger UI's "Try it out").
+    form = schema["paths"]["/api/upload/"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    name = form["schema"]["$ref"].rsplit("/", 1)[1]
+    assert schema["components"]["schemas"][name]["properties"]["file"] == {
+        "type": "string",
+        "format": "binary",
+        "description": "The product CSV.",
+    }
 
 
 @pytest.mark.django_db
