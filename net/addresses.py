@@ -64,7 +64,12 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
-        raise NetError(NetReason.DNS_ERROR, f"Could not resolve {host}: {error}.") from None
+        # "Temporary failure in name resolution": the resolver could not be asked, or had no
+        # answer yet; a name that does not exist is another error, and stays one.
+        transient = isinstance(error, socket.gaierror) and error.errno == socket.EAI_AGAIN
+        raise NetError(
+            NetReason.DNS_ERROR, f"Could not resolve {host}: {error}.", transient=transient
+        ) from None
     addresses: list[str] = []
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]

@@ -347,7 +347,10 @@ def _network_error(error: Exception) -> NetError:
     if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
         return NetError(NetReason.TIMEOUT, "The server did not answer in time.", transient=True)
     if isinstance(error, SSLError):
-        return NetError(NetReason.TLS_ERROR, f"TLS failed: {error}.")
+        # A certificate refused stays refused until its owner mends it; a handshake cut
+        # short (a reset, a server out of connections) may go through the next time.
+        refused = "CERTIFICATE_VERIFY_FAILED" in str(error)
+        return NetError(NetReason.TLS_ERROR, f"TLS failed: {error}.", transient=not refused)
     if isinstance(error, ProtocolError | HTTPError | OSError):
         return NetError(
             NetReason.CONNECTION_ERROR, f"The connection failed: {error}.", transient=True

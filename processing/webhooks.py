@@ -18,6 +18,7 @@ import random
 import time
 import uuid
 from datetime import timedelta
+from typing import Final
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -103,6 +104,14 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
     return delivery
 
 
+# What waiting will not mend: the policy's refusals. A name that does not resolve or a
+# certificate that is refused is retried, unlike an image's: the receiver is the user's
+# own server, which its owner may mend within the schedule's hours.
+NOT_RETRIED: Final = frozenset(
+    {net.NetReason.BLOCKED_ADDRESS, net.NetReason.BLOCKED_PORT, net.NetReason.INVALID_URL}
+)
+
+
 def retry_schedule() -> list[float]:
     return [float(item) for item in settings.WEBHOOK_RETRY_SCHEDULE]
 
@@ -125,8 +134,7 @@ def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
         error = "" if 200 <= (status_code or 0) < 300 else f"HTTP {status_code}"
     except net.NetError as failure:
         status_code, error = None, f"{failure.reason}: {failure.message}"
-        if not failure.transient:
-            # A blocked address or an invalid URL will not get better by waiting.
+        if failure.reason in NOT_RETRIED:
             error = f"{error} (not retried)"
     return status_code, error, int((time.monotonic() - started) * 1000)
 

@@ -8,14 +8,20 @@ lets an address through shows up as a failure, not as traffic.
 import email.utils
 import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import net.connections
 from net import (
@@ -28,6 +34,7 @@ from net import (
     parse_networks,
     post,
     retry_after_seconds,
+    system_resolver,
 )
 
 BODY = b"\x89PNG fake image body " * 100
@@ -466,3 +473,56 @@ def test_a_retry_after_date_in_the_future_counts_from_now() -> None:
 def test_a_503_carries_its_retry_after(server: str) -> None:
     error = reason_of(f"{server}/status/503", policy_for(server))
     assert error.retry_after == 7.0
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"), [(socket.EAI_AGAIN, True), (socket.EAI_NONAME, False)]
+)
+def test_a_resolver_that_could_not_answer_is_asked_again_a_name_that_does_not_exist_is_not(
+    monkeypatch: pytest.MonkeyPatch, code: int, transient: bool
+) -> None:
+    # Faked: the system's resolver failing for now cannot be arranged on this machine.
+    def failing(*_: Any, **__: Any) -> Any:
+        raise socket.gaierror(code, "what the resolver said")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    with pytest.raises(NetError) as raised:
+        system_resolver("images.shop.example", 443)
+    assert (raised.value.reason, raised.value.transient) == ("dns_error", transient)
+
+
+def test_a_certificate_that_is_refused_is_a_tls_error_not_retried(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)  # signed by itself: no authority vouches for it
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"https://127.0.0.1:{server.server_address[1]}"
+        error = reason_of(f"{address}/ok", policy_for(address))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (error.reason, error.transient) == ("tls_error", False)
+    assert "CERTIFICATE_VERIFY_FAILED" in error.message

@@ -57,6 +57,26 @@ def test_a_webhook_to_a_name_of_a_private_address_fails_once_saying_nothing_of_i
     assert "localhost:80 refused: it resolves to 127.0.0.1" in caplog.text
 
 
+def test_a_webhook_to_a_name_that_does_not_resolve_is_tried_again_later(
+    account: Account, settings: Any
+) -> None:
+    # Given a request whose webhook names a host no resolver knows (.invalid never
+    # resolves: RFC 2606), which its owner may yet set up
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    request = finished_request(account, "https://hooks.invalid/x")
+    webhooks.webhook_schedule(request=request)
+
+    # When its delivery is attempted
+    webhooks.webhook_send(request_id=request.pk)
+
+    # Then it failed for now, with the next attempt planned: retried as a 500 would be
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.state, delivery.attempts) == ("pending", 1)
+    assert delivery.last_error.startswith("dns_error: Could not resolve hooks.invalid")
+    assert not delivery.last_error.endswith("(not retried)")
+    assert delivery.next_attempt_at is not None
+
+
 def test_the_image_fetchers_allowances_do_not_open_the_webhooks(settings: Any) -> None:
     settings.IMAGE_FETCH_ALLOW_NETWORKS, settings.IMAGE_FETCH_ALLOW_PORTS = ["10.0.0.0/8"], [9000]
     settings.WEBHOOK_ALLOW_NETWORKS, settings.WEBHOOK_ALLOW_PORTS = [], []
