@@ -3,6 +3,7 @@ upload rate limit, and the request a route names, found for the asking account o
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -121,7 +122,12 @@ class StatusSerializer(serializers.Serializer[Any]):
 
 
 class RequestSettingsSerializer(serializers.Serializer[Any]):
-    """The settings an upload or a re-run may give."""
+    """The settings an upload or a re-run may give. A field it does not know is refused,
+    named: a misspelt setting ("qualty") ignored would run the whole request at the
+    default, and the user would find out from the outputs."""
+
+    # What else a body may carry: the page's forms send Django's CSRF token.
+    other_fields: frozenset[str] = frozenset({"csrfmiddlewaretoken"})
 
     webhook_url = serializers.CharField(
         required=False, allow_blank=True, max_length=2048, trim_whitespace=True
@@ -137,8 +143,9 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
     target = serializers.ChoiceField(
         required=False,
         choices=[target.value for target in QualityTarget],
-        help_text="With quality_mode=perceptual: low, medium (default) or high, "
-        "SSIMULACRA2 60, 70 or 80 unless the service's settings say otherwise.",
+        help_text="The perceptual mode's target: low, medium (default) or high, SSIMULACRA2 "
+        "60, 70 or 80 unless the service's settings say otherwise. Given alone, it asks for "
+        "quality_mode=perceptual.",
     )
     output_format = serializers.ChoiceField(
         required=False,
@@ -165,6 +172,22 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         "are. Default: the service's IMAGE_SCORE_ALL_MODES (false); a re-run, the source "
         "request's.",
     )
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        known = {*self.fields, *self.other_fields}
+        unknown = {
+            name: [f"Unknown field. The settings are {', '.join(self.fields)}."]
+            for name in (sorted(set(data) - known) if isinstance(data, Mapping) else [])
+        }
+        try:
+            value: dict[str, Any] = super().to_internal_value(data)
+        except serializers.ValidationError as invalid:
+            if unknown and isinstance(invalid.detail, dict):
+                invalid.detail.update(unknown)
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         mode = attrs.get("quality_mode")

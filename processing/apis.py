@@ -60,7 +60,10 @@ class UploadApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [AccountUploadThrottle]
 
-    InputSerializer = RequestSettingsSerializer
+    class InputSerializer(RequestSettingsSerializer):
+        """The settings, beside the file (read on its own, before them)."""
+
+        other_fields = RequestSettingsSerializer.other_fields | {"file"}
 
     class UploadSerializer(RequestSettingsSerializer):
         file = serializers.FileField(help_text="The product CSV.")

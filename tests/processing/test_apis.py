@@ -15,6 +15,7 @@ pytestmark = pytest.mark.django_db
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 GOOD_ROW = "1,Shoe,https://shop.example/a.jpg\n"
+SETTINGS = "webhook_url, quality, quality_mode, target, output_format, metadata, score"
 
 
 def upload(api: APIClient, content: bytes | str | None, **fields: Any) -> Any:
@@ -286,6 +287,10 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
                 "message": "A target applies to quality_mode=perceptual, not fixed.",
             },
         ),
+        (
+            {"qualty": "30"},  # misspelt: ignored, the whole request would run at 50
+            {"field": "qualty", "message": f"Unknown field. The settings are {SETTINGS}."},
+        ),
     ],
 )
 def test_invalid_form_fields_are_refused(
@@ -415,6 +420,24 @@ def test_a_rerun_sent_as_a_form_keeps_the_sources_scores_unless_it_says(api: API
     assert (kept_settings["quality"], kept_settings["score"]) == (40, True)
     declined_id = declined.json()["request_id"]
     assert api.get(f"/api/status/{declined_id}/").json()["settings"]["score"] is False
+
+
+def test_a_rerun_naming_a_setting_it_does_not_know_is_refused_with_every_other_problem(
+    api: APIClient,
+) -> None:
+    source = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+
+    response = api.post(
+        f"/api/requests/{source}/rerun/", {"qualty": 30, "format": "webp", "quality": 0}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {"field": "quality", "message": "Ensure this value is greater than or equal to 1."},
+        {"field": "format", "message": f"Unknown field. The settings are {SETTINGS}."},
+        {"field": "qualty", "message": f"Unknown field. The settings are {SETTINGS}."},
+    ]
+    assert ProcessingRequest.objects.count() == 1  # the source alone
 
 
 def test_products_are_paginated_in_input_order(api: APIClient) -> None:
