@@ -130,7 +130,9 @@ MIDDLEWARE = [
     # Static files (Swagger UI, the admin) from the installed apps, without collectstatic.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's CommonMiddleware, but a missing trailing slash redirects with 308, keeping
+    # the method: a POST to /api/upload arrives as one.
+    "config.middleware.CommonKeepingMethodMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

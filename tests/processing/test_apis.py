@@ -7,6 +7,7 @@ queued because the test's transaction never commits.
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from processing.models import ProcessingRequest, Product, ProductImage, WebhookDelivery
@@ -21,8 +22,6 @@ SETTINGS = "webhook_url, quality, quality_mode, target, output_format, metadata,
 def upload(api: APIClient, content: bytes | str | None, **fields: Any) -> Any:
     data = dict(fields)
     if content is not None:
-        from django.core.files.uploadedfile import SimpleUploadedFile
-
         raw = content.encode() if isinstance(content, str) else content
         data["file"] = SimpleUploadedFile("products.csv", raw, content_type="text/csv")
     return api.post("/api/upload/", data, format="multipart")
@@ -474,6 +473,14 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
             "reused": False,
         }
     ]
+
+
+def test_an_upload_to_the_path_without_its_slash_is_sent_on_as_an_upload(api: APIClient) -> None:
+    # A 301 would make it a GET, answered 405 "Method GET not allowed": a 308 keeps the POST
+    file = SimpleUploadedFile("products.csv", (HEADER + GOOD_ROW).encode(), "text/csv")
+    moved = api.post("/api/upload?x=1", {"file": file}, format="multipart")
+    assert (moved.status_code, moved["Location"]) == (308, "/api/upload/?x=1")
+    assert_nothing_stored()  # until the client sends it again, where it was sent on
 
 
 def test_unknown_paths_answer_json_404(api: APIClient) -> None:
