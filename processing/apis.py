@@ -175,6 +175,9 @@ class ProductsApi(APIView):
         page_size = 50
         page_size_query_param = "page_size"
         max_page_size = 500
+        # Django's paginator says why ("That page contains no results"): a page past the
+        # end is told apart from a request that is not there.
+        invalid_page_message = "Page {page_number} of the products: {message}."
 
     class OutputSerializer(serializers.Serializer[Any]):
         class ImageSerializer(serializers.Serializer[Any]):

@@ -134,7 +134,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, Http404 | exceptions.NotFound):
-        return Response(error_body("Not found.", "not_found"), status=status.HTTP_404_NOT_FOUND)
+        # DRF's own NotFound may say what was not found (a page of a list); Django's 404,
+        # raised with any text, is told as plain "Not found."
+        message = str(exc.detail) if isinstance(exc, exceptions.NotFound) else "Not found."
+        return Response(error_body(message, "not_found"), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
         headers = {}

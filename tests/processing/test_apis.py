@@ -475,6 +475,20 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
     ]
 
 
+def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: APIClient) -> None:
+    request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+
+    past = api.get(f"/api/requests/{request_id}/products/?page=99")
+    missing = api.get("/api/requests/00000000-0000-4000-8000-000000000000/products/")
+
+    assert past.status_code == missing.status_code == 404
+    assert past.json() == {
+        "error": "Page 99 of the products: That page contains no results.",
+        "code": "not_found",
+    }
+    assert missing.json() == {"error": "Request not found.", "code": "not_found"}
+
+
 def test_an_upload_to_the_path_without_its_slash_is_sent_on_as_an_upload(api: APIClient) -> None:
     # A 301 would make it a GET, answered 405 "Method GET not allowed": a 308 keeps the POST
     file = SimpleUploadedFile("products.csv", (HEADER + GOOD_ROW).encode(), "text/csv")
