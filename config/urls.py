@@ -7,9 +7,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
 from accounts import views as account_views
+from imaging.encode import EXTENSIONS
 from processing import apis, control_apis, pages
 from processing.health import healthz
 from processing.metrics import metrics_view
+
+# Every format an output may be written in (jpg, webp, avif).
+OUTPUT_EXTENSIONS = "|".join(sorted(EXTENSIONS.values()))
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -70,7 +74,7 @@ urlpatterns = [
     # only the owner's API route hands them out. A deployment with a CDN or object store in
     # front points PUBLIC_BASE_URL there instead.
     re_path(
-        r"^media/(?P<path>output_images/[0-9a-f-]{36}/[0-9]+\.(?:jpg|webp))$",
+        rf"^media/(?P<path>output_images/[0-9a-f-]{{36}}/[0-9]+\.(?:{OUTPUT_EXTENSIONS}))$",
         serve,
         {"document_root": settings.MEDIA_ROOT},
         name="media",

@@ -2,6 +2,7 @@
 schema and its Swagger UI (checked by schemathesis against the running service), and the
 read-only admin."""
 
+import csv
 import json
 import os
 import re
@@ -306,6 +307,11 @@ def test_the_command_line_client_retries_reruns_and_cancels(
     assert status["source_request_id"] == request_id
     rows = (tmp_path / "3.csv").read_text().splitlines()[1:]
     assert all(row.endswith(".avif") for row in rows), rows
+    # served as the other formats are (the media route once knew only jpg and webp)
+    output_url = next(csv.reader(rows))[-1].split(",")[0]
+    served = urllib3.request("GET", output_url, timeout=10)
+    assert (served.status, served.headers["Content-Type"]) == (200, "image/avif")
+    assert served.data[4:12] == b"ftypavif"
 
     # And cancelling a finished request says why it cannot
     cancelled = imgsvc("cancel", request_id)
