@@ -22,10 +22,15 @@ MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
 SAVE_AS_UTF8: Final = 'Save it as UTF-8 (Excel: "CSV UTF-8"), or UTF-16 with a byte order mark.'
-# What a spreadsheet's own files start with: shops upload the workbook instead of a CSV.
-SPREADSHEET_SIGNATURES: Final = {
+# What the files most often uploaded instead of a CSV start with: a spreadsheet's own
+# workbook, or an image or a PDF picked by mistake.
+NOT_CSV_SIGNATURES: Final = {
     b"PK\x03\x04": "a ZIP archive, as an Excel (.xlsx) or OpenDocument (.ods) workbook is",
     b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "an old Excel workbook (.xls)",
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF-": "a PDF document",
 }
 # Python's csv module refuses a longer cell; the longest a valid cell holds is the URL list,
 # at most 50 URLs of 2,048 characters (CsvLimits), well under it.
@@ -118,7 +123,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     if len(data) == bom or data[bom:].isspace():
         raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
-    for signature, what in SPREADSHEET_SIGNATURES.items():
+    for signature, what in NOT_CSV_SIGNATURES.items():
         if data.startswith(signature):
             raise CsvInvalid(
                 [CsvProblem(None, None, f"The file is {what}, not a CSV file. {SAVE_AS_UTF8}")]
@@ -142,7 +147,8 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         columns = _column_indexes(header_cells, problems)
         if problems.items:
             if delimiter == "," and ";" in header and "," not in header:
-                problems.add(1, None, SEMICOLONS)
+                # The cause, alone: the columns it names as missing are all there.
+                raise CsvInvalid([CsvProblem(1, None, SEMICOLONS)])
             raise CsvInvalid(problems.items)
         first_row_of_serial: dict[int, int] = {}
         for row_number, cells in enumerate(reader, start=2):

@@ -171,9 +171,11 @@ def test_empty_cells_past_the_header_are_ignored() -> None:
     [
         (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "a ZIP archive, as an Excel"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00", "an old Excel workbook (.xls)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image"),
+        (b"%PDF-1.7\n", "a PDF document"),
     ],
 )
-def test_a_spreadsheet_workbook_is_refused_for_what_it_is(data: bytes, what: str) -> None:
+def test_a_workbook_image_or_pdf_is_refused_for_what_it_is(data: bytes, what: str) -> None:
     with pytest.raises(CsvInvalid) as refused:
         parse_products(data, CsvLimits())
     [problem] = refused.value.problems
@@ -185,12 +187,14 @@ def test_a_file_separated_by_semicolons_is_told_so() -> None:
     data = b"S. No.;Product Name;Input Image Urls\n1;Shoe;http://a.example/1.jpg\n"
     with pytest.raises(CsvInvalid) as refused:
         parse_products(data, CsvLimits())
-    assert refused.value.problems[-1] == CsvProblem(
-        1,
-        None,
-        "The header's cells are separated by semicolons, as Excel writes a CSV where the comma "
-        'is the decimal mark. Separate them with commas (Excel: "CSV UTF-8").',
-    )
+    assert refused.value.problems == [
+        CsvProblem(
+            1,
+            None,
+            "The header's cells are separated by semicolons, as Excel writes a CSV where the "
+            'comma is the decimal mark. Separate them with commas (Excel: "CSV UTF-8").',
+        )
+    ]
 
 
 def test_a_cell_too_long_for_the_reader_is_named_in_words() -> None:
