@@ -6,7 +6,8 @@ The codes are a closed set (README lists them); clients may switch on them.
 import logging
 from typing import Any
 
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -163,7 +164,12 @@ def _field_details(detail: Any) -> list[dict[str, Any]]:
     return [{"message": str(message)} for message in detail]
 
 
-def not_found_view(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 in the API's JSON shape, or as a page where a browser asked for a page (a
+    mistyped or cut-short link to a request's page, say)."""
+    wants_page = "text/html" in request.META.get("HTTP_ACCEPT", "")
+    if wants_page and not request.path.startswith(("/api/", "/media/")):
+        return render(request, "processing/not_found.html", {"path": request.path}, status=404)
     return JsonResponse(error_body("Not found.", "not_found"), status=404)
 
 

@@ -17,11 +17,25 @@ from django.views.decorators.http import require_GET
 
 from accounts.authentication import user_account
 from accounts.models import Account
+from imaging.encode import OutputFormat
+from imaging.metadata import MetadataMode
 from processing import selectors
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 RECENT_REQUESTS = 20
 PRODUCTS_PER_PAGE = 20
+
+# The forms' words for each choice: the upload's and the re-run's alike.
+OUTPUT_FORMAT_CHOICES: dict[OutputFormat, str] = {
+    OutputFormat.SAME: "As the source (JPEG, or WebP where transparent)",
+    OutputFormat.JPEG: "JPEG (transparency on white)",
+    OutputFormat.WEBP: "WebP",
+    OutputFormat.AVIF: "AVIF (smallest, slower)",
+}
+METADATA_CHOICES: dict[MetadataMode, str] = {
+    MetadataMode.STRIP: "None (no GPS, camera or history)",
+    MetadataMode.COPYRIGHT: "Keep the credits (artist, copyright, credit line)",
+}
 
 # Each reason code in words, with what to do about it (a test checks none is missing).
 REASON_ADVICE: dict[ReasonCode, str] = {
@@ -110,8 +124,8 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
         {
             "recent": recent,
             "account": account,
-            "targets": _targets(),
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
+            **_choices(),
         },
     )
 
@@ -152,17 +166,23 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "can_retry": found.is_finished
         and (retry_count or found.status == ProcessingRequest.Status.FAILED),
         "retry_count": retry_count,
-        "targets": _targets(),
+        "webhook": selectors.webhook_state(found) if found.webhook_url else None,
+        **_choices(),
     }
     return _page(request, "processing/request.html", context)
 
 
-def _targets() -> list[tuple[str, str, float]]:
-    """The perceptual targets, with the scores the settings give them."""
-    return [
-        (target.value, target.value.title(), score)
-        for target, score in settings.QUALITY_TARGET_SCORES.items()
-    ]
+def _choices() -> dict[str, Any]:
+    """What the upload and re-run forms offer: the perceptual targets with the scores the
+    settings give them, the output formats and the metadata modes, in words."""
+    return {
+        "targets": [
+            (target.value, target.value.title(), score)
+            for target, score in settings.QUALITY_TARGET_SCORES.items()
+        ],
+        "output_formats": [(asked.value, words) for asked, words in OUTPUT_FORMAT_CHOICES.items()],
+        "metadata_modes": [(mode.value, words) for mode, words in METADATA_CHOICES.items()],
+    }
 
 
 def _saved_percent(found: ProcessingRequest) -> int | None:
@@ -174,11 +194,17 @@ def _saved_percent(found: ProcessingRequest) -> int | None:
 
 
 def _percent_done(found: ProcessingRequest) -> int:
-    if found.is_finished:
-        return 100
+    """The bar's share: the images ended, all of them once finished; of a cancelled
+    request, those processed (a full bar would read as all done)."""
     if not found.total_images:
-        return 0
-    return (found.total_images - found.pending_images) * 100 // found.total_images
+        return 100 if found.is_finished else 0
+    if found.status == ProcessingRequest.Status.CANCELLED:
+        ended = found.succeeded_images + found.failed_images
+    elif found.is_finished:
+        return 100
+    else:
+        ended = found.total_images - found.pending_images
+    return ended * 100 // found.total_images
 
 
 def _page(

@@ -17,6 +17,7 @@ from playwright.sync_api import ConsoleMessage, Page, expect
 
 from accounts.models import Account
 from processing import intake
+from processing.models import ProcessingRequest
 from tests.harness.origin import Origin
 from tests.harness.service import Service
 from tests.support import encoded, multipart_upload, photo
@@ -179,6 +180,38 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_th
 
 
 @pytest.mark.e2e
+def test_a_rerun_of_half_the_sources_quality_at_a_quality_typed_in_uses_it(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    page = logged_in
+    # Given a finished request at half each source's quality
+    request_id = multipart_upload(
+        embedded_service.base_url, products_csv(origin), quality_mode="relative"
+    ).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+
+    # When the person clears the quality and re-runs, the API's reason is shown by field
+    quality = page.locator("#rerun-form").get_by_label(re.compile(r"^Quality"))
+    quality.fill("")
+    page.get_by_role("button", name="Re-run with these settings").click()
+    expect(page.locator("#action-result")).to_contain_text("quality: A valid integer is required.")
+
+    # When they type a quality and re-run
+    quality.fill("30")
+    page.get_by_role("button", name="Re-run with these settings").click()
+
+    # Then the new request runs at that quality, not at half the sources' again
+    expect(page).not_to_have_url(re.compile(request_id))
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    assert "· quality 30" in page.locator("#request").inner_text()
+    assert set(page.locator(".quality").all_inner_texts()) == {"quality 30"}
+    assert console_errors == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
+
+
+@pytest.mark.e2e
 def test_a_request_cancelled_from_its_page_ends_cancelled(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
@@ -199,14 +232,26 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
     page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
 
+    # Then, while it runs, the images that have ended show their results without a reload
+    expect(page.locator(".image-succeeded").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#status")).to_have_text("Processing")
+    expect(page.get_by_role("button", name="Cancel the request")).to_have_count(1)
+
     # When the person cancels it while it runs
     page.get_by_role("button", name="Cancel the request").click()
 
     # Then the page says it is cancelling, and then that it was cancelled
     expect(page.locator("#status")).to_have_text("Cancelled", timeout=60_000)
     expect(page.locator("#progress-text")).to_contain_text("cancelled")
-    expect(page.locator(".image-cancelled").first).to_contain_text("cancelled")
+    assert page.locator("#progress").get_attribute("aria-valuenow") != "100"
     expect(page.get_by_role("button", name="Cancel the request")).to_have_count(0)
+    # and the images never started say so, on whichever of the six pages they are
+    shown = []
+    for number in range(1, 7):
+        page.goto(f"{embedded_service.base_url}/requests/{request_id}/?page={number}")
+        shown += page.locator(".image-cancelled .placeholder").all_inner_texts()
+    said = int(page.locator("#progress-text").inner_text().split()[4])  # "… N cancelled"
+    assert shown.count("cancelled") == said > 0  # each one's "after", never made
     assert console_errors == []
 
 
@@ -357,3 +402,65 @@ def test_pages_allow_scripts_only_from_the_site(member_client: Client, account: 
     assert response.status_code == 200
     assert "default-src 'self'" in response["Content-Security-Policy"]
     assert b"<script>" not in response.content  # inline scripts would be refused
+
+
+@pytest.mark.django_db
+def test_a_link_cut_short_is_a_page_not_found_page_and_the_api_still_answers_json(
+    member_client: Client,
+) -> None:
+    page = member_client.get("/requests/5b0c-cut-short/", HTTP_ACCEPT="text/html")
+    api = member_client.get("/api/nowhere/", HTTP_ACCEPT="text/html,application/json")
+
+    assert page.status_code == api.status_code == 404
+    assert b"<h1>Page not found</h1>" in page.content
+    assert b"<code>/requests/5b0c-cut-short/</code>" in page.content
+    assert api.json() == {"error": "Not found.", "code": "not_found"}
+
+
+@pytest.mark.django_db
+def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
+    member_client: Client, account: Account
+) -> None:
+    request = intake.request_create(
+        account=account,
+        csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
+        public_base_url="http://testserver",
+        output_format="webp",
+        score=True,
+    )
+    home = member_client.get("/").content.decode()
+    page = member_client.get(f"/requests/{request.pk}/").content.decode()
+
+    for words in (
+        "As the source (JPEG, or WebP where transparent)",
+        "AVIF (smallest, slower)",
+        "Keep the credits (artist, copyright, credit line)",
+    ):
+        assert words in home
+        assert words in page
+    assert '<option value="webp" selected>WebP</option>' in page
+    assert '<input type="checkbox" name="score" value="true" checked>' in page
+    assert "· every output scored" in page
+
+
+@pytest.mark.django_db
+def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_shown(
+    member_client: Client, account: Account
+) -> None:
+    request = intake.request_create(
+        account=account,
+        csv_data=(
+            HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 5))
+        ).encode(),
+        public_base_url="http://testserver",
+        webhook_url="https://hooks.shop.example/images",
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(
+        status="cancelled", succeeded_images=1, cancelled_images=3
+    )
+
+    page = member_client.get(f"/requests/{request.pk}/").content.decode()
+
+    assert 'class="bar bar-stopped"' in page
+    assert 'aria-valuenow="25"' in page  # one image of four, not a full bar
+    assert "Webhook to <code>https://hooks.shop.example/images</code>" in page

@@ -1,6 +1,6 @@
 // A request's page: move the progress bar from the status API until the request has
-// finished, then load the page again to show every image's result. The cancel, retry and
-// re-run forms post to the JSON API, as the upload form does.
+// finished, showing each image's result as it ends, then load the page again. The cancel,
+// retry and re-run forms post to the JSON API, as the upload form does.
 "use strict";
 
 (function () {
@@ -18,7 +18,34 @@
     failed: "Failed",
     cancelled: "Cancelled",
   };
+  // The products shown again at most this often while images end, in milliseconds.
+  const PRODUCTS_EVERY = 3000;
   const actionResult = document.getElementById("action-result");
+
+  function showLoggedOut() {
+    actionResult.className = "error";
+    actionResult.replaceChildren("You are logged out. ");
+    const link = document.createElement("a");
+    link.href = `/login/?next=${encodeURIComponent(window.location.pathname)}`;
+    link.textContent = "Log in again";
+    actionResult.appendChild(link);
+  }
+
+  // An error of the API: its message, and each detail's field and message on a line.
+  function showError(body, status) {
+    actionResult.className = "error";
+    actionResult.replaceChildren(body.error || `HTTP ${status}`);
+    const details = body.details || [];
+    if (!details.length) return;
+    const list = document.createElement("ul");
+    details.forEach((detail) => {
+      const item = document.createElement("li");
+      const where = detail.field || detail.column || "";
+      item.textContent = where ? `${where}: ${detail.message || ""}` : detail.message || "";
+      list.appendChild(item);
+    });
+    actionResult.appendChild(list);
+  }
 
   document.querySelectorAll("form.action").forEach((form) =>
     form.addEventListener("submit", async (event) => {
@@ -27,12 +54,17 @@
       const csrf = data.get("csrfmiddlewaretoken");
       data.delete("csrfmiddlewaretoken");
       // The re-run's target: one asks for the perceptual mode; none leaves the source's
-      // mode, but for a perceptual source, which it takes back to the fixed quality.
+      // mode, but for a perceptual source, which it takes back to the fixed quality. A
+      // quality changed on a source at half its images' own asks for that quality.
+      const mode = form.dataset.mode;
       if (data.has("target")) {
+        const quality = form.querySelector("input[name=quality]");
         if (data.get("target")) data.set("quality_mode", "perceptual");
         else {
           data.delete("target");
-          if (form.dataset.perceptual === "true") data.set("quality_mode", "fixed");
+          if (mode === "perceptual") data.set("quality_mode", "fixed");
+          else if (mode === "relative" && quality.value !== quality.defaultValue)
+            data.set("quality_mode", "fixed");
         }
       }
       const button = form.querySelector("button");
@@ -52,8 +84,8 @@
           else window.location.reload();
           return;
         }
-        actionResult.className = "error";
-        actionResult.textContent = body.error || `HTTP ${response.status}`;
+        if (response.status === 401) showLoggedOut();
+        else showError(body, response.status);
       } catch (error) {
         actionResult.className = "error";
         actionResult.textContent = `The service could not be reached (${error.message}).`;
@@ -67,25 +99,47 @@
     bar.setAttribute("aria-valuenow", String(percent));
   }
 
+  // The products and the totals as the server renders them now: each image's result as
+  // it ends, not only once the whole request has.
+  let productsShownAt = 0;
+  let endedShown = null;
+  async function showProducts(ended) {
+    if (ended === endedShown || Date.now() - productsShownAt < PRODUCTS_EVERY) return;
+    productsShownAt = Date.now();
+    const response = await fetch(window.location.href, { cache: "no-store" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    ["products", "totals"].forEach((id) => {
+      const now = fresh.getElementById(id);
+      if (now) document.getElementById(id).replaceWith(now);
+    });
+    endedShown = ended;
+  }
+
   show(Number(fill.dataset.percent));
   if (section.dataset.finished === "true") return;
 
   async function poll() {
     try {
       const response = await fetch(section.dataset.statusUrl, { cache: "no-store" });
+      if (response.status === 401) {
+        showLoggedOut();
+        return;
+      }
       if (response.ok) {
         const body = await response.json();
         const { total, succeeded, failed, cancelled, pending } = body.progress;
         const finished = FINISHED.includes(body.status);
-        show(finished ? 100 : total ? Math.floor(((total - pending) * 100) / total) : 0);
-        const cancelledText = cancelled ? `${cancelled} cancelled, ` : "";
-        text.textContent = `${succeeded} compressed, ${failed} failed, ${cancelledText}${pending} to go`;
-        statusLabel.textContent = LABELS[body.status] || body.status;
-        statusLabel.className = `status status-${body.status}`;
         if (finished) {
           window.location.reload();
           return;
         }
+        show(total ? Math.floor(((total - pending) * 100) / total) : 0);
+        const cancelledText = cancelled ? `${cancelled} cancelled, ` : "";
+        text.textContent = `${succeeded} compressed, ${failed} failed, ${cancelledText}${pending} to go`;
+        statusLabel.textContent = LABELS[body.status] || body.status;
+        statusLabel.className = `status status-${body.status}`;
+        await showProducts(succeeded + failed + cancelled);
       }
     } catch (error) {
       // The service may be restarting: keep asking.

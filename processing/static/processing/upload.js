@@ -88,6 +88,15 @@
         window.location.assign(`/requests/${body.request_id}/`);
         return;
       }
+      if (response.status === 401) {
+        result.className = "error";
+        result.replaceChildren("You are logged out. ");
+        const link = document.createElement("a");
+        link.href = "/login/?next=/";
+        link.textContent = "Log in again";
+        result.appendChild(link);
+        return;
+      }
       showError(body);
     } catch (error) {
       showError({ error: `The upload did not reach the service (${error.message}).` });
