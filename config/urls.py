@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.auth.views import LogoutView
 from django.urls import path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -22,7 +21,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("login/link/<str:token>/", account_views.login_link, name="login-link"),
-    path("logout/", LogoutView.as_view(), name="logout"),
+    path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     # Open to all, as /healthz: what the API is, not what anyone asked of it.
     path(

@@ -355,6 +355,7 @@ def test_a_visitor_logs_in_sees_only_their_accounts_requests_and_logs_out(
     page.goto(service.base_url + "/")
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login/$"))
+    expect(page.get_by_role("status")).to_have_text("You are logged out.")
     page.goto(service.base_url + "/")
     expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
     # Chromium logs the other's page's 404 in the console; nothing else may be there.
