@@ -23,6 +23,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && rm /tmp/requirements.txt
 
 COPY manage.py ./
+COPY accounts ./accounts
 COPY config ./config
 COPY imaging ./imaging
 COPY net ./net

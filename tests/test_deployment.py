@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -150,3 +152,14 @@ def test_docker_compose_runs_the_procfile_commands() -> None:
         assert compose["services"][name]["command"] == procfile[name], name
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "requirements.lock" in dockerfile
+
+
+def test_the_image_holds_every_package_the_service_runs() -> None:
+    """Each package pyproject.toml ships but the command-line client is copied into the
+    image: without accounts, no container could start (its settings name the app)."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    wanted = {package.rstrip("*") for package in packages} - {"client"}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert wanted <= copied, wanted - copied
