@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+import prometheus_client.values
 from django.core.exceptions import ImproperlyConfigured
 
 from config.logs import log_format, logging_config
@@ -519,6 +520,10 @@ METRICS_TOKEN = env("METRICS_TOKEN")
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR  # read by prometheus_client
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# prometheus_client reads that variable once, when it is first imported, and the `celery`
+# command imports it before these settings (Flower's plugin does): a worker then kept its
+# counts in memory, where /metrics never saw them. Read again, for the counters made after.
+prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
 # A worker host has no /metrics of its own: with this port set, each Celery worker serves
 # its host's metrics there (http://<host>:<port>/metrics).
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
