@@ -516,7 +516,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 METRICS_TOKEN = env("METRICS_TOKEN")
 
 # Every web and worker process writes its Prometheus counters here; /metrics adds up the
-# folder. One folder per host, emptied when the host's processes start (make run does).
+# folder. One folder per host, to be emptied before the host's processes start (make run does).
 PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR  # read by prometheus_client
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)

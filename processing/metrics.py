@@ -15,7 +15,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from kombu.exceptions import ChannelError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -89,20 +91,33 @@ class BacklogCollector(Collector):
             with app.connection_for_read() as connection:
                 channel: Any = connection.default_channel  # kombu's stubs lack queues
                 for name in QUEUES:
-                    waiting = channel.queue_declare(queue=name, passive=True).message_count
-                    depth.add_metric([name], waiting)
-        except Exception:
+                    depth.add_metric([name], _messages_waiting(channel, name))
+        except Exception as error:
             # The broker being away is what /healthz reports; the rest still answers.
-            logger.warning("queue depth unavailable", exc_info=True)
+            logger.warning("queue depth unavailable: %r", error)
         yield depth
 
-        unfinished, pending = selectors.backlog()
+        try:
+            unfinished, pending = selectors.backlog()
+        except DatabaseError as error:
+            # Likewise the database: the counters are what an outage needs seen most.
+            logger.warning("backlog unavailable: %r", error)
+            return
         yield GaugeMetricFamily(
             "imgsvc_requests_unfinished", "Requests not finished yet.", value=unfinished
         )
         yield GaugeMetricFamily(
             "imgsvc_images_pending", "Images of unfinished requests not ended yet.", value=pending
         )
+
+
+def _messages_waiting(channel: Any, queue: str) -> int:
+    """Messages in queue; 0 for one the broker does not know yet (on Redis, a queue is a
+    key that exists only while it holds messages)."""
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError:
+        return 0
 
 
 def metrics_registry() -> CollectorRegistry:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from accounts.models import Account
 from processing import intake
 from tests.harness.origin import Origin
-from tests.harness.service import BIN, Service
-from tests.support import encoded, multipart_upload, photo, wait_for_finish
+from tests.harness.redis import RedisServer
+from tests.harness.service import BIN, ROOT, Service
+from tests.support import encoded, free_port, multipart_upload, photo, wait_for_finish
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
@@ -317,3 +319,42 @@ def test_the_command_line_client_retries_reruns_and_cancels(
     cancelled = imgsvc("cancel", request_id)
     assert cancelled.returncode == 2
     assert cancelled.stderr.startswith("HTTP 409: The request has already finished")
+
+
+@pytest.mark.e2e
+def test_metrics_answer_with_empty_queues_at_zero_and_without_a_database(tmp_path: Path) -> None:
+    """On Redis a queue with no message is no key: its gauge read as an error and dropped
+    the queues after it, with a traceback at every scrape. And with the database away,
+    /metrics answered 500, losing every counter in the outage it should show."""
+    redis = RedisServer(port=free_port(), workdir=tmp_path)  # a Redis of no queue at all
+    redis.start()
+    try:
+        scrape = (
+            "import django; django.setup(); from prometheus_client import generate_latest; "
+            "from processing.metrics import metrics_registry; "
+            "print(generate_latest(metrics_registry()).decode())"
+        )
+        environ = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "VAR_DIR": str(tmp_path / "var"),
+            "CELERY_BROKER_URL": redis.url,
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/nowhere",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", scrape],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        redis.stop()
+    assert result.returncode == 0, result.stderr
+    for queue in ("images", "requests", "webhooks"):
+        assert f'imgsvc_queue_messages{{queue="{queue}"}} 0.0' in result.stdout
+    assert "imgsvc_images_pending" not in result.stdout  # the database's: left out
+    assert "backlog unavailable: OperationalError" in result.stderr
+    assert "Traceback" not in result.stderr
