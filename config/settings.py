@@ -6,6 +6,7 @@ PUBLIC_BASE_URL.
 """
 
 import os
+import re
 import secrets
 import sqlite3
 from pathlib import Path
@@ -19,8 +20,13 @@ from config.logs import log_format, logging_config
 from imaging.encode import QualityMode
 from imaging.metadata import MetadataMode
 from imaging.quality import DEFAULT_MAX_TRIES, DEFAULT_TARGET_SCORES, QualityTarget
+from net import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+# DRF's throttle rates: its throttles read the period's first letter.
+RATE_PATTERN = re.compile(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)")
 
 
 def env(name: str, default: str = "") -> str:
@@ -60,6 +66,55 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# Each setting below is checked as the process starts, naming itself: read where it is
+# used, a bad value passed every check and then failed every image, or every upload.
+
+
+def env_ports(name: str) -> list[int]:
+    ports = env_list(name)
+    bad = [port for port in ports if not port.isdigit() or not 0 < int(port) < 65536]
+    if bad:
+        raise ImproperlyConfigured(f"{name} must be port numbers (1-65535), not {bad[0]!r}.")
+    return [int(port) for port in ports]
+
+
+def env_networks(name: str) -> list[str]:
+    networks = env_list(name)
+    try:
+        parse_networks(networks)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+    return networks
+
+
+def env_seconds(name: str, default: str) -> list[float]:
+    items = env_list(name, default)
+    try:
+        return [float(item) for item in items]
+    except ValueError:
+        wrong = env(name)
+        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {wrong!r}.") from None
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate as Django REST framework's throttles read it ("60/minute"), or "" for none."""
+    rate = env(name, default)
+    if rate and not RATE_PATTERN.fullmatch(rate):
+        raise ImproperlyConfigured(
+            f"{name} must be a number per second, minute, hour or day (60/minute), not {rate!r}."
+        )
+    return rate
+
+
+def env_choice(name: str, default: str, choices: list[str]) -> str:
+    """One of choices, whatever its case, spelt as choices spell it."""
+    value = env(name, default)
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
 
 
 # Where the embedded default keeps its SQLite file, broker folders and dev secret.
@@ -203,6 +258,13 @@ else:
             dj_database_url.parse(env("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)
         )
     }
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A server that takes the connection and never answers (overloaded, or a firewall
+        # that drops packets) held /healthz and every request that asked for a connection
+        # for as long as the client waited: libpq's own default is forever.
+        DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+            "DATABASE_CONNECT_TIMEOUT", 5
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -221,6 +283,20 @@ MEDIA_URL = "/media/"
 S3_BUCKET = env("S3_BUCKET")
 
 
+# S3 signs a URL for a week at most.
+S3_MAX_URL_EXPIRY = 7 * 24 * 3600
+
+
+def _s3_url_expiry() -> int:
+    """Seconds a private bucket's signed output URL holds."""
+    seconds = env_int("S3_URL_EXPIRY", S3_MAX_URL_EXPIRY)
+    if not 0 < seconds <= S3_MAX_URL_EXPIRY:
+        raise ImproperlyConfigured(
+            f"S3_URL_EXPIRY must be 1 to {S3_MAX_URL_EXPIRY} seconds (7 days), not {seconds}."
+        )
+    return seconds
+
+
 def _s3_options() -> dict[str, object]:
     options: dict[str, object] = {
         "bucket_name": S3_BUCKET,
@@ -235,7 +311,7 @@ def _s3_options() -> dict[str, object]:
         # Private bucket: every URL handed out is presigned, valid this long (SigV4 allows
         # up to 7 days). A public base URL (a CDN, or a public-read bucket) needs no signing.
         "querystring_auth": True,
-        "querystring_expire": env_int("S3_URL_EXPIRY", 7 * 24 * 3600),
+        "querystring_expire": _s3_url_expiry(),
     }
     public = env("S3_PUBLIC_BASE_URL").rstrip("/")
     if public:
@@ -328,7 +404,7 @@ CSV_MAX_URLS_PER_ROW = env_int("CSV_MAX_URLS_PER_ROW", 50)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Per account: uploads (N/second, /minute, /hour or /day; empty: no limit), and images not
 # yet finished across its requests beyond which an upload is refused (0: no limit).
-ACCOUNT_UPLOAD_RATE_LIMIT = env("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
+ACCOUNT_UPLOAD_RATE_LIMIT = env_rate("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
 ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 
@@ -401,14 +477,14 @@ IMAGE_BATCH_BYTES = env_int("IMAGE_BATCH_BYTES", 8 * 1024 * 1024)
 IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4)
 IMAGE_FETCH_RETRY_BACKOFF = env_float("IMAGE_FETCH_RETRY_BACKOFF", 2.0)
 IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
-IMAGE_FETCH_ALLOW_NETWORKS = env_list("IMAGE_FETCH_ALLOW_NETWORKS")
-IMAGE_FETCH_ALLOW_PORTS = [int(port) for port in env_list("IMAGE_FETCH_ALLOW_PORTS")]
+IMAGE_FETCH_ALLOW_NETWORKS = env_networks("IMAGE_FETCH_ALLOW_NETWORKS")
+IMAGE_FETCH_ALLOW_PORTS = env_ports("IMAGE_FETCH_ALLOW_PORTS")
 
 WEBHOOK_URL = env("WEBHOOK_URL")
 # Where webhooks may go besides public addresses on ports 80 and 443: their own lists, not
 # the image fetcher's.
-WEBHOOK_ALLOW_NETWORKS = env_list("WEBHOOK_ALLOW_NETWORKS")
-WEBHOOK_ALLOW_PORTS = [int(port) for port in env_list("WEBHOOK_ALLOW_PORTS")]
+WEBHOOK_ALLOW_NETWORKS = env_networks("WEBHOOK_ALLOW_NETWORKS")
+WEBHOOK_ALLOW_PORTS = env_ports("WEBHOOK_ALLOW_PORTS")
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
 # Webhooks are signed with their account's secret. WEBHOOK_SECRET, if set when the
 # accounts arrive (migration accounts 0002), becomes the secret of the account `default`
@@ -416,9 +492,7 @@ WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
 WEBHOOK_SECRET = env("WEBHOOK_SECRET")
 # After `manage.py account rotate-secret`, the old secret also signs for this long.
 WEBHOOK_SECRET_OVERLAP = env_float("WEBHOOK_SECRET_OVERLAP", 24 * 3600.0)
-WEBHOOK_RETRY_SCHEDULE = [
-    float(item) for item in env_list("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
-]
+WEBHOOK_RETRY_SCHEDULE = env_seconds("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
 
 # A batch of images may take this long before its process is killed and replaced: its
 # largest batch's downloads at their deadline, IMAGE_FETCH_THREADS at a time, then each
@@ -523,14 +597,16 @@ Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # prometheus_client reads that variable once, when it is first imported, and the `celery`
 # command imports it before these settings (Flower's plugin does): a worker then kept its
 # counts in memory, where /metrics never saw them. Read again, for the counters made after.
-prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
+prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()  # type: ignore[no-untyped-call]
 # A worker host has no /metrics of its own: with this port set, each Celery worker serves
 # its host's metrics there (http://<host>:<port>/metrics).
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # --- Logging -----------------------------------------------------------------------------
 
-LOG_LEVEL = env("LOG_LEVEL", "INFO")
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
 # json (one object per line) or plain; json by default where DATABASE_URL is set.
 LOG_FORMAT = log_format()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}.")
 LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)

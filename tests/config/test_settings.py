@@ -3,6 +3,7 @@ file, broker and secret key is this user's alone, and processes starting togethe
 one key. Each start is a fresh Python process, as `make run`'s web and worker are."""
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -60,3 +61,67 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
     environ |= {"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
     subprocess.run([sys.executable, "-c", count], cwd=ROOT, env=environ, check=True, timeout=60)
     assert list((tmp_path / "metrics").glob("counter_*.db"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "IMAGE_FETCH_ALLOW_NETWORKS",
+            "127.0.0.1/33",
+            "IMAGE_FETCH_ALLOW_NETWORKS: '127.0.0.1/33' is not a network in CIDR form",
+        ),
+        ("WEBHOOK_ALLOW_PORTS", "443,abc", "WEBHOOK_ALLOW_PORTS must be port numbers (1-65535)"),
+        ("ACCOUNT_UPLOAD_RATE_LIMIT", "60/xyz", "ACCOUNT_UPLOAD_RATE_LIMIT must be a number per"),
+        ("WEBHOOK_RETRY_SCHEDULE", "5,x", "WEBHOOK_RETRY_SCHEDULE must be numbers of seconds"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be json or plain, not 'xml'."),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    """Read where they were used, these passed every check at start, then failed every
+    image (the allow-list), every upload (the rate) or the first log line."""
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), name: value}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
+    tmp_path: Path,
+) -> None:
+    # A listener that never answers: the kernel completes the handshake for its backlog
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    connect = (
+        "import django; django.setup(); from django.db import connection\n"
+        "try:\n    connection.ensure_connection()\n"
+        "except Exception as error:\n    print(type(error).__name__)"
+    )
+    environ = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/nowhere",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "DATABASE_CONNECT_TIMEOUT": "1",
+    }
+    try:
+        # The deadline is the test: libpq's own default would wait for ever.
+        result = subprocess.run(
+            [sys.executable, "-c", connect], cwd=ROOT, env=environ, capture_output=True,
+            text=True, timeout=30, check=True,
+        )  # fmt: skip
+    finally:
+        silent.close()
+    assert result.stdout.strip() == "OperationalError", result.stderr
