@@ -3,12 +3,14 @@ local folder or the bucket), products and images are deleted, and what the accou
 cache offers for re-use from them with them. The request's row stays, as a tombstone that
 answers 410 on every route, so that a link to it says what became of it."""
 
+import contextlib
 import logging
+import os
 import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -82,3 +84,7 @@ def _files_delete(folder: str) -> None:
         default_storage.delete(f"{folder}/{name}")
     for inner in folders:
         _files_delete(f"{folder}/{inner}")
+    if isinstance(default_storage, FileSystemStorage):
+        # A local folder left empty goes too (an object store has no folders to remove).
+        with contextlib.suppress(OSError):
+            os.rmdir(default_storage.path(folder))

@@ -755,6 +755,7 @@ def test_expiry_deletes_old_results_leaves_a_tombstone_and_re_use_forgets_them(
 
     # Then the old request's files, products and images are gone; the recent one's stay
     assert not any(path.exists() for path in old_files)
+    assert not (storage / "output_images" / str(old.pk)).exists()  # nor its empty folder
     assert not ProductImage.objects.filter(request=old).exists()
     assert ProductImage.objects.filter(request=recent).count() == 4
     assert not SourceOutput.objects.filter(request=old).exists()
