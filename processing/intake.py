@@ -79,6 +79,7 @@ def request_create(
         request.pk,
         summary.products,
         summary.images,
+        extra={"request_id": str(request.pk)},
     )
     return request
 
@@ -126,7 +127,13 @@ def request_rerun(
         )
         _products_copy_from(source, request)
         queue.enqueue_after_commit(queue.REQUEST_START, str(request.pk))
-    logger.info("request %s re-runs %s: %d images", request.pk, source.pk, request.total_images)
+    logger.info(
+        "request %s re-runs %s: %d images",
+        request.pk,
+        source.pk,
+        request.total_images,
+        extra={"request_id": str(request.pk)},
+    )
     return request
 
 

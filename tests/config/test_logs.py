@@ -78,9 +78,11 @@ def test_production_processes_log_json_lines_naming_the_request(
 
     # Then the web logged the upload and its status calls as JSON, with the request id
     web = [r for r in records("web") if r.get("request_id") == request_id]
-    assert {"upload accepted: 1 products, 1 images", "POST /api/upload/ 202"} <= {
-        str(r["message"]) for r in web
-    }
+    assert {
+        f"request {request_id} created: 1 products, 1 images",
+        "upload accepted: 1 products, 1 images",
+        "POST /api/upload/ 202",
+    } <= {str(r["message"]) for r in web}
     assert any(r.get("path") == f"/api/status/{request_id}/" and r["status"] == 200 for r in web)
     # And the worker's lines about the request are JSON with its id
     wait_until(
