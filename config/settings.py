@@ -153,10 +153,13 @@ def _secret_key() -> str:
 
 
 def _var_dir_make() -> None:
-    """VAR_DIR, made readable by this user alone where this made it: it holds the SQLite
-    file (every account's webhook secrets), the secret key and the broker's messages."""
+    """VAR_DIR, readable by this user alone: it holds the SQLite file (every account's
+    webhook secrets), the secret key and the broker's messages. Made so; the checkout's own
+    var/, made open by earlier versions, is closed too (a VAR_DIR given is left as set)."""
     if not VAR_DIR.exists():
         VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not env("VAR_DIR") and VAR_DIR.stat().st_uid == os.getuid():
+        VAR_DIR.chmod(0o700)
 
 
 SECRET_KEY = _secret_key()
