@@ -5,9 +5,12 @@ import json
 import math
 import socket
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,9 @@ IJG_Q50_LUMINANCE = [
 ]  # fmt: skip
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
 def wait_until(
     condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str
 ) -> Any:
@@ -38,6 +44,20 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def python_run(arguments: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """This Python, in the checkout, as a process of its own with environ: what it printed,
+    as text, whatever its exit code (a minute at most)."""
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def free_port() -> int:

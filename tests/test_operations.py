@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,15 @@ from accounts.models import Account
 from processing import intake
 from tests.harness.origin import Origin
 from tests.harness.redis import RedisServer
-from tests.harness.service import BIN, ROOT, Service
-from tests.support import encoded, free_port, multipart_upload, photo, wait_for_finish
+from tests.harness.service import BIN, Service
+from tests.support import (
+    encoded,
+    free_port,
+    multipart_upload,
+    photo,
+    python_run,
+    wait_for_finish,
+)
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
@@ -341,15 +347,7 @@ def test_metrics_answer_with_empty_queues_at_zero_and_without_a_database(tmp_pat
             "CELERY_BROKER_URL": redis.url,
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/nowhere",
         }
-        result = subprocess.run(
-            [sys.executable, "-c", scrape],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = python_run(["-c", scrape], environ)
     finally:
         redis.stop()
     assert result.returncode == 0, result.stderr

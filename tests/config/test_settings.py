@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import python_run
+
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 PRINT_KEY = "from django.conf import settings; print(settings.SECRET_KEY)"
@@ -59,7 +61,8 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         if name not in {"PROMETHEUS_MULTIPROC_DIR", "DATABASE_URL", "CELERY_BROKER_URL"}
     }
     environ |= {"VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
-    subprocess.run([sys.executable, "-c", count], cwd=ROOT, env=environ, check=True, timeout=60)
+    result = python_run(["-c", count], environ)
+    assert result.returncode == 0, result.stderr
     assert list((tmp_path / "metrics").glob("counter_*.db"))
 
 
@@ -84,15 +87,7 @@ def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
     """Read where they were used, these passed every check at start, then failed every
     image (the allow-list), every upload (the rate) or the first log line."""
     environ = {**os.environ, "VAR_DIR": str(tmp_path), name: value}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = python_run(["manage.py", "check"], environ)
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {message}" in result.stderr
 
@@ -117,11 +112,8 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
         "DATABASE_CONNECT_TIMEOUT": "1",
     }
     try:
-        # The deadline is the test: libpq's own default would wait for ever.
-        result = subprocess.run(
-            [sys.executable, "-c", connect], cwd=ROOT, env=environ, capture_output=True,
-            text=True, timeout=30, check=True,
-        )  # fmt: skip
+        # python_run's minute is the test's deadline: libpq's own default waits for ever.
+        result = python_run(["-c", connect], environ)
     finally:
         silent.close()
     assert result.stdout.strip() == "OperationalError", result.stderr
