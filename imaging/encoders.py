@@ -85,6 +85,10 @@ class YuvEncoder:
             return None
         try:
             return cls(data, icc_profile)
+        except ImagingError:
+            # The time limit, fired during libjpeg-turbo's call: falling back to Pillow
+            # here ran the whole decode again with the limit spent, for minutes.
+            raise
         except Exception:
             return None
 

@@ -36,7 +36,13 @@ def jpeg_scan_count(data: bytes) -> int:
     end = len(data)
     while position + 4 <= end:
         if data[position] != 0xFF:
-            break  # not a marker where one must be: the decoder reports the damage
+            # Not a marker where one must be: libjpeg skips to the next 0xFF, with a
+            # warning, and reads on. So does this: stopping here, one stray byte before the
+            # frame hid every scan after it, and a file of thousands passed as none.
+            position = data.find(b"\xff", position)
+            if position < 0:
+                break
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1

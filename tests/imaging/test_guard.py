@@ -120,3 +120,26 @@ def test_an_rgba_png_under_the_budget_keeps_its_transparency_in_webp() -> None:
     image.paste((0, 0, 0, 0), (0, 0, 50, 50))
     result = compress(encoded(image, "PNG"), quality=50, max_pixels=MAX_PIXELS)
     assert result.format == "WEBP"
+
+
+def test_a_stray_byte_before_the_frame_does_not_hide_the_scans() -> None:
+    # Given a scan bomb with one byte that is not a marker before its frame header, which
+    # libjpeg skips (with a warning) and decodes on
+    bomb = jpeg_scan_bomb(7000, 7000, 1000)
+    frame = bomb.index(b"\xff\xc2")
+    hidden = bomb[:frame] + b"\x00" + bomb[frame:]
+
+    # Then its scans are still counted, and it is refused before it is decoded
+    assert jpeg_scan_count(hidden) == 1000
+    with pytest.raises(ImagingError) as refused:
+        compress(hidden, quality=50, max_pixels=MAX_PIXELS, max_jpeg_scans=100)
+    assert refused.value.reason == "too_complex"
+
+
+def test_the_time_limit_firing_inside_libjpeg_turbo_ends_the_image() -> None:
+    """The limit's error, raised as libjpeg-turbo's one call returns, was taken for a file
+    that path cannot read: the image went through Pillow again, with no limit left."""
+    photo_3000 = encoded(photo(3000, 2000), "JPEG", quality=90)
+    with pytest.raises(ImagingError) as stopped, time_limit(0.005):
+        compress(photo_3000, quality=50, max_pixels=MAX_PIXELS)
+    assert stopped.value.reason == "too_slow"
