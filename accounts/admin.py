@@ -9,6 +9,7 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 from rest_framework_api_key.models import APIKey
 
 from accounts.models import Account, ApiKey, Member
+from accounts.views import AdminLoginForm
 
 # The library's own key model, which this service does not use (keys belong to accounts).
 admin.site.unregister(APIKey)
@@ -50,3 +51,7 @@ admin.site.unregister(get_user_model())
 @admin.register(get_user_model())
 class AccountUserAdmin(UserAdmin):  # type: ignore[type-arg]
     inlines = [MemberOfAccount]
+
+
+# The admin's login page counts wrong passwords as the site's does (accounts/views.py).
+admin.site.login_form = AdminLoginForm

@@ -3,8 +3,10 @@
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
@@ -21,7 +23,9 @@ LOGIN_PAUSE_SECONDS = 15 * 60
 
 class LoginForm(AuthenticationForm):
     """Django's login form, refusing more than LOGIN_FAILURES_ALLOWED wrong passwords for
-    one user name from one address in LOGIN_PAUSE_SECONDS."""
+    one user name from one address in LOGIN_PAUSE_SECONDS. The name counted is the one
+    authentication uses (spaces trimmed, Unicode normalised, any case): counted as typed,
+    "otto " and otto in full-width letters each had ten fresh tries at otto's password."""
 
     def clean(self) -> dict[str, Any]:
         key = self._failures_key()
@@ -35,8 +39,13 @@ class LoginForm(AuthenticationForm):
 
     def _failures_key(self) -> str:
         address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        username = str(self.data.get("username", ""))[:150].lower()
+        typed = self.cleaned_data.get("username") or ""
+        username = AbstractBaseUser.normalize_username(str(typed))[:150].lower()
         return f"login-failures:{address}:{username}"
+
+
+class AdminLoginForm(LoginForm, AdminAuthenticationForm):
+    """The admin's login (staff only), under the same limit: it had none."""
 
 
 class LoginView(auth_views.LoginView):

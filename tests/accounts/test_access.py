@@ -179,3 +179,27 @@ def test_a_logged_in_post_needs_the_csrf_token_and_a_key_post_does_not(
     assert own.json()["code"] == "no_file"
     # An API key's POST needs no token
     assert api.post("/api/upload/", {}).json()["code"] == "no_file"
+
+
+@pytest.mark.parametrize("login_path", ["/login/", "/admin/login/"])
+def test_wrong_passwords_are_counted_for_the_name_authentication_uses(login_path: str) -> None:
+    """Counted as typed, "otto " and otto in full-width letters each had ten fresh tries
+    at otto's password; the admin's login page counted none at all."""
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+
+    cache.clear()
+    get_user_model().objects.create_superuser("otto", "otto@example.com", "the-right-one-42")
+    client = Client()
+    spellings = ["otto", "otto ", " OTTO", "\uff4f\uff54\uff54\uff4f"]  # the last full-width
+    for attempt in range(10):
+        wrong = client.post(
+            login_path, {"username": spellings[attempt % 4], "password": f"wrong-{attempt}"}
+        )
+        assert wrong.status_code == 200  # the form again, refused
+
+    # Then every spelling of the name is paused, the right password too
+    for spelling in spellings:
+        refused = client.post(login_path, {"username": spelling, "password": "the-right-one-42"})
+        assert refused.status_code == 200, spelling
+    assert "_auth_user_id" not in client.session
