@@ -367,6 +367,16 @@ def test_a_visitor_logs_in_sees_only_their_accounts_requests_and_logs_out(
 # --- Without a browser: what the server renders ------------------------------------------
 
 
+def stored_request(account: Account, rows: str, **options: Any) -> ProcessingRequest:
+    """A request of the account over rows (after the header), stored and not started."""
+    return intake.request_create(
+        account=account,
+        csv_data=(HEADER + rows).encode(),
+        public_base_url="http://testserver",
+        **options,
+    )
+
+
 @pytest.mark.django_db
 def test_an_unknown_request_page_is_a_404_page(member_client: Client) -> None:
     response = member_client.get(f"/requests/{uuid.uuid4()}/")
@@ -394,11 +404,7 @@ def test_the_upload_form_ticks_score_every_output_where_the_service_scores_all(
 
 @pytest.mark.django_db
 def test_pages_allow_scripts_only_from_the_site(member_client: Client, account: Account) -> None:
-    intake.request_create(
-        account=account,
-        csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
-        public_base_url="http://testserver",
-    )
+    stored_request(account, "1,Lamp,https://shop.example/a.jpg\n")
     response = member_client.get("/")
     assert response.status_code == 200
     assert "default-src 'self'" in response["Content-Security-Policy"]
@@ -422,12 +428,8 @@ def test_a_link_cut_short_is_a_page_not_found_page_and_the_api_still_answers_jso
 def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
     member_client: Client, account: Account
 ) -> None:
-    request = intake.request_create(
-        account=account,
-        csv_data=(HEADER + "1,Lamp,https://shop.example/a.jpg\n").encode(),
-        public_base_url="http://testserver",
-        output_format="webp",
-        score=True,
+    request = stored_request(
+        account, "1,Lamp,https://shop.example/a.jpg\n", output_format="webp", score=True
     )
     home = member_client.get("/").content.decode()
     page = member_client.get(f"/requests/{request.pk}/").content.decode()
@@ -448,12 +450,9 @@ def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
 def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_shown(
     member_client: Client, account: Account
 ) -> None:
-    request = intake.request_create(
-        account=account,
-        csv_data=(
-            HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 5))
-        ).encode(),
-        public_base_url="http://testserver",
+    request = stored_request(
+        account,
+        "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 5)),
         webhook_url="https://hooks.shop.example/images",
     )
     ProcessingRequest.objects.filter(pk=request.pk).update(
