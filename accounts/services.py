@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, LoginLink, Member, new_webhook_secret
@@ -122,16 +123,26 @@ def login_link_create(*, user: Any) -> str:
     return token
 
 
+def login_link_user(*, token: str) -> Any | None:
+    """The user the token would log in, without using it up; None where it is used or
+    expired."""
+    link = _usable_links(token).select_related("user").first()
+    return link.user if link is not None else None
+
+
 def login_link_redeem(*, token: str) -> Any | None:
     """The user the token logs in, once: a second use, or a use after it expired, is None."""
-    now = timezone.now()
-    links = LoginLink.objects.filter(
-        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=now
-    )
+    links = _usable_links(token)
     link = links.select_related("user").first()
-    if link is None or not links.filter(pk=link.pk).update(used_at=now):
+    if link is None or not links.filter(pk=link.pk).update(used_at=timezone.now()):
         return None
     return link.user
+
+
+def _usable_links(token: str) -> "QuerySet[LoginLink]":
+    return LoginLink.objects.filter(
+        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()
+    )
 
 
 def local_setup(*, var_dir: Path) -> tuple[str | None, str]:

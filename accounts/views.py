@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_http_methods
 
 from accounts import services
 
@@ -65,11 +65,22 @@ class LogoutView(auth_views.LogoutView):
 
 
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 def login_link(request: HttpRequest, token: str) -> HttpResponse:
-    """Log in with a one-time link (`python manage.py login-link USERNAME` prints one)."""
-    user = services.login_link_redeem(token=token)
+    """Log in with a one-time link (`python manage.py login-link USERNAME` prints one).
+
+    Opening the link shows a button; the POST it sends, with the page's CSRF token, logs
+    in. Logging in on the GET let any page that loaded the link (an image tag) log a
+    visitor into the link's account, whose catalogue the visitor would then upload to its
+    owner; and a mail scanner fetching every link used the link up before its person
+    could."""
+    if request.method == "POST":
+        user = services.login_link_redeem(token=token)
+    else:
+        user = services.login_link_user(token=token)
     if user is None:
         return render(request, "accounts/link_expired.html", status=410)
+    if request.method == "GET":
+        return render(request, "accounts/link_confirm.html", {"username": user.get_username()})
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     return redirect("home")

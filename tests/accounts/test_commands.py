@@ -3,6 +3,7 @@ the last line of standard output."""
 
 import base64
 import io
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,46 @@ def test_user_create_and_a_login_link_that_works_once() -> None:
 
     url = run("login-link", "ann", "--base-url", "http://testserver")[-1]
     path = url.removeprefix("http://testserver")
-    browser = Client()
+    browser = Client(enforce_csrf_checks=True)
     assert browser.get("/").status_code == 302  # not logged in: sent to log in
-    first = browser.get(path)
-    assert first.status_code == 302
-    assert first["Location"] == "/"
+    logged_in = log_in_by_link(browser, path)
+    assert logged_in.status_code == 302
+    assert logged_in["Location"] == "/"
     assert browser.get("/").status_code == 200
     assert Client().get(path).status_code == 410  # a second use
+    assert Client().post(path).status_code == 410
+
+
+def test_opening_a_login_link_logs_in_only_by_the_button_on_its_page() -> None:
+    """Logging in on the GET let any page that loaded the link log its visitor into the
+    link's account (login CSRF), and a mail scanner fetching it used it up."""
+    account, _ = services.account_get_or_create(name="acme")
+    user = services.user_create(account=account, username="dee", password=None)
+    path = f"/login/link/{services.login_link_create(user=user)}/"
+
+    scanner = Client()
+    for _ in range(2):
+        page = scanner.get(path)
+        assert page.status_code == 200
+        assert "Log in as dee" in page.content.decode()
+    assert scanner.get("/").status_code == 302  # looking logged nobody in
+
+    forged = Client(enforce_csrf_checks=True)
+    assert forged.post(path).status_code == 403  # posted from another site: no CSRF token
+    assert forged.get("/").status_code == 302
+
+    person = Client(enforce_csrf_checks=True)
+    assert log_in_by_link(person, path)["Location"] == "/"
+    assert person.get("/").status_code == 200
+
+
+def log_in_by_link(browser: Client, path: str) -> Any:
+    """Open a login link and press its button, as a person in a browser does."""
+    page = browser.get(path)
+    assert page.status_code == 200
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert token is not None
+    return browser.post(path, {"csrfmiddlewaretoken": token.group(1)})
 
 
 def test_a_login_link_expires_after_fifteen_minutes() -> None:

@@ -50,6 +50,7 @@ def console_errors(page: Page) -> list[str]:
 def logged_in(embedded_service: Service, page: Page) -> Page:
     """The browser, logged in to the page by a one-time link, as a person of the account."""
     page.goto(embedded_service.login_link(embedded_service.person()))
+    page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(embedded_service.base_url + "/")
     return page
 
