@@ -162,17 +162,10 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                     f"The file has more than {limits.max_rows:,} products; split it.",
                 )
                 break
-            product = _parse_row(row_number, cells, len(header_cells), columns, limits, problems)
-            if product is None:
-                continue
-            first = first_row_of_serial.setdefault(product.serial_number, row_number)
-            if first != row_number:
-                problems.add(
-                    row_number,
-                    SERIAL_COLUMN,
-                    f"S. No. {product.serial_number} is already used on row {first}.",
-                )
-            elif not problems.items:
+            product = _parse_row(
+                row_number, cells, len(header_cells), columns, limits, problems, first_row_of_serial
+            )
+            if product is not None and not problems.items:
                 yield product
             if problems.full:
                 break
@@ -299,10 +292,13 @@ def _parse_row(
     columns: dict[str, int],
     limits: CsvLimits,
     problems: _Problems,
+    first_row_of_serial: dict[int, int],
 ) -> ParsedProduct | None:
     """The row's product, or None where problems has been told what is wrong with it. width:
     the header's number of cells; a row may have fewer (the rest read as empty) or more
-    that are empty (spreadsheets pad rows so), never more with something in them."""
+    that are empty (spreadsheets pad rows so), never more with something in them.
+    first_row_of_serial: where each S. No. was first seen, this row's added, whatever else
+    is wrong with it (a repeat of it would otherwise be told only once it was mended)."""
 
     def cell(column: str) -> str:
         index = columns[column]
@@ -327,6 +323,8 @@ def _parse_row(
         )
     elif serial > MAX_SERIAL:
         problems.add(row_number, SERIAL_COLUMN, f"S. No. must be at most {MAX_SERIAL}.")
+    elif (first := first_row_of_serial.setdefault(serial, row_number)) != row_number:
+        problems.add(row_number, SERIAL_COLUMN, f"S. No. {serial} is already used on row {first}.")
     name = cell(NAME_COLUMN)
     if not name:
         problems.add(row_number, NAME_COLUMN, "Product Name is empty.")

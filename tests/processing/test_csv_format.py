@@ -80,6 +80,17 @@ def test_a_serial_number_too_large_for_the_database_is_refused() -> None:
     ]
 
 
+def test_a_repeated_serial_number_is_told_even_where_its_first_row_has_another_problem() -> None:
+    """Told only once the first row was mended, it cost the user a second upload."""
+    data = b"S. No.,Product Name,Input Image Urls\n1,A,ftp://a/a.jpg\n1,B,http://a/b.jpg\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(2, "Input Image Urls", "'ftp://a/a.jpg' is not an absolute http(s) URL."),
+        CsvProblem(3, "S. No.", "S. No. 1 is already used on row 2."),
+    ]
+
+
 ROWS = [
     ["S. No.", "Product Name", "Input Image Urls"],
     ["1", "Café crème", "https://shop.example/a.jpg,https://shop.example/b.jpg"],
