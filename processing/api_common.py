@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
@@ -21,7 +22,13 @@ from imaging.metadata import MetadataMode
 from imaging.quality import CLOSE_ENOUGH, QualityTarget
 from processing import policies, selectors
 from processing.csv_format import url_problem
-from processing.exceptions import QuotaExceeded, RequestExpired, RequestNotFound, TooManyUploads
+from processing.exceptions import (
+    LengthRequired,
+    QuotaExceeded,
+    RequestExpired,
+    RequestNotFound,
+    TooManyUploads,
+)
 from processing.models import ProcessingRequest, ReasonCode
 from processing.policies import webhook_policy
 
@@ -179,6 +186,14 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
             name: [f"Unknown field. The settings are {', '.join(self.fields)}."]
             for name in (sorted(set(data) - known) if isinstance(data, Mapping) else [])
         }
+        # A form's field given twice (quality=40&quality=80, two files): which one was
+        # meant is anyone's guess, and the last would win without a word.
+        if isinstance(data, QueryDict):
+            unknown |= {
+                name: [f"Given {len(data.getlist(name))} times; give it once."]
+                for name in sorted(data)
+                if len(data.getlist(name)) > 1
+            }
         try:
             value: dict[str, Any] = super().to_internal_value(data)
         except serializers.ValidationError as invalid:
@@ -300,6 +315,13 @@ def quota_refusal(over: policies.QuotaExceeded, *, what: str = "upload") -> Quot
         ],
         headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
     )
+
+
+def length_required(request: Request) -> None:
+    """411 for a body sent without a Content-Length (chunked): Django reads a body by its
+    Content-Length, would see none, and every field in it would be dropped unread."""
+    if not request.META.get("CONTENT_LENGTH") and request.META.get("HTTP_TRANSFER_ENCODING"):
+        raise LengthRequired()
 
 
 def request_or_404(request: Request, request_id: str) -> ProcessingRequest:

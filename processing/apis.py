@@ -2,6 +2,7 @@
 shape the answer; they hold no logic of their own."""
 
 import logging
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -15,8 +16,10 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,6 +38,7 @@ from processing.api_common import (
     WebhookStateSerializer,
     accepted_body,
     errors,
+    length_required,
     quota_refusal,
     request_or_404,
     status_body,
@@ -45,7 +49,6 @@ from processing.exceptions import (
     ApiError,
     FileTooLarge,
     InvalidCsv,
-    LengthRequired,
     NoFileUploaded,
     NoWebhook,
     RequestNotFinished,
@@ -89,16 +92,18 @@ class UploadApi(APIView):
 
     def _upload(self, request: Request) -> Response:
         limit = settings.CSV_MAX_BYTES
+        length_required(request)
         declared = request.META.get("CONTENT_LENGTH") or ""
-        if not declared and request.META.get("HTTP_TRANSFER_ENCODING"):
-            # Django reads a request body by its Content-Length and would see none here.
-            raise LengthRequired()
         if declared.isdigit() and int(declared) > upload_body_limit():
             # Refused before the body is read (config/asgi.py refuses it earlier still).
             raise FileTooLarge.over(limit)
         upload = request.FILES.get("file")
         if upload is None:
-            raise NoFileUploaded()
+            misnamed = [
+                {"field": name, "message": "A file under another name."}
+                for name in sorted(request.FILES)
+            ]
+            raise NoFileUploaded(details=misnamed)
         if upload.size is not None and upload.size > limit:
             raise FileTooLarge.over(limit)
         form = self.InputSerializer(data=request.data)
@@ -146,8 +151,12 @@ class WebhookApi(APIView):
         """The delivery's state and every attempt made."""
         found = request_or_404(request, request_id)
         state = selectors.webhook_state(found)
+        if state is None and not found.is_finished:
+            raise RequestNotFinished(
+                "The request has not finished; its webhook, if it has one, is sent when it does."
+            )
         if state is None:
-            raise NoWebhook("The request has no webhook delivery (yet).")
+            raise NoWebhook("The request has no webhook delivery.")
         return Response(state | {"attempt_log": selectors.webhook_attempts(found)})
 
     @extend_schema(
@@ -178,6 +187,31 @@ class ProductsApi(APIView):
         # Django's paginator says why ("That page contains no results"): a page past the
         # end is told apart from a request that is not there.
         invalid_page_message = "Page {page_number} of the products: {message}."
+
+        def get_page_number(self, request: Any, paginator: Any) -> str:
+            """A page that is not a whole number from 1 is a 400 naming the field; it was
+            a 404 not_found, which a client takes for a request that is not there."""
+            number = str(super().get_page_number(request, paginator))
+            if number not in self.last_page_strings and not _positive_whole(number):
+                raise serializers.ValidationError(
+                    {self.page_query_param: [f"Not a page number from 1: '{number}'."]}
+                )
+            return number
+
+        def get_page_size(self, request: Any) -> int | None:
+            """page_size, from 1 to max_page_size; anything else was ignored without a word."""
+            asked = request.query_params.get(self.page_size_query_param)
+            if asked is not None and not (
+                _positive_whole(asked) and int(asked) <= self.max_page_size
+            ):
+                raise serializers.ValidationError(
+                    {
+                        self.page_size_query_param: [
+                            f"Not a page size from 1 to {self.max_page_size}: '{asked}'."
+                        ]
+                    }
+                )
+            return super().get_page_size(request)
 
     class OutputSerializer(serializers.Serializer[Any]):
         class ImageSerializer(serializers.Serializer[Any]):
@@ -248,7 +282,7 @@ class ProductsApi(APIView):
                     "results": OutputSerializer(many=True),
                 },
             ),
-            **errors(401, 404, 410),
+            **errors(400, 401, 404, 410),
         },
     )
     def get(self, request: Request, request_id: str) -> Response:
@@ -261,7 +295,20 @@ class ProductsApi(APIView):
         return paginator.get_paginated_response(data)
 
 
+class _CsvWhateverAccepted(DefaultContentNegotiation):
+    """The CSV whatever the Accept header asks (text/csv, the schema's own type, was
+    answered 406: only JSON was on offer), errors in JSON."""
+
+    def select_renderer(
+        self, request: Any, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        first = next(iter(renderers))
+        return first, first.media_type
+
+
 class OutputCsvApi(APIView):
+    content_negotiation_class = _CsvWhateverAccepted
+
     @extend_schema(
         summary="The output CSV: S. No., Product Name, Input Image Urls, Output Image Urls",
         parameters=[REQUEST_ID],
@@ -282,3 +329,7 @@ class OutputCsvApi(APIView):
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",
         )
+
+
+def _positive_whole(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) >= 1

@@ -21,6 +21,7 @@ from processing.api_common import (
     accepted_body,
     errors,
     expired_refusal,
+    length_required,
     quota_refusal,
     request_or_404,
     status_body,
@@ -99,10 +100,11 @@ class RerunApi(APIView):
         ),
         parameters=[REQUEST_ID],
         request=RequestSettingsSerializer,
-        responses={202: AcceptedSerializer, **errors(400, 401, 403, 404, 410, 429)},
+        responses={202: AcceptedSerializer, **errors(400, 401, 403, 404, 410, 411, 413, 429)},
     )
     def post(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
+        length_required(request)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:

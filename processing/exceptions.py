@@ -6,6 +6,13 @@ The codes are a closed set (README lists them); clients may switch on them.
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions, status
@@ -33,7 +40,7 @@ class ApiError(Exception):
 
 class NoFileUploaded(ApiError):
     code = "no_file"
-    message = "No file uploaded."
+    message = "No file uploaded: send the CSV as the form field 'file'."
 
 
 class InvalidCsv(ApiError):
@@ -53,7 +60,12 @@ class FileTooLarge(ApiError):
 class LengthRequired(ApiError):
     status_code = status.HTTP_411_LENGTH_REQUIRED
     code = "length_required"
-    message = "Send the file with a Content-Length header; chunked uploads are not accepted."
+    message = "Send the body with a Content-Length header; chunked bodies are not accepted."
+
+
+class BodyTooLarge(ApiError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "body_too_large"
 
 
 class NoWebhook(ApiError):
@@ -148,11 +160,32 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(
             error_body(str(exc.detail), str(code)), status=exc.status_code, headers=headers
         )
+    if isinstance(exc, SuspiciousOperation):
+        return _refused_body(exc)
     logger.exception("unhandled error in %s", context.get("view"))
     return Response(
         error_body("Internal server error.", "server_error"),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
+
+
+def _refused_body(exc: SuspiciousOperation) -> Response:
+    """Django's refusals of a body past its limits, which reached the client as 500s."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        error: ApiError = BodyTooLarge(
+            f"The request's fields are larger than the limit of {limit:,} bytes."
+        )
+    elif isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        error = ApiError(f"The request has more than {limit:,} fields.")
+    elif isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        error = ApiError(f"The request has more than {limit:,} files; send the CSV alone.")
+    else:
+        error = ApiError("The request could not be read.")
+    logger.info("request refused: %s", error.message)
+    return Response(error_body(error.message, error.code), status=error.status_code)
 
 
 def _field_details(detail: Any) -> list[dict[str, Any]]:

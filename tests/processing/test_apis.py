@@ -36,8 +36,74 @@ def assert_nothing_stored() -> None:
 def test_upload_without_a_file_is_refused(api: APIClient) -> None:
     response = upload(api, None)
     assert response.status_code == 400
-    assert response.json() == {"error": "No file uploaded.", "code": "no_file"}
+    assert response.json() == {
+        "error": "No file uploaded: send the CSV as the form field 'file'.",
+        "code": "no_file",
+    }
     assert_nothing_stored()
+
+
+def test_a_csv_sent_under_another_field_name_is_named(api: APIClient) -> None:
+    csv_file = SimpleUploadedFile("products.csv", (HEADER + GOOD_ROW).encode(), "text/csv")
+    response = api.post("/api/upload/", {"csv": csv_file}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["details"] == [{"field": "csv", "message": "A file under another name."}]
+    assert_nothing_stored()
+
+
+def test_a_setting_or_a_file_given_twice_is_refused_not_guessed(api: APIClient) -> None:
+    # The last value used to win without a word: quality=40&quality=80 ran at 80
+    twice = api.post(
+        "/api/upload/",
+        {
+            "file": SimpleUploadedFile("a.csv", (HEADER + GOOD_ROW).encode(), "text/csv"),
+            "quality": ["40", "80"],
+        },
+        format="multipart",
+    )
+    two_files = api.post(
+        "/api/upload/",
+        {
+            "file": [
+                SimpleUploadedFile("a.csv", (HEADER + GOOD_ROW).encode(), "text/csv"),
+                SimpleUploadedFile("README.md", b"# not a catalogue\n", "text/markdown"),
+            ]
+        },
+        format="multipart",
+    )
+    assert twice.status_code == two_files.status_code == 400
+    assert twice.json()["details"] == [
+        {"field": "quality", "message": "Given 2 times; give it once."}
+    ]
+    assert two_files.json()["details"] == [
+        {"field": "file", "message": "Given 2 times; give it once."}
+    ]
+    assert_nothing_stored()
+
+
+def test_a_body_past_djangos_limits_is_refused_in_the_api_shape_not_as_a_500(
+    api: APIClient, settings: Any
+) -> None:
+    source = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    rerun = f"/api/requests/{source}/rerun/"
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
+
+    big = api.post(rerun, {"quality": 30, "x": "a" * 2000}, format="json")
+    many = api.post(
+        rerun,
+        "&".join(f"f{n}=1" for n in range(60)),
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert big.status_code == 413
+    assert big.json() == {
+        "error": "The request's fields are larger than the limit of 1,000 bytes.",
+        "code": "body_too_large",
+    }
+    assert many.status_code == 400
+    assert many.json() == {"error": "The request has more than 50 fields.", "code": "invalid_input"}
+    assert ProcessingRequest.objects.count() == 1  # the source alone
 
 
 @pytest.mark.parametrize(
@@ -439,6 +505,22 @@ def test_a_rerun_naming_a_setting_it_does_not_know_is_refused_with_every_other_p
     assert ProcessingRequest.objects.count() == 1  # the source alone
 
 
+def test_a_rerun_sent_chunked_is_refused_not_run_at_the_sources_settings(api: APIClient) -> None:
+    """Django reads a body by its Content-Length: a chunked one (a streaming client's)
+    was read as empty, and the re-run ran at the source's settings, answered 202."""
+    source = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    response = api.post(
+        f"/api/requests/{source}/rerun/",
+        {"quality": 20},
+        format="json",
+        CONTENT_LENGTH="",  # as the web server hands a chunked body on
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert response.status_code == 411
+    assert response.json()["code"] == "length_required"
+    assert ProcessingRequest.objects.count() == 1
+
+
 def test_products_are_paginated_in_input_order(api: APIClient) -> None:
     content = HEADER + "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(30, 0, -1))
     request_id = upload(api, content).json()["request_id"]
@@ -487,6 +569,43 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
         "code": "not_found",
     }
     assert missing.json() == {"error": "Request not found.", "code": "not_found"}
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("page=0", "page", "Not a page number from 1: '0'."),
+        ("page=abc", "page", "Not a page number from 1: 'abc'."),
+        ("page_size=0", "page_size", "Not a page size from 1 to 500: '0'."),
+        ("page_size=abc", "page_size", "Not a page size from 1 to 500: 'abc'."),
+        ("page_size=100000", "page_size", "Not a page size from 1 to 500: '100000'."),
+    ],
+)
+def test_a_page_or_page_size_that_is_not_one_is_a_400_naming_it(
+    api: APIClient, query: str, field: str, message: str
+) -> None:
+    """Was 404 not_found (a client takes it for a request that is not there), or, for a
+    page size, ignored without a word."""
+    request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    response = api.get(f"/api/requests/{request_id}/products/?{query}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Invalid input.",
+        "code": "invalid_input",
+        "details": [{"field": field, "message": message}],
+    }
+    assert api.get(f"/api/requests/{request_id}/products/?page=last").status_code == 200
+
+
+def test_the_webhook_of_a_request_still_running_is_not_finished_not_missing(
+    api: APIClient,
+) -> None:
+    request_id = upload(
+        api, HEADER + GOOD_ROW, webhook_url="https://hooks.shop.example/done"
+    ).json()["request_id"]
+    response = api.get(f"/api/requests/{request_id}/webhook/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_finished"
 
 
 def test_an_upload_to_the_path_without_its_slash_is_sent_on_as_an_upload(api: APIClient) -> None:

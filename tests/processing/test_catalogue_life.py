@@ -100,8 +100,10 @@ def encodes() -> float:
 
 
 def output_csv(api: APIClient, request: ProcessingRequest) -> list[list[str]]:
-    response = api.get(f"/api/requests/{request.pk}/output.csv")
+    """The request's output CSV, asked for as the schema names it (it was answered 406)."""
+    response = api.get(f"/api/requests/{request.pk}/output.csv", HTTP_ACCEPT="text/csv")
     assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
     return list(csv.reader(io.StringIO(body.decode())))
 
