@@ -15,10 +15,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from processing import reuse
-from processing.models import ProcessingRequest, Product, ProductImage
+from processing.models import ProcessingRequest, Product, ProductImage, WebhookDelivery
 from processing.policies import OUTPUT_FOLDER
 
 logger = logging.getLogger(__name__)
+
+# What a webhook still to be delivered says when its request expires first.
+EXPIRED_ERROR = "The request expired before its webhook was delivered; it is not sent."
 
 
 def requests_expire(*, now: datetime | None = None) -> int:
@@ -61,6 +64,10 @@ def request_expire(*, request_id: uuid.UUID, cutoff: datetime) -> bool:
         if not claimed:
             return False
         reuse.request_outputs_forget(request_id=request_id)
+        # A webhook not delivered yet would tell its receiver of results that are gone.
+        WebhookDelivery.objects.filter(
+            request_id=request_id, state=WebhookDelivery.State.PENDING
+        ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=EXPIRED_ERROR)
     _results_delete(request_id)
     logger.info("request %s expired: its outputs, products and images deleted", request_id)
     return True

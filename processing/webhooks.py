@@ -75,6 +75,7 @@ def webhook_send(*, request_id: uuid.UUID) -> None:
             request_id=request_id,
             state=WebhookDelivery.State.PENDING,
             next_attempt_at__lte=now,
+            request__expired_at__isnull=True,  # its results are gone (expiry.py)
         )
         .first()
     )

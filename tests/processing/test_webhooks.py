@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import intake, webhooks
+from processing import expiry, intake, webhooks
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
 
@@ -105,3 +107,29 @@ def test_an_attempt_under_way_when_the_request_is_retried_records_nothing(
     webhooks.webhook_send(request_id=request.pk)
     assert not WebhookDelivery.objects.filter(request=request).exists()
     assert not WebhookAttempt.objects.filter(delivery__request=request).exists()
+
+
+def test_a_webhook_still_retrying_when_its_request_expires_is_not_sent(
+    account: Account, settings: Any
+) -> None:
+    """It was attempted again after expiry, telling its receiver of a completed request
+    whose output CSV answered 410; the resend command sent it too."""
+    # Given a finished request whose webhook is still waiting for another attempt
+    settings.WEBHOOK_RETRY_SCHEDULE = [0]
+    request = finished_request(account, "https://hooks.invalid/x")
+    webhooks.webhook_schedule(request=request)
+    webhooks.webhook_send(request_id=request.pk)
+    assert WebhookDelivery.objects.get(request=request).state == "pending"
+
+    # When the request expires
+    ProcessingRequest.objects.filter(pk=request.pk).update(finished_at=timezone.now())
+    assert expiry.request_expire(request_id=request.pk, cutoff=timezone.now())
+
+    # Then no further attempt is made, and the delivery says why
+    webhooks.webhook_send(request_id=request.pk)
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.state, delivery.attempts) == ("failed", 1)
+    assert delivery.last_error == expiry.EXPIRED_ERROR
+    # nor can an operator send it again
+    with pytest.raises(CommandError, match="has expired"):
+        call_command("webhook_resend", str(request.pk))

@@ -17,6 +17,10 @@ class Command(BaseCommand):
             raise CommandError("Request not found.")
         if not request.is_finished:
             raise CommandError("The request has not finished; its webhook is sent when it does.")
+        if request.expired_at is not None:
+            raise CommandError(
+                "The request has expired: its results are deleted, and its webhook would name them."
+            )
         delivery = webhooks.webhook_resend(request=request)
         if delivery is None:
             raise CommandError("The request has no webhook URL, and WEBHOOK_URL is not set.")
