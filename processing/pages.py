@@ -166,7 +166,8 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "can_retry": found.is_finished
         and (retry_count or found.status == ProcessingRequest.Status.FAILED),
         "retry_count": retry_count,
-        "webhook": selectors.webhook_state(found) if found.webhook_url else None,
+        # A delivery to the service's own WEBHOOK_URL is shown too, without its address.
+        "webhook": selectors.webhook_state(found),
         **_choices(),
     }
     return _page(request, "processing/request.html", context)

@@ -16,7 +16,7 @@ from django.test import Client
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 from accounts.models import Account
-from processing import intake
+from processing import intake, webhooks
 from processing.models import ProcessingRequest
 from tests.harness.origin import Origin
 from tests.harness.service import Service
@@ -465,3 +465,20 @@ def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_sh
     assert 'class="bar bar-stopped"' in page
     assert 'aria-valuenow="25"' in page  # one image of four, not a full bar
     assert "Webhook to <code>https://hooks.shop.example/images</code>" in page
+
+
+@pytest.mark.django_db
+def test_a_webhook_sent_to_the_services_own_address_is_shown_without_it(
+    member_client: Client, account: Account, settings: Any
+) -> None:
+    """The status API showed its delivery; the page showed nothing, as if none were made."""
+    settings.WEBHOOK_URL = "https://hooks.operator.example/all"
+    request = stored_request(account, "1,P1,https://shop.example/1.jpg\n")
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="completed", succeeded_images=1)
+    request.refresh_from_db()
+    webhooks.webhook_schedule(request=request)
+
+    page = member_client.get(f"/requests/{request.pk}/").content.decode()
+
+    assert "Webhook (the service's own): sending" in page
+    assert "hooks.operator.example" not in page
