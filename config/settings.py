@@ -393,6 +393,9 @@ SPECTACULAR_SETTINGS = {
     # Request bodies as components of their own: the upload's file is then a binary part,
     # which Swagger UI offers a file picker for, not a URI typed into a text box.
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1, whose null is JSON Schema's: 3.0's `nullable` beside a reference (the status's
+    # `webhook`, null on most requests) applied to nothing, and strict clients refused it.
+    "OAS_VERSION": "3.1.0",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -11,12 +11,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import urllib3
 from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts import services
 from accounts.models import Account
 from processing import intake
 from tests.harness.origin import Origin
@@ -70,6 +72,26 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "format": "binary",
         "description": "The product CSV.",
     }
+
+
+@pytest.mark.django_db
+def test_a_status_body_without_a_webhook_is_valid_under_the_schema(
+    client: Client, account: Account
+) -> None:
+    """Under OpenAPI 3.0, `nullable` beside an allOf did not apply, so a strict client
+    refused the null webhook of every request without one; 3.1 says null outright."""
+    schema = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/json").content)
+    request = intake.request_create(
+        account=account,
+        csv_data=HEADER + b"1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=account)[1]}")
+    body = api.get(f"/api/status/{request.pk}/").json()
+
+    assert body["webhook"] is None
+    status = {"$ref": "#/components/schemas/Status", "components": schema["components"]}
+    jsonschema_rs.Draft202012Validator(status).validate(body)
 
 
 @pytest.mark.django_db
