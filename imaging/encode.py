@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 
 from imaging.convert import HIGH_BIT_DEPTH_MODES, colour_space, converted_for, has_transparency
 from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
@@ -67,6 +67,12 @@ AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
 # of each output and its RGBA copy too.
 SCORE_BYTES_PER_PIXEL: Final = 10
 SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
+# Which rules made an output from its source, beyond its settings: outputs made under
+# earlier ones are not re-used (processing/reuse.py). 2, since 2026-11-28: no original
+# kept with metadata nothing strips (AVIF), frames after its first (MPO, animations), or
+# bytes after its image's end, nor a non-JPEG turned by EXIF; a JPEG source's chroma
+# subsampling kept on Pillow's path.
+OUTPUT_RULES: Final = 2
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -179,6 +185,9 @@ def compress(
         width, height = image.size
     else:
         source_space = colour_space(image)
+        # -1 where it is not a YCbCr or grey JPEG (Pillow then picks)
+        sampling = JpegImagePlugin.get_sampling(image) if source_format in JPEG_FORMATS else -1
+        subsampling = sampling if sampling >= 0 else None
         decode(image)
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
@@ -187,7 +196,7 @@ def compress(
         flattened = transparent and name == "JPEG"
         pixels = converted_for(name, image, transparent)
         keep_icc = icc_profile if colour_space(pixels) == source_space else None
-        encoder = PillowEncoder(pixels, name, keep_icc, credits=credits)
+        encoder = PillowEncoder(pixels, name, keep_icc, credits=credits, subsampling=subsampling)
         width, height = pixels.size
 
     if perceptual:
@@ -213,7 +222,11 @@ def compress(
     if credits and name == "JPEG":
         encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
-    kept_original = same_format and len(encoded) >= len(data)
+    kept_original = (
+        same_format
+        and len(encoded) >= len(data)
+        and _original_keepable(image, source_format, orientation)
+    )
     if kept_original:
         # The original's pixels, without its metadata (GPS and all); the orientation stays,
         # since these pixels were not turned.
@@ -321,6 +334,21 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.format not in JPEG_FORMATS and (
         image.mode in ALPHA_MODES or "transparency" in image.info
     )
+
+
+def _original_keepable(image: Image.Image, source_format: str, orientation: int) -> bool:
+    """Whether the source's own bytes may stand for an output that came out larger: only
+    where they show what the output would, less their metadata (metadata_stripped). Not
+    an animation (outputs keep the first frame); not pixels turned by EXIF but in a JPEG,
+    whose stripped EXIF carries the orientation (a kept WebP showed sideways); not an
+    AVIF with EXIF or XMP, which nothing here strips (a kept one kept its GPS)."""
+    if getattr(image, "n_frames", 1) > 1:
+        return False
+    if source_format in JPEG_FORMATS:
+        return True
+    if orientation != 1:
+        return False
+    return source_format == "WEBP" or not (image.info.get("exif") or image.info.get("xmp"))
 
 
 def _orientation(image: Image.Image) -> int:

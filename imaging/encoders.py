@@ -125,19 +125,25 @@ class PillowEncoder:
         icc_profile: bytes | None,
         *,
         credits: Credits | None = None,
+        subsampling: int | None = None,
     ) -> None:
         self._pixels = pixels
         self._format = output_format
         self._icc_profile = icc_profile
+        # A JPEG source's chroma subsampling, kept (Pillow's own default is 4:2:0, which
+        # smeared the red and blue of a 4:4:4 source's lettering).
+        self._subsampling = subsampling if output_format == "JPEG" else None
         # WebP and AVIF carry the credits their encoder is given; JPEG gets its segments
         # afterwards (encode.compress), as the YUV path's JPEGs do.
         self._credits = credits if credits and output_format != "JPEG" else None
 
     def encode(self, quality: int) -> bytes:
         buffer = io.BytesIO()
-        options: dict[str, object] = {"quality": quality}
-        if self._icc_profile:
-            options["icc_profile"] = self._icc_profile
+        # Always given, None included: Pillow's AVIF encoder otherwise takes the profile
+        # the pixels still carry in their info, a grey or CMYK one on RGB pixels.
+        options: dict[str, object] = {"quality": quality, "icc_profile": self._icc_profile}
+        if self._subsampling is not None:
+            options["subsampling"] = self._subsampling
         if self._format == "WEBP":
             options["method"] = 4
         if self._format == "AVIF":

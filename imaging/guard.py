@@ -36,10 +36,18 @@ _BYTES_PER_PIXEL: Final = {
 def jpeg_scan_count(data: bytes) -> int:
     """How many scans (SOS segments) the first image of a JPEG holds, read from its segment
     structure without decoding: a progressive JPEG has about ten, a baseline one."""
+    return jpeg_structure(data)[0]
+
+
+def jpeg_structure(data: bytes) -> tuple[int, int]:
+    """The first image of a JPEG, read from its segments without decoding: how many scans
+    it holds, and where it ends (after its EOI marker; the data's length where the data
+    stops before one). What follows it is not the image's: an MPO's other pictures, a
+    phone's video, an editor's trailer."""
     scans = 0
     position = 2  # after SOI
     end = len(data)
-    while position + 4 <= end:
+    while position + 2 <= end:
         if data[position] != 0xFF:
             # Not a marker where one must be: libjpeg skips to the next 0xFF, with a
             # warning, and reads on. So does this: stopping here, one stray byte before the
@@ -53,10 +61,12 @@ def jpeg_scan_count(data: bytes) -> int:
             position += 1
             continue
         if marker == _EOI:
-            break
+            return scans, position + 2
         if marker in _STANDALONE:
             position += 2
             continue
+        if position + 4 > end:
+            break
         length = int.from_bytes(data[position + 2 : position + 4], "big")
         position += 2 + length
         if marker != _SOS:
@@ -65,9 +75,9 @@ def jpeg_scan_count(data: bytes) -> int:
         # The scan's entropy-coded data runs to the next marker.
         found = _AFTER_ENTROPY_CODED.search(data, position)
         if found is None:
-            return scans
+            break
         position = found.start()
-    return scans
+    return scans, end
 
 
 def check_jpeg_scans(scans: int, *, max_scans: int) -> None:

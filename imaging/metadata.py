@@ -27,11 +27,14 @@ from defusedxml import ElementTree
 from PIL import Image, IptcImagePlugin
 
 from imaging.errors import ImageReason, ImagingError
+from imaging.guard import jpeg_structure
 
 # JPEG segments dropped: APP1 (EXIF, XMP), APP13 (Photoshop's IPTC), COM (comments).
 _JPEG_DROPPED: Final = frozenset({0xE1, 0xED, 0xFE})
 _JPEG_STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD9)})
 _SOS: Final = 0xDA
+# The APP2 segment of an MPO's index of its other pictures, which a kept original loses.
+_MPF: Final = b"MPF\x00"
 _WEBP_DROPPED: Final = frozenset({b"EXIF", b"XMP "})
 # VP8X flags that announce the dropped chunks.
 _VP8X_EXIF: Final = 0x08
@@ -279,13 +282,15 @@ def _jpeg_stripped(data: bytes, orientation: int, credits: Credits) -> bytes:
             position += 2
             continue
         if marker == _SOS:
-            break  # the scans and all that follows them, as they are
+            break  # the scans as they are
         length = int.from_bytes(data[position + 2 : position + 4], "big")
         segment = data[position : position + 2 + length]
-        if marker not in _JPEG_DROPPED:
+        if marker not in _JPEG_DROPPED and not segment.startswith(_MPF, 4):
             kept.append(segment)
         position += 2 + length
-    stripped = b"".join(kept) + data[position:]
+    # To the image's end, not the file's: what follows (an MPO's other pictures, each
+    # with its own EXIF and GPS; a phone's video) kept all of its metadata.
+    stripped = b"".join(kept) + data[position : jpeg_structure(data)[1]]
     if orientation != 1 or credits:
         return jpeg_with_credits(stripped, credits, orientation=orientation)
     return stripped

@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from imaging import score
+from imaging import encode, score
 from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from processing.facts import STORED_FIELDS, OutputFacts
@@ -26,10 +26,10 @@ from processing.storage import OutputStorage
 
 
 def settings_key(request: ProcessingRequest) -> str:
-    """Everything of a request's settings that shapes an output or its facts. The format,
-    the target, the metadata kept, the score and its version only where asked for: the
-    keys of outputs made before they could be asked for stay valid."""
-    key = f"{request.quality_mode}-q{request.quality}"
+    """Everything of a request's settings that shapes an output or its facts, and the
+    rules it was made by (OUTPUT_RULES). The format, the target, the metadata kept, the
+    score and its version only where asked for."""
+    key = f"r{encode.OUTPUT_RULES}-{request.quality_mode}-q{request.quality}"
     if request.quality_mode == QualityMode.PERCEPTUAL:
         # The tries allowed change which quality the search settles on.
         key += f"-t{request.target_score:g}-n{settings.IMAGE_QUALITY_MAX_TRIES}"

@@ -339,3 +339,32 @@ def test_the_memory_budget_counts_the_encoder_of_the_format_asked_for() -> None:
 
     # Then the AVIF is refused before anything is decoded
     assert refused.value.reason == "too_many_pixels"
+
+
+@pytest.mark.parametrize(("subsampling", "name"), [(0, "4:4:4"), (1, "4:2:2")])
+def test_a_jpeg_turned_by_exif_keeps_its_chroma_subsampling_through_pillow(
+    subsampling: int, name: str
+) -> None:
+    """Pillow's own default is 4:2:0: a 4:4:4 source turned by EXIF lost half its colour
+    detail, smearing red and blue lettering, where an upright one kept it."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    source = encoded(photo(320, 240), "JPEG", quality=90, subsampling=subsampling, exif=exif)
+    result = compress(source, quality=80, max_pixels=MAX_PIXELS)
+    assert not result.kept_original
+    output = Image.open(io.BytesIO(result.data))
+    assert output.size == (240, 320)
+    assert JpegImagePlugin.get_sampling(output) == subsampling, name
+
+
+def test_a_grey_profile_is_not_written_on_rgb_avif_pixels() -> None:
+    """Pillow's AVIF encoder took the profile the converted pixels still carried in their
+    info: a grey ICC profile on an RGB image, which colour management refuses."""
+    grey_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    grey = photo(160, 120).convert("L")
+    grey.info["icc_profile"] = grey_profile
+    source = encoded(grey, "PNG", icc_profile=grey_profile)
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.AVIF)
+    output = Image.open(io.BytesIO(result.data))
+    assert output.mode == "RGB"
+    assert not output.info.get("icc_profile")

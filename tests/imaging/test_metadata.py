@@ -277,3 +277,67 @@ def test_control_characters_and_latin_1_credits_come_out_as_well_formed_utf_8() 
     assert credits_in(result.data) == Credits(artist="Jane Doe", copyright="© 2020 Müller")
     with Image.open(io.BytesIO(result.data)) as output:
         assert output.getxmp()  # parsed (Pillow reads it with defusedxml)
+
+
+def test_a_jpeg_kept_with_something_after_its_image_loses_what_follows() -> None:
+    """A phone's video or an editor's trailer after the image's end kept all of its own
+    metadata in a kept original."""
+    image = encoded(photo(320, 240), "JPEG", quality=20, exif=with_gps())
+    trailer = b"\x00\x00\x00\x18ftypmp42 GPS 52.37N 4.89E " + encoded(
+        photo(64, 48), "JPEG", exif=with_gps()
+    )
+    result = compress(image + trailer, quality=95, max_pixels=MAX_PIXELS)
+    assert result.kept_original
+    assert b"GPS" not in result.data
+    assert result.data.endswith(b"\xff\xd9")
+    assert len(result.data) < len(image)
+
+
+def test_an_mpo_is_not_kept_with_its_other_pictures_and_their_gps() -> None:
+    """Its first picture was stripped, the second kept its EXIF and GPS."""
+    first, second = photo(320, 240), photo(320, 240, seed=1)
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[second], quality=20, exif=with_gps())
+    source = buffer.getvalue()
+    assert getattr(Image.open(io.BytesIO(source)), "n_frames", 1) == 2
+
+    result = compress(source, quality=95, max_pixels=MAX_PIXELS)
+
+    output = Image.open(io.BytesIO(result.data))
+    assert getattr(output, "n_frames", 1) == 1
+    assert b"GPS" not in result.data
+    assert not output.getexif().get_ifd(GPS_IFD)
+
+
+def test_a_webp_turned_by_exif_is_not_kept_sideways() -> None:
+    """Kept, it lost the EXIF that turned it and showed sideways, while its fields said
+    upright; the re-encode is turned, if larger."""
+    upright = photo(300, 200)
+    source = encoded(
+        upright.transpose(Image.Transpose.ROTATE_90), "WEBP", quality=5, exif=with_gps(6)
+    )
+    result = compress(source, quality=85, max_pixels=MAX_PIXELS)
+    assert not result.kept_original
+    output = Image.open(io.BytesIO(result.data))
+    assert output.size == (result.width, result.height) == (300, 200)
+    assert not output.getexif()
+
+
+def test_an_avif_with_metadata_is_not_kept_with_it() -> None:
+    """Nothing here strips an AVIF's metadata: kept, it kept its GPS and camera."""
+    source = encoded(photo(300, 200), "AVIF", quality=5, exif=with_gps())
+    assert Image.open(io.BytesIO(source)).getexif().get_ifd(GPS_IFD)
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.AVIF)
+    assert not result.kept_original
+    assert not Image.open(io.BytesIO(result.data)).getexif().get_ifd(GPS_IFD)
+    assert b"Camera maker" not in result.data
+
+
+def test_an_animated_webp_comes_out_as_its_first_frame_even_where_larger() -> None:
+    first = Image.new("RGB", (300, 200), (200, 30, 30))
+    second = first.copy()
+    second.paste((0, 0, 255), (0, 0, 10, 10))
+    source = encoded(first, "WEBP", save_all=True, append_images=[second], lossless=True)
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    assert not result.kept_original
+    assert getattr(Image.open(io.BytesIO(result.data)), "n_frames", 1) == 1

@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 import net
 from accounts import services
 from accounts.models import Account
-from imaging import score
+from imaging import encode, score
 from imaging.metadata import EXIF_ARTIST, EXIF_COPYRIGHT, Credits, credits_of
 from processing import finalize, intake, pipeline, queue, results
 from processing.models import (
@@ -494,6 +494,25 @@ def test_outputs_a_score_shaped_are_made_again_once_the_score_s_rules_change(
     # while the unscored outputs, which no score shaped, are re-used
     fixed = run(account, capture)
     assert [image.reused for image in images_of(fixed)] == [True] * 4
+
+
+def test_no_output_is_re_used_once_the_rules_that_make_outputs_change(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outputs made by earlier rules may hold what the new ones drop (a kept original's
+    GPS): the upgraded service makes them again, once."""
+    downloads.answers = dict.fromkeys(URLS, PERCEPTUAL_JPEG)
+    capture = django_capture_on_commit_callbacks
+    run(account, capture)
+    assert {image.reused for image in images_of(run(account, capture))} == {True}
+
+    monkeypatch.setattr(encode, "OUTPUT_RULES", encode.OUTPUT_RULES + 1)
+
+    assert [image.reused for image in images_of(run(account, capture))] == [False] * 4
+    assert {image.reused for image in images_of(run(account, capture))} == {True}
 
 
 # --- Cancel ---------------------------------------------------------------------------
