@@ -80,5 +80,6 @@ urlpatterns = [
     ),
 ]
 
+handler400 = "processing.exceptions.bad_request_view"
 handler404 = "processing.exceptions.not_found_view"
 handler500 = "processing.exceptions.server_error_view"

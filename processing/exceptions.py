@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import (
+    DisallowedHost,
     RequestDataTooBig,
     SuspiciousOperation,
     TooManyFieldsSent,
@@ -15,6 +16,7 @@ from django.core.exceptions import (
 )
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -204,6 +206,17 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None) -> 
     if wants_page and not request.path.startswith(("/api/", "/media/")):
         return render(request, "processing/not_found.html", {"path": request.path}, status=404)
     return JsonResponse(error_body("Not found.", "not_found"), status=404)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """400 for what Django refuses before any view (a Host not in ALLOWED_HOSTS, say): in
+    the API's JSON shape on its paths, where it was an HTML page."""
+    if request.path.startswith("/api/"):
+        message = "Bad request: the request could not be accepted as sent"
+        if isinstance(exception, DisallowedHost):
+            message += " (its Host header is not one this service answers)"
+        return JsonResponse(error_body(message + ".", "invalid_input"), status=400)
+    return defaults.bad_request(request, exception or Exception())
 
 
 def server_error_view(request: HttpRequest) -> JsonResponse:

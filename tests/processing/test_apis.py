@@ -620,3 +620,16 @@ def test_unknown_paths_answer_json_404(api: APIClient) -> None:
     response = api.get("/api/nothing-here/")
     assert response.status_code == 404
     assert response.json() == {"error": "Not found.", "code": "not_found"}
+
+
+def test_a_host_the_service_does_not_answer_gets_the_apis_json_not_a_page(api: APIClient) -> None:
+    """Behind a proxy whose Host is not allowed, every call answered an HTML page."""
+    response = api.get(
+        "/api/status/00000000-0000-4000-8000-000000000000/", HTTP_HOST="evil.example"
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Bad request: the request could not be accepted as sent (its Host header is "
+        "not one this service answers).",
+        "code": "invalid_input",
+    }
