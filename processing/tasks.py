@@ -9,6 +9,7 @@ import uuid
 
 from celery import shared_task, signals
 from django.conf import settings
+from django.db import close_old_connections
 
 from config.logs import request_id_bound
 from processing import expiry, finalize, intake, metrics, pipeline, queue, sweep, webhooks
@@ -45,6 +46,17 @@ def sweep_run() -> None:
 @shared_task(name=queue.EXPIRE)
 def requests_expire() -> None:
     expiry.requests_expire()
+
+
+@signals.task_prerun.connect
+def database_connection_checked(**_: object) -> None:
+    """Before each task, what Django does before each web request: a connection that
+    errors have broken, or older than CONN_MAX_AGE, is closed, and the next query checks
+    the one it gets (CONN_HEALTH_CHECKS), opening another where it is dead. Celery's own
+    fixup closes connections only every 2 x CELERY_DB_REUSE_MAX tasks: after PostgreSQL
+    restarted or failed over, every task of every worker, the sweep's included, failed on
+    its dead connection until someone restarted the workers."""
+    close_old_connections()
 
 
 @signals.worker_ready.connect

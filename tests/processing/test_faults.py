@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import urllib3
 from celery import Celery
@@ -287,3 +288,39 @@ def test_twenty_uploads_at_once_all_complete_while_status_keeps_answering(
     assert [final["status"] for final in finals] == ["completed"] * 20
     assert sum(final["progress"]["succeeded"] for final in finals) == 20 * 10
     assert all(final["progress"]["total"] == 10 for final in finals)
+
+
+def test_work_goes_on_at_once_after_postgresql_dropped_every_connection(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """As a restart or a failover does. The workers kept their dead connections, and
+    every task failed on them, the sweep's too, until the workers were restarted."""
+    csv_text, _ = catalogue(origin, products=4)
+    with private_backends(tmp_path) as (database_url, redis):
+        # Given the service with the production's lease and sweep, which recover nothing
+        # within this test's deadline, having finished a request (its workers connected)
+        service = start_service(
+            tmp_path / "service",
+            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url},
+            origin,
+        )
+        try:
+            first = multipart_upload(service.base_url, csv_text).json()["request_id"]
+            assert wait_for_finish(service.base_url, first)["status"] == "completed"
+
+            # When PostgreSQL ends every connection to the service's database
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                    "pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()) AS ended"
+                ).fetchone()
+            assert ended is not None
+            assert ended[0] > 0
+
+            # Then the next catalogue is processed at once, as if nothing had happened
+            again, _ = catalogue(origin, products=4)
+            second = multipart_upload(service.base_url, again).json()["request_id"]
+            assert wait_for_finish(service.base_url, second, timeout=60)["status"] == "completed"
+        finally:
+            service.stop()
