@@ -20,7 +20,7 @@ from typing import Final
 from urllib.parse import quote, urljoin, urlsplit
 
 import urllib3
-from urllib3.exceptions import HTTPError, ProtocolError, SSLError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from net.addresses import (
@@ -344,6 +344,12 @@ def _too_large(policy: NetPolicy) -> NetError:
 def _network_error(error: Exception) -> NetError:
     if isinstance(error, NetError):
         return error
+    if isinstance(error, NewConnectionError):
+        # Before the timeouts: urllib3 makes it a ConnectTimeoutError too, and a refused
+        # connection was told as a server slow to answer.
+        return NetError(
+            NetReason.CONNECTION_ERROR, f"The connection failed: {error}.", transient=True
+        )
     if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
         return NetError(NetReason.TIMEOUT, "The server did not answer in time.", transient=True)
     if isinstance(error, SSLError):

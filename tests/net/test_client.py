@@ -526,3 +526,16 @@ def test_a_certificate_that_is_refused_is_a_tls_error_not_retried(tmp_path: Path
         server.server_close()
     assert (error.reason, error.transient) == ("tls_error", False)
     assert "CERTIFICATE_VERIFY_FAILED" in error.message
+
+
+def test_a_port_nobody_listens_on_is_a_connection_error_not_a_timeout() -> None:
+    """urllib3 makes a refused connection a ConnectTimeoutError too: it was told as a server
+    slow to answer, where the README sends the user to check the host and port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()  # nothing listens there now
+    with pytest.raises(NetError) as refused:
+        fetch(f"{server}/a.jpg", policy_for(server))
+    assert refused.value.reason == "connection_error"
+    assert "Connection refused" in refused.value.message
