@@ -10,7 +10,7 @@ import re
 import secrets
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dj_database_url
 import prometheus_client.values
@@ -33,24 +33,39 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, positive: bool = False) -> int:
+    """A whole number; positive=True where 0 or less cannot work (a batch of no URLs
+    queued nothing, and every request stayed processing)."""
     raw = env(name)
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+    return _checked_positive(name, value, raw) if positive else value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """A number; positive=True where 0 or less cannot work (a lease of 0 s renewed itself
+    against the database without pause)."""
     raw = env(name)
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
+    return _checked_positive(name, value, raw) if positive else value
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _checked_positive(name: str, value: _Number, raw: str) -> _Number:
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0, not {raw!r}.")
+    return value
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -92,10 +107,13 @@ def env_networks(name: str) -> list[str]:
 def env_seconds(name: str, default: str) -> list[float]:
     items = env_list(name, default)
     try:
-        return [float(item) for item in items]
+        seconds = [float(item) for item in items]
     except ValueError:
+        seconds = [-1.0]
+    if any(not second >= 0 for second in seconds):
         wrong = env(name)
-        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {wrong!r}.") from None
+        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {wrong!r}.")
+    return seconds
 
 
 def env_rate(name: str, default: str) -> str:
@@ -266,7 +284,7 @@ else:
         # that drops packets) held /healthz and every request that asked for a connection
         # for as long as the client waited: libpq's own default is forever.
         DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
-            "DATABASE_CONNECT_TIMEOUT", 5
+            "DATABASE_CONNECT_TIMEOUT", 5, positive=True
         )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -403,15 +421,15 @@ SPECTACULAR_SETTINGS = {
 
 # --- Upload limits -----------------------------------------------------------------------
 
-CSV_MAX_BYTES = env_int("CSV_MAX_BYTES", 10 * 1024 * 1024)
-CSV_MAX_ROWS = env_int("CSV_MAX_ROWS", 10_000)
-CSV_MAX_URLS_PER_ROW = env_int("CSV_MAX_URLS_PER_ROW", 50)
+CSV_MAX_BYTES = env_int("CSV_MAX_BYTES", 10 * 1024 * 1024, positive=True)
+CSV_MAX_ROWS = env_int("CSV_MAX_ROWS", 10_000, positive=True)
+CSV_MAX_URLS_PER_ROW = env_int("CSV_MAX_URLS_PER_ROW", 50, positive=True)
 # Uploads larger than this go to a temporary file instead of memory while they arrive.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Per account: uploads (N/second, /minute, /hour or /day; empty: no limit), and images not
 # yet finished across its requests beyond which an upload is refused (0: no limit).
 ACCOUNT_UPLOAD_RATE_LIMIT = env_rate("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
-ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000)
+ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000, positive=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 
 # --- Image processing --------------------------------------------------------------------
@@ -441,7 +459,7 @@ if IMAGE_QUALITY_TARGET not in set(QualityTarget):
         f"IMAGE_QUALITY_TARGET must be one of {', '.join(QualityTarget)}, "
         f"not {IMAGE_QUALITY_TARGET!r}."
     )
-IMAGE_QUALITY_MAX_TRIES = env_int("IMAGE_QUALITY_MAX_TRIES", DEFAULT_MAX_TRIES)
+IMAGE_QUALITY_MAX_TRIES = env_int("IMAGE_QUALITY_MAX_TRIES", DEFAULT_MAX_TRIES, positive=True)
 if not 2 <= IMAGE_QUALITY_MAX_TRIES <= 12:
     raise ImproperlyConfigured("IMAGE_QUALITY_MAX_TRIES must be between 2 and 12.")
 # What outputs keep of their sources' metadata where a request does not say (imaging/
@@ -456,31 +474,31 @@ if IMAGE_METADATA not in set(MetadataMode):
 # a product photo where its encode takes 5-10, which made the typical benchmark 5 times
 # slower (BENCHMARKS.md, "Perceptual quality").
 IMAGE_SCORE_ALL_MODES = env_bool("IMAGE_SCORE_ALL_MODES", False)
-IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000, positive=True)
 # What one image may cost (imaging/guard.py): memory to decode and re-encode it, checked
 # before decoding; scans of a JPEG (a photo has about ten; thousands make a 200 KB file
 # take minutes); seconds of decode and encode.
-IMAGE_MAX_DECODE_BYTES = env_int("IMAGE_MAX_DECODE_BYTES", 512 * 1024 * 1024)
-IMAGE_MAX_JPEG_SCANS = env_int("IMAGE_MAX_JPEG_SCANS", 100)
-IMAGE_MAX_SECONDS = env_float("IMAGE_MAX_SECONDS", 30.0)
+IMAGE_MAX_DECODE_BYTES = env_int("IMAGE_MAX_DECODE_BYTES", 512 * 1024 * 1024, positive=True)
+IMAGE_MAX_JPEG_SCANS = env_int("IMAGE_MAX_JPEG_SCANS", 100, positive=True)
+IMAGE_MAX_SECONDS = env_float("IMAGE_MAX_SECONDS", 30.0, positive=True)
 # Upright YCbCr and grayscale JPEGs through libjpeg-turbo's YUV path (imaging/encode.py).
 IMAGE_FAST_JPEG = env_bool("IMAGE_FAST_JPEG", True)
-IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 25 * 1024 * 1024)
-IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
-IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 15.0)
-IMAGE_FETCH_TOTAL_TIMEOUT = env_float("IMAGE_FETCH_TOTAL_TIMEOUT", 60.0)
-IMAGE_MAX_ATTEMPTS = env_int("IMAGE_MAX_ATTEMPTS", 3)
+IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 25 * 1024 * 1024, positive=True)
+IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0, positive=True)
+IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 15.0, positive=True)
+IMAGE_FETCH_TOTAL_TIMEOUT = env_float("IMAGE_FETCH_TOTAL_TIMEOUT", 60.0, positive=True)
+IMAGE_MAX_ATTEMPTS = env_int("IMAGE_MAX_ATTEMPTS", 3, positive=True)
 # Distinct URLs per task (processing/window.py): a request's first batches take
 # IMAGE_BATCH_SIZE; once its images' sizes are known, as many as come to about
 # IMAGE_BATCH_BYTES of downloads, up to IMAGE_BATCH_MAX_SIZE. Small photos go in larger
 # batches, so that a batch's fixed cost (its task, its claim and record) is shared by more.
-IMAGE_BATCH_SIZE = env_int("IMAGE_BATCH_SIZE", 8)
-IMAGE_BATCH_MAX_SIZE = max(IMAGE_BATCH_SIZE, env_int("IMAGE_BATCH_MAX_SIZE", 32))
-IMAGE_BATCH_BYTES = env_int("IMAGE_BATCH_BYTES", 8 * 1024 * 1024)
+IMAGE_BATCH_SIZE = env_int("IMAGE_BATCH_SIZE", 8, positive=True)
+IMAGE_BATCH_MAX_SIZE = max(IMAGE_BATCH_SIZE, env_int("IMAGE_BATCH_MAX_SIZE", 32, positive=True))
+IMAGE_BATCH_BYTES = env_int("IMAGE_BATCH_BYTES", 8 * 1024 * 1024, positive=True)
 # Downloads one task runs at once while it encodes. A batch starts its next download only
 # while fewer than twice this many are under way or waiting to be encoded: bodies held in
 # memory stay bounded however many URLs a batch has.
-IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4)
+IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4, positive=True)
 IMAGE_FETCH_RETRY_BACKOFF = env_float("IMAGE_FETCH_RETRY_BACKOFF", 2.0)
 IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
 IMAGE_FETCH_ALLOW_NETWORKS = env_networks("IMAGE_FETCH_ALLOW_NETWORKS")
@@ -491,7 +509,7 @@ WEBHOOK_URL = env("WEBHOOK_URL")
 # the image fetcher's.
 WEBHOOK_ALLOW_NETWORKS = env_networks("WEBHOOK_ALLOW_NETWORKS")
 WEBHOOK_ALLOW_PORTS = env_ports("WEBHOOK_ALLOW_PORTS")
-WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0, positive=True)
 # Webhooks are signed with their account's secret. WEBHOOK_SECRET, if set when the
 # accounts arrive (migration accounts 0002), becomes the secret of the account `default`
 # that owns the requests made before, so that receivers keep verifying.
@@ -521,12 +539,14 @@ except ValueError:
     raise ImproperlyConfigured(
         f"RETENTION_DAYS must be a number of days, not {_retention!r}."
     ) from None
-EXPIRE_INTERVAL = env_float("EXPIRE_INTERVAL", 3600.0)
+if RETENTION_DAYS is not None and RETENTION_DAYS < 0:
+    raise ImproperlyConfigured(f"RETENTION_DAYS must be 0 or more, not {_retention!r}.")
+EXPIRE_INTERVAL = env_float("EXPIRE_INTERVAL", 3600.0, positive=True)
 
 # Work claimed or queued longer ago than this is presumed lost (a killed worker, a broker
 # that restarted empty) and queued again by the sweep, which runs every SWEEP_INTERVAL.
-WORK_LEASE_SECONDS = env_float("WORK_LEASE_SECONDS", 300.0)
-SWEEP_INTERVAL = env_float("SWEEP_INTERVAL", 30.0)
+WORK_LEASE_SECONDS = env_float("WORK_LEASE_SECONDS", 300.0, positive=True)
+SWEEP_INTERVAL = env_float("SWEEP_INTERVAL", 30.0, positive=True)
 
 # --- Celery ------------------------------------------------------------------------------
 
@@ -564,15 +584,19 @@ CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int(
 )
 # One process more than there are cores: while a process waits on the database, the broker
 # or its first download, another encodes (BENCHMARKS.md: about 8% faster end to end).
-CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", (os.cpu_count() or 1) + 1)
+CELERY_WORKER_CONCURRENCY = env_int(
+    "CELERY_WORKER_CONCURRENCY", (os.cpu_count() or 1) + 1, positive=True
+)
 # Batches of one request queued or running at once (processing/window.py): enough to keep
 # every image worker process busy with one request, few enough that batches of requests
 # under way take turns. Across hosts, twice the image worker processes of all of them.
-REQUEST_WINDOW_BATCHES = env_int("REQUEST_WINDOW_BATCHES", 2 * CELERY_WORKER_CONCURRENCY)
+REQUEST_WINDOW_BATCHES = env_int(
+    "REQUEST_WINDOW_BATCHES", 2 * CELERY_WORKER_CONCURRENCY, positive=True
+)
 # Batches a request that fits in its window whole is cut into when it has nothing in
 # flight (its start, a retry's or the sweep's fill): a 10-image request as 4, 3 and 3 URLs
 # on three processes rather than 8 and 2. Across hosts, the image worker processes of all.
-REQUEST_START_BATCHES = env_int("REQUEST_START_BATCHES", CELERY_WORKER_CONCURRENCY)
+REQUEST_START_BATCHES = env_int("REQUEST_START_BATCHES", CELERY_WORKER_CONCURRENCY, positive=True)
 # Celery's Django fixup closes the database connection after every task unless told to
 # reuse it; reconnecting cost more than a small image's encoding.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)

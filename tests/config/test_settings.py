@@ -79,6 +79,12 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         ("WEBHOOK_RETRY_SCHEDULE", "5,x", "WEBHOOK_RETRY_SCHEDULE must be numbers of seconds"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be json or plain, not 'xml'."),
+        # These four were taken: no batch was ever queued, the lease renewed itself without
+        # pause, expiry deleted what had just finished, a webhook was retried at once.
+        ("IMAGE_BATCH_SIZE", "0", "IMAGE_BATCH_SIZE must be more than 0, not '0'."),
+        ("WORK_LEASE_SECONDS", "0", "WORK_LEASE_SECONDS must be more than 0, not '0'."),
+        ("RETENTION_DAYS", "-1", "RETENTION_DAYS must be 0 or more, not '-1'."),
+        ("WEBHOOK_RETRY_SCHEDULE", "5,-5", "WEBHOOK_RETRY_SCHEDULE must be numbers of seconds"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
