@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness.service import postgres_database
+from tests.harness.origin import Origin
+from tests.harness.service import Service, postgres_database, start_service
 from tests.support import free_port, wait_until
 
 
@@ -54,3 +55,21 @@ def private_backends(workdir: Path) -> Iterator[tuple[str, RedisServer]]:
             yield database_url, redis
     finally:
         redis.stop()
+
+
+@contextlib.contextmanager
+def private_service(
+    workdir: Path, origin: Origin, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[Service, RedisServer, str]]:
+    """The Procfile's service on private_backends (with extra_env), its Redis and its
+    database's URL; stopped, and both backends gone, afterwards."""
+    with private_backends(workdir) as (database_url, redis):
+        service = start_service(
+            workdir / "service",
+            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **(extra_env or {})},
+            origin,
+        )
+        try:
+            yield service, redis, database_url
+        finally:
+            service.stop()

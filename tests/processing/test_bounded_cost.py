@@ -16,8 +16,8 @@ import urllib3
 from PIL import Image, ImageStat
 
 from tests.harness.origin import Origin
-from tests.harness.redis import private_backends
-from tests.harness.service import Service, start_service
+from tests.harness.redis import private_service
+from tests.harness.service import Service
 from tests.imaging.test_metadata import GPS_IFD, with_gps
 from tests.support import (
     blank_png,
@@ -51,14 +51,8 @@ SWEEP_TOOK_WORK = re.compile(r"sweep: SweepReport\(.*(images_requeued|images_giv
 @pytest.fixture(scope="module")
 def limited_service(tmp_path_factory: pytest.TempPathFactory, origin: Origin) -> Iterator[Service]:
     workdir = tmp_path_factory.mktemp("bounded")
-    with private_backends(workdir) as (database_url, redis):
-        service = start_service(
-            workdir / "service",
-            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **LIMITS},
-            origin,
-        )
+    with private_service(workdir, origin, LIMITS) as (service, _, _):
         yield service
-        service.stop()
 
 
 def all_images(service: Service, request_id: str) -> list[dict[str, Any]]:

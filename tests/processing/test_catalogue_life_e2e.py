@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.harness.origin import Origin
-from tests.harness.redis import private_backends
-from tests.harness.service import Service, start_service
+from tests.harness.redis import private_service
+from tests.harness.service import Service
 from tests.support import (
     api_request,
     encoded,
@@ -299,57 +299,43 @@ def test_requests_finished_longer_ago_than_the_retention_expire_and_answer_410(
     # Given the service keeping finished requests for about 3.5 s, expiring every second
     run = uuid.uuid4().hex[:8]
     urls = [origin.add(f"/{run}/{n}.jpg", JPEG) for n in range(3)]
-    with private_backends(tmp_path) as (database_url, redis):
-        service = start_service(
-            tmp_path / "service",
-            {
-                "DATABASE_URL": database_url,
-                "CELERY_BROKER_URL": redis.url,
-                "RETENTION_DAYS": "0.00004",
-                "EXPIRE_INTERVAL": "1",
-            },
-            origin,
+    expiring = {"RETENTION_DAYS": "0.00004", "EXPIRE_INTERVAL": "1"}
+    with private_service(tmp_path, origin, expiring) as (service, _, _):
+        # When a request finishes
+        request_id = multipart_upload(service.base_url, one_per_product(urls)).json()["request_id"]
+        status = wait_for_finish(service.base_url, request_id)
+        assert status["status"] == "completed"
+        assert status["expires_at"] is not None
+        outputs = [image["output_url"] for image in images_of(service, request_id)]
+        folder = service.workdir / "storage" / "output_images" / request_id
+        assert len([name for name in folder.iterdir() if name.suffix == ".jpg"]) == 3
+
+        # Then a few seconds later it has expired: every route answers 410
+        status_url = f"{service.base_url}/api/status/{request_id}/"
+        wait_until(
+            lambda: get_json(status_url)[0] == 410,
+            timeout=30,
+            interval=0.5,
+            what="the request to expire",
         )
-        try:
-            # When a request finishes
-            request_id = multipart_upload(service.base_url, one_per_product(urls)).json()[
-                "request_id"
-            ]
-            status = wait_for_finish(service.base_url, request_id)
-            assert status["status"] == "completed"
-            assert status["expires_at"] is not None
-            outputs = [image["output_url"] for image in images_of(service, request_id)]
-            folder = service.workdir / "storage" / "output_images" / request_id
-            assert len([name for name in folder.iterdir() if name.suffix == ".jpg"]) == 3
+        routes = [
+            ("GET", "api/status/{}/"),
+            ("GET", "api/requests/{}/products/"),
+            ("GET", "api/requests/{}/output.csv"),
+            ("GET", "api/requests/{}/webhook/"),
+            ("POST", "api/requests/{}/webhook/"),
+            ("POST", "api/requests/{}/cancel/"),
+            ("POST", "api/requests/{}/retry/"),
+            ("POST", "api/requests/{}/rerun/"),
+        ]
+        for method, route in routes:
+            response = api_request(method, f"{service.base_url}/{route.format(request_id)}")
+            assert response.status == 410, (route, response.data)
+            body = response.json()
+            assert body["code"] == "expired"
+            assert body["details"][0]["expired_at"]
 
-            # Then a few seconds later it has expired: every route answers 410
-            status_url = f"{service.base_url}/api/status/{request_id}/"
-            wait_until(
-                lambda: get_json(status_url)[0] == 410,
-                timeout=30,
-                interval=0.5,
-                what="the request to expire",
-            )
-            routes = [
-                ("GET", "api/status/{}/"),
-                ("GET", "api/requests/{}/products/"),
-                ("GET", "api/requests/{}/output.csv"),
-                ("GET", "api/requests/{}/webhook/"),
-                ("POST", "api/requests/{}/webhook/"),
-                ("POST", "api/requests/{}/cancel/"),
-                ("POST", "api/requests/{}/retry/"),
-                ("POST", "api/requests/{}/rerun/"),
-            ]
-            for method, route in routes:
-                response = api_request(method, f"{service.base_url}/{route.format(request_id)}")
-                assert response.status == 410, (route, response.data)
-                body = response.json()
-                assert body["code"] == "expired"
-                assert body["details"][0]["expired_at"]
-
-            # and its output files are gone, from the disk and from their URLs
-            assert not folder.exists() or not list(folder.iterdir())
-            for url in outputs:
-                assert api_request("GET", url).status == 404
-        finally:
-            service.stop()
+        # and its output files are gone, from the disk and from their URLs
+        assert not folder.exists() or not list(folder.iterdir())
+        for url in outputs:
+            assert api_request("GET", url).status == 404

@@ -10,8 +10,7 @@ import pytest
 import urllib3
 
 from tests.harness.origin import Origin
-from tests.harness.redis import private_backends
-from tests.harness.service import start_service
+from tests.harness.redis import private_service
 from tests.support import encoded, get_json, multipart_upload, photo, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,47 +32,39 @@ def test_a_small_request_finishes_within_seconds_while_a_large_one_of_another_ac
     # Given the service on PostgreSQL and Redis, and two accounts
     bodies = [encoded(photo(640, 480, n), "JPEG", quality=90) for n in range(16)]
     large, small = catalogue(origin, 3000, bodies), catalogue(origin, 10, bodies)
-    with private_backends(tmp_path) as (database_url, redis):
-        service = start_service(
-            tmp_path / "service",
-            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url},
-            origin,
-        )
-        try:
-            other_key = service.manage("apikey", "create", "--account", "b").splitlines()[-1]
+    with private_service(tmp_path, origin) as (service, _, _):
+        other_key = service.manage("apikey", "create", "--account", "b").splitlines()[-1]
 
-            # When account A's 3,000 images are under way
-            a_id = multipart_upload(service.base_url, large).json()["request_id"]
+        # When account A's 3,000 images are under way
+        a_id = multipart_upload(service.base_url, large).json()["request_id"]
 
-            def a_progress() -> int:
-                progress = get_json(f"{service.base_url}/api/status/{a_id}/")[1]["progress"]
-                return int(progress["succeeded"] + progress["failed"])
+        def a_progress() -> int:
+            progress = get_json(f"{service.base_url}/api/status/{a_id}/")[1]["progress"]
+            return int(progress["succeeded"] + progress["failed"])
 
-            wait_until(lambda: a_progress() >= 50, timeout=120, what="A to be under way")
+        wait_until(lambda: a_progress() >= 50, timeout=120, what="A to be under way")
 
-            # and account B uploads 10
-            uploaded = time.monotonic()
-            b_id = urllib3.request(
-                "POST",
-                f"{service.base_url}/api/upload/",
-                fields={"file": ("b.csv", small.encode(), "text/csv")},
+        # and account B uploads 10
+        uploaded = time.monotonic()
+        b_id = urllib3.request(
+            "POST",
+            f"{service.base_url}/api/upload/",
+            fields={"file": ("b.csv", small.encode(), "text/csv")},
+            headers={"Authorization": f"Bearer {other_key}"},
+        ).json()["request_id"]
+
+        def b_finished() -> bool:
+            status = urllib3.request(
+                "GET",
+                f"{service.base_url}/api/status/{b_id}/",
                 headers={"Authorization": f"Bearer {other_key}"},
-            ).json()["request_id"]
+            ).json()
+            return bool(status["status"] == "completed")
 
-            def b_finished() -> bool:
-                status = urllib3.request(
-                    "GET",
-                    f"{service.base_url}/api/status/{b_id}/",
-                    headers={"Authorization": f"Bearer {other_key}"},
-                ).json()
-                return bool(status["status"] == "completed")
+        wait_until(b_finished, timeout=60, interval=0.05, what="B to complete")
+        took = time.monotonic() - uploaded
 
-            wait_until(b_finished, timeout=60, interval=0.05, what="B to complete")
-            took = time.monotonic() - uploaded
-
-            # Then B completed within 5 s of its upload, while most of A was still to do
-            a_done = a_progress()
-            assert took <= 5.0, f"B took {took:.1f} s"
-            assert a_done < 3000 - 500, f"A had done {a_done} of 3,000 when B completed"
-        finally:
-            service.stop()
+        # Then B completed within 5 s of its upload, while most of A was still to do
+        a_done = a_progress()
+        assert took <= 5.0, f"B took {took:.1f} s"
+        assert a_done < 3000 - 500, f"A had done {a_done} of 3,000 when B completed"

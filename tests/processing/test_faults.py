@@ -20,8 +20,8 @@ from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
 from tests.harness.origin import Origin
-from tests.harness.redis import RedisServer, private_backends
-from tests.harness.service import Service, procfile_commands, start_service
+from tests.harness.redis import RedisServer, private_service
+from tests.harness.service import Service, procfile_commands
 from tests.support import (
     api_request,
     encoded,
@@ -111,18 +111,10 @@ def request_under_way(
     """The service on PostgreSQL and a Redis of its own (nothing on disk), 40 images into a
     request of 300; stopped afterwards."""
     csv_text, distinct = catalogue(origin, products=100)
-    with private_backends(tmp_path) as (database_url, redis):
-        service = start_service(
-            tmp_path / "service",
-            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
-            origin,
-        )
-        try:
-            request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
-            wait_for_progress(service, request_id, 40)
-            yield service, redis, request_id, distinct
-        finally:
-            service.stop()
+    with private_service(tmp_path, origin, FAST_SWEEP) as (service, redis, _):
+        request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+        wait_for_progress(service, request_id, 40)
+        yield service, redis, request_id, distinct
 
 
 def test_a_worker_killed_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:
@@ -159,31 +151,23 @@ def test_an_upload_while_redis_is_down_is_accepted_and_processed_later(
 ) -> None:
     # Given the service on PostgreSQL with its Redis stopped
     csv_text, distinct = catalogue(origin, products=4)
-    with private_backends(tmp_path) as (database_url, redis):
-        service = start_service(
-            tmp_path / "service",
-            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url, **FAST_SWEEP},
-            origin,
-        )
-        try:
-            redis.stop()
+    with private_service(tmp_path, origin, FAST_SWEEP) as (service, redis, _):
+        redis.stop()
 
-            # When a catalogue is uploaded, then it is accepted (stored, not yet queued)
-            response = multipart_upload(service.base_url, csv_text)
-            assert response.status == 202, response.data
-            request_id = response.json()["request_id"]
-            assert status_of(service, request_id)["status"] == "pending"
-            # while /healthz tells the load balancer the broker is away
-            health = urllib3.request("GET", f"{service.base_url}/healthz", timeout=30)
-            assert health.status == 503
-            assert health.json()["broker"].startswith("error: ")
-            assert health.json()["database"] == "ok"
+        # When a catalogue is uploaded, then it is accepted (stored, not yet queued)
+        response = multipart_upload(service.base_url, csv_text)
+        assert response.status == 202, response.data
+        request_id = response.json()["request_id"]
+        assert status_of(service, request_id)["status"] == "pending"
+        # while /healthz tells the load balancer the broker is away
+        health = urllib3.request("GET", f"{service.base_url}/healthz", timeout=30)
+        assert health.status == 503
+        assert health.json()["broker"].startswith("error: ")
+        assert health.json()["database"] == "ok"
 
-            # And once Redis is back, the sweep starts it and it completes
-            redis.start()
-            assert_complete_and_counted_once(service, request_id, total=12, distinct=distinct)
-        finally:
-            service.stop()
+        # And once Redis is back, the sweep starts it and it completes
+        redis.start()
+        assert_complete_and_counted_once(service, request_id, total=12, distinct=distinct)
 
 
 def test_the_same_task_delivered_twice_changes_nothing(
@@ -296,31 +280,23 @@ def test_work_goes_on_at_once_after_postgresql_dropped_every_connection(
     """As a restart or a failover does. The workers kept their dead connections, and
     every task failed on them, the sweep's too, until the workers were restarted."""
     csv_text, _ = catalogue(origin, products=4)
-    with private_backends(tmp_path) as (database_url, redis):
-        # Given the service with the production's lease and sweep, which recover nothing
-        # within this test's deadline, having finished a request (its workers connected)
-        service = start_service(
-            tmp_path / "service",
-            {"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis.url},
-            origin,
-        )
-        try:
-            first = multipart_upload(service.base_url, csv_text).json()["request_id"]
-            assert wait_for_finish(service.base_url, first)["status"] == "completed"
+    # Given the service with the production's lease and sweep, which recover nothing within
+    # this test's deadline, having finished a request (its workers connected)
+    with private_service(tmp_path, origin) as (service, _, database_url):
+        first = multipart_upload(service.base_url, csv_text).json()["request_id"]
+        assert wait_for_finish(service.base_url, first)["status"] == "completed"
 
-            # When PostgreSQL ends every connection to the service's database
-            with psycopg.connect(database_url, autocommit=True) as admin:
-                ended = admin.execute(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
-                    "pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid()) AS ended"
-                ).fetchone()
-            assert ended is not None
-            assert ended[0] > 0
+        # When PostgreSQL ends every connection to the service's database
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM "
+                "pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()) AS ended"
+            ).fetchone()
+        assert ended is not None
+        assert ended[0] > 0
 
-            # Then the next catalogue is processed at once, as if nothing had happened
-            again, _ = catalogue(origin, products=4)
-            second = multipart_upload(service.base_url, again).json()["request_id"]
-            assert wait_for_finish(service.base_url, second, timeout=60)["status"] == "completed"
-        finally:
-            service.stop()
+        # Then the next catalogue is processed at once, as if nothing had happened
+        again, _ = catalogue(origin, products=4)
+        second = multipart_upload(service.base_url, again).json()["request_id"]
+        assert wait_for_finish(service.base_url, second, timeout=60)["status"] == "completed"
