@@ -105,14 +105,12 @@ def env_networks(name: str) -> list[str]:
 
 
 def env_seconds(name: str, default: str) -> list[float]:
-    items = env_list(name, default)
     try:
-        seconds = [float(item) for item in items]
+        seconds = [float(item) for item in env_list(name, default)]
     except ValueError:
-        seconds = [-1.0]
-    if any(not second >= 0 for second in seconds):
-        wrong = env(name)
-        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {wrong!r}.")
+        seconds = None
+    if seconds is None or any(not second >= 0 for second in seconds):  # NaN too
+        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {env(name)!r}.")
     return seconds
 
 

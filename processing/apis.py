@@ -151,11 +151,12 @@ class WebhookApi(APIView):
         """The delivery's state and every attempt made."""
         found = request_or_404(request, request_id)
         state = selectors.webhook_state(found)
-        if state is None and not found.is_finished:
-            raise RequestNotFinished(
-                "The request has not finished; its webhook, if it has one, is sent when it does."
-            )
         if state is None:
+            if not found.is_finished:
+                raise RequestNotFinished(
+                    "The request has not finished; its webhook, if it has one, is sent when "
+                    "it does."
+                )
             raise NoWebhook("The request has no webhook delivery.")
         return Response(state | {"attempt_log": selectors.webhook_attempts(found)})
 
