@@ -1,15 +1,18 @@
 """The decoded pixels as an output format's encoder takes them: 8 bits a channel, a mode it
 encodes, transparency kept (WebP, AVIF) or painted on white (JPEG), never on black."""
 
+import io
 from typing import Any, Final, Literal
 
-from PIL import Image
+from PIL import Image, ImageCms
 
 from imaging.encoders import ALPHA_MODES
 
 ColourSpace = Literal["gray", "rgb", "cmyk", "other"]
 
 HIGH_BIT_DEPTH_MODES: Final = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+_SRGB: Final = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def has_transparency(image: Image.Image) -> bool:
@@ -21,14 +24,18 @@ def has_transparency(image: Image.Image) -> bool:
     return "transparency" in image.info
 
 
-def converted_for(output_format: str, image: Image.Image, transparent: bool) -> Image.Image:
+def converted_for(
+    output_format: str, image: Image.Image, transparent: bool, icc_profile: bytes | None = None
+) -> Image.Image:
     """image (decoded, turned upright) in a mode output_format's encoder takes: 8 bits,
     RGB or RGBA for WebP and AVIF, and for JPEG grey, RGB or CMYK, transparency painted on
-    white."""
+    white. A CMYK image made RGB goes through its ICC profile, where it has one."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         image = eight_bit(image)
     if output_format in {"WEBP", "AVIF"}:
         wanted = "RGBA" if transparent else "RGB"
+        if image.mode == "CMYK" and icc_profile and (managed := srgb_from(image, icc_profile)):
+            return managed
         return image if image.mode == wanted else image.convert(wanted)
     if transparent:  # JPEG has no alpha: painted on white, never on black
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
@@ -40,6 +47,20 @@ def converted_for(output_format: str, image: Image.Image, transparent: bool) -> 
     if image.mode == "1":
         return image.convert("L")
     return image.convert("RGB")
+
+
+def srgb_from(image: Image.Image, icc_profile: bytes) -> Image.Image | None:
+    """image's colours in sRGB, as its ICC profile says they look; None where the profile
+    cannot be read or does not fit the image. A printer's CMYK needs this: Pillow's own
+    conversion takes the inks for the screen's primaries (full cyan ink becomes 0, 255,
+    255, brighter than any ink on paper), and WebP and AVIF carry no CMYK profile for the
+    browser to put it right."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return None
+    return converted
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

@@ -71,8 +71,9 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # earlier ones are not re-used (processing/reuse.py). 2, since 2026-11-28: no original
 # kept with metadata nothing strips (AVIF), frames after its first (MPO, animations), or
 # bytes after its image's end, nor a non-JPEG turned by EXIF; a JPEG source's chroma
-# subsampling kept on Pillow's path.
-OUTPUT_RULES: Final = 2
+# subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK image made WebP or
+# AVIF converted through its ICC profile.
+OUTPUT_RULES: Final = 3
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -194,7 +195,7 @@ def compress(
         transparent = has_transparency(image)
         name = _output_name(source_format, transparent, output_format)
         flattened = transparent and name == "JPEG"
-        pixels = converted_for(name, image, transparent)
+        pixels = converted_for(name, image, transparent, icc_profile)
         keep_icc = icc_profile if colour_space(pixels) == source_space else None
         encoder = PillowEncoder(pixels, name, keep_icc, credits=credits, subsampling=subsampling)
         width, height = pixels.size

@@ -240,3 +240,49 @@ def blank_png(width: int, height: int, color_type: int, bit_depth: int = 8) -> b
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
     )
+
+
+def cmyk_profile(paper: tuple[float, float, float]) -> bytes:
+    """A small ICC v2 printer profile for CMYK, written out here (the machine has none to
+    borrow): no ink is paper of Lab colour `paper`, each ink darkens and tints it, full
+    black is near black. Only its A2B0 table (CMYK to Lab, 2 grid points an ink), which is
+    all a conversion from CMYK reads."""
+
+    def lab_bytes(lightness: float, a: float, b: float) -> bytes:
+        return bytes([round(lightness * 255 / 100), round(a + 128), round(b + 128)])
+
+    tints = [(-20.0, -30.0), (40.0, -5.0), (-5.0, 60.0)]  # what cyan, magenta, yellow add to a, b
+    grid = b""
+    for corner in range(16):  # cyan varies slowest, black fastest, as ICC tables are ordered
+        cyan, magenta, yellow, black = ((corner >> shift) & 1 for shift in (3, 2, 1, 0))
+        lightness, a, b = paper
+        for ink, (da, db) in zip((cyan, magenta, yellow), tints, strict=True):
+            lightness -= 25 * ink
+            a, b = a + da * ink, b + db * ink
+        if black:
+            lightness, a, b = 8.0, 0.0, 0.0
+        grid += lab_bytes(max(lightness, 5.0), a, b)
+    identity = bytes(range(256))
+    fixed = struct.Struct(">i")
+    d50 = b"".join(fixed.pack(round(value * 65536)) for value in (0.9642, 1.0, 0.8249))
+    unit = [fixed.pack(65536 if row == column else 0) for row in range(3) for column in range(3)]
+    lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + b"".join(unit) + identity * 4 + grid
+    lut += identity * 3
+    white = b"XYZ " + bytes(4) + d50
+    text = b"test CMYK\x00"
+    description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text
+    description += bytes(4 + 4 + 2 + 1 + 67)  # no Unicode or ScriptCode names
+    tags = [(b"desc", description), (b"wtpt", white), (b"A2B0", lut)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for signature, data in tags:
+        data += bytes(-len(data) % 4)
+        table += signature + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + bytes(4) + b"\x02\x10\x00\x00" + b"prtr" + b"CMYK" + b"Lab "
+        + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + d50 + bytes(4 + 16 + 28)
+    )  # fmt: skip
+    assert len(header) == 128
+    return header + table + body

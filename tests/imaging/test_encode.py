@@ -1,6 +1,7 @@
 """compress(): bytes in, bytes out, no Django. Every input is made here with Pillow."""
 
 import io
+from typing import Any
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
@@ -9,7 +10,7 @@ from imaging.encode import CompressedImage, OutputFormat, compress
 from imaging.encoders import turbojpeg
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
-from tests.support import IJG_Q50_LUMINANCE, encoded, photo
+from tests.support import IJG_Q50_LUMINANCE, cmyk_profile, encoded, photo
 
 MAX_PIXELS = 50_000_000
 
@@ -135,6 +136,48 @@ def test_grayscale_and_cmyk_jpegs_keep_their_colour_space() -> None:
     cmyk, _ = run(encoded(photo(100, 80).convert("CMYK"), "JPEG", quality=90))
     assert gray.mode == "L"
     assert cmyk.mode == "CMYK"
+
+
+@pytest.mark.parametrize("output_format", [OutputFormat.WEBP, OutputFormat.AVIF])
+def test_a_cmyk_jpeg_made_webp_or_avif_has_the_colours_its_profile_gives(
+    output_format: OutputFormat,
+) -> None:
+    # Given a printer's CMYK JPEG, bands of each ink alone and of none, with its ICC profile
+    profile = cmyk_profile(paper=(95.0, 0.0, 4.0))
+    inks = Image.new("CMYK", (160, 120))
+    for band, ink in enumerate([(0, 0, 0, 0), (255, 0, 0, 0), (0, 255, 0, 0), (0, 0, 255, 0)]):
+        inks.paste(ink, (band * 40, 0, band * 40 + 40, 120))
+    source = encoded(inks, "JPEG", quality=95, icc_profile=profile)
+
+    # When it is asked for as WebP or AVIF (RGB only: no CMYK, so no CMYK profile)
+    result = compress(source, quality=90, max_pixels=MAX_PIXELS, output_format=output_format)
+
+    # Then its colours are what the profile says they look like, not Pillow's inks-as-
+    # primaries (full cyan as 0, 255, 255)
+    output = Image.open(io.BytesIO(result.data)).convert("RGB")
+    decoded = Image.open(io.BytesIO(source))
+    source_profile = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    srgb = ImageCms.createProfile("sRGB")
+    managed = ImageCms.profileToProfile(decoded, source_profile, srgb, outputMode="RGB")
+    assert managed is not None
+    middles = [(band * 40 + 20, 60) for band in range(4)]
+    for middle in middles:
+        assert channel_gap(output, managed, middle) <= 12
+    assert channel_gap(output, decoded.convert("RGB"), middles[1]) > 60  # cyan
+    assert not output.info.get("icc_profile")  # sRGB, as an image without one is read
+
+
+def channel_gap(first: Image.Image, second: Image.Image, xy: tuple[int, int]) -> int:
+    """The largest difference of a channel between two RGB images' pixels at xy."""
+    pixels: list[Any] = [first.getpixel(xy), second.getpixel(xy)]
+    return int(max(abs(a - b) for a, b in zip(*pixels, strict=True)))
+
+
+def test_a_cmyk_jpeg_with_a_broken_profile_made_webp_takes_pillows_colours() -> None:
+    cmyk = photo(80, 60).convert("CMYK")
+    source = encoded(cmyk, "JPEG", quality=90, icc_profile=b"not a profile")
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.WEBP)
+    assert Image.open(io.BytesIO(result.data)).mode == "RGB"
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
