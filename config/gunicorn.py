@@ -2,16 +2,21 @@
 
 import os
 
+from config.env import env, env_float, env_int
 from config.logs import log_format, logging_config
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+# A port or count that is not one stops the start naming its variable, as settings do.
+bind = f"{env('HOST', '0.0.0.0')}:{env_int('PORT', 8000, positive=True)}"  # noqa: S104
 # gunicorn's own advice: two workers per core, plus one.
-workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) * 2 + 1)
+workers = env_int("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2 + 1, positive=True)
 # Threads per worker for requests whose headers have all arrived (config/web_worker.py
 # gathers headers without one, so slow clients hold none).
 worker_class = "config.web_worker.HeadersFirstWorker"
-threads = int(os.environ.get("WEB_THREADS") or 4)
-timeout = int(os.environ.get("WEB_TIMEOUT", "60"))
+threads = env_int("WEB_THREADS", 4, positive=True)
+timeout = env_int("WEB_TIMEOUT", 60, positive=True)
+# Read by each web worker as it starts (config/web_worker.py); checked here too, so that a
+# bad value stops the start rather than every worker's boot.
+env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
 if log_format() == "json":

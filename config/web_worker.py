@@ -16,7 +16,6 @@ test_slow_clients.py holds it to its promise.
 
 import contextlib
 import io
-import os
 import selectors
 import time
 from collections import deque
@@ -25,6 +24,8 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from config.env import env_float
+
 HEADERS_END = b"\r\n\r\n"
 
 
@@ -32,7 +33,7 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
     def init_process(self) -> None:
         # Connections whose headers are arriving, oldest deadline first.
         self.reading_headers: deque[Any] = deque()
-        self.header_timeout = float(os.environ.get("WEB_HEADER_TIMEOUT") or 10)
+        self.header_timeout = env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
         cfg = self.cfg
         # More than this and the parser refuses the request (431/400) anyway.
         self.header_bytes_max = (

@@ -123,3 +123,26 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
     finally:
         silent.close()
     assert result.stdout.strip() == "OperationalError", result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WEB_THREADS", "four", "WEB_THREADS must be a whole number, not 'four'."),
+        ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be more than 0, not '0'."),
+        ("PORT", "http", "PORT must be a whole number, not 'http'."),
+        ("WEB_HEADER_TIMEOUT", "10s", "WEB_HEADER_TIMEOUT must be a number, not '10s'."),
+    ],
+)
+def test_a_web_server_setting_that_cannot_work_stops_its_start_naming_itself(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    """gunicorn's configuration read these with int() and float(): a ValueError about a
+    literal, naming no variable."""
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), name: value}
+    arguments = ["-m", "gunicorn", "--check-config", "-c", "config/gunicorn.py", "config.wsgi"]
+    result = python_run(arguments, environ)
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+    good = python_run(arguments, {**os.environ, "VAR_DIR": str(tmp_path)})
+    assert good.returncode == 0, good.stderr

@@ -1,0 +1,118 @@
+"""Settings read from the environment, each checked as the process starts and naming
+itself when it is wrong. settings.py reads every value through these; gunicorn's
+configuration (config/gunicorn.py) and the web worker too, before Django is set up."""
+
+import os
+import re
+from typing import TypeVar
+
+from django.core.exceptions import ImproperlyConfigured
+
+from net import parse_networks
+
+# DRF's throttle rates: its throttles read the period's first letter.
+RATE_PATTERN = re.compile(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_int(name: str, default: int, *, positive: bool = False) -> int:
+    """A whole number; positive=True where 0 or less cannot work (a batch of no URLs
+    queued nothing, and every request stayed processing)."""
+    raw = env(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+    return _checked_positive(name, value, raw) if positive else value
+
+
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """A number; positive=True where 0 or less cannot work (a lease of 0 s renewed itself
+    against the database without pause)."""
+    raw = env(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
+    return _checked_positive(name, value, raw) if positive else value
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _checked_positive(name: str, value: _Number, raw: str) -> _Number:
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0, not {raw!r}.")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = env(name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+# Each setting below is checked as the process starts, naming itself: read where it is
+# used, a bad value passed every check and then failed every image, or every upload.
+
+
+def env_ports(name: str) -> list[int]:
+    ports = env_list(name)
+    bad = [port for port in ports if not port.isdigit() or not 0 < int(port) < 65536]
+    if bad:
+        raise ImproperlyConfigured(f"{name} must be port numbers (1-65535), not {bad[0]!r}.")
+    return [int(port) for port in ports]
+
+
+def env_networks(name: str) -> list[str]:
+    networks = env_list(name)
+    try:
+        parse_networks(networks)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+    return networks
+
+
+def env_seconds(name: str, default: str) -> list[float]:
+    try:
+        seconds = [float(item) for item in env_list(name, default)]
+    except ValueError:
+        seconds = None
+    if seconds is None or any(not second >= 0 for second in seconds):  # NaN too
+        raise ImproperlyConfigured(f"{name} must be numbers of seconds, not {env(name)!r}.")
+    return seconds
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate as Django REST framework's throttles read it ("60/minute"), or "" for none."""
+    rate = env(name, default)
+    if rate and not RATE_PATTERN.fullmatch(rate):
+        raise ImproperlyConfigured(
+            f"{name} must be a number per second, minute, hour or day (60/minute), not {rate!r}."
+        )
+    return rate
+
+
+def env_choice(name: str, default: str, choices: list[str]) -> str:
+    """One of choices, whatever its case, spelt as choices spell it."""
+    value = env(name, default)
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
