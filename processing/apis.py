@@ -46,7 +46,6 @@ from processing.api_common import (
 )
 from processing.csv_format import CsvInvalid
 from processing.exceptions import (
-    ApiError,
     FileTooLarge,
     InvalidCsv,
     NoFileUploaded,
@@ -79,12 +78,15 @@ class UploadApi(APIView):
         responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 429)},
     )
     def post(self, request: Request) -> Response:
-        try:
-            response = self._upload(request)
-        except ApiError as error:
-            metrics.UPLOADS.labels(error.code).inc()
-            raise
+        response = self._upload(request)
         metrics.UPLOADS.labels("accepted").inc()
+        return response
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Every refusal counted by its code, those before post() too: counted in post(),
+        uploads refused for their key or the rate limit, and those that failed, were not."""
+        response: Response = super().handle_exception(exc)
+        metrics.UPLOADS.labels(response.data.get("code", "server_error")).inc()
         return response
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:

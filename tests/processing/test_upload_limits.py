@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from accounts import services
+from processing import metrics
 from processing.models import ProcessingRequest
 from tests.harness.service import Service
 
@@ -119,6 +120,7 @@ def test_uploads_beyond_the_rate_limit_are_refused_per_account(settings: Any) ->
     # Given a limit of two uploads a minute, and two accounts
     settings.ACCOUNT_UPLOAD_RATE_LIMIT = "2/minute"
     first, other = keyed_client("first-shop"), keyed_client("other-shop")
+    before = {code: uploads_counted(code) for code in ("no_file", "throttled")}
 
     # When one account uploads three times, and another once
     answers = [first.post("/api/upload/", {}).status_code for _ in range(3)]
@@ -137,6 +139,14 @@ def test_uploads_beyond_the_rate_limit_are_refused_per_account(settings: Any) ->
         "details": [{"limit": "2/minute", "retry_after_seconds": retry_after}],
     }
     assert other_answer.status_code == 400
+    # And /metrics counts each refusal by its code, the throttle's too (it comes before
+    # the view's own code runs)
+    assert uploads_counted("no_file") - before["no_file"] == 3
+    assert uploads_counted("throttled") - before["throttled"] == 2
+
+
+def uploads_counted(outcome: str) -> float:
+    return float(metrics.UPLOADS.labels(outcome)._value.get())
 
 
 @pytest.mark.django_db
