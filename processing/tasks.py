@@ -6,33 +6,49 @@ Each kind has a time limit past which Celery kills its process and starts anothe
 backstop behind the limits the services keep (CELERY_TASK_TIME_LIMIT for the others)."""
 
 import uuid
+from typing import Any, Final
 
 from celery import shared_task, signals
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from config.logs import request_id_bound
 from processing import expiry, finalize, intake, metrics, pipeline, queue, sweep, webhooks
 
+# A database away for a moment (PostgreSQL restarting or failing over, SQLite locked) fails
+# a task on its first query. It is sent again after at most 1, 2, 4, 8, 16 and 32 s (a
+# random share of each, so that workers do not all come back at once), where it had waited
+# for the sweep, WORK_LEASE_SECONDS (5 minutes by default). A run that finds its work done
+# or claimed changes nothing. Past the last try, the sweep as before.
+DATABASE_AWAY: Final[dict[str, Any]] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 32,
+    "retry_jitter": True,
+    "max_retries": 6,
+}
 
-@shared_task(name=queue.REQUEST_START)
+
+@shared_task(name=queue.REQUEST_START, **DATABASE_AWAY)
 def request_start(request_id: str) -> None:
     with request_id_bound(request_id):
         intake.request_start(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT)
+@shared_task(name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT, **DATABASE_AWAY)
 def images_process(image_ids: list[int]) -> None:
     pipeline.images_process(image_ids=image_ids)
 
 
-@shared_task(name=queue.REQUEST_FINALIZE)
+@shared_task(name=queue.REQUEST_FINALIZE, **DATABASE_AWAY)
 def request_finalize(request_id: str) -> None:
     with request_id_bound(request_id):
         finalize.request_finalize(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name=queue.WEBHOOK_SEND, time_limit=int(settings.WEBHOOK_TIMEOUT * 2) + 60)
+@shared_task(
+    name=queue.WEBHOOK_SEND, time_limit=int(settings.WEBHOOK_TIMEOUT * 2) + 60, **DATABASE_AWAY
+)
 def webhook_send(request_id: str) -> None:
     with request_id_bound(request_id):
         webhooks.webhook_send(request_id=uuid.UUID(request_id))

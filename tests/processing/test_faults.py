@@ -300,3 +300,49 @@ def test_work_goes_on_at_once_after_postgresql_dropped_every_connection(
         again, _ = catalogue(origin, products=4)
         second = multipart_upload(service.base_url, again).json()["request_id"]
         assert wait_for_finish(service.base_url, second, timeout=60)["status"] == "completed"
+
+
+@contextlib.contextmanager
+def database_away(database_url: str) -> Iterator[None]:
+    """The database refusing every connection, and those it had ended, as while PostgreSQL
+    restarts; back afterwards."""
+    server, name = database_url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                [name],
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_a_task_that_met_the_database_away_is_tried_again_within_seconds(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """A task that failed on its first query was acknowledged and lost: its catalogue waited
+    for the sweep, WORK_LEASE_SECONDS (5 minutes) after PostgreSQL came back."""
+    csv_text, _ = catalogue(origin, products=4)
+    with private_service(tmp_path, origin) as (service, _, database_url):
+        worker = service.processes["worker"].pid
+        # Given the workers paused, and a catalogue accepted: its start waits in the queue
+        os.killpg(worker, signal.SIGSTOP)
+        try:
+            request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+
+            # When the workers go on while the database refuses every connection
+            with database_away(database_url):
+                os.killpg(worker, signal.SIGCONT)
+                wait_until(
+                    lambda: "OperationalError" in service.log("worker"),
+                    timeout=30,
+                    what="a task to meet the database away",
+                )
+        finally:
+            os.killpg(worker, signal.SIGCONT)
+
+        # Then, the database back, the catalogue is processed within a minute, under the
+        # production's lease of 5 minutes
+        assert wait_for_finish(service.base_url, request_id, timeout=60)["status"] == "completed"
