@@ -117,7 +117,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
     }
 
 
-QUIET_PATHS = {"/healthz", "/metrics"}
+QUIET_PATHS = {"/healthz", "/livez", "/metrics"}
 
 
 class AccessLogMiddleware:

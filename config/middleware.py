@@ -1,8 +1,20 @@
-"""Django's CommonMiddleware, with a redirect that keeps the method."""
+"""Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
+whatever the Host header."""
 
-from django.http import HttpRequest, HttpResponsePermanentRedirect
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.common import CommonMiddleware
 from django.utils.http import escape_leading_slashes
+
+from processing.health import healthz, livez
+from processing.metrics import metrics_view
+
+PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
+    "/healthz": healthz,
+    "/livez": livez,
+    "/metrics": metrics_view,
+}
 
 
 class PermanentRedirectKeepingMethod(HttpResponsePermanentRedirect):
@@ -21,3 +33,21 @@ class CommonKeepingMethodMiddleware(CommonMiddleware):
 
     def get_full_path_with_slash(self, request: HttpRequest) -> str:
         return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+
+
+class ProbesAnyHostMiddleware:
+    """/healthz, /livez and /metrics answered whatever the Host header, and over plain HTTP
+    where SECURE_SSL_REDIRECT is on. Load balancers, Kubernetes' probes and Prometheus call
+    a process by its address (Host: 10.0.3.7:8000), which ALLOWED_HOSTS rightly leaves out:
+    CommonMiddleware answered them 400, and every process looked down. Their answers
+    name no host, so no Host header can poison them; every other path is checked as
+    before."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        probe = PROBES.get(request.path_info)
+        if probe is not None and request.method in {"GET", "HEAD"}:
+            return probe(request)
+        return self.get_response(request)

@@ -103,6 +103,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.logs.AccessLogMiddleware",
+    # Before the Host header is checked: probes call a process by its address.
+    "config.middleware.ProbesAnyHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (Swagger UI, the admin) from the installed apps, without collectstatic.
     "whitenoise.middleware.WhiteNoiseMiddleware",

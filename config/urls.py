@@ -8,7 +8,7 @@ from rest_framework.permissions import AllowAny
 from accounts import views as account_views
 from imaging.encode import EXTENSIONS
 from processing import apis, control_apis, pages
-from processing.health import healthz
+from processing.health import healthz, livez
 from processing.metrics import metrics_view
 
 # Every format an output may be written in (jpg, webp, avif).
@@ -18,6 +18,7 @@ urlpatterns = [
     path("", pages.home, name="home"),
     path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
     path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
     path("metrics", metrics_view, name="metrics"),
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("login/link/<str:token>/", account_views.login_link, name="login-link"),

@@ -1,4 +1,5 @@
-"""/healthz for load balancers: 200 when the database and the broker answer, else 503."""
+"""/healthz for load balancers (readiness): 200 when the database and the broker answer,
+else 503. /livez for restarts (liveness): 200 whenever the process answers at all."""
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -12,6 +13,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
     )
+
+
+def livez(request: HttpRequest) -> JsonResponse:
+    """Asks nothing of the database or the broker: a liveness probe on /healthz restarts
+    every web process when Redis or PostgreSQL is away, which mends nothing and drops the
+    status and download requests the web could still answer."""
+    return JsonResponse({"status": "ok"})
 
 
 def _database() -> str:

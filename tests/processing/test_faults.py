@@ -164,6 +164,9 @@ def test_an_upload_while_redis_is_down_is_accepted_and_processed_later(
         assert health.status == 503
         assert health.json()["broker"].startswith("error: ")
         assert health.json()["database"] == "ok"
+        # and /livez tells whatever restarts processes that this one needs no restart
+        live = urllib3.request("GET", f"{service.base_url}/livez", timeout=30)
+        assert (live.status, live.json()) == (200, {"status": "ok"})
 
         # And once Redis is back, the sweep starts it and it completes
         redis.start()
