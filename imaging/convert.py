@@ -29,13 +29,16 @@ def converted_for(
 ) -> Image.Image:
     """image (decoded, turned upright) in a mode output_format's encoder takes: 8 bits,
     RGB or RGBA for WebP and AVIF, and for JPEG grey, RGB or CMYK, transparency painted on
-    white. A CMYK image made RGB goes through its ICC profile, where it has one."""
+    white. A CMYK or opaque grey image made RGB goes through its ICC profile, where it
+    has one."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         image = eight_bit(image)
     if output_format in {"WEBP", "AVIF"}:
         wanted = "RGBA" if transparent else "RGB"
-        if image.mode == "CMYK" and icc_profile and (managed := srgb_from(image, icc_profile)):
-            return managed
+        if icc_profile and image.mode in {"CMYK", "L"} and not transparent:
+            converted = srgb_from(image, icc_profile)
+            if converted is not None:
+                return converted
         return image if image.mode == wanted else image.convert(wanted)
     if transparent:  # JPEG has no alpha: painted on white, never on black
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
@@ -51,10 +54,11 @@ def converted_for(
 
 def srgb_from(image: Image.Image, icc_profile: bytes) -> Image.Image | None:
     """image's colours in sRGB, as its ICC profile says they look; None where the profile
-    cannot be read or does not fit the image. A printer's CMYK needs this: Pillow's own
-    conversion takes the inks for the screen's primaries (full cyan ink becomes 0, 255,
-    255, brighter than any ink on paper), and WebP and AVIF carry no CMYK profile for the
-    browser to put it right."""
+    cannot be read or does not fit the image. WebP and AVIF hold RGB only, so a CMYK or
+    grey profile cannot travel with the pixels for the browser to apply. Pillow's own
+    conversion takes a printer's inks for the screen's primaries (full cyan ink becomes
+    0, 255, 255, brighter than any ink on paper) and a grey value for sRGB's whatever its
+    profile's tone curve (a dot-gain curve prints 128 darker)."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
         converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGB")

@@ -71,8 +71,8 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # earlier ones are not re-used (processing/reuse.py). 2, since 2026-11-28: no original
 # kept with metadata nothing strips (AVIF), frames after its first (MPO, animations), or
 # bytes after its image's end, nor a non-JPEG turned by EXIF; a JPEG source's chroma
-# subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK image made WebP or
-# AVIF converted through its ICC profile.
+# subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK or grey image made WebP
+# or AVIF converted through its ICC profile.
 OUTPUT_RULES: Final = 3
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16

@@ -263,16 +263,32 @@ def cmyk_profile(paper: tuple[float, float, float]) -> bytes:
             lightness, a, b = 8.0, 0.0, 0.0
         grid += lab_bytes(max(lightness, 5.0), a, b)
     identity = bytes(range(256))
-    fixed = struct.Struct(">i")
-    d50 = b"".join(fixed.pack(round(value * 65536)) for value in (0.9642, 1.0, 0.8249))
-    unit = [fixed.pack(65536 if row == column else 0) for row in range(3) for column in range(3)]
+    unit = [_FIXED.pack(65536 if row == column else 0) for row in range(3) for column in range(3)]
     lut = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + b"".join(unit) + identity * 4 + grid
     lut += identity * 3
-    white = b"XYZ " + bytes(4) + d50
-    text = b"test CMYK\x00"
+    return _icc_profile(b"prtr", b"CMYK", b"Lab ", [(b"A2B0", lut)])
+
+
+def grey_profile(gamma: float) -> bytes:
+    """A small ICC v2 profile for grey images whose tone curve is a plain gamma: 1.0 says
+    the stored values are linear light, so a mid-grey of 128 looks far lighter than sRGB's
+    128 (about 188 in sRGB)."""
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    return _icc_profile(b"mntr", b"GRAY", b"XYZ ", [(b"kTRC", curve)])
+
+
+_FIXED = struct.Struct(">i")
+_D50 = b"".join(_FIXED.pack(round(value * 65536)) for value in (0.9642, 1.0, 0.8249))
+
+
+def _icc_profile(
+    device_class: bytes, colour_space: bytes, connection: bytes, tags: list[tuple[bytes, bytes]]
+) -> bytes:
+    """An ICC v2 profile of tags, with a description and a D50 white point."""
+    text = b"test profile\x00"
     description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text
     description += bytes(4 + 4 + 2 + 1 + 67)  # no Unicode or ScriptCode names
-    tags = [(b"desc", description), (b"wtpt", white), (b"A2B0", lut)]
+    tags = [(b"desc", description), (b"wtpt", b"XYZ " + bytes(4) + _D50), *tags]
     offset = 128 + 4 + 12 * len(tags)
     table, body = struct.pack(">I", len(tags)), b""
     for signature, data in tags:
@@ -281,8 +297,9 @@ def cmyk_profile(paper: tuple[float, float, float]) -> bytes:
         body += data
     size = offset + len(body)
     header = (
-        struct.pack(">I", size) + bytes(4) + b"\x02\x10\x00\x00" + b"prtr" + b"CMYK" + b"Lab "
-        + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + d50 + bytes(4 + 16 + 28)
+        struct.pack(">I", size) + bytes(4) + b"\x02\x10\x00\x00" + device_class + colour_space
+        + connection + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + _D50
+        + bytes(4 + 16 + 28)
     )  # fmt: skip
     assert len(header) == 128
     return header + table + body

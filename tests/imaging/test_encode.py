@@ -10,7 +10,7 @@ from imaging.encode import CompressedImage, OutputFormat, compress
 from imaging.encoders import turbojpeg
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
-from tests.support import IJG_Q50_LUMINANCE, cmyk_profile, encoded, photo
+from tests.support import IJG_Q50_LUMINANCE, cmyk_profile, encoded, grey_profile, photo
 
 MAX_PIXELS = 50_000_000
 
@@ -165,6 +165,22 @@ def test_a_cmyk_jpeg_made_webp_or_avif_has_the_colours_its_profile_gives(
         assert channel_gap(output, managed, middle) <= 12
     assert channel_gap(output, decoded.convert("RGB"), middles[1]) > 60  # cyan
     assert not output.info.get("icc_profile")  # sRGB, as an image without one is read
+
+
+@pytest.mark.parametrize("output_format", [OutputFormat.WEBP, OutputFormat.AVIF])
+def test_a_grey_image_made_webp_or_avif_has_the_tones_its_profile_gives(
+    output_format: OutputFormat,
+) -> None:
+    # Given a flat grey PNG whose profile says its values are linear light (gamma 1.0)
+    source = encoded(Image.new("L", (64, 48), 128), "PNG", icc_profile=grey_profile(1.0))
+
+    # When it is asked for as WebP or AVIF
+    result = compress(source, quality=90, max_pixels=MAX_PIXELS, output_format=output_format)
+
+    # Then it is as light as its profile says (sRGB 188), not sRGB's own 128
+    output = Image.open(io.BytesIO(result.data)).convert("RGB")
+    assert channel_gap(output, Image.new("RGB", output.size, (188, 188, 188)), (32, 24)) <= 3
+    assert not output.info.get("icc_profile")
 
 
 def channel_gap(first: Image.Image, second: Image.Image, xy: tuple[int, int]) -> int:
@@ -403,10 +419,10 @@ def test_a_jpeg_turned_by_exif_keeps_its_chroma_subsampling_through_pillow(
 def test_a_grey_profile_is_not_written_on_rgb_avif_pixels() -> None:
     """Pillow's AVIF encoder took the profile the converted pixels still carried in their
     info: a grey ICC profile on an RGB image, which colour management refuses."""
-    grey_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    lab_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
     grey = photo(160, 120).convert("L")
-    grey.info["icc_profile"] = grey_profile
-    source = encoded(grey, "PNG", icc_profile=grey_profile)
+    grey.info["icc_profile"] = lab_profile
+    source = encoded(grey, "PNG", icc_profile=lab_profile)
     result = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.AVIF)
     output = Image.open(io.BytesIO(result.data))
     assert output.mode == "RGB"
