@@ -6,6 +6,7 @@ module is imported) and /metrics adds up the files of its host. Queue depth and 
 still waiting are read from the broker and the database when scraped.
 """
 
+import errno
 import hmac
 import logging
 import threading
@@ -157,7 +158,18 @@ def metrics_serve(*, port: int) -> None:
             return [b"Authentication required.\n"]
         return exposition(environ, start_response)
 
-    server = make_server("0.0.0.0", port, guarded, _ThreadingServer, handler_class=_QuietHandler)  # noqa: S104
+    try:
+        every_address = "0.0.0.0"  # noqa: S104  (scraped from other hosts)
+        server = make_server(
+            every_address, port, guarded, _ThreadingServer, handler_class=_QuietHandler
+        )
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        # The Procfile's images and requests workers on one host, say: the one that has the
+        # port serves the host's counts (one shared folder), this one's included.
+        logger.warning("metrics: port %d is taken (another worker of this host?)", port)
+        return
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     logger.info("metrics at http://0.0.0.0:%d/metrics", port)
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.models import Account
-from processing import intake
+from processing import intake, metrics
 from tests.harness.origin import Origin
 from tests.harness.redis import RedisServer
 from tests.harness.service import BIN, Service
@@ -53,6 +54,19 @@ def test_probes_answer_whatever_the_host_and_nothing_else_does(client: Client) -
     assert client.get("/metrics", headers=by_address).status_code == 200
     assert client.get("/api/status/x/", headers=by_address).status_code == 400
     assert client.post("/livez", headers=by_address).status_code == 400
+
+
+def test_a_second_worker_of_a_host_leaves_the_metrics_port_to_the_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Procfile's images and requests workers on one host share WORKER_METRICS_PORT:
+    the second's bind failed inside Celery's worker_ready signal, as a traceback."""
+    with socket.socket() as first:
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        metrics.metrics_serve(port=port)
+    assert f"metrics: port {port} is taken" in caplog.text
 
 
 @pytest.mark.django_db
