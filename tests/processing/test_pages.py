@@ -84,6 +84,8 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
     page.goto(embedded_service.base_url + "/")
     page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
     page.get_by_label(re.compile(r"^Quality")).fill("40")
+    # (the box beside a hidden "false" sent the field twice, which the API refuses)
+    page.get_by_role("checkbox", name=re.compile("Score every output")).check()
     page.get_by_role("button", name="Upload and start").click()
 
     # Then the request's page opens and its bar reaches 100%
@@ -93,7 +95,7 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
         "aria-valuenow", "100", timeout=60_000
     )
     expect(page.locator("#status")).to_have_text("Completed with errors")
-    assert "quality 40" in page.locator("#request").inner_text()
+    assert "quality 40 · every output scored" in page.locator("#request").inner_text()
 
     # And every compressed image shows before and after, with its saving
     after = page.locator("img[alt^='After']")

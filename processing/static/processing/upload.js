@@ -68,6 +68,10 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const data = new FormData(form);
+    // The score box sits after a hidden "false" (an unticked box sends nothing): the
+    // last value is the box's, and the API refuses a field given twice.
+    const scores = data.getAll("score");
+    if (scores.length) data.set("score", scores[scores.length - 1]);
     ["webhook_url", "quality", "target", "score"].forEach((name) => {
       if (!data.get(name)) data.delete(name);
     });
