@@ -10,6 +10,8 @@ to an address that passed the check.
 """
 
 import email.utils
+import logging
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -33,6 +35,8 @@ from net.addresses import (
 )
 from net.connections import address_checked, connection_pool
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
+
+logger = logging.getLogger(__name__)
 
 MiB: Final = 1024 * 1024
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
@@ -341,14 +345,29 @@ def _too_large(policy: NetPolicy) -> NetError:
     return NetError(NetReason.TOO_LARGE, f"The file is larger than {policy.max_bytes} bytes.")
 
 
+# urllib3's errors name the pool they came from, whose host is the checked address a name
+# resolved to: told to the customer, a URL maps internal names (README: what a name
+# resolved to goes to the log only). The message keeps what failed, never where.
+_POOL_NAMED = re.compile(r"HTTPS?Connection(?:Pool)?\(host=[^)]*\):?\s*")
+_ADDRESS = re.compile(r"\[?(?:[0-9a-fA-F]{0,4}:){2,}[0-9a-fA-F.:]*\]?|\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def _without_address(error: Exception) -> str:
+    """error's words without the address it was connecting to."""
+    return _ADDRESS.sub("the address", _POOL_NAMED.sub("", str(error))).strip()
+
+
 def _network_error(error: Exception) -> NetError:
     if isinstance(error, NetError):
         return error
+    logger.info("connection failed: %s", error)  # where, for the operator
     if isinstance(error, NewConnectionError):
         # Before the timeouts: urllib3 makes it a ConnectTimeoutError too, and a refused
         # connection was told as a server slow to answer.
         return NetError(
-            NetReason.CONNECTION_ERROR, f"The connection failed: {error}.", transient=True
+            NetReason.CONNECTION_ERROR,
+            f"The connection failed: {_without_address(error)}.",
+            transient=True,
         )
     if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
         return NetError(NetReason.TIMEOUT, "The server did not answer in time.", transient=True)
@@ -356,9 +375,13 @@ def _network_error(error: Exception) -> NetError:
         # A certificate refused stays refused until its owner mends it; a handshake cut
         # short (a reset, a server out of connections) may go through the next time.
         refused = "CERTIFICATE_VERIFY_FAILED" in str(error)
-        return NetError(NetReason.TLS_ERROR, f"TLS failed: {error}.", transient=not refused)
+        return NetError(
+            NetReason.TLS_ERROR, f"TLS failed: {_without_address(error)}.", transient=not refused
+        )
     if isinstance(error, ProtocolError | HTTPError | OSError):
         return NetError(
-            NetReason.CONNECTION_ERROR, f"The connection failed: {error}.", transient=True
+            NetReason.CONNECTION_ERROR,
+            f"The connection failed: {_without_address(error)}.",
+            transient=True,
         )
     raise error

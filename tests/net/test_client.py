@@ -539,3 +539,20 @@ def test_a_port_nobody_listens_on_is_a_connection_error_not_a_timeout() -> None:
         fetch(f"{server}/a.jpg", policy_for(server))
     assert refused.value.reason == "connection_error"
     assert "Connection refused" in refused.value.message
+
+
+def test_a_failed_connection_to_a_name_does_not_tell_what_it_resolved_to() -> None:
+    """The message named urllib3's pool, host='127.0.0.1': a customer could map the
+    operator's internal names through any closed port of an allowed network."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    error = reason_of(
+        f"http://images.internal.example:{port}/a.jpg",
+        policy_for(f"http://127.0.0.1:{port}"),
+        resolver=lambda host, port: ["127.0.0.1"],
+    )
+    assert error.reason == "connection_error"
+    assert "Connection refused" in error.message
+    assert "127.0.0.1" not in error.message
