@@ -7,6 +7,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Account
 from processing import metrics
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.policies import pending_quota_check
@@ -69,6 +70,10 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
     """Queue again a finished request's failed and cancelled images: those that succeeded
     keep their outputs. It finishes again, with a new output CSV and a new webhook event."""
     with transaction.atomic():
+        # The account first, as an upload and a re-run lock it: its quota is checked below,
+        # and retries of its requests at once each passed the check on the others' counts
+        # (two of three let through, 40 images pending against a limit of 30).
+        Account.objects.select_for_update().filter(pk=request.account_id).first()
         locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
         if locked.expired_at is not None:
             raise Expired
