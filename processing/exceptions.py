@@ -76,6 +76,15 @@ class NoWebhook(ApiError):
     message = "The request has no webhook URL, and WEBHOOK_URL is not set."
 
 
+class WebhookPending(ApiError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "webhook_pending"
+    message = (
+        "The request's webhook is being delivered: send it again once it has been "
+        "delivered or has failed."
+    )
+
+
 class RequestNotFound(ApiError):
     status_code: int = status.HTTP_404_NOT_FOUND
     code = "not_found"

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 import net
 from processing import metrics, queue, selectors
+from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
 
@@ -93,13 +94,20 @@ def webhook_send(*, request_id: uuid.UUID) -> None:
 
 
 def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
-    """Deliver a finished request's event again (same event id), from the first attempt."""
+    """Deliver a finished request's event again (same event id), from the first attempt,
+    once its delivery has ended (delivered or failed). While one is under way, refused
+    (WebhookPending): a resend reset the attempts that claim each send, so forty resends
+    at once made fourteen POSTs to the receiver, each starting the whole schedule again."""
     delivery = WebhookDelivery.objects.filter(request=request).first()
     if delivery is None:
         return webhook_schedule(request=request)
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
-        state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now()
-    )
+    restarted = WebhookDelivery.objects.filter(
+        pk=delivery.pk, state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED]
+    ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now())
+    if not restarted:
+        delivery.refresh_from_db()
+        next_attempt = delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None
+        raise WebhookPending(details=[{"state": delivery.state, "next_attempt_at": next_attempt}])
     queue.enqueue_after_commit(queue.WEBHOOK_SEND, str(request.pk))
     delivery.refresh_from_db()
     return delivery

@@ -12,6 +12,7 @@ from django.utils import timezone
 import net
 from accounts.models import Account
 from processing import expiry, intake, webhooks
+from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
 
@@ -133,3 +134,41 @@ def test_a_webhook_still_retrying_when_its_request_expires_is_not_sent(
     # nor can an operator send it again
     with pytest.raises(CommandError, match="has expired"):
         call_command("webhook_resend", str(request.pk))
+
+
+@pytest.mark.django_db
+def test_a_resend_while_a_delivery_is_under_way_is_refused_and_changes_nothing(
+    account: Account, settings: Any
+) -> None:
+    """A resend reset the attempts that claim each send: forty resends at once made fourteen
+    POSTs to the receiver, each starting the whole schedule again."""
+    # Given a finished request whose webhook failed once and waits for its next attempt
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    request = finished_request(account, "https://hooks.invalid/x")
+    webhooks.webhook_schedule(request=request)
+    webhooks.webhook_send(request_id=request.pk)
+    waiting = WebhookDelivery.objects.get(request=request)
+    assert (waiting.state, waiting.attempts) == ("pending", 1)
+    assert waiting.next_attempt_at is not None
+
+    # When it is sent again, through the API's service and the command
+    with pytest.raises(WebhookPending) as refused:
+        webhooks.webhook_resend(request=request)
+    with pytest.raises(CommandError, match="being delivered"):
+        call_command("webhook_resend", str(request.pk))
+
+    # Then both are refused, saying when the next attempt is, and the delivery is as it was
+    assert refused.value.code == "webhook_pending"
+    assert refused.value.details == [
+        {"state": "pending", "next_attempt_at": waiting.next_attempt_at.isoformat()}
+    ]
+    after = WebhookDelivery.objects.get(request=request)
+    assert (after.state, after.attempts, after.next_attempt_at) == (
+        "pending", 1, waiting.next_attempt_at,
+    )  # fmt: skip
+
+    # And once it has ended, it can be sent again from the first attempt
+    WebhookDelivery.objects.filter(pk=after.pk).update(state=WebhookDelivery.State.FAILED)
+    again = webhooks.webhook_resend(request=request)
+    assert again is not None
+    assert (again.state, again.attempts) == ("pending", 0)

@@ -3,6 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from processing import selectors, webhooks
+from processing.exceptions import WebhookPending
 
 
 class Command(BaseCommand):
@@ -21,7 +22,10 @@ class Command(BaseCommand):
             raise CommandError(
                 "The request has expired: its results are deleted, and its webhook would name them."
             )
-        delivery = webhooks.webhook_resend(request=request)
+        try:
+            delivery = webhooks.webhook_resend(request=request)
+        except WebhookPending as pending:
+            raise CommandError(f"{pending.message} Details: {pending.details}") from None
         if delivery is None:
             raise CommandError("The request has no webhook URL, and WEBHOOK_URL is not set.")
         self.stdout.write(f"Queued {delivery.event_id} to {delivery.url}")
