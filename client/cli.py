@@ -150,7 +150,10 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
     status = follow(client, request_id, total)
     output = options.output or Path(f"{request_id}-output.csv")
     if status["output_csv_url"]:
-        output.write_bytes(client.download(status["output_csv_url"]))
+        # The API's own route on the server asked, with the key: the URL in the status is
+        # under the service's public address, which may not be the --server this machine
+        # reaches it by, and was sent no key there (401).
+        output.write_bytes(client.download(f"{client.server}/api/requests/{request_id}/output.csv"))
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
     sizes = status.get("bytes") or {}
