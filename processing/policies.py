@@ -1,6 +1,7 @@
 """The limits and names the services read from settings, in one place: what the fetcher
 may reach, what a CSV may hold, where outputs are stored."""
 
+import secrets
 import uuid
 from functools import cache
 from typing import Final
@@ -65,7 +66,10 @@ def image_output_name(*, request_id: uuid.UUID, image_id: int, extension: str) -
 
 
 def csv_output_name(*, request_id: uuid.UUID) -> str:
-    return f"{OUTPUT_FOLDER}/{request_id}/output.csv"
+    """Beside the request's images, so that expiry deletes it with them, under a name no
+    one can guess from theirs: with S3_PUBLIC_BASE_URL, anyone who saw an image's URL read
+    the whole catalogue at <its folder>/output.csv. The owner's API route hands it out."""
+    return f"{OUTPUT_FOLDER}/{request_id}/output-{secrets.token_urlsafe(16)}.csv"
 
 
 class QuotaExceeded(Exception):

@@ -101,7 +101,8 @@ def assert_complete_and_counted_once(
     folder = Path(service.env["STORAGE_DIR"]) / "output_images" / request_id
     served = {image["output_url"].rsplit("/", 1)[1] for image in images}
     assert len(served) == distinct
-    assert {path.name for path in folder.iterdir()} == served | {"output.csv"}
+    [csv_name] = {path.name for path in folder.iterdir()} - served
+    assert re.fullmatch(r"output-[\w-]{22}\.csv", csv_name)
 
 
 @contextlib.contextmanager
