@@ -91,6 +91,18 @@ class _Problems:
     def full(self) -> bool:
         return len(self.items) >= self.limit
 
+    def stopped_at(self, row: int) -> None:
+        """Say the list ends here, past its limit: a user who mended the problems shown
+        then met as many more, told nothing of them."""
+        self.items.append(
+            CsvProblem(
+                None,
+                None,
+                f"Only the first {self.limit} problems are listed; reading stopped at row "
+                f"{row}, and the rows after it may have more.",
+            )
+        )
+
 
 @dataclass(frozen=True)
 class CsvSummary:
@@ -168,6 +180,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
             if product is not None and not problems.items:
                 yield product
             if problems.full:
+                problems.stopped_at(row_number)
                 break
     except csv.Error as error:
         if str(error).startswith("field larger than field limit"):

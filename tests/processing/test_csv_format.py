@@ -216,3 +216,21 @@ def test_a_cell_too_long_for_the_reader_is_named_in_words() -> None:
     assert [problem.message for problem in refused.value.problems] == [
         "A cell is longer than 131,072 characters."
     ]
+
+
+def test_past_the_limit_of_problems_the_list_says_where_it_stopped() -> None:
+    # Given 150 rows, each with a URL that is not one
+    rows = "".join(f"{n},Hat,ftp://a.example/{n}.jpg\n" for n in range(1, 151))
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(f"S. No.,Product Name,Input Image Urls\n{rows}".encode(), CsvLimits())
+
+    # Then the first 100 are listed, rows 2 to 101, and a last line says the list stopped
+    problems = raised.value.problems
+    assert [problem.row for problem in problems[:100]] == list(range(2, 102))
+    assert problems[100] == CsvProblem(
+        None,
+        None,
+        "Only the first 100 problems are listed; reading stopped at row 101, and the rows "
+        "after it may have more.",
+    )
+    assert len(problems) == 101
