@@ -184,12 +184,21 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
     for item, store in stored:
         try:
             store.result()
-        except Exception:
-            logger.exception("image %s: the output could not be stored", item.image.pk)
+        except Exception as error:
+            reused = item.facts is not None and item.facts.reused and item.known is not None
             item.facts = item.seen = None
-            item.failure = ImageFailure(
-                ReasonCode.STORAGE_ERROR, "The output could not be stored.", transient=True
-            )
+            if reused and isinstance(error, FileNotFoundError):
+                # The earlier output is gone from storage (deleted by hand, or the storage
+                # moved to a bucket): forgotten, so that the next attempt downloads and
+                # encodes afresh. It failed the image, attempt after attempt.
+                logger.warning("image %s: the output to re-use is gone", item.image.pk)
+                assert item.known is not None
+                reuse.output_forget(output=item.known.output)
+                message = "The earlier output to re-use is gone from storage; made anew next time."
+            else:
+                logger.exception("image %s: the output could not be stored", item.image.pk)
+                message = "The output could not be stored."
+            item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
 
 
 def _reuse(

@@ -139,6 +139,12 @@ def output_copy(*, output: SourceOutput, name: str) -> None:
         default_storage.save(name, ContentFile(stored.read()))
 
 
+def output_forget(*, output: SourceOutput | None) -> None:
+    """No longer offer output for re-use (its file is gone)."""
+    if output is not None:
+        SourceOutput.objects.filter(pk=output.pk).delete()
+
+
 def sources_remember(*, request: ProcessingRequest, seen: list[Seen]) -> None:
     """Record what the sources answered and the outputs now made from them: a few
     statements for a batch, whatever its size, inside the caller's transaction if any.

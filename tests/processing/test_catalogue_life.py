@@ -649,8 +649,10 @@ def test_retry_queues_only_what_failed_and_finishes_again_with_a_new_event_and_c
     assert request.status == "completed"
     assert {i.pk: i.output_name for i in images_of(request) if i.pk in kept} == kept
     assert all(row[3] for row in output_csv(api, request)[1:])
-    assert request.output_csv_name == f"output_images/{request.pk}/output.csv"
-    assert old_csv.is_file()  # the same name, written anew
+    new_csv = storage / request.output_csv_name
+    assert new_csv != old_csv and new_csv.parent == old_csv.parent  # a new name, no one's guess
+    assert new_csv.is_file()
+    assert not old_csv.exists()  # the old one deleted
     assert WebhookDelivery.objects.get(request=request).event_id != first_event
 
     # And with nothing failed, there is nothing to retry
@@ -830,3 +832,26 @@ def test_expiry_keeps_everything_without_a_retention_and_what_runs_always(
     call_command("expire", stdout=io.StringIO())
     running.refresh_from_db()
     assert running.expired_at is None
+
+
+def test_an_output_gone_from_storage_is_made_anew_not_failed(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+) -> None:
+    """Re-use copied the file the cache named; where it was gone (deleted by hand, or the
+    storage moved to a bucket) every attempt failed, and the image ended storage_error."""
+    # Given a first run whose output files were then deleted
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    first = run(account, django_capture_on_commit_callbacks)
+    for image in images_of(first):
+        (storage / image.output_name).unlink(missing_ok=True)
+
+    # When the same CSV runs again
+    second = run(account, django_capture_on_commit_callbacks)
+
+    # Then every image is made anew, and stored
+    assert second.status == ProcessingRequest.Status.COMPLETED
+    assert [image.reused for image in images_of(second)] == [False] * 4
+    assert all((storage / image.output_name).stat().st_size > 0 for image in images_of(second))
