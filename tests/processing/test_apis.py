@@ -242,12 +242,15 @@ def test_problems_are_capped_at_one_hundred(api: APIClient) -> None:
     content = HEADER + "".join(f"{n},,https://shop.example/{n}.jpg\n" for n in range(1, 301))
     response = upload(api, content)
     details = response.json()["details"]
-    assert len(details) == 100
-    assert details[-1] == {
+    assert len(details) == 101
+    assert details[99] == {
         "row": 101,
         "column": "Product Name",
         "message": "Product Name is empty.",
     }
+    # and a last line says the list stopped there
+    assert details[100]["row"] is None
+    assert details[100]["message"].startswith("Only the first 100 problems are listed")
     assert_nothing_stored()
 
 

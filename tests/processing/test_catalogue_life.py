@@ -650,7 +650,8 @@ def test_retry_queues_only_what_failed_and_finishes_again_with_a_new_event_and_c
     assert {i.pk: i.output_name for i in images_of(request) if i.pk in kept} == kept
     assert all(row[3] for row in output_csv(api, request)[1:])
     new_csv = storage / request.output_csv_name
-    assert new_csv != old_csv and new_csv.parent == old_csv.parent  # a new name, no one's guess
+    assert new_csv != old_csv  # a new name, no one's guess
+    assert new_csv.parent == old_csv.parent
     assert new_csv.is_file()
     assert not old_csv.exists()  # the old one deleted
     assert WebhookDelivery.objects.get(request=request).event_id != first_event
