@@ -240,11 +240,15 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     expect(page.locator("#status")).to_have_text("Processing")
     expect(page.get_by_role("button", name="Cancel the request")).to_have_count(1)
 
-    # When the person cancels it while it runs
+    # When the person, having typed a quality for a re-run, cancels it while it runs
+    rerun_quality = page.locator("#rerun-form input[name=quality]")
+    rerun_quality.fill("22")
     page.get_by_role("button", name="Cancel the request").click()
 
     # Then the page says it is cancelling, and then that it was cancelled
     expect(page.locator("#status")).to_have_text("Cancelled", timeout=60_000)
+    # and what they typed is still there (the page's reload reset it)
+    expect(rerun_quality).to_have_value("22")
     expect(page.locator("#progress-text")).to_contain_text("cancelled")
     assert page.locator("#progress").get_attribute("aria-valuenow") != "100"
     expect(page.get_by_role("button", name="Cancel the request")).to_have_count(0)

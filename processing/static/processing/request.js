@@ -47,6 +47,32 @@
     actionResult.appendChild(list);
   }
 
+  // What a person typed into the re-run form outlives the page's reloads (the request
+  // finishing, a cancel, a retry), which reset it to the request's own settings.
+  const rerun = document.getElementById("rerun-form");
+  const typedKey = `rerun-typed:${window.location.pathname}`;
+  const typedFields = () =>
+    rerun
+      ? [...rerun.querySelectorAll("input, select")].filter((field) => field.type !== "hidden")
+      : [];
+  function reload() {
+    const typed = {};
+    typedFields().forEach((field) => {
+      typed[field.name] = field.type === "checkbox" ? field.checked : field.value;
+    });
+    window.sessionStorage.setItem(typedKey, JSON.stringify(typed));
+    window.location.reload();
+  }
+  const kept = JSON.parse(window.sessionStorage.getItem(typedKey) || "null");
+  window.sessionStorage.removeItem(typedKey);
+  if (kept) {
+    typedFields().forEach((field) => {
+      if (!(field.name in kept)) return;
+      if (field.type === "checkbox") field.checked = kept[field.name];
+      else field.value = kept[field.name];
+    });
+  }
+
   document.querySelectorAll("form.action").forEach((form) =>
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -81,7 +107,7 @@
         const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
         if (response.status === 202) {
           if (form.dataset.then === "open") window.location.assign(`/requests/${body.request_id}/`);
-          else window.location.reload();
+          else reload();
           return;
         }
         if (response.status === 401) showLoggedOut();
@@ -131,7 +157,7 @@
         const { total, succeeded, failed, cancelled, pending } = body.progress;
         const finished = FINISHED.includes(body.status);
         if (finished) {
-          window.location.reload();
+          reload();
           return;
         }
         show(total ? Math.floor(((total - pending) * 100) / total) : 0);
