@@ -145,6 +145,22 @@ def test_uploads_beyond_the_rate_limit_are_refused_per_account(settings: Any) ->
     assert uploads_counted("throttled") - before["throttled"] == 2
 
 
+@pytest.mark.django_db
+def test_a_refusal_says_when_uploads_are_let_through_again(settings: Any) -> None:
+    """Past its limit (lowered while uploads had been let through) DRF's wait says
+    nothing, which was told as "Try again in 1 s" while uploads stayed refused."""
+    # Given three uploads within a minute, then the limit lowered to one a minute
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "3/minute"
+    client = keyed_client("lowered-shop")
+    assert [client.post("/api/upload/", {}).status_code for _ in range(3)] == [400] * 3
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "1/minute"
+
+    # When it uploads again, then it is told to wait most of a minute, not a second
+    refused = client.post("/api/upload/", {})
+    assert refused.status_code == 429
+    assert 50 <= int(refused["Retry-After"]) <= 60
+
+
 def uploads_counted(outcome: str) -> float:
     return float(metrics.UPLOADS.labels(outcome)._value.get())
 
