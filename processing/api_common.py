@@ -271,6 +271,9 @@ class AccountUploadThrottle(SimpleRateThrottle):
     """Uploads per account, at ACCOUNT_UPLOAD_RATE_LIMIT (e.g. "60/minute"; empty: none)."""
 
     scope = "upload"
+    # Set by SimpleRateThrottle from the rate; its stubs do not declare them.
+    num_requests: int
+    duration: int
 
     def get_rate(self) -> str | None:
         return settings.ACCOUNT_UPLOAD_RATE_LIMIT or None
@@ -284,7 +287,7 @@ class AccountUploadThrottle(SimpleRateThrottle):
         the limit (a limit lowered, uploads let through at once) says nothing, which was
         told as 1 s while uploads stayed refused for most of a minute."""
         enough_left = self.history[self.num_requests - 1] if self.num_requests else self.now
-        return max(1.0, self.duration - (self.now - enough_left))
+        return max(1.0, float(self.duration - (self.now - enough_left)))
 
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
