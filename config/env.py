@@ -18,9 +18,9 @@ def env(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
-def env_int(name: str, default: int, *, positive: bool = False) -> int:
+def env_int(name: str, default: int, *, positive: bool = False, most: int | None = None) -> int:
     """A whole number; positive=True where 0 or less cannot work (a batch of no URLs
-    queued nothing, and every request stayed processing)."""
+    queued nothing, and every request stayed processing); else 0 or more, up to most."""
     raw = env(name)
     if not raw:
         return default
@@ -28,7 +28,12 @@ def env_int(name: str, default: int, *, positive: bool = False) -> int:
         value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
-    return _checked_positive(name, value, raw) if positive else value
+    if positive:
+        return _checked_positive(name, value, raw)
+    if value < 0 or (most is not None and value > most):
+        bounds = f"from 0 to {most}" if most is not None else "0 or more"
+        raise ImproperlyConfigured(f"{name} must be {bounds}, not {raw!r}.")
+    return value
 
 
 def env_float(name: str, default: float, *, positive: bool = False) -> float:
@@ -116,3 +121,15 @@ def env_choice(name: str, default: str, choices: list[str]) -> str:
         if value.upper() == choice.upper():
             return choice
     raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+
+
+def env_base_url(name: str) -> str:
+    """An absolute http(s) URL without its trailing slash, or "" when unset: without a
+    scheme every link the service wrote was relative to nothing ("images.example.com/api/
+    status/…"), and each request's row kept it."""
+    url = env(name).rstrip("/")
+    if url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+        raise ImproperlyConfigured(
+            f"{name} must be an absolute http(s) URL (https://images.example.com), not {url!r}."
+        )
+    return url

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config.env import (
     env,
+    env_base_url,
     env_bool,
     env_choice,
     env_float,
@@ -261,7 +262,7 @@ if S3_BUCKET:
 
 # Absolute base of every URL the service hands out (output images, CSV, status). Empty:
 # the address the client used to upload, recorded with the request.
-PUBLIC_BASE_URL = env("PUBLIC_BASE_URL").rstrip("/")
+PUBLIC_BASE_URL = env_base_url("PUBLIC_BASE_URL")
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -331,7 +332,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Per account: uploads (N/second, /minute, /hour or /day; empty: no limit), and images not
 # yet finished across its requests beyond which an upload is refused (0: no limit).
 ACCOUNT_UPLOAD_RATE_LIMIT = env_rate("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
-ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000, positive=True)
+ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000)  # 0: no limit
 DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 
 # --- Image processing --------------------------------------------------------------------
@@ -532,7 +533,7 @@ Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()  # type: ignore[no-untyped-call]
 # A worker host has no /metrics of its own: with this port set, each Celery worker serves
 # its host's metrics there (http://<host>:<port>/metrics).
-WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, most=65535)  # 0: none
 
 # --- Logging -----------------------------------------------------------------------------
 

@@ -85,6 +85,11 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         ("WORK_LEASE_SECONDS", "0", "WORK_LEASE_SECONDS must be more than 0, not '0'."),
         ("RETENTION_DAYS", "-1", "RETENTION_DAYS must be 0 or more, not '-1'."),
         ("WEBHOOK_RETRY_SCHEDULE", "5,-5", "WEBHOOK_RETRY_SCHEDULE must be numbers of seconds"),
+        # Taken too: links relative to nothing, stored in each request's row; a port the
+        # worker could not bind, said only in its log.
+        ("PUBLIC_BASE_URL", "images.example.com", "PUBLIC_BASE_URL must be an absolute http(s)"),
+        ("WORKER_METRICS_PORT", "99999", "WORKER_METRICS_PORT must be from 0 to 65535"),
+        ("CELERY_DB_REUSE_MAX", "-3", "CELERY_DB_REUSE_MAX must be 0 or more, not '-3'."),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
@@ -146,3 +151,11 @@ def test_a_web_server_setting_that_cannot_work_stops_its_start_naming_itself(
     assert f"ImproperlyConfigured: {message}" in result.stderr
     good = python_run(arguments, {**os.environ, "VAR_DIR": str(tmp_path)})
     assert good.returncode == 0, good.stderr
+
+
+def test_no_limit_on_pending_images_is_zero_as_the_readme_says(tmp_path: Path) -> None:
+    """Refused at start as "must be more than 0", where the README's table says 0 is no
+    limit."""
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), "ACCOUNT_MAX_PENDING_IMAGES": "0"}
+    result = python_run(["manage.py", "check"], environ)
+    assert result.returncode == 0, result.stderr
