@@ -33,7 +33,7 @@ from net.addresses import (
     literal_address,
     system_resolver,
 )
-from net.connections import address_checked, connection_pool
+from net.connections import address_checked, answers_by, connection_pool
 from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
 
 logger = logging.getLogger(__name__)
@@ -224,19 +224,20 @@ def _send(
             read=min(policy.read_timeout, remaining),
         )
         try:
-            return pool.urlopen(
-                method,
-                target.request_path,
-                body=body,
-                headers=request_headers,
-                timeout=timeout,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                decode_content=False,
-                assert_same_host=False,
-                release_conn=False,
-            )
+            with answers_by(deadline):
+                return pool.urlopen(
+                    method,
+                    target.request_path,
+                    body=body,
+                    headers=request_headers,
+                    timeout=timeout,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=False,
+                    assert_same_host=False,
+                    release_conn=False,
+                )
         except ProtocolError as error:
             if tried < tries and _closed_by_server(error):
                 continue
@@ -312,24 +313,17 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: 
         raise _too_large(policy)
     chunks: list[bytes] = []
     received = 0
-    sock = getattr(response.connection, "sock", None)
     while True:
         if response.length_remaining == 0:
-            # All of a declared length is in: urllib3 has handed the connection back to
-            # its pool, where another thread may use or close its socket (settimeout on
-            # it failed with EBADF once, in a batch being cancelled).
             return b"".join(chunks)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline <= time.monotonic():
             raise NetError(
                 NetReason.TIMEOUT,
                 "The download took longer than the time allowed.",
                 transient=True,
             )
         try:
-            if sock is not None:
-                # A server that drips bytes must not outlive the total deadline.
-                sock.settimeout(min(policy.read_timeout, remaining))
+            # Each read waits no longer than the deadline allows (net.connections).
             chunk = response.read1(CHUNK_BYTES)
         except Exception as error:
             raise _network_error(error) from None

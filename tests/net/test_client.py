@@ -55,6 +55,14 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
+# Answers that never end, each read of them well within a read timeout: a header dripped a
+# byte at a time, and `100 Continue` sent again and again.
+STALLING_ANSWERS = {
+    "/drip-headers": (b"HTTP/1.1 200 OK\r\nX-Slow: ", b"x"),
+    "/continue-forever": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
+}
+
+
 class Handler(BaseHTTPRequestHandler):
     received: list[bytes] = []
 
@@ -111,6 +119,14 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             except OSError:
                 return
+        elif path in STALLING_ANSWERS:
+            self.stall(STALLING_ANSWERS[path])
+        elif path == "/early-hints":
+            self.wfile.write(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 102 Processing\r\n\r\n"
+            )
+            self.reply(200, BODY)
         elif path == "/drip":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -127,7 +143,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path in STALLING_ANSWERS:
+            self.stall(STALLING_ANSWERS[self.path])
+            return
         self.reply(201, b"thanks")
+
+    def stall(self, answer: tuple[bytes, bytes]) -> None:
+        """Send answer's start, then its repeated part every 50 ms, never finishing."""
+        start, repeated = answer
+        try:
+            self.wfile.write(start)
+            for _ in range(1200):
+                self.wfile.write(repeated)
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            return
 
     def reply(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -221,6 +252,30 @@ def test_a_server_that_drips_bytes_is_cut_off_at_the_total_deadline(server: str)
     assert error.reason == "timeout"
     assert error.transient is True
     assert elapsed < 2.5
+
+
+@pytest.mark.parametrize("path", STALLING_ANSWERS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_answer_whose_headers_never_end_is_cut_off_at_the_total_deadline(
+    server: str, path: str, method: str
+) -> None:
+    # Given a server that keeps the status line and headers coming, slowly or without end
+    url, policy = f"{server}{path}", policy_for(server, total_timeout=1.0, read_timeout=5.0)
+    started = time.monotonic()
+    # When an image is fetched from it, or a webhook posted to it
+    call = (
+        (lambda: fetch(url, policy)) if method == "GET" else (lambda: post(url, b"{}", {}, policy))
+    )
+    with pytest.raises(NetError) as raised:
+        call()
+    # Then the call ends at its deadline, not at the server's pleasure
+    assert time.monotonic() - started < 2.5
+    assert (raised.value.reason, raised.value.transient) == ("timeout", True)
+
+
+def test_informational_answers_before_the_answer_are_skipped(server: str) -> None:
+    # 103 Early Hints and 102 Processing come before the 200, as 100 Continue may
+    assert fetch(f"{server}/early-hints", policy_for(server)) == BODY
 
 
 def test_a_port_outside_the_allowed_ones_is_refused(server: str) -> None:
