@@ -17,7 +17,7 @@ import logging
 import random
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from django.conf import settings
@@ -82,15 +82,50 @@ def webhook_send(*, request_id: uuid.UUID) -> None:
     )
     if delivery is None:
         return
-    # Claim the attempt: a second copy of this task finds attempts already moved on.
-    claimed = WebhookDelivery.objects.filter(
-        pk=delivery.pk, state=WebhookDelivery.State.PENDING, attempts=delivery.attempts
-    ).update(attempts=delivery.attempts + 1, next_attempt_at=now + _lease())
-    if not claimed:
+    if delivery.attempts > len(retry_schedule()):
+        # Its last attempt was claimed and never recorded: its worker stopped during it.
+        _unfinished_fail(delivery)
         return
-    attempt = delivery.attempts + 1
+    attempt = _attempt_claim(delivery, now)
+    if attempt is None:
+        return
     status_code, error, duration_ms = _deliver(delivery)
-    _attempt_record(delivery, attempt, now, status_code, error, duration_ms)
+    _attempt_record(delivery, attempt, status_code, error, duration_ms)
+
+
+# An attempt is recorded as under way when it is claimed: one whose worker stopped during it
+# (its time limit, a crash, a restart) stays in the log as not finished, and counts against
+# the schedule. Unrecorded, a receiver that held every POST past the task's time limit kept
+# its delivery pending for ever, retried after each lease.
+UNDER_WAY: Final = "Under way."
+UNFINISHED: Final = (
+    "Did not finish: the worker making it stopped (a time limit, a crash or a restart)."
+)
+
+
+def _attempt_claim(delivery: WebhookDelivery, now: datetime) -> WebhookAttempt | None:
+    """Claim delivery's next attempt and log it as under way; None if another worker has
+    (a second copy of this task finds the attempts already moved on)."""
+    with transaction.atomic():
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery.pk, state=WebhookDelivery.State.PENDING, attempts=delivery.attempts
+        ).update(attempts=delivery.attempts + 1, next_attempt_at=now + _lease())
+        if not claimed:
+            return None
+        delivery.attempt_log.filter(error=UNDER_WAY).update(error=UNFINISHED)
+        return WebhookAttempt.objects.create(
+            delivery=delivery, attempted_at=now, error=UNDER_WAY, duration_ms=0
+        )
+
+
+def _unfinished_fail(delivery: WebhookDelivery) -> None:
+    with transaction.atomic():
+        failed = WebhookDelivery.objects.filter(
+            pk=delivery.pk, state=WebhookDelivery.State.PENDING, attempts=delivery.attempts
+        ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=UNFINISHED)
+        if failed:
+            delivery.attempt_log.filter(error=UNDER_WAY).update(error=UNFINISHED)
+            logger.info("webhook %s failed: its last attempt did not finish", delivery.event_id)
 
 
 def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
@@ -150,14 +185,14 @@ def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
 
 def _attempt_record(
     delivery: WebhookDelivery,
-    attempt: int,
-    attempted_at: object,
+    attempt: WebhookAttempt,
     status_code: int | None,
     error: str,
     duration_ms: int,
 ) -> None:
     now = timezone.now()
     schedule = retry_schedule()
+    number = delivery.attempts + 1  # as loaded, before the claim
     fields: dict[str, object] = {
         "last_attempt_at": now,
         "last_status_code": status_code,
@@ -166,10 +201,10 @@ def _attempt_record(
     delay: float | None = None
     if not error:
         fields.update(state=WebhookDelivery.State.DELIVERED, delivered_at=now, next_attempt_at=None)
-    elif attempt > len(schedule) or error.endswith("(not retried)"):
+    elif number > len(schedule) or error.endswith("(not retried)"):
         fields.update(state=WebhookDelivery.State.FAILED, next_attempt_at=None)
     else:
-        delay = schedule[attempt - 1] * (1 + random.uniform(0, 0.1))  # noqa: S311  (jitter)
+        delay = schedule[number - 1] * (1 + random.uniform(0, 0.1))  # noqa: S311  (jitter)
         fields.update(next_attempt_at=now + timedelta(seconds=delay))
     metrics.WEBHOOK_ATTEMPTS.labels("delivered" if not error else "error").inc()
     with transaction.atomic():
@@ -178,19 +213,15 @@ def _attempt_record(
         if not WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).exists():
             logger.info("webhook %s: superseded by a retry of the request", delivery.event_id)
             return
-        WebhookAttempt.objects.create(
-            delivery=delivery,
-            attempted_at=now,
-            status_code=status_code,
-            error=error,
-            duration_ms=duration_ms,
+        WebhookAttempt.objects.filter(pk=attempt.pk).update(
+            status_code=status_code, error=error, duration_ms=duration_ms
         )
-        WebhookDelivery.objects.filter(pk=delivery.pk, attempts=attempt).update(**fields)
+        WebhookDelivery.objects.filter(pk=delivery.pk, attempts=number).update(**fields)
     logger.info(
         "webhook %s for request %s, attempt %d: %s",
         delivery.event_id,
         delivery.request_id,
-        attempt,
+        number,
         error or f"HTTP {status_code}",
     )
     if delay is not None and delay <= COUNTDOWN_LIMIT_SECONDS:

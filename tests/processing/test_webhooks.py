@@ -172,3 +172,39 @@ def test_a_resend_while_a_delivery_is_under_way_is_refused_and_changes_nothing(
     again = webhooks.webhook_resend(request=request)
     assert again is not None
     assert (again.state, again.attempts) == ("pending", 0)
+
+
+class WorkerStopped(BaseException):
+    """Plays a worker killed during its POST (a time limit, the OOM killer): nothing in the
+    service catches it, so the database is left as a SIGKILL leaves it."""
+
+
+def test_attempts_whose_worker_stopped_during_them_are_logged_and_count_against_the_schedule(
+    account: Account, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    # Given a delivery with two attempts in its schedule and no wait between them, whose
+    # every POST outlives the worker making it (the receiver is faked at net.post, the one
+    # thing here that would leave the machine)
+    settings.WEBHOOK_RETRY_SCHEDULE, settings.WORK_LEASE_SECONDS = [0], 0
+    request = finished_request(account, "https://hooks.example/x")
+    webhooks.webhook_schedule(request=request)
+
+    def worker_stopped(*_: Any) -> int:
+        log = list(WebhookAttempt.objects.filter(delivery__request=request).values("error"))
+        assert log[-1] == {"error": "Under way."}  # logged when it starts
+        raise WorkerStopped
+
+    monkeypatch.setattr(net, "post", worker_stopped)
+
+    # When both attempts are made, and the sweep finds the delivery due once more
+    for _ in range(2):
+        with pytest.raises(WorkerStopped):
+            webhooks.webhook_send(request_id=request.pk)
+    webhooks.webhook_send(request_id=request.pk)
+
+    # Then the delivery has failed, and its log says each attempt did not finish
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.state, delivery.attempts, delivery.next_attempt_at) == ("failed", 2, None)
+    assert delivery.last_error == webhooks.UNFINISHED
+    log = WebhookAttempt.objects.filter(delivery=delivery).values_list("error", flat=True)
+    assert list(log) == [webhooks.UNFINISHED] * 2
