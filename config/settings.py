@@ -381,7 +381,7 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000, positive=True)
 # What one image may cost (imaging/guard.py): memory to decode and re-encode it, checked
 # before decoding; scans of a JPEG (a photo has about ten; thousands make a 200 KB file
 # take minutes); seconds of decode and encode.
-IMAGE_MAX_DECODE_BYTES = env_int("IMAGE_MAX_DECODE_BYTES", 512 * 1024 * 1024, positive=True)
+IMAGE_MAX_DECODE_BYTES = env_int("IMAGE_MAX_DECODE_BYTES", 1024 * 1024 * 1024, positive=True)
 IMAGE_MAX_JPEG_SCANS = env_int("IMAGE_MAX_JPEG_SCANS", 100, positive=True)
 IMAGE_MAX_SECONDS = env_float("IMAGE_MAX_SECONDS", 30.0, positive=True)
 # Upright YCbCr and grayscale JPEGs through libjpeg-turbo's YUV path (imaging/encode.py).

@@ -52,15 +52,23 @@ from imaging.score import Reference
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp", "AVIF": "image/avif"}
 EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
-# IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget; no camera writes 100 scans.
-DEFAULT_MAX_DECODE_BYTES: Final = 512 * 1024 * 1024
+# IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
+# or AVIF, at the most their encoders may take; no camera writes 100 scans.
+DEFAULT_MAX_DECODE_BYTES: Final = 1024 * 1024 * 1024
 DEFAULT_MAX_JPEG_SCANS: Final = 100
-# What libwebp holds while it encodes, per pixel (decode_cost).
-WEBP_BYTES_PER_PIXEL: Final = 6
-WEBP_ALPHA_BYTES_PER_PIXEL: Final = 14
-# libavif's, measured the same way on a 12 MP noise image: 24 and 27 bytes a pixel.
-AVIF_BYTES_PER_PIXEL: Final = 25
-AVIF_ALPHA_BYTES_PER_PIXEL: Final = 28
+# What an encoder holds while it encodes, per pixel (decode_cost), at its most: measured on
+# 3 and 12 MP of noise, which leaves nothing to compress (BENCHMARKS.md, "Memory of the
+# worst image"). libwebp holds up to 19 and 40 bytes a pixel there, where a photo takes 6
+# and 14; libavif 30 and 37; a JPEG's output and its copy, 2.
+WEBP_BYTES_PER_PIXEL: Final = 21
+WEBP_ALPHA_BYTES_PER_PIXEL: Final = 42
+AVIF_BYTES_PER_PIXEL: Final = 30
+AVIF_ALPHA_BYTES_PER_PIXEL: Final = 38
+JPEG_BYTES_PER_PIXEL: Final = 3
+# What a decoder holds beside the decoded pixels, per pixel, the same way: Pillow's WebP
+# decoder keeps libwebp's canvas for as long as the image is open (14 bytes a pixel at its
+# peak), its AVIF decoder libavif's planes (9).
+DECODER_BYTES_PER_PIXEL: Final = {"WEBP": 15, "AVIF": 10}
 # What scoring holds beside the encoder's own, measured with tracemalloc on a 6 MP JPEG and
 # a 16 MP RGBA PNG: a decoded output and its RGB pixels, the whole image's linear light at
 # 1:4 for both sides (3 bytes a pixel each), the tiles; with transparency, Pillow's decode
@@ -302,11 +310,11 @@ _JPEG_ASKED: Final = frozenset({OutputFormat.SAME, OutputFormat.JPEG})
 
 def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.SAME) -> int:
     """Bytes of memory the image will take at its peak, told from its header: its decoded
-    pixels, the converted copy the encoder is given where the mode must change, and what
-    the encoder itself holds. Measured on 49 MP images (BENCHMARKS.md): libjpeg reads rows
-    where they lie; libwebp takes about 5.6 bytes a pixel for RGB and 13.7 for RGBA, most of
-    it to compress the alpha plane."""
+    pixels and what its decoder holds beside them, the converted copy the encoder is given
+    where the mode must change, and what the encoder itself holds, at their most (the
+    constants above). libjpeg reads rows where they lie."""
     decoded = bytes_per_pixel(image.mode)
+    decoder = DECODER_BYTES_PER_PIXEL.get(image.format or "", 0)
     alpha = _has_alpha(image)
     name = _output_name(image.format or "", alpha, output_format)
     if name == "AVIF":
@@ -316,18 +324,18 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
         output_mode = "RGBA" if alpha else "RGB"
         encoder = WEBP_ALPHA_BYTES_PER_PIXEL if alpha else WEBP_BYTES_PER_PIXEL
     elif alpha:  # painted on white: an RGBA copy, then the RGB one
-        output_mode, encoder = "RGB", bytes_per_pixel("RGBA")
+        output_mode, encoder = "RGB", bytes_per_pixel("RGBA") + JPEG_BYTES_PER_PIXEL
     else:
         output_mode = image.mode if image.mode in {"L", "RGB", "CMYK"} else "RGB"
         if image.mode in {"1", *HIGH_BIT_DEPTH_MODES}:
             output_mode = "L"
-        encoder = 0
+        encoder = JPEG_BYTES_PER_PIXEL
     converted = 0
     if image.mode in HIGH_BIT_DEPTH_MODES:
         converted = decoded + 1  # the scaled copy (convert.py's eight_bit), then its 8 bits
     elif output_mode != image.mode:
         converted = bytes_per_pixel(output_mode)
-    return image.width * image.height * (decoded + converted + encoder)
+    return image.width * image.height * (decoded + decoder + converted + encoder)
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -7,7 +7,12 @@ import time
 import pytest
 from PIL import Image
 
-from imaging.encode import SCORE_ALPHA_BYTES_PER_PIXEL, SCORE_BYTES_PER_PIXEL, compress
+from imaging.encode import (
+    SCORE_ALPHA_BYTES_PER_PIXEL,
+    SCORE_BYTES_PER_PIXEL,
+    OutputFormat,
+    compress,
+)
 from imaging.errors import ImagingError
 from imaging.guard import jpeg_scan_count, time_limit
 from tests.support import blank_png, encoded, jpeg_scan_bomb, photo
@@ -45,9 +50,10 @@ def test_a_jpeg_within_the_scan_limit_is_compressed() -> None:
 @pytest.mark.parametrize(
     ("color_type", "bit_depth", "bytes_per_pixel"),
     [
-        (6, 8, 4 + 14),  # RGBA, and what WebP's encoder holds to compress it with alpha
-        (0, 16, 2 + 2 + 1),  # 16-bit grey, its scaled copy and its 8-bit conversion
-        (2, 8, 3),  # RGB, which the JPEG encoder reads where it lies
+        (6, 8, 4 + 42),  # RGBA, and what WebP's encoder may hold to compress it with alpha
+        # 16-bit grey, its scaled copy and its 8-bit conversion, and the JPEG's output
+        (0, 16, 2 + 2 + 1 + 3),
+        (2, 8, 3 + 3),  # RGB, which the JPEG encoder reads where it lies
     ],
 )
 def test_an_image_is_refused_before_decoding_when_its_decode_would_pass_the_budget(
@@ -143,3 +149,30 @@ def test_the_time_limit_firing_inside_libjpeg_turbo_ends_the_image() -> None:
     with pytest.raises(ImagingError) as stopped, time_limit(0.005):
         compress(photo_3000, quality=50, max_pixels=MAX_PIXELS)
     assert stopped.value.reason == "too_slow"
+
+
+@pytest.mark.parametrize("format", ["WEBP", "AVIF"])
+def test_what_a_webp_or_avif_decoder_holds_counts_against_the_budget(format: str) -> None:
+    """Pillow's WebP decoder keeps libwebp's canvas beside the decoded pixels (14 bytes a
+    pixel at its peak), its AVIF decoder libavif's planes (9): counted as 3, an image that
+    passed the budget took 2 to 6 times what was allowed."""
+    # Given the same 2000 x 1500 picture as PNG and as WebP or AVIF, asked for as JPEG, and
+    # a budget of 10 bytes a pixel: more than the PNG's pixels and the JPEG encoder's need
+    picture = Image.new("RGB", (2000, 1500), (200, 120, 40))
+    budget = 2000 * 1500 * 10
+
+    def as_jpeg(source: bytes) -> None:
+        compress(
+            source,
+            quality=50,
+            max_pixels=MAX_PIXELS,
+            max_decode_bytes=budget,
+            output_format=OutputFormat.JPEG,
+        )
+
+    as_jpeg(encoded(picture, "PNG"))
+
+    # When the other is compressed, then it is refused before it is decoded
+    with pytest.raises(ImagingError) as refused:
+        as_jpeg(encoded(picture, format))
+    assert refused.value.reason == "too_many_pixels"
