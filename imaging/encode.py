@@ -28,6 +28,7 @@ from imaging.guard import (
     bytes_per_pixel,
     check_decode_budget,
     check_jpeg_scans,
+    check_jpeg_segments,
     jpeg_scan_count,
 )
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
@@ -165,6 +166,7 @@ def compress(
     if perceptual and target_score is None:
         raise ValueError("The perceptual mode needs a target score.")
     scored = scored or perceptual
+    check_jpeg_segments(data)
     image = open_image(data, max_pixels=max_pixels)
     source_format = image.format or "UNKNOWN"
     scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0

@@ -24,6 +24,11 @@ _EOI: Final = 0xD9
 # restart marker or a fill byte. Searched in one call: a Python loop stopping at every
 # 0xFF took 0.47 ms a photo of the benchmark's typical preset, this 0.16 (BENCHMARKS.md).
 _AFTER_ENTROPY_CODED: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_NOT_FILL: Final = re.compile(rb"[^\xff]")
+# Segments before a JPEG's first scan: a camera writes about ten; an editor's extended XMP
+# or a large ICC profile, in 64 KB pieces, a few dozen. Pillow keeps every APPn and COM
+# segment as a Python object when it opens a file: 25 MB of 4-byte segments took 887 MB.
+JPEG_MAX_HEADER_SEGMENTS: Final = 1000
 
 # Bytes per pixel of each mode Pillow decodes to.
 _BYTES_PER_PIXEL: Final = {
@@ -45,6 +50,32 @@ def jpeg_structure(data: bytes) -> tuple[int, int]:
     stops before one). What follows it is not the image's: an MPO's other pictures, a
     phone's video, an editor's trailer."""
     scans = 0
+    for marker, after in _jpeg_segments(data):
+        if marker == _EOI:
+            return scans, after
+        scans += marker == _SOS
+    return scans, len(data)
+
+
+def check_jpeg_segments(data: bytes) -> None:
+    """Refuse, before Pillow opens it, a JPEG with more than JPEG_MAX_HEADER_SEGMENTS
+    segments before its first scan; anything else passes."""
+    if not data.startswith(b"\xff\xd8"):
+        return
+    for count, (marker, _after) in enumerate(_jpeg_segments(data), start=1):
+        if marker in {_SOS, _EOI}:
+            return
+        if count > JPEG_MAX_HEADER_SEGMENTS:
+            raise ImagingError(
+                ImageReason.TOO_COMPLEX,
+                f"The JPEG has more than {JPEG_MAX_HEADER_SEGMENTS:,} segments before its "
+                "image data; a photo has about ten.",
+            )
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """Each marker of a JPEG's first image after its SOI, with where its segment ends
+    (after a scan, where the scan's data begins); the last is EOI, if the data has one."""
     position = 2  # after SOI
     end = len(data)
     while position + 2 <= end:
@@ -54,30 +85,32 @@ def jpeg_structure(data: bytes) -> tuple[int, int]:
             # frame hid every scan after it, and a file of thousands passed as none.
             position = data.find(b"\xff", position)
             if position < 0:
-                break
+                return
             continue
         marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
+        if marker == 0xFF:  # fill bytes, skipped in one call: a file may be nothing else
+            found = _NOT_FILL.search(data, position + 1)
+            if found is None:
+                return
+            position = found.start() - 1
             continue
         if marker == _EOI:
-            return scans, position + 2
+            yield marker, position + 2
+            return
         if marker in _STANDALONE:
             position += 2
+            yield marker, position
             continue
         if position + 4 > end:
-            break
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        position += 2 + length
-        if marker != _SOS:
-            continue
-        scans += 1
-        # The scan's entropy-coded data runs to the next marker.
-        found = _AFTER_ENTROPY_CODED.search(data, position)
-        if found is None:
-            break
-        position = found.start()
-    return scans, end
+            return
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        yield marker, position
+        if marker == _SOS:
+            # The scan's entropy-coded data runs to the next marker.
+            found = _AFTER_ENTROPY_CODED.search(data, position)
+            if found is None:
+                return
+            position = found.start()
 
 
 def check_jpeg_scans(scans: int, *, max_scans: int) -> None:

@@ -1,8 +1,10 @@
 """What one image may cost, bounded before it is paid: scans of a JPEG, memory to decode
 and re-encode, time. The hostile files are made here."""
 
+import struct
 import threading
 import time
+import zlib
 
 import pytest
 from PIL import Image
@@ -176,3 +178,36 @@ def test_what_a_webp_or_avif_decoder_holds_counts_against_the_budget(format: str
     with pytest.raises(ImagingError) as refused:
         as_jpeg(encoded(picture, format))
     assert refused.value.reason == "too_many_pixels"
+
+
+def test_a_jpeg_of_more_segments_than_any_camera_writes_is_refused_before_it_is_opened() -> None:
+    """Pillow keeps each APPn and COM segment when it opens a JPEG: 25 MB of empty comments
+    took 887 MB before any check ran."""
+    # Given a photo with 2,000 empty comments before its image data, and one with 500
+    photo_bytes = encoded(photo(64, 48), "JPEG", quality=90)
+    comment = b"\xff\xfe\x00\x02"
+    many, some = (photo_bytes[:2] + comment * n + photo_bytes[2:] for n in (2000, 500))
+
+    # When both are compressed, then the first is refused, saying why
+    with pytest.raises(ImagingError) as refused:
+        compress(many, quality=50, max_pixels=MAX_PIXELS)
+    assert refused.value.reason == "too_complex"
+    assert refused.value.message == (
+        "The JPEG has more than 1,000 segments before its image data; a photo has about ten."
+    )
+    assert compress(some, quality=50, max_pixels=MAX_PIXELS).width == 64
+
+
+def test_a_header_built_to_be_slow_to_read_is_stopped_by_the_time_limit_as_too_slow() -> None:
+    """It was told as a damaged header (corrupt_image): the time limit's error, raised
+    while Pillow read the header, was taken for Pillow's own."""
+    # Given a PNG with half a million empty private chunks before its pixels (Pillow reads
+    # each in Python: about a second)
+    png = encoded(photo(64, 48), "PNG")
+    chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    slow = png[:33] + chunk * 500_000 + png[33:]  # after the signature and IHDR
+
+    # When it is compressed with a tenth of that allowed, then it is too slow
+    with pytest.raises(ImagingError) as refused, time_limit(0.1):
+        compress(slow, quality=50, max_pixels=MAX_PIXELS)
+    assert refused.value.reason == "too_slow"
