@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, JpegImagePlugin
 
 from imaging.convert import HIGH_BIT_DEPTH_MODES, colour_space, converted_for, has_transparency
 from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
+from imaging.errors import ImagingError
 from imaging.guard import (
     bytes_per_pixel,
     check_decode_budget,
@@ -364,7 +365,10 @@ def _original_keepable(image: Image.Image, source_format: str, orientation: int)
 
 def _orientation(image: Image.Image) -> int:
     try:
+        # A PNG is decoded here (its EXIF may follow its pixels), under the time limit
         return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except ImagingError:
+        raise  # the time limit: taken for damaged EXIF, the decode ran again without one
     except Exception:
         return 1  # damaged EXIF: Pillow's path decides what to make of it
 

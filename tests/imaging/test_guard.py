@@ -153,6 +153,15 @@ def test_the_time_limit_firing_inside_libjpeg_turbo_ends_the_image() -> None:
     assert stopped.value.reason == "too_slow"
 
 
+def test_the_time_limit_firing_while_a_pngs_exif_is_looked_for_ends_the_image() -> None:
+    """Pillow decodes a PNG to look for EXIF after its pixels: the limit's error, raised
+    there, was taken for damaged EXIF, and the PNG was decoded again with no limit left."""
+    png_3000 = encoded(photo(3000, 2000), "PNG")
+    with pytest.raises(ImagingError) as stopped, time_limit(0.005):
+        compress(png_3000, quality=50, max_pixels=MAX_PIXELS)
+    assert stopped.value.reason == "too_slow"
+
+
 @pytest.mark.parametrize("format", ["WEBP", "AVIF"])
 def test_what_a_webp_or_avif_decoder_holds_counts_against_the_budget(format: str) -> None:
     """Pillow's WebP decoder keeps libwebp's canvas beside the decoded pixels (14 bytes a
