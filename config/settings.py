@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 import prometheus_client.values
@@ -263,6 +264,11 @@ if S3_BUCKET:
 # Absolute base of every URL the service hands out (output images, CSV, status). Empty:
 # the address the client used to upload, recorded with the request.
 PUBLIC_BASE_URL = env_base_url("PUBLIC_BASE_URL")
+# The page's POSTs carry an Origin that Django compares with the scheme it sees: behind a
+# proxy that ends TLS, https:// against http://, and every login and form failed with 403.
+# The service's own public address is trusted without being listed again.
+if PUBLIC_BASE_URL:
+    CSRF_TRUSTED_ORIGINS.append("://".join(urlsplit(PUBLIC_BASE_URL)[:2]))
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

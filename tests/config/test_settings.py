@@ -159,3 +159,34 @@ def test_no_limit_on_pending_images_is_zero_as_the_readme_says(tmp_path: Path) -
     environ = {**os.environ, "VAR_DIR": str(tmp_path), "ACCOUNT_MAX_PENDING_IMAGES": "0"}
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode == 0, result.stderr
+
+
+LOGIN_BEHIND_TLS_PROXY = """
+import django
+django.setup()
+from django.test import Client
+page = Client(enforce_csrf_checks=True)
+https = {"HTTP_HOST": "images.example.test", "HTTP_ORIGIN": "https://images.example.test"}
+page.get("/login/", **https)
+form = {"csrfmiddlewaretoken": page.cookies["csrftoken"].value, "username": "", "password": ""}
+print(page.post("/login/", form, **https).status_code)
+"""
+
+
+def test_the_login_form_posts_through_a_proxy_that_ends_tls(tmp_path: Path) -> None:
+    """The README's production settings put the service behind a proxy that ends TLS:
+    the browser's Origin said https://, Django saw http://, and every POST of the page,
+    the login first, failed with 403 until the operator found CSRF_TRUSTED_ORIGINS."""
+    # Given the service configured as the README's production example, behind a proxy
+    # that passes requests on over plain HTTP
+    environ = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PUBLIC_BASE_URL": "https://images.example.test",
+        "ALLOWED_HOSTS": "images.example.test",
+    }
+    # When a person posts the login form (empty: no account needed to pass the CSRF check)
+    result = python_run(["-c", LOGIN_BEHIND_TLS_PROXY], environ)
+    # Then it is answered (the form's own errors), not refused as forged
+    assert result.stdout.split() == ["200"], result.stderr
