@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from accounts import services
+from config.proxies import client_address
 
 # Failed password logins allowed per user name and address before a pause.
 LOGIN_FAILURES_ALLOWED = 10
@@ -38,7 +39,7 @@ class LoginForm(AuthenticationForm):
             raise
 
     def _failures_key(self) -> str:
-        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
+        address = client_address(self.request) if self.request else ""
         typed = self.cleaned_data.get("username") or ""
         username = AbstractBaseUser.normalize_username(str(typed))[:150].lower()
         return f"login-failures:{address}:{username}"

@@ -87,6 +87,13 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Behind HTTPS, send the session and CSRF cookies over HTTPS only.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+# Proxies whose X-Forwarded-* headers are believed: gunicorn reads the same variable (and
+# default) for the scheme, Django for the client's address (config/proxies.py), which
+# counts wrong passwords per address: read as the proxy's, one person's ten wrong tries
+# paused everyone's logins to that name.
+FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+if "*" not in FORWARDED_ALLOW_IPS:
+    env_networks("FORWARDED_ALLOW_IPS")
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -203,3 +203,56 @@ def test_wrong_passwords_are_counted_for_the_name_authentication_uses(login_path
         refused = client.post(login_path, {"username": spelling, "password": "the-right-one-42"})
         assert refused.status_code == 200, spelling
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize(
+    ("proxy", "forwarded_allow_ips"), [("127.0.0.1", ["127.0.0.1", "::1"]), ("10.0.0.5", ["*"])]
+)
+def test_wrong_passwords_behind_a_proxy_pause_the_client_that_typed_them_not_everyone(
+    settings: Any, proxy: str, forwarded_allow_ips: list[str]
+) -> None:
+    """Counted per REMOTE_ADDR, which behind a proxy is the proxy's: anyone's ten wrong
+    tries at a name paused every login to it, its owner's too, for 15 minutes."""
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+
+    # Given a proxy in front that appends the address it saw to X-Forwarded-For
+    cache.clear()
+    settings.FORWARDED_ALLOW_IPS = forwarded_allow_ips
+    get_user_model().objects.create_user("otto", "otto@example.com", "the-right-one-42")
+
+    def log_in(client_seen: str, password: str, claimed: str = "") -> Client:
+        client = Client(REMOTE_ADDR=proxy)
+        forwarded = f"{claimed}, {client_seen}" if claimed else client_seen
+        client.post(
+            "/login/", {"username": "otto", "password": password}, HTTP_X_FORWARDED_FOR=forwarded
+        )
+        return client
+
+    # When a stranger makes ten wrong tries at otto's password, each claiming another address
+    for attempt in range(10):
+        log_in("203.0.113.9", f"wrong-{attempt}", claimed=f"192.0.2.{attempt}")
+
+    # Then the stranger is paused, right password or not, whatever it claims
+    stranger = log_in("203.0.113.9", "the-right-one-42", claimed="198.51.100.7")
+    assert "_auth_user_id" not in stranger.session
+    # while otto, through the same proxy, logs in
+    assert "_auth_user_id" in log_in("198.51.100.7", "the-right-one-42").session
+
+
+def test_a_client_that_is_no_trusted_proxy_is_known_by_its_own_address(settings: Any) -> None:
+    # Given a client that reaches the service directly, writing X-Forwarded-For itself
+    from django.test import RequestFactory
+
+    from config.proxies import client_address
+
+    settings.FORWARDED_ALLOW_IPS = ["10.0.0.0/8"]
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.0.0.1, 198.51.100.7"
+    )
+    # Then what it wrote is not believed; through two trusted proxies, the first's is
+    assert client_address(request) == "203.0.113.9"
+    through_two = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7, 10.0.0.9"
+    )
+    assert client_address(through_two) == "198.51.100.7"
