@@ -137,6 +137,7 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
         ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be more than 0, not '0'."),
         ("PORT", "http", "PORT must be a whole number, not 'http'."),
         ("WEB_HEADER_TIMEOUT", "10s", "WEB_HEADER_TIMEOUT must be a number, not '10s'."),
+        ("WEB_BODY_TIMEOUT", "0", "WEB_BODY_TIMEOUT must be more than 0, not '0'."),
     ],
 )
 def test_a_web_server_setting_that_cannot_work_stops_its_start_naming_itself(
