@@ -273,6 +273,42 @@ def test_an_answer_whose_headers_never_end_is_cut_off_at_the_total_deadline(
     assert (raised.value.reason, raised.value.transient) == ("timeout", True)
 
 
+def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_total_deadline() -> None:
+    """Python's ssl module gives the whole handshake the socket's timeout (the connect
+    timeout, cut to what is left of the deadline), not each of its reads: kept so."""
+    # Given a server that answers a TLS ClientHello with the start of a 16 KB record, then
+    # drips the rest a byte every 50 ms (OpenSSL waits for the whole record)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def drip() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)  # the ClientHello
+            connection.sendall(b"\x16\x03\x03\x40\x00")
+            while not stop.wait(0.05):
+                try:
+                    connection.sendall(b"\x00")
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    started = time.monotonic()
+    # When an image is fetched from it over https
+    try:
+        error = reason_of(
+            f"https://127.0.0.1:{port}/a.jpg",
+            policy_for(f"https://127.0.0.1:{port}", total_timeout=1.0, read_timeout=5.0),
+        )
+    finally:
+        stop.set()
+        listener.close()
+    # Then the call ends at its deadline, as a timeout
+    assert time.monotonic() - started < 2.5
+    assert (error.reason, error.transient) == ("timeout", True)
+
+
 def test_informational_answers_before_the_answer_are_skipped(server: str) -> None:
     # 103 Early Hints and 102 Processing come before the 200, as 100 Continue may
     assert fetch(f"{server}/early-hints", policy_for(server)) == BODY
