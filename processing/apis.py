@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,7 +25,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_account
 from config.logs import request_id_var
-from processing import intake, metrics, policies, selectors, webhooks
+from processing import finalize, intake, metrics, policies, selectors, webhooks
 from processing.api_common import (
     ERROR_CODE_HELP,
     REQUEST_ID,
@@ -327,7 +326,7 @@ class OutputCsvApi(APIView):
         if not found.output_csv_name:
             raise RequestNotFinished("The request failed before its output CSV was written.")
         return FileResponse(
-            default_storage.open(found.output_csv_name, "rb"),
+            finalize.output_csv_open(request=found),
             as_attachment=True,
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",

@@ -89,6 +89,25 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
     )
 
 
+def output_csv_open(*, request: ProcessingRequest) -> IO[bytes]:
+    """A finished request's output CSV from storage, written again from its rows where the
+    storage has lost it (a bucket's lifecycle rule, a folder restored from an older
+    backup): the download answered 500 for as long as the request lived."""
+    name = request.output_csv_name
+    if not default_storage.exists(name):
+        logger.warning(
+            "request %s: output CSV %s gone from storage, written again", request.pk, name
+        )
+        with tempfile.TemporaryFile() as raw:
+            _output_csv_write(request, raw)
+            raw.seek(0)
+            name = default_storage.save(name, File(raw))
+        if name != request.output_csv_name:  # another download wrote it meanwhile
+            ProcessingRequest.objects.filter(pk=request.pk).update(output_csv_name=name)
+    opened: IO[bytes] = default_storage.open(name, "rb")
+    return opened
+
+
 def _score_percentiles(request: ProcessingRequest) -> tuple[float | None, float | None]:
     """The 5th percentile and the median of the scores of the request's succeeded images
     (nearest rank), read as two rows of the sorted scores."""

@@ -856,3 +856,22 @@ def test_an_output_gone_from_storage_is_made_anew_not_failed(
     assert second.status == ProcessingRequest.Status.COMPLETED
     assert [image.reused for image in images_of(second)] == [False] * 4
     assert all((storage / image.output_name).stat().st_size > 0 for image in images_of(second))
+
+
+def test_an_output_csv_gone_from_storage_is_written_again_when_it_is_downloaded(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+) -> None:
+    """Its download answered 500 for as long as the request lived."""
+    # Given a finished request whose output CSV the storage then lost
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request = run(account, django_capture_on_commit_callbacks)
+    before = output_csv(api, request)
+    (storage / request.output_csv_name).unlink()
+
+    # When it is downloaded, then it is the same CSV, and stored again
+    assert output_csv(api, request) == before
+    assert (storage / request.output_csv_name).stat().st_size > 0
