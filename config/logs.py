@@ -136,15 +136,16 @@ class AccessLogMiddleware:
             response = self.get_response(request)
             # Probes and scrapes come every few seconds; they are there at DEBUG.
             quiet = request.path in QUIET_PATHS and response.status_code < 400
+            path = getattr(request, "logged_path", request.path)
             self.logger.log(
                 logging.DEBUG if quiet else logging.INFO,
                 "%s %s %d",
                 request.method,
-                request.path,
+                path,
                 response.status_code,
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "status": response.status_code,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
@@ -162,3 +163,5 @@ class AccessLogMiddleware:
     ) -> None:
         if kwargs.get("request_id"):
             request_id_var.set(str(kwargs["request_id"]))
+        if kwargs.get("token"):  # a one-time login link's: whoever reads the log may not use it
+            request.logged_path = request.path.replace(kwargs["token"], "<token>")  # type: ignore[attr-defined]

@@ -167,3 +167,17 @@ def test_local_setup_makes_account_user_and_key_once_and_a_link_each_time(
     assert "/login/link/" in second[-1]
     assert second[-1] != first[-1]
     assert ApiKey.objects.filter(account__name="local").count() == 1
+
+
+def test_a_login_links_token_is_not_written_to_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It was, whole: anyone who could read the log within 15 minutes could log in."""
+    account, _ = services.account_get_or_create(name="acme")
+    user = services.user_create(account=account, username="dee", password=None)
+    token = services.login_link_create(user=user)
+    with caplog.at_level("INFO", logger="access"):
+        log_in_by_link(Client(enforce_csrf_checks=True), f"/login/link/{token}/")
+    lines = [record.getMessage() for record in caplog.records if record.name == "access"]
+    assert lines == ["GET /login/link/<token>/ 200", "POST /login/link/<token>/ 302"]
+    assert all(token not in str(vars(record)) for record in caplog.records)
