@@ -404,3 +404,25 @@ def test_metrics_answer_with_empty_queues_at_zero_and_without_a_database(tmp_pat
     assert "imgsvc_images_pending" not in result.stdout  # the database's: left out
     assert "backlog unavailable: OperationalError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+UNMIGRATED_HEALTH = """
+import django
+django.setup()
+from django.test import Client
+answer = Client().get("/healthz")
+print(answer.status_code, answer.json()["database"])
+"""
+
+
+@pytest.mark.e2e
+def test_healthz_is_not_ready_before_the_database_is_migrated(tmp_path: Path) -> None:
+    """It answered 200 on an empty database: a release started before `migrate` was
+    sent traffic, and every request failed with 500."""
+    # Given a service whose database has never been migrated (a new, empty SQLite file)
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    # When the load balancer asks whether to send it traffic, then it is told not yet, and why
+    result = python_run(["-c", UNMIGRATED_HEALTH], environ)
+    status, database = result.stdout.strip().split(" ", 1)
+    assert status == "503", result.stderr
+    assert re.fullmatch(r"error: \d+ migrations not applied \(python manage.py migrate\)", database)
