@@ -8,6 +8,7 @@ request). The claim is a conditional UPDATE with a token: a task delivered twice
 batch whose lease ran out, finds nothing left to claim or to record.
 """
 
+import contextvars
 import logging
 import os
 import uuid
@@ -22,7 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 import net
-from config.logs import request_id_bound
+from config.logs import request_id_bound, request_id_var
 from imaging.encode import EXTENSIONS, CompressedImage, OutputFormat, QualityMode, compress
 from imaging.guard import time_limit
 from imaging.metadata import MetadataMode
@@ -70,7 +71,11 @@ class _Work:
     def download_start(self, threads: ThreadPoolExecutor) -> None:
         if not self.started:
             self.started = True
-            self.download = threads.submit(_fetch, self.image.input_url, self.known)
+            # Bound to its request as the batch's own lines are: what the download logs (an
+            # address refused, a connection failed) named no request.
+            bound = contextvars.copy_context()
+            bound.run(request_id_var.set, str(self.image.request_id))
+            self.download = threads.submit(bound.run, _fetch, self.image.input_url, self.known)
 
     def download_take(self) -> "_Download":
         """The download's result, no longer held here once taken."""
@@ -180,7 +185,14 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
         item.facts = OutputFacts.of(compressed, input_bytes=len(data))
         item.output_name = _output_name(item, compressed.extension)
         item.seen = _seen(item, fetched, digest)
-        stored.append((item, threads.submit(_store, item.output_name, compressed.data)))
+        stored.append(
+            (
+                item,
+                threads.submit(
+                    contextvars.copy_context().run, _store, item.output_name, compressed.data
+                ),
+            )
+        )
     for item, store in stored:
         try:
             store.result()
@@ -210,7 +222,9 @@ def _reuse(
     item.facts = OutputFacts.reused_from(output)
     assert item.known is not None
     item.seen = _seen(item, fetched, item.known.content_sha256)
-    return threads.submit(reuse.output_copy, output=output, name=item.output_name)
+    return threads.submit(
+        contextvars.copy_context().run, reuse.output_copy, output=output, name=item.output_name
+    )
 
 
 def _output_name(item: _Work, extension: str) -> str:

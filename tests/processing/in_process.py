@@ -7,6 +7,7 @@ from typing import Any
 
 import net
 from accounts.models import Account
+from config.logs import request_id_var
 from processing import intake, queue
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
@@ -25,11 +26,14 @@ class Downloads:
     def __init__(self) -> None:
         self.answers: dict[str, bytes | Exception] = {}
         self.calls: list[str] = []
+        # The request id a line logged during each download would carry, by URL.
+        self.logged_as: dict[str, str] = {}
         self.bodies_sent = 0
         self.conditional = True
 
     def __call__(self, url: str, policy: net.NetPolicy, *, etag: str = "", **_: Any) -> net.Fetched:
         self.calls.append(url)
+        self.logged_as[url] = request_id_var.get()
         answer = self.answers[url]
         if isinstance(answer, Exception):
             raise answer

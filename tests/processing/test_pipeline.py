@@ -94,6 +94,23 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     ]
 
 
+def test_what_a_download_logs_names_the_request_its_image_belongs_to(
+    downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
+) -> None:
+    """Downloads run on the batch's threads, which the request id bound to the batch did
+    not reach: an address refused, a connection failed, named no request in the log."""
+    # Given two requests' images in one batch
+    urls, _ = photos(downloads, 2)
+    first, [first_batch] = started(account, f"1,A,{urls[0]}\n", django_capture_on_commit_callbacks)
+    second, [second_batch] = started(
+        account, f"1,B,{urls[1]}\n", django_capture_on_commit_callbacks
+    )
+
+    # When the batch runs, then each download logs as its own image's request
+    batch_ended(django_capture_on_commit_callbacks, first_batch + second_batch)
+    assert downloads.logged_as == {urls[0]: str(first.pk), urls[1]: str(second.pk)}
+
+
 def test_a_batch_delivered_again_downloads_and_records_nothing(
     downloads: Downloads, django_capture_on_commit_callbacks: Capture, account: Account
 ) -> None:
