@@ -1,8 +1,9 @@
 """Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
-whatever the Host header."""
+whatever the Host header; answers about an account kept out of caches."""
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.common import CommonMiddleware
 from django.utils.http import escape_leading_slashes
@@ -51,3 +52,21 @@ class ProbesAnyHostMiddleware:
         if probe is not None and request.method in {"GET", "HEAD"}:
             return probe(request)
         return self.get_response(request)
+
+
+class PrivateAnswersMiddleware:
+    """Every answer that says no otherwise is `Cache-Control: private, no-store`: the API's
+    and the page's answers name an account's products, and with S3 signed links to its
+    outputs. Without it a browser kept them (its back button showed a catalogue after
+    logout) and a proxy between may have. Output images and static files keep theirs:
+    public, and named so that they never change."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        public = request.path_info.startswith((settings.MEDIA_URL, settings.STATIC_URL))
+        if not public and not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "private, no-store"
+        return response

@@ -256,3 +256,27 @@ def test_a_client_that_is_no_trusted_proxy_is_known_by_its_own_address(settings:
         "/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7, 10.0.0.9"
     )
     assert client_address(through_two) == "198.51.100.7"
+
+
+def test_answers_about_an_account_are_kept_out_of_caches_and_static_files_are_not(
+    member_client: Client, api: APIClient, account: Account
+) -> None:
+    """They carried no Cache-Control: a browser's back button showed a catalogue after
+    logout, and a proxy between could keep it."""
+    request = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+    for answer in (
+        member_client.get("/"),
+        member_client.get(f"/requests/{request.pk}/"),
+        api.get(f"/api/status/{request.pk}/"),
+        api.get(f"/api/requests/{request.pk}/products/"),
+        api.get("/api/requests/"),
+    ):
+        assert answer["Cache-Control"] == "private, no-store", answer.request["PATH_INFO"]
+    # while the page's script, the same for everyone, is cached as whitenoise says
+    script = member_client.get("/static/processing/request.js")
+    assert script.status_code == 200
+    assert "no-store" not in script["Cache-Control"]
