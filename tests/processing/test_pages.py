@@ -219,18 +219,18 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
     page = logged_in
-    # Given a request of 120 images on an origin that takes half a second for each
+    # Given a request of 240 images on an origin that takes a second for each
     run = uuid.uuid4().hex[:8]
     body = encoded(photo(64, 48), "JPEG")
 
     def slowly(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(0.5)
+        time.sleep(1.0)
         handler.send_response(200)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
 
-    urls = [origin.add(f"/cancel-{run}/{n}.jpg", serve=slowly) for n in range(120)]
+    urls = [origin.add(f"/cancel-{run}/{n}.jpg", serve=slowly) for n in range(240)]
     csv_text = HEADER + "".join(f"{n + 1},Item {n},{url}\n" for n, url in enumerate(urls))
     request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
     page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
@@ -239,6 +239,18 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     expect(page.locator(".image-succeeded").first).to_be_visible(timeout=30_000)
     expect(page.locator("#status")).to_have_text("Processing")
     expect(page.get_by_role("button", name="Cancel the request")).to_have_count(1)
+    # (a change of status is read out by a screen reader)
+    expect(page.locator("p", has=page.locator("#status"))).to_have_attribute("aria-live", "polite")
+    # and a person going through them with the keyboard keeps their place as they change
+    # (each refresh sent the focus back to the top of the page)
+    source = page.locator("#products a.source").first
+    source.focus()
+    href = source.get_attribute("href")
+    page.evaluate("window.productsBefore = document.getElementById('products')")
+    page.wait_for_function(
+        "() => document.getElementById('products') !== window.productsBefore", timeout=30_000
+    )
+    assert page.evaluate("document.activeElement.getAttribute('href')") == href
 
     # When the person, having typed a quality for a re-run, cancels it while it runs
     rerun_quality = page.locator("#rerun-form input[name=quality]")
@@ -252,9 +264,9 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     expect(page.locator("#progress-text")).to_contain_text("cancelled")
     assert page.locator("#progress").get_attribute("aria-valuenow") != "100"
     expect(page.get_by_role("button", name="Cancel the request")).to_have_count(0)
-    # and the images never started say so, on whichever of the six pages they are
+    # and the images never started say so, on whichever of the twelve pages they are
     shown = []
-    for number in range(1, 7):
+    for number in range(1, 13):
         page.goto(f"{embedded_service.base_url}/requests/{request_id}/?page={number}")
         shown += page.locator(".image-cancelled .placeholder").all_inner_texts()
     said = int(page.locator("#progress-text").inner_text().split()[4])  # "… N cancelled"

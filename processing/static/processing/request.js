@@ -135,11 +135,32 @@
     const response = await fetch(window.location.href, { cache: "no-store" });
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const refocus = focusKept();
     ["products", "totals"].forEach((id) => {
       const now = fresh.getElementById(id);
       if (now) document.getElementById(id).replaceWith(now);
     });
+    refocus();
     endedShown = ended;
+  }
+
+  // The link a person reached with the keyboard inside the products, focused again once
+  // they have been shown anew: each refresh sent the focus back to the top of the page.
+  function focusKept() {
+    const focused = document.activeElement;
+    const products = document.getElementById("products");
+    const href = focused && products.contains(focused) ? focused.getAttribute("href") : null;
+    if (href === null) return () => {};
+    const same = [...products.querySelectorAll("a[href]")].filter(
+      (link) => link.getAttribute("href") === href
+    );
+    const index = same.indexOf(focused);
+    return () => {
+      const again = [...document.getElementById("products").querySelectorAll("a[href]")].filter(
+        (link) => link.getAttribute("href") === href
+      );
+      (again[index] || again[0])?.focus({ preventScroll: true });
+    };
   }
 
   show(Number(fill.dataset.percent));
