@@ -12,6 +12,7 @@ from typing import IO
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from processing import bulk, metrics, selectors, webhooks
@@ -31,7 +32,7 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
     claimed = (
         ProcessingRequest.objects.ready_to_finalize()
         .filter(pk=request_id)
-        .update(finalize_claimed_at=timezone.now())
+        .update(finalize_claimed_at=Now())  # the database's clock, as the sweep reads it
     )
     if not claimed:
         return False

@@ -2,17 +2,24 @@
 WORK_LEASE_SECONDS while it works, so that the sweep, which queues again what was claimed
 longer ago than the lease, never takes an image from a worker that is alive. When the
 process dies (killed, out of memory, past its task's time limit) the renewals stop with
-it, and the sweep takes the image back one lease later."""
+it, and the sweep takes the image back one lease later.
+
+Claims are written, and leases judged, by the database's clock (Now(), database_now):
+every host's own differs a little, and a lease judged by another host's clock was taken
+from a live worker, or left with a dead one, by the difference.
+"""
 
 import logging
 import os
 import threading
 import time
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
+from django.db.models.functions import Now
+from django.db.models.sql import Query
 
 from processing.models import ProductImage
 
@@ -48,7 +55,7 @@ class LeaseKeeper:
             try:
                 ProductImage.objects.filter(
                     claim_token__in=tokens, status=ProductImage.Status.PROCESSING
-                ).update(claimed_at=timezone.now())
+                ).update(claimed_at=Now())
             except Exception:
                 # The database away: the next round tries again, on a new connection.
                 logger.warning("could not renew the leases of %d batches", len(tokens))
@@ -56,3 +63,12 @@ class LeaseKeeper:
 
 
 leases = LeaseKeeper()
+
+
+def database_now() -> datetime:
+    """The database's clock: what claims are written by (Now()) and leases judged against."""
+    query = Query(None)
+    query.add_annotation(Now(), "now")
+    [(now,)] = query.get_compiler(using="default").results_iter()
+    assert isinstance(now, datetime)
+    return now

@@ -15,10 +15,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Max, Min, Q, QuerySet
-from django.utils import timezone
 
 from processing import queue
 from processing.finalize import request_finalize
+from processing.leases import database_now
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.outcomes import ImageFailure, ImageOutcome
 from processing.results import images_record
@@ -39,7 +39,7 @@ class SweepReport:
 
 def sweep_run() -> SweepReport:
     """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS."""
-    now = timezone.now()
+    now = database_now()  # the clock claims are written by, whichever host this is
     cutoff = now - timedelta(seconds=settings.WORK_LEASE_SECONDS)
     requests_restarted = _requests_restart(cutoff)
     images_requeued, images_given_up = _images_requeue(now, cutoff)

@@ -11,9 +11,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+import net
 from accounts.models import Account
-from processing import intake
+from processing import intake, pipeline, sweep
 from processing.models import ProcessingRequest, ProductImage
+from tests.processing.in_process import Capture, started
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +50,50 @@ def test_an_image_lost_too_often_fails_and_its_request_finishes(
     assert request.status == "completed_with_errors"
     assert (request.succeeded_images, request.failed_images) == (0, 1)
     assert (tmp_path / request.output_csv_name).exists()
+
+
+class WorkerStopped(BaseException):
+    """Plays a worker killed during a download: nothing in the service catches it, so the
+    image is left claimed, as a SIGKILL leaves it."""
+
+
+@pytest.mark.parametrize("skew_minutes", [-10, 10])
+def test_leases_are_judged_by_the_databases_clock_not_the_hosts(
+    settings: Any,
+    tmp_path: Path,
+    account: Account,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    skew_minutes: int,
+) -> None:
+    """A worker host whose clock was behind the sweep's by more than the lease had its
+    images taken back while it worked on them; one ahead kept a dead worker's images for
+    as long past the lease."""
+    settings.MEDIA_ROOT = tmp_path
+    urls = ["https://shop.example/a.jpg"]
+    _, [batch] = started(account, f"1,Lamp,{urls[0]}\n", django_capture_on_commit_callbacks)
+
+    # Given a worker host whose clock is off by ten minutes (faked: a host's clock cannot
+    # be set here), that dies while downloading the image it claimed
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(minutes=skew_minutes))
+
+    def worker_stops(*_: Any, **__: Any) -> None:
+        raise WorkerStopped
+
+    monkeypatch.setattr(net, "fetch_if_changed", worker_stops)
+    with pytest.raises(WorkerStopped), django_capture_on_commit_callbacks(execute=False):
+        pipeline.images_process(image_ids=batch)
+    monkeypatch.setattr(timezone, "now", real_now)
+
+    # When the sweep runs on a host with the right time, within the lease, then the image
+    # is still the worker's
+    assert call_sweep() == 0
+    # and once the lease has passed, it is taken back
+    settings.WORK_LEASE_SECONDS = 0
+    assert call_sweep() == 1
+
+
+def call_sweep() -> int:
+    """The sweep's run: how many images it queued again."""
+    return sweep.sweep_run().images_requeued
