@@ -301,7 +301,11 @@ REST_FRAMEWORK = {
 CACHE_URL = env("CACHE_URL") or (
     env("CELERY_BROKER_URL") if env("CELERY_BROKER_URL").startswith("redis") else ""
 )
-if CACHE_URL.startswith(("redis://", "rediss://")):
+if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
+    # memcached:// and the like were taken, and a folder of each host's own used instead:
+    # the rate limits and the login pauses then counted each web host apart.
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL, not {CACHE_URL!r}.")
+if CACHE_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -90,6 +90,8 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         ("PUBLIC_BASE_URL", "images.example.com", "PUBLIC_BASE_URL must be an absolute http(s)"),
         ("WORKER_METRICS_PORT", "99999", "WORKER_METRICS_PORT must be from 0 to 65535"),
         ("CELERY_DB_REUSE_MAX", "-3", "CELERY_DB_REUSE_MAX must be 0 or more, not '-3'."),
+        # Taken, and a folder of each host's own used: limits counted per web host.
+        ("CACHE_URL", "memcached://10.0.0.9:11211", "CACHE_URL must be a redis:// or rediss://"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
