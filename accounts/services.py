@@ -74,6 +74,13 @@ def api_key_used(*, api_key: ApiKey) -> None:
     api_key.last_used_at = now  # the copy checked_keys holds, too
 
 
+def account_lock(*, account_id: int) -> None:
+    """Hold the account's row until the transaction ends: what changes or checks its
+    requests (an upload, a re-run, a retry, the upload rate) then goes one at a time per
+    account, each seeing the others' effect."""
+    Account.objects.select_for_update().filter(pk=account_id).first()
+
+
 def account_secret_rotate(*, account: Account) -> str:
     """A new webhook secret; the old one signs too for WEBHOOK_SECRET_OVERLAP seconds."""
     now = timezone.now()

@@ -7,7 +7,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Account
+from accounts.services import account_lock
 from processing import metrics
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.policies import pending_quota_check
@@ -73,7 +73,7 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
         # The account first, as an upload and a re-run lock it: its quota is checked below,
         # and retries of its requests at once each passed the check on the others' counts
         # (two of three let through, 40 images pending against a limit of 30).
-        Account.objects.select_for_update().filter(pk=request.account_id).first()
+        account_lock(account_id=request.account_id)
         locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
         if locked.expired_at is not None:
             raise Expired

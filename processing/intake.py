@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import Account
+from accounts.services import account_lock
 from imaging.encode import OutputFormat, QualityMode
 from imaging.quality import QualityTarget
 from processing import bulk, queue
@@ -54,7 +55,7 @@ def request_create(
     with transaction.atomic():
         # One upload of an account at a time past this point, so that two cannot both
         # fit under the quota that only one of them fits under.
-        Account.objects.select_for_update().filter(pk=account.pk).first()
+        account_lock(account_id=account.pk)
         pending_quota_check(account=account, adding=summary.images)
         request = ProcessingRequest.objects.create(
             account=account,
@@ -101,7 +102,7 @@ def request_rerun(
     QuotaExceeded as request_create does."""
     account = source.account
     with transaction.atomic():
-        Account.objects.select_for_update().filter(pk=account.pk).first()
+        account_lock(account_id=account.pk)
         # Locked, so that it cannot expire (its products deleted) while they are copied.
         locked = ProcessingRequest.objects.select_for_update().get(pk=source.pk)
         if locked.expired_at is not None:

@@ -9,15 +9,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import urllib3
 from urllib3.filepost import encode_multipart_formdata
 
-from tests.harness.service import Service, procfile_commands
-from tests.support import api_headers, free_port
+from tests.harness.service import Service, web_alone
+from tests.support import api_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -165,26 +164,15 @@ def test_a_body_that_does_not_arrive_in_time_is_answered_408(
     embedded_service: Service, tmp_path: Path
 ) -> None:
     # Given a web server that waits one second for a request's body
-    env = {**embedded_service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
-    web = replace(
-        embedded_service,
-        base_url=f"http://127.0.0.1:{env['PORT']}",
-        env={**env, "WEB_BODY_TIMEOUT": "1"},
-        workdir=tmp_path,
-        processes={},
-    )
-    web.start("web", procfile_commands()["web"])
-    try:
-        web.wait_ready(web="web", workers=[])
+    with web_alone(embedded_service, tmp_path, WEB_BODY_TIMEOUT="1") as web:
         # When an upload's headers and half its body arrive, and then nothing more
-        wire = upload(embedded_service, CSV)
-        with socket.create_connection(("127.0.0.1", int(env["PORT"])), timeout=10) as sock:
+        wire = upload(web, CSV)
+        host, port = web.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(wire[: len(wire) // 2])
             started = time.monotonic()
             status, body = answer_to(sock)
             waited = time.monotonic() - started
-    finally:
-        web.stop()
 
     # Then the client is told, once the second has passed, and the connection closed
     assert status == 408

@@ -191,6 +191,22 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
     return service
 
 
+@contextlib.contextmanager
+def web_alone(service: Service, workdir: Path, **settings: str) -> Iterator[Service]:
+    """service's web server alone, on a port of its own, one process, with settings
+    changed: the web server under settings the shared service does not have. Its API
+    calls take service's key."""
+    env = {**service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1", **settings}
+    web = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
+    web.api_key = API_KEYS[web.base_url] = service.api_key
+    web.start("web", procfile_commands()["web"])
+    try:
+        web.wait_ready(web="web", workers=[])
+        yield web
+    finally:
+        web.stop()
+
+
 def _answers(base_url: str) -> bool:
     """Django answers (healthy or not: a test may have stopped the broker on purpose)."""
     try:

@@ -8,6 +8,8 @@ import contextlib
 import http.client
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,8 @@ from rest_framework.test import APIClient
 from accounts import services
 from processing import metrics
 from processing.models import ProcessingRequest
-from tests.harness.service import Service
+from tests.harness.service import Service, web_alone
+from tests.support import api_request
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
@@ -188,3 +191,21 @@ def test_an_upload_past_the_accounts_pending_images_is_refused_and_stores_nothin
     # while 2 more still fit, and another account is not held back by this one
     assert csv_upload(shop, 2).status_code == 202
     assert csv_upload(other, 5).status_code == 202
+
+
+@pytest.mark.e2e
+def test_uploads_sent_at_once_are_held_to_the_rate_limit(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """DRF reads the window's history, then writes it back: uploads sent at once each
+    read the same history, and all went through (20 against 5 a minute)."""
+    # Given a web server that lets an account upload five times a minute
+    with web_alone(embedded_service, tmp_path, ACCOUNT_UPLOAD_RATE_LIMIT="5/minute") as web:
+        # When the account sends twenty uploads at once (empty: answered 400 when let
+        # through, and counted all the same)
+        url = f"{web.base_url}/api/upload/"
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda _: api_request("POST", url).status, range(20)))
+
+    # Then five were let through and the rest refused
+    assert sorted(answers) == [400] * 5 + [429] * 15
