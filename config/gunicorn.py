@@ -17,7 +17,7 @@ timeout = env_int("WEB_TIMEOUT", 60, positive=True)
 # Read by each web worker as it starts (config/web_worker.py); checked here too, so that a
 # bad value stops the start rather than every worker's boot.
 env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
-env_float("WEB_BODY_TIMEOUT", 120, positive=True)
+env_float("WEB_BODY_TIMEOUT", 30, positive=True)
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
 if log_format() == "json":

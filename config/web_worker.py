@@ -1,17 +1,17 @@
 """The web server's worker: gunicorn's threaded worker (gthread), reading every request's
-line, headers and body in its event loop instead of in a thread.
+line and headers, and an upload's body, in its event loop instead of in a thread.
 
 gthread hands a connection to a thread as soon as any byte arrives, and the thread then
 blocks until the headers are complete, and again while the view reads the body: a
 client that sends them a byte at a time, or stops half way (slowloris), holds a thread
 for as long as it likes, and a few dozen such clients hold them all. Here the event loop
 gathers the line and headers without blocking, for at most WEB_HEADER_TIMEOUT seconds,
-then a body of a declared length the service would read (up to Django's
-DATA_UPLOAD_MAX_MEMORY_SIZE; past 1 MiB in a temporary file) for at most
-WEB_BODY_TIMEOUT seconds; only a request that has all arrived takes a thread. A body
-past that size or without a length is refused by the view from its headers alone, and
-what gunicorn then drains of it is bounded (5 s, 64 KiB). A keep-alive connection's
-next request is gathered the same way.
+then an upload's body (a POST, PUT or PATCH of a declared length up to the largest
+upload; past 1 MiB in a temporary file) while its bytes keep coming (WEB_BODY_TIMEOUT
+between two, BODY_MOST_SECONDS in all), BODIES_GATHERED_MOST at a time; only a request
+that has all arrived takes a thread. Any other body is refused by the view from its
+headers, or not read, and what gunicorn then drains of it is bounded (5 s, 64 KiB). A
+kept connection's next request is gathered the same way.
 
 Built on gunicorn's ThreadWorker, whose version requirements.lock pins; tests/config/
 test_slow_clients.py holds it to its promise.
@@ -37,6 +37,9 @@ CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", re
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 # A body larger than this goes to a temporary file while it arrives.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
+BODY_METHODS = (b"POST ", b"PUT ", b"PATCH ")
+# However steadily it arrives, a body takes no longer than this.
+BODY_MOST_SECONDS = 600
 
 
 class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
@@ -44,9 +47,9 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         # Connections whose headers are arriving, oldest deadline first.
         self.reading_headers: deque[Any] = deque()
         self.header_timeout = env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
-        # Connections whose bodies are arriving, oldest deadline first.
-        self.reading_bodies: deque[Any] = deque()
-        self.body_timeout = env_float("WEB_BODY_TIMEOUT", 120, positive=True)
+        # Connections whose bodies are arriving, at most BODIES_GATHERED_MOST.
+        self.reading_bodies: list[Any] = []
+        self.body_timeout = env_float("WEB_BODY_TIMEOUT", 30, positive=True)
         cfg = self.cfg
         # More than this and the parser refuses the request (431/400) anyway.
         self.header_bytes_max = (
@@ -55,8 +58,7 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
-        if getattr(conn, "headers_complete", False) or self.cfg.is_ssl or conn.is_http2:
-            conn.headers_complete = False  # its next request is gathered here again
+        if self.cfg.is_ssl or conn.is_http2:
             super().enqueue_req(conn)
             return
         # Bytes of the next request the last one's thread read ahead, if any.
@@ -92,14 +94,19 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self._body_gather(conn)
 
     def _body_gather(self, conn: Any) -> None:
-        """Gather the rest of a body of a declared length the service would read, before a
-        thread is given the request; any other request goes to a thread as it is."""
+        """Gather the rest of an upload's body (a POST, PUT or PATCH of a declared length
+        the service reads) before a thread is given the request; any other request goes to
+        a thread as it is, and the view refuses it, or reads no body, from its headers."""
         head, found, body = conn.header_bytes.partition(HEADERS_END)
         fields = head + b"\r\n"  # every header line ended by its CRLF
         declared = CONTENT_LENGTH.search(fields) if found else None
         length = int(declared.group(1)) if declared else 0
-        if length <= len(body) or length > self._body_max():
+        gathered = head.startswith(BODY_METHODS) and len(body) < length <= self._body_max()
+        if not gathered:
             self._headers_done(conn)
+            return
+        if len(self.reading_bodies) >= BODIES_GATHERED_MOST:
+            self._refuse(conn, BUSY)
             return
         if EXPECT_CONTINUE.search(fields):
             # The client waits for it before sending the body (curl for a second): sent
@@ -107,15 +114,16 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             conn.header_bytes = EXPECT_CONTINUE.sub(b"\r\n", fields, count=1) + b"\r\n" + body
+        conn.body_missing = length - len(body)
+        conn.body_started = conn.body_touched = time.monotonic()
         # Closed once the request has been served (handle), or the client has gone.
         body_file = tempfile.SpooledTemporaryFile(max_size=BODY_IN_MEMORY_BYTES)  # noqa: SIM115
         conn.body_file = body_file
-        conn.body_file.write(conn.header_bytes)
-        conn.header_bytes = b""
-        conn.body_missing = length - len(body)
-        conn.body_deadline = time.monotonic() + self.body_timeout
-        conn.sock.setblocking(False)
         self.reading_bodies.append(conn)
+        if not self._body_keep(conn, conn.header_bytes):
+            return
+        conn.header_bytes = b""
+        conn.sock.setblocking(False)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self._body_bytes_received, conn)
         )
@@ -131,24 +139,38 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self._stop_gathering(conn)
             self._drop(conn)
             return
-        conn.body_file.write(data)
+        if not self._body_keep(conn, data):
+            return
         conn.body_missing -= len(data)
+        conn.body_touched = time.monotonic()
         if not conn.body_missing:
             self._stop_gathering(conn)
             conn.body_file.seek(0)
             self._headers_done(conn)
 
-    def _body_max(self) -> int:
-        from django.conf import settings  # the application is loaded by the time a body comes
+    def _body_keep(self, conn: Any, data: bytes) -> bool:
+        """Write data to the connection's body file; where the disk or the file handles
+        have run out, refuse the request (an error raised here ended the whole worker,
+        and every request on it)."""
+        try:
+            conn.body_file.write(data)
+        except OSError:
+            self._stop_gathering(conn)
+            self._refuse(conn, BUSY)
+            return False
+        return True
 
-        return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0)
+    def _body_max(self) -> int:
+        # The application is loaded by the time a body comes.
+        from processing.policies import upload_body_limit
+
+        return upload_body_limit()
 
     def _headers_arrived(self, conn: Any) -> bool:
         gathered: bytes = conn.header_bytes
         return HEADERS_END in gathered or len(gathered) > self.header_bytes_max
 
     def _headers_done(self, conn: Any) -> None:
-        conn.headers_complete = True
         conn.data_ready = True
         super().enqueue_req(conn)
 
@@ -178,12 +200,13 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             conn = self.reading_headers[0]
             self._stop_reading(conn)
             self._drop(conn)
-        while self.reading_bodies and self.reading_bodies[0].body_deadline <= now:
-            conn = self.reading_bodies[0]
+        for conn in [conn for conn in self.reading_bodies if self._body_late(conn, now)]:
             self._stop_gathering(conn)
-            with contextlib.suppress(OSError):
-                conn.sock.send(self._body_timeout_answer())
-            self._drop(conn)
+            self._refuse(conn, self._late_answer())
+
+    def _body_late(self, conn: Any, now: float) -> bool:
+        idle: float = now - conn.body_touched
+        return idle > self.body_timeout or now - conn.body_started > BODY_MOST_SECONDS
 
     def _stop_gathering(self, conn: Any) -> None:
         self.reading_bodies.remove(conn)
@@ -191,19 +214,6 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self.poller.unregister(conn.sock)
         if conn.body_missing:
             conn.body_file.close()
-
-    def _body_timeout_answer(self) -> bytes:
-        """408 in the service's error shape: the client is still sending, and may read it."""
-        body = json.dumps(
-            {
-                "error": f"The request's body did not arrive within {self.body_timeout:g} s.",
-                "code": "request_timeout",
-            }
-        ).encode()
-        return (
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
 
     def _stop_reading(self, conn: Any) -> None:
         self.reading_headers.remove(conn)
@@ -213,6 +223,40 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
     def _drop(self, conn: Any) -> None:
         self.nr_conns -= 1
         conn.close()
+
+    def _refuse(self, conn: Any, answer: bytes) -> None:
+        """Send answer (the client may be reading) and close the connection."""
+        with contextlib.suppress(OSError):
+            conn.sock.send(answer)
+        self._drop(conn)
+
+    def _late_answer(self) -> bytes:
+        return _answer(
+            "408 Request Timeout",
+            "request_timeout",
+            f"The request's body stopped arriving for {self.body_timeout:g} s, or took "
+            f"longer than {BODY_MOST_SECONDS // 60} minutes in all.",
+        )
+
+
+def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
+    """An answer in the service's error shape, closing the connection."""
+    body = json.dumps({"error": error, "code": code}).encode()
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n%s"
+        b"Content-Length: %d\r\n\r\n%s" % (status.encode(), headers, len(body), body)
+    )
+
+
+# Bodies gathered at once by one worker: a client that opens more connections than this
+# is refused on the next (503) rather than let hold memory, disk or threads.
+BODIES_GATHERED_MOST = 32
+BUSY = _answer(
+    "503 Service Unavailable",
+    "server_busy",
+    "The server is receiving as many uploads as it can. Try again in a few seconds.",
+    b"Retry-After: 5\r\n",
+)
 
 
 class _GatheredFirst:

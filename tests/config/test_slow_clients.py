@@ -20,6 +20,7 @@ from tests.support import api_headers
 
 pytestmark = pytest.mark.e2e
 
+LIVEZ = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\nAccept: */*\r\n\r\n"
 
 
@@ -45,20 +46,22 @@ CSV = "S. No.,Product Name,Input Image Urls\n" + "".join(
 
 
 def answer_to(sock: socket.socket) -> tuple[int, bytes]:
-    """The status and body of the answer on sock, read to its end (it closes)."""
+    """The status and body of the answer on sock, read to its end: its Content-Length, its
+    last chunk, or the connection closing."""
     received = b""
     while chunk := sock.recv(65536):
         received += chunk
         head, found, body = received.partition(b"\r\n\r\n")
+        fields = head.lower().split(b"\r\n")
         length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
+            (int(field.split(b":")[1]) for field in fields if field.startswith(b"content-length:")),
             None,
         )
-        if found and length is not None and len(body) >= length:
+        chunked = b"transfer-encoding: chunked" in fields
+        if found and (
+            (length is not None and len(body) >= length)
+            or (chunked and body.endswith(b"0\r\n\r\n"))
+        ):
             break
     head, _, body = received.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
@@ -160,24 +163,109 @@ def test_a_client_that_waits_for_100_continue_is_told_once_before_its_body(
     assert status == 202, answer
 
 
-def test_a_body_that_does_not_arrive_in_time_is_answered_408(
+def test_a_body_that_stops_arriving_is_answered_408_and_a_slow_steady_one_is_read(
     embedded_service: Service, tmp_path: Path
 ) -> None:
-    # Given a web server that waits one second for a request's body
+    # Given a web server that waits one second for the next bytes of a request's body
+    wire = upload(embedded_service, CSV)
     with web_alone(embedded_service, tmp_path, WEB_BODY_TIMEOUT="1") as web:
         # When an upload's headers and half its body arrive, and then nothing more
-        wire = upload(web, CSV)
-        host, port = web.base_url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with connected(web) as sock:
             sock.sendall(wire[: len(wire) // 2])
             started = time.monotonic()
             status, body = answer_to(sock)
             waited = time.monotonic() - started
+        # and another comes in pieces half a second apart, three seconds in all
+        with connected(web) as sock:
+            for piece in range(6):
+                sock.sendall(wire[piece * len(wire) // 6 : (piece + 1) * len(wire) // 6])
+                time.sleep(0.5)  # the pace of a slow link, not a wait for the server
+            steady, _ = answer_to(sock)
 
-    # Then the client is told, once the second has passed, and the connection closed
+    # Then the first is told, once the second has passed, and the connection closed
     assert status == 408
     assert json.loads(body) == {
-        "error": "The request's body did not arrive within 1 s.",
+        "error": "The request's body stopped arriving for 1 s, or took longer than 10 "
+        "minutes in all.",
         "code": "request_timeout",
     }
     assert 0.9 < waited < 5
+    # and the second, which never paused as long, is read whole
+    assert steady == 202
+
+
+def test_a_kept_connections_next_request_is_gathered_without_a_thread_too(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """Once a connection had been answered, its next request went to a thread at its
+    first byte: two clients stalled in their second requests held both threads."""
+    with web_alone(embedded_service, tmp_path, WEB_THREADS="2") as web:
+        # Given two clients whose first request on a kept connection was answered, and who
+        # then stop half way through the headers of their second
+        held = []
+        for _ in range(2):
+            sock = connected(web)
+            held.append(sock)
+            sock.sendall(LIVEZ)
+            assert answer_to(sock)[0] == 200
+            sock.sendall(LIVEZ[: len(LIVEZ) // 2])
+        try:
+            # When the service is asked for its health, then it answers within a second
+            for _ in range(3):
+                started = time.monotonic()
+                response = urllib3.request("GET", f"{web.base_url}/livez", timeout=5, retries=False)
+                assert response.status == 200
+                assert time.monotonic() - started < 1.0
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_more_bodies_at_once_than_a_worker_gathers_are_refused_503_not_held(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    # Given a web server gathering as many stalled upload bodies as it will hold
+    wire = upload(embedded_service, CSV)
+    with web_alone(embedded_service, tmp_path) as web:
+        held = [connected(web) for _ in range(32)]
+        try:
+            for sock in held:
+                sock.sendall(wire[: len(wire) // 2])
+            # When one more comes, then it is told to come back, at once
+            with connected(web) as sock:
+                sock.sendall(wire[: len(wire) // 2])
+                status, body = answer_to(sock)
+            # while the service answers its probes
+            assert urllib3.request("GET", f"{web.base_url}/livez", timeout=5).status == 200
+        finally:
+            for sock in held:
+                sock.close()
+    assert status == 503
+    assert json.loads(body)["code"] == "server_busy"
+
+
+def test_a_body_the_disk_cannot_hold_is_refused_and_the_worker_goes_on(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """The error writing it to its temporary file ended the whole worker, and every request
+    on it."""
+    # Given a web server that may write files of at most 2 MB (its temporary files too)
+    csv_text = "S. No.,Product Name,Input Image Urls\n" + "".join(
+        f"{n},Lamp {n},https://shop.example/{n}.jpg\n" for n in range(1, 100_000)
+    )
+    wire = upload(embedded_service, csv_text)
+    assert len(wire) > 4 * 2**20
+    with web_alone(embedded_service, tmp_path, limits="ulimit -f 4096") as web:
+        # When an upload larger than that arrives
+        with connected(web) as sock:
+            sock.sendall(wire)
+            status, _ = answer_to(sock)
+        # Then it is refused, and the same worker answers the next request
+        assert status == 503
+        assert urllib3.request("GET", f"{web.base_url}/livez", timeout=5).status == 200
+        assert "Worker exiting" not in web.log("web")
+
+
+def connected(service: Service) -> socket.socket:
+    host, port = service.base_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)

@@ -192,14 +192,17 @@ def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> S
 
 
 @contextlib.contextmanager
-def web_alone(service: Service, workdir: Path, **settings: str) -> Iterator[Service]:
+def web_alone(
+    service: Service, workdir: Path, *, limits: str = "", **settings: str
+) -> Iterator[Service]:
     """service's web server alone, on a port of its own, one process, with settings
-    changed: the web server under settings the shared service does not have. Its API
-    calls take service's key."""
+    changed, under the shell's limits (`ulimit -f 4096`) if given: the web server where
+    the shared service's would not do. Its API calls take service's key."""
     env = {**service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1", **settings}
     web = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
     web.api_key = API_KEYS[web.base_url] = service.api_key
-    web.start("web", procfile_commands()["web"])
+    command = procfile_commands()["web"]
+    web.start("web", f"/bin/sh -c '{limits}; exec {command}'" if limits else command)
     try:
         web.wait_ready(web="web", workers=[])
         yield web
