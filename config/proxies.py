@@ -16,7 +16,9 @@ def client_address(request: HttpRequest) -> str:
     through each trusted proxy."""
     address = str(request.META.get("REMOTE_ADDR", ""))
     forwarded = [
-        hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop
+        _without_port(hop.strip())
+        for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if hop.strip()
     ]
     if "*" in settings.FORWARDED_ALLOW_IPS:  # every peer a proxy: only its own word counts
         return forwarded[-1] if forwarded else address
@@ -24,6 +26,16 @@ def client_address(request: HttpRequest) -> str:
     while forwarded and _within(address, proxies):
         address = forwarded.pop()
     return address
+
+
+def _without_port(hop: str) -> str:
+    """An address as some load balancers write it, with the client's port (203.0.113.9:51234,
+    [2001:db8::1]:443), without it: kept, each new port counted as a new client."""
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
 
 @functools.lru_cache(maxsize=4)

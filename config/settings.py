@@ -276,7 +276,12 @@ PUBLIC_BASE_URL = env_base_url("PUBLIC_BASE_URL")
 # proxy that ends TLS, https:// against http://, and every login and form failed with 403.
 # The service's own public address is trusted without being listed again.
 if PUBLIC_BASE_URL:
-    CSRF_TRUSTED_ORIGINS.append("://".join(urlsplit(PUBLIC_BASE_URL)[:2]))
+    # As a browser writes it: the host in lower case, the scheme's own port left out.
+    public = urlsplit(PUBLIC_BASE_URL)
+    default_port = {"http": 80, "https": 443}[public.scheme]
+    port = f":{public.port}" if public.port not in {None, default_port} else ""
+    host = f"[{public.hostname}]" if ":" in str(public.hostname) else public.hostname
+    CSRF_TRUSTED_ORIGINS.append(f"{public.scheme}://{host}{port}")
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

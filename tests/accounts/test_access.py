@@ -256,6 +256,13 @@ def test_a_client_that_is_no_trusted_proxy_is_known_by_its_own_address(settings:
         "/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.7, 10.0.0.9"
     )
     assert client_address(through_two) == "198.51.100.7"
+    # and a load balancer that writes the client's port too names the same client
+    for with_port, address in [
+        ("203.0.113.9:51234", "203.0.113.9"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+    ]:
+        request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR=with_port)
+        assert client_address(request) == address
 
 
 def test_answers_about_an_account_are_kept_out_of_caches_and_static_files_are_not(
