@@ -78,12 +78,9 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         )
 
     def _header_bytes_received(self, conn: Any, _sock: Any) -> None:
-        try:
-            data = conn.sock.recv(65536)
-        except BlockingIOError:
+        data = _arrived(conn, 65536)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away
             self._stop_reading(conn)
             self._drop(conn)
@@ -129,12 +126,9 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         )
 
     def _body_bytes_received(self, conn: Any, _sock: Any) -> None:
-        try:
-            data = conn.sock.recv(min(conn.body_missing, 65536))
-        except BlockingIOError:
+        data = _arrived(conn, min(conn.body_missing, 65536))
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client went away
             self._stop_gathering(conn)
             self._drop(conn)
@@ -237,6 +231,18 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             f"The request's body stopped arriving for {self.body_timeout:g} s, or took "
             f"longer than {BODY_MOST_SECONDS // 60} minutes in all.",
         )
+
+
+def _arrived(conn: Any, size: int) -> bytes | None:
+    """Up to size bytes from conn's socket: None if none have come yet, b"" if the client
+    has gone."""
+    try:
+        data: bytes = conn.sock.recv(size)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+    return data
 
 
 def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
