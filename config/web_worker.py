@@ -6,12 +6,13 @@ blocks until the headers are complete, and again while the view reads the body: 
 client that sends them a byte at a time, or stops half way (slowloris), holds a thread
 for as long as it likes, and a few dozen such clients hold them all. Here the event loop
 gathers the line and headers without blocking, for at most WEB_HEADER_TIMEOUT seconds,
-then an upload's body (a POST, PUT or PATCH of a declared length up to the largest
-upload; past 1 MiB in a temporary file) while its bytes keep coming (WEB_BODY_TIMEOUT
-between two, BODY_MOST_SECONDS in all), BODIES_GATHERED_MOST at a time; only a request
-that has all arrived takes a thread. Any other body is refused by the view from its
-headers, or not read, and what gunicorn then drains of it is bounded (5 s, 64 KiB). A
-kept connection's next request is gathered the same way.
+then a body of a declared length up to the largest upload (past 1 MiB in a temporary
+file) while its bytes keep coming (WEB_BODY_TIMEOUT between two, BODY_MOST_SECONDS in
+all), BODIES_GATHERED_MOST at a time until their requests are served; only a request
+that has all arrived takes a thread. A larger body is refused by the view from its
+headers, and what gunicorn then drains of it is bounded (5 s, 64 KiB); whatever else a
+thread reads or writes on the socket waits at most WEB_BODY_TIMEOUT. A kept
+connection's next request is gathered the same way.
 
 Built on gunicorn's ThreadWorker, whose version requirements.lock pins; tests/config/
 test_slow_clients.py holds it to its promise.
@@ -23,6 +24,7 @@ import json
 import re
 import selectors
 import tempfile
+import threading
 import time
 from collections import deque
 from functools import partial
@@ -37,7 +39,6 @@ CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", re
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 # A body larger than this goes to a temporary file while it arrives.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
-BODY_METHODS = (b"POST ", b"PUT ", b"PATCH ")
 # However steadily it arrives, a body takes no longer than this.
 BODY_MOST_SECONDS = 600
 
@@ -47,8 +48,11 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         # Connections whose headers are arriving, oldest deadline first.
         self.reading_headers: deque[Any] = deque()
         self.header_timeout = env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
-        # Connections whose bodies are arriving, at most BODIES_GATHERED_MOST.
+        # Connections whose bodies are arriving. A body holds a slot from its first byte
+        # until its request has been served: gathered, and waiting for a thread, it still
+        # holds its memory or file.
         self.reading_bodies: list[Any] = []
+        self.body_slots = threading.BoundedSemaphore(BODIES_GATHERED_MOST)
         self.body_timeout = env_float("WEB_BODY_TIMEOUT", 30, positive=True)
         cfg = self.cfg
         # More than this and the parser refuses the request (431/400) anyway.
@@ -91,26 +95,29 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self._body_gather(conn)
 
     def _body_gather(self, conn: Any) -> None:
-        """Gather the rest of an upload's body (a POST, PUT or PATCH of a declared length
-        the service reads) before a thread is given the request; any other request goes to
-        a thread as it is, and the view refuses it, or reads no body, from its headers."""
+        """Gather the rest of a body of a declared length up to the largest upload before a
+        thread is given the request; any other request goes to a thread as it is, and the
+        view refuses a larger body from its headers."""
         head, found, body = conn.header_bytes.partition(HEADERS_END)
+        if not found:  # headers longer than the parser takes: no thread needed to say so
+            self._refuse(conn, HEADERS_TOO_LARGE)
+            return
         fields = head + b"\r\n"  # every header line ended by its CRLF
-        declared = CONTENT_LENGTH.search(fields) if found else None
+        declared = CONTENT_LENGTH.search(fields)
         length = int(declared.group(1)) if declared else 0
-        gathered = head.startswith(BODY_METHODS) and len(body) < length <= self._body_max()
-        if not gathered:
+        if not len(body) < length <= self._body_max():
             self._headers_done(conn)
             return
-        if len(self.reading_bodies) >= BODIES_GATHERED_MOST:
+        if not self.body_slots.acquire(blocking=False):
             self._refuse(conn, BUSY)
             return
+        conn.sock.setblocking(False)
         if EXPECT_CONTINUE.search(fields):
             # The client waits for it before sending the body (curl for a second): sent
             # here, and the header taken out so that gunicorn sends no second one.
             with contextlib.suppress(OSError):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            conn.header_bytes = EXPECT_CONTINUE.sub(b"\r\n", fields, count=1) + b"\r\n" + body
+            conn.header_bytes = EXPECT_CONTINUE.sub(b"\r\n", fields) + b"\r\n" + body
         conn.body_missing = length - len(body)
         conn.body_started = conn.body_touched = time.monotonic()
         # Closed once the request has been served (handle), or the client has gone.
@@ -120,7 +127,6 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         if not self._body_keep(conn, conn.header_bytes):
             return
         conn.header_bytes = b""
-        conn.sock.setblocking(False)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self._body_bytes_received, conn)
         )
@@ -133,13 +139,12 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self._stop_gathering(conn)
             self._drop(conn)
             return
+        conn.body_missing -= len(data)
         if not self._body_keep(conn, data):
             return
-        conn.body_missing -= len(data)
         conn.body_touched = time.monotonic()
         if not conn.body_missing:
             self._stop_gathering(conn)
-            conn.body_file.seek(0)
             self._headers_done(conn)
 
     def _body_keep(self, conn: Any, data: bytes) -> bool:
@@ -148,7 +153,10 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         and every request on it)."""
         try:
             conn.body_file.write(data)
+            if not conn.body_missing:
+                conn.body_file.seek(0)  # which writes out what is buffered
         except OSError:
+            conn.body_missing = conn.body_missing or -1  # given up on, not complete
             self._stop_gathering(conn)
             self._refuse(conn, BUSY)
             return False
@@ -170,22 +178,33 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
 
     def handle(self, conn: Any) -> Any:
         gathered = getattr(conn, "header_bytes", b"")
-        if gathered:
-            conn.header_bytes = b""
-            conn.init()
-            conn.parser.unreader.unread(gathered)
         body_file = getattr(conn, "body_file", None)
-        if body_file is None:
+        conn.header_bytes, conn.body_file = b"", None
+        if self.cfg.is_ssl or conn.is_http2:
             return super().handle(conn)
-        conn.body_file = None
         conn.init()
         unreader = conn.parser.unreader
-        unreader.sock = _GatheredFirst(body_file, conn.sock)
+        unreader.unread(gathered)
+        # Whatever the thread still reads from the socket waits at most WEB_BODY_TIMEOUT
+        # for it: a body the loop did not gather, a drain.
+        unreader.sock = _GatheredFirst(body_file, conn.sock, self.body_timeout)
         try:
             return super().handle(conn)
         finally:
             unreader.sock = conn.sock
+            if body_file is not None:
+                self._body_close(body_file)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        # The answer too goes out within WEB_BODY_TIMEOUT a write: a client that reads
+        # nothing held the thread writing to it for good.
+        conn.sock.settimeout(self.body_timeout)
+        return super().handle_request(req, conn)
+
+    def _body_close(self, body_file: Any) -> None:
+        with contextlib.suppress(OSError):  # a last flush, on a disk that is full
             body_file.close()
+        self.body_slots.release()
 
     def murder_pending(self) -> None:
         super().murder_pending()
@@ -206,8 +225,9 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         self.reading_bodies.remove(conn)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        if conn.body_missing:
-            conn.body_file.close()
+        if conn.body_missing:  # given up on: no thread will serve it
+            self._body_close(conn.body_file)
+            conn.body_file = None
 
     def _stop_reading(self, conn: Any) -> None:
         self.reading_headers.remove(conn)
@@ -219,8 +239,10 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         conn.close()
 
     def _refuse(self, conn: Any, answer: bytes) -> None:
-        """Send answer (the client may be reading) and close the connection."""
+        """Send answer (the client may be reading; never waiting for it) and close the
+        connection."""
         with contextlib.suppress(OSError):
+            conn.sock.setblocking(False)
             conn.sock.send(answer)
         self._drop(conn)
 
@@ -257,6 +279,11 @@ def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
 # Bodies gathered at once by one worker: a client that opens more connections than this
 # is refused on the next (503) rather than let hold memory, disk or threads.
 BODIES_GATHERED_MOST = 32
+HEADERS_TOO_LARGE = _answer(
+    "431 Request Header Fields Too Large",
+    "headers_too_large",
+    "The request's line and headers are longer than the server takes.",
+)
 BUSY = _answer(
     "503 Service Unavailable",
     "server_busy",
@@ -266,14 +293,17 @@ BUSY = _answer(
 
 
 class _GatheredFirst:
-    """A socket whose first bytes are those the event loop gathered (a request's line,
-    headers and body), then the socket's own."""
+    """A socket whose first bytes are those the event loop gathered (a request's body, if
+    any), then the socket's own, each read waiting at most timeout."""
 
-    def __init__(self, gathered: Any, sock: Any) -> None:
-        self._gathered, self._sock = gathered, sock
+    def __init__(self, gathered: Any, sock: Any, timeout: float) -> None:
+        self._gathered, self._sock, self._timeout = gathered, sock, timeout
 
     def recv(self, size: int) -> bytes:
-        data: bytes = self._gathered.read(size) or self._sock.recv(size)
+        data: bytes = self._gathered.read(size) if self._gathered is not None else b""
+        if not data:
+            self._sock.settimeout(self._timeout)
+            data = self._sock.recv(size)
         return data
 
     def __getattr__(self, name: str) -> Any:

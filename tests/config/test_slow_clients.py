@@ -244,11 +244,12 @@ def test_more_bodies_at_once_than_a_worker_gathers_are_refused_503_not_held(
     assert json.loads(body)["code"] == "server_busy"
 
 
+@pytest.mark.parametrize("pace", ["at once", "in small pieces"])
 def test_a_body_the_disk_cannot_hold_is_refused_and_the_worker_goes_on(
-    embedded_service: Service, tmp_path: Path
+    embedded_service: Service, tmp_path: Path, pace: str
 ) -> None:
     """The error writing it to its temporary file ended the whole worker, and every request
-    on it."""
+    on it; in small pieces, the error came again as the file was closed."""
     # Given a web server that may write files of at most 2 MB (its temporary files too)
     csv_text = "S. No.,Product Name,Input Image Urls\n" + "".join(
         f"{n},Lamp {n},https://shop.example/{n}.jpg\n" for n in range(1, 100_000)
@@ -258,12 +259,48 @@ def test_a_body_the_disk_cannot_hold_is_refused_and_the_worker_goes_on(
     with web_alone(embedded_service, tmp_path, limits="ulimit -f 4096") as web:
         # When an upload larger than that arrives
         with connected(web) as sock:
-            sock.sendall(wire)
+            if pace == "at once":
+                sock.sendall(wire)
+            else:
+                sock.sendall(wire[: 3 * 2**19])  # 1.5 MB, then a kilobyte at a time
+                with contextlib.suppress(OSError):  # the server may hang up first
+                    for start in range(3 * 2**19, len(wire), 1000):
+                        sock.sendall(wire[start : start + 1000])
+                        time.sleep(0.001)  # the pieces arrive apart, as over a slow link
             status, _ = answer_to(sock)
         # Then it is refused, and the same worker answers the next request
         assert status == 503
         assert urllib3.request("GET", f"{web.base_url}/livez", timeout=5).status == 200
         assert "Worker exiting" not in web.log("web")
+
+
+def test_requests_odd_at_their_edges_are_gathered_or_refused_without_a_thread(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """A POST after an empty line (which HTTP allows) went to a thread with its body
+    missing, and headers longer than the parser takes went to a thread that waited for
+    their end: two of either held both threads."""
+    with web_alone(embedded_service, tmp_path, WEB_THREADS="2") as web:
+        # Given two clients stalled in a body after an empty line, and two sending more
+        # header than the parser takes, and no end to it
+        stalled = [connected(web) for _ in range(2)]
+        for sock in stalled:
+            sock.sendall(b"\r\nPOST /login/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        endless = [connected(web) for _ in range(2)]
+        try:
+            # When the service is asked for its health, then it answers within a second
+            for sock in endless:
+                with contextlib.suppress(OSError):  # the server may hang up first
+                    sock.sendall(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"x" * 900_000)
+                assert answer_to(sock)[0] == 431
+            for _ in range(3):
+                started = time.monotonic()
+                response = urllib3.request("GET", f"{web.base_url}/livez", timeout=5, retries=False)
+                assert response.status == 200
+                assert time.monotonic() - started < 1.0
+        finally:
+            for sock in stalled + endless:
+                sock.close()
 
 
 def connected(service: Service) -> socket.socket:
