@@ -106,15 +106,7 @@ def test_fifty_slow_clients_leave_healthz_answering_within_a_second(
     embedded_service: Service,
 ) -> None:
     with slow_clients(embedded_service, 50):
-        took = []
-        for _ in range(10):
-            started = time.monotonic()
-            response = urllib3.request(
-                "GET", f"{embedded_service.base_url}/healthz", timeout=5, retries=False
-            )
-            took.append(time.monotonic() - started)
-            assert response.status == 200
-        assert max(took) < 1.0, [round(seconds, 2) for seconds in took]
+        assert_answers_within_a_second(f"{embedded_service.base_url}/healthz", times=10)
 
 
 def test_fifty_clients_slow_with_their_bodies_leave_the_service_answering(
@@ -126,13 +118,7 @@ def test_fifty_clients_slow_with_their_bodies_leave_the_service_answering(
     wire = upload(embedded_service, CSV)
     with slow_clients(embedded_service, 50, request=wire):
         # When the service is asked for its health, then it answers within a second
-        for _ in range(10):
-            started = time.monotonic()
-            response = urllib3.request(
-                "GET", f"{embedded_service.base_url}/healthz", timeout=5, retries=False
-            )
-            assert response.status == 200
-            assert time.monotonic() - started < 1.0
+        assert_answers_within_a_second(f"{embedded_service.base_url}/healthz", times=10)
 
         # And an upload whose body comes in pieces is read whole once it has all arrived
         host, port = embedded_service.base_url.removeprefix("http://").split(":")
@@ -211,11 +197,7 @@ def test_a_kept_connections_next_request_is_gathered_without_a_thread_too(
             sock.sendall(LIVEZ[: len(LIVEZ) // 2])
         try:
             # When the service is asked for its health, then it answers within a second
-            for _ in range(3):
-                started = time.monotonic()
-                response = urllib3.request("GET", f"{web.base_url}/livez", timeout=5, retries=False)
-                assert response.status == 200
-                assert time.monotonic() - started < 1.0
+            assert_answers_within_a_second(f"{web.base_url}/livez", times=3)
         finally:
             for sock in held:
                 sock.close()
@@ -259,19 +241,24 @@ def test_a_body_the_disk_cannot_hold_is_refused_and_the_worker_goes_on(
     with web_alone(embedded_service, tmp_path, limits="ulimit -f 4096") as web:
         # When an upload larger than that arrives
         with connected(web) as sock:
-            if pace == "at once":
-                sock.sendall(wire)
-            else:
-                sock.sendall(wire[: 3 * 2**19])  # 1.5 MB, then a kilobyte at a time
-                with contextlib.suppress(OSError):  # the server may hang up first
+            with contextlib.suppress(OSError):  # the server may hang up as it comes
+                if pace == "at once":
+                    sock.sendall(wire)
+                else:
+                    sock.sendall(wire[: 3 * 2**19])  # 1.5 MB, then a kilobyte at a time
                     for start in range(3 * 2**19, len(wire), 1000):
                         sock.sendall(wire[start : start + 1000])
                         time.sleep(0.001)  # the pieces arrive apart, as over a slow link
-            status, _ = answer_to(sock)
+            try:
+                status: int | None = answer_to(sock)[0]
+            except OSError:  # hung up on while the body still came: the 503 lost in the reset
+                status = None
         # Then it is refused, and the same worker answers the next request
-        assert status == 503
+        assert status in {503, None}
         assert urllib3.request("GET", f"{web.base_url}/livez", timeout=5).status == 200
-        assert "Worker exiting" not in web.log("web")
+        log = web.log("web")
+        assert "exited with code" not in log
+        assert log.count("Booting worker") == 1  # none replaced
 
 
 def test_requests_odd_at_their_edges_are_gathered_or_refused_without_a_thread(
@@ -293,14 +280,21 @@ def test_requests_odd_at_their_edges_are_gathered_or_refused_without_a_thread(
                 with contextlib.suppress(OSError):  # the server may hang up first
                     sock.sendall(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"x" * 900_000)
                 assert answer_to(sock)[0] == 431
-            for _ in range(3):
-                started = time.monotonic()
-                response = urllib3.request("GET", f"{web.base_url}/livez", timeout=5, retries=False)
-                assert response.status == 200
-                assert time.monotonic() - started < 1.0
+            assert_answers_within_a_second(f"{web.base_url}/livez", times=3)
         finally:
             for sock in stalled + endless:
                 sock.close()
+
+
+def assert_answers_within_a_second(url: str, *, times: int) -> None:
+    """GET url times over, each answered 200 within a second."""
+    took = []
+    for _ in range(times):
+        started = time.monotonic()
+        response = urllib3.request("GET", url, timeout=5, retries=False)
+        took.append(time.monotonic() - started)
+        assert response.status == 200
+    assert max(took) < 1.0, [round(seconds, 2) for seconds in took]
 
 
 def connected(service: Service) -> socket.socket:
