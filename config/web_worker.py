@@ -144,7 +144,7 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn.body_touched = time.monotonic()
         if not conn.body_missing:
-            self._stop_gathering(conn)
+            self._stop_gathering(conn, served=True)
             self._headers_done(conn)
 
     def _body_keep(self, conn: Any, data: bytes) -> bool:
@@ -156,7 +156,6 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             if not conn.body_missing:
                 conn.body_file.seek(0)  # which writes out what is buffered
         except OSError:
-            conn.body_missing = conn.body_missing or -1  # given up on, not complete
             self._stop_gathering(conn)
             self._refuse(conn, BUSY)
             return False
@@ -221,11 +220,13 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         idle: float = now - conn.body_touched
         return idle > self.body_timeout or now - conn.body_started > BODY_MOST_SECONDS
 
-    def _stop_gathering(self, conn: Any) -> None:
+    def _stop_gathering(self, conn: Any, *, served: bool = False) -> None:
+        """Stop reading conn's body: whole, to be served by a thread (which closes its
+        file), or given up on."""
         self.reading_bodies.remove(conn)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
-        if conn.body_missing:  # given up on: no thread will serve it
+        if not served:
             self._body_close(conn.body_file)
             conn.body_file = None
 

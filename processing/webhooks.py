@@ -112,10 +112,16 @@ def _attempt_claim(delivery: WebhookDelivery, now: datetime) -> WebhookAttempt |
         ).update(attempts=delivery.attempts + 1, next_attempt_at=now + _lease())
         if not claimed:
             return None
-        delivery.attempt_log.filter(error=UNDER_WAY).update(error=UNFINISHED)
+        _unfinished_mark(delivery)
         return WebhookAttempt.objects.create(
             delivery=delivery, attempted_at=now, error=UNDER_WAY, duration_ms=0
         )
+
+
+def _unfinished_mark(delivery: WebhookDelivery) -> None:
+    """Attempts still logged as under way when another starts or the delivery fails: their
+    workers stopped during them."""
+    delivery.attempt_log.filter(error=UNDER_WAY).update(error=UNFINISHED)
 
 
 def _unfinished_fail(delivery: WebhookDelivery) -> None:
@@ -124,7 +130,7 @@ def _unfinished_fail(delivery: WebhookDelivery) -> None:
             pk=delivery.pk, state=WebhookDelivery.State.PENDING, attempts=delivery.attempts
         ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=UNFINISHED)
         if failed:
-            delivery.attempt_log.filter(error=UNDER_WAY).update(error=UNFINISHED)
+            _unfinished_mark(delivery)
             logger.info("webhook %s failed: its last attempt did not finish", delivery.event_id)
 
 
