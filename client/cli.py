@@ -4,6 +4,7 @@
         [--target low|medium|high] [--output-format same|jpeg|webp|avif]
         [--metadata strip|copyright] [--score]
     imgsvc status REQUEST_ID
+    imgsvc list [--status completed --status failed] [--limit 20]
     imgsvc cancel REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
@@ -22,12 +23,14 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import urllib3
 from tqdm import tqdm
 
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
+STATUSES = ["pending", "processing", *sorted(FINISHED)]
+LIST_PAGE = 100  # the most the list API gives a page
 
 
 class ApiError(Exception):
@@ -68,6 +71,22 @@ class Client:
 
     def status(self, request_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/status/{request_id}/", expect=200)
+
+    def requests(self, statuses: list[str], limit: int) -> list[dict[str, Any]]:
+        """The account's latest requests, newest first: up to limit, in those statuses."""
+        query = {"page_size": min(limit, LIST_PAGE)} | (
+            {"status": ",".join(statuses)} if statuses else {}
+        )
+        path: str | None = f"/api/requests/?{urlencode(query)}"
+        found: list[dict[str, Any]] = []
+        while path and len(found) < limit:
+            page = self._json("GET", path, expect=200)
+            found += page["results"]
+            # The next page's link is under the service's public address, which may not be
+            # the --server this machine reaches it by: its path is asked here.
+            following = urlsplit(page["next"] or "")
+            path = f"{following.path}?{following.query}" if page["next"] else None
+        return found[:limit]
 
     def act(self, request_id: str, action: str, fields: dict[str, str]) -> dict[str, Any]:
         """POST to one of a request's control routes: cancel, retry or rerun."""
@@ -187,6 +206,20 @@ def control(client: Client, options: argparse.Namespace) -> int:
     return started(client, options, accepted["request_id"], accepted["total_images"])
 
 
+def list_requests(client: Client, options: argparse.Namespace) -> int:
+    """A line a request: id, status, when uploaded, and how far it got."""
+    for row in client.requests(options.status or [], options.limit):
+        progress = row["progress"]
+        done = f"{progress['succeeded']}/{progress['total']} images"
+        if progress["failed"]:
+            done += f", {progress['failed']} failed"
+        if progress.get("cancelled"):
+            done += f", {progress['cancelled']} cancelled"
+        expired = " (expired)" if row.get("expired_at") else ""
+        print(f"{row['request_id']}  {row['status']:<21}  {row['created_at']}  {done}{expired}")
+    return 0
+
+
 def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
     with tqdm(total=total, unit="image", file=sys.stderr) as bar:
         while True:
@@ -232,6 +265,12 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive(text: str) -> int:
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"not a whole number from 1: '{text}'")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
     parser.add_argument(
@@ -247,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     given_settings(submit_parser)
     status_parser = commands.add_parser("status", help="show a request's status")
     status_parser.add_argument("request_id")
+    list_parser = commands.add_parser("list", help="the account's requests, newest first")
+    list_parser.add_argument(
+        "--status", action="append", choices=STATUSES, help="only these (repeat for more)"
+    )
+    list_parser.add_argument("--limit", type=positive, default=20, help="at most (20)")
     cancel_parser = commands.add_parser("cancel", help="stop a request: images not started end")
     cancel_parser.add_argument("request_id")
     retry_parser = commands.add_parser("retry", help="process a request's failed images again")
@@ -267,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return submit(client, options)
         if options.command in {"cancel", "retry", "rerun"}:
             return control(client, options)
+        if options.command == "list":
+            return list_requests(client, options)
         print(json.dumps(client.status(options.request_id), indent=2))
         return 0
     except ApiError as error:

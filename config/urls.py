@@ -7,7 +7,7 @@ from rest_framework.permissions import AllowAny
 
 from accounts import views as account_views
 from imaging.encode import EXTENSIONS
-from processing import apis, control_apis, pages
+from processing import apis, control_apis, list_apis, pages
 from processing.health import healthz, livez
 from processing.metrics import metrics_view
 
@@ -39,6 +39,7 @@ urlpatterns = [
     ),
     path("api/upload/", apis.UploadApi.as_view(), name="upload"),
     path("api/status/<str:request_id>/", apis.StatusApi.as_view(), name="request-status"),
+    path("api/requests/", list_apis.RequestsApi.as_view(), name="requests"),
     path(
         "api/requests/<str:request_id>/products/",
         apis.ProductsApi.as_view(),

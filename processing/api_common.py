@@ -105,7 +105,9 @@ class ScoreSummarySerializer(serializers.Serializer[Any]):
     median = serializers.FloatField(allow_null=True)
 
 
-class StatusSerializer(serializers.Serializer[Any]):
+class RequestStateSerializer(serializers.Serializer[Any]):
+    """A request's status body, as the status API and the list of requests share it."""
+
     request_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
     created_at = serializers.DateTimeField()
@@ -127,6 +129,9 @@ class StatusSerializer(serializers.Serializer[Any]):
         allow_null=True, help_text="When its results will be deleted, once it has finished."
     )
     error = serializers.CharField(required=False)
+
+
+class StatusSerializer(RequestStateSerializer):
     webhook = WebhookStateSerializer(allow_null=True)
 
 
@@ -367,3 +372,17 @@ def expired_refusal(found: ProcessingRequest) -> RequestExpired:
 def status_body(found: ProcessingRequest) -> dict[str, Any]:
     """The status API's body: the request's status and progress, and its webhook."""
     return selectors.request_status_payload(found) | {"webhook": selectors.webhook_state(found)}
+
+
+def page_size_checked(request: Request, name: str, largest: int) -> None:
+    """A list's page size, if given, is a whole number from 1 to largest; DRF ignored
+    anything else without a word."""
+    asked = request.query_params.get(name)
+    if asked is not None and not (positive_whole(asked) and int(asked) <= largest):
+        raise serializers.ValidationError(
+            {name: [f"Not a page size from 1 to {largest}: '{asked}'."]}
+        )
+
+
+def positive_whole(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) >= 1

@@ -38,6 +38,8 @@ from processing.api_common import (
     accepted_body,
     errors,
     length_required,
+    page_size_checked,
+    positive_whole,
     quota_refusal,
     request_or_404,
     status_body,
@@ -194,25 +196,14 @@ class ProductsApi(APIView):
             """A page that is not a whole number from 1 is a 400 naming the field; it was
             a 404 not_found, which a client takes for a request that is not there."""
             number = str(super().get_page_number(request, paginator))
-            if number not in self.last_page_strings and not _positive_whole(number):
+            if number not in self.last_page_strings and not positive_whole(number):
                 raise serializers.ValidationError(
                     {self.page_query_param: [f"Not a page number from 1: '{number}'."]}
                 )
             return number
 
         def get_page_size(self, request: Any) -> int | None:
-            """page_size, from 1 to max_page_size; anything else was ignored without a word."""
-            asked = request.query_params.get(self.page_size_query_param)
-            if asked is not None and not (
-                _positive_whole(asked) and int(asked) <= self.max_page_size
-            ):
-                raise serializers.ValidationError(
-                    {
-                        self.page_size_query_param: [
-                            f"Not a page size from 1 to {self.max_page_size}: '{asked}'."
-                        ]
-                    }
-                )
+            page_size_checked(request, self.page_size_query_param, self.max_page_size)
             return super().get_page_size(request)
 
     class OutputSerializer(serializers.Serializer[Any]):
@@ -331,7 +322,3 @@ class OutputCsvApi(APIView):
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",
         )
-
-
-def _positive_whole(text: str) -> bool:
-    return text.isascii() and text.isdigit() and int(text) >= 1

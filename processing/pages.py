@@ -22,7 +22,7 @@ from imaging.metadata import MetadataMode
 from processing import selectors
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
-RECENT_REQUESTS = 20
+REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
 
 # The forms' words for each choice: the upload's and the re-run's alike.
@@ -117,12 +117,15 @@ def account_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespons
 
 @account_page
 def home(request: HttpRequest, account: Account) -> HttpResponse:
-    recent = selectors.requests_recent(account=account, limit=RECENT_REQUESTS)
+    # Every request of the account, a page at a time (it showed the latest 20, no more).
+    paginator = Paginator(selectors.requests_list(account=account), REQUESTS_PER_PAGE)
+    page = paginator.get_page(request.GET.get("page"))
     return _page(
         request,
         "processing/home.html",
         {
-            "recent": recent,
+            "recent": page.object_list,
+            "page": page,
             "account": account,
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
             **_choices(),

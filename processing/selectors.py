@@ -2,7 +2,7 @@
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,9 +113,32 @@ def request_get_any(*, request_id: str | uuid.UUID) -> ProcessingRequest | None:
         return None
 
 
-def requests_recent(*, account: Account, limit: int) -> QuerySet[ProcessingRequest]:
-    """The account's latest requests, newest first."""
-    return ProcessingRequest.objects.filter(account=account).order_by("-created_at")[:limit]
+# Newest first; the id breaks a tie, so that pages never skip or repeat a request.
+REQUESTS_ORDER = ("-created_at", "-request_id")
+
+
+def requests_list(*, account: Account, statuses: Sequence[str] = ()) -> QuerySet[ProcessingRequest]:
+    """The account's requests, newest first: those in statuses, or all."""
+    listed = ProcessingRequest.objects.filter(account=account)
+    if statuses:
+        listed = listed.filter(status__in=statuses)
+    return listed.order_by(*REQUESTS_ORDER)
+
+
+def request_listed_payload(request: ProcessingRequest) -> dict[str, Any]:
+    """A request as the list of requests shows it: its status body without the webhook
+    (one query for the whole page), with where to follow it. An expired request keeps its
+    counts; its products and output CSV are gone, so no link points at them."""
+    base_url = request.public_base_url
+    payload = request_status_payload(request) | {
+        "finished_at": timestamp(request.finished_at),
+        "expired_at": timestamp(request.expired_at),
+        "status_url": api_url(base_url=base_url, view_name="request-status", request_id=request.pk),
+        "page_url": api_url(base_url=base_url, view_name="request-page", request_id=request.pk),
+    }
+    if request.expired_at is not None:
+        payload |= {"output_csv_url": None, "products_url": None}
+    return payload
 
 
 def account_pending_images(*, account: Account) -> int:

@@ -78,6 +78,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
     assert {path: sorted(operations) for path, operations in schema["paths"].items()} == {
         "/api/upload/": ["post"],
         "/api/status/{request_id}/": ["get"],
+        "/api/requests/": ["get"],
         "/api/requests/{request_id}/products/": ["get"],
         "/api/requests/{request_id}/webhook/": ["get", "post"],
         "/api/requests/{request_id}/cancel/": ["post"],
@@ -101,7 +102,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_a_status_body_without_a_webhook_is_valid_under_the_schema(
+def test_a_status_body_without_a_webhook_and_a_list_of_requests_are_valid_under_the_schema(
     client: Client, account: Account
 ) -> None:
     """Under OpenAPI 3.0, `nullable` beside an allOf did not apply, so a strict client
@@ -118,6 +119,11 @@ def test_a_status_body_without_a_webhook_is_valid_under_the_schema(
     assert body["webhook"] is None
     status = {"$ref": "#/components/schemas/Status", "components": schema["components"]}
     jsonschema_rs.Draft202012Validator(status).validate(body)
+    # And the list of requests, whose rows are the same body less the webhook
+    listed = api.get("/api/requests/").json()
+    assert [row["request_id"] for row in listed["results"]] == [str(request.pk)]
+    page = {"$ref": "#/components/schemas/RequestPage", "components": schema["components"]}
+    jsonschema_rs.Draft202012Validator(page).validate(listed)
 
 
 @pytest.mark.django_db
@@ -184,7 +190,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     assert result.returncode == 0, result.stdout[-5000:]
     assert "passed" in result.stdout
     # Every operation was exercised.
-    assert (tmp_path / "junit.xml").read_text().count("<testcase") == 9
+    exercised = re.findall(
+        r'<testcase name="((?:GET|POST) [^"]+)"', (tmp_path / "junit.xml").read_text()
+    )
+    assert len(set(exercised)) == 10
+    assert "GET /api/requests/" in exercised
 
 
 def cli_env(service: Service) -> dict[str, str]:
@@ -232,6 +242,14 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
         capture_output=True, text=True, timeout=60, check=True, env=cli_env(embedded_service),
     )  # fmt: skip
     assert json.loads(shown.stdout)["status"] == "completed"
+
+    # And `list` finds it among the account's completed requests, newest first
+    listed = subprocess.run(
+        [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "list",
+         "--status", "completed", "--limit", "1"],
+        capture_output=True, text=True, timeout=60, check=True, env=cli_env(embedded_service),
+    )  # fmt: skip
+    assert re.fullmatch(rf"{request_id}  completed +  \S+Z  3/3 images\n", listed.stdout)
 
 
 @pytest.mark.e2e

@@ -75,5 +75,6 @@ def test_the_postman_collection_passes_under_newman(
         "Status of the re-run",
         "Re-run at the perceptual target medium",
         "Status of the perceptual re-run until finished",
+        "The account's requests, newest first",
         "Status of an unknown request",
     ]

@@ -1,0 +1,156 @@
+"""GET /api/requests/: the account's requests, newest first, a page at a time, through
+DRF's test client (no task runs: the test's transaction never commits). Statuses and
+expiry are set on the rows, as the workers and the expiry task would leave them."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts import services
+from processing.models import ProcessingRequest
+
+pytestmark = pytest.mark.django_db
+
+CSV = "S. No.,Product Name,Input Image Urls\n1,Shoe,https://shop.example/a.jpg\n"
+
+
+def upload(api: APIClient) -> str:
+    file = SimpleUploadedFile("products.csv", CSV.encode(), content_type="text/csv")
+    response = api.post("/api/upload/", {"file": file}, format="multipart")
+    assert response.status_code == 202, response.json()
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def listed(api: APIClient, query: str = "", *, url: str | None = None) -> list[str]:
+    """Every request id the list gives from url (its first page with query), following
+    its next links."""
+    ids: list[str] = []
+    url = url or f"/api/requests/{query}"
+    while url:
+        response = api.get(url)
+        assert response.status_code == 200, response.json()
+        ids += [row["request_id"] for row in response.json()["results"]]
+        url = response.json()["next"]
+    return ids
+
+
+def test_the_list_holds_the_accounts_requests_newest_first_and_no_one_elses(
+    api: APIClient,
+) -> None:
+    mine = [upload(api) for _ in range(3)]
+    stranger = APIClient()
+    other = services.account_get_or_create(name="another-shop")[0]
+    stranger.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=other, label='t')[1]}"
+    )
+    theirs = upload(stranger)
+
+    assert listed(api) == mine[::-1]
+    assert listed(stranger) == [theirs]
+    assert APIClient().get("/api/requests/").status_code == 401
+
+
+def test_each_row_is_the_status_body_with_where_to_follow_it(api: APIClient) -> None:
+    request_id = upload(api)
+
+    row = api.get("/api/requests/").json()["results"][0]
+    status = api.get(f"/api/status/{request_id}/").json()
+
+    status.pop("webhook")
+    assert row == status | {
+        "finished_at": None,
+        "expired_at": None,
+        "status_url": f"http://testserver/api/status/{request_id}/",
+        "page_url": f"http://testserver/requests/{request_id}/",
+    }
+
+
+def test_pages_cover_every_request_once_even_when_one_is_uploaded_between_them(
+    api: APIClient,
+) -> None:
+    uploaded = [upload(api) for _ in range(5)]
+
+    first = api.get("/api/requests/?page_size=2").json()
+    newer = upload(api)  # a page number would now repeat a row on the next page
+    rest = listed(api, url=first["next"])
+
+    assert [row["request_id"] for row in first["results"]] + rest == uploaded[::-1]
+    assert first["previous"] is None
+    assert listed(api)[0] == newer
+
+
+def test_a_status_filter_keeps_only_those_requests(api: APIClient) -> None:
+    done, failed, running = upload(api), upload(api), upload(api)
+    ProcessingRequest.objects.filter(pk=done).update(status="completed")
+    ProcessingRequest.objects.filter(pk=failed).update(status="failed")
+
+    assert listed(api, "?status=completed") == [done]
+    assert listed(api, "?status=completed,failed") == [failed, done]
+    assert listed(api, "?status=failed&status=pending") == [running, failed]
+
+
+def test_an_expired_request_is_listed_without_links_to_what_was_deleted(api: APIClient) -> None:
+    request_id = upload(api)
+    now = timezone.now()
+    ProcessingRequest.objects.filter(pk=request_id).update(
+        status="completed", finished_at=now, expired_at=now, output_csv_name="gone.csv"
+    )
+
+    row = api.get("/api/requests/").json()["results"][0]
+
+    assert row["expired_at"] == now.isoformat().replace("+00:00", "Z")
+    assert row["output_csv_url"] is None
+    assert row["products_url"] is None
+    assert row["progress"]["total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        (
+            "status=done",
+            "status",
+            "Not a status: 'done'. One of: pending, processing, completed, "
+            "completed_with_errors, failed, cancelled.",
+        ),
+        ("page_size=0", "page_size", "Not a page size from 1 to 100: '0'."),
+        ("page_size=101", "page_size", "Not a page size from 1 to 100: '101'."),
+        (
+            "cursor=bm90IG91cnM",
+            "cursor",
+            "Not a cursor this list gave: follow the next and previous links.",
+        ),
+        ("statuses=failed", "statuses", "Not a parameter of this list."),
+    ],
+)
+def test_a_query_the_list_cannot_follow_is_a_400_naming_it(
+    api: APIClient, query: str, field: str, message: str
+) -> None:
+    upload(api)
+    response = api.get(f"/api/requests/?{query}")
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Invalid input.",
+        "code": "invalid_input",
+        "details": [{"field": field, "message": message}],
+    }
+
+
+def test_the_page_lists_every_request_a_page_at_a_time(
+    api: APIClient, member_client: Client
+) -> None:
+    uploaded = [upload(api) for _ in range(21)]
+
+    first = member_client.get("/").content.decode()
+    second = member_client.get("/?page=2").content.decode()
+
+    assert uploaded[-1] in first
+    assert uploaded[0] not in first
+    assert "Page 1 of 2" in first
+    assert 'href="?page=2" rel="next">Older' in first
+    assert uploaded[0] in second
+    assert uploaded[-1] not in second
+    assert 'href="?page=1" rel="prev">Newer' in second
