@@ -1,6 +1,7 @@
 """gunicorn's settings, read from the environment like the rest (README's table)."""
 
 import os
+from pathlib import Path
 
 from config.env import env, env_float, env_int
 from config.logs import log_format, logging_config
@@ -18,6 +19,14 @@ timeout = env_int("WEB_TIMEOUT", 60, positive=True)
 # bad value stops the start rather than every worker's boot.
 env_float("WEB_HEADER_TIMEOUT", 10, positive=True)
 env_float("WEB_BODY_TIMEOUT", 30, positive=True)
+# gunicornc's socket (worker counts, reload, shutdown), in the deployment's own folder
+# (settings.VAR_DIR): gunicorn's default, ~/.gunicorn/gunicorn.ctl, is one path for every
+# gunicorn of the user, so a second service on the host took it over, and `gunicornc -c
+# "worker remove 2"` or a shutdown meant for one reached the other. A path longer than a
+# Unix socket's 107 bytes only costs the socket (gunicorn warns and serves on).
+control_socket = str(
+    Path(env("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var"))) / "gunicorn.ctl"
+)
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
 if log_format() == "json":

@@ -197,6 +197,22 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     assert "GET /api/requests/" in exercised
 
 
+@pytest.mark.e2e
+def test_gunicornc_reaches_the_web_server_through_the_deployments_own_folder(
+    embedded_service: Service,
+) -> None:
+    """Not gunicorn's default, ~/.gunicorn/gunicorn.ctl, which every gunicorn of the user
+    shares: the last one started took it over, and a command meant for one service reached
+    another."""
+    socket_path = Path(embedded_service.env["VAR_DIR"]) / "gunicorn.ctl"
+    shown = subprocess.run(
+        [str(BIN / "gunicornc"), "-s", str(socket_path), "-c", "show workers", "-j"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
+
+
 def cli_env(service: Service) -> dict[str, str]:
     """The client's environment: the service's key, as a script would pass it."""
     return {**os.environ, "IMGSVC_API_KEY": service.api_key}
