@@ -6,14 +6,16 @@ import io
 import re
 import time
 import uuid
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import urllib3
 from django.test import Client
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.models import Account
 from processing import intake, webhooks
@@ -381,6 +383,37 @@ def test_a_visitor_logs_in_sees_only_their_accounts_requests_and_logs_out(
     assert console_errors == [
         "Failed to load resource: the server responded with a status of 404 (Not Found)"
     ]
+
+
+@pytest.mark.e2e
+def test_times_are_shown_in_the_readers_own_zone_with_utc_kept_in_the_title(
+    embedded_service: Service, origin: Origin, browser: Browser
+) -> None:
+    """They read UTC, which a reader in Kolkata had to add five and a half hours to."""
+    # Given a request, and a reader whose browser is set to Kolkata's time
+    request_id = multipart_upload(embedded_service.base_url, products_csv(origin)).json()[
+        "request_id"
+    ]
+    context = browser.new_context(timezone_id="Asia/Kolkata", locale="en-GB")
+    page = context.new_page()
+    page.goto(embedded_service.login_link(embedded_service.person()))
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(embedded_service.base_url + "/")
+
+    # Then the list and the request's page give its upload time in that zone
+    row = page.locator("table.recent tr", has_text=request_id).locator("time")
+    status = urllib3.request(
+        "GET",
+        f"{embedded_service.base_url}/api/status/{request_id}/",
+        headers={"Authorization": f"Bearer {embedded_service.api_key}"},
+    ).json()
+    uploaded = datetime.fromisoformat(status["created_at"].replace("Z", "+00:00"))
+    local = uploaded.astimezone(ZoneInfo("Asia/Kolkata"))
+    expect(row).to_have_text(re.compile(rf"{local:%H:%M} GMT\+5:30$"))
+    assert row.get_attribute("title") == f"{uploaded:%Y-%m-%d %H:%M} UTC"
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+    expect(page.locator("time").first).to_have_text(re.compile(rf"{local:%H:%M:%S} GMT\+5:30$"))
+    context.close()
 
 
 # --- Without a browser: what the server renders ------------------------------------------

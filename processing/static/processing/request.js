@@ -138,7 +138,10 @@
     const refocus = focusKept();
     ["products", "totals"].forEach((id) => {
       const now = fresh.getElementById(id);
-      if (now) document.getElementById(id).replaceWith(now);
+      if (now) {
+        document.getElementById(id).replaceWith(now);
+        if (window.localTimes) window.localTimes(now);
+      }
     });
     refocus();
     endedShown = ended;
