@@ -320,7 +320,7 @@ def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
 
 
 @pytest.mark.e2e
-def test_a_request_page_fits_a_phone_screen(
+def test_a_request_page_and_the_list_of_requests_fit_a_phone_screen(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
     page = logged_in
@@ -333,7 +333,10 @@ def test_a_request_page_fits_a_phone_screen(
     page.get_by_role("button", name="Upload and start").click()
     expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
 
-    # Then nothing is wider than the screen
+    # Then nothing is wider than the screen, on the request's page or the list of requests
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.goto(embedded_service.base_url + "/")
+    expect(page.locator("table.recent")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert console_errors == []
 
