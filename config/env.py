@@ -127,9 +127,15 @@ def env_base_url(name: str) -> str:
     """An absolute http(s) URL without its trailing slash, or "" when unset: without a
     scheme every link the service wrote was relative to nothing ("images.example.com/api/
     status/…"), and each request's row kept it."""
-    url = env(name).rstrip("/")
-    if url and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", url):
+    return env_url(name, example="https://images.example.com").rstrip("/")
+
+
+def env_url(name: str, *, example: str) -> str:
+    """An absolute http(s) URL, or "" when unset: one without a scheme or a host was
+    taken, and failed only where it was used (every webhook, every stored output)."""
+    url = env(name)
+    if url and not re.fullmatch(r"https?://[^/?#\s]+([/?#]\S*)?", url):
         raise ImproperlyConfigured(
-            f"{name} must be an absolute http(s) URL (https://images.example.com), not {url!r}."
+            f"{name} must be an absolute http(s) URL ({example}), not {url.rstrip('/')!r}."
         )
     return url

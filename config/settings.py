@@ -28,6 +28,7 @@ from config.env import (
     env_ports,
     env_rate,
     env_seconds,
+    env_url,
 )
 from config.logs import log_format, logging_config
 from imaging.encode import QualityMode
@@ -233,7 +234,7 @@ def _s3_url_expiry() -> int:
 def _s3_options() -> dict[str, object]:
     options: dict[str, object] = {
         "bucket_name": S3_BUCKET,
-        "endpoint_url": env("S3_ENDPOINT_URL") or None,
+        "endpoint_url": env_url("S3_ENDPOINT_URL", example="https://s3.example.com") or None,
         "region_name": env("S3_REGION") or None,
         "access_key": env("S3_ACCESS_KEY_ID") or None,
         "secret_key": env("S3_SECRET_ACCESS_KEY") or None,
@@ -246,13 +247,9 @@ def _s3_options() -> dict[str, object]:
         "querystring_auth": True,
         "querystring_expire": _s3_url_expiry(),
     }
-    public = env("S3_PUBLIC_BASE_URL").rstrip("/")
+    public = env_base_url("S3_PUBLIC_BASE_URL")
     if public:
         scheme, _, rest = public.partition("://")
-        if scheme not in {"http", "https"} or not rest:
-            raise ImproperlyConfigured(
-                f"S3_PUBLIC_BASE_URL must be an absolute http(s) URL, not {public!r}."
-            )
         options.update(querystring_auth=False, custom_domain=rest, url_protocol=f"{scheme}:")
     return options
 
@@ -430,7 +427,7 @@ IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
 IMAGE_FETCH_ALLOW_NETWORKS = env_networks("IMAGE_FETCH_ALLOW_NETWORKS")
 IMAGE_FETCH_ALLOW_PORTS = env_ports("IMAGE_FETCH_ALLOW_PORTS")
 
-WEBHOOK_URL = env("WEBHOOK_URL")
+WEBHOOK_URL = env_url("WEBHOOK_URL", example="https://hooks.example.com/images")
 # Where webhooks may go besides public addresses on ports 80 and 443: their own lists, not
 # the image fetcher's.
 WEBHOOK_ALLOW_NETWORKS = env_networks("WEBHOOK_ALLOW_NETWORKS")

@@ -88,6 +88,8 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         # Taken too: links relative to nothing, stored in each request's row; a port the
         # worker could not bind, said only in its log.
         ("PUBLIC_BASE_URL", "images.example.com", "PUBLIC_BASE_URL must be an absolute http(s)"),
+        # Taken, and every delivery to it failed, said only in each delivery's attempts.
+        ("WEBHOOK_URL", "hooks.example.com/images", "WEBHOOK_URL must be an absolute http(s)"),
         ("WORKER_METRICS_PORT", "99999", "WORKER_METRICS_PORT must be from 0 to 65535"),
         ("CELERY_DB_REUSE_MAX", "-3", "CELERY_DB_REUSE_MAX must be 0 or more, not '-3'."),
         # Taken, and a folder of each host's own used: limits counted per web host.
@@ -103,6 +105,20 @@ def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("S3_ENDPOINT_URL", "minio:9000"), ("S3_PUBLIC_BASE_URL", "cdn.example.com/images")],
+)
+def test_an_object_store_address_that_is_not_a_url_stops_the_start(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """The endpoint was taken, and every output failed to store."""
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), "S3_BUCKET": "outputs", name: value}
+    result = python_run(["manage.py", "check"], environ)
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {name} must be an absolute http(s) URL" in result.stderr
 
 
 def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
