@@ -144,6 +144,15 @@ def api_request(method: str, url: str, **options: Any) -> urllib3.BaseHTTPRespon
     return urllib3.request(method, url, headers=headers, timeout=30, **options)
 
 
+def invalid_input(field: str, message: str) -> dict[str, Any]:
+    """The API's 400 body for one field it cannot take."""
+    return {
+        "error": "Invalid input.",
+        "code": "invalid_input",
+        "details": [{"field": field, "message": message}],
+    }
+
+
 def get_json(url: str) -> tuple[int, Any]:
     response = api_request("GET", url)
     return response.status, json.loads(response.data)

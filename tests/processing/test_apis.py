@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from processing.models import ProcessingRequest, Product, ProductImage, WebhookDelivery
+from tests.support import invalid_input
 
 pytestmark = pytest.mark.django_db
 
@@ -592,11 +593,7 @@ def test_a_page_or_page_size_that_is_not_one_is_a_400_naming_it(
     request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
     response = api.get(f"/api/requests/{request_id}/products/?{query}")
     assert response.status_code == 400
-    assert response.json() == {
-        "error": "Invalid input.",
-        "code": "invalid_input",
-        "details": [{"field": field, "message": message}],
-    }
+    assert response.json() == invalid_input(field, message)
     assert api.get(f"/api/requests/{request_id}/products/?page=last").status_code == 200
 
 

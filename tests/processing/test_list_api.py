@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from accounts import services
 from processing.models import ProcessingRequest
+from tests.support import invalid_input
 
 pytestmark = pytest.mark.django_db
 
@@ -132,11 +133,7 @@ def test_a_query_the_list_cannot_follow_is_a_400_naming_it(
     upload(api)
     response = api.get(f"/api/requests/?{query}")
     assert response.status_code == 400
-    assert response.json() == {
-        "error": "Invalid input.",
-        "code": "invalid_input",
-        "details": [{"field": field, "message": message}],
-    }
+    assert response.json() == invalid_input(field, message)
 
 
 def test_the_page_lists_every_request_a_page_at_a_time(
