@@ -198,7 +198,15 @@ def web_alone(
     """service's web server alone, on a port of its own, one process, with settings
     changed, under the shell's limits (`ulimit -f 4096`) if given: the web server where
     the shared service's would not do. Its API calls take service's key."""
-    env = {**service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1", **settings}
+    env = {
+        **service.env,
+        "PORT": str(free_port()),
+        "WEB_CONCURRENCY": "1",
+        # A control socket of its own: in the service's VAR_DIR it took over the service's,
+        # and removed it when it stopped.
+        "GUNICORN_CMD_ARGS": f"--control-socket {workdir / 'gunicorn.ctl'}",
+        **settings,
+    }
     web = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
     web.api_key = API_KEYS[web.base_url] = service.api_key
     command = procfile_commands()["web"]
