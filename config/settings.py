@@ -337,6 +337,9 @@ SPECTACULAR_SETTINGS = {
     # 3.1, whose null is JSON Schema's: 3.0's `nullable` beside a reference (the status's
     # `webhook`, null on most requests) applied to nothing, and strict clients refused it.
     "OAS_VERSION": "3.1.0",
+    # The request's statuses under one name: two serializers holding them made
+    # drf-spectacular fall back to a hashed one ("Status468Enum") for both.
+    "ENUM_NAME_OVERRIDES": {"StatusStatusEnum": "processing.api_common.REQUEST_STATUSES"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -105,11 +105,16 @@ class ScoreSummarySerializer(serializers.Serializer[Any]):
     median = serializers.FloatField(allow_null=True)
 
 
+# A request's statuses, as the API gives them: named in the schema as StatusStatusEnum
+# (settings.SPECTACULAR_SETTINGS), whichever serializers hold them.
+REQUEST_STATUSES: list[str] = ProcessingRequest.Status.values
+
+
 class RequestStateSerializer(serializers.Serializer[Any]):
     """A request's status body, as the status API and the list of requests share it."""
 
     request_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=ProcessingRequest.Status.values)
+    status = serializers.ChoiceField(choices=REQUEST_STATUSES)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     progress = ProgressSerializer()

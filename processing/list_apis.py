@@ -2,57 +2,103 @@
 to find it, newest first, a page at a time. Before, only the page showed them, and only
 the latest 20."""
 
-from typing import Any
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode
 
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_account
 from processing import selectors
-from processing.api_common import RequestStateSerializer, errors, page_size_checked
+from processing.api_common import (
+    REQUEST_STATUSES,
+    RequestStateSerializer,
+    errors,
+    page_size_checked,
+)
 from processing.models import ProcessingRequest
 
-STATUSES = ProcessingRequest.Status.values
+PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+BAD_CURSOR = "Not a cursor this list gave: follow the next and previous links."
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page starts: after (forward) or before (backward) the request uploaded at
+    created_at with this id, in the list's order (selectors.REQUESTS_ORDER).
+
+    Both fields, not the time alone: DRF's cursor kept the time and an offset among equal
+    times, and going back through requests uploaded at the same time skipped some."""
+
+    forward: bool
+    created_at: datetime
+    request_id: uuid.UUID
+
+    @classmethod
+    def of(cls, row: ProcessingRequest, *, forward: bool) -> "Position":
+        return cls(forward, row.created_at, row.pk)
+
+    def encoded(self) -> str:
+        text = json.dumps(
+            {
+                "d": "next" if self.forward else "previous",
+                "t": self.created_at.isoformat(),
+                "id": str(self.request_id),
+            },
+            separators=(",", ":"),
+        )
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decoded(cls, cursor: str) -> "Position":
+        """The position a cursor holds; a 400 naming the cursor for anything this list did
+        not write (a cursor edited by hand was a 500 once it reached the query)."""
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            created_at = parse_datetime(fields["t"])
+            if fields["d"] not in {"next", "previous"} or created_at is None:
+                raise ValueError(cursor)
+            if created_at.tzinfo is None:
+                raise ValueError(cursor)
+            return cls(fields["d"] == "next", created_at, uuid.UUID(fields["id"]))
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+            raise serializers.ValidationError({"cursor": [BAD_CURSOR]}) from None
+
+    def rows(self, listed: QuerySet[ProcessingRequest]) -> QuerySet[ProcessingRequest]:
+        """listed's rows on this position's side of it, nearest first."""
+        if self.forward:
+            return listed.filter(
+                Q(created_at__lt=self.created_at)
+                | Q(created_at=self.created_at, request_id__lt=self.request_id)
+            )
+        return listed.filter(
+            Q(created_at__gt=self.created_at)
+            | Q(created_at=self.created_at, request_id__gt=self.request_id)
+        ).reverse()
 
 
 class RequestsApi(APIView):
-    class Pagination(CursorPagination):
-        """Pages by position, not by number: a request uploaded while someone reads the
-        list does not shift the next page by one (a page number would repeat a row)."""
-
-        page_size = 20
-        page_size_query_param = "page_size"
-        max_page_size = 100
-        ordering = selectors.REQUESTS_ORDER
-
-        def get_page_size(self, request: Any) -> int | None:
-            page_size_checked(request, self.page_size_query_param, self.max_page_size)
-            return super().get_page_size(request)
-
-        def decode_cursor(self, request: Any) -> Cursor | None:
-            """A cursor that is not one of ours is a 400 naming it; DRF answers 404, which a
-            client takes for a route that is not there."""
-            try:
-                return super().decode_cursor(request)
-            except NotFound:
-                raise serializers.ValidationError(
-                    {
-                        self.cursor_query_param: [
-                            "Not a cursor this list gave: follow the next and previous links."
-                        ]
-                    }
-                ) from None
-
-    class ListedSerializer(RequestStateSerializer):
+    class ListedRequestSerializer(RequestStateSerializer):
         """The status body less its webhook (the status API has it: here it would cost a
         query a row), with where to follow the request."""
 
+        products_url = serializers.URLField(
+            allow_null=True, help_text="Null once the request has expired."
+        )
         finished_at = serializers.DateTimeField(allow_null=True)
         expired_at = serializers.DateTimeField(
             allow_null=True,
@@ -62,20 +108,24 @@ class RequestsApi(APIView):
         status_url = serializers.URLField()
         page_url = serializers.URLField(help_text="Its page, for a person logged in.")
 
-    QUERY = frozenset({"status", "cursor", "page_size"})
+    # DRF's own `format` is taken as on every route; anything else is refused.
+    QUERY = frozenset({"status", "cursor", "page_size", "format"})
 
     @extend_schema(
+        operation_id="requests_list",
         summary="The account's requests, newest first",
         parameters=[
             OpenApiParameter(
                 "status",
                 OpenApiTypes.STR,
                 description="Only requests in these statuses, comma-separated: "
-                + ", ".join(STATUSES)
+                + ", ".join(REQUEST_STATUSES)
                 + ".",
             ),
             OpenApiParameter(
-                "page_size", OpenApiTypes.INT, description="Up to 100; 20 if not given."
+                "page_size",
+                OpenApiTypes.INT,
+                description=f"1 to {MAX_PAGE_SIZE}; {PAGE_SIZE} if not given.",
             ),
             OpenApiParameter(
                 "cursor", OpenApiTypes.STR, description="From a page's next or previous link."
@@ -87,7 +137,7 @@ class RequestsApi(APIView):
                 {
                     "next": serializers.URLField(allow_null=True),
                     "previous": serializers.URLField(allow_null=True),
-                    "results": ListedSerializer(many=True),
+                    "results": ListedRequestSerializer(many=True),
                 },
             ),
             **errors(400, 401),
@@ -100,16 +150,45 @@ class RequestsApi(APIView):
             raise serializers.ValidationError(
                 {name: ["Not a parameter of this list."] for name in unknown}
             )
-        paginator = self.Pagination()
-        page = paginator.paginate_queryset(
-            selectors.requests_list(account=request_account(request), statuses=_statuses(request)),
-            request,
-            view=self,
+        page_size_checked(request, "page_size", MAX_PAGE_SIZE)
+        size = int(request.query_params.get("page_size") or PAGE_SIZE)
+        statuses = _statuses(request)
+        cursor = request.query_params.get("cursor")
+        position = Position.decoded(cursor) if cursor is not None else None
+        listed = selectors.requests_list(account=request_account(request), statuses=statuses)
+
+        rows = list((position.rows(listed) if position else listed)[: size + 1])
+        more = len(rows) > size  # beyond the page, in the direction read
+        rows = rows[:size]
+        if position is not None and not position.forward:
+            rows.reverse()
+        forward = position is None or position.forward
+        # A page reached going forward has newer requests before it (the one its cursor
+        # names, at least); one reached going back has older ones after it.
+        has_newer = position is not None and (forward or more)
+        has_older = more if forward else True
+        query = {"page_size": request.query_params.get("page_size"), "status": ",".join(statuses)}
+        return Response(
+            {
+                "next": _link(request, query, Position.of(rows[-1], forward=True))
+                if rows and has_older
+                else None,
+                "previous": _link(request, query, Position.of(rows[0], forward=False))
+                if rows and has_newer
+                else None,
+                "results": [selectors.request_listed_payload(found) for found in rows],
+            }
         )
-        assert page is not None
-        return paginator.get_paginated_response(
-            [selectors.request_listed_payload(found) for found in page]
-        )
+
+
+def _link(request: Request, query: dict[str, str | None], position: Position) -> str:
+    """The list's address under the service's public one (PUBLIC_BASE_URL, as every other
+    link of the body; the address asked otherwise), with the query and position."""
+    given = {name: value for name, value in query.items() if value}
+    path = f"{reverse('requests')}?{urlencode(given | {'cursor': position.encoded()})}"
+    if settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL + path
+    return request.build_absolute_uri(path)
 
 
 def _statuses(request: Request) -> list[str]:
@@ -121,12 +200,13 @@ def _statuses(request: Request) -> list[str]:
         for name in given.split(",")
         if name.strip()
     ]
-    wrong = [name for name in asked if name not in STATUSES]
+    wrong = [name for name in asked if name not in REQUEST_STATUSES]
     if wrong:
         raise serializers.ValidationError(
             {
                 "status": [
-                    f"Not a status: '{name}'. One of: {', '.join(STATUSES)}." for name in wrong
+                    f"Not a status: '{name}'. One of: {', '.join(REQUEST_STATUSES)}."
+                    for name in wrong
                 ]
             }
         )

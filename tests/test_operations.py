@@ -17,11 +17,13 @@ import pytest
 import urllib3
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.models import Account
 from processing import intake, metrics
+from processing.models import ProcessingRequest
 from tests.harness.origin import Origin
 from tests.harness.redis import RedisServer
 from tests.harness.service import BIN, Service
@@ -124,6 +126,9 @@ def test_a_status_body_without_a_webhook_and_a_list_of_requests_are_valid_under_
     assert [row["request_id"] for row in listed["results"]] == [str(request.pk)]
     page = {"$ref": "#/components/schemas/RequestPage", "components": schema["components"]}
     jsonschema_rs.Draft202012Validator(page).validate(listed)
+    # an expired one too, whose links are null
+    ProcessingRequest.objects.filter(pk=request.pk).update(expired_at=timezone.now())
+    jsonschema_rs.Draft202012Validator(page).validate(api.get("/api/requests/").json())
 
 
 @pytest.mark.django_db

@@ -2,6 +2,12 @@
 DRF's test client (no task runs: the test's transaction never commits). Statuses and
 expiry are set on the rows, as the workers and the expiry task would leave them."""
 
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -9,10 +15,16 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts import services
+from processing.list_apis import BAD_CURSOR
 from processing.models import ProcessingRequest
 from tests.support import invalid_input
 
 pytestmark = pytest.mark.django_db
+
+
+def cursor_of(fields: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
 
 CSV = "S. No.,Product Name,Input Image Urls\n1,Shoe,https://shop.example/a.jpg\n"
 
@@ -83,6 +95,51 @@ def test_pages_cover_every_request_once_even_when_one_is_uploaded_between_them(
     assert listed(api)[0] == newer
 
 
+def backwards(api: APIClient, url: str | None) -> list[list[str]]:
+    """Every page from url back to the first, following previous links, newest first."""
+    pages: list[list[str]] = []
+    while url:
+        body = api.get(url).json()
+        pages.insert(0, [row["request_id"] for row in body["results"]])
+        url = body["previous"]
+    return pages
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+def test_requests_uploaded_at_the_same_time_are_each_listed_once_both_ways(
+    api: APIClient, page_size: int
+) -> None:
+    """DRF's cursor kept the time and an offset among equal times: going back through
+    requests of one time skipped some (the first of five, with a page of one)."""
+    # Given seven requests in three groups of one time each (an import, a restore)
+    made = [upload(api) for _ in range(7)]
+    now = timezone.now()
+    for group, ids in enumerate([made[:3], made[3:5], made[5:]]):
+        ProcessingRequest.objects.filter(pk__in=ids).update(
+            created_at=now - timedelta(minutes=group)
+        )
+    ordered = [
+        str(pk)
+        for pk in ProcessingRequest.objects.order_by("-created_at", "-request_id").values_list(
+            "pk", flat=True
+        )
+    ]
+
+    # When the list is read forward, then back from its last page
+    pages: list[list[str]] = []
+    url: str | None = f"/api/requests/?page_size={page_size}"
+    last = url
+    while url:
+        body = api.get(url).json()
+        pages.append([row["request_id"] for row in body["results"]])
+        last, url = url, body["next"]
+
+    # Then each way gives every request once, in order
+    assert [pk for page in pages for pk in page] == ordered
+    assert all(len(page) == page_size for page in pages[:-1])
+    assert [pk for page in backwards(api, last) for pk in page] == ordered
+
+
 def test_a_status_filter_keeps_only_those_requests(api: APIClient) -> None:
     done, failed, running = upload(api), upload(api), upload(api)
     ProcessingRequest.objects.filter(pk=done).update(status="completed")
@@ -119,11 +176,19 @@ def test_an_expired_request_is_listed_without_links_to_what_was_deleted(api: API
         ),
         ("page_size=0", "page_size", "Not a page size from 1 to 100: '0'."),
         ("page_size=101", "page_size", "Not a page size from 1 to 100: '101'."),
-        (
-            "cursor=bm90IG91cnM",
-            "cursor",
-            "Not a cursor this list gave: follow the next and previous links.",
-        ),
+        *[
+            (f"cursor={cursor}", "cursor", BAD_CURSOR)
+            for cursor in [
+                "bm90IG91cnM",  # not ours
+                "cD1nYXJiYWdl",  # DRF's cursor, p=garbage: a 500 once
+                cursor_of({"d": "next", "t": "2026-13-45T00:00:00+00:00", "id": str(uuid4())}),
+                cursor_of({"d": "next", "t": "2026-11-28T10:00:00", "id": str(uuid4())}),
+                cursor_of({"d": "sideways", "t": "2026-11-28T10:00:00Z", "id": str(uuid4())}),
+                cursor_of({"d": "next", "t": "2026-11-28T10:00:00Z", "id": "1"}),
+                cursor_of(["next"]),
+                "%%%",
+            ]
+        ],
         ("statuses=failed", "statuses", "Not a parameter of this list."),
     ],
 )
@@ -134,6 +199,23 @@ def test_a_query_the_list_cannot_follow_is_a_400_naming_it(
     response = api.get(f"/api/requests/?{query}")
     assert response.status_code == 400
     assert response.json() == invalid_input(field, message)
+
+
+def test_links_are_under_the_services_public_address_and_format_is_taken(
+    api: APIClient, settings: Any
+) -> None:
+    """They were under the address the request came to: behind a proxy that passes it on
+    to 127.0.0.1, a script following next went to its own machine with its key."""
+    settings.PUBLIC_BASE_URL = "https://images.example.com"
+    upload(api)
+    upload(api)
+
+    first = api.get("/api/requests/?page_size=1&format=json", HTTP_HOST="127.0.0.1:8000")
+
+    assert first.status_code == 200
+    assert first.json()["next"].startswith("https://images.example.com/api/requests/?")
+    second = api.get(first.json()["next"].removeprefix("https://images.example.com")).json()
+    assert second["previous"].startswith("https://images.example.com/api/requests/?")
 
 
 def test_the_page_lists_every_request_a_page_at_a_time(
