@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -74,8 +74,11 @@ class Position:
                 raise ValueError(cursor)
             if created_at.tzinfo is None:
                 raise ValueError(cursor)
+            # In UTC, as written: an offset PostgreSQL does not take (+23:59) or a time
+            # that leaves the calendar in UTC (year 1 at +01:00) was a 500 in the query.
+            created_at = created_at.astimezone(UTC)
             return cls(fields["d"] == "next", created_at, uuid.UUID(fields["id"]))
-        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+        except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, OverflowError):
             raise serializers.ValidationError({"cursor": [BAD_CURSOR]}) from None
 
     def rows(self, listed: QuerySet[ProcessingRequest]) -> QuerySet[ProcessingRequest]:
@@ -162,30 +165,49 @@ class RequestsApi(APIView):
         rows = rows[:size]
         if position is not None and not position.forward:
             rows.reverse()
-        forward = position is None or position.forward
-        # A page reached going forward has newer requests before it (the one its cursor
-        # names, at least); one reached going back has older ones after it.
-        has_newer = position is not None and (forward or more)
-        has_older = more if forward else True
-        query = {"page_size": request.query_params.get("page_size"), "status": ",".join(statuses)}
+        # Where the next and previous pages start: after the page's last row and before
+        # its first, or, for an empty page, on either side of its cursor.
+        older = Position.of(rows[-1], forward=True) if rows else position
+        newer = Position.of(rows[0], forward=False) if rows else position
+        if position is None:
+            has_older, has_newer = more, False
+        elif position.forward:
+            # Asked, not assumed from the cursor's row: that row may have left the status
+            # asked for (pending, then processing) or the account since.
+            has_older, has_newer = more, _any(listed, newer, forward=False)
+        else:
+            has_older, has_newer = _any(listed, older, forward=True), more
+        query = {
+            "page_size": request.query_params.get("page_size"),
+            "status": ",".join(statuses),
+            "format": request.query_params.get("format"),
+        }
         return Response(
             {
-                "next": _link(request, query, Position.of(rows[-1], forward=True))
-                if rows and has_older
-                else None,
-                "previous": _link(request, query, Position.of(rows[0], forward=False))
-                if rows and has_newer
-                else None,
+                "next": _link(request, query, older, forward=True) if has_older else None,
+                "previous": _link(request, query, newer, forward=False) if has_newer else None,
                 "results": [selectors.request_listed_payload(found) for found in rows],
             }
         )
 
 
-def _link(request: Request, query: dict[str, str | None], position: Position) -> str:
+def _any(listed: QuerySet[ProcessingRequest], position: Position | None, *, forward: bool) -> bool:
+    """Whether listed has rows past position, read forward (older) or back (newer)."""
+    if position is None:
+        return False
+    return Position(forward, position.created_at, position.request_id).rows(listed).exists()
+
+
+def _link(
+    request: Request, query: dict[str, str | None], position: Position | None, *, forward: bool
+) -> str:
     """The list's address under the service's public one (PUBLIC_BASE_URL, as every other
-    link of the body; the address asked otherwise), with the query and position."""
+    link of the body; the address asked otherwise), with the query and, read forward or
+    back, the position."""
+    assert position is not None
+    cursor = Position(forward, position.created_at, position.request_id).encoded()
     given = {name: value for name, value in query.items() if value}
-    path = f"{reverse('requests')}?{urlencode(given | {'cursor': position.encoded()})}"
+    path = f"{reverse('requests')}?{urlencode(given | {'cursor': cursor})}"
     if settings.PUBLIC_BASE_URL:
         return settings.PUBLIC_BASE_URL + path
     return request.build_absolute_uri(path)

@@ -26,6 +26,7 @@ def cursor_of(fields: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
 
 
+LONG = "0" * 5000 + "1"
 CSV = "S. No.,Product Name,Input Image Urls\n1,Shoe,https://shop.example/a.jpg\n"
 
 
@@ -140,6 +141,38 @@ def test_requests_uploaded_at_the_same_time_are_each_listed_once_both_ways(
     assert [pk for page in backwards(api, last) for pk in page] == ordered
 
 
+def test_a_time_at_an_offset_postgresql_refuses_is_read_in_utc(api: APIClient) -> None:
+    upload(api)
+    cursor = cursor_of({"d": "previous", "t": "2026-01-01T00:00:00+23:59", "id": str(uuid4())})
+    response = api.get(f"/api/requests/?cursor={cursor}")
+    assert response.status_code == 200
+    assert response.json()["results"] != []
+
+
+def test_links_follow_the_filter_as_it_is_now_not_as_it_was(api: APIClient) -> None:
+    """A row that left the status asked for (processing, then completed) was taken to be
+    still there: a page past the last led to an empty one, and one whose newer rows had
+    all left offered a way back to nothing."""
+    made = [upload(api) for _ in range(3)]
+    ProcessingRequest.objects.update(status="processing")
+    asked = "/api/requests/?status=processing&page_size=2"
+
+    first = api.get(asked).json()
+    second = api.get(first["next"]).json()
+    ProcessingRequest.objects.filter(pk=made[0]).update(status="completed")
+    back = api.get(second["previous"]).json()
+
+    assert [row["request_id"] for row in second["results"]] == [made[0]]
+    assert [row["request_id"] for row in back["results"]] == made[:0:-1]
+    assert back["next"] is None
+
+    ProcessingRequest.objects.filter(pk__in=made[1:]).update(status="completed")
+    ProcessingRequest.objects.filter(pk=made[0]).update(status="processing")
+    alone = api.get(first["next"]).json()
+    assert [row["request_id"] for row in alone["results"]] == [made[0]]
+    assert alone["previous"] is None
+
+
 def test_a_status_filter_keeps_only_those_requests(api: APIClient) -> None:
     done, failed, running = upload(api), upload(api), upload(api)
     ProcessingRequest.objects.filter(pk=done).update(status="completed")
@@ -187,8 +220,13 @@ def test_an_expired_request_is_listed_without_links_to_what_was_deleted(api: API
                 cursor_of({"d": "next", "t": "2026-11-28T10:00:00Z", "id": "1"}),
                 cursor_of(["next"]),
                 "%%%",
+                # times that leave the calendar in UTC: 500s once they reached the query
+                cursor_of({"d": "next", "t": "0001-01-01T00:00:00+01:00", "id": str(uuid4())}),
+                cursor_of({"d": "next", "t": "9999-12-31T23:59:59-01:00", "id": str(uuid4())}),
             ]
         ],
+        # past 4,300 digits int() raises: a 500
+        (f"page_size={LONG}", "page_size", f"Not a page size from 1 to 100: '{LONG}'."),
         ("statuses=failed", "statuses", "Not a parameter of this list."),
     ],
 )
