@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -167,16 +167,16 @@ class RequestsApi(APIView):
             rows.reverse()
         # Where the next and previous pages start: after the page's last row and before
         # its first, or, for an empty page, on either side of its cursor.
-        older = Position.of(rows[-1], forward=True) if rows else position
-        newer = Position.of(rows[0], forward=False) if rows else position
+        older = Position.of(rows[-1], forward=True) if rows else _toward(position, True)
+        newer = Position.of(rows[0], forward=False) if rows else _toward(position, False)
         if position is None:
             has_older, has_newer = more, False
         elif position.forward:
             # Asked, not assumed from the cursor's row: that row may have left the status
             # asked for (pending, then processing) or the account since.
-            has_older, has_newer = more, _any(listed, newer, forward=False)
+            has_older, has_newer = more, _any(listed, newer)
         else:
-            has_older, has_newer = _any(listed, older, forward=True), more
+            has_older, has_newer = _any(listed, older), more
         query = {
             "page_size": request.query_params.get("page_size"),
             "status": ",".join(statuses),
@@ -184,30 +184,28 @@ class RequestsApi(APIView):
         }
         return Response(
             {
-                "next": _link(request, query, older, forward=True) if has_older else None,
-                "previous": _link(request, query, newer, forward=False) if has_newer else None,
+                "next": _link(request, query, older) if has_older else None,
+                "previous": _link(request, query, newer) if has_newer else None,
                 "results": [selectors.request_listed_payload(found) for found in rows],
             }
         )
 
 
-def _any(listed: QuerySet[ProcessingRequest], position: Position | None, *, forward: bool) -> bool:
-    """Whether listed has rows past position, read forward (older) or back (newer)."""
-    if position is None:
-        return False
-    return Position(forward, position.created_at, position.request_id).rows(listed).exists()
+def _toward(position: Position | None, forward: bool) -> Position | None:
+    return replace(position, forward=forward) if position is not None else None
 
 
-def _link(
-    request: Request, query: dict[str, str | None], position: Position | None, *, forward: bool
-) -> str:
+def _any(listed: QuerySet[ProcessingRequest], position: Position | None) -> bool:
+    """Whether listed has rows past position, in its direction."""
+    return position is not None and position.rows(listed).exists()
+
+
+def _link(request: Request, query: dict[str, str | None], position: Position | None) -> str:
     """The list's address under the service's public one (PUBLIC_BASE_URL, as every other
-    link of the body; the address asked otherwise), with the query and, read forward or
-    back, the position."""
+    link of the body; the address asked otherwise), with the query and the position."""
     assert position is not None
-    cursor = Position(forward, position.created_at, position.request_id).encoded()
     given = {name: value for name, value in query.items() if value}
-    path = f"{reverse('requests')}?{urlencode(given | {'cursor': cursor})}"
+    path = f"{reverse('requests')}?{urlencode(given | {'cursor': position.encoded()})}"
     if settings.PUBLIC_BASE_URL:
         return settings.PUBLIC_BASE_URL + path
     return request.build_absolute_uri(path)
