@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 LOGIN_LINK_LIFETIME: Final = timedelta(minutes=15)
 LOCAL_ACCOUNT: Final = "local"
+# Keys an account may hold unrevoked when its people make them on the account page: one
+# for each script and environment, with room to rotate; not a key a click for ever.
+ACTIVE_KEYS_LIMIT: Final = 25
+KEY_LABEL_LENGTH: Final = 50  # ApiKey.name's column
 
 
 class AccountError(Exception):
@@ -43,24 +47,44 @@ def account_get(*, name: str) -> Account:
         raise AccountError(f"There is no account named {name!r}.") from None
 
 
-def api_key_create(*, account: Account, label: str = "") -> tuple[ApiKey, str]:
-    """A new key for account; the key itself is returned here and never again."""
-    made, key = ApiKey.objects.create_key(account=account, name=label or "key")
+def api_key_create(
+    *, account: Account, label: str = "", limit: int | None = None, by: str = ""
+) -> tuple[ApiKey, str]:
+    """A new key for account; the key itself is returned here and never again. With a
+    limit, refused while the account holds that many usable keys; by names who asked."""
+    label = label.strip()
+    if len(label) > KEY_LABEL_LENGTH:
+        raise AccountError(
+            f"A key's label is at most {KEY_LABEL_LENGTH} characters; this one has {len(label)}."
+        )
+    with transaction.atomic():
+        if limit is not None:
+            account_lock(account_id=account.pk)  # two clicks at once make one key past it, not two
+            usable = [key for key in account.api_keys.filter(revoked=False) if not key.has_expired]
+            if len(usable) >= limit:
+                raise AccountError(
+                    f"This account already has {len(usable)} keys in use, the most it may "
+                    "hold. Revoke one it no longer needs, then make the new one."
+                )
+        made, key = ApiKey.objects.create_key(account=account, name=label or "key")
     api_key = cast(ApiKey, made)
-    logger.info("API key %s made for account %s", api_key.prefix, account.name)
+    logger.info("API key %s made for account %s%s", api_key.prefix, account.name, _by(by))
     return api_key, key
 
 
-def api_key_revoke(*, prefix: str) -> ApiKey:
-    """Revoke the key with this prefix, for good."""
+def api_key_revoke(*, prefix: str, account: Account | None = None, by: str = "") -> ApiKey:
+    """Revoke the key with this prefix, for good; with an account, only a key of its own."""
+    keys = ApiKey.objects.select_related("account")
+    if account is not None:
+        keys = keys.filter(account=account)
     try:
-        api_key: ApiKey = ApiKey.objects.select_related("account").get(prefix=prefix)
+        api_key: ApiKey = keys.get(prefix=prefix)
     except ApiKey.DoesNotExist:
         raise AccountError(f"There is no API key with the prefix {prefix!r}.") from None
     if not api_key.revoked:
         api_key.revoked = True
         api_key.save(update_fields=["revoked"])  # post_save: forgotten by checked_keys
-        logger.info("API key %s of account %s revoked", prefix, api_key.account.name)
+        logger.info("API key %s of account %s revoked%s", prefix, api_key.account.name, _by(by))
     return api_key
 
 
@@ -81,7 +105,7 @@ def account_lock(*, account_id: int) -> None:
     Account.objects.select_for_update().filter(pk=account_id).first()
 
 
-def account_secret_rotate(*, account: Account) -> str:
+def account_secret_rotate(*, account: Account, by: str = "") -> str:
     """A new webhook secret; the old one signs too for WEBHOOK_SECRET_OVERLAP seconds."""
     now = timezone.now()
     with transaction.atomic():
@@ -96,7 +120,7 @@ def account_secret_rotate(*, account: Account) -> str:
                 "previous_secret_expires_at",
             ]
         )
-    logger.info("webhook secret of account %s rotated", account.name)
+    logger.info("webhook secret of account %s rotated%s", account.name, _by(by))
     return locked.webhook_secret
 
 
@@ -181,6 +205,11 @@ def _key_file_valid(key_file: Path, account: Account) -> bool:
     except ApiKey.DoesNotExist:
         return False
     return bool(api_key.account_id == account.pk and not api_key.has_expired)
+
+
+def _by(username: str) -> str:
+    """Who did it, for the log: a person on the account page; a command says nothing."""
+    return f" by {username!r} on the account page" if username else ""
 
 
 def _token_hash(token: str) -> str:

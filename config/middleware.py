@@ -1,5 +1,6 @@
 """Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
-whatever the Host header; answers about an account kept out of caches."""
+whatever the Host header; answers about an account kept out of caches; every page under
+the site's content policy."""
 
 from collections.abc import Callable
 
@@ -69,4 +70,31 @@ class PrivateAnswersMiddleware:
         public = request.path_info.startswith((settings.MEDIA_URL, settings.STATIC_URL))
         if not public and not response.has_header("Cache-Control"):
             response["Cache-Control"] = "private, no-store"
+        return response
+
+
+# Scripts and styles only from this site; images from anywhere, since "before" thumbnails
+# are the shop's own URLs.
+PAGE_CONTENT_POLICY = (
+    "default-src 'self'; img-src * data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+# Pages that keep Django's headers alone: Swagger UI starts from an inline script, and
+# the admin's templates set inline styles.
+PAGES_WITHOUT_POLICY = ("/api/docs/", "/admin/")
+
+
+class PageHeadersMiddleware:
+    """Every HTML page of ours is under PAGE_CONTENT_POLICY. Set page by page before, the
+    login, one-time link and error pages had none. (`Referrer-Policy: same-origin` is
+    Django's SecurityMiddleware's, on every answer.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        page = response.get("Content-Type", "").startswith("text/html")
+        if page and not request.path_info.startswith(PAGES_WITHOUT_POLICY):
+            response.setdefault("Content-Security-Policy", PAGE_CONTENT_POLICY)
         return response

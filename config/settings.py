@@ -114,6 +114,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.logs.AccessLogMiddleware",
     "config.middleware.PrivateAnswersMiddleware",
+    "config.middleware.PageHeadersMiddleware",
     # Before the Host header is checked: probes call a process by its address.
     "config.middleware.ProbesAnyHostMiddleware",
     "django.middleware.security.SecurityMiddleware",

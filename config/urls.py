@@ -5,6 +5,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
+from accounts import pages as account_pages
 from accounts import views as account_views
 from imaging.encode import EXTENSIONS
 from processing import apis, control_apis, list_apis, pages
@@ -23,6 +24,18 @@ urlpatterns = [
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("login/link/<str:token>/", account_views.login_link, name="login-link"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
+    path("account/", account_pages.account_detail, name="account"),
+    path("account/keys/", account_pages.api_key_create, name="api-key-create"),
+    path(
+        "account/keys/<str:prefix>/revoke/",
+        account_pages.api_key_revoke,
+        name="api-key-revoke",
+    ),
+    path(
+        "account/webhook-secret/rotate/",
+        account_pages.webhook_secret_rotate,
+        name="webhook-secret-rotate",
+    ),
     path("admin/", admin.site.urls),
     # Open to all, as /healthz: what the API is, not what anyone asked of it.
     path(

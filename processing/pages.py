@@ -1,22 +1,18 @@
 """The web page for people: upload a CSV, watch a request, see every image before and
 after. Server-rendered; the page's JavaScript talks to the same JSON API as any client."""
 
-import functools
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
 
-from accounts.authentication import user_account
 from accounts.models import Account
+from accounts.pages import account_page
 from imaging.encode import OutputFormat
 from imaging.metadata import MetadataMode
 from processing import selectors
@@ -99,28 +95,12 @@ class ImageRow:
         return round(100 * (before - after) / before)
 
 
-def account_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """A page for a logged-in person (else the login page), acting for their account (a
-    user of none gets a page that says so)."""
-
-    @login_required
-    @require_GET
-    @functools.wraps(view)
-    def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        account = user_account(request.user)
-        if account is None:
-            return _page(request, "accounts/no_account.html", {}, status=403)
-        return view(request, account, *args, **kwargs)
-
-    return page
-
-
-@account_page
+@account_page("GET")
 def home(request: HttpRequest, account: Account) -> HttpResponse:
     # Every request of the account, a page at a time (it showed the latest 20, no more).
     paginator = Paginator(selectors.requests_list(account=account), REQUESTS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
-    return _page(
+    return render(
         request,
         "processing/home.html",
         {
@@ -133,13 +113,13 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
     )
 
 
-@account_page
+@account_page("GET")
 def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
     found = selectors.request_get(account=account, request_id=request_id)
     if found is None:
-        return _page(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
     if found.expired_at is not None:
-        return _page(request, "processing/expired.html", {"request_row": found}, status=410)
+        return render(request, "processing/expired.html", {"request_row": found}, status=410)
     retry_count = found.failed_images + found.cancelled_images
     paginator = Paginator(selectors.request_products(request_id=found.pk), PRODUCTS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
@@ -173,7 +153,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "webhook": selectors.webhook_state(found),
         **_choices(),
     }
-    return _page(request, "processing/request.html", context)
+    return render(request, "processing/request.html", context)
 
 
 def _choices() -> dict[str, Any]:
@@ -209,19 +189,3 @@ def _percent_done(found: ProcessingRequest) -> int:
     else:
         ended = found.total_images - found.pending_images
     return ended * 100 // found.total_images
-
-
-def _page(
-    request: HttpRequest, template: str, context: dict[str, Any], status: int = 200
-) -> HttpResponse:
-    response = render(request, template, context, status=status)
-    # Scripts and styles only from this site; images from anywhere, since "before"
-    # thumbnails are the shop's own URLs.
-    response["Content-Security-Policy"] = (
-        "default-src 'self'; img-src * data:; object-src 'none'; base-uri 'none'; "
-        "frame-ancestors 'none'; form-action 'self'"
-    )
-    # Nothing of our URLs to other sites (the "before" thumbnails are the shops' own); our
-    # own origin on same-site requests, which Django's CSRF check of a form POST reads.
-    response["Referrer-Policy"] = "same-origin"
-    return response

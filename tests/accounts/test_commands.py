@@ -67,6 +67,13 @@ def test_an_account_name_is_checked() -> None:
         call_command("apikey", "create", "--account", "no spaces please")
 
 
+def test_a_label_longer_than_its_column_is_refused_saying_so() -> None:
+    # It reached the database before: PostgreSQL's error, or SQLite's silence
+    with pytest.raises(CommandError, match="at most 50 characters; this one has 51"):
+        call_command("apikey", "create", "--account", "acme", "--label", "x" * 51)
+    assert not ApiKey.objects.exists()
+
+
 def test_account_secret_prints_it_and_rotate_keeps_the_old_one_for_the_overlap(
     settings: Any,
 ) -> None:

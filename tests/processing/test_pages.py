@@ -342,6 +342,52 @@ def test_a_request_page_and_the_list_of_requests_fit_a_phone_screen(
 
 
 @pytest.mark.e2e
+def test_a_person_makes_a_key_on_the_account_page_and_revokes_it_and_the_api_follows(
+    embedded_service: Service, logged_in: Page, console_errors: list[str]
+) -> None:
+    page = logged_in
+    page.set_viewport_size({"width": 375, "height": 740})
+
+    def api_status(key: str) -> int:
+        answer = urllib3.request(
+            "GET",
+            embedded_service.base_url + "/api/requests/",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        return int(answer.status)
+
+    # Given the account page, reached from the header
+    page.get_by_role("link", name="tests", exact=True).click()
+    expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+    # When a person makes a key, it is shown once and the API takes it
+    page.get_by_label("Label (what the key is for)").fill("from the browser")
+    page.get_by_role("button", name="Make a key").click()
+    key = page.locator("#new-key").inner_text()
+    assert api_status(key) == 200
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # And revoked after confirming, the API refuses it (each web process within 10 s)
+    page.get_by_role("row", name=re.compile("from the browser")).get_by_role(
+        "link", name="Revoke…"
+    ).click()
+    page.get_by_role("button", name="Revoke it").click()
+    expect(page.get_by_role("row", name=re.compile("from the browser"))).to_contain_text("revoked")
+    deadline = time.monotonic() + 15
+    while api_status(key) != 401:
+        assert time.monotonic() < deadline, "the revoked key is still taken"
+        time.sleep(0.2)
+    # The secret is shown on request, and rotated after confirming
+    page.get_by_text("Show the secret").click()
+    before = page.locator("#webhook-secret").inner_text()
+    assert before.startswith("whsec_")
+    page.get_by_role("link", name="Rotate the secret…").click()
+    page.get_by_role("button", name="Rotate it").click()
+    page.get_by_text("Show the secret").click()
+    expect(page.locator("#webhook-secret")).not_to_have_text(before)
+    expect(page.get_by_text("The previous secret signs too until")).to_be_visible()
+    assert console_errors == []
+
+
+@pytest.mark.e2e
 def test_a_visitor_logs_in_sees_only_their_accounts_requests_and_logs_out(
     embedded_service: Service, origin: Origin, page: Page, console_errors: list[str]
 ) -> None:

@@ -1,0 +1,109 @@
+"""The account's own page: its API keys (make one, revoke one) and the secret that signs
+its webhooks (see it, rotate it), for the people of the account, without asking whoever
+runs the service. A person logged in does this, never an API key: a leaked key must not
+be able to make itself a successor or lock its owner out."""
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+
+from accounts import services
+from accounts.authentication import KEY_CHECK_SECONDS, user_account
+from accounts.models import Account, ApiKey
+
+logger = logging.getLogger(__name__)
+
+AccountView = Callable[..., HttpResponse]
+
+
+def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
+    """A page for a logged-in person (else the login page), acting for their account (a
+    user of none gets a page that says so), answering these methods alone."""
+
+    def decorate(view: AccountView) -> AccountView:
+        @login_required
+        @require_http_methods(list(methods))
+        @functools.wraps(view)
+        def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            account = user_account(request.user)
+            if account is None:
+                return render(request, "accounts/no_account.html", {}, status=403)
+            return view(request, account, *args, **kwargs)
+
+        return page
+
+    return decorate
+
+
+@account_page("GET")
+def account_detail(request: HttpRequest, account: Account) -> HttpResponse:
+    return _account_page(request, account)
+
+
+@account_page("POST")
+def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
+    """Make a key and show it, on this answer alone: not after a redirect, which would have
+    to carry it in the session or a cookie."""
+    try:
+        api_key, key = services.api_key_create(
+            account=account,
+            label=request.POST.get("label", ""),
+            limit=services.ACTIVE_KEYS_LIMIT,
+            by=request.user.get_username(),
+        )
+    except services.AccountError as refused:
+        return _account_page(request, account, {"key_error": str(refused)}, status=400)
+    return _account_page(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})
+
+
+@account_page("GET", "POST")
+def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpResponse:
+    """GET asks to confirm; the POST revokes. A key of another account is not found."""
+    api_key = ApiKey.objects.filter(account=account, prefix=prefix, revoked=False).first()
+    if api_key is None:
+        return render(request, "accounts/key_not_found.html", {"prefix": prefix}, status=404)
+    if request.method == "GET":
+        return render(
+            request,
+            "accounts/key_revoke.html",
+            {"api_key": api_key, "key_check_seconds": round(KEY_CHECK_SECONDS)},
+        )
+    services.api_key_revoke(prefix=prefix, account=account, by=request.user.get_username())
+    return redirect("account")
+
+
+@account_page("GET", "POST")
+def webhook_secret_rotate(request: HttpRequest, account: Account) -> HttpResponse:
+    """GET asks to confirm; the POST makes a new secret, shown on the account page."""
+    overlap_hours = f"{settings.WEBHOOK_SECRET_OVERLAP / 3600:g}"
+    if request.method == "GET":
+        return render(request, "accounts/secret_rotate.html", {"overlap_hours": overlap_hours})
+    services.account_secret_rotate(account=account, by=request.user.get_username())
+    return redirect("account")
+
+
+def _account_page(
+    request: HttpRequest, account: Account, extra: dict[str, Any] | None = None, status: int = 200
+) -> HttpResponse:
+    account.refresh_from_db()  # the secret as rotated by anyone, a moment ago
+    keys = account.api_keys.order_by("revoked", "-created")
+    context = {
+        "account": account,
+        "api_keys": keys,
+        "active_keys": sum(not (key.revoked or key.has_expired) for key in keys),
+        "keys_limit": services.ACTIVE_KEYS_LIMIT,
+        "label_length": services.KEY_LABEL_LENGTH,
+        "previous_secret_until": account.previous_secret_expires_at
+        if account.signing_secrets(timezone.now())[1:]
+        else None,
+        **(extra or {}),
+    }
+    return render(request, "accounts/account.html", context, status=status)

@@ -1,0 +1,180 @@
+"""The account page: a person of the account makes and revokes its API keys and rotates its
+webhook secret, through Django's test client with CSRF checks on, and the API answers
+each key as the page left it."""
+
+import re
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts import services
+from accounts.models import Account, ApiKey
+from config.middleware import PAGE_CONTENT_POLICY
+
+pytestmark = pytest.mark.django_db
+
+
+def form_post(client: Client, path: str, data: dict[str, str] | None = None) -> Any:
+    """A POST as the page's form sends it: with the CSRF token of a page just read."""
+    token = client.get("/account/").context["csrf_token"]
+    return client.post(path, {**(data or {}), "csrfmiddlewaretoken": str(token)})
+
+
+def text(answer: Any) -> str:
+    """A page's HTML with its line breaks and indents as single spaces, as a reader sees it."""
+    return " ".join(answer.content.decode().split())
+
+
+def api_answers(key: str) -> int:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return int(client.get("/api/requests/").status_code)
+
+
+def test_a_member_makes_a_key_that_is_shown_once_and_that_the_api_takes(
+    member_client: Client, account: Account
+) -> None:
+    # Given the account page
+    page = member_client.get("/account/")
+    assert page.status_code == 200
+    assert "No keys yet." in text(page)
+    # When a person makes a key with a label
+    made = form_post(member_client, "/account/keys/", {"label": "  nightly feed  "})
+    # Then the answer shows the key, which the API takes for this account
+    assert made.status_code == 200
+    key = made.context["new_key"]
+    assert key in text(made)
+    assert api_answers(key) == 200
+    # And the page lists it by prefix and trimmed label, never the key again
+    listed = member_client.get("/account/")
+    shown = text(listed)
+    assert key not in shown
+    api_key = ApiKey.objects.get(account=account)
+    assert api_key.name == "nightly feed"
+    assert f"<code>{api_key.prefix}…</code>" in shown
+    assert "1 of at most 25 keys in use." in shown
+
+
+def test_a_key_revoked_from_the_page_is_refused_by_the_api_after_a_confirmation(
+    member_client: Client, api_key: str, account: Account
+) -> None:
+    prefix = api_key.partition(".")[0]
+    # Asking to revoke shows what will happen and revokes nothing
+    asked = member_client.get(f"/account/keys/{prefix}/revoke/")
+    assert asked.status_code == 200
+    assert "within 10 seconds" in text(asked)
+    assert api_answers(api_key) == 200
+    # The confirmation's POST revokes it: the API refuses it and the page says so
+    revoked = form_post(member_client, f"/account/keys/{prefix}/revoke/")
+    assert revoked.status_code == 302
+    assert revoked["Location"] == "/account/"
+    assert api_answers(api_key) == 401
+    assert ApiKey.objects.get(prefix=prefix).revoked
+    row = re.search(rf"<code>{prefix}…</code>.*?</tr>", text(member_client.get("/account/")), re.S)
+    assert row is not None
+    assert "revoked" in row.group(0)
+    assert "Revoke…" not in row.group(0)
+    # And a second revoke finds no key in use
+    assert member_client.get(f"/account/keys/{prefix}/revoke/").status_code == 404
+
+
+def test_another_accounts_key_cannot_be_revoked_or_seen_from_this_account(
+    member_client: Client,
+) -> None:
+    other, _ = services.account_get_or_create(name="other-shop")
+    other_key, key = services.api_key_create(account=other, label="theirs")
+    # Neither listed nor revocable: 404, as a key that does not exist
+    assert other_key.prefix not in text(member_client.get("/account/"))
+    assert member_client.get(f"/account/keys/{other_key.prefix}/revoke/").status_code == 404
+    assert form_post(member_client, f"/account/keys/{other_key.prefix}/revoke/").status_code == 404
+    assert api_answers(key) == 200
+
+
+def test_the_pages_changes_need_the_pages_csrf_token(member_client: Client, api_key: str) -> None:
+    prefix = api_key.partition(".")[0]
+    # A cross-site form riding on the session changes nothing
+    assert member_client.post("/account/keys/", {"label": "forged"}).status_code == 403
+    assert member_client.post(f"/account/keys/{prefix}/revoke/").status_code == 403
+    assert member_client.post("/account/webhook-secret/rotate/").status_code == 403
+    assert ApiKey.objects.filter(name="forged").count() == 0
+    assert api_answers(api_key) == 200
+
+
+def test_an_api_key_cannot_open_the_account_page_or_make_keys(api_key: str) -> None:
+    # A leaked key must not make itself a successor: the page wants a person's login
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert client.get("/account/").status_code == 302
+    assert client.post("/account/keys/", {"label": "successor"}).status_code in {302, 403}
+    assert ApiKey.objects.filter(name="successor").count() == 0
+
+
+def test_a_long_label_and_a_key_past_the_limit_are_refused_saying_why(
+    member_client: Client, account: Account
+) -> None:
+    too_long = form_post(member_client, "/account/keys/", {"label": "x" * 51})
+    assert too_long.status_code == 400
+    assert "at most 50 characters; this one has 51" in text(too_long)
+    # Keys revoked or expired do not count towards the limit; keys in use do
+    for _ in range(services.ACTIVE_KEYS_LIMIT - 1):
+        services.api_key_create(account=account)
+    services.api_key_revoke(prefix=services.api_key_create(account=account)[0].prefix)
+    expired, _ = services.api_key_create(account=account)
+    ApiKey.objects.filter(pk=expired.pk).update(expiry_date=timezone.now())
+    assert form_post(member_client, "/account/keys/").status_code == 200
+    refused = form_post(member_client, "/account/keys/")
+    assert refused.status_code == 400
+    assert "already has 25 keys in use" in text(refused)
+    assert ApiKey.objects.filter(account=account).count() == services.ACTIVE_KEYS_LIMIT + 2
+
+
+def test_a_rotated_secret_is_shown_and_the_previous_one_signs_until_the_overlap_ends(
+    member_client: Client, account: Account
+) -> None:
+    before = account.webhook_secret
+    assert before in text(member_client.get("/account/"))
+    # Asking shows what rotating does and rotates nothing
+    asked = member_client.get("/account/webhook-secret/rotate/")
+    assert "For 24 hours every webhook carries two signatures" in text(asked)
+    account.refresh_from_db()
+    assert account.webhook_secret == before
+    # The POST rotates: the page shows the new secret, and both sign for the overlap
+    assert form_post(member_client, "/account/webhook-secret/rotate/").status_code == 302
+    account.refresh_from_db()
+    assert account.webhook_secret != before
+    assert account.signing_secrets(timezone.now()) == [account.webhook_secret, before]
+    shown = text(member_client.get("/account/"))
+    assert account.webhook_secret in shown
+    assert before not in shown
+    assert "The previous secret signs too until" in shown
+
+
+def test_a_user_of_no_account_is_told_so() -> None:
+    loner = Client()
+    loner.force_login(get_user_model().objects.create_user(username="loner"))
+    answer = loner.get("/account/")
+    assert answer.status_code == 403
+    assert "belongs to no account" in text(answer)
+
+
+@pytest.mark.parametrize(
+    ("path", "logged_in"),
+    [("/login/", False), ("/login/link/unknown/", False), ("/account/", True), ("/nowhere/", True)],
+)
+def test_every_page_is_under_the_sites_content_policy(
+    member_client: Client, path: str, logged_in: bool
+) -> None:
+    # The login, link and not-found pages had none: only the request pages set it
+    answer = (member_client if logged_in else Client()).get(path, HTTP_ACCEPT="text/html")
+    assert answer["Content-Type"].startswith("text/html")
+    assert answer["Content-Security-Policy"] == PAGE_CONTENT_POLICY
+    assert answer["Referrer-Policy"] == "same-origin"
+
+
+def test_the_api_docs_keep_their_inline_start_without_the_policy(client: Client) -> None:
+    answer = client.get("/api/docs/")
+    assert answer.status_code == 200
+    assert not answer.has_header("Content-Security-Policy")
