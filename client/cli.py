@@ -6,6 +6,7 @@
     imgsvc status REQUEST_ID
     imgsvc list [--status completed --status failed] [--limit 20]
     imgsvc cancel REQUEST_ID
+    imgsvc delete REQUEST_ID
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
         [--target low|medium|high] [--output-format webp]
@@ -94,6 +95,10 @@ class Client:
             "POST", f"/api/requests/{request_id}/{action}/", json=fields or None, expect=202
         )
 
+    def delete(self, request_id: str) -> None:
+        """Delete a finished request's outputs, output CSV, products and images now."""
+        self._send("DELETE", f"/api/requests/{request_id}/", expect=204)
+
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
         headers = self.headers if url.startswith(self.server + "/") else {}
@@ -103,6 +108,12 @@ class Client:
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._send(method, path, expect=expect, **options).json()
+        return result
+
+    def _send(
+        self, method: str, path: str, *, expect: int, **options: Any
+    ) -> urllib3.BaseHTTPResponse:
         try:
             response = self.http.request(
                 method, self.server + path, headers=self.headers, timeout=60, **options
@@ -111,8 +122,7 @@ class Client:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:
             raise ApiError(error_text(response))
-        result: dict[str, Any] = response.json()
-        return result
+        return response
 
 
 def error_text(response: urllib3.BaseHTTPResponse) -> str:
@@ -293,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     list_parser.add_argument("--limit", type=positive, default=20, help="at most (20)")
     cancel_parser = commands.add_parser("cancel", help="stop a request: images not started end")
     cancel_parser.add_argument("request_id")
+    delete_parser = commands.add_parser(
+        "delete", help="delete a finished request's outputs, CSV and products now"
+    )
+    delete_parser.add_argument("request_id")
     retry_parser = commands.add_parser("retry", help="process a request's failed images again")
     retry_parser.add_argument("request_id")
     waits(retry_parser)
@@ -313,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             return control(client, options)
         if options.command == "list":
             return list_requests(client, options)
+        if options.command == "delete":
+            client.delete(options.request_id)
+            print(f"request {options.request_id}: deleted", file=sys.stderr)
+            return 0
         print(json.dumps(client.status(options.request_id), indent=2))
         return 0
     except ApiError as error:

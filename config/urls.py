@@ -18,6 +18,7 @@ OUTPUT_EXTENSIONS = "|".join(sorted(EXTENSIONS.values()))
 urlpatterns = [
     path("", pages.home, name="home"),
     path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
+    path("requests/<uuid:request_id>/delete/", pages.request_delete, name="request-delete"),
     path("healthz", healthz, name="healthz"),
     path("livez", livez, name="livez"),
     path("metrics", metrics_view, name="metrics"),
@@ -53,6 +54,7 @@ urlpatterns = [
     path("api/upload/", apis.UploadApi.as_view(), name="upload"),
     path("api/status/<str:request_id>/", apis.StatusApi.as_view(), name="request-status"),
     path("api/requests/", list_apis.RequestsApi.as_view(), name="requests"),
+    path("api/requests/<str:request_id>/", control_apis.DeleteApi.as_view(), name="request"),
     path(
         "api/requests/<str:request_id>/products/",
         apis.ProductsApi.as_view(),

@@ -365,11 +365,11 @@ def request_or_404(request: Request, request_id: str) -> ProcessingRequest:
 
 def expired_refusal(found: ProcessingRequest) -> RequestExpired:
     """410 for an expired request, naming when (read again: it may have just expired)."""
-    found.refresh_from_db(fields=["expired_at"])
+    found.refresh_from_db(fields=["expired_at", "deleted_by_owner"])
     expired = selectors.timestamp(found.expired_at)
+    why = "at the account's request" if found.deleted_by_owner else "after the retention period"
     return RequestExpired(
-        f"The request's outputs, products and images were deleted on {expired}, "
-        "after the retention period.",
+        f"The request's outputs, products and images were deleted on {expired}, {why}.",
         details=[{"expired_at": expired}],
     )
 

@@ -1,5 +1,5 @@
-"""What an owner may do to a request under way or finished: cancel it, retry what failed.
-(Re-running it with other settings makes a new request: intake.request_rerun.)"""
+"""What an owner may do to a request under way or finished: cancel it, retry what failed,
+delete it. (Re-running it with other settings makes a new request: intake.request_rerun.)"""
 
 import logging
 
@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import account_lock
-from processing import metrics
+from processing import expiry, metrics
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.policies import pending_quota_check
 from processing.results import NO_FACTS, request_finalize_when_ready
@@ -123,3 +123,15 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
     logger.info("request %s retried: %d failed, %d cancelled", locked.pk, failed, cancelled)
     request_window_fill(request_id=locked.pk)
     return locked
+
+
+def request_delete(*, request: ProcessingRequest) -> None:
+    """Delete a finished request's outputs, output CSV, products and images now, as
+    RETENTION_DAYS would later: its row stays, answering 410 on every route. A request
+    still under way is cancelled first by whoever asks this (NotFinished)."""
+    if expiry.request_expire(request_id=request.pk, cutoff=None, by_owner=True):
+        return
+    request.refresh_from_db(fields=["status", "expired_at"])
+    if request.expired_at is not None:
+        raise Expired
+    raise NotFinished

@@ -1,5 +1,6 @@
 """What an owner does to a request once uploaded: cancel it, retry what failed, re-run it
-with other settings. Each answers at once (202); the work happens on the workers."""
+with other settings (each answers at once, 202, the work happening on the workers), and
+delete it once finished."""
 
 from typing import NoReturn
 
@@ -53,6 +54,34 @@ class CancelApi(APIView):
             ) from None
         found.refresh_from_db()
         return Response(status_body(found), status=status.HTTP_202_ACCEPTED)
+
+
+class DeleteApi(APIView):
+    @extend_schema(
+        summary="Delete a finished request's outputs, output CSV, products and images now",
+        description=(
+            "As the retention period would later: the output images and CSV are removed "
+            "from storage, the products and images from the database, and every route of "
+            "the request answers 410 expired from then on (this one too). The request stays "
+            "in the list of requests, with its expired_at. A request under way is refused "
+            "(409 not_finished): cancel it, then delete it once it has finished."
+        ),
+        parameters=[REQUEST_ID],
+        request=None,
+        responses={204: None, **errors(401, 403, 404, 409, 410)},
+    )
+    def delete(self, request: Request, request_id: str) -> Response:
+        found = request_or_404(request, request_id)
+        try:
+            control.request_delete(request=found)
+        except control.NotFinished:
+            raise RequestNotFinished(
+                f"The request is still {found.status}: cancel it first, then delete it once "
+                "it has finished."
+            ) from None
+        except control.Expired:
+            raise expired_refusal(found) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class RetryApi(APIView):

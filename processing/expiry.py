@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # What a webhook still to be delivered says when its request expires first.
 EXPIRED_ERROR = "The request expired before its webhook was delivered; it is not sent."
+DELETED_ERROR = "The request was deleted before its webhook was delivered; it is not sent."
 
 
 def requests_expire(*, now: datetime | None = None) -> int:
@@ -47,29 +48,39 @@ def requests_expire(*, now: datetime | None = None) -> int:
     return expired
 
 
-def request_expire(*, request_id: uuid.UUID, cutoff: datetime) -> bool:
-    """Expire one request if it is still finished before cutoff; True if this call did.
+def request_expire(
+    *, request_id: uuid.UUID, cutoff: datetime | None, by_owner: bool = False
+) -> bool:
+    """Expire one request if it is still finished (before cutoff, where one is given); True
+    if this call did. by_owner: its account asked, now (control.request_delete).
 
     The row is marked first, in a conditional UPDATE that a retry (which takes the same
     row) cannot cross: from then on every route answers 410, a retry or a re-run is
     refused, and re-use no longer offers its outputs. Its files and rows go after."""
     now = timezone.now()
+    due = ProcessingRequest.objects.filter(
+        pk=request_id, status__in=ProcessingRequest.FINISHED_STATUSES, expired_at__isnull=True
+    )
+    if cutoff is not None:
+        due = due.filter(finished_at__lt=cutoff)
     with transaction.atomic():
-        claimed = ProcessingRequest.objects.filter(
-            pk=request_id,
-            status__in=ProcessingRequest.FINISHED_STATUSES,
-            finished_at__lt=cutoff,
-            expired_at__isnull=True,
-        ).update(expired_at=now, output_csv_name="", updated_at=now)
+        claimed = due.update(
+            expired_at=now, deleted_by_owner=by_owner, output_csv_name="", updated_at=now
+        )
         if not claimed:
             return False
         reuse.request_outputs_forget(request_id=request_id)
         # A webhook not delivered yet would tell its receiver of results that are gone.
         WebhookDelivery.objects.filter(
             request_id=request_id, state=WebhookDelivery.State.PENDING
-        ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=EXPIRED_ERROR)
+        ).update(
+            state=WebhookDelivery.State.FAILED,
+            next_attempt_at=None,
+            last_error=DELETED_ERROR if by_owner else EXPIRED_ERROR,
+        )
     _results_delete(request_id)
-    logger.info("request %s expired: its outputs, products and images deleted", request_id)
+    why = "deleted by its account" if by_owner else "expired"
+    logger.info("request %s %s: its outputs, products and images deleted", request_id, why)
     return True
 
 

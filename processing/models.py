@@ -147,9 +147,11 @@ class ProcessingRequest(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     output_csv_name = models.TextField(blank=True)
     error = models.TextField(blank=True)
-    # When its outputs, products and images were deleted (RETENTION_DAYS after it finished);
-    # the row stays so that its routes answer 410.
+    # When its outputs, products and images were deleted (RETENTION_DAYS after it finished,
+    # or when its account asked: deleted_by_owner); the row stays so that its routes
+    # answer 410.
     expired_at = models.DateTimeField(null=True, blank=True)
+    deleted_by_owner = models.BooleanField(default=False)
 
     objects = ProcessingRequestQuerySet.as_manager()
 

@@ -6,16 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from accounts.models import Account
 from accounts.pages import account_page
 from imaging.encode import OutputFormat
 from imaging.metadata import MetadataMode
-from processing import selectors
+from processing import control, selectors
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 REQUESTS_PER_PAGE = 20
@@ -154,6 +155,27 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         **_choices(),
     }
     return render(request, "processing/request.html", context)
+
+
+@account_page("GET", "POST")
+def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
+    """GET asks to confirm; the POST deletes the finished request's results (the API's
+    DELETE), then shows the list of requests, saying so."""
+    found = selectors.request_get(account=account, request_id=request_id)
+    if found is None:
+        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+    if found.expired_at is not None:
+        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    if not found.is_finished:
+        return redirect("request-page", request_id=found.pk)
+    if request.method == "GET":
+        return render(request, "processing/request_delete.html", {"request_row": found})
+    try:
+        control.request_delete(request=found)
+    except (control.NotFinished, control.Expired):
+        return redirect("request-page", request_id=found.pk)  # a retry, or another tab, first
+    messages.info(request, f"Request {found.pk}: its outputs, output CSV and products are deleted.")
+    return redirect("home")
 
 
 def _choices() -> dict[str, Any]:

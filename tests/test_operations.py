@@ -81,6 +81,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/upload/": ["post"],
         "/api/status/{request_id}/": ["get"],
         "/api/requests/": ["get"],
+        "/api/requests/{request_id}/": ["delete"],
         "/api/requests/{request_id}/products/": ["get"],
         "/api/requests/{request_id}/webhook/": ["get", "post"],
         "/api/requests/{request_id}/cancel/": ["post"],
@@ -196,10 +197,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     assert "passed" in result.stdout
     # Every operation was exercised.
     exercised = re.findall(
-        r'<testcase name="((?:GET|POST) [^"]+)"', (tmp_path / "junit.xml").read_text()
+        r'<testcase name="((?:GET|POST|DELETE) [^"]+)"', (tmp_path / "junit.xml").read_text()
     )
-    assert len(set(exercised)) == 10
+    assert len(set(exercised)) == 11
     assert "GET /api/requests/" in exercised
+    assert "DELETE /api/requests/{request_id}/" in exercised
 
 
 @pytest.mark.e2e
@@ -348,7 +350,7 @@ def test_metrics_count_uploads_images_bytes_and_time_across_worker_processes(
 
 
 @pytest.mark.e2e
-def test_the_command_line_client_retries_reruns_and_cancels(
+def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     embedded_service: Service, origin: Origin, tmp_path: Path
 ) -> None:
     # Given a finished request whose second image was missing from the origin
@@ -382,6 +384,8 @@ def test_the_command_line_client_retries_reruns_and_cancels(
     assert "completed: 2 compressed, 0 failed" in retried.stderr
     rows = (tmp_path / "2.csv").read_text().splitlines()[1:]
     assert all(row.count("http") == 2 for row in rows), rows
+    first_output_url = next(csv.reader(rows))[-1]
+    assert urllib3.request("GET", first_output_url, timeout=10).status == 200
 
     # And a re-run at another quality, as AVIF, is a new request over the same products
     rerun = imgsvc(
@@ -412,6 +416,15 @@ def test_the_command_line_client_retries_reruns_and_cancels(
     cancelled = imgsvc("cancel", request_id)
     assert cancelled.returncode == 2
     assert cancelled.stderr.startswith("HTTP 409: The request has already finished")
+
+    # And deleting it removes its outputs at once; its re-run keeps its own
+    deleted = imgsvc("delete", request_id)
+    assert (deleted.returncode, deleted.stderr) == (0, f"request {request_id}: deleted\n")
+    gone = imgsvc("status", request_id)
+    assert gone.returncode == 2
+    assert "at the account's request" in gone.stderr
+    assert urllib3.request("GET", first_output_url, timeout=10).status == 404
+    assert urllib3.request("GET", output_url, timeout=10).status == 200
 
 
 @pytest.mark.e2e

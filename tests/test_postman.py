@@ -76,5 +76,7 @@ def test_the_postman_collection_passes_under_newman(
         "Re-run at the perceptual target medium",
         "Status of the perceptual re-run until finished",
         "The account's requests, newest first",
+        "Delete the first request's results",
+        "Status of the deleted request",
         "Status of an unknown request",
     ]

@@ -48,11 +48,11 @@ def request_routes() -> Iterator[tuple[str, str]]:
 def test_there_are_request_routes_to_walk() -> None:
     names = {name for name, _ in request_routes()}
     assert {"request-status", "request-products", "request-webhook", "request-output-csv"} <= names
-    assert "request-page" in names
+    assert {"request", "request-page", "request-delete"} <= names
 
 
 @pytest.mark.parametrize(("name", "pattern"), list(request_routes()))
-@pytest.mark.parametrize("method", ["get", "post"])
+@pytest.mark.parametrize("method", ["get", "post", "delete"])
 def test_another_accounts_request_is_not_found_on_every_route(
     name: str, pattern: str, method: str, account: Account
 ) -> None:
@@ -100,6 +100,7 @@ def test_another_accounts_request_is_not_found_on_every_route(
         ("get", f"/api/requests/{uuid.uuid4()}/webhook/"),
         ("post", f"/api/requests/{uuid.uuid4()}/webhook/"),
         ("get", f"/api/requests/{uuid.uuid4()}/output.csv"),
+        ("delete", f"/api/requests/{uuid.uuid4()}/"),
     ],
 )
 def test_every_api_route_needs_a_valid_key(

@@ -835,6 +835,81 @@ def test_expiry_keeps_everything_without_a_retention_and_what_runs_always(
     assert running.expired_at is None
 
 
+def test_a_finished_request_deleted_by_its_account_is_gone_at_once_and_its_re_run_keeps_its_own(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+    settings: Any,
+) -> None:
+    # Given a finished request, a re-run of it whose outputs are links to its files, and
+    # no retention at all (so that only the account's word deletes anything)
+    settings.RETENTION_DAYS = None
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    first = run(account, django_capture_on_commit_callbacks)
+    rerun_id = api.post(f"/api/requests/{first.pk}/rerun/", {}).json()["request_id"]
+    rerun = ProcessingRequest.objects.get(pk=rerun_id)
+    start_and_drain(django_capture_on_commit_callbacks, rerun)
+    first_folder = storage / "output_images" / str(first.pk)
+    assert len(list(first_folder.iterdir())) == 5  # 4 images and the CSV
+
+    # When its account deletes it
+    deleted = api.delete(f"/api/requests/{first.pk}/")
+
+    # Then it answers 204, and its files, products and images are gone
+    assert deleted.status_code == 204
+    assert not first_folder.exists()
+    assert not ProductImage.objects.filter(request=first).exists()
+    assert not SourceOutput.objects.filter(request=first).exists()
+    # And every route of it answers 410, saying it was the account's doing; so does a second delete
+    first.refresh_from_db()
+    assert first.deleted_by_owner
+    for method, path in [
+        ("get", f"/api/status/{first.pk}/"),
+        ("get", f"/api/requests/{first.pk}/output.csv"),
+        ("delete", f"/api/requests/{first.pk}/"),
+    ]:
+        gone = getattr(api, method)(path)
+        assert gone.status_code == 410, (method, path)
+        assert gone.json() == {
+            "error": f"The request's outputs, products and images were deleted on "
+            f"{timestamp(first.expired_at)}, at the account's request.",
+            "code": "expired",
+            "details": [{"expired_at": timestamp(first.expired_at)}],
+        }
+    # And it is still listed, with when
+    listed = api.get("/api/requests/").json()["results"]
+    assert [(row["request_id"], row["expired_at"]) for row in listed] == [
+        (str(rerun.pk), None),
+        (str(first.pk), timestamp(first.expired_at)),
+    ]
+    # And the re-run's outputs, links to the same bytes, are whole
+    assert [image.reused for image in images_of(rerun)] == [True] * 4
+    assert all((storage / image.output_name).read_bytes() for image in images_of(rerun))
+    assert len(output_csv(api, rerun)) == 5
+
+
+def test_a_request_under_way_is_not_deleted_and_another_accounts_is_not_found(
+    django_capture_on_commit_callbacks: Capture, account: Account, api: APIClient
+) -> None:
+    running, _ = started(account, ROWS, django_capture_on_commit_callbacks)
+    refused = api.delete(f"/api/requests/{running.pk}/")
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "The request is still processing: cancel it first, then delete it once it "
+        "has finished.",
+        "code": "not_finished",
+    }
+    other, _ = services.account_get_or_create(name="other-shop")
+    theirs = APIClient()
+    theirs.credentials(HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=other)[1]}")
+    assert theirs.delete(f"/api/requests/{running.pk}/").json()["code"] == "not_found"
+    running.refresh_from_db()
+    assert running.expired_at is None
+    assert ProductImage.objects.filter(request=running).count() == 4
+
+
 def test_an_output_gone_from_storage_is_made_anew_not_failed(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import urllib3
 from django.test import Client
+from django.utils import timezone
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.models import Account
@@ -582,3 +583,50 @@ def test_a_webhook_sent_to_the_services_own_address_is_shown_without_it(
 
     assert "Webhook (the service's own): sending" in page
     assert "hooks.operator.example" not in page
+
+
+@pytest.mark.django_db
+def test_a_finished_request_is_deleted_from_its_page_after_a_confirmation(
+    member_client: Client, account: Account, settings: Any, tmp_path: Path
+) -> None:
+    # Given a finished request with an output CSV in storage, and one still under way
+    settings.MEDIA_ROOT = tmp_path
+    finished = stored_request(account, "1,Lamp,https://shop.example/a.jpg\n")
+    ProcessingRequest.objects.filter(pk=finished.pk).update(
+        status="completed", finished_at=timezone.now()
+    )
+    csv_file = tmp_path / "output_images" / str(finished.pk) / "output.csv"
+    csv_file.parent.mkdir(parents=True)
+    csv_file.write_text("S. No.\n")
+    running = stored_request(account, "1,Lamp,https://shop.example/a.jpg\n")
+    # The request's page offers it; asking shows what goes and deletes nothing
+    assert 'id="delete-link"' in member_client.get(f"/requests/{finished.pk}/").content.decode()
+    asked = member_client.get(f"/requests/{finished.pk}/delete/")
+    assert asked.status_code == 200
+    assert "This cannot be undone." in asked.content.decode()
+    assert csv_file.exists()
+    # A form from elsewhere, without the page's token, deletes nothing either
+    assert member_client.post(f"/requests/{finished.pk}/delete/").status_code == 403
+    assert csv_file.exists()
+
+    # When the person confirms
+    token = str(asked.context["csrf_token"])
+    deleted = member_client.post(
+        f"/requests/{finished.pk}/delete/", {"csrfmiddlewaretoken": token}, follow=True
+    )
+
+    # Then the list of requests says so and marks it; its files are gone; its page is a 410
+    assert deleted.redirect_chain == [("/", 302)]
+    text = " ".join(deleted.content.decode().split())
+    assert f"Request {finished.pk}: its outputs, output CSV and products are deleted." in text
+    assert "(deleted)" in text
+    assert not csv_file.exists()
+    gone = member_client.get(f"/requests/{finished.pk}/")
+    assert gone.status_code == 410
+    assert "at the account's request" in gone.content.decode()
+    # And a request under way is not offered, nor deleted by a crafted GET or POST
+    assert 'id="delete-link"' not in member_client.get(f"/requests/{running.pk}/").content.decode()
+    assert member_client.get(f"/requests/{running.pk}/delete/").status_code == 302
+    member_client.post(f"/requests/{running.pk}/delete/", {"csrfmiddlewaretoken": token})
+    running.refresh_from_db()
+    assert running.expired_at is None

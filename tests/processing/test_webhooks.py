@@ -110,11 +110,15 @@ def test_an_attempt_under_way_when_the_request_is_retried_records_nothing(
     assert not WebhookAttempt.objects.filter(delivery__request=request).exists()
 
 
+@pytest.mark.parametrize(
+    ("by_owner", "why"), [(False, expiry.EXPIRED_ERROR), (True, expiry.DELETED_ERROR)]
+)
 def test_a_webhook_still_retrying_when_its_request_expires_is_not_sent(
-    account: Account, settings: Any
+    account: Account, settings: Any, by_owner: bool, why: str
 ) -> None:
     """It was attempted again after expiry, telling its receiver of a completed request
-    whose output CSV answered 410; the resend command sent it too."""
+    whose output CSV answered 410; the resend command sent it too. The same when its
+    account deletes the request."""
     # Given a finished request whose webhook is still waiting for another attempt
     settings.WEBHOOK_RETRY_SCHEDULE = [0]
     request = finished_request(account, "https://hooks.invalid/x")
@@ -122,15 +126,15 @@ def test_a_webhook_still_retrying_when_its_request_expires_is_not_sent(
     webhooks.webhook_send(request_id=request.pk)
     assert WebhookDelivery.objects.get(request=request).state == "pending"
 
-    # When the request expires
+    # When the request expires, or its account deletes it
     ProcessingRequest.objects.filter(pk=request.pk).update(finished_at=timezone.now())
-    assert expiry.request_expire(request_id=request.pk, cutoff=timezone.now())
+    assert expiry.request_expire(request_id=request.pk, cutoff=timezone.now(), by_owner=by_owner)
 
     # Then no further attempt is made, and the delivery says why
     webhooks.webhook_send(request_id=request.pk)
     delivery = WebhookDelivery.objects.get(request=request)
     assert (delivery.state, delivery.attempts) == ("failed", 1)
-    assert delivery.last_error == expiry.EXPIRED_ERROR
+    assert delivery.last_error == why
     # nor can an operator send it again
     with pytest.raises(CommandError, match="has expired"):
         call_command("webhook_resend", str(request.pk))
