@@ -4,12 +4,14 @@ runs the service. A person logged in does this, never an API key: a leaked key m
 be able to make itself a successor or lock its owner out."""
 
 import functools
-import logging
+import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -19,18 +21,24 @@ from accounts import services
 from accounts.authentication import KEY_CHECK_SECONDS, user_account
 from accounts.models import Account, ApiKey
 
-logger = logging.getLogger(__name__)
-
 AccountView = Callable[..., HttpResponse]
+
+# djangorestframework-api-key's: 8 letters and digits.
+KEY_PREFIX = re.compile(r"[A-Za-z0-9]{8}")
+# How long a page's key form stays used: longer than anyone keeps a page open.
+FORM_TOKEN_SECONDS = 24 * 3600
 
 
 def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
     """A page for a logged-in person (else the login page), acting for their account (a
     user of none gets a page that says so), answering these methods alone."""
 
+    # HEAD wherever GET: what a link checker or monitor sends (it was 405).
+    allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+
     def decorate(view: AccountView) -> AccountView:
         @login_required
-        @require_http_methods(list(methods))
+        @require_http_methods(allowed)
         @functools.wraps(view)
         def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             account = user_account(request.user)
@@ -48,28 +56,44 @@ def account_detail(request: HttpRequest, account: Account) -> HttpResponse:
     return _account_page(request, account)
 
 
-@account_page("POST")
+@account_page("GET", "POST")
 def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
     """Make a key and show it, on this answer alone: not after a redirect, which would have
-    to carry it in the session or a cookie."""
+    to carry it in the session or a cookie. A GET (the login page sending back a person
+    whose session had ended as they pressed the button) shows the account page."""
+    if request.method == "GET":
+        return redirect("account")
+    label = request.POST.get("label", "")
+    # Each page's form makes one key: sent again (a reload of this answer, Back and send)
+    # it made a second key while the first, never seen, stayed in use.
+    form_token = request.POST.get("form_token", "")
+    if not form_token or not cache.add(f"key-form:{form_token}", True, FORM_TOKEN_SECONDS):
+        refused = (
+            "This form was sent already: the key it made is listed below, and cannot be "
+            "shown again. Revoke it if you did not keep it, and make another here."
+        )
+        return _account_page(request, account, {"key_error": refused, "label": label}, status=409)
     try:
         api_key, key = services.api_key_create(
             account=account,
-            label=request.POST.get("label", ""),
+            label=label,
             limit=services.ACTIVE_KEYS_LIMIT,
             by=request.user.get_username(),
         )
-    except services.AccountError as refused:
-        return _account_page(request, account, {"key_error": str(refused)}, status=400)
+    except services.AccountError as refused_key:
+        context = {"key_error": str(refused_key), "label": label}
+        return _account_page(request, account, context, status=400)
     return _account_page(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})
 
 
 @account_page("GET", "POST")
 def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpResponse:
     """GET asks to confirm; the POST revokes. A key of another account is not found."""
-    api_key = ApiKey.objects.filter(account=account, prefix=prefix, revoked=False).first()
+    api_key = None
+    if KEY_PREFIX.fullmatch(prefix):  # else not asked of the database: a NUL was a 500
+        api_key = ApiKey.objects.filter(account=account, prefix=prefix, revoked=False).first()
     if api_key is None:
-        return render(request, "accounts/key_not_found.html", {"prefix": prefix}, status=404)
+        return render(request, "accounts/key_not_found.html", {}, status=404)
     if request.method == "GET":
         return render(
             request,
@@ -82,12 +106,37 @@ def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpR
 
 @account_page("GET", "POST")
 def webhook_secret_rotate(request: HttpRequest, account: Account) -> HttpResponse:
-    """GET asks to confirm; the POST makes a new secret, shown on the account page."""
-    overlap_hours = f"{settings.WEBHOOK_SECRET_OVERLAP / 3600:g}"
+    """GET asks to confirm; the POST makes a new secret, shown on the account page, if the
+    secret is still the one the confirmation was shown with."""
     if request.method == "GET":
-        return render(request, "accounts/secret_rotate.html", {"overlap_hours": overlap_hours})
-    services.account_secret_rotate(account=account, by=request.user.get_username())
+        context = {
+            "overlap": _duration_words(settings.WEBHOOK_SECRET_OVERLAP),
+            "overlap_seconds": settings.WEBHOOK_SECRET_OVERLAP,
+            "fingerprint": services.secret_fingerprint(account.webhook_secret),
+        }
+        return render(request, "accounts/secret_rotate.html", context)
+    try:
+        services.account_secret_rotate(
+            account=account,
+            by=request.user.get_username(),
+            replacing=request.POST.get("replacing", ""),
+        )
+    except services.AccountError as refused:
+        return _account_page(request, account, {"secret_error": str(refused)}, status=409)
     return redirect("account")
+
+
+def _duration_words(seconds: float) -> str:
+    """24 hours, 1.5 minutes, 45 seconds: the overlap as a person reads it (it read "0.025
+    hours")."""
+    if seconds >= 3600:
+        count, unit = seconds / 3600, "hour"
+    elif seconds >= 60:
+        count, unit = seconds / 60, "minute"
+    else:
+        count, unit = seconds, "second"
+    words = f"{count:.1f}".removesuffix(".0")
+    return f"{words} {unit}{'' if words == '1' else 's'}"
 
 
 def _account_page(
@@ -101,6 +150,7 @@ def _account_page(
         "active_keys": sum(not (key.revoked or key.has_expired) for key in keys),
         "keys_limit": services.ACTIVE_KEYS_LIMIT,
         "label_length": services.KEY_LABEL_LENGTH,
+        "form_token": secrets.token_urlsafe(16),
         "previous_secret_until": account.previous_secret_expires_at
         if account.signing_secrets(timezone.now())[1:]
         else None,

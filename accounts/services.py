@@ -4,6 +4,7 @@ people, make and redeem one-time login links."""
 import hashlib
 import logging
 import secrets
+import unicodedata
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, cast
@@ -52,7 +53,11 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """A new key for account; the key itself is returned here and never again. With a
     limit, refused while the account holds that many usable keys; by names who asked."""
-    label = label.strip()
+    # As typed and as shown: é typed as e and its accent counts once.
+    label = unicodedata.normalize("NFC", label).strip()
+    if any(unicodedata.category(char) in {"Cc", "Cf"} for char in label):
+        # A NUL reached PostgreSQL (500); zero-width characters make a label look blank.
+        raise AccountError("A key's label is plain text: no control or invisible characters.")
     if len(label) > KEY_LABEL_LENGTH:
         raise AccountError(
             f"A key's label is at most {KEY_LABEL_LENGTH} characters; this one has {len(label)}."
@@ -105,11 +110,19 @@ def account_lock(*, account_id: int) -> None:
     Account.objects.select_for_update().filter(pk=account_id).first()
 
 
-def account_secret_rotate(*, account: Account, by: str = "") -> str:
-    """A new webhook secret; the old one signs too for WEBHOOK_SECRET_OVERLAP seconds."""
+def account_secret_rotate(*, account: Account, by: str = "", replacing: str | None = None) -> str:
+    """A new webhook secret; the old one signs too for WEBHOOK_SECRET_OVERLAP seconds.
+    replacing: the fingerprint of the secret the asker saw; refused if that secret has been
+    replaced already (a confirmation sent twice would otherwise end, at once, the secret
+    receivers still use: the first rotation's secret, never seen, became the previous)."""
     now = timezone.now()
     with transaction.atomic():
         locked = Account.objects.select_for_update().get(pk=account.pk)
+        if replacing is not None and replacing != secret_fingerprint(locked.webhook_secret):
+            raise AccountError(
+                "The secret was rotated already, since the page you confirmed on was shown: "
+                "nothing more was changed. The current secret is shown below."
+            )
         locked.previous_webhook_secret = locked.webhook_secret
         locked.previous_secret_expires_at = now + timedelta(seconds=settings.WEBHOOK_SECRET_OVERLAP)
         locked.webhook_secret = new_webhook_secret()
@@ -122,6 +135,11 @@ def account_secret_rotate(*, account: Account, by: str = "") -> str:
         )
     logger.info("webhook secret of account %s rotated%s", account.name, _by(by))
     return locked.webhook_secret
+
+
+def secret_fingerprint(secret: str) -> str:
+    """Names a secret in a form without showing it."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
 def user_create(*, account: Account, username: str, password: str | None) -> Any:

@@ -95,6 +95,8 @@ class PageHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         page = response.get("Content-Type", "").startswith("text/html")
-        if page and not request.path_info.startswith(PAGES_WITHOUT_POLICY):
+        # Django's error pages for developers (DEBUG on) style themselves inline.
+        technical = settings.DEBUG and response.status_code >= 400
+        if page and not technical and not request.path_info.startswith(PAGES_WITHOUT_POLICY):
             response.setdefault("Content-Security-Policy", PAGE_CONTENT_POLICY)
         return response

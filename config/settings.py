@@ -132,6 +132,7 @@ MIDDLEWARE = [
 WHITENOISE_USE_FINDERS = True
 
 ROOT_URLCONF = "config.urls"
+CSRF_FAILURE_VIEW = "processing.exceptions.csrf_failure_view"
 LOGIN_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}

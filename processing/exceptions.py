@@ -228,5 +228,12 @@ def bad_request_view(request: HttpRequest, exception: Exception | None = None) -
     return defaults.bad_request(request, exception or Exception())
 
 
+def csrf_failure_view(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """403 for a page's form that Django's CSRF check refused (an API route answers its own
+    JSON): the site's page, saying what to do. Django's own styled itself inline, which
+    the pages' content policy refuses, and spoke to developers."""
+    return render(request, "processing/csrf_failure.html", status=403)
+
+
 def server_error_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("Internal server error.", "server_error"), status=500)

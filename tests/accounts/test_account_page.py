@@ -19,9 +19,11 @@ pytestmark = pytest.mark.django_db
 
 
 def form_post(client: Client, path: str, data: dict[str, str] | None = None) -> Any:
-    """A POST as the page's form sends it: with the CSRF token of a page just read."""
-    token = client.get("/account/").context["csrf_token"]
-    return client.post(path, {**(data or {}), "csrfmiddlewaretoken": str(token)})
+    """A POST as the account page's forms send it: with the CSRF token and the key form's
+    own token of the page just read."""
+    page = client.get("/account/").context
+    tokens = {"csrfmiddlewaretoken": str(page["csrf_token"]), "form_token": page["form_token"]}
+    return client.post(path, {**tokens, **(data or {})})
 
 
 def text(answer: Any) -> str:
@@ -96,8 +98,11 @@ def test_another_accounts_key_cannot_be_revoked_or_seen_from_this_account(
 
 def test_the_pages_changes_need_the_pages_csrf_token(member_client: Client, api_key: str) -> None:
     prefix = api_key.partition(".")[0]
-    # A cross-site form riding on the session changes nothing
-    assert member_client.post("/account/keys/", {"label": "forged"}).status_code == 403
+    # A cross-site form riding on the session changes nothing, and the page says what to do
+    forged = member_client.post("/account/keys/", {"label": "forged"})
+    assert forged.status_code == 403
+    assert "Go back, reload the page, and send the form again." in text(forged)
+    assert forged["Content-Security-Policy"] == PAGE_CONTENT_POLICY
     assert member_client.post(f"/account/keys/{prefix}/revoke/").status_code == 403
     assert member_client.post("/account/webhook-secret/rotate/").status_code == 403
     assert ApiKey.objects.filter(name="forged").count() == 0
@@ -142,7 +147,8 @@ def test_a_rotated_secret_is_shown_and_the_previous_one_signs_until_the_overlap_
     account.refresh_from_db()
     assert account.webhook_secret == before
     # The POST rotates: the page shows the new secret, and both sign for the overlap
-    assert form_post(member_client, "/account/webhook-secret/rotate/").status_code == 302
+    confirmed = {"replacing": asked.context["fingerprint"]}
+    assert form_post(member_client, "/account/webhook-secret/rotate/", confirmed).status_code == 302
     account.refresh_from_db()
     assert account.webhook_secret != before
     assert account.signing_secrets(timezone.now()) == [account.webhook_secret, before]
@@ -178,3 +184,92 @@ def test_the_api_docs_keep_their_inline_start_without_the_policy(client: Client)
     answer = client.get("/api/docs/")
     assert answer.status_code == 200
     assert not answer.has_header("Content-Security-Policy")
+
+
+def test_a_confirmation_sent_twice_rotates_once_and_keeps_the_secret_receivers_have(
+    member_client: Client, account: Account
+) -> None:
+    """The second rotation made the first's new secret, never seen, the previous one:
+    the secret receivers had stopped signing at once."""
+    before = account.webhook_secret
+    asked = member_client.get("/account/webhook-secret/rotate/")
+    form = {"csrfmiddlewaretoken": str(asked.context["csrf_token"])}
+    form["replacing"] = asked.context["fingerprint"]
+    assert member_client.post("/account/webhook-secret/rotate/", form).status_code == 302
+    again = member_client.post("/account/webhook-secret/rotate/", form)
+    assert again.status_code == 409
+    assert "The secret was rotated already" in text(again)
+    account.refresh_from_db()
+    assert account.signing_secrets(timezone.now()) == [account.webhook_secret, before]
+
+
+def test_a_key_form_sent_again_makes_no_second_key(member_client: Client, account: Account) -> None:
+    page = member_client.get("/account/").context
+    form = {"csrfmiddlewaretoken": str(page["csrf_token"]), "form_token": page["form_token"]}
+    assert member_client.post("/account/keys/", {**form, "label": "feed"}).status_code == 200
+    # A reload of the answer, or Back and send, posts the same form again
+    again = member_client.post("/account/keys/", {**form, "label": "feed"})
+    assert again.status_code == 409
+    assert "This form was sent already" in text(again)
+    assert ApiKey.objects.filter(account=account).count() == 1
+    # A form without the page's token makes none either
+    del form["form_token"]
+    assert member_client.post("/account/keys/", form).status_code == 409
+    assert ApiKey.objects.filter(account=account).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("label", "refusal"),
+    [
+        ("a\x00b", "no control or invisible characters"),
+        ("\u200b\u200b", "no control or invisible characters"),
+        ("e\u0301" * 50 + "x", "at most 50 characters; this one has 51"),
+    ],
+)
+def test_labels_are_plain_text_counted_as_shown(
+    member_client: Client, account: Account, label: str, refusal: str
+) -> None:
+    # A NUL was a 500 on PostgreSQL; é typed as e and an accent counted twice
+    refused = form_post(member_client, "/account/keys/", {"label": label})
+    assert refused.status_code == 400
+    assert refusal in text(refused)
+    assert not ApiKey.objects.filter(account=account).exists()
+    # What was typed is kept in the field, to mend
+    assert refused.context["label"] == label
+    accented = form_post(member_client, "/account/keys/", {"label": "e\u0301" * 50})
+    assert accented.status_code == 200
+    assert ApiKey.objects.get(account=account).name == "\u00e9" * 50
+
+
+@pytest.mark.parametrize("prefix", ["%00", "a%00bcdefg", "x" * 9, "%3Cb%3Ehi%3C"])
+def test_a_revoke_link_that_names_no_prefix_is_not_found_and_says_nothing_of_it(
+    member_client: Client, prefix: str
+) -> None:
+    answer = member_client.get(f"/account/keys/{prefix}/revoke/")
+    assert answer.status_code == 404
+    assert "No such key in use" in text(answer)
+
+
+def test_the_make_a_key_route_sends_a_get_to_the_account_page_and_head_is_answered(
+    member_client: Client,
+) -> None:
+    # Where the login page sends back a person whose session ended as they pressed the button
+    assert member_client.get("/account/keys/")["Location"] == "/account/"
+    assert member_client.head("/account/").status_code == 200
+    assert member_client.head("/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("overlap", "words"),
+    [
+        (86400, "For 24 hours every webhook carries two signatures"),
+        (90, "For 1.5 minutes every webhook carries two signatures"),
+        (1, "For 1 second every webhook carries two signatures"),
+        (0, "keeps no overlap"),
+    ],
+)
+def test_the_rotation_says_how_long_both_secrets_sign_in_words(
+    member_client: Client, settings: Any, overlap: float, words: str
+) -> None:
+    settings.WEBHOOK_SECRET_OVERLAP = overlap
+    assert words in text(member_client.get("/account/webhook-secret/rotate/"))
