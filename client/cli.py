@@ -95,9 +95,9 @@ class Client:
             "POST", f"/api/requests/{request_id}/{action}/", json=fields or None, expect=202
         )
 
-    def delete(self, request_id: str) -> None:
+    def delete(self, request_id: str) -> dict[str, Any]:
         """Delete a finished request's outputs, output CSV, products and images now."""
-        self._send("DELETE", f"/api/requests/{request_id}/", expect=204)
+        return self._json("DELETE", f"/api/requests/{request_id}/", expect=202)
 
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
@@ -108,12 +108,6 @@ class Client:
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self._send(method, path, expect=expect, **options).json()
-        return result
-
-    def _send(
-        self, method: str, path: str, *, expect: int, **options: Any
-    ) -> urllib3.BaseHTTPResponse:
         try:
             response = self.http.request(
                 method, self.server + path, headers=self.headers, timeout=60, **options
@@ -122,7 +116,8 @@ class Client:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:
             raise ApiError(error_text(response))
-        return response
+        result: dict[str, Any] = response.json()
+        return result
 
 
 def error_text(response: urllib3.BaseHTTPResponse) -> str:
@@ -225,7 +220,9 @@ def list_requests(client: Client, options: argparse.Namespace) -> int:
             done += f", {progress['failed']} failed"
         if progress.get("cancelled"):
             done += f", {progress['cancelled']} cancelled"
-        expired = " (expired)" if row.get("expired_at") else ""
+        expired = {"account": " (deleted)", "retention": " (expired)"}.get(
+            row.get("expired_by") or "", ""
+        )
         print(f"{row['request_id']}  {row['status']:<21}  {row['created_at']}  {done}{expired}")
     return 0
 
@@ -328,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         if options.command == "list":
             return list_requests(client, options)
         if options.command == "delete":
-            client.delete(options.request_id)
+            deleted = client.delete(options.request_id)
             print(f"request {options.request_id}: deleted", file=sys.stderr)
+            print(json.dumps(deleted, indent=2))
             return 0
         print(json.dumps(client.status(options.request_id), indent=2))
         return 0

@@ -31,8 +31,10 @@ class ProcessingRequestAdmin(ReadOnlyAdmin):
         "failed_images",
         "created_at",
         "finished_at",
+        "expired_at",
+        "deleted_by_owner",
     ]
-    list_filter = ["status"]
+    list_filter = ["status", "deleted_by_owner"]
     search_fields = ["request_id", "products__product_name"]
     date_hierarchy = "created_at"
 

@@ -140,6 +140,27 @@ class StatusSerializer(RequestStateSerializer):
     webhook = WebhookStateSerializer(allow_null=True)
 
 
+class ListedRequestSerializer(RequestStateSerializer):
+    """The status body less its webhook (the status API has it: in the list it would cost
+    a query a row), with where to follow the request."""
+
+    products_url = serializers.URLField(
+        allow_null=True, help_text="Null once the request has expired."
+    )
+    finished_at = serializers.DateTimeField(allow_null=True)
+    expired_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When its outputs, products and images were deleted; its links are then null.",
+    )
+    expired_by = serializers.ChoiceField(
+        choices=["retention", "account"],
+        allow_null=True,
+        help_text="Why: the retention period, or its account deleting it.",
+    )
+    status_url = serializers.URLField()
+    page_url = serializers.URLField(help_text="Its page, for a person logged in.")
+
+
 class RequestSettingsSerializer(serializers.Serializer[Any]):
     """The settings an upload or a re-run may give. A field it does not know is refused,
     named: a misspelt setting ("qualty") ignored would run the whole request at the

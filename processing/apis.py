@@ -37,6 +37,7 @@ from processing.api_common import (
     WebhookStateSerializer,
     accepted_body,
     errors,
+    expired_refusal,
     length_required,
     page_size_checked,
     positive_whole,
@@ -176,7 +177,10 @@ class WebhookApi(APIView):
             raise RequestNotFinished(
                 "The request has not finished; its webhook is sent when it does."
             )
-        delivery = webhooks.webhook_resend(request=found)
+        try:
+            delivery = webhooks.webhook_resend(request=found)
+        except webhooks.ResultsGone:
+            raise expired_refusal(found) from None
         if delivery is None:
             raise NoWebhook()
         found.refresh_from_db()
@@ -316,8 +320,12 @@ class OutputCsvApi(APIView):
             raise RequestNotFinished()
         if not found.output_csv_name:
             raise RequestNotFinished("The request failed before its output CSV was written.")
+        try:
+            opened = finalize.output_csv_open(request=found)
+        except finalize.OutputCsvGone:
+            raise expired_refusal(found) from None
         return FileResponse(
-            finalize.output_csv_open(request=found),
+            opened,
             as_attachment=True,
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import account_lock
-from processing import expiry, metrics
+from processing import expiry, metrics, queue
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
 from processing.policies import pending_quota_check
 from processing.results import NO_FACTS, request_finalize_when_ready
@@ -23,6 +23,10 @@ class AlreadyFinished(Exception):
 
 class NotFinished(Exception):
     """The request is still under way: its failures are not final yet."""
+
+
+class Finishing(Exception):
+    """Every image has ended, and the request is being finalised (its output CSV written)."""
 
 
 class NothingToRetry(Exception):
@@ -125,13 +129,19 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
     return locked
 
 
-def request_delete(*, request: ProcessingRequest) -> None:
-    """Delete a finished request's outputs, output CSV, products and images now, as
-    RETENTION_DAYS would later: its row stays, answering 410 on every route. A request
-    still under way is cancelled first by whoever asks this (NotFinished)."""
-    if expiry.request_expire(request_id=request.pk, cutoff=None, by_owner=True):
+def request_delete(*, request: ProcessingRequest, by: str) -> None:
+    """Delete a finished request's outputs, output CSV, products and images, as
+    RETENTION_DAYS would later: marked expired here (every route answers 410 from now on,
+    re-use forgets its outputs), its files and rows deleted by a task (a request of 10,000
+    products in a bucket is minutes of calls, past a web request's time), and by the
+    expiry's next pass if that task is lost. by: who asked, for the log."""
+    if expiry.request_mark_expired(request_id=request.pk, cutoff=None, by_owner=True):
+        queue.enqueue_after_commit(queue.RESULTS_DELETE, str(request.pk))
+        logger.info("request %s deleted by %s: its results go", request.pk, by)
         return
-    request.refresh_from_db(fields=["status", "expired_at"])
+    request.refresh_from_db(fields=["status", "expired_at", "finalize_claimed_at"])
     if request.expired_at is not None:
         raise Expired
+    if request.finalize_claimed_at is not None:
+        raise Finishing
     raise NotFinished

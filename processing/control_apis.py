@@ -12,11 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from processing import control, intake, policies
+from processing import control, intake, policies, selectors
 from processing.api_common import (
     REQUEST_ID,
     AcceptedSerializer,
     AccountUploadThrottle,
+    ListedRequestSerializer,
     RequestSettingsSerializer,
     StatusSerializer,
     accepted_body,
@@ -48,6 +49,12 @@ class CancelApi(APIView):
         try:
             control.request_cancel(request=found)
         except control.AlreadyFinished:
+            found.refresh_from_db(fields=["status"])
+            if not found.is_finished:  # being finalised: "already finished (processing)"
+                raise AlreadyFinished(
+                    "The request is finishing: every image has ended, so there is nothing "
+                    "left to cancel."
+                ) from None
             raise AlreadyFinished(
                 f"The request has already finished ({found.status}); "
                 "there is nothing left to cancel."
@@ -58,30 +65,36 @@ class CancelApi(APIView):
 
 class DeleteApi(APIView):
     @extend_schema(
-        summary="Delete a finished request's outputs, output CSV, products and images now",
+        summary="Delete a finished request's outputs, output CSV, products and images",
         description=(
-            "As the retention period would later: the output images and CSV are removed "
-            "from storage, the products and images from the database, and every route of "
-            "the request answers 410 expired from then on (this one too). The request stays "
-            "in the list of requests, with its expired_at. A request under way is refused "
-            "(409 not_finished): cancel it, then delete it once it has finished."
+            "As the retention period would later. From this answer on every route of the "
+            "request answers 410 expired (this one too) and no later request re-uses its "
+            "outputs; its files and rows are deleted by the workers within moments. The "
+            "request stays in the list of requests, as the answer shows it, expired_by "
+            "account. A request under way is refused (409 not_finished): cancel it, then "
+            "delete it once it has finished."
         ),
         parameters=[REQUEST_ID],
         request=None,
-        responses={204: None, **errors(401, 403, 404, 409, 410)},
+        responses={202: ListedRequestSerializer, **errors(401, 403, 404, 409, 410)},
     )
     def delete(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
         try:
-            control.request_delete(request=found)
+            control.request_delete(request=found, by=str(request.user))
         except control.NotFinished:
             raise RequestNotFinished(
                 f"The request is still {found.status}: cancel it first, then delete it once "
                 "it has finished."
             ) from None
+        except control.Finishing:
+            raise RequestNotFinished(
+                "The request is finishing (its output CSV is being written): delete it in a moment."
+            ) from None
         except control.Expired:
             raise expired_refusal(found) from None
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        found.refresh_from_db()
+        return Response(selectors.request_listed_payload(found), status=status.HTTP_202_ACCEPTED)
 
 
 class RetryApi(APIView):

@@ -27,7 +27,9 @@ DELETED_ERROR = "The request was deleted before its webhook was delivered; it is
 
 def requests_expire(*, now: datetime | None = None) -> int:
     """Expire every request finished longer ago than the retention; how many. Also finish
-    what a run stopped midway left, and forget sources no request has used since."""
+    what a run stopped midway or a deletion's task left, and forget sources no request has
+    used since."""
+    _halfway_finish()  # whatever the retention: an account's deletions need it too
     if settings.RETENTION_DAYS is None:
         return 0
     now = now or timezone.now()
@@ -38,25 +40,29 @@ def requests_expire(*, now: datetime | None = None) -> int:
         expired_at__isnull=True,
     ).values_list("pk", flat=True)
     expired = sum(request_expire(request_id=request_id, cutoff=cutoff) for request_id in list(due))
-    # Expired, but a crash came before its files and rows were gone.
-    halfway = ProcessingRequest.objects.filter(
-        expired_at__isnull=False, pk__in=Product.objects.values("request_id")
-    ).values_list("pk", flat=True)
-    for request_id in list(halfway):
-        _results_delete(request_id)
     reuse.sources_forget(checked_before=cutoff)
     return expired
 
 
-def request_expire(
+def request_expire(*, request_id: uuid.UUID, cutoff: datetime) -> bool:
+    """Expire one request if it is still finished before cutoff, its results with it; True
+    if this call did."""
+    if not request_mark_expired(request_id=request_id, cutoff=cutoff):
+        return False
+    results_delete(request_id=request_id)
+    logger.info("request %s expired: its outputs, products and images deleted", request_id)
+    return True
+
+
+def request_mark_expired(
     *, request_id: uuid.UUID, cutoff: datetime | None, by_owner: bool = False
 ) -> bool:
-    """Expire one request if it is still finished (before cutoff, where one is given); True
-    if this call did. by_owner: its account asked, now (control.request_delete).
+    """Mark one request expired if it is still finished (before cutoff, where one is
+    given); True if this call did. by_owner: its account asked, now (control.request_delete).
 
-    The row is marked first, in a conditional UPDATE that a retry (which takes the same
-    row) cannot cross: from then on every route answers 410, a retry or a re-run is
-    refused, and re-use no longer offers its outputs. Its files and rows go after."""
+    A conditional UPDATE that a retry (which takes the same row) cannot cross: from then on
+    every route answers 410, a retry or a re-run is refused, and re-use no longer offers
+    its outputs. Its files and rows go after (results_delete)."""
     now = timezone.now()
     due = ProcessingRequest.objects.filter(
         pk=request_id, status__in=ProcessingRequest.FINISHED_STATUSES, expired_at__isnull=True
@@ -78,19 +84,29 @@ def request_expire(
             next_attempt_at=None,
             last_error=DELETED_ERROR if by_owner else EXPIRED_ERROR,
         )
-    _results_delete(request_id)
-    why = "deleted by its account" if by_owner else "expired"
-    logger.info("request %s %s: its outputs, products and images deleted", request_id, why)
     return True
 
 
-def _results_delete(request_id: uuid.UUID) -> None:
+def results_delete(*, request_id: uuid.UUID) -> None:
     """An expired request's files, then its products and images. Run again after a crash,
     it finishes the job (requests_expire finds requests still holding products)."""
     _files_delete(f"{OUTPUT_FOLDER}/{request_id}")
     with transaction.atomic():
         ProductImage.objects.filter(request_id=request_id).delete()
         Product.objects.filter(request_id=request_id).delete()
+
+
+def _halfway_finish() -> None:
+    """Expired or deleted, but a crash, a storage error or a deletion's task not run left
+    its files and rows, or a webhook resent at that moment is pending."""
+    halfway = ProcessingRequest.objects.filter(
+        expired_at__isnull=False, pk__in=Product.objects.values("request_id")
+    ).values_list("pk", flat=True)
+    for request_id in list(halfway):
+        results_delete(request_id=request_id)
+    WebhookDelivery.objects.filter(
+        state=WebhookDelivery.State.PENDING, request__expired_at__isnull=False
+    ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=EXPIRED_ERROR)
 
 
 def _files_delete(folder: str) -> None:

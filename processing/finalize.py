@@ -90,12 +90,20 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
     )
 
 
+class OutputCsvGone(Exception):
+    """The request expired, or its account deleted it, while its output CSV was asked for."""
+
+
 def output_csv_open(*, request: ProcessingRequest) -> IO[bytes]:
     """A finished request's output CSV from storage, written again from its rows where the
     storage has lost it (a bucket's lifecycle rule, a folder restored from an older
-    backup): the download answered 500 for as long as the request lived."""
+    backup): the download answered 500 for as long as the request lived. Not for a
+    request being deleted meanwhile (OutputCsvGone): a CSV written again then outlived it,
+    in a folder nothing would look at again."""
     name = request.output_csv_name
     if not default_storage.exists(name):
+        if _expired(request):
+            raise OutputCsvGone
         logger.warning(
             "request %s: output CSV %s gone from storage, written again", request.pk, name
         )
@@ -103,10 +111,24 @@ def output_csv_open(*, request: ProcessingRequest) -> IO[bytes]:
             _output_csv_write(request, raw)
             raw.seek(0)
             name = default_storage.save(name, File(raw))
-        if name != request.output_csv_name:  # another download wrote it meanwhile
-            ProcessingRequest.objects.filter(pk=request.pk).update(output_csv_name=name)
-    opened: IO[bytes] = default_storage.open(name, "rb")
+        # The name another download wrote meanwhile, unless the request expired meanwhile.
+        kept = ProcessingRequest.objects.filter(pk=request.pk, expired_at__isnull=True).update(
+            output_csv_name=name
+        )
+        if not kept:
+            default_storage.delete(name)
+            raise OutputCsvGone
+    try:
+        opened: IO[bytes] = default_storage.open(name, "rb")
+    except FileNotFoundError:
+        if _expired(request):  # deleted between the check and the open
+            raise OutputCsvGone from None
+        raise
     return opened
+
+
+def _expired(request: ProcessingRequest) -> bool:
+    return ProcessingRequest.objects.filter(pk=request.pk, expired_at__isnull=False).exists()
 
 
 def _score_percentiles(request: ProcessingRequest) -> tuple[float | None, float | None]:

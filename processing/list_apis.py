@@ -25,7 +25,7 @@ from accounts.authentication import request_account
 from processing import selectors
 from processing.api_common import (
     REQUEST_STATUSES,
-    RequestStateSerializer,
+    ListedRequestSerializer,
     errors,
     page_size_checked,
 )
@@ -95,22 +95,6 @@ class Position:
 
 
 class RequestsApi(APIView):
-    class ListedRequestSerializer(RequestStateSerializer):
-        """The status body less its webhook (the status API has it: here it would cost a
-        query a row), with where to follow the request."""
-
-        products_url = serializers.URLField(
-            allow_null=True, help_text="Null once the request has expired."
-        )
-        finished_at = serializers.DateTimeField(allow_null=True)
-        expired_at = serializers.DateTimeField(
-            allow_null=True,
-            help_text="When its outputs, products and images were deleted; its links are "
-            "then null.",
-        )
-        status_url = serializers.URLField()
-        page_url = serializers.URLField(help_text="Its page, for a person logged in.")
-
     # DRF's own `format` is taken as on every route; anything else is refused.
     QUERY = frozenset({"status", "cursor", "page_size", "format"})
 

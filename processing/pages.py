@@ -166,15 +166,23 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
         return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
     if found.expired_at is not None:
         return render(request, "processing/expired.html", {"request_row": found}, status=410)
-    if not found.is_finished:
-        return redirect("request-page", request_id=found.pk)
-    if request.method == "GET":
+    if request.method == "GET" and found.is_finished:
         return render(request, "processing/request_delete.html", {"request_row": found})
     try:
-        control.request_delete(request=found)
-    except (control.NotFinished, control.Expired):
-        return redirect("request-page", request_id=found.pk)  # a retry, or another tab, first
-    messages.info(request, f"Request {found.pk}: its outputs, output CSV and products are deleted.")
+        if not found.is_finished:
+            raise control.NotFinished
+        control.request_delete(request=found, by=f"{request.user.get_username()!r} on the page")
+    except control.Expired:
+        return redirect("request-page", request_id=found.pk)  # deleted from another tab
+    except (control.NotFinished, control.Finishing):
+        # Retried from another tab, say, since the page was shown.
+        messages.info(request, "The request is not finished: it cannot be deleted yet.")
+        return redirect("request-page", request_id=found.pk)
+    messages.info(
+        request,
+        f"Request {found.pk} deleted: its outputs, output CSV and products are going now, "
+        "and its links no longer work.",
+    )
     return redirect("home")
 
 

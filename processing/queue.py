@@ -21,6 +21,7 @@ REQUEST_FINALIZE: Final = "processing.request_finalize"
 WEBHOOK_SEND: Final = "processing.webhook_send"
 SWEEP: Final = "processing.sweep"
 EXPIRE: Final = "processing.expire"
+RESULTS_DELETE: Final = "processing.results_delete"
 
 # Queues by kind of work, so that slow work never starves fast work: `images` (download
 # and encode), `webhooks` (slow receivers) and `requests` for the rest (start, finalise,

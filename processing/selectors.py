@@ -130,9 +130,11 @@ def request_listed_payload(request: ProcessingRequest) -> dict[str, Any]:
     (one query for the whole page), with where to follow it. An expired request keeps its
     counts; its products and output CSV are gone, so no link points at them."""
     base_url = request.public_base_url
+    expired_by = "account" if request.deleted_by_owner else "retention"
     payload = request_status_payload(request) | {
         "finished_at": timestamp(request.finished_at),
         "expired_at": timestamp(request.expired_at),
+        "expired_by": expired_by if request.expired_at is not None else None,
         "status_url": api_url(base_url=base_url, view_name="request-status", request_id=request.pk),
         "page_url": api_url(base_url=base_url, view_name="request-page", request_id=request.pk),
     }
@@ -229,8 +231,10 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
 
 def expires_at(request: ProcessingRequest) -> datetime | None:
     """When a finished request's results will be deleted (RETENTION_DAYS after it
-    finished); None while it runs, or with no retention set."""
-    if request.finished_at is None or settings.RETENTION_DAYS is None:
+    finished); None while it runs, once they have been, or with no retention set."""
+    if request.finished_at is None or request.expired_at is not None:
+        return None
+    if settings.RETENTION_DAYS is None:
         return None
     return request.finished_at + timedelta(days=settings.RETENTION_DAYS)
 

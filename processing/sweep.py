@@ -137,7 +137,9 @@ def _requests_finalise(cutoff: datetime) -> int:
 
 def _webhooks_requeue(now: datetime) -> int:
     due = WebhookDelivery.objects.filter(
-        state=WebhookDelivery.State.PENDING, next_attempt_at__lte=now
+        state=WebhookDelivery.State.PENDING,
+        next_attempt_at__lte=now,
+        request__expired_at__isnull=True,  # webhook_send would do nothing, every sweep
     ).values_list("request_id", flat=True)
     return _enqueue_each(queue.WEBHOOK_SEND, due)
 

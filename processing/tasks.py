@@ -64,6 +64,12 @@ def requests_expire() -> None:
     expiry.requests_expire()
 
 
+@shared_task(name=queue.RESULTS_DELETE, **DATABASE_AWAY)
+def results_delete(request_id: str) -> None:
+    # A storage error ends it: the expiry's next pass finishes what it left.
+    expiry.results_delete(request_id=uuid.UUID(request_id))
+
+
 @signals.task_prerun.connect
 def database_connection_checked(**_: object) -> None:
     """Before each task, what Django does before each web request: a connection that

@@ -134,6 +134,10 @@ def _unfinished_fail(delivery: WebhookDelivery) -> None:
             logger.info("webhook %s failed: its last attempt did not finish", delivery.event_id)
 
 
+class ResultsGone(Exception):
+    """The request expired, or its account deleted it, as its webhook was asked for again."""
+
+
 def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
     """Deliver a finished request's event again (same event id), from the first attempt,
     once its delivery has ended (delivered or failed). While one is under way, refused
@@ -143,9 +147,14 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
     if delivery is None:
         return webhook_schedule(request=request)
     restarted = WebhookDelivery.objects.filter(
-        pk=delivery.pk, state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED]
+        pk=delivery.pk,
+        state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED],
+        # Deleted since the caller looked: pending, it would be swept for ever, never sent.
+        request__expired_at__isnull=True,
     ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now())
     if not restarted:
+        if ProcessingRequest.objects.filter(pk=request.pk, expired_at__isnull=False).exists():
+            raise ResultsGone
         delivery.refresh_from_db()
         next_attempt = delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None
         raise WebhookPending(details=[{"state": delivery.state, "next_attempt_at": next_attempt}])

@@ -420,6 +420,10 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     # And deleting it removes its outputs at once; its re-run keeps its own
     deleted = imgsvc("delete", request_id)
     assert (deleted.returncode, deleted.stderr) == (0, f"request {request_id}: deleted\n")
+    assert json.loads(deleted.stdout)["expired_by"] == "account"
+    listed = imgsvc("list", "--limit", "20").stdout.splitlines()
+    [line] = [line for line in listed if line.startswith(request_id)]
+    assert line.endswith("2/2 images (deleted)"), line
     gone = imgsvc("status", request_id)
     assert gone.returncode == 2
     assert "at the account's request" in gone.stderr

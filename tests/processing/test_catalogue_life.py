@@ -27,7 +27,7 @@ from accounts import services
 from accounts.models import Account
 from imaging import encode, score
 from imaging.metadata import EXIF_ARTIST, EXIF_COPYRIGHT, Credits, credits_of
-from processing import finalize, intake, pipeline, queue, results
+from processing import expiry, finalize, intake, pipeline, queue, results, sweep, webhooks
 from processing.models import (
     ProcessingRequest,
     ProductImage,
@@ -61,7 +61,7 @@ def storage(settings: Any, tmp_path: Path) -> Path:
 
 def drain(capture: Capture, callbacks: list[Any]) -> list[QueuedTask]:
     """Run what transactions left for their commit as a worker and the broker would: image
-    batches and finalisations, with what each queues in turn, until none is left, and the
+    batches, finalisations and deletions, with what each queues in turn, until none is left, and the
     other callbacks (a file to delete) at once. The other tasks (webhooks), not run."""
     todo, rest = list(callbacks), []
     while todo:
@@ -74,6 +74,8 @@ def drain(capture: Capture, callbacks: list[Any]) -> list[QueuedTask]:
                 pipeline.images_process(image_ids=task.args[0])
             elif task.name == queue.REQUEST_FINALIZE:
                 finalize.request_finalize(request_id=uuid.UUID(task.args[0]))
+            elif task.name == queue.RESULTS_DELETE:
+                expiry.results_delete(request_id=uuid.UUID(task.args[0]))
             else:
                 rest.append(task)
         todo += queued_now
@@ -855,10 +857,18 @@ def test_a_finished_request_deleted_by_its_account_is_gone_at_once_and_its_re_ru
     assert len(list(first_folder.iterdir())) == 5  # 4 images and the CSV
 
     # When its account deletes it
-    deleted = api.delete(f"/api/requests/{first.pk}/")
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        deleted = api.delete(f"/api/requests/{first.pk}/")
 
-    # Then it answers 204, and its files, products and images are gone
-    assert deleted.status_code == 204
+    # Then it answers 202 with the request as the list shows it: expired, by its account
+    assert deleted.status_code == 202
+    first.refresh_from_db()
+    assert deleted.json() == api.get("/api/requests/").json()["results"][1]
+    assert deleted.json()["expired_at"] == timestamp(first.expired_at)
+    assert deleted.json()["expired_by"] == "account"
+    assert deleted.json()["expires_at"] is None
+    # And once the workers have run, its files, products and images are gone
+    drain(django_capture_on_commit_callbacks, queued)
     assert not first_folder.exists()
     assert not ProductImage.objects.filter(request=first).exists()
     assert not SourceOutput.objects.filter(request=first).exists()
@@ -888,6 +898,102 @@ def test_a_finished_request_deleted_by_its_account_is_gone_at_once_and_its_re_ru
     assert [image.reused for image in images_of(rerun)] == [True] * 4
     assert all((storage / image.output_name).read_bytes() for image in images_of(rerun))
     assert len(output_csv(api, rerun)) == 5
+
+
+def test_a_deletion_stopped_by_a_storage_error_is_finished_by_the_next_expiry_pass(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It ran inside the DELETE: a storage error was a 500, the outputs stayed public, and
+    with no retention set nothing would ever have finished it."""
+    settings.RETENTION_DAYS = None
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request = run(account, django_capture_on_commit_callbacks)
+    folder = storage / "output_images" / str(request.pk)
+    # Given a storage that refuses a deletion once (an object store answering 503, say)
+    refusals = iter([OSError("the store is away")])
+    real_delete = default_storage.delete
+
+    def delete_unless_refused(name: str) -> None:
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        real_delete(name)
+
+    monkeypatch.setattr(default_storage, "delete", delete_unless_refused)
+    # When its account deletes it, the answer is the tombstone's, whatever the storage does
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert api.delete(f"/api/requests/{request.pk}/").status_code == 202
+    with pytest.raises(OSError, match="the store is away"):
+        drain(django_capture_on_commit_callbacks, queued)
+    assert folder.exists()
+    assert api.get(f"/api/status/{request.pk}/").status_code == 410
+    # Then the expiry's next pass, which runs with no retention too, finishes the job
+    call_command("expire", stdout=io.StringIO())
+    assert not folder.exists()
+    assert not ProductImage.objects.filter(request=request).exists()
+
+
+def test_a_csv_download_or_a_webhook_resend_racing_a_deletion_leaves_nothing_behind(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+    settings: Any,
+) -> None:
+    """The download had passed its 410 check before the deletion: it found the CSV gone,
+    wrote it again into the deleted folder, and answered it. The resend put the delivery
+    back to pending, which the sweep then queued every few minutes for ever."""
+    settings.RETENTION_DAYS = None
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request = run(
+        account, django_capture_on_commit_callbacks, webhook_url="https://hooks.example/x"
+    )
+    WebhookDelivery.objects.filter(request=request).update(state="failed", next_attempt_at=None)
+    seen_before = ProcessingRequest.objects.get(pk=request.pk)  # as the routes read it
+    # Given the request deleted, its files gone, after the routes had read it
+    assert expiry.request_mark_expired(request_id=request.pk, cutoff=None, by_owner=True)
+    expiry.results_delete(request_id=request.pk)
+    # Then the download is refused and writes nothing again
+    with pytest.raises(finalize.OutputCsvGone):
+        finalize.output_csv_open(request=seen_before)
+    assert not (storage / "output_images" / str(request.pk)).exists()
+    # And the resend is refused, leaving the delivery failed and out of the sweep's reach
+    with pytest.raises(webhooks.ResultsGone):
+        webhooks.webhook_resend(request=seen_before)
+    assert WebhookDelivery.objects.get(request=request).state == "failed"
+    WebhookDelivery.objects.filter(request=request).update(
+        state="pending", next_attempt_at=timezone.now()
+    )  # as a resend committed in the instant before the deletion's leaves it
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        sweep.sweep_run()
+    assert [task for task in queued if task.name == queue.WEBHOOK_SEND] == []
+    call_command("expire", stdout=io.StringIO())
+    assert WebhookDelivery.objects.get(request=request).state == "failed"
+
+
+def test_a_request_being_finalised_is_finishing_to_a_delete_and_a_cancel(
+    django_capture_on_commit_callbacks: Capture, account: Account, api: APIClient
+) -> None:
+    """Both refused it, and said contradictory things: "still processing: cancel it first"
+    and "already finished (processing)"."""
+    running, _ = started(account, ROWS, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=running.pk).update(finalize_claimed_at=timezone.now())
+    deleted = api.delete(f"/api/requests/{running.pk}/")
+    assert deleted.status_code == 409
+    assert deleted.json()["error"] == (
+        "The request is finishing (its output CSV is being written): delete it in a moment."
+    )
+    cancelled = api.post(f"/api/requests/{running.pk}/cancel/")
+    assert cancelled.status_code == 409
+    assert cancelled.json()["error"] == (
+        "The request is finishing: every image has ended, so there is nothing left to cancel."
+    )
 
 
 def test_a_request_under_way_is_not_deleted_and_another_accounts_is_not_found(

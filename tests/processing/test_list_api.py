@@ -77,6 +77,7 @@ def test_each_row_is_the_status_body_with_where_to_follow_it(api: APIClient) -> 
     assert row == status | {
         "finished_at": None,
         "expired_at": None,
+        "expired_by": None,
         "status_url": f"http://testserver/api/status/{request_id}/",
         "page_url": f"http://testserver/requests/{request_id}/",
     }
@@ -193,6 +194,8 @@ def test_an_expired_request_is_listed_without_links_to_what_was_deleted(api: API
     row = api.get("/api/requests/").json()["results"][0]
 
     assert row["expired_at"] == now.isoformat().replace("+00:00", "Z")
+    assert row["expired_by"] == "retention"
+    assert row["expires_at"] is None  # the retention has been applied: no date to come
     assert row["output_csv_url"] is None
     assert row["products_url"] is None
     assert row["progress"]["total"] == 1

@@ -19,8 +19,9 @@ from django.utils import timezone
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.models import Account
-from processing import intake, webhooks
+from processing import intake, queue, tasks, webhooks
 from processing.models import ProcessingRequest
+from processing.queue import QueuedTask
 from tests.harness.origin import Origin
 from tests.harness.service import Service
 from tests.support import encoded, multipart_upload, photo
@@ -587,7 +588,11 @@ def test_a_webhook_sent_to_the_services_own_address_is_shown_without_it(
 
 @pytest.mark.django_db
 def test_a_finished_request_is_deleted_from_its_page_after_a_confirmation(
-    member_client: Client, account: Account, settings: Any, tmp_path: Path
+    member_client: Client,
+    account: Account,
+    settings: Any,
+    tmp_path: Path,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     # Given a finished request with an output CSV in storage, and one still under way
     settings.MEDIA_ROOT = tmp_path
@@ -611,15 +616,19 @@ def test_a_finished_request_is_deleted_from_its_page_after_a_confirmation(
 
     # When the person confirms
     token = str(asked.context["csrf_token"])
-    deleted = member_client.post(
-        f"/requests/{finished.pk}/delete/", {"csrfmiddlewaretoken": token}, follow=True
-    )
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        deleted = member_client.post(
+            f"/requests/{finished.pk}/delete/", {"csrfmiddlewaretoken": token}, follow=True
+        )
 
-    # Then the list of requests says so and marks it; its files are gone; its page is a 410
+    # Then the list of requests says so and marks it; its page is a 410
     assert deleted.redirect_chain == [("/", 302)]
     text = " ".join(deleted.content.decode().split())
-    assert f"Request {finished.pk}: its outputs, output CSV and products are deleted." in text
+    assert f"Request {finished.pk} deleted: its outputs, output CSV and products are going" in text
     assert "(deleted)" in text
+    # And the workers are asked to delete its files, which go
+    assert queued == [QueuedTask(queue.RESULTS_DELETE, (str(finished.pk),))]
+    tasks.results_delete(str(finished.pk))
     assert not csv_file.exists()
     gone = member_client.get(f"/requests/{finished.pk}/")
     assert gone.status_code == 410

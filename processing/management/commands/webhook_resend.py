@@ -18,14 +18,18 @@ class Command(BaseCommand):
             raise CommandError("Request not found.")
         if not request.is_finished:
             raise CommandError("The request has not finished; its webhook is sent when it does.")
-        if request.expired_at is not None:
-            raise CommandError(
-                "The request has expired: its results are deleted, and its webhook would name them."
-            )
         try:
+            if request.expired_at is not None:
+                raise webhooks.ResultsGone
             delivery = webhooks.webhook_resend(request=request)
         except WebhookPending as pending:
             raise CommandError(f"{pending.message} Details: {pending.details}") from None
+        except webhooks.ResultsGone:
+            request.refresh_from_db(fields=["deleted_by_owner"])
+            why = "was deleted by its account" if request.deleted_by_owner else "has expired"
+            raise CommandError(
+                f"The request {why}: its results are deleted, and its webhook would name them."
+            ) from None
         if delivery is None:
             raise CommandError("The request has no webhook URL, and WEBHOOK_URL is not set.")
         self.stdout.write(f"Queued {delivery.event_id} to {delivery.url}")
