@@ -53,7 +53,7 @@ def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
 
 @account_page("GET")
 def account_detail(request: HttpRequest, account: Account) -> HttpResponse:
-    return _account_page(request, account)
+    return account_page_render(request, account)
 
 
 @account_page("GET", "POST")
@@ -72,7 +72,9 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
             "This form was sent already: the key it made is listed below, and cannot be "
             "shown again. Revoke it if you did not keep it, and make another here."
         )
-        return _account_page(request, account, {"key_error": refused, "label": label}, status=409)
+        return account_page_render(
+            request, account, {"key_error": refused, "label": label}, status=409
+        )
     try:
         api_key, key = services.api_key_create(
             account=account,
@@ -82,8 +84,8 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
         )
     except services.AccountError as refused_key:
         context = {"key_error": str(refused_key), "label": label}
-        return _account_page(request, account, context, status=400)
-    return _account_page(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})
+        return account_page_render(request, account, context, status=400)
+    return account_page_render(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})
 
 
 @account_page("GET", "POST")
@@ -122,7 +124,7 @@ def webhook_secret_rotate(request: HttpRequest, account: Account) -> HttpRespons
             replacing=request.POST.get("replacing", ""),
         )
     except services.AccountError as refused:
-        return _account_page(request, account, {"secret_error": str(refused)}, status=409)
+        return account_page_render(request, account, {"secret_error": str(refused)}, status=409)
     return redirect("account")
 
 
@@ -139,9 +141,11 @@ def _duration_words(seconds: float) -> str:
     return f"{words} {unit}{'' if words == '1' else 's'}"
 
 
-def _account_page(
+def account_page_render(
     request: HttpRequest, account: Account, extra: dict[str, Any] | None = None, status: int = 200
 ) -> HttpResponse:
+    """The account page, with extra in its context (a new key, a refusal, a test event's
+    outcome)."""
     account.refresh_from_db()  # the secret as rotated by anyone, a moment ago
     keys = account.api_keys.order_by("revoked", "-created")
     context = {

@@ -7,6 +7,7 @@
     imgsvc list [--status completed --status failed] [--limit 20]
     imgsvc cancel REQUEST_ID
     imgsvc delete REQUEST_ID
+    imgsvc webhook-test URL
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
         [--target low|medium|high] [--output-format webp]
@@ -98,6 +99,10 @@ class Client:
     def delete(self, request_id: str) -> dict[str, Any]:
         """Delete a finished request's outputs, output CSV, products and images now."""
         return self._json("DELETE", f"/api/requests/{request_id}/", expect=202)
+
+    def webhook_test(self, url: str) -> dict[str, Any]:
+        """Have the service send a signed test event to url, and say what it met."""
+        return self._json("POST", "/api/webhook-test/", json={"url": url}, expect=200)
 
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
@@ -304,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         "delete", help="delete a finished request's outputs, CSV and products now"
     )
     delete_parser.add_argument("request_id")
+    test_parser = commands.add_parser(
+        "webhook-test", help="have the service send a signed test event to a receiver"
+    )
+    test_parser.add_argument("url")
     retry_parser = commands.add_parser("retry", help="process a request's failed images again")
     retry_parser.add_argument("request_id")
     waits(retry_parser)
@@ -324,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             return control(client, options)
         if options.command == "list":
             return list_requests(client, options)
+        if options.command == "webhook-test":
+            sent = client.webhook_test(options.url)
+            print(json.dumps(sent, indent=2))
+            return 0 if sent["delivered"] else 1
         if options.command == "delete":
             deleted = client.delete(options.request_id)
             print(f"request {options.request_id}: deleted", file=sys.stderr)

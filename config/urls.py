@@ -26,6 +26,7 @@ urlpatterns = [
     path("login/link/<str:token>/", account_views.login_link, name="login-link"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("account/", account_pages.account_detail, name="account"),
+    path("account/webhook-test/", pages.webhook_test, name="account-webhook-test"),
     path("account/keys/", account_pages.api_key_create, name="api-key-create"),
     path(
         "account/keys/<str:prefix>/revoke/",
@@ -54,6 +55,7 @@ urlpatterns = [
     path("api/upload/", apis.UploadApi.as_view(), name="upload"),
     path("api/status/<str:request_id>/", apis.StatusApi.as_view(), name="request-status"),
     path("api/requests/", list_apis.RequestsApi.as_view(), name="requests"),
+    path("api/webhook-test/", apis.WebhookTestApi.as_view(), name="webhook-test"),
     path("api/requests/<str:request_id>/", control_apis.DeleteApi.as_view(), name="request"),
     path(
         "api/requests/<str:request_id>/products/",

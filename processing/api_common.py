@@ -29,7 +29,7 @@ from processing.exceptions import (
     QuotaExceeded,
     RequestExpired,
     RequestNotFound,
-    TooManyUploads,
+    Throttled,
 )
 from processing.models import ProcessingRequest, ReasonCode
 from processing.policies import webhook_policy
@@ -161,13 +161,57 @@ class ListedRequestSerializer(RequestStateSerializer):
     page_url = serializers.URLField(help_text="Its page, for a person logged in.")
 
 
-class RequestSettingsSerializer(serializers.Serializer[Any]):
-    """The settings an upload or a re-run may give. A field it does not know is refused,
-    named: a misspelt setting ("qualty") ignored would run the whole request at the
-    default, and the user would find out from the outputs."""
+class StrictSerializer(serializers.Serializer[Any]):
+    """An input whose unknown fields, and fields given twice, are refused, named: a
+    misspelt setting ("qualty") ignored would run the whole request at the default, and
+    the user would find out from the outputs."""
 
     # What else a body may carry: the page's forms send Django's CSRF token.
     other_fields: frozenset[str] = frozenset({"csrfmiddlewaretoken"})
+    # How the refusal names the fields it knows.
+    fields_are: str = "fields"
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        known = {*self.fields, *self.other_fields}
+        unknown = {
+            name: [f"Unknown field. The {self.fields_are} are {', '.join(self.fields)}."]
+            for name in (sorted(set(data) - known) if isinstance(data, Mapping) else [])
+        }
+        # A form's field given twice (quality=40&quality=80, two files): which one was
+        # meant is anyone's guess, and the last would win without a word.
+        if isinstance(data, QueryDict):
+            unknown |= {
+                name: [f"Given {len(data.getlist(name))} times; give it once."]
+                for name in sorted(data)
+                if len(data.getlist(name)) > 1
+            }
+        try:
+            value: dict[str, Any] = super().to_internal_value(data)
+        except serializers.ValidationError as invalid:
+            if unknown and isinstance(invalid.detail, dict):
+                invalid.detail.update(unknown)
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+def webhook_url_checked(value: str) -> str:
+    """value, if it is a URL a webhook may be sent to; else the field's error."""
+    problem = url_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+    try:
+        net.check_url(value, webhook_policy())
+    except net.NetError as refused:
+        raise serializers.ValidationError(refused.message) from None
+    return value
+
+
+class RequestSettingsSerializer(StrictSerializer):
+    """The settings an upload or a re-run may give."""
+
+    fields_are = "settings"
 
     webhook_url = serializers.CharField(
         required=False, allow_blank=True, max_length=2048, trim_whitespace=True
@@ -213,30 +257,6 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         "request's.",
     )
 
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        known = {*self.fields, *self.other_fields}
-        unknown = {
-            name: [f"Unknown field. The settings are {', '.join(self.fields)}."]
-            for name in (sorted(set(data) - known) if isinstance(data, Mapping) else [])
-        }
-        # A form's field given twice (quality=40&quality=80, two files): which one was
-        # meant is anyone's guess, and the last would win without a word.
-        if isinstance(data, QueryDict):
-            unknown |= {
-                name: [f"Given {len(data.getlist(name))} times; give it once."]
-                for name in sorted(data)
-                if len(data.getlist(name)) > 1
-            }
-        try:
-            value: dict[str, Any] = super().to_internal_value(data)
-        except serializers.ValidationError as invalid:
-            if unknown and isinstance(invalid.detail, dict):
-                invalid.detail.update(unknown)
-            raise
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         mode = attrs.get("quality_mode")
         if "target" in attrs and mode not in {None, QualityMode.PERCEPTUAL}:
@@ -246,16 +266,7 @@ class RequestSettingsSerializer(serializers.Serializer[Any]):
         return attrs
 
     def validate_webhook_url(self, value: str) -> str:
-        if not value:
-            return value
-        problem = url_problem(value)
-        if problem:
-            raise serializers.ValidationError(problem)
-        try:
-            net.check_url(value, webhook_policy())
-        except net.NetError as refused:
-            raise serializers.ValidationError(refused.message) from None
-        return value
+        return webhook_url_checked(value) if value else value
 
 
 class AcceptedSerializer(serializers.Serializer[Any]):
@@ -343,11 +354,11 @@ class AccountUploadThrottle(SimpleRateThrottle):
 QUOTA_RETRY_AFTER_SECONDS = 60
 
 
-def uploads_throttled(wait: float | None) -> TooManyUploads:
+def uploads_throttled(wait: float | None) -> Throttled:
     """The refusal of an upload or a re-run over ACCOUNT_UPLOAD_RATE_LIMIT."""
     rate = settings.ACCOUNT_UPLOAD_RATE_LIMIT
     retry_after = max(1, math.ceil(wait or 1))
-    return TooManyUploads(
+    return Throttled(
         f"Too many uploads: this account may upload {rate}. Try again in {retry_after} s.",
         details=[{"limit": rate, "retry_after_seconds": retry_after}],
         headers={"Retry-After": str(retry_after)},

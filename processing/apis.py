@@ -1,6 +1,7 @@
 """One APIView per operation. Views validate input, call one service or selector, and
 shape the answer; they hold no logic of their own."""
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import Any, NoReturn
@@ -17,7 +18,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -33,6 +34,7 @@ from processing.api_common import (
     AccountUploadThrottle,
     RequestSettingsSerializer,
     StatusSerializer,
+    StrictSerializer,
     WebhookDetailSerializer,
     WebhookStateSerializer,
     accepted_body,
@@ -45,6 +47,7 @@ from processing.api_common import (
     request_or_404,
     status_body,
     uploads_throttled,
+    webhook_url_checked,
 )
 from processing.csv_format import CsvInvalid
 from processing.exceptions import (
@@ -53,6 +56,7 @@ from processing.exceptions import (
     NoFileUploaded,
     NoWebhook,
     RequestNotFinished,
+    Throttled,
 )
 from processing.models import ProductImage
 from processing.policies import upload_body_limit
@@ -185,6 +189,59 @@ class WebhookApi(APIView):
             raise NoWebhook()
         found.refresh_from_db()
         return Response(selectors.webhook_state(found), status=status.HTTP_202_ACCEPTED)
+
+
+class WebhookTestApi(APIView):
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    class InputSerializer(StrictSerializer):
+        url = serializers.CharField(
+            max_length=2048,
+            trim_whitespace=True,
+            help_text="The receiver's URL: absolute http(s), where webhooks may go.",
+        )
+
+        def validate_url(self, value: str) -> str:
+            return webhook_url_checked(value)
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        event_id = serializers.CharField(help_text="The event's webhook-id.")
+        url = serializers.URLField()
+        delivered = serializers.BooleanField(help_text="The receiver answered 2xx.")
+        status_code = serializers.IntegerField(
+            allow_null=True, help_text="Its answer's status; null where none came."
+        )
+        error = serializers.CharField(help_text="Why it was not delivered; empty if it was.")
+        duration_ms = serializers.IntegerField()
+
+    @extend_schema(
+        summary="Send a signed test event to a webhook receiver, now",
+        description=(
+            'One POST of a test event, {"type": "test", "account", "message", '
+            '"sent_at"}, signed as every event is, with the account\'s secret(s), under '
+            "the webhooks' address policy and timeout: what a receiver's owner checks the "
+            "signature code with before the first request finishes. Answered with what "
+            "the receiver answered; nothing is recorded or retried. "
+            f"{webhooks.WEBHOOK_TESTS_PER_MINUTE} a minute per account."
+        ),
+        request=InputSerializer,
+        responses={200: OutputSerializer, **errors(400, 401, 403, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        form = self.InputSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        url = form.validated_data["url"]
+        try:
+            sent = webhooks.webhook_test(account=request_account(request), url=url)
+        except webhooks.TooManyTests as over:
+            limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
+            raise Throttled(
+                f"Too many test events: this account may send {limit} a minute. Try again "
+                f"in {over.retry_after} s.",
+                details=[{"limit": f"{limit}/minute", "retry_after_seconds": over.retry_after}],
+                headers={"Retry-After": str(over.retry_after)},
+            ) from None
+        return Response({**dataclasses.asdict(sent), "delivered": sent.delivered})
 
 
 class ProductsApi(APIView):

@@ -91,10 +91,10 @@ class RequestNotFound(ApiError):
     message = "Request not found."
 
 
-class TooManyUploads(ApiError):
+class Throttled(ApiError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "throttled"
-    message = "Too many uploads for this account; try again later."
+    message = "Too many requests of this kind for this account; try again later."
 
 
 class QuotaExceeded(ApiError):

@@ -11,12 +11,14 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from rest_framework.exceptions import ValidationError
 
 from accounts.models import Account
-from accounts.pages import account_page
+from accounts.pages import account_page, account_page_render
 from imaging.encode import OutputFormat
 from imaging.metadata import MetadataMode
-from processing import control, selectors
+from processing import control, selectors, webhooks
+from processing.api_common import webhook_url_checked
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 REQUESTS_PER_PAGE = 20
@@ -184,6 +186,28 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
         "and its links no longer work.",
     )
     return redirect("home")
+
+
+@account_page("GET", "POST")
+def webhook_test(request: HttpRequest, account: Account) -> HttpResponse:
+    """The account page's "Send a test event": the API's webhook test, its outcome shown on
+    the account page. A GET (a login page sending a person back) shows the account page."""
+    if request.method == "GET":
+        return redirect("account")
+    url = request.POST.get("url", "").strip()
+    try:
+        webhook_url_checked(url)
+    except ValidationError as refused:
+        context = {"test_url": url, "test_error": " ".join(str(item) for item in refused.detail)}
+        return account_page_render(request, account, context, status=400)
+    try:
+        sent = webhooks.webhook_test(account=account, url=url)
+    except webhooks.TooManyTests as over:
+        limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
+        refused_now = f"At most {limit} test events a minute: try again in {over.retry_after} s."
+        context = {"test_url": url, "test_error": refused_now}
+        return account_page_render(request, account, context, status=429)
+    return account_page_render(request, account, {"test_url": url, "test_sent": sent})
 
 
 def _choices() -> dict[str, Any]:

@@ -17,18 +17,21 @@ import logging
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 import net
+from accounts.models import Account
 from processing import metrics, queue, selectors
 from processing.exceptions import WebhookPending
-from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
+from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery, new_event_id
 from processing.policies import webhook_policy
 
 logger = logging.getLogger(__name__)
@@ -176,26 +179,106 @@ def retry_schedule() -> list[float]:
 
 
 def _deliver(delivery: WebhookDelivery) -> tuple[int | None, str, int]:
-    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    return _post_signed(
+        url=delivery.url,
+        payload=delivery.payload,
+        event_id=delivery.event_id,
+        account=delivery.request.account,
+    )
+
+
+def _post_signed(
+    *, url: str, payload: dict[str, Any], event_id: str, account: Account
+) -> tuple[int | None, str, int]:
+    """POST payload to url, signed with the account's secrets, under the webhooks' policy:
+    the status code, an error ("" for 2xx) and the milliseconds it took."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
-        "webhook-id": delivery.event_id,
+        "webhook-id": event_id,
         "webhook-timestamp": str(timestamp),
     }
     headers["webhook-signature"] = " ".join(
-        webhook_signature(secret=secret, event_id=delivery.event_id, timestamp=timestamp, body=body)
-        for secret in delivery.request.account.signing_secrets(timezone.now())
+        webhook_signature(secret=secret, event_id=event_id, timestamp=timestamp, body=body)
+        for secret in account.signing_secrets(timezone.now())
     )
     started = time.monotonic()
     try:
-        status_code: int | None = net.post(delivery.url, body, headers, webhook_policy())
+        status_code: int | None = net.post(url, body, headers, webhook_policy())
         error = "" if 200 <= (status_code or 0) < 300 else f"HTTP {status_code}"
     except net.NetError as failure:
         status_code, error = None, f"{failure.reason}: {failure.message}"
         if failure.reason in NOT_RETRIED:
             error = f"{error} (not retried)"
     return status_code, error, int((time.monotonic() - started) * 1000)
+
+
+@dataclass(frozen=True)
+class TestEvent:
+    """What one test event met at its receiver."""
+
+    event_id: str
+    url: str
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return not self.error
+
+
+TEST_MESSAGE: Final = (
+    "A test event: a receiver that checks this event's webhook-signature with the "
+    "account's secret and answers 2xx is ready for the events of finished requests."
+)
+
+
+# Test events an account may send a minute: each is a POST from our address to a URL the
+# caller names, which must not make the service a way to hammer someone else's server.
+WEBHOOK_TESTS_PER_MINUTE: Final = 10
+
+
+class TooManyTests(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+def webhook_test(*, account: Account, url: str) -> TestEvent:
+    """Send a signed test event to url once, now, as a delivery's attempt is made (the
+    webhooks' address policy, the account's secrets, WEBHOOK_TIMEOUT), for whoever sets up
+    a receiver to check its signature code against; nothing is recorded or retried. At
+    most WEBHOOK_TESTS_PER_MINUTE an account (TooManyTests)."""
+    _test_counted(account)
+    event_id = new_event_id()
+    payload = {
+        "type": "test",
+        "account": account.name,
+        "message": TEST_MESSAGE,
+        "sent_at": selectors.timestamp(timezone.now()),
+    }
+    status_code, error, duration_ms = _post_signed(
+        url=url, payload=payload, event_id=event_id, account=account
+    )
+    logger.info("test webhook %s of account %s: %s", event_id, account.name, error or status_code)
+    return TestEvent(event_id, url, status_code, error.removesuffix(" (not retried)"), duration_ms)
+
+
+def _test_counted(account: Account) -> None:
+    """Count a test event in its account's minute, or refuse it past the limit. Exact with
+    Redis as the cache; with the embedded default's files, two processes at once may both
+    pass the last place."""
+    now = time.time()
+    key = f"webhook-tests:{account.pk}:{int(now // 60)}"
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # evicted between the two calls
+        cache.set(key, count := 1, timeout=120)
+    if count > WEBHOOK_TESTS_PER_MINUTE:
+        raise TooManyTests(retry_after=60 - int(now % 60))
 
 
 def _attempt_record(

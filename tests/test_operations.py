@@ -81,6 +81,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/upload/": ["post"],
         "/api/status/{request_id}/": ["get"],
         "/api/requests/": ["get"],
+        "/api/webhook-test/": ["post"],
         "/api/requests/{request_id}/": ["delete"],
         "/api/requests/{request_id}/products/": ["get"],
         "/api/requests/{request_id}/webhook/": ["get", "post"],
@@ -199,7 +200,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_schema(
     exercised = re.findall(
         r'<testcase name="((?:GET|POST|DELETE) [^"]+)"', (tmp_path / "junit.xml").read_text()
     )
-    assert len(set(exercised)) == 11
+    assert len(set(exercised)) == 12
     assert "GET /api/requests/" in exercised
     assert "DELETE /api/requests/{request_id}/" in exercised
 
@@ -429,6 +430,30 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     assert "at the account's request" in gone.stderr
     assert urllib3.request("GET", first_output_url, timeout=10).status == 404
     assert urllib3.request("GET", output_url, timeout=10).status == 200
+
+
+@pytest.mark.e2e
+def test_the_command_line_client_sends_a_test_event_and_says_what_the_receiver_answered(
+    embedded_service: Service, origin: Origin
+) -> None:
+    path = f"/hooks/{uuid.uuid4().hex}"
+    origin.post_statuses[path] = [204, 503]
+
+    def webhook_test() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "webhook-test",
+             origin.base_url + path],
+            capture_output=True, text=True, timeout=60, check=False,
+            env=cli_env(embedded_service),
+        )  # fmt: skip
+
+    delivered, refused = webhook_test(), webhook_test()
+    assert delivered.returncode == 0, delivered.stderr
+    assert json.loads(delivered.stdout)["status_code"] == 204
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"] == "HTTP 503"
+    [(headers, _), _] = origin.posts_to(path)
+    assert headers["webhook-id"] == json.loads(delivered.stdout)["event_id"]
 
 
 @pytest.mark.e2e

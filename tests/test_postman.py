@@ -6,6 +6,7 @@ here the same images are served by the test origin and the CSV is rewritten to m
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def test_the_postman_collection_passes_under_newman(
         sample.replace(SAMPLE_PREFIX, f"{origin.base_url}/postman/")
     )
     report = tmp_path / "report.json"
+    hook = f"/postman/hook-{uuid.uuid4().hex}"  # the origin serves every service of the run
 
     # When newman runs the collection against the service
     result = subprocess.run(
@@ -44,6 +46,8 @@ def test_the_postman_collection_passes_under_newman(
             f"base_url={service.base_url}",
             "--env-var",
             f"api_key={service.api_key}",
+            "--env-var",
+            f"receiver_url={origin.base_url}{hook}",
             "--reporters",
             "cli,json",
             "--reporter-json-export",
@@ -61,6 +65,8 @@ def test_the_postman_collection_passes_under_newman(
     run = json.loads(report.read_text())["run"]
     assert run["stats"]["assertions"]["failed"] == 0
     assert run["stats"]["requests"]["failed"] == 0
+    # And the test event reached the receiver (the origin, allowed for webhooks)
+    assert len(origin.posts_to(hook)) == 1
     ran = list(dict.fromkeys(execution["item"]["name"] for execution in run["executions"]))
     assert ran == [
         "Upload without a key",
@@ -78,5 +84,6 @@ def test_the_postman_collection_passes_under_newman(
         "The account's requests, newest first",
         "Delete the first request's results",
         "Status of the deleted request",
+        "Send a test event to a webhook receiver",
         "Status of an unknown request",
     ]

@@ -101,6 +101,7 @@ def test_another_accounts_request_is_not_found_on_every_route(
         ("post", f"/api/requests/{uuid.uuid4()}/webhook/"),
         ("get", f"/api/requests/{uuid.uuid4()}/output.csv"),
         ("delete", f"/api/requests/{uuid.uuid4()}/"),
+        ("post", "/api/webhook-test/"),
     ],
 )
 def test_every_api_route_needs_a_valid_key(

@@ -1,13 +1,17 @@
 """Webhook deliveries in process: where they may go is their own policy, and what a user
 reads of a refusal says nothing of the network behind it."""
 
+import json
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 import net
 from accounts.models import Account
@@ -15,6 +19,7 @@ from processing import expiry, intake, webhooks
 from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
+from tests.harness.origin import Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -215,3 +220,111 @@ def test_attempts_whose_worker_stopped_during_them_are_logged_and_count_against_
     assert delivery.last_error == webhooks.UNFINISHED
     log = WebhookAttempt.objects.filter(delivery=delivery).values_list("error", flat=True)
     assert list(log) == [webhooks.UNFINISHED] * 2
+
+
+# --- A test event, for whoever sets up a receiver -------------------------------------
+
+
+@pytest.fixture
+def receiver_allowed(settings: Any, origin: Origin) -> Origin:
+    """The tests' origin on 127.0.0.1 as the receiver, allowed explicitly: webhooks reach
+    public addresses on ports 80 and 443 alone."""
+    settings.WEBHOOK_ALLOW_NETWORKS, settings.WEBHOOK_ALLOW_PORTS = ["127.0.0.1/32"], [origin.port]
+    webhook_policy.cache_clear()
+    return origin
+
+
+def test_a_test_event_reaches_the_receiver_signed_as_every_event_is(
+    receiver_allowed: Origin, api: APIClient, account: Account
+) -> None:
+    path = f"/hooks/{uuid.uuid4().hex}"
+    url = receiver_allowed.base_url + path
+    answer = api.post("/api/webhook-test/", {"url": url}, format="json")
+
+    assert answer.status_code == 200
+    sent = answer.json()
+    assert sent == {
+        "event_id": sent["event_id"],
+        "url": url,
+        "status_code": 204,
+        "error": "",
+        "duration_ms": sent["duration_ms"],
+        "delivered": True,
+    }
+    [(headers, body)] = receiver_allowed.posts_to(path)
+    assert json.loads(body) == {
+        "type": "test",
+        "account": account.name,
+        "message": webhooks.TEST_MESSAGE,
+        "sent_at": json.loads(body)["sent_at"],
+    }
+    # The receiver's check, as a Standard Webhooks library makes it with the account's secret
+    assert headers["webhook-id"] == sent["event_id"]
+    assert headers["webhook-signature"] == webhooks.webhook_signature(
+        secret=account.webhook_secret,
+        event_id=sent["event_id"],
+        timestamp=int(headers["webhook-timestamp"]),
+        body=body,
+    )
+
+
+def test_a_test_event_says_what_the_receiver_answered_and_is_not_retried(
+    receiver_allowed: Origin, api: APIClient
+) -> None:
+    path = f"/hooks/{uuid.uuid4().hex}"
+    receiver_allowed.post_statuses[path] = [500]
+    answer = api.post("/api/webhook-test/", {"url": receiver_allowed.base_url + path})
+    assert answer.status_code == 200
+    assert (answer.json()["delivered"], answer.json()["status_code"]) == (False, 500)
+    assert answer.json()["error"] == "HTTP 500"
+    assert len(receiver_allowed.posts_to(path)) == 1
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_a_test_event_goes_only_where_webhooks_may(origin: Origin, api: APIClient) -> None:
+    # The tests' origin is on 127.0.0.1, not allowed here: refused before anything is sent
+    path = f"/hooks/{uuid.uuid4().hex}"
+    refused = api.post("/api/webhook-test/", {"url": origin.base_url + path})
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "invalid_input"
+    assert refused.json()["details"][0]["field"] == "url"
+    assert origin.posts_to(path) == []
+    # Nor is anything but its one field taken
+    unknown = api.post("/api/webhook-test/", {"url": "https://hooks.example/x", "urll": "x"})
+    assert unknown.json()["details"] == [
+        {"field": "urll", "message": "Unknown field. The fields are url."}
+    ]
+
+
+def test_test_events_are_limited_per_account_and_say_when_to_try_again(
+    receiver_allowed: Origin, api: APIClient
+) -> None:
+    path = f"/hooks/{uuid.uuid4().hex}"
+    url = receiver_allowed.base_url + path
+    answers = [api.post("/api/webhook-test/", {"url": url}) for _ in range(11)]
+    assert [answer.status_code for answer in answers] == [200] * 10 + [429]
+    refused = answers[-1]
+    assert refused.json()["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert len(receiver_allowed.posts_to(path)) == 10
+
+
+def test_a_person_sends_a_test_event_from_the_account_page(
+    receiver_allowed: Origin, member_client: Client
+) -> None:
+    path = f"/hooks/{uuid.uuid4().hex}"
+    url = receiver_allowed.base_url + path
+    token = str(member_client.get("/account/").context["csrf_token"])
+    shown = member_client.post("/account/webhook-test/", {"url": url, "csrfmiddlewaretoken": token})
+    assert shown.status_code == 200
+    text = " ".join(shown.content.decode().split())
+    assert "Delivered</span>: the receiver answered 204" in text
+    [(headers, _)] = receiver_allowed.posts_to(path)
+    assert f"<code>{headers['webhook-id']}</code>" in text
+    # A URL webhooks may not reach is refused, saying why, and kept in its field
+    refused = member_client.post(
+        "/account/webhook-test/", {"url": "ftp://x/y", "csrfmiddlewaretoken": token}
+    )
+    assert refused.status_code == 400
+    assert refused.context["test_url"] == "ftp://x/y"
+    assert refused.context["test_error"]
