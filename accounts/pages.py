@@ -33,7 +33,8 @@ def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
     """A page for a logged-in person (else the login page), acting for their account (a
     user of none gets a page that says so), answering these methods alone."""
 
-    # HEAD wherever GET: what a link checker or monitor sends (it was 405).
+    # HEAD wherever GET: what a link checker or monitor sends (it was 405). A view changes
+    # something on a POST alone: HEAD, answered as GET, passes no CSRF check.
     allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
 
     def decorate(view: AccountView) -> AccountView:
@@ -61,7 +62,7 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
     """Make a key and show it, on this answer alone: not after a redirect, which would have
     to carry it in the session or a cookie. A GET (the login page sending back a person
     whose session had ended as they pressed the button) shows the account page."""
-    if request.method == "GET":
+    if request.method != "POST":
         return redirect("account")
     label = request.POST.get("label", "")
     # Each page's form makes one key: sent again (a reload of this answer, Back and send)
@@ -96,7 +97,7 @@ def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpR
         api_key = ApiKey.objects.filter(account=account, prefix=prefix, revoked=False).first()
     if api_key is None:
         return render(request, "accounts/key_not_found.html", {}, status=404)
-    if request.method == "GET":
+    if request.method != "POST":
         return render(
             request,
             "accounts/key_revoke.html",
@@ -110,7 +111,7 @@ def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpR
 def webhook_secret_rotate(request: HttpRequest, account: Account) -> HttpResponse:
     """GET asks to confirm; the POST makes a new secret, shown on the account page, if the
     secret is still the one the confirmation was shown with."""
-    if request.method == "GET":
+    if request.method != "POST":
         context = {
             "overlap": _duration_words(settings.WEBHOOK_SECRET_OVERLAP),
             "overlap_seconds": settings.WEBHOOK_SECRET_OVERLAP,

@@ -208,6 +208,19 @@ def webhook_url_checked(value: str) -> str:
     return value
 
 
+class WebhookTestSerializer(StrictSerializer):
+    """A test event's one field, from the API or the account page's form."""
+
+    url = serializers.CharField(
+        max_length=2048,
+        trim_whitespace=True,
+        help_text="The receiver's URL: absolute http(s), where webhooks may go.",
+    )
+
+    def validate_url(self, value: str) -> str:
+        return webhook_url_checked(value)
+
+
 class RequestSettingsSerializer(StrictSerializer):
     """The settings an upload or a re-run may give."""
 

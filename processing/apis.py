@@ -34,9 +34,9 @@ from processing.api_common import (
     AccountUploadThrottle,
     RequestSettingsSerializer,
     StatusSerializer,
-    StrictSerializer,
     WebhookDetailSerializer,
     WebhookStateSerializer,
+    WebhookTestSerializer,
     accepted_body,
     errors,
     expired_refusal,
@@ -47,7 +47,6 @@ from processing.api_common import (
     request_or_404,
     status_body,
     uploads_throttled,
-    webhook_url_checked,
 )
 from processing.csv_format import CsvInvalid
 from processing.exceptions import (
@@ -56,12 +55,17 @@ from processing.exceptions import (
     NoFileUploaded,
     NoWebhook,
     RequestNotFinished,
+    ServerBusy,
     Throttled,
 )
 from processing.models import ProductImage
 from processing.policies import upload_body_limit
 
 logger = logging.getLogger(__name__)
+
+# What a test event refused while another is under way in the process is told to wait:
+# about what one takes.
+TEST_BUSY_RETRY_AFTER_SECONDS = 5
 
 
 class UploadApi(APIView):
@@ -194,15 +198,7 @@ class WebhookApi(APIView):
 class WebhookTestApi(APIView):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    class InputSerializer(StrictSerializer):
-        url = serializers.CharField(
-            max_length=2048,
-            trim_whitespace=True,
-            help_text="The receiver's URL: absolute http(s), where webhooks may go.",
-        )
-
-        def validate_url(self, value: str) -> str:
-            return webhook_url_checked(value)
+    InputSerializer = WebhookTestSerializer
 
     class OutputSerializer(serializers.Serializer[Any]):
         event_id = serializers.CharField(help_text="The event's webhook-id.")
@@ -225,14 +221,21 @@ class WebhookTestApi(APIView):
             f"{webhooks.WEBHOOK_TESTS_PER_MINUTE} a minute per account."
         ),
         request=InputSerializer,
-        responses={200: OutputSerializer, **errors(400, 401, 403, 429)},
+        responses={200: OutputSerializer, **errors(400, 401, 403, 429, 503)},
     )
     def post(self, request: Request) -> Response:
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         url = form.validated_data["url"]
         try:
-            sent = webhooks.webhook_test(account=request_account(request), url=url)
+            sent = webhooks.webhook_test(
+                account=request_account(request), url=url, by=str(request.user)
+            )
+        except webhooks.TestsBusy:
+            raise ServerBusy(
+                "The service is sending another test event; try again in a few seconds.",
+                headers={"Retry-After": str(TEST_BUSY_RETRY_AFTER_SECONDS)},
+            ) from None
         except webhooks.TooManyTests as over:
             limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
             raise Throttled(

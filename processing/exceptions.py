@@ -97,6 +97,12 @@ class Throttled(ApiError):
     message = "Too many requests of this kind for this account; try again later."
 
 
+class ServerBusy(ApiError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "server_busy"
+    message = "The service is busy; try again in a few seconds."
+
+
 class QuotaExceeded(ApiError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     code = "quota_exceeded"

@@ -29,29 +29,22 @@ def requests_expire(*, now: datetime | None = None) -> int:
     """Expire every request finished longer ago than the retention; how many. Also finish
     what a run stopped midway or a deletion's task left, and forget sources no request has
     used since."""
+    expired = 0
+    if settings.RETENTION_DAYS is not None:
+        now = now or timezone.now()
+        cutoff = now - timedelta(days=settings.RETENTION_DAYS)
+        due = ProcessingRequest.objects.filter(
+            status__in=ProcessingRequest.FINISHED_STATUSES,
+            finished_at__lt=cutoff,
+            expired_at__isnull=True,
+        ).values_list("pk", flat=True)
+        for request_id in list(due):
+            if request_mark_expired(request_id=request_id, cutoff=cutoff):
+                expired += 1
+                logger.info("request %s expired: its outputs, products and images go", request_id)
+        reuse.sources_forget(checked_before=cutoff)
     _halfway_finish()  # whatever the retention: an account's deletions need it too
-    if settings.RETENTION_DAYS is None:
-        return 0
-    now = now or timezone.now()
-    cutoff = now - timedelta(days=settings.RETENTION_DAYS)
-    due = ProcessingRequest.objects.filter(
-        status__in=ProcessingRequest.FINISHED_STATUSES,
-        finished_at__lt=cutoff,
-        expired_at__isnull=True,
-    ).values_list("pk", flat=True)
-    expired = sum(request_expire(request_id=request_id, cutoff=cutoff) for request_id in list(due))
-    reuse.sources_forget(checked_before=cutoff)
     return expired
-
-
-def request_expire(*, request_id: uuid.UUID, cutoff: datetime) -> bool:
-    """Expire one request if it is still finished before cutoff, its results with it; True
-    if this call did."""
-    if not request_mark_expired(request_id=request_id, cutoff=cutoff):
-        return False
-    results_delete(request_id=request_id)
-    logger.info("request %s expired: its outputs, products and images deleted", request_id)
-    return True
 
 
 def request_mark_expired(
@@ -97,16 +90,25 @@ def results_delete(*, request_id: uuid.UUID) -> None:
 
 
 def _halfway_finish() -> None:
-    """Expired or deleted, but a crash, a storage error or a deletion's task not run left
-    its files and rows, or a webhook resent at that moment is pending."""
+    """Delete the files and rows of every request marked expired that still has them: just
+    marked by this pass, or left by a crash, a storage error or a lost deletion task. One
+    that fails is logged and left for the next pass; the others go on (a request whose
+    files the storage keeps refusing stopped every expiry after it). A webhook resent in
+    the instant a request expired, and left pending, is failed."""
     halfway = ProcessingRequest.objects.filter(
         expired_at__isnull=False, pk__in=Product.objects.values("request_id")
     ).values_list("pk", flat=True)
     for request_id in list(halfway):
-        results_delete(request_id=request_id)
-    WebhookDelivery.objects.filter(
-        state=WebhookDelivery.State.PENDING, request__expired_at__isnull=False
-    ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=EXPIRED_ERROR)
+        try:
+            results_delete(request_id=request_id)
+        except Exception:
+            logger.exception("request %s: its results could not all be deleted", request_id)
+    for by_owner, error in ((False, EXPIRED_ERROR), (True, DELETED_ERROR)):
+        WebhookDelivery.objects.filter(
+            state=WebhookDelivery.State.PENDING,
+            request__expired_at__isnull=False,
+            request__deleted_by_owner=by_owner,
+        ).update(state=WebhookDelivery.State.FAILED, next_attempt_at=None, last_error=error)
 
 
 def _files_delete(folder: str) -> None:

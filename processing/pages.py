@@ -11,14 +11,13 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from rest_framework.exceptions import ValidationError
 
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
 from imaging.encode import OutputFormat
 from imaging.metadata import MetadataMode
 from processing import control, selectors, webhooks
-from processing.api_common import webhook_url_checked
+from processing.api_common import WebhookTestSerializer
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 
 REQUESTS_PER_PAGE = 20
@@ -168,7 +167,7 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
         return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
     if found.expired_at is not None:
         return render(request, "processing/expired.html", {"request_row": found}, status=410)
-    if request.method == "GET" and found.is_finished:
+    if request.method != "POST" and found.is_finished:
         return render(request, "processing/request_delete.html", {"request_row": found})
     try:
         if not found.is_finished:
@@ -192,16 +191,21 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
 def webhook_test(request: HttpRequest, account: Account) -> HttpResponse:
     """The account page's "Send a test event": the API's webhook test, its outcome shown on
     the account page. A GET (a login page sending a person back) shows the account page."""
-    if request.method == "GET":
+    if request.method != "POST":
         return redirect("account")
+    form = WebhookTestSerializer(data=request.POST)
     url = request.POST.get("url", "").strip()
-    try:
-        webhook_url_checked(url)
-    except ValidationError as refused:
-        context = {"test_url": url, "test_error": " ".join(str(item) for item in refused.detail)}
+    if not form.is_valid():
+        refused = " ".join(str(item) for problems in form.errors.values() for item in problems)
+        context = {"test_url": url, "test_error": refused}
         return account_page_render(request, account, context, status=400)
     try:
-        sent = webhooks.webhook_test(account=account, url=url)
+        sent = webhooks.webhook_test(
+            account=account, url=form.validated_data["url"], by=repr(request.user.get_username())
+        )
+    except webhooks.TestsBusy:
+        context = {"test_url": url, "test_error": "Another test event is under way: try again."}
+        return account_page_render(request, account, context, status=503)
     except webhooks.TooManyTests as over:
         limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
         refused_now = f"At most {limit} test events a minute: try again in {over.retry_after} s."

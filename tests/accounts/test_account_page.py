@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.models import Account, ApiKey
 from config.middleware import PAGE_CONTENT_POLICY
+from processing import intake
+from processing.models import ProcessingRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -273,3 +275,42 @@ def test_the_rotation_says_how_long_both_secrets_sign_in_words(
 ) -> None:
     settings.WEBHOOK_SECRET_OVERLAP = overlap
     assert words in text(member_client.get("/account/webhook-secret/rotate/"))
+
+
+def test_a_head_request_changes_nothing_on_any_page_that_changes_something(
+    member_client: Client, api_key: str, account: Account, origin: Any
+) -> None:
+    """HEAD is answered as GET, without a CSRF check: it revoked the key, rotated the
+    secret and deleted the request it named."""
+    prefix = api_key.partition(".")[0]
+    secret = account.webhook_secret
+    finished = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+    ProcessingRequest.objects.filter(pk=finished.pk).update(status="completed")
+    for path in [
+        "/account/keys/",
+        f"/account/keys/{prefix}/revoke/",
+        "/account/webhook-secret/rotate/",
+        "/account/webhook-test/",
+        f"/requests/{finished.pk}/delete/",
+    ]:
+        assert member_client.head(path).status_code in {200, 302}, path
+    assert api_answers(api_key) == 200
+    account.refresh_from_db()
+    assert account.webhook_secret == secret
+    assert ApiKey.objects.filter(account=account).count() == 1
+    finished.refresh_from_db()
+    assert finished.expired_at is None
+
+
+def test_the_pages_test_event_form_refuses_a_url_given_twice(member_client: Client) -> None:
+    token = str(member_client.get("/account/").context["csrf_token"])
+    twice = member_client.post(
+        "/account/webhook-test/",
+        {"url": ["https://a.example/", "https://b.example/"], "csrfmiddlewaretoken": token},
+    )
+    assert twice.status_code == 400
+    assert "Given 2 times; give it once." in twice.context["test_error"]

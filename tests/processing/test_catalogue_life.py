@@ -974,7 +974,8 @@ def test_a_csv_download_or_a_webhook_resend_racing_a_deletion_leaves_nothing_beh
         sweep.sweep_run()
     assert [task for task in queued if task.name == queue.WEBHOOK_SEND] == []
     call_command("expire", stdout=io.StringIO())
-    assert WebhookDelivery.objects.get(request=request).state == "failed"
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.state, delivery.last_error) == ("failed", expiry.DELETED_ERROR)
 
 
 def test_a_request_being_finalised_is_finishing_to_a_delete_and_a_cancel(
@@ -994,6 +995,45 @@ def test_a_request_being_finalised_is_finishing_to_a_delete_and_a_cancel(
     assert cancelled.json()["error"] == (
         "The request is finishing: every image has ended, so there is nothing left to cancel."
     )
+
+
+def test_a_request_whose_files_the_storage_keeps_refusing_stops_no_other_expiry(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    storage: Path,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its refusal ended the whole pass, every hour: nothing past the retention expired."""
+    settings.RETENTION_DAYS = 30
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    old = run(account, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=old.pk).update(
+        finished_at=timezone.now() - timedelta(days=31)
+    )
+    stuck = run(account, django_capture_on_commit_callbacks, quality=70)
+    assert expiry.request_mark_expired(request_id=stuck.pk, cutoff=None, by_owner=True)
+    # Given a storage that refuses the deleted request's files (an object lock, say)
+    real_delete = default_storage.delete
+    refusing = [True]
+
+    def refuse_stuck(name: str) -> None:
+        if refusing[0] and str(stuck.pk) in name:
+            raise PermissionError(13, "Access Denied")
+        real_delete(name)
+
+    monkeypatch.setattr(default_storage, "delete", refuse_stuck)
+    # When the expiry's pass runs, the old request expires and its results go all the same
+    call_command("expire", stdout=io.StringIO())
+    old.refresh_from_db()
+    assert old.expired_at is not None
+    assert not (storage / "output_images" / str(old.pk)).exists()
+    # And the stuck one is left for the next pass
+    assert ProductImage.objects.filter(request=stuck).exists()
+    refusing[0] = False
+    call_command("expire", stdout=io.StringIO())
+    assert not ProductImage.objects.filter(request=stuck).exists()
 
 
 def test_a_request_under_way_is_not_deleted_and_another_accounts_is_not_found(

@@ -3,12 +3,17 @@ reads of a refusal says nothing of the network behind it."""
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache.backends.filebased import FileBasedCache
+from django.core.cache.backends.redis import RedisCache
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -328,3 +333,61 @@ def test_a_person_sends_a_test_event_from_the_account_page(
     assert refused.status_code == 400
     assert refused.context["test_url"] == "ftp://x/y"
     assert refused.context["test_error"]
+
+
+def test_a_test_event_waits_for_none_under_way_in_its_process_and_is_not_counted(
+    receiver_allowed: Origin, api: APIClient
+) -> None:
+    """A receiver holding its answer held a web thread: twenty at once held most of the
+    web server. One is under way in a process at a time; the next is told to come back."""
+    path = f"/hooks/{uuid.uuid4().hex}"
+    url = receiver_allowed.base_url + path
+    with webhooks._TEST_IN_FLIGHT:  # another test event under way in this process
+        busy = api.post("/api/webhook-test/", {"url": url})
+    assert busy.status_code == 503
+    assert busy.json()["code"] == "server_busy"
+    assert busy["Retry-After"] == "5"
+    assert receiver_allowed.posts_to(path) == []
+    answers = [api.post("/api/webhook-test/", {"url": url}).status_code for _ in range(10)]
+    assert answers == [200] * 10  # the busy one was not counted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_test_events_sent_at_once_are_counted_exactly_with_the_embedded_file_cache(
+    settings: Any, tmp_path: Path, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file cache reads and writes a count in two steps: forty events sent at once all
+    went through."""
+    files = FileBasedCache(str(tmp_path / "cache"), {})
+    monkeypatch.setattr(webhooks, "cache", files)
+    outcomes: list[str] = []
+    start = threading.Barrier(20)
+
+    def count_one() -> None:
+        start.wait()
+        try:
+            webhooks._test_counted(account)
+            outcomes.append("counted")
+        except webhooks.TooManyTests:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=count_one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["counted"] * 10 + ["refused"] * 10
+
+
+def test_a_test_event_is_sent_while_the_cache_is_away(
+    receiver_allowed: Origin, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis away: as an upload, not refused for it (it was a 500)
+    away = RedisCache("redis://127.0.0.1:1/0", {})
+    monkeypatch.setattr(webhooks, "cache", away)
+    path = f"/hooks/{uuid.uuid4().hex}"
+    answer = api.post("/api/webhook-test/", {"url": receiver_allowed.base_url + path})
+    assert answer.status_code == 200
+    assert answer.json()["delivered"]
