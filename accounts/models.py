@@ -66,6 +66,11 @@ class ApiKey(AbstractAPIKey):
 
     objects: ClassVar[ApiKeyManager] = ApiKeyManager()
 
+    @property
+    def in_use(self) -> bool:
+        """Neither revoked nor past its expiry: what the API takes."""
+        return not (self.revoked or self.has_expired)
+
     class Meta(AbstractAPIKey.Meta):
         db_table = "api_keys"
         verbose_name = "API key"

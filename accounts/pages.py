@@ -152,7 +152,7 @@ def account_page_render(
     context = {
         "account": account,
         "api_keys": keys,
-        "active_keys": sum(not (key.revoked or key.has_expired) for key in keys),
+        "active_keys": sum(key.in_use for key in keys),
         "keys_limit": services.ACTIVE_KEYS_LIMIT,
         "label_length": services.KEY_LABEL_LENGTH,
         "form_token": secrets.token_urlsafe(16),

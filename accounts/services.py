@@ -65,7 +65,7 @@ def api_key_create(
     with transaction.atomic():
         if limit is not None:
             account_lock(account_id=account.pk)  # two clicks at once make one key past it, not two
-            usable = [key for key in account.api_keys.filter(revoked=False) if not key.has_expired]
+            usable = [key for key in account.api_keys.filter(revoked=False) if key.in_use]
             if len(usable) >= limit:
                 raise AccountError(
                     f"This account already has {len(usable)} keys in use, the most it may "

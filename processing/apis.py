@@ -231,17 +231,15 @@ class WebhookTestApi(APIView):
             sent = webhooks.webhook_test(
                 account=request_account(request), url=url, by=str(request.user)
             )
-        except webhooks.TestsBusy:
+        except webhooks.TestsBusy as busy:
             raise ServerBusy(
-                "The service is sending another test event; try again in a few seconds.",
-                headers={"Retry-After": str(TEST_BUSY_RETRY_AFTER_SECONDS)},
+                str(busy), headers={"Retry-After": str(TEST_BUSY_RETRY_AFTER_SECONDS)}
             ) from None
         except webhooks.TooManyTests as over:
-            limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
+            limit = f"{webhooks.WEBHOOK_TESTS_PER_MINUTE}/minute"
             raise Throttled(
-                f"Too many test events: this account may send {limit} a minute. Try again "
-                f"in {over.retry_after} s.",
-                details=[{"limit": f"{limit}/minute", "retry_after_seconds": over.retry_after}],
+                str(over),
+                details=[{"limit": limit, "retry_after_seconds": over.retry_after}],
                 headers={"Retry-After": str(over.retry_after)},
             ) from None
         return Response({**dataclasses.asdict(sent), "delivered": sent.delivered})

@@ -102,7 +102,7 @@ def output_csv_open(*, request: ProcessingRequest) -> IO[bytes]:
     in a folder nothing would look at again."""
     name = request.output_csv_name
     if not default_storage.exists(name):
-        if _expired(request):
+        if selectors.request_expired(request_id=request.pk):
             raise OutputCsvGone
         logger.warning(
             "request %s: output CSV %s gone from storage, written again", request.pk, name
@@ -121,14 +121,10 @@ def output_csv_open(*, request: ProcessingRequest) -> IO[bytes]:
     try:
         opened: IO[bytes] = default_storage.open(name, "rb")
     except FileNotFoundError:
-        if _expired(request):  # deleted between the check and the open
+        if selectors.request_expired(request_id=request.pk):  # deleted between check and open
             raise OutputCsvGone from None
         raise
     return opened
-
-
-def _expired(request: ProcessingRequest) -> bool:
-    return ProcessingRequest.objects.filter(pk=request.pk, expired_at__isnull=False).exists()
 
 
 def _score_percentiles(request: ProcessingRequest) -> tuple[float | None, float | None]:

@@ -167,24 +167,27 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
         return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
     if found.expired_at is not None:
         return render(request, "processing/expired.html", {"request_row": found}, status=410)
-    if request.method != "POST" and found.is_finished:
-        return render(request, "processing/request_delete.html", {"request_row": found})
+    if request.method != "POST":
+        if found.is_finished:
+            return render(request, "processing/request_delete.html", {"request_row": found})
+        return _not_deletable_yet(request, found)
     try:
-        if not found.is_finished:
-            raise control.NotFinished
         control.request_delete(request=found, by=f"{request.user.get_username()!r} on the page")
     except control.Expired:
         return redirect("request-page", request_id=found.pk)  # deleted from another tab
     except (control.NotFinished, control.Finishing):
-        # Retried from another tab, say, since the page was shown.
-        messages.info(request, "The request is not finished: it cannot be deleted yet.")
-        return redirect("request-page", request_id=found.pk)
+        return _not_deletable_yet(request, found)  # retried from another tab, say
     messages.info(
         request,
         f"Request {found.pk} deleted: its outputs, output CSV and products are going now, "
         "and its links no longer work.",
     )
     return redirect("home")
+
+
+def _not_deletable_yet(request: HttpRequest, found: ProcessingRequest) -> HttpResponse:
+    messages.info(request, "The request is not finished: it cannot be deleted yet.")
+    return redirect("request-page", request_id=found.pk)
 
 
 @account_page("GET", "POST")
@@ -203,14 +206,10 @@ def webhook_test(request: HttpRequest, account: Account) -> HttpResponse:
         sent = webhooks.webhook_test(
             account=account, url=form.validated_data["url"], by=repr(request.user.get_username())
         )
-    except webhooks.TestsBusy:
-        context = {"test_url": url, "test_error": "Another test event is under way: try again."}
-        return account_page_render(request, account, context, status=503)
-    except webhooks.TooManyTests as over:
-        limit = webhooks.WEBHOOK_TESTS_PER_MINUTE
-        refused_now = f"At most {limit} test events a minute: try again in {over.retry_after} s."
-        context = {"test_url": url, "test_error": refused_now}
-        return account_page_render(request, account, context, status=429)
+    except (webhooks.TestsBusy, webhooks.TooManyTests) as refused_now:
+        status = 503 if isinstance(refused_now, webhooks.TestsBusy) else 429
+        context = {"test_url": url, "test_error": str(refused_now)}
+        return account_page_render(request, account, context, status=status)
     return account_page_render(request, account, {"test_url": url, "test_sent": sent})
 
 

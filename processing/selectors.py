@@ -105,6 +105,12 @@ def _request_sql() -> str:
     )
 
 
+def request_expired(*, request_id: uuid.UUID) -> bool:
+    """Whether the request has expired (or been deleted) by now, read afresh: for work that
+    read the request before and must not outlive it."""
+    return ProcessingRequest.objects.filter(pk=request_id, expired_at__isnull=False).exists()
+
+
 def request_get_any(*, request_id: str | uuid.UUID) -> ProcessingRequest | None:
     """The request with this id whoever owns it: for operators' commands, never the API."""
     try:

@@ -158,7 +158,7 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
         request__expired_at__isnull=True,
     ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now())
     if not restarted:
-        if ProcessingRequest.objects.filter(pk=request.pk, expired_at__isnull=False).exists():
+        if selectors.request_expired(request_id=request.pk):
             raise ResultsGone
         delivery.refresh_from_db()
         next_attempt = delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None
@@ -248,13 +248,21 @@ WEBHOOK_TESTS_PER_MINUTE: Final = 10
 
 
 class TooManyTests(Exception):
+    """Past the account's test events of this minute; its message says when to try again."""
+
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after} s")
+        super().__init__(
+            f"Too many test events: this account may send {WEBHOOK_TESTS_PER_MINUTE} a "
+            f"minute. Try again in {retry_after} s."
+        )
         self.retry_after = retry_after
 
 
 class TestsBusy(Exception):
     """This web process is sending another test event."""
+
+    def __init__(self) -> None:
+        super().__init__("The service is sending another test event; try again in a few seconds.")
 
 
 # One test event at a time in a web process: a receiver that holds its answer holds the
