@@ -151,16 +151,37 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         yield
         return
 
+    ran_out = False
+
     def expire(_signum: int, _frame: Any) -> None:
-        raise ImagingError(
-            ImageReason.TOO_SLOW,
-            f"Decoding and re-encoding the image took longer than {seconds:g} s.",
-        )
+        nonlocal ran_out
+        ran_out = True
+        raise _too_slow(seconds)
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Again every `seconds` until the block ends: a signal that lands while a finalizer or
+    # a __del__ runs has its error printed and dropped by Python, and the block goes on (a
+    # PNG's slow header read on past its limit when the garbage collector ran at that moment).
+    signal.setitimer(signal.ITIMER_REAL, seconds, seconds)
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    except Exception as error:
+        # Once the time is out, whatever the block ended with follows from being stopped
+        # (Pillow's readers take the error for a damaged file, and we for a corrupt image).
+        told = isinstance(error, ImagingError) and error.reason == ImageReason.TOO_SLOW
+        if ran_out and not told:
+            raise _too_slow(seconds) from error
+        raise
+    if ran_out:
+        raise _too_slow(seconds)
+
+
+def _too_slow(seconds: float) -> ImagingError:
+    return ImagingError(
+        ImageReason.TOO_SLOW,
+        f"Decoding and re-encoding the image took longer than {seconds:g} s.",
+    )

@@ -4,6 +4,7 @@ and re-encode, time. The hostile files are made here."""
 import struct
 import threading
 import time
+import weakref
 import zlib
 
 import pytest
@@ -15,7 +16,7 @@ from imaging.encode import (
     OutputFormat,
     compress,
 )
-from imaging.errors import ImagingError
+from imaging.errors import ImageReason, ImagingError
 from imaging.guard import jpeg_scan_count, time_limit
 from tests.support import blank_png, encoded, jpeg_scan_bomb, photo
 
@@ -107,6 +108,65 @@ def test_a_time_limit_lets_what_ends_in_time_through_and_is_gone_after() -> None
     time.sleep(0.05)  # nothing fires later
     with time_limit(None):
         pass
+
+
+def spin_for(seconds: float) -> None:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+
+
+class Held:
+    """An object whose end runs a finalizer."""
+
+
+def finalizer_past_the_limit() -> list[Held]:
+    """One object in a list: clearing the list runs its finalizer, which spins 0.3 s."""
+    held = [Held()]
+    weakref.finalize(held[0], spin_for, 0.3)
+    return held
+
+
+# Python prints an error raised in a finalizer and drops it; pytest reports the print.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_limit_whose_error_lands_in_a_finalizer_still_stops_the_work_after_it() -> None:
+    """The limit raised once: when that landed in a finalizer, nothing stopped the rest (a
+    slow PNG header was read to its end when the garbage collector ran at that moment)."""
+    # Given a finalizer that runs past the limit, and slow work after it
+    held = finalizer_past_the_limit()
+
+    def end_it_then_work() -> None:
+        held.clear()
+        spin_for(3)
+
+    # When both run inside the limit, then the work after the finalizer is stopped too
+    started = time.monotonic()
+    with pytest.raises(ImagingError) as stopped, time_limit(0.1):
+        end_it_then_work()
+    assert stopped.value.reason == "too_slow"
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_work_that_ends_after_its_limits_error_was_dropped_is_too_slow() -> None:
+    held = finalizer_past_the_limit()
+    with pytest.raises(ImagingError) as stopped, time_limit(0.1):
+        held.clear()
+    assert stopped.value.reason == "too_slow"
+
+
+def test_what_work_stopped_by_its_limit_ends_with_is_too_slow() -> None:
+    # Given work that takes the limit's error for a damaged file, as Pillow's readers can
+    def taken_for_damaged() -> None:
+        try:
+            spin()
+        except ImagingError as error:
+            raise ImagingError(ImageReason.CORRUPT_IMAGE, "The header is damaged.") from error
+
+    # When it runs out of time, then it is told as too slow, not as a damaged file
+    with pytest.raises(ImagingError) as stopped, time_limit(0.1):
+        taken_for_damaged()
+    assert stopped.value.reason == "too_slow"
 
 
 def test_off_the_main_thread_nothing_is_limited() -> None:
