@@ -169,6 +169,20 @@ def test_what_work_stopped_by_its_limit_ends_with_is_too_slow() -> None:
     assert stopped.value.reason == "too_slow"
 
 
+def test_a_limit_inside_another_leaves_the_outer_one_running() -> None:
+    """The inner limit stopped the one timer there is as it ended: the outer one (or
+    pytest-timeout's) never fired."""
+
+    def limited_then_slow() -> None:
+        with time_limit(5):
+            pass
+        spin_for(3)
+
+    with pytest.raises(ImagingError) as stopped, time_limit(0.3):
+        limited_then_slow()
+    assert stopped.value.message.endswith("longer than 0.3 s.")
+
+
 def test_off_the_main_thread_nothing_is_limited() -> None:
     finished = []
 
