@@ -40,8 +40,11 @@ def upload(service: Service, csv_text: str) -> bytes:
     return f"POST /api/upload/ HTTP/1.1\r\n{head}\r\n".encode() + body
 
 
+# On an address no image may come from: refused at once, the uploads accepted here leave the
+# shared service no work. A name to look up (shop.example) kept its worker on lookups that
+# took 5 s each for a minute, and the tests after these waited behind them.
 CSV = "S. No.,Product Name,Input Image Urls\n" + "".join(
-    f"{n},Lamp {n},https://shop.example/{n}.jpg\n" for n in range(1, 200)
+    f"{n},Lamp {n},https://192.0.2.1/{n}.jpg\n" for n in range(1, 200)
 )
 
 
@@ -102,11 +105,11 @@ def slow_clients(service: Service, count: int, request: bytes = REQUEST) -> Iter
             sock.close()
 
 
-def test_fifty_slow_clients_leave_healthz_answering_within_a_second(
+def test_fifty_slow_clients_leave_healthz_answering(
     embedded_service: Service,
 ) -> None:
     with slow_clients(embedded_service, 50):
-        assert_answers_within_a_second(f"{embedded_service.base_url}/healthz", times=10)
+        assert_answers_promptly(f"{embedded_service.base_url}/healthz", times=10)
 
 
 def test_fifty_clients_slow_with_their_bodies_leave_the_service_answering(
@@ -117,8 +120,8 @@ def test_fifty_clients_slow_with_their_bodies_leave_the_service_answering(
     # Given 50 uploads whose headers have arrived, half dripping their bodies, half stalled
     wire = upload(embedded_service, CSV)
     with slow_clients(embedded_service, 50, request=wire):
-        # When the service is asked for its health, then it answers within a second
-        assert_answers_within_a_second(f"{embedded_service.base_url}/healthz", times=10)
+        # When the service is asked for its health, then it answers promptly
+        assert_answers_promptly(f"{embedded_service.base_url}/healthz", times=10)
 
         # And an upload whose body comes in pieces is read whole once it has all arrived
         host, port = embedded_service.base_url.removeprefix("http://").split(":")
@@ -196,8 +199,8 @@ def test_a_kept_connections_next_request_is_gathered_without_a_thread_too(
             assert answer_to(sock)[0] == 200
             sock.sendall(LIVEZ[: len(LIVEZ) // 2])
         try:
-            # When the service is asked for its health, then it answers within a second
-            assert_answers_within_a_second(f"{web.base_url}/livez", times=3)
+            # When the service is asked for its health, then it answers promptly
+            assert_answers_promptly(f"{web.base_url}/livez", times=3)
         finally:
             for sock in held:
                 sock.close()
@@ -234,7 +237,7 @@ def test_a_body_the_disk_cannot_hold_is_refused_and_the_worker_goes_on(
     on it; in small pieces, the error came again as the file was closed."""
     # Given a web server that may write files of at most 2 MB (its temporary files too)
     csv_text = "S. No.,Product Name,Input Image Urls\n" + "".join(
-        f"{n},Lamp {n},https://shop.example/{n}.jpg\n" for n in range(1, 100_000)
+        f"{n},Lamp {n},https://192.0.2.1/{n}.jpg\n" for n in range(1, 100_000)
     )
     wire = upload(embedded_service, csv_text)
     assert len(wire) > 4 * 2**20
@@ -275,26 +278,27 @@ def test_requests_odd_at_their_edges_are_gathered_or_refused_without_a_thread(
             sock.sendall(b"\r\nPOST /login/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
         endless = [connected(web) for _ in range(2)]
         try:
-            # When the service is asked for its health, then it answers within a second
+            # When the service is asked for its health, then it answers promptly
             for sock in endless:
                 with contextlib.suppress(OSError):  # the server may hang up first
                     sock.sendall(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"x" * 900_000)
                 assert answer_to(sock)[0] == 431
-            assert_answers_within_a_second(f"{web.base_url}/livez", times=3)
+            assert_answers_promptly(f"{web.base_url}/livez", times=3)
         finally:
             for sock in stalled + endless:
                 sock.close()
 
 
-def assert_answers_within_a_second(url: str, *, times: int) -> None:
-    """GET url times over, each answered 200 within a second."""
+def assert_answers_promptly(url: str, *, times: int) -> None:
+    """GET url times over, each answered 200 within 3 s: a slow client holding a thread
+    holds it WEB_HEADER_TIMEOUT (10 s), and a second on a loaded machine is no sign of one."""
     took = []
     for _ in range(times):
         started = time.monotonic()
         response = urllib3.request("GET", url, timeout=5, retries=False)
         took.append(time.monotonic() - started)
         assert response.status == 200
-    assert max(took) < 1.0, [round(seconds, 2) for seconds in took]
+    assert max(took) < 3.0, [round(seconds, 2) for seconds in took]
 
 
 def connected(service: Service) -> socket.socket:
