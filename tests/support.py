@@ -46,6 +46,17 @@ def wait_until(
         time.sleep(interval)
 
 
+def a_minute_with_seconds_left(seconds: float) -> None:
+    """Wait, if need be, for a clock minute with `seconds` still to run: what counts per
+    minute (test events) splits its count across a minute's end."""
+    wait_until(
+        lambda: time.time() % 60 < 60 - seconds,
+        timeout=seconds + 1,
+        interval=0.1,
+        what="the next minute",
+    )
+
+
 def python_run(arguments: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """This Python, in the checkout, as a process of its own with environ: what it printed,
     as text, whatever its exit code (a minute at most)."""

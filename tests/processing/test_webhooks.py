@@ -25,6 +25,7 @@ from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
 from tests.harness.origin import Origin
+from tests.support import a_minute_with_seconds_left
 
 pytestmark = pytest.mark.django_db
 
@@ -306,6 +307,7 @@ def test_test_events_are_limited_per_account_and_say_when_to_try_again(
 ) -> None:
     path = f"/hooks/{uuid.uuid4().hex}"
     url = receiver_allowed.base_url + path
+    a_minute_with_seconds_left(15)
     answers = [api.post("/api/webhook-test/", {"url": url}) for _ in range(11)]
     assert [answer.status_code for answer in answers] == [200] * 10 + [429]
     refused = answers[-1]
@@ -374,6 +376,7 @@ def test_test_events_sent_at_once_are_counted_exactly_with_the_embedded_file_cac
             connection.close()
 
     threads = [threading.Thread(target=count_one) for _ in range(20)]
+    a_minute_with_seconds_left(15)
     for thread in threads:
         thread.start()
     for thread in threads:
