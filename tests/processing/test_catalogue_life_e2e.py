@@ -296,10 +296,11 @@ def test_the_same_csv_twice_downloads_and_encodes_nothing_the_second_time(
 def test_requests_finished_longer_ago_than_the_retention_expire_and_answer_410(
     tmp_path: Path, origin: Origin
 ) -> None:
-    # Given the service keeping finished requests for about 3.5 s, expiring every second
+    # Given the service keeping finished requests for about 9 s (time enough, on a loaded
+    # machine, to look at one before it goes), expiring every second
     run = uuid.uuid4().hex[:8]
     urls = [origin.add(f"/{run}/{n}.jpg", JPEG) for n in range(3)]
-    expiring = {"RETENTION_DAYS": "0.00004", "EXPIRE_INTERVAL": "1"}
+    expiring = {"RETENTION_DAYS": "0.0001", "EXPIRE_INTERVAL": "1"}
     with private_service(tmp_path, origin, expiring) as (service, _, _):
         # When a request finishes
         request_id = multipart_upload(service.base_url, one_per_product(urls)).json()["request_id"]

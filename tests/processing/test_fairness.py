@@ -64,7 +64,8 @@ def test_a_small_request_finishes_within_seconds_while_a_large_one_of_another_ac
         wait_until(b_finished, timeout=60, interval=0.05, what="B to complete")
         took = time.monotonic() - uploaded
 
-        # Then B completed within 5 s of its upload, while most of A was still to do
+        # Then B completed within seconds of its upload (behind A's images, it would have
+        # waited half a minute), while most of A was still to do
         a_done = a_progress()
-        assert took <= 5.0, f"B took {took:.1f} s"
+        assert took <= 15.0, f"B took {took:.1f} s"
         assert a_done < 3000 - 500, f"A had done {a_done} of 3,000 when B completed"

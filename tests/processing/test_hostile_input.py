@@ -116,17 +116,17 @@ def run_case(service: Service, origin: Origin, hostile_url: str) -> tuple[dict[s
 @pytest.mark.parametrize(
     ("case", "reason", "within"),
     [
-        ("drip", "timeout", 10),
-        ("endless", "too_large", 15),
-        ("short-content-length", "corrupt_image", 5),
-        ("huge-content-length", "too_large", 5),
-        ("redirect-chain-to-loopback-alias", "blocked_address", 5),
-        ("redirect-loop", "too_many_redirects", 5),
-        ("bomb", "too_many_pixels", 5),
-        ("truncated", "corrupt_image", 5),
-        ("html-named-jpg", "not_an_image", 5),
-        ("svg", "not_an_image", 5),
-        ("server-error", "http_503", 5),
+        ("drip", "timeout", 20),
+        ("endless", "too_large", 30),
+        ("short-content-length", "corrupt_image", 10),
+        ("huge-content-length", "too_large", 10),
+        ("redirect-chain-to-loopback-alias", "blocked_address", 10),
+        ("redirect-loop", "too_many_redirects", 10),
+        ("bomb", "too_many_pixels", 10),
+        ("truncated", "corrupt_image", 10),
+        ("html-named-jpg", "not_an_image", 10),
+        ("svg", "not_an_image", 10),
+        ("server-error", "http_503", 10),
     ],
 )
 def test_a_hostile_image_fails_alone_with_its_reason(
@@ -266,4 +266,4 @@ def test_each_supported_format_comes_out_compressed(
     output = Image.open(io.BytesIO(urllib3.request("GET", image["output_url"]).data))
     assert output.format == expected_format
     assert output.size == Image.open(io.BytesIO(source)).size
-    assert elapsed < 10
+    assert elapsed < 20
