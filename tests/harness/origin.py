@@ -96,6 +96,13 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def end_headers(self) -> None:
+            # A connection about to be closed says so: kept without the word, the client
+            # could send its next request (a webhook) on it as it closed.
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            super().end_headers()
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
