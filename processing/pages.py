@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
-from imaging.encode import OutputFormat
+from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from processing import control, selectors, webhooks
 from processing.api_common import WebhookTestSerializer
@@ -110,9 +110,35 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "page": page,
             "account": account,
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
+            "default_quality": settings.IMAGE_QUALITY,
+            "quality_choices": _quality_choices(),
             **_choices(),
         },
     )
+
+
+def _quality_choices() -> list[tuple[str, str, bool]]:
+    """The upload form's ways of choosing each image's quality (value, words, whether it is
+    the service's default): the value names the mode, and the target after a colon. Each
+    upload says its mode, so that the words hold whatever IMAGE_QUALITY_MODE says."""
+    default = settings.IMAGE_QUALITY_MODE
+    default_target = settings.IMAGE_QUALITY_TARGET
+    return [
+        (QualityMode.FIXED, "The quality above, for every image", default == QualityMode.FIXED),
+        (
+            QualityMode.RELATIVE,
+            "Half each JPEG's own quality (other images: the quality above)",
+            default == QualityMode.RELATIVE,
+        ),
+        *(
+            (
+                f"{QualityMode.PERCEPTUAL}:{target}",
+                f"Perceptual target {target.value} (SSIMULACRA2 {score:g}; else the quality above)",
+                default == QualityMode.PERCEPTUAL and target == default_target,
+            )
+            for target, score in settings.QUALITY_TARGET_SCORES.items()
+        ),
+    ]
 
 
 @account_page("GET")

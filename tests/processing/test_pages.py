@@ -134,6 +134,41 @@ def test_upload_watch_the_bar_reach_100_see_thumbnails_and_download_the_csv(
 
 
 @pytest.mark.e2e
+def test_upload_at_half_each_sources_quality_or_at_a_perceptual_target_from_the_page(
+    embedded_service: Service,
+    origin: Origin,
+    logged_in: Page,
+    console_errors: list[str],
+    tmp_path: Path,
+) -> None:
+    """The form offered a perceptual target or the quality typed in: half each source's own
+    quality, which the API offers, could not be asked for from the page."""
+    page = logged_in
+    source = tmp_path / "products.csv"
+    source.write_text(products_csv(origin))
+    for choice, summary in [
+        ("relative", "half the source's quality"),
+        ("perceptual:low", "perceptual target low (SSIMULACRA2 60"),
+    ]:
+        # Given a person on the home page, with a CSV of JPEGs at quality 92
+        page.goto(embedded_service.base_url + "/")
+        page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+
+        # When they choose how each image's quality is found, and upload
+        page.get_by_label("Each image's quality").select_option(choice)
+        page.get_by_role("button", name="Upload and start").click()
+
+        # Then the request is made that way
+        expect(page).to_have_url(re.compile(r"/requests/[0-9a-f-]{36}/$"))
+        expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+        assert summary in page.locator("#request").inner_text()
+    # and the last one's images were each given a quality of their own, with a score
+    expect(page.locator(".quality")).to_have_count(3)
+    assert all("score" in text for text in page.locator(".quality").all_inner_texts())
+    assert console_errors == []
+
+
+@pytest.mark.e2e
 def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_the_page(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
@@ -547,6 +582,21 @@ def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
     assert '<option value="webp" selected>WebP</option>' in page
     assert '<input type="checkbox" name="score" value="true" checked>' in page
     assert "· every output scored" in page
+
+
+@pytest.mark.django_db
+def test_the_upload_form_comes_set_to_the_services_own_quality_defaults(
+    member_client: Client, settings: Any
+) -> None:
+    """The form said "None: the quality above for every image" and sent no mode: where
+    IMAGE_QUALITY_MODE was perceptual, that upload was perceptual."""
+    settings.IMAGE_QUALITY_MODE, settings.IMAGE_QUALITY_TARGET = "perceptual", "high"
+    settings.IMAGE_QUALITY = 60
+    home = " ".join(member_client.get("/").content.decode().split())
+    chosen = re.findall(r'<option value="([^"]*)" selected>', home)
+    assert chosen == ["perceptual:high", "same", "strip"]
+    assert "Perceptual target high (SSIMULACRA2 80; else the quality above)" in home
+    assert 'name="quality" min="1" max="95" placeholder="60"' in home
 
 
 @pytest.mark.django_db

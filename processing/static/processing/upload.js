@@ -72,7 +72,12 @@
     // last value is the box's, and the API refuses a field given twice.
     const scores = data.getAll("score");
     if (scores.length) data.set("score", scores[scores.length - 1]);
-    ["webhook_url", "quality", "target", "score"].forEach((name) => {
+    // "perceptual:low" is the mode and its target; the others, the mode alone.
+    const [mode, target] = String(data.get("quality_choice")).split(":");
+    data.delete("quality_choice");
+    data.set("quality_mode", mode);
+    if (target) data.set("target", target);
+    ["webhook_url", "quality", "score"].forEach((name) => {
       if (!data.get(name)) data.delete(name);
     });
     button.disabled = true;
