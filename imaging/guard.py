@@ -153,11 +153,15 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     ran_out = False
+    inside = True
 
     def expire(_signum: int, _frame: Any) -> None:
         nonlocal ran_out
         ran_out = True
-        raise _too_slow(seconds)
+        # Not once the block has ended: raised during the clean-up below, it left this
+        # handler installed and the timer firing into whatever the process did next.
+        if inside:
+            raise _too_slow(seconds)
 
     previous = signal.signal(signal.SIGALRM, expire)
     # Again every `seconds` until the block ends: a signal that lands while a finalizer or
@@ -169,6 +173,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         try:
             yield
         finally:
+            inside = False  # a plain store: Python runs no handler before it
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             if outer:

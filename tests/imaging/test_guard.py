@@ -1,6 +1,7 @@
 """What one image may cost, bounded before it is paid: scans of a JPEG, memory to decode
 and re-encode, time. The hostile files are made here."""
 
+import signal
 import struct
 import threading
 import time
@@ -167,6 +168,32 @@ def test_what_work_stopped_by_its_limit_ends_with_is_too_slow() -> None:
     with pytest.raises(ImagingError) as stopped, time_limit(0.1):
         taken_for_damaged()
     assert stopped.value.reason == "too_slow"
+
+
+def test_a_limit_due_as_its_block_ends_is_gone_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Due while the limit put things back, its error skipped the rest: the handler stayed,
+    the timer fired on, and a later image's own error handling was cut by too_slow."""
+    # Given the timer due at the instant the limit stops it (made so: the signal is sent
+    # as the limit calls setitimer to stop it, a moment that cannot be timed otherwise)
+    stop_timer = signal.setitimer
+
+    def due_as_stopped(which: int, seconds: float, interval: float = 0.0) -> tuple[float, float]:
+        if seconds == 0:
+            signal.raise_signal(signal.SIGALRM)
+        return stop_timer(which, seconds, interval)
+
+    monkeypatch.setattr(signal, "setitimer", due_as_stopped)
+    before = signal.getsignal(signal.SIGALRM)
+
+    # When a block ends then, it is too slow
+    with pytest.raises(ImagingError) as stopped, time_limit(0.2):
+        pass
+    monkeypatch.undo()
+    assert stopped.value.reason == "too_slow"
+
+    # and the handler and the timer are as they were before it
+    assert signal.getsignal(signal.SIGALRM) == before
+    assert signal.getitimer(signal.ITIMER_REAL)[1] == 0.0
 
 
 def test_a_limit_inside_another_leaves_the_outer_one_running() -> None:
