@@ -358,6 +358,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # yet finished across its requests beyond which an upload is refused (0: no limit).
 ACCOUNT_UPLOAD_RATE_LIMIT = env_rate("ACCOUNT_UPLOAD_RATE_LIMIT", "60/minute")
 ACCOUNT_MAX_PENDING_IMAGES = env_int("ACCOUNT_MAX_PENDING_IMAGES", 200_000)  # 0: no limit
+# How long an upload's Idempotency-Key gets its request back when sent again; after it,
+# the key makes a new request (processing/idempotency.py).
+IDEMPOTENCY_KEY_HOURS = env_float("IDEMPOTENCY_KEY_HOURS", 24.0, positive=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CSV_MAX_BYTES + 1024 * 1024
 
 # --- Image processing --------------------------------------------------------------------

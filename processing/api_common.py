@@ -11,8 +11,9 @@ from django.db import transaction
 from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
@@ -22,9 +23,11 @@ from accounts.services import account_lock
 from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from imaging.quality import CLOSE_ENOUGH, QualityTarget
-from processing import policies, selectors
+from processing import idempotency, policies, selectors
 from processing.csv_format import url_problem
 from processing.exceptions import (
+    ApiError,
+    IdempotencyKeyReused,
     LengthRequired,
     QuotaExceeded,
     RequestExpired,
@@ -319,6 +322,9 @@ ERROR_CODE_HELP = (
     "that HTTP status) or one of " + ", ".join(ReasonCode.values) + "."
 )
 
+# The header of a 202 that answers a call sent again with its Idempotency-Key.
+REPLAYED = "Idempotent-Replayed"
+
 REQUEST_ID = OpenApiParameter(
     "request_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="The request's UUID."
 )
@@ -387,6 +393,49 @@ def quota_refusal(over: policies.QuotaExceeded, *, what: str = "upload") -> Quot
             {"pending_images": over.pending, "upload_images": over.adding, "limit": over.limit}
         ],
         headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)},
+    )
+
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    idempotency.HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Optional: a key of the client's (a UUID, say). The same call sent again "
+    "with it, within IDEMPOTENCY_KEY_HOURS, answers with the request the first made (202, "
+    "header Idempotent-Replayed: true) instead of making another; with another file or "
+    "other settings, 422 idempotency_key_reused.",
+)
+
+
+def replayed_answer(earlier: ProcessingRequest) -> Response:
+    """202 for an upload or a re-run sent again with its key: the request it made."""
+    logger.info("sent again with its %s: %s", idempotency.HEADER, earlier.pk)
+    return Response(
+        accepted_body(earlier), status=status.HTTP_202_ACCEPTED, headers={REPLAYED: "true"}
+    )
+
+
+def idempotency_asked(
+    request: Request, content: bytes, given: dict[str, Any]
+) -> idempotency.Idempotency | None:
+    """The Idempotency-Key of an upload (content: its file) or a re-run (its source's id),
+    if it sent one; 400 naming the header if it is not one."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    try:
+        return idempotency.Idempotency.of(key, content=content, given=given)
+    except idempotency.KeyInvalid as invalid:
+        raise ApiError(details=[{"field": idempotency.HEADER, "message": str(invalid)}]) from None
+
+
+def key_reused_refusal(earlier: ProcessingRequest) -> IdempotencyKeyReused:
+    """422 for a key sent again with another upload: it names the request the key made."""
+    made = selectors.timestamp(earlier.created_at)
+    return IdempotencyKeyReused(
+        f"This {idempotency.HEADER} made request {earlier.pk} at {made}, from another "
+        "file or other settings. Send each new upload with a new key.",
+        details=[{"request_id": str(earlier.pk), "created_at": made}],
     )
 
 

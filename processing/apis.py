@@ -26,9 +26,11 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_account
 from config.logs import request_id_var
-from processing import finalize, intake, metrics, policies, selectors, webhooks
+from processing import finalize, idempotency, intake, metrics, policies, selectors, webhooks
 from processing.api_common import (
     ERROR_CODE_HELP,
+    IDEMPOTENCY_KEY,
+    REPLAYED,
     REQUEST_ID,
     AcceptedSerializer,
     AccountUploadThrottle,
@@ -40,10 +42,13 @@ from processing.api_common import (
     accepted_body,
     errors,
     expired_refusal,
+    idempotency_asked,
+    key_reused_refusal,
     length_required,
     page_size_checked,
     positive_whole,
     quota_refusal,
+    replayed_answer,
     request_or_404,
     status_body,
     uploads_throttled,
@@ -84,12 +89,14 @@ class UploadApi(APIView):
 
     @extend_schema(
         summary="Upload a product CSV",
+        parameters=[IDEMPOTENCY_KEY],
         request={"multipart/form-data": UploadSerializer},
-        responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 429)},
+        responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 422, 429)},
     )
     def post(self, request: Request) -> Response:
         response = self._upload(request)
-        metrics.UPLOADS.labels("accepted").inc()
+        replayed = response.headers.get(REPLAYED) == "true"
+        metrics.UPLOADS.labels("replayed" if replayed else "accepted").inc()
         return response
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -120,13 +127,19 @@ class UploadApi(APIView):
             raise FileTooLarge.over(limit)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        csv_data = upload.read()
         try:
             created = intake.request_create(
                 account=request_account(request),
-                csv_data=upload.read(),
+                csv_data=csv_data,
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
+                idempotency=idempotency_asked(request, csv_data, form.validated_data),
                 **form.validated_data,  # the settings given: intake's defaults for the rest
             )
+        except idempotency.Replayed as replayed:
+            return replayed_answer(replayed.earlier)
+        except idempotency.KeyReused as reused:
+            raise key_reused_refusal(reused.earlier) from None
         except CsvInvalid as invalid:
             raise InvalidCsv(
                 details=[

@@ -12,8 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from processing import control, intake, policies, selectors
+from processing import control, idempotency, intake, policies, selectors
 from processing.api_common import (
+    IDEMPOTENCY_KEY,
     REQUEST_ID,
     AcceptedSerializer,
     AccountUploadThrottle,
@@ -23,8 +24,11 @@ from processing.api_common import (
     accepted_body,
     errors,
     expired_refusal,
+    idempotency_asked,
+    key_reused_refusal,
     length_required,
     quota_refusal,
+    replayed_answer,
     request_or_404,
     status_body,
     uploads_throttled,
@@ -140,9 +144,12 @@ class RerunApi(APIView):
             "the source request's for the rest. Its status names the source request. "
             "Counted as an upload by the account's rate limit and pending-images quota."
         ),
-        parameters=[REQUEST_ID],
+        parameters=[REQUEST_ID, IDEMPOTENCY_KEY],
         request=RequestSettingsSerializer,
-        responses={202: AcceptedSerializer, **errors(400, 401, 403, 404, 410, 411, 413, 429)},
+        responses={
+            202: AcceptedSerializer,
+            **errors(400, 401, 403, 404, 410, 411, 413, 422, 429),
+        },
     )
     def post(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
@@ -153,8 +160,15 @@ class RerunApi(APIView):
             created = intake.request_rerun(
                 source=found,
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
+                idempotency=idempotency_asked(
+                    request, f"rerun of {found.pk}".encode(), form.validated_data
+                ),
                 **form.validated_data,  # the settings given: the source's for the rest
             )
+        except idempotency.Replayed as replayed:
+            return replayed_answer(replayed.earlier)
+        except idempotency.KeyReused as reused:
+            raise key_reused_refusal(reused.earlier) from None
         except policies.QuotaExceeded as over:
             raise quota_refusal(over, what="re-run") from None
         except intake.SourceExpired:

@@ -109,6 +109,11 @@ class QuotaExceeded(ApiError):
     message = "The account has too many images waiting; try again when some have finished."
 
 
+class IdempotencyKeyReused(ApiError):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "idempotency_key_reused"
+
+
 class RequestNotFinished(ApiError):
     status_code: int = status.HTTP_409_CONFLICT
     code = "not_finished"

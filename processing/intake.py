@@ -17,6 +17,7 @@ from imaging.encode import OutputFormat, QualityMode
 from imaging.quality import QualityTarget
 from processing import bulk, queue
 from processing.csv_format import ParsedProduct, iter_products, validate_products
+from processing.idempotency import Idempotency, earlier_request_check
 from processing.models import ProcessingRequest, Product, ProductImage
 from processing.policies import csv_limits, pending_quota_check
 from processing.window import request_window_fill
@@ -42,11 +43,13 @@ def request_create(
     output_format: str | None = None,
     metadata: str | None = None,
     score: bool | None = None,
+    idempotency: Idempotency | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
 
-    Raises CsvInvalid, with every problem, before anything is stored, and QuotaExceeded
-    when the account's unfinished images and these would pass ACCOUNT_MAX_PENDING_IMAGES.
+    Raises CsvInvalid, with every problem, before anything is stored; QuotaExceeded
+    when the account's unfinished images and these would pass ACCOUNT_MAX_PENDING_IMAGES;
+    Replayed or KeyReused when idempotency's key made a request already.
     The file is read twice: once to validate it, once to insert it in batches, so that
     memory does not grow with the number of rows.
     """
@@ -56,9 +59,13 @@ def request_create(
         # One upload of an account at a time past this point, so that two cannot both
         # fit under the quota that only one of them fits under.
         account_lock(account_id=account.pk)
+        if idempotency is not None:
+            earlier_request_check(account=account, idempotency=idempotency)
         pending_quota_check(account=account, adding=summary.images)
         request = ProcessingRequest.objects.create(
             account=account,
+            idempotency_key=idempotency.key if idempotency else "",
+            idempotency_digest=idempotency.digest if idempotency else "",
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=webhook_url,
             quality=quality or settings.IMAGE_QUALITY,
@@ -96,13 +103,16 @@ def request_rerun(
     output_format: str | None = None,
     metadata: str | None = None,
     score: bool | None = None,
+    idempotency: Idempotency | None = None,
 ) -> ProcessingRequest:
     """A new request of the same account over the source's products and URLs, with the
     settings given and the source's for the rest; queued as an upload is. Raises
-    QuotaExceeded as request_create does."""
+    QuotaExceeded, Replayed and KeyReused as request_create does."""
     account = source.account
     with transaction.atomic():
         account_lock(account_id=account.pk)
+        if idempotency is not None:
+            earlier_request_check(account=account, idempotency=idempotency)
         # Locked, so that it cannot expire (its products deleted) while they are copied.
         locked = ProcessingRequest.objects.select_for_update().get(pk=source.pk)
         if locked.expired_at is not None:
@@ -110,6 +120,8 @@ def request_rerun(
         pending_quota_check(account=account, adding=source.total_images)
         request = ProcessingRequest.objects.create(
             account=account,
+            idempotency_key=idempotency.key if idempotency else "",
+            idempotency_digest=idempotency.digest if idempotency else "",
             source_request=source,
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=source.webhook_url if webhook_url is None else webhook_url,

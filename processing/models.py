@@ -152,6 +152,11 @@ class ProcessingRequest(models.Model):
     # answer 410.
     expired_at = models.DateTimeField(null=True, blank=True)
     deleted_by_owner = models.BooleanField(default=False)
+    # The upload's Idempotency-Key header, if it sent one, and a digest of its file and
+    # settings: the same upload sent again with that key gets this request back
+    # (processing/idempotency.py). Emptied when the key's time is up.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    idempotency_digest = models.CharField(max_length=64, blank=True, default="")
 
     objects = ProcessingRequestQuerySet.as_manager()
 
@@ -170,6 +175,12 @@ class ProcessingRequest(models.Model):
                     + models.F("cancelled_images")
                 ),
                 name="requests_counts_within_total",
+            ),
+            # Also the index that finds a key's request.
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="requests_idempotency_key",
             ),
         ]
 
