@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -57,6 +58,18 @@ def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir
     return ""
 
 
+# What an upload or a re-run, sent with its Idempotency-Key, is sent again after: a
+# connection lost before the answer, or a gateway's 502-504. The key makes the service
+# answer a second sending with the request the first made, not another.
+CREATING_RETRIES = urllib3.Retry(
+    total=3,
+    backoff_factor=0.5,
+    allowed_methods=None,
+    status_forcelist=(502, 503, 504),
+    raise_on_status=False,  # the last answer's own error is printed, not urllib3's
+)
+
+
 class Client:
     def __init__(self, server: str, api_key: str) -> None:
         self.server = server.rstrip("/")
@@ -69,7 +82,15 @@ class Client:
         except OSError as error:
             raise ApiError(f"cannot read {csv_path}: {error.strerror or error}") from None
         body = {"file": (csv_path.name, data, "text/csv"), **fields}
-        return self._json("POST", "/api/upload/", fields=body, expect=202)
+        return self._json("POST", "/api/upload/", fields=body, expect=202, **self._creating())
+
+    def _creating(self) -> dict[str, Any]:
+        """A new Idempotency-Key and the retries it makes safe, for a call that makes a
+        request."""
+        return {
+            "headers": {**self.headers, "Idempotency-Key": str(uuid.uuid4())},
+            "retries": CREATING_RETRIES,
+        }
 
     def status(self, request_id: str) -> dict[str, Any]:
         return self._json("GET", f"/api/status/{request_id}/", expect=200)
@@ -93,7 +114,11 @@ class Client:
     def act(self, request_id: str, action: str, fields: dict[str, str]) -> dict[str, Any]:
         """POST to one of a request's control routes: cancel, retry or rerun."""
         return self._json(
-            "POST", f"/api/requests/{request_id}/{action}/", json=fields or None, expect=202
+            "POST",
+            f"/api/requests/{request_id}/{action}/",
+            json=fields or None,
+            expect=202,
+            **(self._creating() if action == "rerun" else {}),
         )
 
     def delete(self, request_id: str) -> dict[str, Any]:
@@ -113,10 +138,9 @@ class Client:
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
+        options.setdefault("headers", self.headers)
         try:
-            response = self.http.request(
-                method, self.server + path, headers=self.headers, timeout=60, **options
-            )
+            response = self.http.request(method, self.server + path, timeout=60, **options)
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:

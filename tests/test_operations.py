@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema_rs
 import pytest
@@ -25,6 +26,7 @@ from accounts.models import Account
 from processing import intake, metrics
 from processing.models import ProcessingRequest
 from tests.harness.origin import Origin
+from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.redis import RedisServer
 from tests.harness.service import BIN, Service
 from tests.support import (
@@ -303,6 +305,41 @@ def test_the_command_line_client_shows_csv_problems_by_row(
         "  row 2, column Product Name: Product Name is empty.",
         "  row 2, column Input Image Urls: 'ftp://x/a.jpg' is not an absolute http(s) URL.",
     ]
+
+
+@pytest.mark.e2e
+def test_the_command_line_client_sends_an_upload_whose_answer_was_lost_again_making_one_request(
+    embedded_service: Service, origin: Origin, tmp_path: Path
+) -> None:
+    # Given a connection to the service that loses the answer to the first upload
+    proxy = AnswerLosingProxy(upstream_port=urlsplit(embedded_service.base_url).port or 80)
+    proxy.start()
+    url = origin.add(f"/{uuid.uuid4().hex[:8]}/a.jpg", encoded(photo(200, 150, 1), "JPEG"))
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n")
+    before = scrape(embedded_service.base_url)
+
+    # When the client submits through it
+    try:
+        submitted = subprocess.run(
+            [str(BIN / "imgsvc"), "--server", f"http://127.0.0.1:{proxy.port}", "submit",
+             str(csv_path)],
+            capture_output=True, text=True, timeout=120, check=False,
+            env=cli_env(embedded_service),
+        )  # fmt: skip
+    finally:
+        proxy.stop()
+
+    # Then it sent the upload again, and got the request the first sending made: one
+    # request, not two
+    assert proxy.lost == 1
+    assert submitted.returncode == 0, submitted.stderr
+    after = scrape(embedded_service.base_url)
+    for outcome in ("accepted", "replayed"):
+        key = ("imgsvc_uploads_total", (("outcome", outcome),))
+        assert after.get(key, 0) - before.get(key, 0) == 1, outcome
+    finished = wait_for_finish(embedded_service.base_url, submitted.stdout.strip(), timeout=60)
+    assert finished["status"] == "completed"
 
 
 def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
