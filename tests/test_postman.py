@@ -72,6 +72,7 @@ def test_the_postman_collection_passes_under_newman(
         "Upload without a key",
         "Upload without a file",
         "Upload the sample CSV",
+        "The same upload sent again with its Idempotency-Key",
         "Status until finished",
         "Products",
         "Output CSV",
