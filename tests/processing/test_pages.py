@@ -147,7 +147,7 @@ def test_upload_at_half_each_sources_quality_or_at_a_perceptual_target_from_the_
     source = tmp_path / "products.csv"
     source.write_text(products_csv(origin))
     for choice, summary in [
-        ("relative", "half the source's quality"),
+        ("relative", "half the source's quality (else quality 50)"),
         ("perceptual:low", "perceptual target low (SSIMULACRA2 60"),
     ]:
         # Given a person on the home page, with a CSV of JPEGs at quality 92
