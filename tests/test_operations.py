@@ -322,8 +322,7 @@ def test_the_command_line_client_sends_an_upload_whose_answer_was_lost_again_mak
     # When the client submits through it
     try:
         submitted = subprocess.run(
-            [str(BIN / "imgsvc"), "--server", f"http://127.0.0.1:{proxy.port}", "submit",
-             str(csv_path)],
+            [str(BIN / "imgsvc"), "--server", proxy.base_url, "submit", str(csv_path)],
             capture_output=True, text=True, timeout=120, check=False,
             env=cli_env(embedded_service),
         )  # fmt: skip

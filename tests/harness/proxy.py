@@ -11,11 +11,12 @@ from tests.support import free_port
 
 @dataclass
 class AnswerLosingProxy:
-    """Forwards 127.0.0.1:port to upstream_port. On each of its first `lose` connections it
-    sends the client's bytes on, waits for the service's answer to begin (the service has
-    then done the work), and closes both sides without passing the answer back."""
+    """Forwards 127.0.0.1:port to upstream_port. The first `lose` requests that begin with
+    `losing` go on to the service, and once its answer begins the connection is closed on
+    both sides without passing the answer back (the service has then done the work)."""
 
     upstream_port: int
+    losing: bytes = b"POST /api/upload/"
     lose: int = 1
     port: int = field(default_factory=free_port)
     lost: int = 0
@@ -23,6 +24,10 @@ class AnswerLosingProxy:
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         threading.Thread(target=self._accept, daemon=True).start()
@@ -40,28 +45,38 @@ class AnswerLosingProxy:
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        threading.Thread(target=_pump, args=(client, upstream), daemon=True).start()
-        with self._lock:
-            losing = self.lost < self.lose
-            self.lost += losing
+        # Set by the client's side when a request to lose goes by (keep-alive connections
+        # carry one request after another: the answer that follows is that request's).
+        losing = threading.Event()
+        threading.Thread(
+            target=self._requests, args=(client, upstream, losing), daemon=True
+        ).start()
         try:
-            if losing:
-                upstream.recv(1)  # the answer has begun
-            else:
-                _pump(upstream, client)
+            while chunk := upstream.recv(65536):
+                if losing.is_set():
+                    return
+                client.sendall(chunk)
+        except OSError:  # the other side closed
+            pass
         finally:
             for side in (client, upstream):
-                # shutdown() first: close() alone waits for the pumping thread's recv(),
-                # and the client would see its own read timeout instead of a lost answer.
+                # shutdown() first: close() alone waits for the other thread's recv(), and
+                # the client would see its own read timeout instead of a lost answer.
                 with contextlib.suppress(OSError):
                     side.shutdown(socket.SHUT_RDWR)
                 side.close()
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            sink.sendall(chunk)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:  # the other side closed
-        pass
+    def _requests(
+        self, client: socket.socket, upstream: socket.socket, losing: threading.Event
+    ) -> None:
+        try:
+            while chunk := client.recv(65536):
+                if chunk.startswith(self.losing):
+                    with self._lock:
+                        if self.lost < self.lose:
+                            self.lost += 1
+                            losing.set()
+                upstream.sendall(chunk)
+            upstream.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

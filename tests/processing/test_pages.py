@@ -10,6 +10,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,8 +24,9 @@ from processing import intake, queue, tasks, webhooks
 from processing.models import ProcessingRequest
 from processing.queue import QueuedTask
 from tests.harness.origin import Origin
+from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.service import Service
-from tests.support import encoded, multipart_upload, photo
+from tests.support import api_request, encoded, multipart_upload, photo
 
 CHROMIUM = "/usr/bin/chromium"
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -166,6 +168,51 @@ def test_upload_at_half_each_sources_quality_or_at_a_perceptual_target_from_the_
     expect(page.locator(".quality")).to_have_count(3)
     assert all("score" in text for text in page.locator(".quality").all_inner_texts())
     assert console_errors == []
+
+
+@pytest.mark.e2e
+def test_an_upload_whose_answer_was_lost_is_sent_again_and_opens_the_request_it_made(
+    embedded_service: Service, origin: Origin, logged_in: Page, tmp_path: Path
+) -> None:
+    page = logged_in
+    source = tmp_path / "products.csv"
+    source.write_text(products_csv(origin))
+    # Given a person reaching the service through a network that loses the first upload's
+    # answer (the session's cookie holds for the proxy's port too: cookies ignore ports)
+    newest_before = list_requests(embedded_service)[:1]
+    proxy = AnswerLosingProxy(upstream_port=urlsplit(embedded_service.base_url).port or 80)
+    proxy.start()
+    try:
+        page.goto(proxy.base_url + "/")
+        page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+
+        # When they upload
+        page.get_by_role("button", name="Upload and start").click()
+        opened = re.compile(rf"^{proxy.base_url}/requests/([0-9a-f-]{{36}})/$")
+        try:
+            # Chromium sends a POST again by itself when a kept connection fails...
+            expect(page).to_have_url(opened, timeout=10_000)
+        except AssertionError:
+            # ...where it did not, the page says so and the person clicks again
+            expect(page.locator("#upload-result")).to_contain_text("did not reach the service")
+            page.get_by_role("button", name="Upload and start").click()
+            expect(page).to_have_url(opened)
+    finally:
+        proxy.stop()
+
+    # Then the answer was lost once, and the page opened the one request that was made
+    assert proxy.lost == 1
+    shown = opened.match(page.url)
+    assert shown is not None
+    assert list_requests(embedded_service)[:2] == [shown[1], *newest_before]
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+
+
+def list_requests(service: Service) -> list[str]:
+    """The account's requests' ids, newest first."""
+    response = api_request("GET", f"{service.base_url}/api/requests/?page_size=5")
+    assert response.status == 200
+    return [row["request_id"] for row in response.json()["results"]]
 
 
 @pytest.mark.e2e

@@ -10,6 +10,17 @@
   const result = document.getElementById("upload-result");
   const button = document.getElementById("upload-button");
 
+  // The upload's Idempotency-Key: sent again after the network lost the answer, the
+  // upload gets the request it made instead of a second one. A new key once the form
+  // changes or the service has answered.
+  let uploadKey = null;
+  function newKey() {
+    if (window.crypto.randomUUID) return window.crypto.randomUUID(); // secure contexts only
+    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  }
+  ["input", "change"].forEach((type) => form.addEventListener(type, () => (uploadKey = null)));
+
   function showFileName() {
     label.textContent = input.files.length ? input.files[0].name : "Drop a CSV here, or pick one";
   }
@@ -28,6 +39,7 @@
     event.preventDefault();
     if (event.dataTransfer.files.length) {
       input.files = event.dataTransfer.files;
+      uploadKey = null;
       showFileName();
     }
   });
@@ -86,12 +98,16 @@
     try {
       // The session's CSRF token, which Django checks on every logged-in POST.
       const csrf = data.get("csrfmiddlewaretoken");
+      uploadKey = uploadKey || newKey();
       const response = await fetch(form.action, {
         method: "POST",
         body: data,
-        headers: { "X-CSRFToken": csrf },
+        headers: { "X-CSRFToken": csrf, "Idempotency-Key": uploadKey },
         credentials: "same-origin",
       });
+      // Answered: whatever comes next is another upload. (A gateway's 5xx leaves it open
+      // whether the request was made: the key stays for the next try.)
+      if (response.status < 500) uploadKey = null;
       const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
       if (response.status === 202) {
         window.location.assign(`/requests/${body.request_id}/`);
