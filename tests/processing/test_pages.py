@@ -208,6 +208,43 @@ def test_an_upload_whose_answer_was_lost_is_sent_again_and_opens_the_request_it_
     expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
 
 
+@pytest.mark.e2e
+def test_a_rerun_whose_answer_was_lost_opens_the_one_rerun_it_made(
+    embedded_service: Service, origin: Origin, logged_in: Page
+) -> None:
+    page = logged_in
+    # Given a finished request, and a network that loses the answer to its re-run
+    source = multipart_upload(embedded_service.base_url, products_csv(origin)).json()["request_id"]
+    proxy = AnswerLosingProxy(
+        upstream_port=urlsplit(embedded_service.base_url).port or 80,
+        losing=f"POST /api/requests/{source}/rerun/".encode(),
+    )
+    proxy.start()
+    try:
+        page.goto(f"{proxy.base_url}/requests/{source}/")
+        expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+
+        # When the person re-runs it at another quality
+        page.locator("#rerun-form input[name=quality]").fill("30")
+        page.get_by_role("button", name="Re-run with these settings").click()
+        opened = re.compile(rf"^{proxy.base_url}/requests/(?!{source})([0-9a-f-]{{36}})/$")
+        try:
+            # (Chromium sends it again by itself, as an upload's.)
+            expect(page).to_have_url(opened, timeout=10_000)
+        except AssertionError:
+            expect(page.locator("#action-result")).to_contain_text("could not be reached")
+            page.get_by_role("button", name="Re-run with these settings").click()
+            expect(page).to_have_url(opened)
+    finally:
+        proxy.stop()
+
+    # Then the page opened the one re-run that was made
+    assert proxy.lost == 1
+    shown = opened.match(page.url)
+    assert shown is not None
+    assert list_requests(embedded_service)[:2] == [shown[1], source]
+
+
 def list_requests(service: Service) -> list[str]:
     """The account's requests' ids, newest first."""
     response = api_request("GET", f"{service.base_url}/api/requests/?page_size=5")

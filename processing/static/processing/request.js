@@ -73,7 +73,19 @@
     });
   }
 
-  document.querySelectorAll("form.action").forEach((form) =>
+  // The re-run's Idempotency-Key (the form that opens what it makes): sent again after
+  // the network lost the answer (Chromium resends a POST by itself when a kept connection
+  // fails), it gets the re-run it made. A new key once the form changes or an answer came.
+  const keys = new Map();
+  function newKey() {
+    if (window.crypto.randomUUID) return window.crypto.randomUUID(); // secure contexts only
+    return Array.from(window.crypto.getRandomValues(new Uint8Array(16)), (byte) =>
+      byte.toString(16).padStart(2, "0")
+    ).join("");
+  }
+
+  document.querySelectorAll("form.action").forEach((form) => {
+    ["input", "change"].forEach((type) => form.addEventListener(type, () => keys.delete(form)));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const data = new FormData(form);
@@ -97,13 +109,19 @@
       button.disabled = true;
       actionResult.className = "";
       actionResult.textContent = "";
+      const headers = { "Content-Type": "application/json", "X-CSRFToken": csrf };
+      if (form.dataset.then === "open") {
+        if (!keys.has(form)) keys.set(form, newKey());
+        headers["Idempotency-Key"] = keys.get(form);
+      }
       try {
         const response = await fetch(form.action, {
           method: "POST",
           body: JSON.stringify(Object.fromEntries(data)),
-          headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+          headers,
           credentials: "same-origin",
         });
+        if (response.status < 500) keys.delete(form); // a gateway's 5xx leaves it open
         const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
         if (response.status === 202) {
           if (form.dataset.then === "open") window.location.assign(`/requests/${body.request_id}/`);
@@ -117,8 +135,8 @@
         actionResult.textContent = `The service could not be reached (${error.message}).`;
       }
       button.disabled = false;
-    })
-  );
+    });
+  });
 
   function show(percent) {
     fill.style.width = `${percent}%`;
