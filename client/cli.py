@@ -67,6 +67,9 @@ CREATING_RETRIES = urllib3.Retry(
     allowed_methods=None,
     status_forcelist=(502, 503, 504),
     raise_on_status=False,  # the last answer's own error is printed, not urllib3's
+    # Not a 413 or 429 with Retry-After, which urllib3 would otherwise wait out and send
+    # again (up to hours for a rate per day): those are printed at once.
+    respect_retry_after_header=False,
 )
 
 

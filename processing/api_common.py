@@ -34,6 +34,7 @@ from processing.exceptions import (
     RequestNotFound,
     Throttled,
 )
+from processing.idempotency import HEADER
 from processing.models import ProcessingRequest, ReasonCode
 from processing.policies import webhook_policy
 
@@ -353,12 +354,18 @@ class AccountUploadThrottle(SimpleRateThrottle):
         return max(1.0, float(self.duration - (self.now - enough_left)))
 
     def allow_request(self, request: Request, view: APIView) -> bool:
+        account = request_account(request)
+        if idempotency.key_made_request(account=account, key=request.headers.get(HEADER)):
+            # Sent again with its key: answered with the request it made (or refused, for
+            # another upload's key), never a new one. Refused here, a client whose answer
+            # was lost would take the 429 for "not made".
+            return True
         try:
             # One upload of an account at a time through the check: DRF reads the window's
             # history, then writes it back, and uploads sent at once each read the same
             # history and all went through (20 sent together against 5/minute: 20).
             with transaction.atomic():
-                account_lock(account_id=request_account(request).pk)
+                account_lock(account_id=account.pk)
                 return super().allow_request(request, view)
         except Exception:
             # The counters live in Redis: while it is away, uploads are not refused for it.
@@ -434,7 +441,7 @@ def key_reused_refusal(earlier: ProcessingRequest) -> IdempotencyKeyReused:
     made = selectors.timestamp(earlier.created_at)
     return IdempotencyKeyReused(
         f"This {idempotency.HEADER} made request {earlier.pk} at {made}, from another "
-        "file or other settings. Send each new upload with a new key.",
+        "file or other settings. Send each new upload or re-run with a new key.",
         details=[{"request_id": str(earlier.pk), "created_at": made}],
     )
 

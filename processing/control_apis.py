@@ -2,6 +2,7 @@
 with other settings (each answers at once, 202, the work happening on the workers), and
 delete it once finished."""
 
+import uuid
 from typing import NoReturn
 
 from django.conf import settings
@@ -12,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import request_account
 from processing import control, idempotency, intake, policies, selectors
 from processing.api_common import (
     IDEMPOTENCY_KEY,
@@ -152,6 +154,9 @@ class RerunApi(APIView):
         },
     )
     def post(self, request: Request, request_id: str) -> Response:
+        answer = self._replayed(request, request_id)
+        if answer is not None:
+            return answer
         found = request_or_404(request, request_id)
         length_required(request)
         form = self.InputSerializer(data=request.data)
@@ -161,7 +166,7 @@ class RerunApi(APIView):
                 source=found,
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
                 idempotency=idempotency_asked(
-                    request, f"rerun of {found.pk}".encode(), form.validated_data
+                    request, rerun_content(found.pk), form.validated_data
                 ),
                 **form.validated_data,  # the settings given: the source's for the rest
             )
@@ -177,3 +182,29 @@ class RerunApi(APIView):
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:
         raise uploads_throttled(wait)
+
+    def _replayed(self, request: Request, request_id: str) -> Response | None:
+        """The re-run a key made, sent again: answered before the source is looked up,
+        since the source may have expired or been deleted since (410) while its re-run
+        lives on. None where there is no key, or it made nothing yet."""
+        form = self.InputSerializer(data=request.data)
+        if idempotency.HEADER not in request.headers or not form.is_valid():
+            return None  # the checks below say what is wrong
+        try:
+            source = uuid.UUID(request_id)
+        except ValueError:
+            return None
+        asked = idempotency_asked(request, rerun_content(source), form.validated_data)
+        assert asked is not None
+        try:
+            idempotency.earlier_request_check(account=request_account(request), idempotency=asked)
+        except idempotency.Replayed as replayed:
+            return replayed_answer(replayed.earlier)
+        except idempotency.KeyReused as reused:
+            raise key_reused_refusal(reused.earlier) from None
+        return None
+
+
+def rerun_content(source: uuid.UUID) -> bytes:
+    """What a re-run's Idempotency-Key digest covers beside its settings: its source."""
+    return f"rerun of {source}".encode()

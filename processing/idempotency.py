@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -63,6 +63,15 @@ class Idempotency:
         return cls(key=key, digest=digest.hexdigest())
 
 
+def key_made_request(*, account: Account, key: str | None) -> bool:
+    """Whether key made one of the account's requests within its time."""
+    return bool(key) and (
+        ProcessingRequest.objects.filter(
+            account=account, idempotency_key=key, created_at__gte=_oldest_kept()
+        ).exists()
+    )
+
+
 def earlier_request_check(*, account: Account, idempotency: Idempotency) -> None:
     """Raise Replayed or KeyReused if the key made a request within its time; a key whose
     time is up is freed for this upload. Called under the account's lock (the upload's),
@@ -72,7 +81,7 @@ def earlier_request_check(*, account: Account, idempotency: Idempotency) -> None
     ).first()
     if earlier is None:
         return
-    if earlier.created_at < timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS):
+    if earlier.created_at < _oldest_kept():
         ProcessingRequest.objects.filter(pk=earlier.pk).update(
             idempotency_key="", idempotency_digest=""
         )
@@ -80,3 +89,8 @@ def earlier_request_check(*, account: Account, idempotency: Idempotency) -> None
     if earlier.idempotency_digest != idempotency.digest:
         raise KeyReused(earlier)
     raise Replayed(earlier)
+
+
+def _oldest_kept() -> datetime:
+    """When the oldest request whose key still answers for it was made."""
+    return timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS)

@@ -2,6 +2,8 @@
 the API's errors and its own."""
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,39 @@ def test_every_error_shape_the_api_gives_is_printed(
         body=json.dumps(body).encode(), status=status, headers={"Content-Type": "application/json"}
     )
     assert error_text(response) == printed
+
+
+def test_an_upload_refused_with_a_retry_after_is_printed_at_once_not_waited_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stand-in for the service answering 429 (the real one is in tests/test_operations.py):
+    # urllib3 waits out a Retry-After before sending again, an hour here.
+    posts: list[str] = []
+
+    class Throttling(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"error": "Too many uploads.", "code": "throttled"}).encode()
+            self.send_response(429)
+            self.send_header("Retry-After", "3600")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n")
+    try:
+        server_url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["--server", server_url, "--api-key", "K.x", "submit", str(csv_path)]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert posts == ["/api/upload/"]
+    assert "HTTP 429: Too many uploads." in capsys.readouterr().err

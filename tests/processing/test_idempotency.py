@@ -143,3 +143,31 @@ def test_an_uploads_key_sent_with_a_rerun_is_refused_not_taken_for_it(api: APICl
     )
     assert rerun.status_code == 422
     assert rerun.json()["details"][0]["request_id"] == source
+
+
+def test_an_upload_sent_again_is_answered_past_the_upload_rate_limit(
+    api: APIClient, settings: Any
+) -> None:
+    # Refused as throttled, a client whose answer was lost would take it for "not made".
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "1/minute"
+    first = upload(api, "rate-1")
+    again = upload(api, "rate-1")
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert upload(api, "rate-2").status_code == 429
+
+
+def test_a_rerun_sent_again_is_answered_after_its_source_was_deleted(api: APIClient) -> None:
+    source = upload(api, None).json()["request_id"]
+    path = f"/api/requests/{source}/rerun/"
+    first = api.post(path, {"quality": 40}, format="json", headers={"Idempotency-Key": "r-1"})
+    ProcessingRequest.objects.filter(pk=source).update(
+        expired_at=timezone.now(), deleted_by_owner=True
+    )
+    again = api.post(path, {"quality": 40}, format="json", headers={"Idempotency-Key": "r-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    # Without the key, or with a new one, the deleted source is gone
+    assert api.post(path, {"quality": 40}, format="json").status_code == 410
+    fresh = api.post(path, {"quality": 40}, format="json", headers={"Idempotency-Key": "r-2"})
+    assert fresh.status_code == 410
