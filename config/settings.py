@@ -287,7 +287,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.JSONParser",
+        "processing.parsers.JSONParser",  # a field given twice refused, as in forms
     ],
     # Every API route acts for an account: an API key's, or a logged-in person's (whose
     # unsafe requests need Django's CSRF token). /healthz, the schema and its docs are open.

@@ -36,6 +36,7 @@ from processing.exceptions import (
 )
 from processing.idempotency import HEADER
 from processing.models import ProcessingRequest, ReasonCode
+from processing.parsers import JsonObject
 from processing.policies import webhook_policy
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,11 @@ class StrictSerializer(serializers.Serializer[Any]):
                 name: [f"Given {len(data.getlist(name))} times; give it once."]
                 for name in sorted(data)
                 if len(data.getlist(name)) > 1
+            }
+        elif isinstance(data, JsonObject):  # {"quality": 20, "quality": 30}
+            unknown |= {
+                name: [f"Given {count} times; give it once."]
+                for name, count in sorted(data.repeated.items())
             }
         try:
             value: dict[str, Any] = super().to_internal_value(data)

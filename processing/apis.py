@@ -18,7 +18,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -64,6 +64,7 @@ from processing.exceptions import (
     Throttled,
 )
 from processing.models import ProductImage
+from processing.parsers import JSONParser
 from processing.policies import upload_body_limit
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import NoReturn
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,6 +36,7 @@ from processing.api_common import (
     uploads_throttled,
 )
 from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
+from processing.parsers import JSONParser
 
 
 class CancelApi(APIView):

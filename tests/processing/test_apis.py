@@ -633,3 +633,31 @@ def test_a_host_the_service_does_not_answer_gets_the_apis_json_not_a_page(api: A
         "not one this service answers).",
         "code": "invalid_input",
     }
+
+
+@pytest.mark.parametrize("route", ["rerun", "webhook-test"])
+def test_a_json_body_nested_past_the_parsers_depth_is_a_parse_error_not_a_500(
+    api: APIClient, route: str
+) -> None:
+    source = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    path = f"/api/requests/{source}/rerun/" if route == "rerun" else "/api/webhook-test/"
+    refused = api.post(path, "[" * 100_000, content_type="application/json")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "JSON parse error - nested too deeply.",
+        "code": "parse_error",
+    }
+
+
+def test_a_setting_given_twice_in_a_json_body_is_refused_as_in_a_form(api: APIClient) -> None:
+    source = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    twice = api.post(
+        f"/api/requests/{source}/rerun/",
+        '{"quality": 20, "quality": 30, "target": "low"}',
+        content_type="application/json",
+    )
+    assert twice.status_code == 400
+    assert twice.json()["details"] == [
+        {"field": "quality", "message": "Given 2 times; give it once."}
+    ]
+    assert ProcessingRequest.objects.filter(source_request=source).count() == 0
