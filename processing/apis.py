@@ -16,7 +16,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer
@@ -64,7 +63,7 @@ from processing.exceptions import (
     Throttled,
 )
 from processing.models import ProductImage
-from processing.parsers import JSONParser
+from processing.parsers import ContentNegotiation, JSONParser
 from processing.policies import upload_body_limit
 
 logger = logging.getLogger(__name__)
@@ -364,7 +363,7 @@ class ProductsApi(APIView):
         return paginator.get_paginated_response(data)
 
 
-class _CsvWhateverAccepted(DefaultContentNegotiation):
+class _CsvWhateverAccepted(ContentNegotiation):
     """The CSV whatever the Accept header asks (text/csv, the schema's own type, was
     answered 406: only JSON was on offer), errors in JSON."""
 
