@@ -661,3 +661,14 @@ def test_a_setting_given_twice_in_a_json_body_is_refused_as_in_a_form(api: APICl
         {"field": "quality", "message": "Given 2 times; give it once."}
     ]
     assert ProcessingRequest.objects.filter(source_request=source).count() == 0
+
+
+@pytest.mark.parametrize("path", ["/api/requests/?format=xml", "/api/status/{id}/?format=csv"])
+def test_a_format_the_route_does_not_offer_is_not_acceptable_not_not_found(
+    api: APIClient, path: str
+) -> None:
+    request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
+    refused = api.get(path.format(id=request_id))
+    assert refused.status_code == 406
+    assert refused.json()["code"] == "not_acceptable"
+    assert "this route answers json" in refused.json()["error"]
