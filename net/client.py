@@ -280,7 +280,7 @@ def _parse_target(url: str, policy: NetPolicy) -> _Target:
     except UnicodeError:
         raise NetError(NetReason.INVALID_URL, f"Host {host!r} is not a valid name.") from None
     default_port = 443 if scheme == "https" else 80
-    port = port or default_port
+    port = default_port if port is None else port  # not `or`: port 0 is not port 80
     if port not in policy.allowed_ports:
         raise NetError(
             NetReason.BLOCKED_PORT,

@@ -319,6 +319,16 @@ def test_a_port_outside_the_allowed_ones_is_refused(server: str) -> None:
     assert reason_of(f"{server}/ok", policy).reason == "blocked_port"
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:0/a.jpg", "https://127.0.0.1:0/a.jpg"])
+def test_port_0_is_refused_as_a_port_not_taken_for_the_schemes_default(url: str) -> None:
+    policy = NetPolicy(allowed_networks=parse_networks(["127.0.0.1/32"]))
+    error = reason_of(url, policy)
+    assert (error.reason, str(error)) == (
+        "blocked_port",
+        "Port 0 is not allowed (allowed: 80, 443 and those configured).",
+    )
+
+
 def test_loopback_is_blocked_without_an_allow_list(server: str) -> None:
     port = int(server.rsplit(":", 1)[1])
     policy = NetPolicy(allowed_ports=frozenset({port}))
