@@ -4,6 +4,7 @@ import codecs
 import csv
 import itertools
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, TextIO
@@ -36,6 +37,10 @@ NOT_CSV_SIGNATURES: Final = {
 # at most 50 URLs of 2,048 characters (CsvLimits), well under it.
 MAX_CELL_CHARACTERS: Final = csv.field_size_limit()
 WHITESPACE: Final = re.compile(r"\s")
+# Unicode's control and format characters (U+0001, U+200B zero-width space, U+FEFF), but
+# white space, which is told as such; the ASCII ones by a regex, as most URLs are ASCII.
+INVISIBLE: Final = frozenset({"Cc", "Cf"})
+ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 SEMICOLONS: Final = (
     "The header's cells are separated by semicolons, as Excel writes a CSV where the comma is "
     'the decimal mark. Separate them with commas (Excel: "CSV UTF-8").'
@@ -359,11 +364,33 @@ def _parse_row(
     return ParsedProduct(row_number, serial, name, tuple(urls))
 
 
+def _invisible_at(url: str) -> int | None:
+    if url.isascii():
+        found = ASCII_CONTROL.search(url)
+        return found.start() if found else None
+    return next(
+        (
+            place
+            for place, char in enumerate(url)
+            if unicodedata.category(char) in INVISIBLE and not char.isspace()
+        ),
+        None,
+    )
+
+
 def url_problem(url: str) -> str | None:
     """Why url is not an absolute http(s) URL the service can fetch, or None."""
     shown = url if len(url) <= 80 else url[:77] + "..."
     if len(url) > MAX_URL_LENGTH:
         return f"'{shown}' is longer than {MAX_URL_LENGTH} characters."
+    hidden = _invisible_at(url)
+    if hidden is not None:
+        # A zero-width space pasted from a web page or a BOM at a cell's start: accepted,
+        # the image failed later as a 404 or a DNS error, naming nothing the shop could see.
+        return (
+            f"'{shown}' contains an invisible character, U+{ord(url[hidden]):04X}, at "
+            f"character {hidden + 1}."
+        )
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a port that is not a number or out of range

@@ -234,3 +234,30 @@ def test_past_the_limit_of_problems_the_list_says_where_it_stopped() -> None:
         "after it may have more.",
     )
     assert len(problems) == 101
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://a.example/1.jpg\u200b", "U+200B, at character 23"),
+        ("\ufeffhttp://a.example/1.jpg", "U+FEFF, at character 1"),
+        ("http://a.example/a\x01.jpg", "U+0001, at character 19"),
+    ],
+    ids=["zero-width space", "BOM", "control"],
+)
+def test_an_invisible_character_in_a_url_is_refused_by_its_code_and_place(
+    url: str, named: str
+) -> None:
+    data = f'S. No.,Product Name,Input Image Urls\n1,Hat,"{url}"\n'.encode()
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    [problem] = raised.value.problems
+    assert (problem.row, problem.column) == (2, "Input Image Urls")
+    assert problem.message.endswith(f"contains an invisible character, {named}.")
+
+
+def test_white_space_in_a_url_is_told_as_white_space_not_as_an_invisible_character() -> None:
+    data = b'S. No.,Product Name,Input Image Urls\n1,Hat,"http://a.example/1.jpg\thttp://b/"\n'
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems[0].message.endswith("contains white space.")
