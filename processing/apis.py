@@ -122,6 +122,14 @@ class UploadApi(APIView):
                 {"field": name, "message": "A file under another name."}
                 for name in sorted(request.FILES)
             ]
+            if "file" in request.data:  # curl -F file=products.csv, without its @
+                misnamed.append(
+                    {
+                        "field": "file",
+                        "message": "Sent as a text field, not a file: with curl, "
+                        "-F file=@products.csv.",
+                    }
+                )
             raise NoFileUploaded(details=misnamed)
         if upload.size is not None and upload.size > limit:
             raise FileTooLarge.over(limit)

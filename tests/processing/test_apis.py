@@ -52,6 +52,19 @@ def test_a_csv_sent_under_another_field_name_is_named(api: APIClient) -> None:
     assert_nothing_stored()
 
 
+def test_a_csv_sent_as_a_text_field_is_told_so(api: APIClient) -> None:
+    # curl -F file=products.csv (without its @) sends the file's name as text
+    response = api.post("/api/upload/", {"file": "products.csv"}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {
+            "field": "file",
+            "message": "Sent as a text field, not a file: with curl, -F file=@products.csv.",
+        }
+    ]
+    assert_nothing_stored()
+
+
 def test_a_setting_or_a_file_given_twice_is_refused_not_guessed(api: APIClient) -> None:
     # The last value used to win without a word: quality=40&quality=80 ran at 80
     twice = api.post(
