@@ -155,20 +155,30 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     problems = _Problems(limits.max_problems)
     lines = _lines(data, bom)
     header = next(lines, "")
+    header_row = 1
+    while not header.strip():  # blank lines above the header are skipped, as below it
+        following = next(lines, None)
+        if following is None:  # white space that bytes do not call so (U+0085, U+2028)
+            raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
+        header = following
+        header_row += 1
     # A tab between the columns and no comma: Excel's "Unicode Text" (UTF-16, tab-separated).
     delimiter = "\t" if "\t" in header and "," not in header else ","
     reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
     rows = 0
+    read = header_row - 1  # the last row read whole
     try:
         header_cells = next(reader, [])
-        columns = _column_indexes(header_cells, problems)
+        read = header_row
+        columns = _column_indexes(header_cells, problems, row=header_row)
         if problems.items:
             if delimiter == "," and ";" in header and "," not in header:
                 # The cause, alone: the columns it names as missing are all there.
-                raise CsvInvalid([CsvProblem(1, None, SEMICOLONS)])
+                raise CsvInvalid([CsvProblem(header_row, None, SEMICOLONS)])
             raise CsvInvalid(problems.items)
         first_row_of_serial: dict[int, int] = {}
-        for row_number, cells in enumerate(reader, start=2):
+        for row_number, cells in enumerate(reader, start=header_row + 1):
+            read = row_number
             if not any(cell.strip() for cell in cells):
                 continue  # a blank line is not a product
             rows += 1
@@ -190,9 +200,13 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     except csv.Error as error:
         if str(error).startswith("field larger than field limit"):
             message = f"A cell is longer than {MAX_CELL_CHARACTERS:,} characters."
+        elif str(error) == "unexpected end of data":
+            # The reader only finds out at the file's end, which it named: the row was
+            # where the quote opened, maybe thousands of rows before.
+            message = 'A quoted cell (one opening with ") is never closed: add its closing ".'
         else:
             message = f"Not a readable CSV file: {error}."
-        problems.add(reader.line_num or None, None, message)
+        problems.add(read + 1, None, message)
     if problems.items:
         raise CsvInvalid(problems.items)
     if not rows:
@@ -289,15 +303,15 @@ def split_urls(cell: str) -> list[str]:
     return [item.strip() for item in cell.split(",") if item.strip()]
 
 
-def _column_indexes(header: list[str], problems: _Problems) -> dict[str, int]:
+def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict[str, int]:
     normalised = [cell.strip().lower() for cell in header]
     indexes: dict[str, int] = {}
     for column in REQUIRED_COLUMNS:
         matches = [i for i, cell in enumerate(normalised) if cell == column.lower()]
         if not matches:
-            problems.add(1, column, f"The header has no '{column}' column.")
+            problems.add(row, column, f"The header has no '{column}' column.")
         elif len(matches) > 1:
-            problems.add(1, column, f"The header has '{column}' more than once.")
+            problems.add(row, column, f"The header has '{column}' more than once.")
         else:
             indexes[column] = matches[0]
     return indexes

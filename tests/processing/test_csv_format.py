@@ -261,3 +261,39 @@ def test_white_space_in_a_url_is_told_as_white_space_not_as_an_invisible_charact
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data, CsvLimits())
     assert raised.value.problems[0].message.endswith("contains white space.")
+
+
+def test_blank_lines_above_the_header_are_skipped_and_rows_keep_their_numbers() -> None:
+    data = b"\n  \nS. No.,Product Name,Input Image Urls\n1,Hat,http://a.example/1.jpg\n2,,x\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    # The header is row 3: the product without a name is row 5
+    assert {problem.row for problem in raised.value.problems} == {5}
+    assert parse_products(data[:-5], CsvLimits()) == [
+        ParsedProduct(4, 1, "Hat", ("http://a.example/1.jpg",))
+    ]
+
+
+def test_only_unicode_white_space_is_an_empty_file() -> None:
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products("\u2028\n\u0085\n".encode(), CsvLimits())
+    assert raised.value.problems == [CsvProblem(None, None, "The file is empty.")]
+
+
+@pytest.mark.parametrize(("opened_on", "header"), [(1, '"S. No.'), (3, "S. No.")])
+def test_a_quote_never_closed_is_told_at_the_row_it_opened_not_at_the_files_end(
+    opened_on: int, header: str
+) -> None:
+    rows = [f"{n},Hat,http://a.example/{n}.jpg" for n in range(1, 41)]
+    if opened_on == 3:
+        rows[1] = '2,"Lamp,http://a.example/2.jpg'  # the quote opens on row 3 of 41
+    data = "\n".join([f"{header},Product Name,Input Image Urls", *rows]) + "\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data.encode(), CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(
+            opened_on,
+            None,
+            'A quoted cell (one opening with ") is never closed: add its closing ".',
+        )
+    ]
