@@ -154,9 +154,10 @@ class ProcessingRequest(models.Model):
     deleted_by_owner = models.BooleanField(default=False)
     # The upload's Idempotency-Key header, if it sent one, and a digest of its file and
     # settings: the same upload sent again with that key gets this request back
-    # (processing/idempotency.py). Emptied when the key's time is up.
-    idempotency_key = models.CharField(max_length=255, blank=True, default="")
-    idempotency_digest = models.CharField(max_length=64, blank=True, default="")
+    # (processing/idempotency.py). Emptied when the key's time is up. Defaults in the
+    # database too: processes of the code before them go on inserting during a deploy.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", db_default="")
+    idempotency_digest = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     objects = ProcessingRequestQuerySet.as_manager()
 
