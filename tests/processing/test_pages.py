@@ -187,24 +187,18 @@ def test_an_upload_whose_answer_was_lost_is_sent_again_and_opens_the_request_it_
         page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
 
         # When they upload
-        page.get_by_role("button", name="Upload and start").click()
-        opened = re.compile(rf"^{proxy.base_url}/requests/([0-9a-f-]{{36}})/$")
-        try:
-            # Chromium sends a POST again by itself when a kept connection fails...
-            expect(page).to_have_url(opened, timeout=10_000)
-        except AssertionError:
-            # ...where it did not, the page says so and the person clicks again
-            expect(page.locator("#upload-result")).to_contain_text("did not reach the service")
-            page.get_by_role("button", name="Upload and start").click()
-            expect(page).to_have_url(opened)
+        opened = page_opened_after_a_lost_answer(
+            page,
+            button="Upload and start",
+            opened=rf"^{proxy.base_url}/requests/([0-9a-f-]{{36}})/$",
+            told=("#upload-result", "did not reach the service"),
+        )
     finally:
         proxy.stop()
 
     # Then the answer was lost once, and the page opened the one request that was made
     assert proxy.lost == 1
-    shown = opened.match(page.url)
-    assert shown is not None
-    assert list_requests(embedded_service)[:2] == [shown[1], *newest_before]
+    assert list_requests(embedded_service)[:2] == [opened, *newest_before]
     expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
 
 
@@ -226,23 +220,38 @@ def test_a_rerun_whose_answer_was_lost_opens_the_one_rerun_it_made(
 
         # When the person re-runs it at another quality
         page.locator("#rerun-form input[name=quality]").fill("30")
-        page.get_by_role("button", name="Re-run with these settings").click()
-        opened = re.compile(rf"^{proxy.base_url}/requests/(?!{source})([0-9a-f-]{{36}})/$")
-        try:
-            # (Chromium sends it again by itself, as an upload's.)
-            expect(page).to_have_url(opened, timeout=10_000)
-        except AssertionError:
-            expect(page.locator("#action-result")).to_contain_text("could not be reached")
-            page.get_by_role("button", name="Re-run with these settings").click()
-            expect(page).to_have_url(opened)
+        opened = page_opened_after_a_lost_answer(
+            page,
+            button="Re-run with these settings",
+            opened=rf"^{proxy.base_url}/requests/(?!{source})([0-9a-f-]{{36}})/$",
+            told=("#action-result", "could not be reached"),
+        )
     finally:
         proxy.stop()
 
     # Then the page opened the one re-run that was made
     assert proxy.lost == 1
-    shown = opened.match(page.url)
+    assert list_requests(embedded_service)[:2] == [opened, source]
+
+
+def page_opened_after_a_lost_answer(
+    page: Page, *, button: str, opened: str, told: tuple[str, str]
+) -> str:
+    """Click button, whose answer the network loses, and return the id of the request
+    page it opens (the group in opened): Chromium sends a POST again by itself when a
+    kept connection fails; where it did not, the page says so (told: where and what) and
+    the person clicks again."""
+    page.get_by_role("button", name=button).click()
+    address = re.compile(opened)
+    try:
+        expect(page).to_have_url(address, timeout=10_000)
+    except AssertionError:
+        expect(page.locator(told[0])).to_contain_text(told[1])
+        page.get_by_role("button", name=button).click()
+        expect(page).to_have_url(address)
+    shown = address.match(page.url)
     assert shown is not None
-    assert list_requests(embedded_service)[:2] == [shown[1], source]
+    return shown[1]
 
 
 def list_requests(service: Service) -> list[str]:
