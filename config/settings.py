@@ -431,6 +431,9 @@ IMAGE_BATCH_BYTES = env_int("IMAGE_BATCH_BYTES", 8 * 1024 * 1024, positive=True)
 # while fewer than twice this many are under way or waiting to be encoded: bodies held in
 # memory stay bounded however many URLs a batch has.
 IMAGE_FETCH_THREADS = env_int("IMAGE_FETCH_THREADS", 4, positive=True)
+# A batch under way looks this often whether its request was cancelled, and then ends its
+# images not processed yet as cancelled: 32 large photos are half a minute of encoding.
+IMAGE_CANCEL_CHECK_SECONDS = env_float("IMAGE_CANCEL_CHECK_SECONDS", 0.5)
 IMAGE_FETCH_RETRY_BACKOFF = env_float("IMAGE_FETCH_RETRY_BACKOFF", 2.0)
 IMAGE_FETCH_RETRY_MAX_DELAY = env_float("IMAGE_FETCH_RETRY_MAX_DELAY", 60.0)
 IMAGE_FETCH_ALLOW_NETWORKS = env_networks("IMAGE_FETCH_ALLOW_NETWORKS")

@@ -65,7 +65,7 @@ REASON_ADVICE: dict[ReasonCode, str] = {
     "if it keeps happening, report it with the request id.",
     ReasonCode.INTERNAL_ERROR: "Something went wrong on our side with this image. Report it "
     "with the request id; the rest of the request is unaffected.",
-    ReasonCode.CANCELLED: "The request was cancelled before this image started. Retry the "
+    ReasonCode.CANCELLED: "The request was cancelled before this image was processed. Retry the "
     "request to process it.",
 }
 

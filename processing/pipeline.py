@@ -11,6 +11,7 @@ batch whose lease ran out, finds nothing left to claim or to record.
 import contextvars
 import logging
 import os
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -160,7 +161,11 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
     write the outputs on the I/O threads."""
     stored: list[tuple[_Work, Future[None]]] = []
     ahead = _read_ahead()
+    cancel = _CancelWatch(work[0].image.request_id)
     for index, item in enumerate(work):
+        if cancel.requested():
+            _images_cancel(work[index:])
+            break
         for later in work[index : index + ahead]:
             later.download_start(threads)
         try:
@@ -211,6 +216,39 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
                 logger.exception("image %s: the output could not be stored", item.image.pk)
                 message = "The output could not be stored."
             item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
+
+
+class _CancelWatch:
+    """Whether the batch's request has been cancelled, read again at most every
+    IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once. (A batch
+    holds one request's URLs; the cancel is final, so once seen it is not asked again.)"""
+
+    def __init__(self, request_id: uuid.UUID) -> None:
+        self.request_id = request_id
+        self.asked_at = time.monotonic()  # the claim, just before, found the request running
+        self.cancelled = False
+
+    def requested(self) -> bool:
+        if (
+            not self.cancelled
+            and time.monotonic() - self.asked_at >= settings.IMAGE_CANCEL_CHECK_SECONDS
+        ):
+            self.asked_at = time.monotonic()
+            self.cancelled = ProcessingRequest.objects.filter(
+                pk=self.request_id, cancel_requested_at__isnull=False
+            ).exists()
+        return self.cancelled
+
+
+def _images_cancel(work: list[_Work]) -> None:
+    """End the batch's images not processed yet as cancelled; their downloads not started
+    are dropped (those under way finish on their threads, unread)."""
+    logger.info("request cancelled: %d images of the batch not processed", len(work))
+    for item in work:
+        if item.download is not None:
+            item.download.cancel()
+            item.download = None
+        item.failure = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
 
 def _reuse(

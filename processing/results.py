@@ -183,6 +183,10 @@ def _rows(outcomes: list[ImageOutcome], now: datetime, *, cancelled: bool) -> _R
             rows.successes.append(_result_row(outcome, now))
         elif failure is None:
             continue
+        elif failure.reason == ReasonCode.CANCELLED:  # the batch saw the cancel
+            rows.cancels.append(
+                _result_row(outcome, now) | {"status": ProductImage.Status.CANCELLED}
+            )
         elif not _retry_due(outcome):
             rows.failures.append(_result_row(outcome, now))
         elif cancelled:

@@ -611,6 +611,46 @@ def test_an_image_failing_after_the_cancel_is_not_retried(
     )
 
 
+def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is_cancelled(
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a batch of 2 claimed and running, its batch looking for a cancel before each
+    # image, and the request cancelled while its first image encodes: with the real
+    # encoder wrapped to time the cancel (nothing of it is replaced)
+    settings.IMAGE_CANCEL_CHECK_SECONDS = 0
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
+    compress = pipeline._compress
+
+    def compress_then_cancel(*args: Any) -> Any:
+        compressed = compress(*args)
+        assert api.post(f"/api/requests/{request.pk}/cancel/").status_code == 202
+        return compressed
+
+    monkeypatch.setattr(pipeline, "_compress", compress_then_cancel)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then the batch's second image is not encoded: it ends cancelled, as do the two not
+    # claimed, and the request ends cancelled with the one output made
+    statuses = [(image.status, image.error_code) for image in images_of(request)]
+    assert statuses == [("succeeded", "")] + [("cancelled", "cancelled")] * 3
+    assert images_of(request)[1].error_message == "Cancelled before it was processed."
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+    request.refresh_from_db()
+    assert (request.status, request.succeeded_images, request.cancelled_images) == (
+        "cancelled",
+        1,
+        3,
+    )
+    assert [row[3] != "" for row in output_csv(api, request)[1:]] == [True, False, False, False]
+
+
 # --- Retry ----------------------------------------------------------------------------
 
 
