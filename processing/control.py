@@ -139,7 +139,9 @@ def request_delete(*, request: ProcessingRequest, by: str) -> None:
         queue.enqueue_after_commit(queue.RESULTS_DELETE, str(request.pk))
         logger.info("request %s deleted by %s: its results go", request.pk, by)
         return
-    request.refresh_from_db(fields=["status", "expired_at", "finalize_claimed_at"])
+    request.refresh_from_db(
+        fields=["status", "expired_at", "finalize_claimed_at", "cancel_requested_at"]
+    )
     if request.expired_at is not None:
         raise Expired
     if request.finalize_claimed_at is not None:

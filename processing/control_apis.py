@@ -90,6 +90,11 @@ class DeleteApi(APIView):
         try:
             control.request_delete(request=found, by=str(request.user))
         except control.NotFinished:
+            if found.cancel_requested_at is not None:
+                raise RequestNotFinished(
+                    "The request is being cancelled (its images under way are finishing): "
+                    "delete it once it has finished."
+                ) from None
             raise RequestNotFinished(
                 f"The request is still {found.status}: cancel it first, then delete it once "
                 "it has finished."

@@ -1093,6 +1093,16 @@ def test_a_request_under_way_is_not_deleted_and_another_accounts_is_not_found(
     assert theirs.delete(f"/api/requests/{running.pk}/").json()["code"] == "not_found"
     running.refresh_from_db()
     assert running.expired_at is None
+
+    # Once cancelled, it is not told to cancel it again: only to wait for its end
+    assert api.post(f"/api/requests/{running.pk}/cancel/").status_code == 202
+    refused = api.delete(f"/api/requests/{running.pk}/")
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "error": "The request is being cancelled (its images under way are finishing): "
+        "delete it once it has finished.",
+        "code": "not_finished",
+    }
     assert ProductImage.objects.filter(request=running).count() == 4
 
 
