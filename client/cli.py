@@ -8,10 +8,14 @@
     imgsvc cancel REQUEST_ID
     imgsvc delete REQUEST_ID
     imgsvc webhook-test URL
+    imgsvc wait REQUEST_ID [--output out.csv]
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
         [--target low|medium|high] [--output-format webp]
         [--webhook-url URL] [--wait]
+
+--output implies --wait. `wait` follows a request made earlier (or one a Ctrl-C stopped
+following) to its end and saves its output CSV; at once if it has finished.
 
 The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
 --api-key, else IMGSVC_API_KEY, else (for a server on 127.0.0.1) the key `make run` wrote
@@ -34,6 +38,9 @@ from tqdm import tqdm
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 STATUSES = ["pending", "processing", *sorted(FINISHED)]
 LIST_PAGE = 100  # the most the list API gives a page
+LIST_PAGE_PRODUCTS = 500  # the most the products route gives a page
+FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
+FAILURE_PAGES = 4  # pages of products it looks through for them
 
 
 class ApiError(Exception):
@@ -132,6 +139,27 @@ class Client:
         """Have the service send a signed test event to url, and say what it met."""
         return self._json("POST", "/api/webhook-test/", json={"url": url}, expect=200)
 
+    def failures(self, request_id: str, most: int) -> list[str]:
+        """Up to `most` failed images, a line each: product, URL and why. Looked for in
+        the first pages of products only: a failure among 100,000 is not worth minutes."""
+        found: list[str] = []
+        for page in range(1, FAILURE_PAGES + 1):
+            body = self._json(
+                "GET",
+                f"/api/requests/{request_id}/products/?page_size={LIST_PAGE_PRODUCTS}&page={page}",
+                expect=200,
+            )
+            for product in body["results"]:
+                for image in product["images"]:
+                    if image["status"] == "failed" and len(found) < most:
+                        found.append(
+                            f"{product['serial_number']} {product['product_name']}: "
+                            f"{image['input_url']}: {image['error_code']}: {image['error']}"
+                        )
+            if len(found) >= most or not body["next"]:
+                break
+        return found
+
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
         headers = self.headers if url.startswith(self.server + "/") else {}
@@ -203,13 +231,39 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
     if not options.wait:
         print(request_id)
         return 0
-    status = follow(client, request_id, total)
+    return finished(client, options, request_id, total)
+
+
+def finished(client: Client, options: argparse.Namespace, request_id: str, total: int) -> int:
+    """Follow a request to its end, save its output CSV and say how it went: 0 if every
+    image was compressed, 1 if it ended otherwise, 130 if a Ctrl-C stopped the following
+    (the request goes on). Its id goes to stdout whatever happens, for a script to keep."""
+    try:
+        status = follow(client, request_id, total)
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following request {request_id}; it goes on. "
+            f"`imgsvc wait {request_id}` follows it again.",
+            file=sys.stderr,
+        )
+        print(request_id)
+        return 130
     output = options.output or Path(f"{request_id}-output.csv")
     if status["output_csv_url"]:
         # The API's own route on the server asked, with the key: the URL in the status is
         # under the service's public address, which may not be the --server this machine
         # reaches it by, and was sent no key there (401).
-        output.write_bytes(client.download(f"{client.server}/api/requests/{request_id}/output.csv"))
+        data = client.download(f"{client.server}/api/requests/{request_id}/output.csv")
+        try:
+            output.write_bytes(data)
+        except OSError as error:
+            print(
+                f"cannot write {output}: {error.strerror or error}. "
+                f"`imgsvc wait {request_id} --output FILE` saves it elsewhere.",
+                file=sys.stderr,
+            )
+            print(request_id)
+            return 2
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
     sizes = status.get("bytes") or {}
@@ -225,8 +279,31 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
             f"score (SSIMULACRA2): median {score['median']:.1f}, 5th percentile {score['p5']:.1f}",
             file=sys.stderr,
         )
+    if progress["failed"]:
+        shown = client.failures(request_id, FAILURES_SHOWN)
+        for image in shown:
+            print(f"  {image}", file=sys.stderr)
+        if progress["failed"] > len(shown):
+            print(
+                f"  and {progress['failed'] - len(shown)} more: {status['products_url']}",
+                file=sys.stderr,
+            )
     print(request_id)
     return 0 if status["status"] == "completed" else 1
+
+
+def output_writable(path: Path | None) -> None:
+    """Refuse an --output that cannot be written before anything is sent, rather than
+    after a request of an hour."""
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        raise ApiError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise ApiError(f"cannot write {path}: no folder {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ApiError(f"cannot write {path}: permission denied")
 
 
 def control(client: Client, options: argparse.Namespace) -> int:
@@ -238,7 +315,16 @@ def control(client: Client, options: argparse.Namespace) -> int:
         return 0
     if options.command == "retry":
         status = client.act(options.request_id, "retry", {})
-        return started(client, options, options.request_id, status["progress"]["total"])
+        progress = status["progress"]
+        print(
+            f"request {options.request_id}: {progress['pending']} of {progress['total']} "
+            "images queued again",
+            file=sys.stderr,
+        )
+        if not options.wait:
+            print(options.request_id)
+            return 0
+        return finished(client, options, options.request_id, progress["total"])
     accepted = client.act(options.request_id, "rerun", settings_fields(options))
     return started(client, options, accepted["request_id"], accepted["total_images"])
 
@@ -273,7 +359,15 @@ def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
 
 def waits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="follow it to the end")
-    parser.add_argument("--output", type=Path, help="where to save the output CSV")
+    saves(parser)
+
+
+def saves(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to save the output CSV (implies --wait; else REQUEST_ID-output.csv)",
+    )
 
 
 def given_settings(parser: argparse.ArgumentParser) -> None:
@@ -349,13 +443,24 @@ def main(argv: list[str] | None = None) -> int:
     rerun_parser.add_argument("request_id")
     waits(rerun_parser)
     given_settings(rerun_parser)
+    wait_parser = commands.add_parser(
+        "wait", help="follow a request to its end and save its output CSV"
+    )
+    wait_parser.add_argument("request_id")
+    saves(wait_parser)
     options = parser.parse_args(argv)
+    if getattr(options, "output", None) is not None:
+        options.wait = True
 
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
     client = Client(options.server, api_key)
     try:
+        output_writable(getattr(options, "output", None))
         if options.command == "submit":
             return submit(client, options)
+        if options.command == "wait":
+            status = client.status(options.request_id)
+            return finished(client, options, options.request_id, status["progress"]["total"])
         if options.command in {"cancel", "retry", "rerun"}:
             return control(client, options)
         if options.command == "list":
@@ -374,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as error:
         print(error, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Outside the following, which says more: an upload stopped may have been made.
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ import csv
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +39,7 @@ from tests.support import (
     photo,
     python_run,
     wait_for_finish,
+    wait_until,
 )
 
 HEADER = b"S. No.,Product Name,Input Image Urls\n"
@@ -341,6 +345,63 @@ def test_the_command_line_client_sends_an_upload_whose_answer_was_lost_again_mak
     assert finished["status"] == "completed"
 
 
+@pytest.mark.e2e
+def test_a_ctrl_c_stops_the_following_not_the_request_and_wait_takes_it_up_again(
+    embedded_service: Service, origin: Origin, tmp_path: Path
+) -> None:
+    # Given an image whose origin holds its answer until the test lets it go
+    asked, answer = threading.Event(), threading.Event()
+    jpeg = encoded(photo(200, 150, 2), "JPEG", quality=90)
+
+    def held(handler: BaseHTTPRequestHandler) -> None:
+        asked.set()
+        answer.wait(60)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(jpeg)))
+        handler.end_headers()
+        handler.wfile.write(jpeg)
+
+    url = origin.add(f"/{uuid.uuid4().hex[:8]}/held.jpg", serve=held)
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n")
+    command = [str(BIN / "imgsvc"), "--server", embedded_service.base_url]
+
+    # When the client, following the request, is interrupted while the image downloads
+    try:
+        following = subprocess.Popen(
+            [*command, "submit", str(csv_path), "--wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(embedded_service),
+        )  # fmt: skip
+        try:
+            wait_until(asked.is_set, timeout=60, what="the image to be asked for")
+            following.send_signal(signal.SIGINT)
+            stdout, stderr = following.communicate(timeout=30)
+        finally:
+            following.kill()
+    finally:
+        answer.set()
+
+    # Then it says the request goes on and how to follow it again, without a traceback,
+    # and gives its id
+    assert following.returncode == 130, stderr
+    request_id = stdout.strip()
+    assert f"stopped following request {request_id}; it goes on." in stderr
+    assert "Traceback" not in stderr
+
+    # And `wait` follows it to its end and saves its output CSV
+    output = tmp_path / "out.csv"
+    waited = subprocess.run(
+        [*command, "wait", request_id, "--output", str(output)],
+        capture_output=True, text=True, timeout=120, check=False, env=cli_env(embedded_service),
+    )  # fmt: skip
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip() == request_id
+    assert "completed: 1 compressed, 0 failed" in waited.stderr
+    assert output.read_text().splitlines()[1].startswith(f"1,Lamp,{url},")
+
+
 def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """/metrics as {(sample name, sorted labels): value}."""
     response = urllib3.request("GET", f"{base_url}/metrics", timeout=10)
@@ -417,10 +478,12 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
             env=cli_env(embedded_service),
         )  # fmt: skip
 
-    submitted = imgsvc("submit", str(csv_path), "--wait", "--output", str(tmp_path / "1.csv"))
+    submitted = imgsvc("submit", str(csv_path), "--output", str(tmp_path / "1.csv"))
     assert submitted.returncode == 1, submitted.stderr
     request_id = submitted.stdout.strip()
     assert "completed_with_errors: 1 compressed, 1 failed" in submitted.stderr
+    # with the image that failed, and why
+    assert f"  2 Chair: {missing}: http_404: " in submitted.stderr
 
     # When the origin starts answering and the client retries the failed image
     origin.add(f"/{run}/missing.jpg", encoded(photo(200, 150, 1), "JPEG", quality=90))
@@ -429,6 +492,7 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     # Then the same request completes, its output CSV rewritten with both images
     assert retried.returncode == 0, retried.stderr
     assert retried.stdout.strip() == request_id
+    assert f"request {request_id}: 1 of 2 images queued again" in retried.stderr
     assert "completed: 2 compressed, 0 failed" in retried.stderr
     rows = (tmp_path / "2.csv").read_text().splitlines()[1:]
     assert all(row.count("http") == 2 for row in rows), rows

@@ -117,3 +117,21 @@ def test_an_upload_refused_with_a_retry_after_is_printed_at_once_not_waited_out(
         server.server_close()
     assert posts == ["/api/upload/"]
     assert "HTTP 429: Too many uploads." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [("missing/out.csv", "no folder"), (".", "it is a folder")],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(
+    output: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was found out after the request had run, with a traceback that hid the request's
+    id. No server at this address: the check comes before any call."""
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n")
+    path = tmp_path / output
+    argv = ["--server", "http://127.0.0.1:9", "submit", str(csv_path), "--output", str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot write {path}: {says}"), err
