@@ -30,6 +30,7 @@ from collections import deque
 from functools import partial
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker
 
 from config.env import env_float
@@ -54,6 +55,11 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         self.reading_bodies: list[Any] = []
         self.body_slots = threading.BoundedSemaphore(BODIES_GATHERED_MOST)
         self.body_timeout = env_float("WEB_BODY_TIMEOUT", 30, positive=True)
+        # gunicorn's own refusals (a request line too long, a header it cannot parse) in
+        # the service's JSON error shape, not its HTML page: its handle_error, which picks
+        # the status and logs, writes them through this one function of its util module,
+        # used nowhere else.
+        gunicorn_util.write_error = _json_error
         cfg = self.cfg
         # More than this and the parser refuses the request (431/400) anyway.
         self.header_bytes_max = (
@@ -275,6 +281,25 @@ def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
         b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n%s"
         b"Content-Length: %d\r\n\r\n%s" % (status.encode(), headers, len(body), body)
     )
+
+
+# The code of each status gunicorn refuses a request with (gunicorn.workers.base).
+REFUSAL_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "request_line_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def _json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn.util.write_error's stand-in: the same status and message, as JSON."""
+    error = f"The request could not be read: {mesg}." if mesg else "The server failed."
+    code = REFUSAL_CODES.get(status_int, "bad_request" if status_int < 500 else "internal_error")
+    gunicorn_util.write_nonblock(sock, _answer(f"{status_int} {reason}", code, error))
 
 
 # Bodies gathered at once by one worker: a client that opens more connections than this

@@ -289,6 +289,30 @@ def test_requests_odd_at_their_edges_are_gathered_or_refused_without_a_thread(
                 sock.close()
 
 
+@pytest.mark.parametrize(
+    ("sent", "status", "code", "says"),
+    [
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+         "request_line_too_long", "Request Line is too large"),
+        (b"GARBAGE\r\n\r\n", 400, "bad_request", "Invalid Request Line"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400, "bad_request",
+         "Invalid HTTP Header"),
+    ],
+)  # fmt: skip
+def test_a_request_the_server_cannot_read_is_refused_in_the_apis_error_shape(
+    embedded_service: Service, sent: bytes, status: int, code: str, says: str
+) -> None:
+    """gunicorn's own refusals were an HTML page, the one answer of the API a client could
+    not read as JSON."""
+    with connected(embedded_service) as sock:
+        sock.sendall(sent)
+        answered, body = answer_to(sock)
+    assert answered == status
+    refusal = json.loads(body)
+    assert refusal["code"] == code
+    assert refusal["error"].startswith(f"The request could not be read: {says}"), refusal
+
+
 def assert_answers_promptly(url: str, *, times: int) -> None:
     """GET url times over, each answered 200 within 3 s: a slow client holding a thread
     holds it WEB_HEADER_TIMEOUT (10 s), and a second on a loaded machine is no sign of one."""
