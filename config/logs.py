@@ -56,6 +56,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class ClientFaultFilter(logging.Filter):
+    """Django logs what a client got wrong in a way it calls suspicious (a Host header not
+    in ALLOWED_HOSTS, too many form fields) as an ERROR with a traceback: scanners send
+    them by the thousand, and each buried the service's own errors. Here a WARNING, its
+    message naming what was wrong, without the traceback, which only shows Django."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.levelno == logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -100,7 +113,10 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "config.logs.RequestIdFilter"},
+            "client_fault": {"()": "config.logs.ClientFaultFilter"},
+        },
         "formatters": {
             "plain": {"format": "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"},
             "json": {"()": "config.logs.JsonFormatter"},
@@ -109,7 +125,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json" if fmt == "json" else "plain",
-                "filters": ["request_id"],
+                "filters": ["request_id", "client_fault"],
             }
         },
         "root": {"handlers": ["console"], "level": level},

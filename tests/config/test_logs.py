@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from config.logs import logging_config, request_id_bound
 from tests.harness.origin import Origin
@@ -14,7 +15,7 @@ from tests.harness.service import Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
 
 
-def configured_logger(tmp_path: Path, fmt: str) -> tuple[logging.Logger, Path]:
+def configured_logger(tmp_path: Path, fmt: str, name: str = "given") -> tuple[logging.Logger, Path]:
     path = tmp_path / "out.log"
     config = logging_config(level="INFO", fmt=fmt)
     config["handlers"]["console"] = {
@@ -23,9 +24,9 @@ def configured_logger(tmp_path: Path, fmt: str) -> tuple[logging.Logger, Path]:
         "filename": str(path),
     }
     config["root"] = {"handlers": [], "level": "WARNING"}
-    config["loggers"] = {"given": {"handlers": ["console"], "level": "INFO", "propagate": False}}
+    config["loggers"] = {name: {"handlers": ["console"], "level": "INFO", "propagate": False}}
     logging.config.dictConfig(config)
-    return logging.getLogger("given"), path
+    return logging.getLogger(name), path
 
 
 def test_a_json_line_carries_the_bound_request_id_extra_fields_and_the_traceback(
@@ -56,6 +57,20 @@ def test_a_plain_line_shows_the_request_id_in_brackets(tmp_path: Path) -> None:
     with request_id_bound("5b0c"):
         logger.info("started")
     assert path.read_text().rstrip().endswith("INFO given [5b0c] started")
+
+
+@pytest.mark.django_db
+def test_a_host_the_service_does_not_serve_is_a_warning_naming_it_not_an_error(
+    tmp_path: Path,
+) -> None:
+    _, path = configured_logger(tmp_path, "json", name="django.security")
+    answer = Client().get("/api/requests/", HTTP_HOST="scanner.example")
+    assert answer.status_code == 400
+    [line] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert line["level"] == "WARNING"
+    assert line["logger"] == "django.security.DisallowedHost"
+    assert line["message"].startswith("Invalid HTTP_HOST header: 'scanner.example'.")
+    assert "exc_info" not in line
 
 
 @pytest.mark.e2e
