@@ -35,7 +35,7 @@ from processing.exceptions import (
     Throttled,
 )
 from processing.idempotency import HEADER
-from processing.models import ProcessingRequest, ReasonCode
+from processing.models import ProcessingRequest, ProductImage, ReasonCode
 from processing.parsers import JsonObject
 from processing.policies import webhook_policy
 
@@ -113,6 +113,8 @@ class ScoreSummarySerializer(serializers.Serializer[Any]):
 # A request's statuses, as the API gives them: named in the schema as StatusStatusEnum
 # (settings.SPECTACULAR_SETTINGS), whichever serializers hold them.
 REQUEST_STATUSES: list[str] = ProcessingRequest.Status.values
+# An image's, which the products route filters by.
+IMAGE_STATUSES: list[str] = ProductImage.Status.values
 
 
 class RequestStateSerializer(serializers.Serializer[Any]):
@@ -484,6 +486,33 @@ def expired_refusal(found: ProcessingRequest) -> RequestExpired:
 def status_body(found: ProcessingRequest) -> dict[str, Any]:
     """The status API's body: the request's status and progress, and its webhook."""
     return selectors.request_status_payload(found) | {"webhook": selectors.webhook_state(found)}
+
+
+def query_checked(request: Request, known: frozenset[str]) -> None:
+    """Refuse, named, a query parameter the route does not know: a misspelt filter ignored
+    would list everything as if it had applied. DRF's own `format` is taken everywhere."""
+    unknown = sorted(set(request.query_params) - known - {"format"})
+    if unknown:
+        raise serializers.ValidationError(
+            {name: ["Not a parameter of this list."] for name in unknown}
+        )
+
+
+def statuses_asked(request: Request, choices: list[str]) -> list[str]:
+    """The statuses asked for, as ?status=a,b or ?status=a&status=b; refused, named, if
+    any is not one of choices."""
+    asked = [
+        name.strip()
+        for given in request.query_params.getlist("status")
+        for name in given.split(",")
+        if name.strip()
+    ]
+    wrong = [name for name in asked if name not in choices]
+    if wrong:
+        raise serializers.ValidationError(
+            {"status": [f"Not a status: '{name}'. One of: {', '.join(choices)}." for name in wrong]}
+        )
+    return asked
 
 
 def page_size_checked(request: Request, name: str, largest: int) -> None:

@@ -29,6 +29,7 @@ from processing import finalize, idempotency, intake, metrics, policies, selecto
 from processing.api_common import (
     ERROR_CODE_HELP,
     IDEMPOTENCY_KEY,
+    IMAGE_STATUSES,
     REPLAYED,
     REQUEST_ID,
     AcceptedSerializer,
@@ -46,10 +47,12 @@ from processing.api_common import (
     length_required,
     page_size_checked,
     positive_whole,
+    query_checked,
     quota_refusal,
     replayed_answer,
     request_or_404,
     status_body,
+    statuses_asked,
     uploads_throttled,
 )
 from processing.csv_format import CsvInvalid
@@ -347,6 +350,12 @@ class ProductsApi(APIView):
             OpenApiParameter(
                 "page_size", OpenApiTypes.INT, description="Up to 500; 50 if not given."
             ),
+            OpenApiParameter(
+                "status",
+                OpenApiTypes.STR,
+                description="Only the products with an image in these statuses, "
+                "comma-separated (each with all its images): " + ", ".join(IMAGE_STATUSES) + ".",
+            ),
         ],
         responses={
             200: inline_serializer(
@@ -363,9 +372,13 @@ class ProductsApi(APIView):
     )
     def get(self, request: Request, request_id: str) -> Response:
         found = request_or_404(request, request_id)
+        query_checked(request, frozenset({"page", "page_size", "status"}))
+        statuses = statuses_asked(request, IMAGE_STATUSES)
         paginator = self.Pagination()
         page = paginator.paginate_queryset(
-            selectors.request_products(request_id=found.pk), request, view=self
+            selectors.request_products(request_id=found.pk, image_statuses=statuses),
+            request,
+            view=self,
         )
         data = self.OutputSerializer(page, many=True, context={"request_row": found}).data
         return paginator.get_paginated_response(data)

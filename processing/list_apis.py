@@ -28,6 +28,8 @@ from processing.api_common import (
     ListedRequestSerializer,
     errors,
     page_size_checked,
+    query_checked,
+    statuses_asked,
 )
 from processing.models import ProcessingRequest
 
@@ -95,8 +97,7 @@ class Position:
 
 
 class RequestsApi(APIView):
-    # DRF's own `format` is taken as on every route; anything else is refused.
-    QUERY = frozenset({"status", "cursor", "page_size", "format"})
+    QUERY = frozenset({"status", "cursor", "page_size"})
 
     @extend_schema(
         operation_id="requests_list",
@@ -131,15 +132,10 @@ class RequestsApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        unknown = sorted(set(request.query_params) - self.QUERY)
-        if unknown:
-            # A misspelt filter ignored would list everything as if it had applied.
-            raise serializers.ValidationError(
-                {name: ["Not a parameter of this list."] for name in unknown}
-            )
+        query_checked(request, self.QUERY)
         page_size_checked(request, "page_size", MAX_PAGE_SIZE)
         size = int(request.query_params.get("page_size") or PAGE_SIZE)
-        statuses = _statuses(request)
+        statuses = statuses_asked(request, REQUEST_STATUSES)
         cursor = request.query_params.get("cursor")
         position = Position.decoded(cursor) if cursor is not None else None
         listed = selectors.requests_list(account=request_account(request), statuses=statuses)
@@ -193,25 +189,3 @@ def _link(request: Request, query: dict[str, str | None], position: Position | N
     if settings.PUBLIC_BASE_URL:
         return settings.PUBLIC_BASE_URL + path
     return request.build_absolute_uri(path)
-
-
-def _statuses(request: Request) -> list[str]:
-    """The statuses asked for, as ?status=a,b or ?status=a&status=b; refused, named, if
-    any is not a status."""
-    asked = [
-        name.strip()
-        for given in request.query_params.getlist("status")
-        for name in given.split(",")
-        if name.strip()
-    ]
-    wrong = [name for name in asked if name not in REQUEST_STATUSES]
-    if wrong:
-        raise serializers.ValidationError(
-            {
-                "status": [
-                    f"Not a status: '{name}'. One of: {', '.join(REQUEST_STATUSES)}."
-                    for name in wrong
-                ]
-            }
-        )
-    return asked

@@ -166,12 +166,20 @@ def account_pending_images(*, account: Account) -> int:
     return int(pending or 0)
 
 
-def request_products(*, request_id: uuid.UUID) -> QuerySet[Product]:
-    """The request's products in input order, each with its images in cell order."""
-    return (
-        Product.objects.filter(request_id=request_id)
-        .order_by("position")
-        .prefetch_related(Prefetch("images", queryset=ProductImage.objects.order_by("position")))
+def request_products(
+    *, request_id: uuid.UUID, image_statuses: list[str] | None = None
+) -> QuerySet[Product]:
+    """The request's products in input order, each with its images in cell order; only
+    those with an image in one of image_statuses, if given."""
+    products = Product.objects.filter(request_id=request_id)
+    if image_statuses:
+        products = products.filter(
+            pk__in=ProductImage.objects.filter(
+                request_id=request_id, status__in=image_statuses
+            ).values("product_id")
+        )
+    return products.order_by("position").prefetch_related(
+        Prefetch("images", queryset=ProductImage.objects.order_by("position"))
     )
 
 

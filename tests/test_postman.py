@@ -75,6 +75,7 @@ def test_the_postman_collection_passes_under_newman(
         "The same upload sent again with its Idempotency-Key",
         "Status until finished",
         "Products",
+        "Products with a failed image",
         "Output CSV",
         "Cancel the finished request",
         "Retry with nothing failed",

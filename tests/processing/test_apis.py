@@ -596,13 +596,19 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
         ("page_size=0", "page_size", "Not a page size from 1 to 500: '0'."),
         ("page_size=abc", "page_size", "Not a page size from 1 to 500: 'abc'."),
         ("page_size=100000", "page_size", "Not a page size from 1 to 500: '100000'."),
+        (
+            "status=failed,broken",
+            "status",
+            "Not a status: 'broken'. One of: pending, processing, succeeded, failed, cancelled.",
+        ),
+        ("satus=failed", "satus", "Not a parameter of this list."),
     ],
 )
 def test_a_page_or_page_size_that_is_not_one_is_a_400_naming_it(
     api: APIClient, query: str, field: str, message: str
 ) -> None:
     """Was 404 not_found (a client takes it for a request that is not there), or, for a
-    page size, ignored without a word."""
+    page size or a misspelt filter, ignored without a word."""
     request_id = upload(api, HEADER + GOOD_ROW).json()["request_id"]
     response = api.get(f"/api/requests/{request_id}/products/?{query}")
     assert response.status_code == 400

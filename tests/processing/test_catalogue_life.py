@@ -654,6 +654,35 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
 # --- Retry ----------------------------------------------------------------------------
 
 
+def test_the_products_with_a_failed_image_are_listed_alone_page_after_page(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a finished request whose first and last sources answered 404
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    for url in (URLS[0], URLS[3]):
+        downloads.answers[url] = net.NetError("http_404", "The server answered 404.")
+    request = run(account, django_capture_on_commit_callbacks)
+    assert request.failed_images == 2
+
+    # When its owner lists its products with a failed image, one a page
+    first = api.get(f"/api/requests/{request.pk}/products/?status=failed&page_size=1").json()
+    second = api.get(first["next"]).json()
+
+    # Then those two come, in input order, the filter kept by the next link, each with
+    # its images and why they failed
+    assert first["count"] == 2
+    assert second["next"] is None
+    images = [product["images"] for product in (*first["results"], *second["results"])]
+    assert [[image["input_url"] for image in each] for each in images] == [[URLS[0]], [URLS[3]]]
+    assert {image["error_code"] for each in images for image in each} == {"http_404"}
+    # and every product with statuses given together
+    both = api.get(f"/api/requests/{request.pk}/products/?status=failed,succeeded").json()
+    assert both["count"] == 4
+
+
 def test_retry_queues_only_what_failed_and_finishes_again_with_a_new_event_and_csv(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
