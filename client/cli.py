@@ -38,9 +38,7 @@ from tqdm import tqdm
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 STATUSES = ["pending", "processing", *sorted(FINISHED)]
 LIST_PAGE = 100  # the most the list API gives a page
-LIST_PAGE_PRODUCTS = 500  # the most the products route gives a page
 FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
-FAILURE_PAGES = 4  # pages of products it looks through for them
 
 
 class ApiError(Exception):
@@ -140,25 +138,19 @@ class Client:
         return self._json("POST", "/api/webhook-test/", json={"url": url}, expect=200)
 
     def failures(self, request_id: str, most: int) -> list[str]:
-        """Up to `most` failed images, a line each: product, URL and why. Looked for in
-        the first pages of products only: a failure among 100,000 is not worth minutes."""
-        found: list[str] = []
-        for page in range(1, FAILURE_PAGES + 1):
-            body = self._json(
-                "GET",
-                f"/api/requests/{request_id}/products/?page_size={LIST_PAGE_PRODUCTS}&page={page}",
-                expect=200,
-            )
-            for product in body["results"]:
-                for image in product["images"]:
-                    if image["status"] == "failed" and len(found) < most:
-                        found.append(
-                            f"{product['serial_number']} {product['product_name']}: "
-                            f"{image['input_url']}: {image['error_code']}: {image['error']}"
-                        )
-            if len(found) >= most or not body["next"]:
-                break
-        return found
+        """Up to `most` failed images, in input order, a line each: product, URL and why."""
+        page = self._json(
+            "GET",
+            f"/api/requests/{request_id}/products/?status=failed&page_size={most}",
+            expect=200,
+        )
+        return [
+            f"{product['serial_number']} {product['product_name']}: {image['input_url']}: "
+            f"{image['error_code']}: {image['error']}"
+            for product in page["results"]
+            for image in product["images"]
+            if image["status"] == "failed"
+        ][:most]
 
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
@@ -285,7 +277,8 @@ def finished(client: Client, options: argparse.Namespace, request_id: str, total
             print(f"  {image}", file=sys.stderr)
         if progress["failed"] > len(shown):
             print(
-                f"  and {progress['failed'] - len(shown)} more: {status['products_url']}",
+                f"  and {progress['failed'] - len(shown)} more: "
+                f"{status['products_url']}?status=failed",
                 file=sys.stderr,
             )
     print(request_id)
