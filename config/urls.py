@@ -56,7 +56,7 @@ urlpatterns = [
     path("api/status/<str:request_id>/", apis.StatusApi.as_view(), name="request-status"),
     path("api/requests/", list_apis.RequestsApi.as_view(), name="requests"),
     path("api/webhook-test/", apis.WebhookTestApi.as_view(), name="webhook-test"),
-    path("api/requests/<str:request_id>/", control_apis.DeleteApi.as_view(), name="request"),
+    path("api/requests/<str:request_id>/", control_apis.RequestApi.as_view(), name="request"),
     path(
         "api/requests/<str:request_id>/products/",
         apis.ProductsApi.as_view(),

@@ -1,6 +1,6 @@
 """What an owner does to a request once uploaded: cancel it, retry what failed, re-run it
 with other settings (each answers at once, 202, the work happening on the workers), and
-delete it once finished."""
+delete it once finished; and read it, expired or not, as the list of requests shows it."""
 
 import uuid
 from typing import NoReturn
@@ -35,7 +35,12 @@ from processing.api_common import (
     status_body,
     uploads_throttled,
 )
-from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
+from processing.exceptions import (
+    AlreadyFinished,
+    NothingToRetry,
+    RequestNotFinished,
+    RequestNotFound,
+)
 from processing.parsers import JSONParser
 
 
@@ -70,7 +75,25 @@ class CancelApi(APIView):
         return Response(status_body(found), status=status.HTTP_202_ACCEPTED)
 
 
-class DeleteApi(APIView):
+class RequestApi(APIView):
+    @extend_schema(
+        operation_id="request_get",
+        summary="One request as the list of requests shows it",
+        description=(
+            "Its status body without the webhook (the status route has it), with "
+            "finished_at, expired_at and expired_by, and where to follow it. An expired or "
+            "deleted request is answered too, as the list shows it, where every other route "
+            "of it answers 410."
+        ),
+        parameters=[REQUEST_ID],
+        responses={200: ListedRequestSerializer, **errors(401, 403, 404)},
+    )
+    def get(self, request: Request, request_id: str) -> Response:
+        found = selectors.request_get(account=request_account(request), request_id=request_id)
+        if found is None:
+            raise RequestNotFound()
+        return Response(selectors.request_listed_payload(found))
+
     @extend_schema(
         summary="Delete a finished request's outputs, output CSV, products and images",
         description=(

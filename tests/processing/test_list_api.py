@@ -201,6 +201,31 @@ def test_an_expired_request_is_listed_without_links_to_what_was_deleted(api: API
     assert row["progress"]["total"] == 1
 
 
+def test_one_request_is_read_as_its_row_in_the_list_expired_or_not(api: APIClient) -> None:
+    """GET on the request's own route was 405: only DELETE was there. It answers an expired
+    request too, which every other route of it answers 410."""
+    running, deleted = upload(api), upload(api)
+    now = timezone.now()
+    ProcessingRequest.objects.filter(pk=deleted).update(
+        status="completed", finished_at=now, expired_at=now, deleted_by_owner=True
+    )
+    rows = {row["request_id"]: row for row in api.get("/api/requests/").json()["results"]}
+
+    for request_id in (running, deleted):
+        answer = api.get(f"/api/requests/{request_id}/")
+        assert answer.status_code == 200
+        assert answer.json() == rows[request_id]
+    assert rows[deleted]["expired_by"] == "account"
+    assert api.get(f"/api/status/{deleted}/").status_code == 410
+
+    # and not to another account, nor for an id that is not one
+    stranger = APIClient()
+    other = services.account_get_or_create(name="another-shop")[0]
+    stranger.credentials(HTTP_AUTHORIZATION=f"Bearer {services.api_key_create(account=other)[1]}")
+    assert stranger.get(f"/api/requests/{running}/").json()["code"] == "not_found"
+    assert api.get("/api/requests/nonsense/").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("query", "field", "message"),
     [
