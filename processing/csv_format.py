@@ -2,6 +2,7 @@
 
 import codecs
 import csv
+import difflib
 import itertools
 import re
 import unicodedata
@@ -305,16 +306,33 @@ def split_urls(cell: str) -> list[str]:
 
 def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict[str, int]:
     normalised = [cell.strip().lower() for cell in header]
+    required = {column.lower() for column in REQUIRED_COLUMNS}
+    # Cells that are none of ours, by their letters and digits alone: "S.No" and "Input
+    # Image URL" are near misses, told as such, where a spreadsheet's extra columns are not.
+    others = {
+        _letters(cell): index for index, cell in enumerate(normalised) if cell not in required
+    }
     indexes: dict[str, int] = {}
     for column in REQUIRED_COLUMNS:
         matches = [i for i, cell in enumerate(normalised) if cell == column.lower()]
         if not matches:
-            problems.add(row, column, f"The header has no '{column}' column.")
+            near = difflib.get_close_matches(_letters(column.lower()), others, n=1, cutoff=0.75)
+            hint = (
+                f" Column {others[near[0]] + 1}, '{header[others[near[0]]].strip()}', is close: "
+                f"name it '{column}'."
+                if near
+                else ""
+            )
+            problems.add(row, column, f"The header has no '{column}' column.{hint}")
         elif len(matches) > 1:
             problems.add(row, column, f"The header has '{column}' more than once.")
         else:
             indexes[column] = matches[0]
     return indexes
+
+
+def _letters(cell: str) -> str:
+    return "".join(character for character in cell if character.isalnum())
 
 
 def _parse_row(

@@ -37,6 +37,32 @@ def test_a_header_repeating_a_required_column_is_refused() -> None:
     ]
 
 
+def test_a_header_cell_near_a_required_column_is_named_with_the_name_to_give_it() -> None:
+    data = b"S.No,Product Name,Image URLs,Price,URL\n1,Hat,http://a.example/3.jpg\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(
+            1,
+            "S. No.",
+            "The header has no 'S. No.' column. Column 1, 'S.No', is close: name it 'S. No.'.",
+        ),
+        CsvProblem(
+            1,
+            "Input Image Urls",
+            "The header has no 'Input Image Urls' column. Column 3, 'Image URLs', is close: "
+            "name it 'Input Image Urls'.",
+        ),
+    ]
+    # A column far from any, as a spreadsheet's own, is no hint
+    far = b"Serial,Product Name,Input Image Urls\n1,Hat,http://a.example/3.jpg\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(far, CsvLimits())
+    assert [problem.message for problem in raised.value.problems] == [
+        "The header has no 'S. No.' column."
+    ]
+
+
 def test_a_url_longer_than_2048_characters_is_refused() -> None:
     url = "http://a.example/" + "x" * 2100
     with pytest.raises(CsvInvalid) as raised:
