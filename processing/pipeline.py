@@ -78,6 +78,15 @@ class _Work:
             bound.run(request_id_var.set, str(self.image.request_id))
             self.download = threads.submit(bound.run, _fetch, self.image.input_url, self.known)
 
+    def cancel(self) -> None:
+        """Its request was cancelled before it was processed: it ends so, its download
+        dropped if it has not started (one under way finishes on its thread, unread)."""
+        if self.download is not None:
+            self.download.cancel()
+            self.download = None
+        self.started = True  # and none starts later
+        self.failure = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
+
     def download_take(self) -> "_Download":
         """The download's result, no longer held here once taken."""
         assert self.download is not None
@@ -161,11 +170,11 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
     write the outputs on the I/O threads."""
     stored: list[tuple[_Work, Future[None]]] = []
     ahead = _read_ahead()
-    cancel = _CancelWatch(work[0].image.request_id)
+    cancels = _CancelWatch({item.image.request_id for item in work})
     for index, item in enumerate(work):
-        if cancel.requested():
-            _images_cancel(work[index:])
-            break
+        if item.image.request_id in cancels.seen():
+            item.cancel()
+            continue
         for later in work[index : index + ahead]:
             later.download_start(threads)
         try:
@@ -219,36 +228,23 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
 
 
 class _CancelWatch:
-    """Whether the batch's request has been cancelled, read again at most every
-    IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once. (A batch
-    holds one request's URLs; the cancel is final, so once seen it is not asked again.)"""
+    """The batch's requests that have been cancelled, read again at most every
+    IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once."""
 
-    def __init__(self, request_id: uuid.UUID) -> None:
-        self.request_id = request_id
-        self.asked_at = time.monotonic()  # the claim, just before, found the request running
-        self.cancelled = False
+    def __init__(self, request_ids: set[uuid.UUID]) -> None:
+        self.request_ids = request_ids
+        self.asked_at = time.monotonic()  # the claim, just before, found them running
+        self.cancelled: set[uuid.UUID] = set()
 
-    def requested(self) -> bool:
-        if (
-            not self.cancelled
-            and time.monotonic() - self.asked_at >= settings.IMAGE_CANCEL_CHECK_SECONDS
-        ):
+    def seen(self) -> set[uuid.UUID]:
+        if time.monotonic() - self.asked_at >= settings.IMAGE_CANCEL_CHECK_SECONDS:
             self.asked_at = time.monotonic()
-            self.cancelled = ProcessingRequest.objects.filter(
-                pk=self.request_id, cancel_requested_at__isnull=False
-            ).exists()
+            self.cancelled = set(
+                ProcessingRequest.objects.filter(
+                    pk__in=self.request_ids, cancel_requested_at__isnull=False
+                ).values_list("pk", flat=True)
+            )
         return self.cancelled
-
-
-def _images_cancel(work: list[_Work]) -> None:
-    """End the batch's images not processed yet as cancelled; their downloads not started
-    are dropped (those under way finish on their threads, unread)."""
-    logger.info("request cancelled: %d images of the batch not processed", len(work))
-    for item in work:
-        if item.download is not None:
-            item.download.cancel()
-            item.download = None
-        item.failure = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
 
 def _reuse(
