@@ -28,7 +28,7 @@ from accounts import services
 from accounts.models import Account
 from processing import intake, metrics
 from processing.models import ProcessingRequest
-from tests.harness.origin import Origin
+from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.redis import RedisServer
 from tests.harness.service import BIN, Service
@@ -356,11 +356,7 @@ def test_a_ctrl_c_stops_the_following_not_the_request_and_wait_takes_it_up_again
     def held(handler: BaseHTTPRequestHandler) -> None:
         asked.set()
         answer.wait(60)
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/jpeg")
-        handler.send_header("Content-Length", str(len(jpeg)))
-        handler.end_headers()
-        handler.wfile.write(jpeg)
+        image_answer(handler, jpeg)
 
     url = origin.add(f"/{uuid.uuid4().hex[:8]}/held.jpg", serve=held)
     csv_path = tmp_path / "products.csv"

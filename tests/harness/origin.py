@@ -51,6 +51,15 @@ class Origin:
         return [(headers, body) for got, headers, body in list(self.posts) if got == path]
 
 
+def image_answer(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """A JPEG answered in full: for a route's `serve` that first waits, or counts."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "image/jpeg")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
     """Start an origin on a spare port of 127.0.0.1; the caller shuts the server down."""
     state = Origin(port=0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.origin import Origin
+from tests.harness.origin import Origin, image_answer
 from tests.harness.redis import private_service
 from tests.harness.service import Service
 from tests.support import (
@@ -81,11 +81,7 @@ def test_a_request_cancelled_mid_run_stops_starting_images_and_reports_what_fini
         with lock:
             started.append(time.monotonic())
         time.sleep(0.25)
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/jpeg")
-        handler.send_header("Content-Length", str(len(JPEG)))
-        handler.end_headers()
-        handler.wfile.write(JPEG)
+        image_answer(handler, JPEG)
 
     urls = [origin.add(f"/{run}/{n}.jpg", serve=slowly) for n in range(300)]
     hook = f"/{run}/hook"

@@ -23,7 +23,7 @@ from accounts.models import Account
 from processing import intake, queue, tasks, webhooks
 from processing.models import ProcessingRequest
 from processing.queue import QueuedTask
-from tests.harness.origin import Origin
+from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.service import Service
 from tests.support import api_request, encoded, multipart_upload, photo
@@ -357,10 +357,7 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
 
     def slowly(handler: BaseHTTPRequestHandler) -> None:
         time.sleep(1.0)
-        handler.send_response(200)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+        image_answer(handler, body)
 
     urls = [origin.add(f"/cancel-{run}/{n}.jpg", serve=slowly) for n in range(240)]
     csv_text = HEADER + "".join(f"{n + 1},Item {n},{url}\n" for n, url in enumerate(urls))
