@@ -28,6 +28,7 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -50,17 +51,29 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_VAR_DIR = Path(os.environ.get("VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
 
 
-def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir: Path) -> str:
+@dataclass(frozen=True)
+class ApiKey:
+    value: str  # empty if none: the server then answers 401
+    source: str  # where it came from, told with a 401
+
+    def refused(self) -> str:
+        """What to check when the server refused it."""
+        if not self.value:
+            return "no API key was sent: give --api-key, or set IMGSVC_API_KEY"
+        return f"the API key sent came from {self.source}: is it this server's, and not revoked?"
+
+
+def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir: Path) -> ApiKey:
     """The key to send: given (--api-key), else IMGSVC_API_KEY, else var/api_key for a
-    server on this machine; empty if none (the server then answers 401)."""
+    server on this machine."""
     if given:
-        return given
+        return ApiKey(given, "--api-key")
     if environ.get("IMGSVC_API_KEY"):
-        return environ["IMGSVC_API_KEY"].strip()
+        return ApiKey(environ["IMGSVC_API_KEY"].strip(), "IMGSVC_API_KEY")
     key_file = var_dir / "api_key"
     if urlsplit(server).hostname in LOCAL_HOSTS and key_file.is_file():
-        return key_file.read_text().strip()
-    return ""
+        return ApiKey(key_file.read_text().strip(), str(key_file))
+    return ApiKey("", "")
 
 
 # What an upload or a re-run, sent with its Idempotency-Key, is sent again after: a
@@ -79,10 +92,11 @@ CREATING_RETRIES = urllib3.Retry(
 
 
 class Client:
-    def __init__(self, server: str, api_key: str) -> None:
+    def __init__(self, server: str, api_key: ApiKey) -> None:
         self.server = server.rstrip("/")
         self.http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.5))
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.api_key = api_key
+        self.headers = {"Authorization": f"Bearer {api_key.value}"} if api_key.value else {}
 
     def submit(self, csv_path: Path, fields: dict[str, str]) -> dict[str, Any]:
         try:
@@ -157,7 +171,7 @@ class Client:
         headers = self.headers if url.startswith(self.server + "/") else {}
         response = self.http.request("GET", url, headers=headers, timeout=60)
         if response.status != 200:
-            raise ApiError(error_text(response))
+            raise self._refusal(response)
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
@@ -167,9 +181,14 @@ class Client:
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(f"cannot reach {self.server}: {error}") from None
         if response.status != expect:
-            raise ApiError(error_text(response))
+            raise self._refusal(response)
         result: dict[str, Any] = response.json()
         return result
+
+    def _refusal(self, response: urllib3.BaseHTTPResponse) -> "ApiError":
+        if response.status == 401:  # where the key came from is the first thing to check
+            return ApiError(f"{error_text(response)}\n  {self.api_key.refused()}")
+        return ApiError(error_text(response))
 
 
 def error_text(response: urllib3.BaseHTTPResponse) -> str:

@@ -538,6 +538,11 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     assert urllib3.request("GET", first_output_url, timeout=10).status == 404
     assert urllib3.request("GET", output_url, timeout=10).status == 200
 
+    # And a key the service does not know is refused, saying where it came from
+    refused = imgsvc("--api-key", "Unknown.key", "status", rerun_id)
+    assert refused.returncode == 2
+    assert "the API key sent came from --api-key" in refused.stderr
+
 
 @pytest.mark.e2e
 def test_the_command_line_client_sends_a_test_event_and_says_what_the_receiver_answered(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from client.cli import api_key_for, error_text, main
+from client.cli import ApiKey, api_key_for, error_text, main
 
 
 @pytest.fixture
@@ -20,19 +20,25 @@ def var_dir(tmp_path: Path) -> Path:
 
 def test_the_option_comes_first_then_the_environment(var_dir: Path) -> None:
     env = {"IMGSVC_API_KEY": "EnvKey.x"}
-    assert api_key_for("http://127.0.0.1:8000", "Given.x", env, var_dir) == "Given.x"
-    assert api_key_for("http://127.0.0.1:8000", None, env, var_dir) == "EnvKey.x"
+    assert api_key_for("http://127.0.0.1:8000", "Given.x", env, var_dir) == ApiKey(
+        "Given.x", "--api-key"
+    )
+    assert api_key_for("http://127.0.0.1:8000", None, env, var_dir) == ApiKey(
+        "EnvKey.x", "IMGSVC_API_KEY"
+    )
 
 
 @pytest.mark.parametrize(
     "server", ["http://127.0.0.1:8000", "http://localhost:9000", "http://[::1]:8000"]
 )
 def test_a_local_server_gets_the_key_make_run_wrote(server: str, var_dir: Path) -> None:
-    assert api_key_for(server, None, {}, var_dir) == "LocalKey.from-make-run"
+    assert api_key_for(server, None, {}, var_dir) == ApiKey(
+        "LocalKey.from-make-run", str(var_dir / "api_key")
+    )
 
 
 def test_a_remote_server_never_gets_the_local_key(var_dir: Path) -> None:
-    assert api_key_for("https://images.example.com", None, {}, var_dir) == ""
+    assert api_key_for("https://images.example.com", None, {}, var_dir).value == ""
 
 
 def test_a_csv_that_cannot_be_read_is_an_error_not_a_traceback(
