@@ -25,6 +25,7 @@ to var/api_key.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -179,7 +180,7 @@ class Client:
         try:
             response = self.http.request(method, self.server + path, timeout=60, **options)
         except urllib3.exceptions.HTTPError as error:
-            raise ApiError(f"cannot reach {self.server}: {error}") from None
+            raise ApiError(f"cannot reach {self.server}: {unreachable_reason(error)}") from None
         if response.status != expect:
             raise self._refusal(response)
         result: dict[str, Any] = response.json()
@@ -189,6 +190,14 @@ class Client:
         if response.status == 401:  # where the key came from is the first thing to check
             return ApiError(f"{error_text(response)}\n  {self.api_key.refused()}")
         return ApiError(error_text(response))
+
+
+def unreachable_reason(error: urllib3.exceptions.HTTPError) -> str:
+    """The last cause of urllib3's error, in its own words ("Connection refused", "Name or
+    service not known"), not the retries and connection objects wrapped around it."""
+    cause = getattr(error, "reason", None) or error
+    found = re.search(r"\[Errno -?\d+\] ([^)\]\"']+)", str(cause))
+    return found.group(1).strip() if found else str(cause)
 
 
 def error_text(response: urllib3.BaseHTTPResponse) -> str:

@@ -10,6 +10,7 @@ import pytest
 import urllib3
 
 from client.cli import ApiKey, api_key_for, error_text, main
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -141,3 +142,12 @@ def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"cannot write {path}: {says}"), err
+
+
+def test_a_server_that_cannot_be_reached_is_told_in_a_few_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It was urllib3's whole chain: the pool, the retries, the connection object."""
+    server = f"http://127.0.0.1:{free_port()}"
+    assert main(["--server", server, "--api-key", "K.x", "status", "5b0c"]) == 2
+    assert capsys.readouterr().err == f"cannot reach {server}: Connection refused\n"
