@@ -501,8 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Outside the following, which says more: an upload stopped may have been made.
-        print("\ninterrupted", file=sys.stderr)
+        # Outside the following, which says more.
+        made = options.command in {"submit", "rerun"}
+        print(
+            "\ninterrupted"
+            + ("; the request may have been made: `imgsvc list --limit 1` shows" if made else ""),
+            file=sys.stderr,
+        )
         return 130
 
 
