@@ -636,11 +636,12 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         pipeline.images_process(image_ids=batches[0])
 
-    # Then the batch's second image is not encoded: it ends cancelled, as do the two not
-    # claimed, and the request ends cancelled with the one output made
-    statuses = [(image.status, image.error_code) for image in images_of(request)]
-    assert statuses == [("succeeded", "")] + [("cancelled", "cancelled")] * 3
-    assert images_of(request)[1].error_message == "Cancelled before it was processed."
+    # Then the batch's other image (in whichever order the batch took them) is not
+    # encoded: it ends cancelled, as do the two not claimed, and the request ends
+    # cancelled with the one output made
+    batch = sorted((image.status, image.error_message) for image in images_of(request)[:2])
+    assert batch == [("cancelled", "Cancelled before it was processed."), ("succeeded", "")]
+    assert {image.status for image in images_of(request)[2:]} == {"cancelled"}
     drain(django_capture_on_commit_callbacks, list(callbacks))
     request.refresh_from_db()
     assert (request.status, request.succeeded_images, request.cancelled_images) == (
@@ -648,7 +649,7 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
         1,
         3,
     )
-    assert [row[3] != "" for row in output_csv(api, request)[1:]] == [True, False, False, False]
+    assert sum(row[3] != "" for row in output_csv(api, request)[1:]) == 1
 
 
 # --- Retry ----------------------------------------------------------------------------
