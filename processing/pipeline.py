@@ -179,6 +179,9 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
             later.download_start(threads)
         try:
             download = item.download_take()
+            if item.image.request_id in cancels.seen():  # asked again: the wait may be long
+                item.cancel()
+                continue
             fetched, digest = download.fetched, download.digest
             data = fetched.body or b""
             item.downloaded = len(data)
@@ -239,11 +242,16 @@ class _CancelWatch:
     def seen(self) -> set[uuid.UUID]:
         if time.monotonic() - self.asked_at >= settings.IMAGE_CANCEL_CHECK_SECONDS:
             self.asked_at = time.monotonic()
-            self.cancelled = set(
+            cancelled = set(
                 ProcessingRequest.objects.filter(
                     pk__in=self.request_ids, cancel_requested_at__isnull=False
                 ).values_list("pk", flat=True)
             )
+            for request_id in cancelled - self.cancelled:
+                logger.info(
+                    "request %s cancelled: the batch ends its images not processed yet", request_id
+                )
+            self.cancelled = cancelled
         return self.cancelled
 
 

@@ -188,8 +188,10 @@ def _rows(outcomes: list[ImageOutcome], now: datetime, *, cancelled: bool) -> _R
                 _result_row(outcome, now) | {"status": ProductImage.Status.CANCELLED}
             )
         elif not _retry_due(outcome):
+            _failure_log(outcome, failure)
             rows.failures.append(_result_row(outcome, now))
         elif cancelled:
+            _failure_log(outcome, failure)
             rows.cancels.append(
                 _result_row(outcome, now)
                 | {
@@ -229,7 +231,6 @@ def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
         }
     failure = outcome.failure
     assert failure is not None
-    logger.info("image %s failed: %s %s", outcome.image_id, failure.reason, failure.message)
     return {
         "input_url": outcome.input_url,
         "status": ProductImage.Status.FAILED,
@@ -239,6 +240,10 @@ def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
         "error_message": failure.message,
         **NO_FACTS,
     }
+
+
+def _failure_log(outcome: ImageOutcome, failure: ImageFailure) -> None:
+    logger.info("image %s failed: %s %s", outcome.image_id, failure.reason, failure.message)
 
 
 def _retry_row(

@@ -655,6 +655,45 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
 # --- Retry ----------------------------------------------------------------------------
 
 
+def test_an_image_whose_download_a_cancel_came_during_is_not_encoded(
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a batch running, and its request cancelled while the batch waits for its first
+    # download (the real wait wrapped to time the cancel; nothing of it is replaced)
+    settings.IMAGE_CANCEL_CHECK_SECONDS = 0
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
+    take = pipeline._Work.download_take
+
+    def take_then_cancel(item: Any) -> Any:
+        taken = take(item)
+        api.post(f"/api/requests/{request.pk}/cancel/")
+        return taken
+
+    monkeypatch.setattr(pipeline._Work, "download_take", take_then_cancel)
+    encoded_before = encodes()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batches[0])
+
+    # Then nothing is encoded: the downloaded image ends cancelled with the others
+    assert encodes() == encoded_before
+    assert {(image.status, image.error_code) for image in images_of(request)} == {
+        ("cancelled", "cancelled")
+    }
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+    request.refresh_from_db()
+    assert (request.status, request.succeeded_images, request.cancelled_images) == (
+        "cancelled",
+        0,
+        4,
+    )
+
+
 def test_the_products_with_a_failed_image_are_listed_alone_page_after_page(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
