@@ -41,6 +41,14 @@ FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 STATUSES = ["pending", "processing", *sorted(FINISHED)]
 LIST_PAGE = 100  # the most the list API gives a page
 FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
+# What a Ctrl-C during each command that changes something leaves to check.
+INTERRUPTED = {
+    "submit": "; the request may have been made: `imgsvc list --limit 1` shows",
+    "rerun": "; the re-run may have been made: `imgsvc list --limit 1` shows",
+    "retry": "; the retry may have been queued: `imgsvc status` shows",
+    "cancel": "; the cancel may have been applied: `imgsvc status` shows",
+    "delete": "; the request may have been deleted: `imgsvc status` shows",
+}
 
 
 class ApiError(Exception):
@@ -256,18 +264,37 @@ def started(client: Client, options: argparse.Namespace, request_id: str, total:
 
 def finished(client: Client, options: argparse.Namespace, request_id: str, total: int) -> int:
     """Follow a request to its end, save its output CSV and say how it went: 0 if every
-    image was compressed, 1 if it ended otherwise, 130 if a Ctrl-C stopped the following
-    (the request goes on). Its id goes to stdout whatever happens, for a script to keep."""
+    image was compressed, 1 if it ended otherwise, 2 if its output CSV could not be saved,
+    130 if a Ctrl-C stopped it (the request goes on). Its id goes to stdout whatever
+    happens, for a script to keep."""
+    again = f"`imgsvc wait {request_id}" + (
+        f" --output {options.output}`" if options.output else "`"
+    )
     try:
         status = follow(client, request_id, total)
     except KeyboardInterrupt:
         print(
-            f"\nstopped following request {request_id}; it goes on. "
-            f"`imgsvc wait {request_id}` follows it again.",
+            f"\nstopped following request {request_id}; it goes on. {again} follows it again.",
             file=sys.stderr,
         )
         print(request_id)
         return 130
+    try:
+        return ended(client, options, request_id, status)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the request has finished: {again} saves its CSV.", file=sys.stderr)
+        return 130
+    except ApiError as error:
+        print(f"{error}\nthe request has finished: {again} saves its CSV.", file=sys.stderr)
+        return 2
+    finally:
+        print(request_id)
+
+
+def ended(
+    client: Client, options: argparse.Namespace, request_id: str, status: dict[str, Any]
+) -> int:
+    """Save a finished request's output CSV and say how it went."""
     output = options.output or Path(f"{request_id}-output.csv")
     if status["output_csv_url"]:
         # The API's own route on the server asked, with the key: the URL in the status is
@@ -277,13 +304,7 @@ def finished(client: Client, options: argparse.Namespace, request_id: str, total
         try:
             output.write_bytes(data)
         except OSError as error:
-            print(
-                f"cannot write {output}: {error.strerror or error}. "
-                f"`imgsvc wait {request_id} --output FILE` saves it elsewhere.",
-                file=sys.stderr,
-            )
-            print(request_id)
-            return 2
+            raise ApiError(f"cannot write {output}: {error.strerror or error}") from None
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
     sizes = status.get("bytes") or {}
@@ -300,17 +321,21 @@ def finished(client: Client, options: argparse.Namespace, request_id: str, total
             file=sys.stderr,
         )
     if progress["failed"]:
-        shown = client.failures(request_id, FAILURES_SHOWN)
-        for image in shown:
-            print(f"  {image}", file=sys.stderr)
-        if progress["failed"] > len(shown):
-            print(
-                f"  and {progress['failed'] - len(shown)} more: "
-                f"{status['products_url']}?status=failed",
-                file=sys.stderr,
-            )
-    print(request_id)
+        failures_print(client, request_id, progress["failed"], status["products_url"])
     return 0 if status["status"] == "completed" else 1
+
+
+def failures_print(client: Client, request_id: str, failed: int, products_url: str) -> None:
+    """A few of the failed images and why; where the rest are."""
+    try:
+        shown = client.failures(request_id, FAILURES_SHOWN)
+    except ApiError as error:  # the outcome stands: the list is a courtesy
+        print(f"  (the failed images could not be listed: {error})", file=sys.stderr)
+        return
+    for image in shown:
+        print(f"  {image}", file=sys.stderr)
+    if failed > len(shown):
+        print(f"  and {failed - len(shown)} more: {products_url}?status=failed", file=sys.stderr)
 
 
 def output_writable(path: Path | None) -> None:
@@ -501,13 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # Outside the following, which says more.
-        made = options.command in {"submit", "rerun"}
-        print(
-            "\ninterrupted"
-            + ("; the request may have been made: `imgsvc list --limit 1` shows" if made else ""),
-            file=sys.stderr,
-        )
+        # Outside the following, which says more: a call that changes something may have
+        # reached the service.
+        print(f"\ninterrupted{INTERRUPTED.get(options.command, '')}", file=sys.stderr)
         return 130
 
 

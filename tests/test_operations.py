@@ -362,11 +362,12 @@ def test_a_ctrl_c_stops_the_following_not_the_request_and_wait_takes_it_up_again
     csv_path = tmp_path / "products.csv"
     csv_path.write_text(f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n")
     command = [str(BIN / "imgsvc"), "--server", embedded_service.base_url]
+    output = tmp_path / "out.csv"
 
     # When the client, following the request, is interrupted while the image downloads
     try:
         following = subprocess.Popen(
-            [*command, "submit", str(csv_path), "--wait"],
+            [*command, "submit", str(csv_path), "--output", str(output)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=cli_env(embedded_service),
         )  # fmt: skip
@@ -383,11 +384,13 @@ def test_a_ctrl_c_stops_the_following_not_the_request_and_wait_takes_it_up_again
     # and gives its id
     assert following.returncode == 130, stderr
     request_id = stdout.strip()
-    assert f"stopped following request {request_id}; it goes on." in stderr
+    assert (
+        f"stopped following request {request_id}; it goes on. "
+        f"`imgsvc wait {request_id} --output {output}` follows it again."
+    ) in stderr
     assert "Traceback" not in stderr
 
-    # And `wait` follows it to its end and saves its output CSV
-    output = tmp_path / "out.csv"
+    # And that `wait` follows it to its end and saves its output CSV
     waited = subprocess.run(
         [*command, "wait", request_id, "--output", str(output)],
         capture_output=True, text=True, timeout=120, check=False, env=cli_env(embedded_service),

@@ -151,3 +151,47 @@ def test_a_server_that_cannot_be_reached_is_told_in_a_few_words(
     server = f"http://127.0.0.1:{free_port()}"
     assert main(["--server", server, "--api-key", "K.x", "status", "5b0c"]) == 2
     assert capsys.readouterr().err == f"cannot reach {server}: Connection refused\n"
+
+
+def test_a_finished_request_whose_csv_cannot_be_fetched_still_gives_its_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once a request has finished, an error saving its CSV lost its id from stdout. A
+    stand-in for the service whose storage fails (the real one cannot be made to here)."""
+    request_id = "5b0c1d2e-0000-4000-8000-000000000000"
+    finished = {
+        "status": "completed",
+        "progress": {"total": 1, "succeeded": 1, "failed": 0, "cancelled": 0, "pending": 0},
+        "output_csv_url": f"http://x/api/requests/{request_id}/output.csv",
+        "products_url": "",
+    }
+
+    class StorageDown(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            failing = self.path.endswith("output.csv")
+            body = json.dumps(
+                {"error": "Storage unavailable.", "code": "server_error"} if failing else finished
+            ).encode()
+            self.send_response(500 if failing else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StorageDown)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        server_url = f"http://127.0.0.1:{server.server_address[1]}"
+        code = main(["--server", server_url, "--api-key", "K.x", "wait", request_id])
+    finally:
+        server.shutdown()
+        server.server_close()
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, f"{request_id}\n")
+    assert (
+        f"HTTP 500: Storage unavailable.\nthe request has finished: `imgsvc wait {request_id}`"
+        in err
+    )
