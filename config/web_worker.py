@@ -284,21 +284,26 @@ def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
 
 
 # The code of each status gunicorn refuses a request with (gunicorn.workers.base).
+# The codes are the API's where it has one for the status (README, "Every error has one
+# shape").
 REFUSAL_CODES = {
     400: "bad_request",
-    403: "forbidden",
+    403: "permission_denied",
     414: "request_line_too_long",
     417: "expectation_failed",
     431: "headers_too_large",
-    500: "internal_error",
+    500: "server_error",
     501: "not_implemented",
 }
 
 
 def _json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn.util.write_error's stand-in: the same status and message, as JSON."""
+    # gunicorn read the request's bytes as Latin-1: a UTF-8 path is shown as sent.
+    with contextlib.suppress(UnicodeError):
+        mesg = mesg.encode("latin-1").decode("utf-8")
     error = f"The request could not be read: {mesg}." if mesg else "The server failed."
-    code = REFUSAL_CODES.get(status_int, "bad_request" if status_int < 500 else "internal_error")
+    code = REFUSAL_CODES.get(status_int, "bad_request" if status_int < 500 else "server_error")
     gunicorn_util.write_nonblock(sock, _answer(f"{status_int} {reason}", code, error))
 
 
