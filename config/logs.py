@@ -56,14 +56,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Django's loggers of requests a client got wrong (SuspiciousOperation's subclasses
+# raised on what a request holds), as against a suspicious file path, which may be ours.
+CLIENT_FAULT_LOGGERS = frozenset(
+    f"django.security.{name}"
+    for name in (
+        "DisallowedHost",
+        "DisallowedRedirect",
+        "RequestDataTooBig",
+        "TooManyFieldsSent",
+        "TooManyFilesSent",
+        "SuspiciousMultipartForm",
+    )
+)
+
+
 class ClientFaultFilter(logging.Filter):
     """Django logs what a client got wrong in a way it calls suspicious (a Host header not
     in ALLOWED_HOSTS, too many form fields) as an ERROR with a traceback: scanners send
     them by the thousand, and each buried the service's own errors. Here a WARNING, its
-    message naming what was wrong, without the traceback, which only shows Django."""
+    message naming what was wrong, without the traceback, which only shows Django. (On the
+    console handler: Django's own handlers, mail to ADMINS and DEBUG's console, see the
+    record first, as Django made it.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("django.security.") and record.levelno == logging.ERROR:
+        if record.name in CLIENT_FAULT_LOGGERS and record.levelno == logging.ERROR:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True
