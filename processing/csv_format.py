@@ -310,7 +310,10 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
     # Cells that are none of ours, by their letters and digits alone: "S.No" and "Input
     # Image URL" are near misses, told as such, where a spreadsheet's extra columns are not.
     others = {
-        _letters(cell): index for index, cell in enumerate(normalised) if cell not in required
+        _letters(cell): index
+        for index, cell in enumerate(normalised)
+        # not the output's column either: its URLs are not to be fed back in
+        if cell not in required and cell != OUTPUT_URLS_COLUMN.lower()
     }
     indexes: dict[str, int] = {}
     for column in REQUIRED_COLUMNS:

@@ -54,12 +54,14 @@ def test_a_header_cell_near_a_required_column_is_named_with_the_name_to_give_it(
             "name it 'Input Image Urls'.",
         ),
     ]
-    # A column far from any, as a spreadsheet's own, is no hint
-    far = b"Serial,Product Name,Input Image Urls\n1,Hat,http://a.example/3.jpg\n"
+    # A column far from any, as a spreadsheet's own, is no hint; nor is an output CSV's
+    # column, whose URLs are not to be fed back in
+    far = b"Serial,Product Name,Output Image Urls\n1,Hat,http://a.example/3.jpg\n"
     with pytest.raises(CsvInvalid) as raised:
         parse_products(far, CsvLimits())
     assert [problem.message for problem in raised.value.problems] == [
-        "The header has no 'S. No.' column."
+        "The header has no 'S. No.' column.",
+        "The header has no 'Input Image Urls' column.",
     ]
 
 
