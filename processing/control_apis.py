@@ -86,7 +86,7 @@ class RequestApi(APIView):
             "of it answers 410."
         ),
         parameters=[REQUEST_ID],
-        responses={200: ListedRequestSerializer, **errors(401, 403, 404)},
+        responses={200: ListedRequestSerializer, **errors(401, 404)},
     )
     def get(self, request: Request, request_id: str) -> Response:
         found = selectors.request_get(account=request_account(request), request_id=request_id)
@@ -98,7 +98,8 @@ class RequestApi(APIView):
         summary="Delete a finished request's outputs, output CSV, products and images",
         description=(
             "As the retention period would later. From this answer on every route of the "
-            "request answers 410 expired (this one too) and no later request re-uses its "
+            "request answers 410 expired (this one too; GET on it shows its row) and no "
+            "later request re-uses its "
             "outputs; its files and rows are deleted by the workers within moments. The "
             "request stays in the list of requests, as the answer shows it, expired_by "
             "account. A request under way is refused (409 not_finished): cancel it, then "

@@ -86,6 +86,7 @@ def test_the_postman_collection_passes_under_newman(
         "The account's requests, newest first",
         "Delete the first request's results",
         "Status of the deleted request",
+        "The deleted request, as the list shows it",
         "Send a test event to a webhook receiver",
         "Status of an unknown request",
     ]
