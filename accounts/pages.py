@@ -68,7 +68,8 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
     # Each page's form makes one key: sent again (a reload of this answer, Back and send)
     # it made a second key while the first, never seen, stayed in use.
     form_token = request.POST.get("form_token", "")
-    if not form_token or not cache.add(f"key-form:{form_token}", True, FORM_TOKEN_SECONDS):
+    used = f"key-form:{form_token}"
+    if not form_token or not cache.add(used, True, FORM_TOKEN_SECONDS):
         refused = (
             "This form was sent already: the key it made is listed below, and cannot be "
             "shown again. Revoke it if you did not keep it, and make another here."
@@ -84,6 +85,9 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
             by=request.user.get_username(),
         )
     except services.AccountError as refused_key:
+        # No key made: the form may be sent again (a reload of this answer was told the
+        # key it had made was listed below).
+        cache.delete(used)
         context = {"key_error": str(refused_key), "label": label}
         return account_page_render(request, account, context, status=400)
     return account_page_render(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})

@@ -220,6 +220,18 @@ def test_a_key_form_sent_again_makes_no_second_key(member_client: Client, accoun
     assert ApiKey.objects.filter(account=account).count() == 1
 
 
+def test_a_key_form_refused_may_be_sent_again_and_is_not_told_it_made_a_key(
+    member_client: Client, account: Account
+) -> None:
+    page = member_client.get("/account/").context
+    form = {"csrfmiddlewaretoken": str(page["csrf_token"]), "form_token": page["form_token"]}
+    assert member_client.post("/account/keys/", {**form, "label": "x" * 51}).status_code == 400
+    # A reload of the refusal, the label mended: the key is made, not "sent already"
+    made = member_client.post("/account/keys/", {**form, "label": "feed"})
+    assert made.status_code == 200, text(made)
+    assert ApiKey.objects.filter(account=account).count() == 1
+
+
 @pytest.mark.parametrize(
     ("label", "refusal"),
     [
