@@ -710,6 +710,25 @@ def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_sh
 
 
 @pytest.mark.django_db
+def test_a_cancel_that_came_after_every_image_had_started_is_still_told(
+    member_client: Client, account: Account
+) -> None:
+    """The request ends as its images did, completed, and the page had no word of the
+    cancel: its owner could think it had been lost."""
+    request = stored_request(account, "1,P1,https://shop.example/1.jpg\n")
+    asked = timezone.now()
+    ProcessingRequest.objects.filter(pk=request.pk).update(
+        status="completed", succeeded_images=1, cancel_requested_at=asked, finished_at=asked
+    )
+
+    page = " ".join(member_client.get(f"/requests/{request.pk}/").content.decode().split())
+
+    when = asked.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"{when} UTC</time>, after every image had started: each ran to its end." in page
+    assert "Cancelling:" not in page
+
+
+@pytest.mark.django_db
 def test_a_webhook_sent_to_the_services_own_address_is_shown_without_it(
     member_client: Client, account: Account, settings: Any
 ) -> None:
