@@ -283,9 +283,8 @@ def _answer(status: str, code: str, error: str, headers: bytes = b"") -> bytes:
     )
 
 
-# The code of each status gunicorn refuses a request with (gunicorn.workers.base).
-# The codes are the API's where it has one for the status (README, "Every error has one
-# shape").
+# The code of each status gunicorn refuses a request with (gunicorn.workers.base): the
+# API's own where it has one for the status (README, "Every error has one shape").
 REFUSAL_CODES = {
     400: "bad_request",
     403: "permission_denied",
