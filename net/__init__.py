@@ -22,10 +22,11 @@ from net.client import (
     post,
     retry_after_seconds,
 )
-from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
+from net.errors import HTTP_STATUS_PREFIX, DownloadStopped, NetError, NetReason
 
 __all__ = [
     "HTTP_STATUS_PREFIX",
+    "DownloadStopped",
     "Fetched",
     "IPNetwork",
     "NetError",

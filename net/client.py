@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.client import RemoteDisconnected
@@ -34,7 +34,7 @@ from net.addresses import (
     system_resolver,
 )
 from net.connections import address_checked, answers_by, connection_pool
-from net.errors import HTTP_STATUS_PREFIX, NetError, NetReason
+from net.errors import HTTP_STATUS_PREFIX, DownloadStopped, NetError, NetReason
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,12 @@ def fetch_if_changed(
     last_modified: str = "",
     headers: Mapping[str, str] | None = None,
     resolver: Resolver = system_resolver,
+    stopped: Callable[[], bool] | None = None,
 ) -> Fetched:
     """GET url as fetch does, sending the validators of a copy already held (If-None-Match,
-    If-Modified-Since): a 304 answer comes back as Fetched(body=None)."""
+    If-Modified-Since): a 304 answer comes back as Fetched(body=None). stopped, asked
+    before each hop and each chunk of the body, ends the download (DownloadStopped) once
+    it answers true: a body no longer wanted is not read to its end."""
     conditional = {
         **({"If-None-Match": etag} if etag else {}),
         **({"If-Modified-Since": last_modified} if last_modified else {}),
@@ -113,6 +116,7 @@ def fetch_if_changed(
     headers = {**(headers or {}), **conditional}
     deadline = time.monotonic() + policy.total_timeout
     for _hop in range(policy.max_redirects + 1):
+        _stop_check(stopped)
         response = _send("GET", url, policy, resolver, deadline, headers=headers)
         complete = False  # whether the response was read to its end
         try:
@@ -133,7 +137,7 @@ def fetch_if_changed(
                 complete = True  # a 304 has no body
                 return Fetched(body=None, **validators)
             _raise_for_status(response)
-            body = _read_body(response, policy, deadline)
+            body = _read_body(response, policy, deadline, stopped)
             complete = True
             return Fetched(body=body, **validators)
         finally:
@@ -307,7 +311,12 @@ def _raise_for_status(response: urllib3.BaseHTTPResponse) -> None:
     )
 
 
-def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: float) -> bytes:
+def _read_body(
+    response: urllib3.BaseHTTPResponse,
+    policy: NetPolicy,
+    deadline: float,
+    stopped: Callable[[], bool] | None = None,
+) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise _too_large(policy)
@@ -322,6 +331,7 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: 
                 "The download took longer than the time allowed.",
                 transient=True,
             )
+        _stop_check(stopped)
         try:
             # Each read waits no longer than the deadline allows (net.connections).
             chunk = response.read1(CHUNK_BYTES)
@@ -333,6 +343,11 @@ def _read_body(response: urllib3.BaseHTTPResponse, policy: NetPolicy, deadline: 
         if received > policy.max_bytes:
             raise _too_large(policy)
         chunks.append(chunk)
+
+
+def _stop_check(stopped: Callable[[], bool] | None) -> None:
+    if stopped is not None and stopped():
+        raise DownloadStopped
 
 
 def _too_large(policy: NetPolicy) -> NetError:

@@ -45,3 +45,8 @@ class NetError(Exception):
 
     def __repr__(self) -> str:
         return f"NetError({self.reason!r}, {self.message!r})"
+
+
+class DownloadStopped(Exception):
+    """The caller said the download was no longer wanted (its `stopped` answered true):
+    not a failure of the URL, so not a NetError."""

@@ -11,8 +11,10 @@ batch whose lease ran out, finds nothing left to claim or to record.
 import contextvars
 import logging
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,6 +52,7 @@ class _Download:
 class _Work:
     image: ProductImage  # the first image with its URL in its request
     known: Known | None  # what the account's cache knows of the URL
+    stop: threading.Event  # set once its request is seen cancelled: the download ends
     download: "Future[_Download] | None" = None  # from its start until it is encoded
     started: bool = False
     downloaded: int = 0
@@ -76,20 +79,31 @@ class _Work:
             # address refused, a connection failed) named no request.
             bound = contextvars.copy_context()
             bound.run(request_id_var.set, str(self.image.request_id))
-            self.download = threads.submit(bound.run, _fetch, self.image.input_url, self.known)
+            self.download = threads.submit(
+                bound.run, _fetch, self.image.input_url, self.known, self.stop.is_set
+            )
 
     def cancel(self) -> None:
         """Its request was cancelled before it was processed: it ends so, its download
-        dropped if it has not started (one under way finishes on its thread, unread)."""
+        dropped if it has not started (one under way stops at its next chunk, its request's
+        stop being set)."""
         if self.download is not None:
             self.download.cancel()
             self.download = None
         self.started = True  # and none starts later
         self.failure = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
-    def download_take(self) -> "_Download":
-        """The download's result, no longer held here once taken."""
+    def download_take(self, cancels: "_CancelWatch") -> "_Download | None":
+        """The download's result, no longer held here once taken; None if its request was
+        cancelled while it was awaited: a slow source does not hold a cancelled batch."""
         assert self.download is not None
+        wait = max(settings.IMAGE_CANCEL_CHECK_SECONDS, CANCEL_WAIT_LEAST)
+        while not self.download.done():
+            try:
+                self.download.exception(timeout=wait)  # its error, if any, is raised below
+            except TimeoutError:
+                if self.image.request_id in cancels.seen():
+                    return None
         download, self.download = self.download, None
         return download.result()
 
@@ -112,16 +126,25 @@ def images_process(*, image_ids: list[int]) -> None:
     # dropped.
     threads = _io_threads()
     known = _sources_known(firsts)
-    work = {image.pk: _Work(image, known.get(image.pk)) for image in firsts}
+    cancels = _CancelWatch({image.request_id for image in firsts})
+    work = {
+        image.pk: _Work(image, known.get(image.pk), cancels.stops[image.request_id])
+        for image in firsts
+    }
     pending = [item for item in work.values() if item.image.status == ProductImage.Status.PENDING]
     for item in pending[: _read_ahead()]:
         item.download_start(threads)
     token = uuid.uuid4()
     leases.hold(token)
     try:
-        _images_claimed_work(firsts, work, token, threads)
+        _images_claimed_work(firsts, work, token, threads, cancels)
     finally:
         leases.release(token)
+
+
+# The least a batch waits for a download before it looks again for a cancel: with
+# IMAGE_CANCEL_CHECK_SECONDS at 0 it would otherwise ask the database without a pause.
+CANCEL_WAIT_LEAST = 0.05
 
 
 def _read_ahead() -> int:
@@ -134,6 +157,7 @@ def _images_claimed_work(
     batch: dict[int, _Work],
     token: uuid.UUID,
     threads: ThreadPoolExecutor,
+    cancels: "_CancelWatch",
 ) -> None:
     claimed = {image.pk for image in _images_claim(firsts, token)}
     for image_id, item in batch.items():
@@ -143,7 +167,7 @@ def _images_claimed_work(
     if not work:
         return
     with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):
-        _images_work(work, threads)
+        _images_work(work, threads, cancels)
         for request_id in dict.fromkeys(item.image.request_id for item in work):
             mine = [item for item in work if item.image.request_id == request_id]
             # One transaction: what the sources answered, the results, the counters and
@@ -165,12 +189,11 @@ def _images_claimed_work(
                 )
 
 
-def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
+def _images_work(work: list[_Work], threads: ThreadPoolExecutor, cancels: "_CancelWatch") -> None:
     """Compress each download as it arrives, or copy the output of an unchanged source;
     write the outputs on the I/O threads."""
     stored: list[tuple[_Work, Future[None]]] = []
     ahead = _read_ahead()
-    cancels = _CancelWatch({item.image.request_id for item in work})
     for index, item in enumerate(work):
         if item.image.request_id in cancels.seen():
             item.cancel()
@@ -178,8 +201,9 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
         for later in work[index : index + ahead]:
             later.download_start(threads)
         try:
-            download = item.download_take()
-            if item.image.request_id in cancels.seen():  # asked again: the wait may be long
+            download = item.download_take(cancels)
+            # Asked again once it has come: the wait for it may have been long.
+            if download is None or item.image.request_id in cancels.seen():
                 item.cancel()
                 continue
             fetched, digest = download.fetched, download.digest
@@ -232,12 +256,14 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor) -> None:
 
 class _CancelWatch:
     """The batch's requests that have been cancelled, read again at most every
-    IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once."""
+    IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once. Each
+    request's stop is set once it is seen cancelled: its downloads end at their next chunk."""
 
     def __init__(self, request_ids: set[uuid.UUID]) -> None:
         self.request_ids = request_ids
-        self.asked_at = time.monotonic()  # the claim, just before, found them running
+        self.asked_at = time.monotonic()  # the claim, just after, finds them running
         self.cancelled: set[uuid.UUID] = set()
+        self.stops = {request_id: threading.Event() for request_id in request_ids}
 
     def seen(self) -> set[uuid.UUID]:
         if time.monotonic() - self.asked_at >= settings.IMAGE_CANCEL_CHECK_SECONDS:
@@ -248,6 +274,7 @@ class _CancelWatch:
                 ).values_list("pk", flat=True)
             )
             for request_id in cancelled - self.cancelled:
+                self.stops[request_id].set()
                 logger.info(
                     "request %s cancelled: the batch ends its images not processed yet", request_id
                 )
@@ -336,10 +363,10 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
     return [image for image in firsts if (image.request_id, image.input_url) in mine]
 
 
-def _fetch(url: str, known: Known | None) -> _Download:
+def _fetch(url: str, known: Known | None, stopped: Callable[[], bool]) -> _Download:
     """The source's bytes and their hash, or word that they have not changed since the copy
-    whose output can be re-used. Through the net package's attribute: the seam tests stub a
-    download at."""
+    whose output can be re-used; DownloadStopped once stopped answers true. Through the net
+    package's attribute: the seam tests stub a download at."""
     asked = known if known is not None and known.output is not None else None
     with metrics.STAGE_SECONDS.labels("fetch").time():
         fetched = net.fetch_if_changed(
@@ -348,6 +375,7 @@ def _fetch(url: str, known: Known | None) -> _Download:
             etag=asked.etag if asked else "",
             last_modified=asked.last_modified if asked else "",
             headers=IMAGE_REQUEST_HEADERS,
+            stopped=stopped,
         )
     return _Download(fetched, reuse.content_hash(fetched.body) if fetched.body else "")
 

@@ -132,6 +132,8 @@ def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dic
             "IMAGE_FETCH_READ_TIMEOUT": "1",
             "IMAGE_MAX_ATTEMPTS": "2",
             "IMAGE_FETCH_RETRY_BACKOFF": "0.2",
+            # A cancel seen within a tenth of a second: well inside the 2 s a download has.
+            "IMAGE_CANCEL_CHECK_SECONDS": "0.1",
             "SWEEP_INTERVAL": "1",
             # Every test client is 127.0.0.1: one shared upload budget would make tests
             # depend on each other. The limit itself is tested in test_upload_limits.py.

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 import net.connections
 from net import (
+    DownloadStopped,
     Fetched,
     NetError,
     NetPolicy,
@@ -252,6 +253,20 @@ def test_a_server_that_drips_bytes_is_cut_off_at_the_total_deadline(server: str)
     assert error.reason == "timeout"
     assert error.transient is True
     assert elapsed < 2.5
+
+
+def test_a_download_no_longer_wanted_stops_at_its_next_chunk(server: str) -> None:
+    """Asked before each chunk: a cancelled request's download ended at its deadline."""
+    asked: list[float] = []
+
+    def stopped() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) > 3  # the first hop, then two chunks, then no more
+
+    policy = policy_for(server, total_timeout=30.0, read_timeout=5.0)
+    with pytest.raises(DownloadStopped):
+        fetch_if_changed(f"{server}/drip", policy, stopped=stopped)
+    assert len(asked) == 4  # not the drip's thousand chunks
 
 
 @pytest.mark.parametrize("path", STALLING_ANSWERS)

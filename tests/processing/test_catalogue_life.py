@@ -670,8 +670,8 @@ def test_an_image_whose_download_a_cancel_came_during_is_not_encoded(
     request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
     take = pipeline._Work.download_take
 
-    def take_then_cancel(item: Any) -> Any:
-        taken = take(item)
+    def take_then_cancel(item: Any, cancels: Any) -> Any:
+        taken = take(item, cancels)
         api.post(f"/api/requests/{request.pk}/cancel/")
         return taken
 

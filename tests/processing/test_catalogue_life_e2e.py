@@ -151,6 +151,52 @@ def test_a_request_cancelled_mid_run_stops_starting_images_and_reports_what_fini
     assert body["code"] == "already_finished"
 
 
+def test_a_cancel_ends_the_download_a_batch_waits_for_without_reading_it_to_its_end(
+    production_service: Service, origin: Origin
+) -> None:
+    # Given an image whose origin sends its first bytes, waits for the test's cancel, then
+    # sends the rest over a second (the service's downloads may take 2 s in all here, and
+    # it looks for a cancel every tenth of a second), noting whether the service hung up
+    run = uuid.uuid4().hex[:8]
+    chunk, chunks = b"\xff" * 65536, 20
+    sending, cancelled, abandoned = threading.Event(), threading.Event(), threading.Event()
+
+    def slowly(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Length", str(len(chunk) * chunks))
+        handler.end_headers()
+        try:
+            for sent in range(chunks):
+                handler.wfile.write(chunk)
+                handler.wfile.flush()
+                if sent == 0:
+                    sending.set()
+                    cancelled.wait(30)
+                time.sleep(0.05)
+        except OSError:  # the service closed the connection before the end
+            abandoned.set()
+
+    url = origin.add(f"/{run}/slow.jpg", serve=slowly)
+    response = multipart_upload(production_service.base_url, one_per_product([url]))
+    request_id = response.json()["request_id"]
+    wait_until(sending.is_set, timeout=60, what="the download to start")
+
+    # When the user cancels it while the batch waits for that download
+    try:
+        code, body = post(production_service, request_id, "cancel")
+    finally:
+        cancelled.set()
+    assert code == 202, body
+
+    # Then the service hangs up on the source rather than read it to its end (which would
+    # be a second on), and the request ends cancelled, its image not processed
+    wait_until(abandoned.is_set, timeout=30, what="the service to hang up on the source")
+    status = wait_for_finish(production_service.base_url, request_id, timeout=60)
+    assert status["status"] == "cancelled"
+    assert status["progress"]["cancelled"] == 1
+
+
 def test_retry_processes_again_only_the_images_that_failed(
     production_service: Service, origin: Origin
 ) -> None:
