@@ -326,11 +326,15 @@ def test_a_rerun_of_half_the_sources_quality_at_a_quality_typed_in_uses_it(
     page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
     expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
 
-    # When the person clears the quality and re-runs, the API's reason is shown by field
+    # When a quality the API refuses is sent (by a browser that does not check the form
+    # itself), the API's reason is shown by field
+    page.locator("#rerun-form").evaluate("form => { form.noValidate = true; }")
     quality = page.locator("#rerun-form").get_by_label(re.compile(r"^Quality"))
-    quality.fill("")
+    quality.fill("96")
     page.get_by_role("button", name="Re-run with these settings").click()
-    expect(page.locator("#action-result")).to_contain_text("quality: A valid integer is required.")
+    expect(page.locator("#action-result")).to_contain_text(
+        "quality: Ensure this value is less than or equal to 95."
+    )
 
     # When they type a quality and re-run
     quality.fill("30")
@@ -344,6 +348,33 @@ def test_a_rerun_of_half_the_sources_quality_at_a_quality_typed_in_uses_it(
     assert console_errors == [
         "Failed to load resource: the server responded with a status of 400 (Bad Request)"
     ]
+
+
+@pytest.mark.e2e
+def test_a_rerun_with_the_quality_emptied_keeps_the_sources(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    """As a re-run through the API that gives no quality: the page sent "" and the API
+    refused it ("A valid integer is required")."""
+    page = logged_in
+    # Given a finished request at half each source's quality
+    request_id = multipart_upload(
+        embedded_service.base_url, products_csv(origin), quality_mode="relative"
+    ).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    qualities = sorted(page.locator(".quality").all_inner_texts())
+
+    # When the person empties the quality and re-runs
+    page.locator("#rerun-form").get_by_label(re.compile(r"^Quality")).fill("")
+    page.get_by_role("button", name="Re-run with these settings").click()
+
+    # Then the re-run is at the source's quality, half each image's own again
+    expect(page).not_to_have_url(re.compile(request_id))
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    assert "half the source's quality (else quality 50)" in page.locator("#request").inner_text()
+    assert sorted(page.locator(".quality").all_inner_texts()) == qualities
+    assert console_errors == []
 
 
 @pytest.mark.e2e

@@ -91,6 +91,9 @@
       const data = new FormData(form);
       const csrf = data.get("csrfmiddlewaretoken");
       data.delete("csrfmiddlewaretoken");
+      // An emptied quality keeps the source's, as the API does when none is given: sent
+      // as JSON's "", it was refused ("A valid integer is required").
+      if (data.get("quality") === "") data.delete("quality");
       // The re-run's target: one asks for the perceptual mode; none leaves the source's
       // mode, but for a perceptual source, which it takes back to the fixed quality. A
       // quality changed on a source at half its images' own asks for that quality.
@@ -101,7 +104,7 @@
         else {
           data.delete("target");
           if (mode === "perceptual") data.set("quality_mode", "fixed");
-          else if (mode === "relative" && quality.value !== quality.defaultValue)
+          else if (mode === "relative" && quality.value && quality.value !== quality.defaultValue)
             data.set("quality_mode", "fixed");
         }
       }
