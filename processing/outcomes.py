@@ -3,9 +3,10 @@ its reason and whether to try again. results.images_record writes them."""
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 from imaging.errors import ImagingError
-from net import NetError
+from net import DownloadStopped, NetError
 from processing.facts import OutputFacts
 from processing.models import ReasonCode
 
@@ -27,10 +28,16 @@ class ImageFailure:
             return cls(error.reason, error.message, error.transient, error.retry_after)
         if isinstance(error, ImagingError):
             return cls(error.reason, error.message)
+        if isinstance(error, DownloadStopped):  # its request's cancel, seen by the batch
+            return CANCELLED_IN_BATCH
         # A bug, or an image that trips the codec in a way no guard foresaw: this image
         # fails, the request goes on.
         logger.error("image %s failed unexpectedly", image_id, exc_info=error)
         return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
+
+
+# An image of a batch under way whose request was cancelled before it was processed.
+CANCELLED_IN_BATCH: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
 
 @dataclass(frozen=True)
