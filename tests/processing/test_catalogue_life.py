@@ -611,6 +611,7 @@ def test_an_image_failing_after_the_cancel_is_not_retried(
     )
 
 
+@pytest.mark.parametrize(("during", "succeeded"), [("encode", 1), ("download", 0)])
 def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is_cancelled(
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -618,80 +619,58 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
     django_capture_on_commit_callbacks: Capture,
     account: Account,
     api: APIClient,
+    during: str,
+    succeeded: int,
 ) -> None:
-    # Given a batch of 2 claimed and running, its batch looking for a cancel before each
-    # image, and the request cancelled while its first image encodes: with the real
-    # encoder wrapped to time the cancel (nothing of it is replaced)
+    # Given a batch of 2 claimed and running, looking for a cancel before each image and
+    # once each download has come, and the request cancelled while its first image
+    # encodes, or as its first download comes: the real encoder or wait wrapped to time
+    # the cancel (nothing of either is replaced)
     settings.IMAGE_CANCEL_CHECK_SECONDS = 0
     downloads.answers = dict.fromkeys(URLS, JPEG)
     request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
-    compress = pipeline._compress
+    compress, take = pipeline._compress, pipeline._Work.download_take
+
+    def cancel() -> None:
+        assert api.post(f"/api/requests/{request.pk}/cancel/").status_code == 202
 
     def compress_then_cancel(*args: Any) -> Any:
         compressed = compress(*args)
-        assert api.post(f"/api/requests/{request.pk}/cancel/").status_code == 202
+        cancel()
         return compressed
 
-    monkeypatch.setattr(pipeline, "_compress", compress_then_cancel)
+    def take_then_cancel(item: Any, cancels: Any) -> Any:
+        taken = take(item, cancels)
+        cancel()
+        return taken
+
+    if during == "encode":
+        monkeypatch.setattr(pipeline, "_compress", compress_then_cancel)
+    else:
+        monkeypatch.setattr(pipeline._Work, "download_take", take_then_cancel)
+    encoded_before = encodes()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         pipeline.images_process(image_ids=batches[0])
 
-    # Then the batch's other image (in whichever order the batch took them) is not
-    # encoded: it ends cancelled, as do the two not claimed, and the request ends
-    # cancelled with the one output made
+    # Then no image of the batch is encoded after the cancel (in whichever order the batch
+    # took them): it ends cancelled, as do the two not claimed, and the request ends
+    # cancelled with the outputs made before
+    assert encodes() - encoded_before == succeeded
     batch = sorted((image.status, image.error_message) for image in images_of(request)[:2])
-    assert batch == [("cancelled", "Cancelled before it was processed."), ("succeeded", "")]
+    cancelled = ("cancelled", "Cancelled before it was processed.")
+    assert batch == sorted([cancelled] * (2 - succeeded) + [("succeeded", "")] * succeeded)
     assert {image.status for image in images_of(request)[2:]} == {"cancelled"}
     drain(django_capture_on_commit_callbacks, list(callbacks))
     request.refresh_from_db()
     assert (request.status, request.succeeded_images, request.cancelled_images) == (
         "cancelled",
-        1,
-        3,
+        succeeded,
+        4 - succeeded,
     )
-    assert sum(row[3] != "" for row in output_csv(api, request)[1:]) == 1
+    assert sum(row[3] != "" for row in output_csv(api, request)[1:]) == succeeded
 
 
-# --- Retry ----------------------------------------------------------------------------
-
-
-def test_an_image_whose_download_a_cancel_came_during_is_not_encoded(
-    settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    downloads: Downloads,
-    django_capture_on_commit_callbacks: Capture,
-    account: Account,
-    api: APIClient,
-) -> None:
-    # Given a batch running, and its request cancelled while the batch waits for its first
-    # download (the real wait wrapped to time the cancel; nothing of it is replaced)
-    settings.IMAGE_CANCEL_CHECK_SECONDS = 0
-    downloads.answers = dict.fromkeys(URLS, JPEG)
-    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
-    take = pipeline._Work.download_take
-
-    def take_then_cancel(item: Any, cancels: Any) -> Any:
-        taken = take(item, cancels)
-        api.post(f"/api/requests/{request.pk}/cancel/")
-        return taken
-
-    monkeypatch.setattr(pipeline._Work, "download_take", take_then_cancel)
-    encoded_before = encodes()
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        pipeline.images_process(image_ids=batches[0])
-
-    # Then nothing is encoded: the downloaded image ends cancelled with the others
-    assert encodes() == encoded_before
-    assert {(image.status, image.error_code) for image in images_of(request)} == {
-        ("cancelled", "cancelled")
-    }
-    drain(django_capture_on_commit_callbacks, list(callbacks))
-    request.refresh_from_db()
-    assert (request.status, request.succeeded_images, request.cancelled_images) == (
-        "cancelled",
-        0,
-        4,
-    )
+# --- Find what failed -----------------------------------------------------------------
 
 
 def test_the_products_with_a_failed_image_are_listed_alone_page_after_page(
@@ -721,6 +700,9 @@ def test_the_products_with_a_failed_image_are_listed_alone_page_after_page(
     # and every product with statuses given together
     both = api.get(f"/api/requests/{request.pk}/products/?status=failed,succeeded").json()
     assert both["count"] == 4
+
+
+# --- Retry ----------------------------------------------------------------------------
 
 
 def test_retry_queues_only_what_failed_and_finishes_again_with_a_new_event_and_csv(
