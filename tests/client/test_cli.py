@@ -1,8 +1,10 @@
-"""The command-line client without a server: which API key it sends, and what it prints of
-the API's errors and its own."""
+"""The command-line client without the service (stand-ins answer what it cannot be made
+to here): which API key it sends, and what it prints of the API's errors and its own."""
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -11,6 +13,39 @@ import urllib3
 
 from client.cli import ApiKey, api_key_for, error_text, main
 from tests.support import free_port
+
+
+class Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def stand_in(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A stand-in for the service on a spare port of 127.0.0.1, for answers the real one
+    cannot be made to give here; its address."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def json_answer(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: object,
+    headers: dict[str, str] | None = None,
+) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    for name, value in {**(headers or {}), "Content-Type": "application/json"}.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 @pytest.fixture
@@ -97,31 +132,17 @@ def test_an_upload_refused_with_a_retry_after_is_printed_at_once_not_waited_out(
     # urllib3 waits out a Retry-After before sending again, an hour here.
     posts: list[str] = []
 
-    class Throttling(BaseHTTPRequestHandler):
+    class Throttling(Quiet):
         def do_POST(self) -> None:
             posts.append(self.path)
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"error": "Too many uploads.", "code": "throttled"}).encode()
-            self.send_response(429)
-            self.send_header("Retry-After", "3600")
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            refusal = {"error": "Too many uploads.", "code": "throttled"}
+            json_answer(self, 429, refusal, {"Retry-After": "3600"})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     csv_path = tmp_path / "products.csv"
     csv_path.write_text("S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n")
-    try:
-        server_url = f"http://127.0.0.1:{server.server_address[1]}"
+    with stand_in(Throttling) as server_url:
         assert main(["--server", server_url, "--api-key", "K.x", "submit", str(csv_path)]) == 2
-    finally:
-        server.shutdown()
-        server.server_close()
     assert posts == ["/api/upload/"]
     assert "HTTP 429: Too many uploads." in capsys.readouterr().err
 
@@ -166,29 +187,15 @@ def test_a_finished_request_whose_csv_cannot_be_fetched_still_gives_its_id(
         "products_url": "",
     }
 
-    class StorageDown(BaseHTTPRequestHandler):
+    class StorageDown(Quiet):
         def do_GET(self) -> None:
-            failing = self.path.endswith("output.csv")
-            body = json.dumps(
-                {"error": "Storage unavailable.", "code": "server_error"} if failing else finished
-            ).encode()
-            self.send_response(500 if failing else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if self.path.endswith("output.csv"):
+                json_answer(self, 500, {"error": "Storage unavailable.", "code": "server_error"})
+            else:
+                json_answer(self, 200, finished)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StorageDown)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        server_url = f"http://127.0.0.1:{server.server_address[1]}"
+    with stand_in(StorageDown) as server_url:
         code = main(["--server", server_url, "--api-key", "K.x", "wait", request_id])
-    finally:
-        server.shutdown()
-        server.server_close()
     out, err = capsys.readouterr()
     assert (code, out) == (2, f"{request_id}\n")
     assert (
