@@ -43,11 +43,11 @@ LIST_PAGE = 100  # the most the list API gives a page
 FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
 # What a Ctrl-C during each command that changes something leaves to check.
 INTERRUPTED = {
-    "submit": "; the request may have been made: `imgsvc list --limit 1` shows",
-    "rerun": "; the re-run may have been made: `imgsvc list --limit 1` shows",
-    "retry": "; the retry may have been queued: `imgsvc status` shows",
-    "cancel": "; the cancel may have been applied: `imgsvc status` shows",
-    "delete": "; the request may have been deleted: `imgsvc status` shows",
+    "submit": "; the request may have been made: `imgsvc list --limit 5` shows the newest",
+    "rerun": "; the re-run may have been made: `imgsvc list --limit 5` shows the newest",
+    "retry": "; the retry may have been queued: `imgsvc status {id}` shows",
+    "cancel": "; the cancel may have been applied: `imgsvc status {id}` shows",
+    "delete": "; the request may have been deleted: `imgsvc status {id}` shows",
 }
 
 
@@ -360,11 +360,13 @@ def control(client: Client, options: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     if options.command == "retry":
+        # Counted before: in the answer, an image queued again may have ended already.
+        before = client.status(options.request_id)["progress"]
         status = client.act(options.request_id, "retry", {})
         progress = status["progress"]
         print(
-            f"request {options.request_id}: {progress['pending']} of {progress['total']} "
-            "images queued again",
+            f"request {options.request_id}: {before['failed'] + before['cancelled']} of "
+            f"{progress['total']} images queued again",
             file=sys.stderr,
         )
         if not options.wait:
@@ -408,11 +410,13 @@ def waits(parser: argparse.ArgumentParser) -> None:
     saves(parser)
 
 
-def saves(parser: argparse.ArgumentParser) -> None:
+def saves(parser: argparse.ArgumentParser, *, implies_wait: bool = True) -> None:
     parser.add_argument(
         "--output",
         type=Path,
-        help="where to save the output CSV (implies --wait; else REQUEST_ID-output.csv)",
+        help="where to save the output CSV ("
+        + ("implies --wait; " if implies_wait else "")
+        + "else REQUEST_ID-output.csv in this folder)",
     )
 
 
@@ -444,6 +448,16 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def server_url(text: str) -> str:
+    """The service's address, with its scheme: without one, urllib3 warned and guessed."""
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"not an http:// or https:// address: '{text}' (e.g. http://127.0.0.1:8000)"
+        )
+    return text
+
+
 def positive(text: str) -> int:
     if not (text.isdigit() and int(text) >= 1):
         raise argparse.ArgumentTypeError(f"not a whole number from 1: '{text}'")
@@ -454,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--server",
+        type=server_url,
         default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"),
         help="the service's address: else IMGSVC_URL, else http://127.0.0.1:8000",
     )
@@ -493,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         "wait", help="follow a request to its end and save its output CSV"
     )
     wait_parser.add_argument("request_id")
-    saves(wait_parser)
+    saves(wait_parser, implies_wait=False)
     options = parser.parse_args(argv)
     if getattr(options, "output", None) is not None:
         options.wait = True
@@ -528,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Outside the following, which says more: a call that changes something may have
         # reached the service.
-        print(f"\ninterrupted{INTERRUPTED.get(options.command, '')}", file=sys.stderr)
+        hint = INTERRUPTED.get(options.command, "")
+        print(f"\ninterrupted{hint.format(id=getattr(options, 'request_id', ''))}", file=sys.stderr)
         return 130
 
 

@@ -493,8 +493,9 @@ def query_checked(request: Request, known: frozenset[str]) -> None:
     would list everything as if it had applied. DRF's own `format` is taken everywhere."""
     unknown = sorted(set(request.query_params) - known - {"format"})
     if unknown:
+        takes = ", ".join(sorted(known))
         raise serializers.ValidationError(
-            {name: ["Not a parameter of this list."] for name in unknown}
+            {name: [f"Not a parameter of this list, which takes {takes}."] for name in unknown}
         )
 
 

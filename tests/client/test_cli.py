@@ -202,3 +202,13 @@ def test_a_finished_request_whose_csv_cannot_be_fetched_still_gives_its_id(
         f"HTTP 500: Storage unavailable.\nthe request has finished: `imgsvc wait {request_id}`"
         in err
     )
+
+
+def test_a_server_without_its_scheme_is_refused_naming_what_to_give(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """urllib3 warned of a deprecation, in its own words, and guessed http."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--server", "127.0.0.1:8000", "list"])
+    assert exited.value.code == 2
+    assert "not an http:// or https:// address: '127.0.0.1:8000'" in capsys.readouterr().err

@@ -601,7 +601,11 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
             "status",
             "Not a status: 'broken'. One of: pending, processing, succeeded, failed, cancelled.",
         ),
-        ("satus=failed", "satus", "Not a parameter of this list."),
+        (
+            "satus=failed",
+            "satus",
+            "Not a parameter of this list, which takes page, page_size, status.",
+        ),
     ],
 )
 def test_a_page_or_page_size_that_is_not_one_is_a_400_naming_it(

@@ -255,7 +255,11 @@ def test_one_request_is_read_as_its_row_in_the_list_expired_or_not(api: APIClien
         ],
         # past 4,300 digits int() raises: a 500
         (f"page_size={LONG}", "page_size", f"Not a page size from 1 to 100: '{LONG}'."),
-        ("statuses=failed", "statuses", "Not a parameter of this list."),
+        (
+            "statuses=failed",
+            "statuses",
+            "Not a parameter of this list, which takes cursor, page_size, status.",
+        ),
     ],
 )
 def test_a_query_the_list_cannot_follow_is_a_400_naming_it(
