@@ -10,6 +10,7 @@ from django.utils import timezone
 from accounts.services import account_lock
 from processing import expiry, metrics, queue
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
+from processing.outcomes import CANCELLED
 from processing.policies import pending_quota_check
 from processing.results import NO_FACTS, request_finalize_when_ready
 from processing.window import request_window_fill
@@ -57,7 +58,7 @@ def request_cancel(*, request: ProcessingRequest) -> ProcessingRequest:
         ).update(
             status=ProductImage.Status.CANCELLED,
             error_code=ReasonCode.CANCELLED,
-            error_message="Cancelled before it started.",
+            error_message=CANCELLED.message,
             finished_at=now,
         )
         locked.cancelled_images += cancelled

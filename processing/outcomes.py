@@ -29,15 +29,16 @@ class ImageFailure:
         if isinstance(error, ImagingError):
             return cls(error.reason, error.message)
         if isinstance(error, DownloadStopped):  # its request's cancel, seen by the batch
-            return CANCELLED_IN_BATCH
+            return CANCELLED
         # A bug, or an image that trips the codec in a way no guard foresaw: this image
         # fails, the request goes on.
         logger.error("image %s failed unexpectedly", image_id, exc_info=error)
         return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
 
 
-# An image of a batch under way whose request was cancelled before it was processed.
-CANCELLED_IN_BATCH: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
+# An image whose request was cancelled before it was processed: waiting its turn, or in a
+# batch under way.
+CANCELLED: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from imaging.metadata import MetadataMode
 from processing import control, selectors, webhooks
 from processing.api_common import WebhookTestSerializer
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
+from processing.outcomes import CANCELLED
 
 REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
@@ -88,6 +89,7 @@ class ImageRow:
     image: ProductImage
     output_url: str | None
     advice: str
+    detail: str  # the error message, where it adds to the advice
 
     @property
     def saving_percent(self) -> int | None:
@@ -159,6 +161,8 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
                     image=image,
                     output_url=selectors.image_output_url(found, image),
                     advice=image_advice(image) if image.error_code else "",
+                    # A plain cancel's message says what its advice does: not twice.
+                    detail="" if image.error_message == CANCELLED.message else image.error_message,
                 )
                 for image in product.images.all()
             ],

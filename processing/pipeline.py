@@ -34,7 +34,7 @@ from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
-from processing.outcomes import CANCELLED_IN_BATCH, ImageFailure, ImageOutcome
+from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
 from processing.results import images_record
 from processing.reuse import Known, Seen
@@ -91,7 +91,7 @@ class _Work:
             self.download.cancel()
             self.download = None
         self.started = True  # and none starts later
-        self.failure = CANCELLED_IN_BATCH
+        self.failure = CANCELLED
 
     def download_take(self, cancels: "_CancelWatch") -> "_Download | None":
         """The download's result, no longer held here once taken; None if its request was

@@ -21,7 +21,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from accounts.models import Account
 from processing import intake, queue, tasks, webhooks
-from processing.models import ProcessingRequest
+from processing.models import ProcessingRequest, ProductImage
+from processing.outcomes import CANCELLED
 from processing.queue import QueuedTask
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
@@ -718,12 +719,18 @@ def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_sh
     ProcessingRequest.objects.filter(pk=request.pk).update(
         status="cancelled", succeeded_images=1, cancelled_images=3
     )
+    ProductImage.objects.filter(request=request).exclude(input_url__endswith="/1.jpg").update(
+        status="cancelled", error_code="cancelled", error_message=CANCELLED.message
+    )
 
     page = member_client.get(f"/requests/{request.pk}/").content.decode()
 
     assert 'class="bar bar-stopped"' in page
     assert 'aria-valuenow="25"' in page  # one image of four, not a full bar
     assert "Webhook to <code>https://hooks.shop.example/images</code>" in page
+    # each cancelled image says why once, not in the advice and again in its message
+    assert page.count("The request was cancelled before this image was processed.") == 3
+    assert CANCELLED.message not in page
 
 
 @pytest.mark.django_db
