@@ -379,7 +379,11 @@ def control(client: Client, options: argparse.Namespace) -> int:
 
 def list_requests(client: Client, options: argparse.Namespace) -> int:
     """A line a request: id, status, when uploaded, and how far it got."""
-    for row in client.requests(options.status or [], options.limit):
+    statuses = [name for given in options.status or [] for name in given.split(",") if name]
+    rows = client.requests(statuses, options.limit)
+    if not rows:
+        print("no requests" + (f" in {', '.join(statuses)}" if statuses else ""), file=sys.stderr)
+    for row in rows:
         progress = row["progress"]
         done = f"{progress['succeeded']}/{progress['total']} images"
         if progress["failed"]:
@@ -458,6 +462,15 @@ def server_url(text: str) -> str:
     return text
 
 
+def statuses_given(text: str) -> str:
+    wrong = [name for name in text.split(",") if name and name not in STATUSES]
+    if wrong:
+        raise argparse.ArgumentTypeError(
+            f"not a status: {', '.join(wrong)} (one of {', '.join(STATUSES)})"
+        )
+    return text
+
+
 def positive(text: str) -> int:
     if not (text.isdigit() and int(text) >= 1):
         raise argparse.ArgumentTypeError(f"not a whole number from 1: '{text}'")
@@ -482,7 +495,10 @@ def main(argv: list[str] | None = None) -> int:
     status_parser.add_argument("request_id")
     list_parser = commands.add_parser("list", help="the account's requests, newest first")
     list_parser.add_argument(
-        "--status", action="append", choices=STATUSES, help="only these (repeat for more)"
+        "--status",
+        action="append",
+        type=statuses_given,
+        help=f"only these, comma-separated or repeated: {', '.join(STATUSES)}",
     )
     list_parser.add_argument("--limit", type=positive, default=20, help="at most (20)")
     cancel_parser = commands.add_parser("cancel", help="stop a request: images not started end")

@@ -212,3 +212,20 @@ def test_a_server_without_its_scheme_is_refused_naming_what_to_give(
         main(["--server", "127.0.0.1:8000", "list"])
     assert exited.value.code == 2
     assert "not an http:// or https:// address: '127.0.0.1:8000'" in capsys.readouterr().err
+
+
+def test_list_takes_statuses_comma_separated_and_says_when_none_is_found(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    asked: list[str] = []
+
+    class NoRequests(Quiet):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            json_answer(self, 200, {"next": None, "previous": None, "results": []})
+
+    with stand_in(NoRequests) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "list", "--status", "failed,cancelled"]
+        assert main(argv) == 0
+    assert asked == ["/api/requests/?page_size=20&status=failed%2Ccancelled"]
+    assert capsys.readouterr() == ("", "no requests in failed, cancelled\n")
