@@ -253,9 +253,12 @@ def submit(client: Client, options: argparse.Namespace) -> int:
     return started(client, options, accepted["request_id"], accepted["total_images"])
 
 
-def started(client: Client, options: argparse.Namespace, request_id: str, total: int) -> int:
-    """A request that was just queued: its id, and with --wait its end and output CSV."""
-    print(f"request {request_id}: {total} images", file=sys.stderr)
+def started(
+    client: Client, options: argparse.Namespace, request_id: str, total: int, queued: str = ""
+) -> int:
+    """A request that was just queued (queued: what of it, if not all its images): its id,
+    and with --wait its end and output CSV."""
+    print(f"request {request_id}: {queued or f'{total} images'}", file=sys.stderr)
     if not options.wait:
         print(request_id)
         return 0
@@ -362,17 +365,9 @@ def control(client: Client, options: argparse.Namespace) -> int:
     if options.command == "retry":
         # Counted before: in the answer, an image queued again may have ended already.
         before = client.status(options.request_id)["progress"]
-        status = client.act(options.request_id, "retry", {})
-        progress = status["progress"]
-        print(
-            f"request {options.request_id}: {before['failed'] + before['cancelled']} of "
-            f"{progress['total']} images queued again",
-            file=sys.stderr,
-        )
-        if not options.wait:
-            print(options.request_id)
-            return 0
-        return finished(client, options, options.request_id, progress["total"])
+        total = client.act(options.request_id, "retry", {})["progress"]["total"]
+        queued = f"{before['failed'] + before['cancelled']} of {total} images queued again"
+        return started(client, options, options.request_id, total, queued)
     accepted = client.act(options.request_id, "rerun", settings_fields(options))
     return started(client, options, accepted["request_id"], accepted["total_images"])
 

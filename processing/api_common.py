@@ -461,13 +461,15 @@ def length_required(request: Request) -> None:
         raise LengthRequired()
 
 
-def request_or_404(request: Request, request_id: str) -> ProcessingRequest:
+def request_or_404(
+    request: Request, request_id: str, *, expired_too: bool = False
+) -> ProcessingRequest:
     """The asking account's request: another account's is not found, as an unknown one;
-    an expired one answers 410."""
+    an expired one answers 410, unless expired_too (its row is still there to show)."""
     found = selectors.request_get(account=request_account(request), request_id=request_id)
     if found is None:
         raise RequestNotFound()
-    if found.expired_at is not None:
+    if found.expired_at is not None and not expired_too:
         raise expired_refusal(found)
     return found
 

@@ -35,12 +35,7 @@ from processing.api_common import (
     status_body,
     uploads_throttled,
 )
-from processing.exceptions import (
-    AlreadyFinished,
-    NothingToRetry,
-    RequestNotFinished,
-    RequestNotFound,
-)
+from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
 from processing.parsers import JSONParser
 
 
@@ -89,9 +84,7 @@ class RequestApi(APIView):
         responses={200: ListedRequestSerializer, **errors(401, 404)},
     )
     def get(self, request: Request, request_id: str) -> Response:
-        found = selectors.request_get(account=request_account(request), request_id=request_id)
-        if found is None:
-            raise RequestNotFound()
+        found = request_or_404(request, request_id, expired_too=True)
         return Response(selectors.request_listed_payload(found))
 
     @extend_schema(
