@@ -260,7 +260,6 @@ class _CancelWatch:
     request's stop is set once it is seen cancelled: its downloads end at their next chunk."""
 
     def __init__(self, request_ids: set[uuid.UUID]) -> None:
-        self.request_ids = request_ids
         self.asked_at = time.monotonic()  # the claim, just after, finds them running
         self.cancelled: set[uuid.UUID] = set()
         self.stops = {request_id: threading.Event() for request_id in request_ids}
@@ -270,7 +269,7 @@ class _CancelWatch:
             self.asked_at = time.monotonic()
             cancelled = set(
                 ProcessingRequest.objects.filter(
-                    pk__in=self.request_ids, cancel_requested_at__isnull=False
+                    pk__in=self.stops, cancel_requested_at__isnull=False
                 ).values_list("pk", flat=True)
             )
             for request_id in cancelled - self.cancelled:
