@@ -46,6 +46,10 @@ SEMICOLONS: Final = (
     "The header's cells are separated by semicolons, as Excel writes a CSV where the comma is "
     'the decimal mark. Separate them with commas (Excel: "CSV UTF-8").'
 )
+NO_HEADER: Final = (
+    "The first row is a product, not a header: the file must start with a row naming its "
+    f"columns, '{SERIAL_COLUMN}', '{NAME_COLUMN}' and '{URLS_COLUMN}'."
+)
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,10 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
             if delimiter == "," and ";" in header and "," not in header:
                 # The cause, alone: the columns it names as missing are all there.
                 raise CsvInvalid([CsvProblem(header_row, None, SEMICOLONS)])
+            if not columns and _looks_like_a_product(header_cells):
+                # The cause, alone: three "no column" lines would send the user hunting
+                # for a typo in a header that is not there.
+                raise CsvInvalid([CsvProblem(header_row, None, NO_HEADER)])
             raise CsvInvalid(problems.items)
         first_row_of_serial: dict[int, int] = {}
         for row_number, cells in enumerate(reader, start=header_row + 1):
@@ -332,6 +340,15 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
         else:
             indexes[column] = matches[0]
     return indexes
+
+
+def _looks_like_a_product(cells: list[str]) -> bool:
+    """A serial number first and a URL further on: a row of data where the header belongs."""
+    return (
+        len(cells) >= len(REQUIRED_COLUMNS)
+        and SERIAL_PATTERN.fullmatch(cells[0].strip()) is not None
+        and any("://" in cell for cell in cells[1:])
+    )
 
 
 def _letters(cell: str) -> str:

@@ -325,3 +325,27 @@ def test_a_quote_never_closed_is_told_at_the_row_it_opened_not_at_the_files_end(
             'A quoted cell (one opening with ") is never closed: add its closing ".',
         )
     ]
+
+
+def test_a_file_without_a_header_is_told_so_once() -> None:
+    data = b"1,Shoe,http://a.example/1.jpg\n2,Hat,http://a.example/2.jpg\n"
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert refused.value.problems == [
+        CsvProblem(
+            1,
+            None,
+            "The first row is a product, not a header: the file must start with a row naming "
+            "its columns, 'S. No.', 'Product Name' and 'Input Image Urls'.",
+        )
+    ]
+
+
+def test_a_header_with_a_column_misnamed_is_not_taken_for_a_product() -> None:
+    data = b"1,Product Name,http://a.example/1.jpg\n"
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert [problem.message for problem in refused.value.problems] == [
+        "The header has no 'S. No.' column.",
+        "The header has no 'Input Image Urls' column.",
+    ]
