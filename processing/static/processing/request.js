@@ -77,13 +77,6 @@
   // the network lost the answer (Chromium resends a POST by itself when a kept connection
   // fails), it gets the re-run it made. A new key once the form changes or an answer came.
   const keys = new Map();
-  function newKey() {
-    if (window.crypto.randomUUID) return window.crypto.randomUUID(); // secure contexts only
-    return Array.from(window.crypto.getRandomValues(new Uint8Array(16)), (byte) =>
-      byte.toString(16).padStart(2, "0")
-    ).join("");
-  }
-
   document.querySelectorAll("form.action").forEach((form) => {
     ["input", "change"].forEach((type) => form.addEventListener(type, () => keys.delete(form)));
     form.addEventListener("submit", async (event) => {
@@ -114,7 +107,7 @@
       actionResult.textContent = "";
       const headers = { "Content-Type": "application/json", "X-CSRFToken": csrf };
       if (form.dataset.then === "open") {
-        if (!keys.has(form)) keys.set(form, newKey());
+        if (!keys.has(form)) keys.set(form, window.newIdempotencyKey());
         headers["Idempotency-Key"] = keys.get(form);
       }
       try {

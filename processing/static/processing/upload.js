@@ -14,11 +14,6 @@
   // upload gets the request it made instead of a second one. A new key once the form
   // changes or the service has answered.
   let uploadKey = null;
-  function newKey() {
-    if (window.crypto.randomUUID) return window.crypto.randomUUID(); // secure contexts only
-    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
-    return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
-  }
   ["input", "change"].forEach((type) => form.addEventListener(type, () => (uploadKey = null)));
 
   function showFileName() {
@@ -98,7 +93,7 @@
     try {
       // The session's CSRF token, which Django checks on every logged-in POST.
       const csrf = data.get("csrfmiddlewaretoken");
-      uploadKey = uploadKey || newKey();
+      uploadKey = uploadKey || window.newIdempotencyKey();
       const response = await fetch(form.action, {
         method: "POST",
         body: data,
