@@ -98,6 +98,22 @@ class ImageRow:
             return None
         return round(100 * (before - after) / before)
 
+    @property
+    def saving_words(self) -> str | None:
+        return size_change_words(self.saving_percent)
+
+
+def size_change_words(percent: int | None) -> str | None:
+    """A saving in words: an output that grew (a PNG made JPEG, a tiny GIF) is "larger",
+    not "-31% smaller"."""
+    if percent is None:
+        return None
+    if percent > 0:
+        return f"{percent}% smaller"
+    if percent < 0:
+        return f"{-percent}% larger"
+    return "the same size"
+
 
 @account_page("GET")
 def home(request: HttpRequest, account: Account) -> HttpResponse:
@@ -174,7 +190,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "page": page,
         "products": products,
         "percent": _percent_done(found),
-        "saved_percent": _saved_percent(found),
+        "saved_words": size_change_words(_saved_percent(found)),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
         "output_csv_url": selectors.output_csv_url(found),
         "expires_at": selectors.expires_at(found),
