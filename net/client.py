@@ -100,19 +100,19 @@ def fetch_if_changed(
     policy: NetPolicy,
     *,
     etag: str = "",
-    last_modified: str = "",
     headers: Mapping[str, str] | None = None,
     resolver: Resolver = system_resolver,
     stopped: Callable[[], bool] | None = None,
 ) -> Fetched:
-    """GET url as fetch does, sending the validators of a copy already held (If-None-Match,
-    If-Modified-Since): a 304 answer comes back as Fetched(body=None). stopped, asked
-    before each hop and each chunk of the body, ends the download (DownloadStopped) once
-    it answers true: a body no longer wanted is not read to its end."""
-    conditional = {
-        **({"If-None-Match": etag} if etag else {}),
-        **({"If-Modified-Since": last_modified} if last_modified else {}),
-    }
+    """GET url as fetch does, sending the entity tag of a copy already held (If-None-Match):
+    a 304 answer comes back as Fetched(body=None). stopped, asked before each hop and each
+    chunk of the body, ends the download (DownloadStopped) once it answers true: a body no
+    longer wanted is not read to its end.
+
+    Never If-Modified-Since: a date cannot tell a file put back with an older one (a
+    backup restored, `rsync -a`, `cp -p`), which an origin comparing dates answers 304, so
+    a source with a Last-Modified and no ETag is read again and compared by its bytes."""
+    conditional = {"If-None-Match": etag} if etag else {}
     headers = {**(headers or {}), **conditional}
     deadline = time.monotonic() + policy.total_timeout
     for _hop in range(policy.max_redirects + 1):

@@ -372,7 +372,6 @@ def _fetch(url: str, known: Known | None, stopped: Callable[[], bool]) -> _Downl
             url,
             fetch_policy(),
             etag=asked.etag if asked else "",
-            last_modified=asked.last_modified if asked else "",
             headers=IMAGE_REQUEST_HEADERS,
             stopped=stopped,
         )

@@ -4,6 +4,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +19,9 @@ class Route:
     serve: Callable[[BaseHTTPRequestHandler], None] | None = None
     # Sent as the ETag; a GET with If-None-Match of it is answered 304, without the body.
     etag: str = ""
+    # Sent as Last-Modified; a GET with an If-Modified-Since of that date or later is
+    # answered 304, as Python's http.server and Apache compare dates.
+    last_modified: str = ""
 
 
 @dataclass
@@ -43,8 +48,9 @@ class Origin:
         status: int = 200,
         serve: Callable[[BaseHTTPRequestHandler], None] | None = None,
         etag: str = "",
+        last_modified: str = "",
     ) -> str:
-        self.routes[path] = Route(body, content_type, status, serve, etag)
+        self.routes[path] = Route(body, content_type, status, serve, etag, last_modified)
         return self.base_url + path
 
     def posts_to(self, path: str) -> list[tuple[dict[str, str], bytes]]:
@@ -58,6 +64,10 @@ def image_answer(handler: BaseHTTPRequestHandler, body: bytes) -> None:
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def _date(http_date: str) -> datetime:
+    return parsedate_to_datetime(http_date)
 
 
 def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
@@ -86,12 +96,19 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
                 self.send_header("ETag", route.etag)
                 self.end_headers()
                 return
+            since = self.headers.get("If-Modified-Since")
+            if route.last_modified and since and _date(since) >= _date(route.last_modified):
+                self.send_response(304)
+                self.end_headers()
+                return
             state.bodies_sent[self.path] = state.bodies_sent.get(self.path, 0) + 1
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
             self.send_header("Content-Length", str(len(route.body)))
             if route.etag:
                 self.send_header("ETag", route.etag)
+            if route.last_modified:
+                self.send_header("Last-Modified", route.last_modified)
             self.end_headers()
             self.wfile.write(route.body)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image, ImageStat
 
 from tests.harness.origin import Origin, image_answer
 from tests.harness.redis import private_service
@@ -333,6 +334,50 @@ def test_the_same_csv_twice_downloads_and_encodes_nothing_the_second_time(
     assert encodes(production_service) == encoded_before + 1
     reused = [image["reused"] for image in images_of(production_service, third_id)]
     assert reused == [False] + [True] * 11
+
+
+def test_a_source_put_back_with_an_older_date_is_not_taken_for_the_copy_it_replaced(
+    embedded_service: Service, origin: Origin
+) -> None:
+    """An origin that sends Last-Modified and no ETag, and answers If-Modified-Since by
+    comparing dates, answers 304 for a file restored with its old date (a backup, `rsync
+    -a`): the service must not re-use what it made from the file that was there before."""
+    # Given a source with a date and no ETag, processed once
+    path = f"/{uuid.uuid4().hex[:8]}/restored.jpg"
+    old, new = Image.new("RGB", (200, 150), RED), Image.new("RGB", (200, 150), BLUE)
+    url = origin.add(path, encoded(new, "JPEG", quality=90), last_modified=LATER)
+    catalogue = one_per_product([url])
+    first_id = multipart_upload(embedded_service.base_url, catalogue).json()["request_id"]
+    assert wait_for_finish(embedded_service.base_url, first_id)["status"] == "completed"
+    [first] = images_of(embedded_service, first_id)
+
+    # When the same CSV comes again, unchanged, the body is read and found the same
+    second_id = multipart_upload(embedded_service.base_url, catalogue).json()["request_id"]
+    assert wait_for_finish(embedded_service.base_url, second_id)["status"] == "completed"
+    assert [image["reused"] for image in images_of(embedded_service, second_id)] == [True]
+    assert origin.bodies_sent[path] == 2
+
+    # And when the file is replaced by another one dated earlier
+    origin.add(path, encoded(old, "JPEG", quality=90), last_modified=EARLIER)
+    third_id = multipart_upload(embedded_service.base_url, catalogue).json()["request_id"]
+    assert wait_for_finish(embedded_service.base_url, third_id)["status"] == "completed"
+
+    # Then the output is made from the file there now, not the one before it
+    [third] = images_of(embedded_service, third_id)
+    assert third["reused"] is False
+    assert origin.bodies_sent[path] == 3
+    made = api_request("GET", third["output_url"]).data
+    assert made != api_request("GET", first["output_url"]).data
+    assert mean_colour(made) == pytest.approx(RED, abs=8)
+
+
+LATER, EARLIER = "Tue, 24 Nov 2026 10:00:00 GMT", "Wed, 01 Jan 2025 10:00:00 GMT"
+RED, BLUE = (200, 30, 30), (30, 30, 200)
+
+
+def mean_colour(jpeg: bytes) -> tuple[float, ...]:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        return tuple(ImageStat.Stat(image.convert("RGB")).mean)
 
 
 def test_requests_finished_longer_ago_than_the_retention_expire_and_answer_410(
