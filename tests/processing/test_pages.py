@@ -204,6 +204,26 @@ def test_an_upload_whose_answer_was_lost_is_sent_again_and_opens_the_request_it_
 
 
 @pytest.mark.e2e
+def test_the_upload_button_stays_disabled_while_the_request_it_made_opens(
+    embedded_service: Service, origin: Origin, logged_in: Page, tmp_path: Path
+) -> None:
+    page = logged_in
+    source = tmp_path / "products.csv"
+    source.write_text(products_csv(origin))
+    # Given a request page that never comes (answered 204, which leaves the page in place)
+    page.route(re.compile(r"/requests/[0-9a-f-]{36}/$"), lambda route: route.fulfill(status=204))
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+
+    # When the upload has been answered and its page is on its way
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page.locator("#upload-result")).to_have_text("Uploaded: opening the request…")
+
+    # Then a second click cannot make a second request
+    expect(page.get_by_role("button", name="Upload and start")).to_be_disabled()
+
+
+@pytest.mark.e2e
 def test_a_rerun_whose_answer_was_lost_opens_the_one_rerun_it_made(
     embedded_service: Service, origin: Origin, logged_in: Page
 ) -> None:

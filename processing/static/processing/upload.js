@@ -72,8 +72,20 @@
     result.appendChild(table);
   }
 
+  // Set once the service has made the request and the page is on its way to it: a click
+  // while the next page loads would otherwise be a second upload, under a new key.
+  let made = false;
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted || !made) return;
+    // Back from the request's page, out of the browser's cache: the form is free again.
+    made = false;
+    button.disabled = false;
+    result.textContent = "";
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (made) return;
     const data = new FormData(form);
     // The score box sits after a hidden "false" (an unticked box sends nothing): the
     // last value is the box's, and the API refuses a field given twice.
@@ -105,6 +117,8 @@
       if (response.status < 500) uploadKey = null;
       const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
       if (response.status === 202) {
+        made = true;
+        result.textContent = "Uploaded: opening the request…";
         window.location.assign(`/requests/${body.request_id}/`);
         return;
       }
@@ -121,7 +135,7 @@
     } catch (error) {
       showError({ error: `The upload did not reach the service (${error.message}).` });
     } finally {
-      button.disabled = false;
+      button.disabled = made;
     }
   });
 })();
