@@ -161,7 +161,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     lines = _lines(data, bom)
     header = next(lines, "")
     header_row = 1
-    while not header.strip():  # blank lines above the header are skipped, as below it
+    while _blank(header):  # blank lines above the header are skipped, as below it
         following = next(lines, None)
         if following is None:  # white space that bytes do not call so (U+0085, U+2028)
             raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
@@ -184,6 +184,13 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                 # The cause, alone: three "no column" lines would send the user hunting
                 # for a typo in a header that is not there.
                 raise CsvInvalid([CsvProblem(header_row, None, NO_HEADER)])
+            below = _header_row_below(data, bom, header_row, delimiter)
+            if below is not None:  # a title above the table, as report exports write
+                message = (
+                    f"The header is on row {below}: delete the rows above it, so that "
+                    "the file starts with the header."
+                )
+                raise CsvInvalid([CsvProblem(header_row, None, message)])
             raise CsvInvalid(problems.items)
         first_row_of_serial: dict[int, int] = {}
         for row_number, cells in enumerate(reader, start=header_row + 1):
@@ -340,6 +347,30 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
         else:
             indexes[column] = matches[0]
     return indexes
+
+
+def _blank(line: str) -> bool:
+    """A line with no text, or only separators: the empty row a spreadsheet writes as ",,"."""
+    return not line.replace(",", "").replace(";", "").strip()
+
+
+# How far below the first row a header is looked for when the first row is not one.
+HEADER_LOOKAHEAD: Final = 10
+
+
+def _header_row_below(data: bytes, bom: int, first: int, delimiter: str) -> int | None:
+    """The row, within HEADER_LOOKAHEAD below the first, that names every column; None if
+    there is none, or the rows cannot be read."""
+    lines = itertools.islice(_lines(data, bom), first + HEADER_LOOKAHEAD)
+    reader = csv.reader(lines, strict=True, delimiter=delimiter)
+    required = {column.lower() for column in REQUIRED_COLUMNS}
+    try:
+        for row_number, cells in enumerate(reader, start=1):
+            if row_number > first and required <= {cell.strip().lower() for cell in cells}:
+                return row_number
+    except csv.Error:
+        pass
+    return None
 
 
 def _looks_like_a_product(cells: list[str]) -> bool:

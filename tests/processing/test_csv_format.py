@@ -349,3 +349,28 @@ def test_a_header_with_a_column_misnamed_is_not_taken_for_a_product() -> None:
         "The header has no 'S. No.' column.",
         "The header has no 'Input Image Urls' column.",
     ]
+
+
+def test_empty_rows_above_the_header_are_skipped_as_below_it() -> None:
+    data = b",,\r\n;;\r\n\r\nS. No.,Product Name,Input Image Urls\r\n1,Shoe,http://a.example/1.jpg\r\n,,\r\n"
+    [product] = parse_products(data, CsvLimits())
+    assert (product.row, product.serial_number) == (5, 1)
+
+
+def test_a_title_above_the_header_is_named_with_the_row_the_header_is_on() -> None:
+    data = (
+        b"Catalogue export 2026-11,,\n"
+        b"Shop: Example,,\n"
+        b"S. No.,Product Name,Input Image Urls\n"
+        b"1,Shoe,http://a.example/1.jpg\n"
+    )
+    with pytest.raises(CsvInvalid) as refused:
+        parse_products(data, CsvLimits())
+    assert refused.value.problems == [
+        CsvProblem(
+            1,
+            None,
+            "The header is on row 3: delete the rows above it, so that the file starts with "
+            "the header.",
+        )
+    ]
