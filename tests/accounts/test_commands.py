@@ -62,6 +62,17 @@ def test_apikey_list_shows_prefixes_and_revoke_ends_a_key_for_good() -> None:
         call_command("apikey", "revoke", "nothing")
 
 
+def test_apikey_list_marks_a_key_past_its_expiry() -> None:
+    key = run("apikey", "create", "--account", "acme")[-1]
+    prefix = key.split(".")[0]
+    ApiKey.objects.filter(prefix=prefix).update(expiry_date=timezone.now() - timedelta(days=1))
+
+    assert not works(key)
+    assert any(
+        line.startswith(prefix) and line.endswith(" expired") for line in run("apikey", "list")
+    )
+
+
 def test_an_account_name_is_checked() -> None:
     with pytest.raises(CommandError, match="An account name is"):
         call_command("apikey", "create", "--account", "no spaces please")

@@ -47,7 +47,7 @@ class Command(BaseCommand):
         )
         for key in keys:
             last = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
-            state = " revoked" if key.revoked else ""
+            state = " revoked" if key.revoked else " expired" if key.has_expired else ""
             self.stdout.write(
                 f"{key.prefix:<10}{key.account.name:<20}{key.name:<24}"
                 f"{key.created:%Y-%m-%d %H:%M}  {last:<18}{state}".rstrip()
