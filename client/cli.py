@@ -68,7 +68,10 @@ class ApiKey:
     def refused(self) -> str:
         """What to check when the server refused it."""
         if not self.value:
-            return "no API key was sent: give --api-key, or set IMGSVC_API_KEY"
+            looked = (
+                f" (nor is there {self.source}, where `make run` writes one)" if self.source else ""
+            )
+            return f"no API key was sent: give --api-key, or set IMGSVC_API_KEY{looked}"
         return f"the API key sent came from {self.source}: is it this server's, and not revoked?"
 
 
@@ -80,9 +83,11 @@ def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir
     if environ.get("IMGSVC_API_KEY"):
         return ApiKey(environ["IMGSVC_API_KEY"].strip(), "IMGSVC_API_KEY")
     key_file = var_dir / "api_key"
-    if urlsplit(server).hostname in LOCAL_HOSTS and key_file.is_file():
+    if urlsplit(server).hostname not in LOCAL_HOSTS:
+        return ApiKey("", "")
+    if key_file.is_file():
         return ApiKey(key_file.read_text().strip(), str(key_file))
-    return ApiKey("", "")
+    return ApiKey("", str(key_file))  # the file looked for, named with a 401
 
 
 # What an upload or a re-run, sent with its Idempotency-Key, is sent again after: a

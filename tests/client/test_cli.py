@@ -73,6 +73,15 @@ def test_a_local_server_gets_the_key_make_run_wrote(server: str, var_dir: Path) 
     )
 
 
+def test_a_local_server_without_the_file_is_told_where_it_was_looked_for(tmp_path: Path) -> None:
+    key = api_key_for("http://127.0.0.1:8000", None, {}, tmp_path)
+    assert key.value == ""
+    assert key.refused() == (
+        "no API key was sent: give --api-key, or set IMGSVC_API_KEY "
+        f"(nor is there {tmp_path / 'api_key'}, where `make run` writes one)"
+    )
+
+
 def test_a_remote_server_never_gets_the_local_key(var_dir: Path) -> None:
     assert api_key_for("https://images.example.com", None, {}, var_dir).value == ""
 
