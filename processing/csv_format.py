@@ -38,6 +38,9 @@ NOT_CSV_SIGNATURES: Final = {
 # at most 50 URLs of 2,048 characters (CsvLimits), well under it.
 MAX_CELL_CHARACTERS: Final = csv.field_size_limit()
 WHITESPACE: Final = re.compile(r"\s")
+# Another URL after a space, a line break, a semicolon or a bar: URLs listed with the
+# wrong separator (a URL's own query may hold one after "=", which is not matched).
+SEPARATED_URLS: Final = re.compile(r"[\s;|]+https?://", re.IGNORECASE)
 # Unicode's control and format characters (U+0001, U+200B zero-width space, U+FEFF), but
 # white space, which is told as such; the ASCII ones by a regex, as most URLs are ASCII.
 INVISIBLE: Final = frozenset({"Cc", "Cf"})
@@ -481,6 +484,8 @@ def url_problem(url: str) -> str | None:
         return f"'{shown}' is not a valid URL."
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
         return f"'{shown}' is not an absolute http(s) URL."
+    if SEPARATED_URLS.search(url):
+        return f"'{shown}' holds several URLs: separate them with commas."
     if WHITESPACE.search(url):
         return f"'{shown}' contains white space."
     return None

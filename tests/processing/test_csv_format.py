@@ -285,10 +285,27 @@ def test_an_invisible_character_in_a_url_is_refused_by_its_code_and_place(
 
 
 def test_white_space_in_a_url_is_told_as_white_space_not_as_an_invisible_character() -> None:
-    data = b'S. No.,Product Name,Input Image Urls\n1,Hat,"http://a.example/1.jpg\thttp://b/"\n'
+    data = b'S. No.,Product Name,Input Image Urls\n1,Hat,"http://a.example/my\tphoto.jpg"\n'
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data, CsvLimits())
     assert raised.value.problems[0].message.endswith("contains white space.")
+
+
+@pytest.mark.parametrize("separator", ["; ", ";", " ", "\n", " | ", "|"])
+def test_urls_listed_with_another_separator_than_the_comma_are_told_so(separator: str) -> None:
+    urls = f"http://a.example/1.jpg{separator}HTTPS://b.example/2.jpg"
+    data = f'S. No.,Product Name,Input Image Urls\n1,Hat,"{urls}"\n'.encode()
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    [problem] = raised.value.problems
+    assert problem.message == f"'{urls}' holds several URLs: separate them with commas."
+
+
+def test_a_url_whose_query_holds_another_url_is_one_url() -> None:
+    url = "https://cdn.example/fetch?src=https://shop.example/1.jpg"
+    data = f"S. No.,Product Name,Input Image Urls\n1,Hat,{url}\n".encode()
+    [product] = parse_products(data, CsvLimits())
+    assert product.image_urls == (url,)
 
 
 def test_blank_lines_above_the_header_are_skipped_and_rows_keep_their_numbers() -> None:
