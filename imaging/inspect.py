@@ -31,6 +31,8 @@ IJG_LUMINANCE: Final = (
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Identify data and check its size from the header, before any pixel is decoded."""
+    if not data:  # a server's answer to a file it could not find or had not written yet
+        raise ImagingError(ImageReason.NOT_AN_IMAGE, "The server sent an empty file (0 bytes).")
     with warnings.catch_warnings():
         # The bomb check below is ours, against our own limit.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -7,6 +7,7 @@ import zlib
 import pytest
 from PIL import Image
 
+from imaging.encode import compress
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality, open_image
 from tests.support import encoded, photo
@@ -26,6 +27,15 @@ def test_bytes_that_are_not_an_accepted_image_are_not_an_image(data: bytes) -> N
     with pytest.raises(ImagingError) as raised:
         open_image(data, max_pixels=1_000_000)
     assert raised.value.reason == "not_an_image"
+
+
+def test_an_empty_file_is_told_as_empty() -> None:
+    with pytest.raises(ImagingError) as raised:
+        compress(b"", quality=50, max_pixels=1_000_000)
+    assert (raised.value.reason, str(raised.value)) == (
+        "not_an_image",
+        "The server sent an empty file (0 bytes).",
+    )
 
 
 def test_an_ico_file_is_refused_although_pillow_could_read_it() -> None:
