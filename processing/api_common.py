@@ -233,6 +233,20 @@ class WebhookTestSerializer(StrictSerializer):
         return webhook_url_checked(value)
 
 
+class NamedChoiceField(serializers.ChoiceField):
+    """A choice taken whatever its case ("JPEG" is jpeg), and refused naming the choices."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        listed = ", ".join(str(choice) for choice in self.choices)
+        self.error_messages["invalid_choice"] = f'"{{input}}" is not one of {listed}.'
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and data not in self.choice_strings_to_values:
+            data = data.lower()
+        return super().to_internal_value(data)
+
+
 class RequestSettingsSerializer(StrictSerializer):
     """The settings an upload or a re-run may give."""
 
@@ -242,27 +256,27 @@ class RequestSettingsSerializer(StrictSerializer):
         required=False, allow_blank=True, max_length=2048, trim_whitespace=True
     )
     quality = serializers.IntegerField(required=False, min_value=1, max_value=95)
-    quality_mode = serializers.ChoiceField(
+    quality_mode = NamedChoiceField(
         required=False,
         choices=[mode.value for mode in QualityMode],
         help_text="fixed (default): at quality. relative: half the source's estimated "
         "quality. perceptual: per image, a low quality whose output reaches target (the "
         f"lowest, or one scoring within {CLOSE_ENOUGH:g} points of target).",
     )
-    target = serializers.ChoiceField(
+    target = NamedChoiceField(
         required=False,
         choices=[target.value for target in QualityTarget],
         help_text="The perceptual mode's target: low, medium (default) or high, SSIMULACRA2 "
         "60, 70 or 80 unless the service's settings say otherwise. Given alone, it asks for "
         "quality_mode=perceptual.",
     )
-    output_format = serializers.ChoiceField(
+    output_format = NamedChoiceField(
         required=False,
         choices=[asked.value for asked in OutputFormat],
         help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
         "where transparent. jpeg, webp or avif: every output in that format.",
     )
-    metadata = serializers.ChoiceField(
+    metadata = NamedChoiceField(
         required=False,
         choices=[mode.value for mode in MetadataMode],
         help_text="strip (default): outputs keep no metadata but their ICC profile. "

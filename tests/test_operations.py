@@ -114,6 +114,27 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
     }
 
 
+def test_each_answer_is_documented_with_its_own_fields(client: Client) -> None:
+    """Two serializers named alike were one component: the webhook test's answer was
+    documented as a product."""
+    schema = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/json").content)
+
+    def fields(path: str, method: str, status: str) -> set[str]:
+        content = schema["paths"][path][method]["responses"][status]["content"]
+        found = content["application/json"]["schema"]
+        if "$ref" in found:
+            found = schema["components"]["schemas"][found["$ref"].rsplit("/", 1)[1]]
+        return set(found["properties"])
+
+    tested = fields("/api/webhook-test/", "post", "200")
+    assert {"event_id", "delivered", "status_code"} <= tested
+    assert "images" not in tested
+    products = fields("/api/requests/{request_id}/products/", "get", "200")
+    product = schema["components"]["schemas"]["Product"]
+    assert "results" in products
+    assert {"serial_number", "images"} <= set(product["properties"])
+
+
 @pytest.mark.django_db
 def test_a_status_body_without_a_webhook_and_a_list_of_requests_are_valid_under_the_schema(
     client: Client, account: Account

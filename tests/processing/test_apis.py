@@ -348,19 +348,22 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
         ),
         (
             {"quality_mode": "half"},
-            {"field": "quality_mode", "message": '"half" is not a valid choice.'},
+            {
+                "field": "quality_mode",
+                "message": '"half" is not one of fixed, relative, perceptual.',
+            },
         ),
         (
             {"output_format": "gif"},
-            {"field": "output_format", "message": '"gif" is not a valid choice.'},
+            {"field": "output_format", "message": '"gif" is not one of same, jpeg, webp, avif.'},
         ),
         (
             {"metadata": "all"},
-            {"field": "metadata", "message": '"all" is not a valid choice.'},
+            {"field": "metadata", "message": '"all" is not one of strip, copyright.'},
         ),
         (
             {"target": "best"},
-            {"field": "target", "message": '"best" is not a valid choice.'},
+            {"field": "target", "message": '"best" is not one of low, medium, high.'},
         ),
         (
             {"quality_mode": "fixed", "target": "high"},
@@ -386,6 +389,15 @@ def test_invalid_form_fields_are_refused(
         "details": [detail],
     }
     assert_nothing_stored()
+
+
+def test_a_choice_is_taken_whatever_its_case(api: APIClient) -> None:
+    response = upload(
+        api, HEADER + GOOD_ROW, quality_mode="Perceptual", target="HIGH", output_format="JPEG"
+    )
+    assert response.status_code == 202, response.json()
+    stored = ProcessingRequest.objects.get()
+    assert (stored.quality_mode, stored.output_format) == ("perceptual", "jpeg")
 
 
 def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: APIClient) -> None:
