@@ -1,6 +1,6 @@
 """Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
-whatever the Host header; answers about an account kept out of caches; every page under
-the site's content policy."""
+whatever the Host header; HEAD answered without a body; answers about an account kept out
+of caches; every page under the site's content policy."""
 
 from collections.abc import Callable
 
@@ -35,6 +35,28 @@ class CommonKeepingMethodMiddleware(CommonMiddleware):
 
     def get_full_path_with_slash(self, request: HttpRequest) -> str:
         return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+
+
+class HeadWithoutBodyMiddleware:
+    """A HEAD answered with the GET's headers and no body. Django writes the body anyway,
+    leaving it to the server to drop: gunicorn does, with a warning in the log for each,
+    and a file answer was read to be thrown away. Link checkers and CDNs send HEADs."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method != "HEAD":
+            return response
+        if response.streaming:
+            # A file's answer names its length already; the file is closed with the answer.
+            response.streaming_content = []  # type: ignore[attr-defined]
+        else:
+            if not response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+            response.content = b""
+        return response
 
 
 class ProbesAnyHostMiddleware:

@@ -113,6 +113,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.logs.AccessLogMiddleware",
+    "config.middleware.HeadWithoutBodyMiddleware",
     "config.middleware.PrivateAnswersMiddleware",
     "config.middleware.PageHeadersMiddleware",
     # Before the Host header is checked: probes call a process by its address.

@@ -328,3 +328,21 @@ def assert_answers_promptly(url: str, *, times: int) -> None:
 def connected(service: Service) -> socket.socket:
     host, port = service.base_url.removeprefix("http://").split(":")
     return socket.create_connection((host, int(port)), timeout=30)
+
+
+def test_a_head_request_is_answered_with_the_get_answers_headers_and_no_body(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """HEAD is what link checkers and CDNs send: Django wrote the body anyway, which
+    gunicorn dropped with a warning in the log for every one."""
+    paths = ["/login/", "/static/processing/site.css", "/api/schema/", "/livez"]
+    with web_alone(embedded_service, tmp_path) as web:
+        for path in paths:
+            got = urllib3.request("GET", web.base_url + path, timeout=10, redirect=False)
+            head = urllib3.request("HEAD", web.base_url + path, timeout=10, redirect=False)
+            assert head.status == got.status == 200, path
+            assert head.data == b""
+            assert head.headers.get("Content-Length") == str(len(got.data)), path
+            assert head.headers.get("Content-Type") == got.headers.get("Content-Type"), path
+        log = web.log("web")
+    assert "body bytes" not in log
