@@ -147,6 +147,25 @@ def error_body(
     return body
 
 
+KEY_REFUSED = "The API key is not valid: unknown, revoked or expired."
+# Schemes named back to the client; any other word may be a key sent without one.
+OTHER_SCHEMES = frozenset({"basic", "token", "digest", "apikey", "api-key", "key", "jwt"})
+SEND_A_KEY = "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def _how_to_authenticate(request: Any) -> str:
+    """What a request with no key is told: how to send one, and where it sent another
+    kind of credential (Basic, Token), its scheme, never the credential itself."""
+    header = str(request.META.get("HTTP_AUTHORIZATION", "")) if request is not None else ""
+    scheme = header.split(" ", 1)[0].strip()
+    if scheme and scheme.lower() != "bearer":
+        shown = scheme if scheme.lower() in OTHER_SCHEMES else "not Bearer"
+        return (
+            f"Authentication required: the Authorization header's scheme is {shown}; {SEND_A_KEY}."
+        )
+    return f"Authentication required: {SEND_A_KEY}."
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's exception handler: every error leaves the API in the one shape."""
     if isinstance(exc, ApiError):
@@ -156,10 +175,13 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers=exc.headers,
         )
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
-        # None, a malformed, unknown or revoked key alike: nothing to tell them apart.
+        # A key sent and refused says so, an unknown, revoked or expired one alike (which
+        # of them would tell a guesser which prefixes exist); none sent says how to send it.
         headers = {"WWW-Authenticate": exc.auth_header} if hasattr(exc, "auth_header") else {}
+        refused = isinstance(exc, exceptions.AuthenticationFailed)
+        message = KEY_REFUSED if refused else _how_to_authenticate(context.get("request"))
         return Response(
-            error_body("Authentication required.", "not_authenticated"),
+            error_body(message, "not_authenticated"),
             status=status.HTTP_401_UNAUTHORIZED,
             headers=headers,
         )

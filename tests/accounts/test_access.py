@@ -19,7 +19,12 @@ from processing.models import ProcessingRequest
 pytestmark = pytest.mark.django_db
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
-NOT_AUTHENTICATED = {"error": "Authentication required.", "code": "not_authenticated"}
+SEND_A_KEY = "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+NO_KEY = {"error": f"Authentication required: {SEND_A_KEY}", "code": "not_authenticated"}
+KEY_REFUSED = {
+    "error": "The API key is not valid: unknown, revoked or expired.",
+    "code": "not_authenticated",
+}
 
 
 def stored_request(account: Account) -> ProcessingRequest:
@@ -80,15 +85,35 @@ def test_another_accounts_request_is_not_found_on_every_route(
     assert b"Lamp" not in answer.content
 
 
+UNKNOWN = "AbCdEfGh.0123456789abcdef0123456789abcdef"
+
+
 @pytest.mark.parametrize(
-    ("headers", "why"),
+    ("headers", "why", "told"),
     [
-        ({}, "none"),
-        ({"HTTP_AUTHORIZATION": "Bearer"}, "empty"),
-        ({"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"}, "another scheme"),
-        ({"HTTP_AUTHORIZATION": "Bearer not-a-key"}, "malformed"),
-        ({"HTTP_AUTHORIZATION": "Bearer AbCdEfGh.0123456789abcdef0123456789abcdef"}, "unknown"),
-        ({"HTTP_X_API_KEY": "AbCdEfGh.0123456789abcdef0123456789abcdef"}, "unknown, X-API-Key"),
+        ({}, "none", NO_KEY),
+        ({"HTTP_AUTHORIZATION": "Bearer"}, "empty", NO_KEY),
+        (
+            {"HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz"},
+            "another scheme",
+            {
+                "error": "Authentication required: the Authorization header's scheme is "
+                f"Basic; {SEND_A_KEY}",
+                "code": "not_authenticated",
+            },
+        ),
+        (
+            {"HTTP_AUTHORIZATION": UNKNOWN},
+            "no scheme: the key is never said back",
+            {
+                "error": "Authentication required: the Authorization header's scheme is "
+                f"not Bearer; {SEND_A_KEY}",
+                "code": "not_authenticated",
+            },
+        ),
+        ({"HTTP_AUTHORIZATION": "Bearer not-a-key"}, "malformed", KEY_REFUSED),
+        ({"HTTP_AUTHORIZATION": f"Bearer {UNKNOWN}"}, "unknown", KEY_REFUSED),
+        ({"HTTP_X_API_KEY": UNKNOWN}, "unknown, X-API-Key", KEY_REFUSED),
     ],
 )
 @pytest.mark.parametrize(
@@ -105,11 +130,11 @@ def test_another_accounts_request_is_not_found_on_every_route(
     ],
 )
 def test_every_api_route_needs_a_valid_key(
-    method: str, path: str, headers: dict[str, str], why: str
+    method: str, path: str, headers: dict[str, str], why: str, told: dict[str, str]
 ) -> None:
     response = getattr(Client(), method)(path, **headers)
     assert response.status_code == 401, why
-    assert response.json() == NOT_AUTHENTICATED
+    assert response.json() == told
     assert response["WWW-Authenticate"] == "Bearer"
 
 
@@ -131,7 +156,7 @@ def test_a_revoked_key_is_refused_and_a_live_one_of_either_header_is_taken(
     services.api_key_revoke(prefix=stored.prefix)
     refused = Client(HTTP_AUTHORIZATION=f"Bearer {api_key}").get(status_path)
     assert refused.status_code == 401
-    assert refused.json() == NOT_AUTHENTICATED
+    assert refused.json() == KEY_REFUSED
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/api/schema/", "/api/docs/"])
@@ -160,7 +185,7 @@ def test_metrics_answer_only_the_token_when_one_is_set(settings: Any) -> None:
     refused = Client().get("/metrics")
     assert refused.status_code == 401
     assert refused["WWW-Authenticate"] == "Bearer"
-    assert refused.json() == NOT_AUTHENTICATED
+    assert refused.json() == {"error": "Authentication required.", "code": "not_authenticated"}
     assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
     assert Client(HTTP_AUTHORIZATION="Bearer scrape-me").get("/metrics").status_code == 200
 
