@@ -34,6 +34,9 @@ NOT_CSV_SIGNATURES: Final = {
     b"GIF8": "a GIF image",
     b"%PDF-": "a PDF document",
 }
+# A workbook is saved again as a CSV; an image or a document was picked by mistake.
+PICK_THE_CSV: Final = "Pick the product CSV instead."
+WORKBOOKS: Final = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 # Python's csv module refuses a longer cell; the longest a valid cell holds is the URL list,
 # at most 50 URLs of 2,048 characters (CsvLimits), well under it.
 MAX_CELL_CHARACTERS: Final = csv.field_size_limit()
@@ -150,8 +153,9 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
     for signature, what in NOT_CSV_SIGNATURES.items():
         if data.startswith(signature):
+            advice = SAVE_AS_UTF8 if signature in WORKBOOKS else PICK_THE_CSV
             raise CsvInvalid(
-                [CsvProblem(None, None, f"The file is {what}, not a CSV file. {SAVE_AS_UTF8}")]
+                [CsvProblem(None, None, f"The file is {what}, not a CSV file. {advice}")]
             )
     nul = data.find(b"\x00")
     if nul >= 0:

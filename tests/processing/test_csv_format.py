@@ -205,21 +205,26 @@ def test_empty_cells_past_the_header_are_ignored() -> None:
     ]
 
 
+SAVE_IT = 'Save it as UTF-8 (Excel: "CSV UTF-8")'
+
+
 @pytest.mark.parametrize(
-    ("data", "what"),
+    ("data", "what", "advice"),
     [
-        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "a ZIP archive, as an Excel"),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00", "an old Excel workbook (.xls)"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image"),
-        (b"%PDF-1.7\n", "a PDF document"),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "a ZIP archive, as an Excel", SAVE_IT),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00\x00", "an old Excel workbook (.xls)", SAVE_IT),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image", "Pick the product CSV instead."),
+        (b"%PDF-1.7\n", "a PDF document", "Pick the product CSV instead."),
     ],
 )
-def test_a_workbook_image_or_pdf_is_refused_for_what_it_is(data: bytes, what: str) -> None:
+def test_a_workbook_image_or_pdf_is_refused_for_what_it_is(
+    data: bytes, what: str, advice: str
+) -> None:
     with pytest.raises(CsvInvalid) as refused:
         parse_products(data, CsvLimits())
     [problem] = refused.value.problems
     assert problem.message.startswith(f"The file is {what}")
-    assert 'Save it as UTF-8 (Excel: "CSV UTF-8")' in problem.message
+    assert advice in problem.message
 
 
 def test_a_file_separated_by_semicolons_is_told_so() -> None:
