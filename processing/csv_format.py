@@ -48,10 +48,6 @@ SEPARATED_URLS: Final = re.compile(r"[\s;|]+https?://", re.IGNORECASE)
 # white space, which is told as such; the ASCII ones by a regex, as most URLs are ASCII.
 INVISIBLE: Final = frozenset({"Cc", "Cf"})
 ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
-SEMICOLONS: Final = (
-    "The header's cells are separated by semicolons, as Excel writes a CSV where the comma is "
-    'the decimal mark. Separate them with commas (Excel: "CSV UTF-8").'
-)
 NO_HEADER: Final = (
     "The first row is a product, not a header: the file must start with a row naming its "
     f"columns, '{SERIAL_COLUMN}', '{NAME_COLUMN}' and '{URLS_COLUMN}'."
@@ -121,9 +117,21 @@ class _Problems:
 
 
 @dataclass(frozen=True)
+class CsvDialect:
+    """How a file was written, for the output CSV to be written alike: a spreadsheet that
+    wrote it reads the output as it read the input (Excel where the comma is the decimal
+    mark writes and reads semicolons; Excel on Windows reads UTF-8 as such only after a
+    byte order mark)."""
+
+    delimiter: str = ","
+    bom: bool = False
+
+
+@dataclass(frozen=True)
 class CsvSummary:
     products: int
     images: int
+    dialect: CsvDialect = CsvDialect()
 
 
 def validate_products(data: bytes, limits: CsvLimits) -> CsvSummary:
@@ -133,7 +141,17 @@ def validate_products(data: bytes, limits: CsvLimits) -> CsvSummary:
     for product in iter_products(data, limits):
         products += 1
         images += len(product.image_urls)
-    return CsvSummary(products, images)
+    return CsvSummary(products, images, dialect_of(data))
+
+
+def dialect_of(data: bytes) -> CsvDialect:
+    """The dialect of a file iter_products has read: its separator (a tab-separated
+    file's output is comma-separated: it is a CSV), and whether it began with a BOM."""
+    bom = data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    data = _utf8(data)  # UTF-16's mark is gone from it; UTF-8's is skipped
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    header, _, _ = _header_line(_lines(data, start))
+    return CsvDialect(delimiter=";" if _delimiter(header) == ";" else ",", bom=bom)
 
 
 def parse_products(data: bytes, limits: CsvLimits) -> list[ParsedProduct]:
@@ -166,16 +184,8 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         data = data.replace(b"\r", b"\n")  # CR alone ends lines: Excel for Mac's "CSV (Macintosh)"
     problems = _Problems(limits.max_problems)
     lines = _lines(data, bom)
-    header = next(lines, "")
-    header_row = 1
-    while _blank(header):  # blank lines above the header are skipped, as below it
-        following = next(lines, None)
-        if following is None:  # white space that bytes do not call so (U+0085, U+2028)
-            raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
-        header = following
-        header_row += 1
-    # A tab between the columns and no comma: Excel's "Unicode Text" (UTF-16, tab-separated).
-    delimiter = "\t" if "\t" in header and "," not in header else ","
+    header, header_row, lines = _header_line(lines)
+    delimiter = _delimiter(header)
     reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
     rows = 0
     read = header_row - 1  # the last row read whole
@@ -184,9 +194,6 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         read = header_row
         columns = _column_indexes(header_cells, problems, row=header_row)
         if problems.items:
-            if delimiter == "," and ";" in header and "," not in header:
-                # The cause, alone: the columns it names as missing are all there.
-                raise CsvInvalid([CsvProblem(header_row, None, SEMICOLONS)])
             if not columns and _looks_like_a_product(header_cells):
                 # The cause, alone: three "no column" lines would send the user hunting
                 # for a typo in a header that is not there.
@@ -296,8 +303,10 @@ class OutputCsvWriter:
     """The output CSV: the three input columns plus output URLs, each in the position of its
     input URL. The header is written at once; rows as they are given."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._writer = csv.writer(stream, lineterminator="\r\n")
+    def __init__(self, stream: TextIO, dialect: CsvDialect = CsvDialect()) -> None:
+        if dialect.bom:
+            stream.write("\ufeff")
+        self._writer = csv.writer(stream, delimiter=dialect.delimiter, lineterminator="\r\n")
         self._writer.writerow(OUTPUT_HEADER)
 
     def write_rows(self, rows: Iterable[OutputRow]) -> None:
@@ -312,9 +321,11 @@ class OutputCsvWriter:
         )
 
 
-def write_output_csv(rows: Iterable[OutputRow], stream: TextIO) -> None:
+def write_output_csv(
+    rows: Iterable[OutputRow], stream: TextIO, dialect: CsvDialect = CsvDialect()
+) -> None:
     """The whole output CSV at once."""
-    OutputCsvWriter(stream).write_rows(rows)
+    OutputCsvWriter(stream, dialect).write_rows(rows)
 
 
 def neutralise(cell: str) -> str:
@@ -354,6 +365,30 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
         else:
             indexes[column] = matches[0]
     return indexes
+
+
+def _header_line(lines: Iterator[str]) -> tuple[str, int, Iterator[str]]:
+    """The first line that is not blank, its row, and the lines after it."""
+    header = next(lines, "")
+    header_row = 1
+    while _blank(header):  # blank lines above the header are skipped, as below it
+        following = next(lines, None)
+        if following is None:  # white space that bytes do not call so (U+0085, U+2028)
+            raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])
+        header = following
+        header_row += 1
+    return header, header_row, lines
+
+
+def _delimiter(header: str) -> str:
+    """The separator the header's cells are written with: a comma, unless there is none
+    and there is a tab (Excel's "Unicode Text", UTF-16) or a semicolon (Excel's CSV where
+    the comma is the decimal mark)."""
+    if "," in header:
+        return ","
+    if "\t" in header:
+        return "\t"
+    return ";" if ";" in header else ","
 
 
 def _blank(line: str) -> bool:

@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from processing import bulk, metrics, selectors, webhooks
-from processing.csv_format import OutputCsvWriter, OutputRow
+from processing.csv_format import CsvDialect, OutputCsvWriter, OutputRow
 from processing.models import ProcessingRequest, Product, ProductImage
 from processing.policies import csv_output_name
 
@@ -145,7 +145,7 @@ def _output_csv_write(request: ProcessingRequest, raw: IO[bytes]) -> None:
     """Write the output CSV to raw and fill in each product's output_image_urls: a round of
     products at a time, its rows written, then its products updated."""
     text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-    writer = OutputCsvWriter(text)
+    writer = OutputCsvWriter(text, CsvDialect(request.csv_delimiter, request.csv_bom))
     products = selectors.request_products(request_id=request.pk).iterator(
         chunk_size=PRODUCTS_PER_ROUND
     )

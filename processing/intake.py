@@ -73,6 +73,8 @@ def request_create(
             output_format=output_format or OutputFormat.SAME,
             metadata=metadata or settings.IMAGE_METADATA,
             scored=settings.IMAGE_SCORE_ALL_MODES if score is None else score,
+            csv_delimiter=summary.dialect.delimiter,
+            csv_bom=summary.dialect.bom,
             total_products=summary.products,
             total_images=summary.images,
         )
@@ -135,6 +137,8 @@ def request_rerun(
             output_format=output_format or source.output_format,
             metadata=metadata or source.metadata,
             scored=source.scored if score is None else score,
+            csv_delimiter=source.csv_delimiter,
+            csv_bom=source.csv_bom,
             total_products=source.total_products,
             total_images=source.total_images,
         )

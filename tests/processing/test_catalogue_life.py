@@ -4,6 +4,7 @@ and the storage real and only the download stubbed at the net seam (in_process.D
 The same behaviours on the production stack, with real workers and a real origin, are in
 test_catalogue_life_e2e.py."""
 
+import codecs
 import csv
 import errno
 import io
@@ -115,6 +116,44 @@ def listing(request: ProcessingRequest) -> list[tuple[int, str, str]]:
         (image.product.serial_number, image.product.product_name, image.input_url)
         for image in images_of(request)
     ]
+
+
+# --- The output CSV ----------------------------------------------------------------------
+
+
+def test_a_csv_excel_wrote_with_semicolons_and_a_mark_gets_its_output_written_alike(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given the CSV Excel writes where the comma is the decimal mark
+    downloads.answers = dict.fromkeys(URLS[:2], JPEG)
+    data = (
+        codecs.BOM_UTF8
+        + (
+            f"S. No.;Product Name;Input Image Urls\r\n1;Lamp, brass;{URLS[0]},{URLS[1]}\r\n"
+        ).encode()
+    )
+    request = intake.request_create(
+        account=account, csv_data=data, public_base_url="http://testserver"
+    )
+
+    # When it has run, and a re-run of it too
+    start_and_drain(django_capture_on_commit_callbacks, request)
+    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
+    start_and_drain(django_capture_on_commit_callbacks, rerun)
+
+    # Then each output CSV is written as the input was, for Excel to open it the same way
+    for finished in (request, rerun):
+        response = api.get(f"/api/requests/{finished.pk}/output.csv", HTTP_ACCEPT="text/csv")
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        header, row, end = body.split(b"\r\n")
+        assert header == codecs.BOM_UTF8 + b"S. No.;Product Name;Input Image Urls;Output Image Urls"
+        assert end == b""
+        serial, name, inputs, outputs = row.decode().split(";")
+        assert (serial, name, inputs) == ("1", "Lamp, brass", f"{URLS[0]},{URLS[1]}")
+        assert all(url.startswith("http://testserver/media/") for url in outputs.split(","))
 
 
 # --- Skip what has not changed --------------------------------------------------------

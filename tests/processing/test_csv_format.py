@@ -6,12 +6,14 @@ import io
 import pytest
 
 from processing.csv_format import (
+    CsvDialect,
     CsvInvalid,
     CsvLimits,
     CsvProblem,
     OutputRow,
     ParsedProduct,
     parse_products,
+    validate_products,
     write_output_csv,
 )
 
@@ -227,18 +229,46 @@ def test_a_workbook_image_or_pdf_is_refused_for_what_it_is(
     assert advice in problem.message
 
 
-def test_a_file_separated_by_semicolons_is_told_so() -> None:
-    data = b"S. No.;Product Name;Input Image Urls\n1;Shoe;http://a.example/1.jpg\n"
-    with pytest.raises(CsvInvalid) as refused:
-        parse_products(data, CsvLimits())
-    assert refused.value.problems == [
-        CsvProblem(
-            1,
-            None,
-            "The header's cells are separated by semicolons, as Excel writes a CSV where the "
-            'comma is the decimal mark. Separate them with commas (Excel: "CSV UTF-8").',
-        )
-    ]
+def test_a_file_separated_by_semicolons_is_read_and_its_output_written_alike() -> None:
+    # Given what Excel writes where the comma is the decimal mark: semicolons, a URL list
+    # needing no quotes, and a byte order mark
+    data = (
+        codecs.BOM_UTF8
+        + b"S. No.;Product Name;Input Image Urls\r\n"
+        + b"1;Shoe, red;http://a.example/1.jpg,http://a.example/2.jpg\r\n"
+    )
+    [product] = parse_products(data, CsvLimits())
+    assert (product.product_name, product.image_urls) == (
+        "Shoe, red",
+        ("http://a.example/1.jpg", "http://a.example/2.jpg"),
+    )
+    dialect = validate_products(data, CsvLimits()).dialect
+    assert dialect == CsvDialect(delimiter=";", bom=True)
+
+    # Then its output CSV has the same separator and mark, for Excel to read it back
+    out = io.StringIO()
+    row = OutputRow(1, "Shoe, red", list(product.image_urls), ["http://o/1.jpg", ""])
+    write_output_csv([row], out, dialect)
+    assert out.getvalue() == (
+        "\ufeffS. No.;Product Name;Input Image Urls;Output Image Urls\r\n"
+        "1;Shoe, red;http://a.example/1.jpg,http://a.example/2.jpg;http://o/1.jpg,\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "dialect"),
+    [
+        (b"S. No.,Product Name,Input Image Urls\n1,a,http://a/1.jpg\n", CsvDialect(",", False)),
+        (
+            "S. No.\tProduct Name\tInput Image Urls\n1\ta\thttp://a/1.jpg\n".encode("utf-16"),
+            CsvDialect(",", True),  # Excel's "Unicode Text": a CSV back, with its mark
+        ),
+        (b"\n\nS. No.;Product Name;Input Image Urls\n1;a;http://a/1.jpg\n", CsvDialect(";", False)),
+    ],
+    ids=["plain", "utf-16 tabs", "semicolons after blank lines"],
+)
+def test_the_dialect_is_what_the_file_was_written_in(data: bytes, dialect: CsvDialect) -> None:
+    assert validate_products(data, CsvLimits()).dialect == dialect
 
 
 def test_a_cell_too_long_for_the_reader_is_named_in_words() -> None:
