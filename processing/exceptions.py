@@ -80,8 +80,8 @@ class WebhookPending(ApiError):
     status_code = status.HTTP_409_CONFLICT
     code = "webhook_pending"
     message = (
-        "The request's webhook is being delivered: send it again once it has been "
-        "delivered or has failed."
+        "The request's webhook is being delivered right now: send it again once this "
+        "attempt has ended."
     )
 
 

@@ -144,19 +144,28 @@ class ResultsGone(Exception):
 
 
 def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
-    """Deliver a finished request's event again (same event id), from the first attempt,
-    once its delivery has ended (delivered or failed). While one is under way, refused
-    (WebhookPending): a resend reset the attempts that claim each send, so forty resends
-    at once made fourteen POSTs to the receiver, each starting the whole schedule again."""
+    """Deliver a finished request's event again (same event id): from the first attempt
+    once its delivery has ended (delivered or failed); while it waits for its next attempt,
+    that attempt now (a receiver mended need not wait out the schedule's hours). While an
+    attempt is being made, refused (WebhookPending): a resend reset the attempts that claim
+    each send, so forty resends at once made fourteen POSTs to the receiver."""
     delivery = WebhookDelivery.objects.filter(request=request).first()
     if delivery is None:
         return webhook_schedule(request=request)
-    restarted = WebhookDelivery.objects.filter(
-        pk=delivery.pk,
-        state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED],
-        # Deleted since the caller looked: pending, it would be swept for ever, never sent.
-        request__expired_at__isnull=True,
-    ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=timezone.now())
+    now = timezone.now()
+    # Deleted since the caller looked: pending, it would be swept for ever, never sent.
+    live = WebhookDelivery.objects.filter(pk=delivery.pk, request__expired_at__isnull=True)
+    restarted = live.filter(
+        state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED]
+    ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=now)
+    if not restarted:
+        # Its attempts as read, none of them under way (a claim since moves them on): the
+        # sends each resend queues claim the one attempt, which is made once.
+        restarted = (
+            live.filter(state=WebhookDelivery.State.PENDING, attempts=delivery.attempts)
+            .exclude(attempt_log__error=UNDER_WAY)
+            .update(next_attempt_at=now)
+        )
     if not restarted:
         if selectors.request_expired(request_id=request.pk):
             raise ResultsGone

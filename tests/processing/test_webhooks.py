@@ -1,11 +1,13 @@
 """Webhook deliveries in process: where they may go is their own policy, and what a user
 reads of a refusal says nothing of the network behind it."""
 
+import io
 import json
 import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,35 +157,77 @@ def test_a_webhook_still_retrying_when_its_request_expires_is_not_sent(
 
 
 @pytest.mark.django_db
-def test_a_resend_while_a_delivery_is_under_way_is_refused_and_changes_nothing(
-    account: Account, settings: Any
+def test_a_resend_while_a_delivery_waits_makes_its_next_attempt_now_and_only_once(
+    account: Account, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A resend reset the attempts that claim each send: forty resends at once made fourteen
-    POSTs to the receiver, each starting the whole schedule again."""
-    # Given a finished request whose webhook failed once and waits for its next attempt
-    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
-    request = finished_request(account, "https://hooks.invalid/x")
+    """A receiver mended after a failure waited out the schedule (up to hours): a resend
+    was refused until the delivery had ended."""
+    # Given a finished request whose webhook failed once and waits an hour for its next
+    # attempt (the receiver is faked at net.post, the one thing here that would leave the
+    # machine)
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600, 3600]
+    answers = [500, 204]
+    monkeypatch.setattr(net, "post", lambda *_: answers.pop(0))
+    request = finished_request(account, "https://hooks.example/x")
     webhooks.webhook_schedule(request=request)
     webhooks.webhook_send(request_id=request.pk)
     waiting = WebhookDelivery.objects.get(request=request)
     assert (waiting.state, waiting.attempts) == ("pending", 1)
-    assert waiting.next_attempt_at is not None
 
-    # When it is sent again, through the API's service and the command
-    with pytest.raises(WebhookPending) as refused:
-        webhooks.webhook_resend(request=request)
-    with pytest.raises(CommandError, match="being delivered"):
-        call_command("webhook_resend", str(request.pk))
+    # When it is sent again, twice, through the API's service and the command
+    again = webhooks.webhook_resend(request=request)
+    call_command("webhook_resend", str(request.pk), stdout=io.StringIO())
 
-    # Then both are refused, saying when the next attempt is, and the delivery is as it was
-    assert refused.value.code == "webhook_pending"
-    assert refused.value.details == [
-        {"state": "pending", "next_attempt_at": waiting.next_attempt_at.isoformat()}
-    ]
+    # Then its next attempt is due now, with the attempt it made kept
+    assert again is not None
+    assert (again.state, again.attempts) == ("pending", 1)
+    assert again.next_attempt_at is not None
+    assert again.next_attempt_at <= timezone.now()
+    # and the sends both resends queued make it once, delivered
+    webhooks.webhook_send(request_id=request.pk)
+    webhooks.webhook_send(request_id=request.pk)
+    delivered = WebhookDelivery.objects.get(request=request)
+    assert (delivered.state, delivered.attempts) == ("delivered", 2)
+    assert answers == []
+
+
+@pytest.mark.django_db
+def test_a_resend_while_an_attempt_is_being_made_is_refused_and_changes_nothing(
+    account: Account, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend reset the attempts that claim each send: forty resends at once made fourteen
+    POSTs to the receiver, each starting the whole schedule again."""
+    settings.WEBHOOK_RETRY_SCHEDULE = [3600]
+    request = finished_request(account, "https://hooks.example/x")
+    webhooks.webhook_schedule(request=request)
+    refusals: list[WebhookPending] = []
+    during: list[tuple[str, int, Any]] = []
+
+    def receiver(*_: Any) -> int:
+        # When it is sent again while the POST is under way
+        with pytest.raises(WebhookPending) as refused:
+            webhooks.webhook_resend(request=request)
+        refusals.append(refused.value)
+        with pytest.raises(CommandError, match="being delivered"):
+            call_command("webhook_resend", str(request.pk))
+        now = WebhookDelivery.objects.get(request=request)
+        during.append((now.state, now.attempts, now.next_attempt_at))
+        return 500
+
+    monkeypatch.setattr(net, "post", receiver)
+    webhooks.webhook_send(request_id=request.pk)
+
+    # Then both are refused, saying when the next attempt is, and the attempt was left as
+    # it was: its one failure recorded, the schedule's next attempt an hour away
+    [(state, attempts, lease_ends)] = during
+    assert (state, attempts) == ("pending", 1)  # the attempt claimed, as under way
+    [refused] = refusals
+    assert refused.code == "webhook_pending"
+    assert refused.details == [{"state": state, "next_attempt_at": lease_ends.isoformat()}]
     after = WebhookDelivery.objects.get(request=request)
-    assert (after.state, after.attempts, after.next_attempt_at) == (
-        "pending", 1, waiting.next_attempt_at,
-    )  # fmt: skip
+    assert (after.state, after.attempts, after.last_status_code) == ("pending", 1, 500)
+    assert after.next_attempt_at is not None
+    assert after.next_attempt_at > timezone.now() + timedelta(minutes=59)
 
     # And once it has ended, it can be sent again from the first attempt
     WebhookDelivery.objects.filter(pk=after.pk).update(state=WebhookDelivery.State.FAILED)
