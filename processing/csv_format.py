@@ -148,7 +148,7 @@ def dialect_of(data: bytes) -> CsvDialect:
     """The dialect of a file iter_products has read: its separator (a tab-separated
     file's output is comma-separated: it is a CSV), and whether it began with a BOM."""
     bom = data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    data = _utf8(data)  # UTF-16's mark is gone from it; UTF-8's is skipped
+    data = _line_ends_mended(_utf8(data))  # UTF-16's mark is gone from it; UTF-8's skipped
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     header, _, _ = _header_line(_lines(data, start))
     return CsvDialect(delimiter=";" if _delimiter(header) == ";" else ",", bom=bom)
@@ -180,8 +180,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         # No database text column can hold it, and no CSV a person writes has one.
         row = data.count(b"\n", 0, nul) + 1
         raise CsvInvalid([CsvProblem(row, None, f"The file has a NUL byte (byte {nul + 1}).")])
-    if b"\r" in data and b"\n" not in data:
-        data = data.replace(b"\r", b"\n")  # CR alone ends lines: Excel for Mac's "CSV (Macintosh)"
+    data = _line_ends_mended(data)
     problems = _Problems(limits.max_problems)
     lines = _lines(data, bom)
     header, header_row, lines = _header_line(lines)
@@ -365,6 +364,12 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
         else:
             indexes[column] = matches[0]
     return indexes
+
+
+def _line_ends_mended(data: bytes) -> bytes:
+    if b"\r" in data and b"\n" not in data:
+        return data.replace(b"\r", b"\n")  # CR alone ends lines: Excel for Mac's "CSV (Macintosh)"
+    return data
 
 
 def _header_line(lines: Iterator[str]) -> tuple[str, int, Iterator[str]]:

@@ -264,8 +264,12 @@ def test_a_file_separated_by_semicolons_is_read_and_its_output_written_alike() -
             CsvDialect(",", True),  # Excel's "Unicode Text": a CSV back, with its mark
         ),
         (b"\n\nS. No.;Product Name;Input Image Urls\n1;a;http://a/1.jpg\n", CsvDialect(";", False)),
+        (
+            b"S. No.;Product Name;Input Image Urls\r1;a;http://a/1.jpg,http://a/2.jpg\r",
+            CsvDialect(";", False),  # Excel for Mac: CR alone, and commas in a later row
+        ),
     ],
-    ids=["plain", "utf-16 tabs", "semicolons after blank lines"],
+    ids=["plain", "utf-16 tabs", "semicolons after blank lines", "CR alone"],
 )
 def test_the_dialect_is_what_the_file_was_written_in(data: bytes, dialect: CsvDialect) -> None:
     assert validate_products(data, CsvLimits()).dialect == dialect
