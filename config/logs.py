@@ -86,6 +86,25 @@ class ClientFaultFilter(logging.Filter):
         return True
 
 
+# A one-time login link's token, in any line that names its path: Django's own lines
+# ("Forbidden (CSRF cookie not set.): /login/link/…/", "Gone: …") and the request they
+# carry. Whoever reads the logs may not use the link.
+LOGIN_LINK_TOKEN = re.compile(r"(/login/link/)[^/\s'\"]+")
+
+
+class SecretPathFilter(logging.Filter):
+    """Takes the token out of every line that names a login link's path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/login/link/" in message:
+            record.msg, record.args = LOGIN_LINK_TOKEN.sub(r"\1<token>", message), ()
+        request = getattr(record, "request", None)
+        if request is not None and "/login/link/" in str(request):
+            record.request = LOGIN_LINK_TOKEN.sub(r"\1<token>", str(request))
+        return True
+
+
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -133,6 +152,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
         "filters": {
             "request_id": {"()": "config.logs.RequestIdFilter"},
             "client_fault": {"()": "config.logs.ClientFaultFilter"},
+            "secret_path": {"()": "config.logs.SecretPathFilter"},
         },
         "formatters": {
             "plain": {"format": "%(asctime)s %(levelname)s %(name)s%(request_tag)s %(message)s"},
@@ -142,7 +162,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json" if fmt == "json" else "plain",
-                "filters": ["request_id", "client_fault"],
+                "filters": ["request_id", "client_fault", "secret_path"],
             }
         },
         "root": {"handlers": ["console"], "level": level},

@@ -73,6 +73,22 @@ def test_a_host_the_service_does_not_serve_is_a_warning_naming_it_not_an_error(
     assert "exc_info" not in line
 
 
+@pytest.mark.django_db
+def test_a_login_links_token_is_in_no_line_django_writes_about_it(tmp_path: Path) -> None:
+    """The access log left it out, but Django's own lines of a refused or spent link
+    carried it whole, in the message and in the request beside it."""
+    _, path = configured_logger(tmp_path, "json", name="django")
+    token = "Hlhmv8LiveOneTimeToken0123456789"
+    # A POST without the CSRF cookie (403), then a link that does not exist (410)
+    assert Client(enforce_csrf_checks=True).post(f"/login/link/{token}/").status_code == 403
+    assert Client().get(f"/login/link/{token}/").status_code == 410
+    text = path.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert {line["logger"] for line in lines} == {"django.security.csrf", "django.request"}
+    assert all("/login/link/<token>/" in line["message"] for line in lines)
+    assert token not in text
+
+
 @pytest.mark.e2e
 def test_production_processes_log_json_lines_naming_the_request(
     production_service: Service, origin: Origin
