@@ -163,6 +163,21 @@ def test_a_login_link_expires_after_fifteen_minutes() -> None:
     assert Client().get(f"/login/link/{token}/").status_code == 410
 
 
+def test_without_a_terminal_the_password_is_read_from_standard_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It crashed there (getpass: EOFError and a traceback), in jobs and `exec -T`."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-long-pw-9\n"))
+    run("user", "create", "--account", "acme", "--username", "ann")
+    client = Client()
+    assert client.login(username="ann", password="a-long-pw-9")
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(CommandError, match="there is no terminal to ask at"):
+        call_command("user", "create", "--account", "acme", "--username", "bo")
+    assert not get_user_model().objects.filter(username="bo").exists()
+
+
 def test_a_weak_password_is_refused() -> None:
     with pytest.raises(CommandError):
         call_command("user", "create", "--account", "acme", "--username", "cy", "--password", "123")

@@ -1,8 +1,11 @@
 """`python manage.py user create --account NAME --username U [--password P]`: a person who
-logs in to the page for one account. Without --password, it asks for one (or, with
---no-password, the user logs in by one-time links only)."""
+logs in to the page for one account. Without --password, it asks for one at the terminal,
+or reads one line of standard input where there is none (`... < secret-file`: kept out of
+`ps` and the shell's history); with --no-password, the user logs in by one-time links
+only."""
 
 import getpass
+import sys
 from typing import Any
 
 from django.contrib.auth.password_validation import validate_password
@@ -43,6 +46,14 @@ class Command(BaseCommand):
         self.stdout.write(f"User {user.get_username()} of account {account.name} made.")
 
     def _ask(self) -> str:
+        if not sys.stdin.isatty():  # a job, a pipe, `docker compose exec -T`
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise CommandError(
+                    "No password: there is no terminal to ask at and standard input is "
+                    "empty. Give one line on standard input, --password, or --no-password."
+                )
+            return password
         password = getpass.getpass("Password: ")
         if password != getpass.getpass("Password (again): "):
             raise CommandError("The passwords differ.")
