@@ -14,6 +14,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views import defaults
@@ -147,6 +148,8 @@ def error_body(
     return body
 
 
+DATABASE_UNAVAILABLE = "The database is unavailable; try again in a few seconds."
+DATABASE_RETRY_AFTER_SECONDS = 5
 KEY_REFUSED = "The API key is not valid: unknown, revoked or expired."
 # Schemes named back to the client; any other word may be a key sent without one.
 OTHER_SCHEMES = frozenset({"basic", "token", "digest", "apikey", "api-key", "key", "jwt"})
@@ -206,7 +209,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         )
     if isinstance(exc, SuspiciousOperation):
         return _refused_body(exc)
-    logger.exception("unhandled error in %s", context.get("view"))
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database away (refused, restarting, out of connections): a client retries
+        # a 503, and the log line names the cause once, without Django's frames.
+        logger.error("database unavailable: %s", " ".join(str(exc).split()) or repr(exc))
+        return Response(
+            error_body(DATABASE_UNAVAILABLE, "database_unavailable"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    view = context.get("view")
+    logger.exception("unhandled error in %s", type(view).__name__ if view else "the API")
     return Response(
         error_body("Internal server error.", "server_error"),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,

@@ -346,3 +346,38 @@ def test_a_head_request_is_answered_with_the_get_answers_headers_and_no_body(
             assert head.headers.get("Content-Type") == got.headers.get("Content-Type"), path
         log = web.log("web")
     assert "body bytes" not in log
+
+
+def test_the_api_answers_503_and_logs_why_in_one_line_while_the_database_is_away(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """It answered 500 server_error, which no client retries, and logged a traceback per
+    call with the cause buried in it."""
+    # Given a web server whose PostgreSQL refuses connections (nothing listens on its port)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    away = f"postgres://postgres@127.0.0.1:{port}/nowhere"
+    with web_alone(embedded_service, tmp_path, DATABASE_URL=away, LOG_FORMAT="json") as web:
+        # When a client calls the API
+        answer = urllib3.request(
+            "GET",
+            f"{web.base_url}/api/requests/",
+            headers=api_headers(web.base_url + "/"),
+            timeout=10,
+            retries=False,  # urllib3 would wait out the Retry-After and ask again
+        )
+        log = web.log("web")
+
+    # Then it is told to come back, and the log says why in one line
+    assert answer.status == 503
+    assert answer.json() == {
+        "error": "The database is unavailable; try again in a few seconds.",
+        "code": "database_unavailable",
+    }
+    assert answer.headers["Retry-After"] == "5"
+    [line] = [json.loads(line) for line in log.splitlines() if "database unavailable" in line]
+    assert line["level"] == "ERROR"
+    assert f"port {port} failed: Connection refused Is the server running" in line["message"]
+    assert "exc_info" not in line
+    assert "Traceback" not in log
