@@ -139,3 +139,20 @@ def env_url(name: str, *, example: str) -> str:
             f"{name} must be an absolute http(s) URL ({example}), not {url.rstrip('/')!r}."
         )
     return url
+
+
+SERVICE_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
+
+
+def env_service_url(name: str, default: str, *, example: str) -> str:
+    """A URL of a database or broker, scheme://…: one with its colon missing ("redis//h")
+    was taken for a host name and retried a hundred times, naming no setting."""
+    url = env(name, default)
+    if not SERVICE_URL.fullmatch(url):
+        raise ImproperlyConfigured(f"{name} must be a URL ({example}), not {redacted(url)!r}.")
+    return url
+
+
+def redacted(url: str) -> str:
+    """url without the password it may hold (user:password@host)."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)

@@ -28,7 +28,9 @@ from config.env import (
     env_ports,
     env_rate,
     env_seconds,
+    env_service_url,
     env_url,
+    redacted,
 )
 from config.logs import log_format, logging_config
 from imaging.encode import QualityMode
@@ -190,11 +192,16 @@ if EMBEDDED:
         }
     }
 else:
-    DATABASES = {
-        "default": dict(
-            dj_database_url.parse(env("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)
-        )
-    }
+    _database_url = env_service_url(
+        "DATABASE_URL", "", example="postgres://user:password@db.example:5432/images"
+    )
+    try:
+        _database = dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as error:  # an unknown scheme, a port that is not a number
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is not a database URL ({redacted(_database_url)!r}): {error}"
+        ) from None
+    DATABASES = {"default": dict(_database)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A server that takes the connection and never answers (overloaded, or a firewall
         # that drops packets) held /healthz and every request that asked for a connection
@@ -304,13 +311,16 @@ REST_FRAMEWORK = {
 
 # Rate-limit counters must be shared by every web process: Redis in production (CACHE_URL,
 # by default the broker's Redis), a folder beside the SQLite file otherwise.
-CACHE_URL = env("CACHE_URL") or (
-    env("CELERY_BROKER_URL") if env("CELERY_BROKER_URL").startswith("redis") else ""
+_broker_url = env_service_url(
+    "CELERY_BROKER_URL", "filesystem://", example="redis://redis.example:6379/0"
 )
+CACHE_URL = env("CACHE_URL") or (_broker_url if _broker_url.startswith("redis") else "")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     # memcached:// and the like were taken, and a folder of each host's own used instead:
     # the rate limits and the login pauses then counted each web host apart.
-    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// or rediss:// URL, not {CACHE_URL!r}.")
+    raise ImproperlyConfigured(
+        f"CACHE_URL must be a redis:// or rediss:// URL, not {redacted(CACHE_URL)!r}."
+    )
 if CACHE_URL:
     CACHES = {
         "default": {
@@ -486,7 +496,7 @@ SWEEP_INTERVAL = env_float("SWEEP_INTERVAL", 30.0, positive=True)
 
 # --- Celery ------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = _broker_url
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env("BROKER_DIR", str(VAR_DIR / "broker")))
     for _folder in ("queue", "control"):

@@ -94,6 +94,25 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         ("CELERY_DB_REUSE_MAX", "-3", "CELERY_DB_REUSE_MAX must be 0 or more, not '-3'."),
         # Taken, and a folder of each host's own used: limits counted per web host.
         ("CACHE_URL", "memcached://10.0.0.9:11211", "CACHE_URL must be a redis:// or rediss://"),
+        (
+            "CACHE_URL",
+            "memcached://cache:hunter2@10.0.0.9:11211",
+            "CACHE_URL must be a redis:// or rediss:// URL, not "
+            "'memcached://cache:***@10.0.0.9:11211'.",
+        ),
+        # Taken as a host named "redis%2F%2Fh", retried a hundred times naming no setting.
+        (
+            "CELERY_BROKER_URL",
+            "redis//:hunter2@h:6379/0",
+            "CELERY_BROKER_URL must be a URL (redis://redis.example:6379/0), not "
+            "'redis//:***@h:6379/0'.",
+        ),
+        # dj-database-url's own error, naming no setting; its password never shown
+        (
+            "DATABASE_URL",
+            "mysqlx://app:hunter2@db/images",
+            "DATABASE_URL is not a database URL ('mysqlx://app:***@db/images'): Scheme ",
+        ),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
@@ -105,6 +124,7 @@ def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {message}" in result.stderr
+    assert "hunter2" not in result.stderr  # a password in a URL is never printed
 
 
 @pytest.mark.parametrize(
