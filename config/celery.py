@@ -4,6 +4,7 @@ import copy
 import ctypes
 import logging.config
 import os
+import socket
 from typing import Any, Final
 
 from celery import Celery, signals
@@ -38,6 +39,34 @@ def logging_setup(loglevel: int | str | None = None, **_: Any) -> None:
     if loglevel:
         config["loggers"]["celery"] = {"level": loglevel}
     logging.config.dictConfig(config)
+
+
+@signals.worker_init.connect
+def storage_writable(**_: Any) -> None:
+    """Stop the worker at its start if it cannot write the output storage: started, it
+    took every batch its queues gave it and failed each image with storage_error (a
+    STORAGE_DIR it cannot write, a bucket it may not put in), while it looked healthy."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    probe = f"probes/worker-{socket.gethostname()}-{os.getpid()}"
+    try:
+        default_storage.delete(default_storage.save(probe, ContentFile(b"probe")))
+    except Exception as error:  # an OSError, a bucket's refusal: whatever stops the outputs
+        logger.critical(
+            "cannot write the output storage (%s): %s. Fix STORAGE_DIR or the bucket's "
+            "settings; this worker stops.",
+            _storage_where(),
+            error,
+        )
+        raise SystemExit(1) from None
+
+
+def _storage_where() -> str:
+    from django.conf import settings
+
+    bucket = getattr(settings, "S3_BUCKET", "")
+    return f"bucket {bucket}" if bucket else f"STORAGE_DIR {settings.MEDIA_ROOT}"
 
 
 @signals.worker_process_init.connect

@@ -1,7 +1,8 @@
 """The Celery application's own process set-up (config/celery.py): a worker process keeps
 the memory it frees, so that the perceptual score's arrays of a few megabytes are not
-faulted in again on every try. Measured in a fresh Python process each, whose allocator
-nothing else has set, with the signal a prefork pool sends each process it starts."""
+faulted in again on every try (measured in a fresh Python process each, whose allocator
+nothing else has set, with the signal a prefork pool sends each process it starts); a
+worker that cannot write the output storage does not start."""
 
 import os
 import platform
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.harness.service import procfile_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,3 +79,41 @@ def test_an_operators_glibc_settings_win(environment: dict[str, str]) -> None:
     # Given an operator's environment telling glibc to give freed memory back at once
     # When a worker process starts, then that setting holds: the pages fault in again
     assert page_faults(started_as_worker=True, environment=environment) > 10_000
+
+
+@pytest.mark.e2e
+def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying_so(
+    tmp_path: Path,
+) -> None:
+    """It started, looked healthy, and failed every image its queues gave it."""
+    # Given a STORAGE_DIR under a file, which no one can make a folder in
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}
+    }
+    environment |= {
+        "VAR_DIR": str(tmp_path / "var"),
+        "STORAGE_DIR": str(blocker / "storage"),
+        "SECRET_KEY": "tests-only-not-secret",
+        "LOG_FORMAT": "plain",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+
+    # When a worker is started as the Procfile starts it
+    result = subprocess.run(
+        ["/bin/sh", "-c", f"exec {procfile_commands()['worker']}"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # Then it stops, naming what it could not write
+    assert result.returncode != 0
+    assert f"cannot write the output storage (STORAGE_DIR {blocker / 'storage'})" in (
+        result.stdout + result.stderr
+    )
