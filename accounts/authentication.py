@@ -98,12 +98,17 @@ class AccountSessionAuthentication(authentication.SessionAuthentication):
         return found
 
 
+def authorization_sent(request: Request | HttpRequest) -> tuple[str, str]:
+    """The Authorization header's scheme and credentials, "" for either not sent."""
+    scheme, _, credentials = str(request.META.get("HTTP_AUTHORIZATION", "")).partition(" ")
+    return scheme.strip(), credentials.strip()
+
+
 def api_key_sent(request: Request | HttpRequest) -> str | None:
     """The key in `Authorization: Bearer <key>` or `X-API-Key: <key>`; None if neither."""
-    header = str(request.META.get("HTTP_AUTHORIZATION", ""))
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
+    scheme, credentials = authorization_sent(request)
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
     key = str(request.META.get("HTTP_X_API_KEY", "")).strip()
     return key or None
 

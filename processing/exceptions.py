@@ -21,6 +21,8 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from accounts.authentication import authorization_sent
+
 logger = logging.getLogger(__name__)
 
 
@@ -159,8 +161,7 @@ SEND_A_KEY = "send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <k
 def _how_to_authenticate(request: Any) -> str:
     """What a request with no key is told: how to send one, and where it sent another
     kind of credential (Basic, Token), its scheme, never the credential itself."""
-    header = str(request.META.get("HTTP_AUTHORIZATION", "")) if request is not None else ""
-    scheme = header.split(" ", 1)[0].strip()
+    scheme = authorization_sent(request)[0] if request is not None else ""
     if scheme and scheme.lower() != "bearer":
         shown = scheme if scheme.lower() in OTHER_SCHEMES else "not Bearer"
         return (
