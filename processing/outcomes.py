@@ -41,6 +41,16 @@ class ImageFailure:
 CANCELLED: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
 
 
+def lost_each_time(attempts: int, *, transient: bool = False) -> ImageFailure:
+    """A URL whose every attempt died with its worker process (killed, out of memory, a
+    crash in a codec): given up by the sweep, or by the last delivery of its batch."""
+    return ImageFailure(
+        ReasonCode.INTERNAL_ERROR,
+        f"Gave up after {attempts} attempts that never finished (the worker was lost each time).",
+        transient=transient,
+    )
+
+
 @dataclass(frozen=True)
 class ImageOutcome:
     """One URL's attempt: an output stored as output_name, or a failure."""

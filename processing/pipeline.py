@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 import net
@@ -34,7 +34,7 @@ from processing import bulk, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
-from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome
+from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome, lost_each_time
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
 from processing.results import images_record
 from processing.reuse import Known, Seen
@@ -108,11 +108,12 @@ class _Work:
         return download.result()
 
 
-def images_process(*, image_ids: list[int]) -> None:
+def images_process(*, image_ids: list[int], task_id: str | None = None) -> None:
     """Fetch, compress and store a batch of image URLs, each for every image with it.
 
     Downloads run in threads ahead of the encoding on this one, a few at a time, and the
-    batch's results are recorded in one transaction per request.
+    batch's results are recorded in one transaction per request. task_id, the Celery
+    task's, is the same for every delivery of the batch (claim_token).
     """
     # order_by(): the model's default order would join products for nothing.
     firsts = list(
@@ -134,12 +135,28 @@ def images_process(*, image_ids: list[int]) -> None:
     pending = [item for item in work.values() if item.image.status == ProductImage.Status.PENDING]
     for item in pending[: _read_ahead()]:
         item.download_start(threads)
-    token = uuid.uuid4()
+    token = claim_token(task_id)
     leases.hold(token)
     try:
         _images_claimed_work(firsts, work, token, threads, cancels)
     finally:
         leases.release(token)
+
+
+# The namespace of claim tokens made from task ids (any fixed UUID would do).
+_TASK_TOKENS = uuid.UUID("6f1d2c1e-9a51-4b1f-8f0e-3c7a5d2b9e40")
+
+
+def claim_token(task_id: str | None) -> uuid.UUID:
+    """The token a batch claims its images with: one task, one token, whichever delivery.
+
+    A task whose process died (killed, out of memory, a crash in a codec) goes back to the
+    queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and its next delivery takes back the
+    images the dead one held, where the sweep would wait for their lease to run out. Two
+    live deliveries of one task (a broker that gave it back while it ran) may then work on
+    the same images: the first result recorded stands, as for any image claimed twice.
+    """
+    return uuid.uuid5(_TASK_TOKENS, task_id) if task_id else uuid.uuid4()
 
 
 # The least a batch waits for a download before it looks again for a cancel: with
@@ -159,25 +176,27 @@ def _images_claimed_work(
     threads: ThreadPoolExecutor,
     cancels: "_CancelWatch",
 ) -> None:
-    claimed = {image.pk for image in _images_claim(firsts, token)}
+    claim = _images_claim(firsts, token)
     for image_id, item in batch.items():
-        if image_id not in claimed and item.download is not None:
+        if image_id not in claim.owned and item.download is not None:
             item.download.cancel()
-    work = [item for image_id, item in batch.items() if image_id in claimed]
-    if not work:
+    work = [item for image_id, item in batch.items() if image_id in claim.owned]
+    if not work and not claim.given_up:
         return
-    with request_id_bound(",".join(sorted({str(item.image.request_id) for item in work}))):
+    request_ids = list(dict.fromkeys([item.image.request_id for item in work] + [*claim.given_up]))
+    with request_id_bound(",".join(sorted(map(str, request_ids)))):
         _images_work(work, threads, cancels)
-        for request_id in dict.fromkeys(item.image.request_id for item in work):
+        for request_id in request_ids:
             mine = [item for item in work if item.image.request_id == request_id]
             # One transaction: what the sources answered, the results, the counters and
             # the next batches. The sources first: the request's row, which every batch
             # of the request takes to count, is then held the shortest time.
             with transaction.atomic():
-                reuse.sources_remember(
-                    request=mine[0].image.request,
-                    seen=[item.seen for item in mine if item.seen is not None],
-                )
+                if mine:
+                    reuse.sources_remember(
+                        request=mine[0].image.request,
+                        seen=[item.seen for item in mine if item.seen is not None],
+                    )
                 images_record(
                     request_id=request_id,
                     held=ProductImage.objects.filter(
@@ -185,7 +204,7 @@ def _images_claimed_work(
                         status=ProductImage.Status.PROCESSING,
                         claim_token=token,
                     ),
-                    outcomes=[item.outcome() for item in mine],
+                    outcomes=[item.outcome() for item in mine] + claim.given_up.get(request_id, []),
                 )
 
 
@@ -340,16 +359,34 @@ def _io_threads() -> ThreadPoolExecutor:
     return _io_pool[1]
 
 
-def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductImage]:
-    """Claim the pending URLs of firsts (and their repeats); the firsts this call owns."""
-    mine: set[tuple[uuid.UUID, str]] = set()
+@dataclass
+class _Claim:
+    owned: set[int]  # ids of the firsts this batch works on
+    # By request, the URLs this task's earlier deliveries held until their process died,
+    # on every attempt: failed now, not taken back once more.
+    given_up: dict[uuid.UUID, list[ImageOutcome]]
+
+
+def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> _Claim:
+    """Claim the pending URLs of firsts (and their repeats), and take back those an
+    earlier delivery of this task held when its process died (claim_token)."""
+    claim = _Claim(owned=set(), given_up={})
     for request_id in dict.fromkeys(image.request_id for image in firsts):
-        same_urls = ProductImage.objects.filter(
-            request_id=request_id,
-            input_url__in={image.input_url for image in firsts if image.request_id == request_id},
+        mine = {image.input_url: image for image in firsts if image.request_id == request_id}
+        same_urls = ProductImage.objects.filter(request_id=request_id, input_url__in=mine)
+        held_by_the_dead = Q(status=ProductImage.Status.PROCESSING, claim_token=token)
+        last_attempt = settings.IMAGE_MAX_ATTEMPTS
+        # Read before the claim, which makes what it takes held by this token too.
+        lost = dict(
+            same_urls.filter(held_by_the_dead, attempts__gte=last_attempt).values_list(
+                "input_url", "attempts"
+            )
         )
         claimed = bulk.update_returning(
-            same_urls.filter(status=ProductImage.Status.PENDING),
+            same_urls.filter(
+                Q(status=ProductImage.Status.PENDING)
+                | held_by_the_dead & Q(attempts__lt=last_attempt)
+            ),
             values={
                 "status": ProductImage.Status.PROCESSING,
                 "claim_token": token,
@@ -358,8 +395,18 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> list[ProductI
             },
             returning=["input_url"],
         )
-        mine |= {(request_id, url) for (url,) in claimed}
-    return [image for image in firsts if (image.request_id, image.input_url) in mine]
+        claim.owned |= {mine[url].pk for (url,) in claimed}
+        if given_up := [
+            ImageOutcome(
+                input_url=url,
+                image_id=mine[url].pk,
+                attempt=attempts,
+                failure=lost_each_time(attempts),
+            )
+            for url, attempts in lost.items()
+        ]:
+            claim.given_up[request_id] = given_up
+    return claim
 
 
 def _fetch(url: str, known: Known | None, stopped: Callable[[], bool]) -> _Download:

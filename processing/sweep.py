@@ -19,8 +19,8 @@ from django.db.models import Max, Min, Q, QuerySet
 from processing import queue
 from processing.finalize import request_finalize
 from processing.leases import database_now
-from processing.models import ProcessingRequest, ProductImage, ReasonCode, WebhookDelivery
-from processing.outcomes import ImageFailure, ImageOutcome
+from processing.models import ProcessingRequest, ProductImage, WebhookDelivery
+from processing.outcomes import ImageOutcome, lost_each_time
 from processing.results import images_record
 from processing.window import request_window_fill
 
@@ -102,17 +102,11 @@ def _image_give_up(
     group: Mapping[str, Any], overdue: QuerySet[ProductImage], *, transient: bool = False
 ) -> None:
     """Fail a URL whose every attempt was lost, recorded as any image's result is."""
-    failure = ImageFailure(
-        ReasonCode.INTERNAL_ERROR,
-        f"Gave up after {group['attempts']} attempts that never finished "
-        "(the worker was lost each time).",
-        transient=transient,
-    )
     outcome = ImageOutcome(
         input_url=group["input_url"],
         image_id=group["first_id"],
         attempt=group["attempts"],
-        failure=failure,
+        failure=lost_each_time(group["attempts"], transient=transient),
     )
     images_record(request_id=group["request_id"], held=overdue, outcomes=[outcome])
 

@@ -8,7 +8,7 @@ backstop behind the limits the services keep (CELERY_TASK_TIME_LIMIT for the oth
 import uuid
 from typing import Any, Final
 
-from celery import shared_task, signals
+from celery import Task, shared_task, signals
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
@@ -35,9 +35,11 @@ def request_start(request_id: str) -> None:
         intake.request_start(request_id=uuid.UUID(request_id))
 
 
-@shared_task(name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT, **DATABASE_AWAY)
-def images_process(image_ids: list[int]) -> None:
-    pipeline.images_process(image_ids=image_ids)
+@shared_task(
+    bind=True, name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT, **DATABASE_AWAY
+)
+def images_process(self: Task[Any, None], image_ids: list[int]) -> None:
+    pipeline.images_process(image_ids=image_ids, task_id=self.request.id)
 
 
 @shared_task(name=queue.REQUEST_FINALIZE, **DATABASE_AWAY)

@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.harness.origin import Origin
 from tests.harness.redis import RedisServer, private_service
-from tests.harness.service import Service, procfile_commands
+from tests.harness.service import Service, procfile_commands, start_service
 from tests.support import (
     api_request,
     encoded,
@@ -132,6 +133,58 @@ def test_a_worker_killed_mid_request_loses_nothing(tmp_path: Path, origin: Origi
         assert_complete_and_counted_once(service, request_id, total=300, distinct=distinct)
         # having gone through the sweep for the images the killed worker held
         assert SWEEP_REQUEUED.search(service.log("worker-2"))
+
+
+def pool_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The pids of a Celery worker's pool processes: its children."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            # pid (command) state ppid ...; the command may hold spaces and parentheses
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == worker.pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+@contextlib.contextmanager
+def service_on(
+    stack: str, tmp_path: Path, origin: Origin, env: dict[str, str]
+) -> Iterator[Service]:
+    if stack == "embedded":
+        service = start_service(tmp_path, env, origin)
+        try:
+            yield service
+        finally:
+            service.stop()
+    else:
+        with private_service(tmp_path, origin, env) as (service, _, _):
+            yield service
+
+
+@pytest.mark.parametrize("stack", ["embedded", "production"])
+def test_pool_processes_killed_mid_batch_have_their_images_done_again_at_once(
+    tmp_path: Path, origin: Origin, stack: str
+) -> None:
+    # Given a request under way, on a service whose leases are ten minutes long: only the
+    # tasks given back by the lost processes can bring their images back within the test
+    csv_text, distinct = catalogue(origin, products=60)
+    with service_on(stack, tmp_path, origin, {"WORK_LEASE_SECONDS": "600"}) as service:
+        request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+        wait_for_progress(service, request_id, 30)
+
+        # When every pool process of the worker is killed, as the kernel kills one that ran
+        # out of memory
+        worker = service.processes["worker"]
+        for pid in pool_processes(worker):
+            os.kill(pid, signal.SIGKILL)
+
+        # Then the worker goes on with new processes, and the request completes, every
+        # image once, every file once, in a fraction of the lease
+        assert_complete_and_counted_once(service, request_id, total=180, distinct=distinct)
+        log = service.log("worker")
+        assert "WorkerLostError" in log  # a batch was under way in a killed process
+        assert not SWEEP_REQUEUED.search(log)
+        assert worker.poll() is None
 
 
 def test_redis_restarted_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:

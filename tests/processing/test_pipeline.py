@@ -6,6 +6,7 @@ Tasks are never sent: the test's transaction never commits, so what the services
 stays in its on-commit callbacks, which the tests read (processing.queue.QueuedTask).
 """
 
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,85 @@ def test_a_batch_delivered_again_downloads_and_records_nothing(
     request.refresh_from_db()
     assert (request.succeeded_images, request.failed_images) == (1, 0)
     assert callbacks == []
+
+
+class ProcessDied(BaseException):
+    """Plays a worker process killed during a download (out of memory, a crash in a codec):
+    nothing in the service catches it, so its images are left claimed, as a SIGKILL leaves
+    them."""
+
+
+def dies(*_: Any, **__: Any) -> net.Fetched:
+    raise ProcessDied
+
+
+def delivered(capture: Capture, batch: list[int], task_id: str) -> list[QueuedTask]:
+    """One delivery of the task task_id; what it queued. ProcessDied ends it as a killed
+    process would, with what it had written kept."""
+    with capture(execute=False) as callbacks, contextlib.suppress(ProcessDied):
+        pipeline.images_process(image_ids=batch, task_id=task_id)
+    return queued(callbacks, queue.IMAGES_PROCESS) + queued(callbacks, queue.REQUEST_FINALIZE)
+
+
+def test_a_task_delivered_again_after_its_process_died_takes_its_images_back_at_once(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given a batch of two images whose process died while it downloaded
+    settings.REQUEST_START_BATCHES = 1
+    urls, rows = photos(downloads, 2)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+    monkeypatch.setattr(net, "fetch_if_changed", dies)
+    delivered(django_capture_on_commit_callbacks, batch, "task-1")
+    assert {(image.status, image.attempts) for image in images_of(request)} == {("processing", 1)}
+
+    # When another task is given the same images, within their lease, then it leaves them
+    # to their holder
+    monkeypatch.setattr(net, "fetch_if_changed", downloads)
+    assert delivered(django_capture_on_commit_callbacks, batch, "task-2") == []
+    assert downloads.calls == []
+
+    # When the task is delivered again (Celery gives back the task of a lost process)
+    finalising = delivered(django_capture_on_commit_callbacks, batch, "task-1")
+
+    # Then it took both images back at once, as their second attempt, and finished them
+    assert sorted(downloads.calls) == urls
+    assert {(image.status, image.attempts) for image in images_of(request)} == {("succeeded", 2)}
+    assert finalising == [QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))]
+
+
+def test_a_batch_whose_process_dies_at_every_attempt_fails_its_images_without_the_sweep(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+) -> None:
+    # Given an image whose every attempt kills its process: IMAGE_MAX_ATTEMPTS (2) of them
+    _, rows = photos(downloads, 1)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+    monkeypatch.setattr(net, "fetch_if_changed", dies)
+    delivered(django_capture_on_commit_callbacks, batch, "task-1")
+    delivered(django_capture_on_commit_callbacks, batch, "task-1")
+
+    # When the task is delivered once more
+    monkeypatch.setattr(net, "fetch_if_changed", downloads)
+    finalising = delivered(django_capture_on_commit_callbacks, batch, "task-1")
+
+    # Then it is not tried a third time: it failed, with what happened, counted, and the
+    # request is queued for its finalisation, long before any lease runs out
+    assert downloads.calls == []
+    [image] = images_of(request)
+    assert (image.status, image.error_code, image.attempts) == ("failed", "internal_error", 2)
+    assert image.error_message == (
+        "Gave up after 2 attempts that never finished (the worker was lost each time)."
+    )
+    request.refresh_from_db()
+    assert (request.succeeded_images, request.failed_images) == (0, 1)
+    assert finalising == [QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))]
 
 
 def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
