@@ -175,7 +175,8 @@ QUIET_PATHS = {"/healthz", "/livez", "/metrics"}
 
 class AccessLogMiddleware:
     """One line per HTTP request (method, path, status, time), with the request id when
-    the URL names one; it replaces gunicorn's access log so that both formats agree."""
+    the URL names one, an error's code and the account the request acted for; it replaces
+    gunicorn's access log so that both formats agree."""
 
     logger = logging.getLogger("access")
 
@@ -190,16 +191,21 @@ class AccessLogMiddleware:
             # Probes and scrapes come every few seconds; they are there at DEBUG.
             quiet = request.path in QUIET_PATHS and response.status_code < 400
             path = getattr(request, "logged_path", request.path)
+            code, account = _error_code(response), _account_name(request)
             self.logger.log(
                 logging.DEBUG if quiet else logging.INFO,
-                "%s %s %d",
+                "%s %s %d%s%s",
                 request.method,
                 path,
                 response.status_code,
+                f" {code}" if code else "",
+                f" account={account}" if account else "",
                 extra={
                     "method": request.method,
                     "path": path,
                     "status": response.status_code,
+                    "code": code,
+                    "account": account,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 },
             )
@@ -218,3 +224,29 @@ class AccessLogMiddleware:
             request_id_var.set(str(kwargs["request_id"]))
         if kwargs.get("token"):  # a one-time login link's: whoever reads the log may not use it
             request.logged_path = request.path.replace(kwargs["token"], "<token>")  # type: ignore[attr-defined]
+
+
+def _error_code(response: "HttpResponse") -> str:
+    """The code an API error answered with (its body's `code`: invalid_csv, not_found…)."""
+    data = getattr(response, "data", None)
+    if response.status_code >= 400 and isinstance(data, dict):
+        code = data.get("code")
+        return code if isinstance(code, str) else ""
+    return ""
+
+
+def _account_name(request: "HttpRequest") -> str:
+    """The account the request acted for, as far as its view found out: an API key's, or
+    a signed-in person's once the view read the session (never read here: a 503 for a
+    database away would have to ask it)."""
+    from django.utils.functional import SimpleLazyObject, empty
+
+    from accounts.authentication import user_account  # the app registry is ready by now
+
+    user = vars(request).get("user")
+    if isinstance(user, SimpleLazyObject):
+        # Django's lazy user: whether the session was read yet is known only from inside.
+        wrapped = user._wrapped
+        user = None if wrapped is empty else wrapped
+    account = user_account(user)
+    return account.name if account is not None else ""

@@ -7,8 +7,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from rest_framework.test import APIClient
 
+from accounts.models import Account
 from config.logs import logging_config, request_id_bound
 from tests.harness.origin import Origin
 from tests.harness.service import Service
@@ -87,6 +90,31 @@ def test_a_login_links_token_is_in_no_line_django_writes_about_it(tmp_path: Path
     assert {line["logger"] for line in lines} == {"django.security.csrf", "django.request"}
     assert all("/login/link/<token>/" in line["message"] for line in lines)
     assert token not in text
+
+
+@pytest.mark.django_db
+def test_an_api_error_line_names_its_code_and_the_account_that_asked(
+    tmp_path: Path, api: APIClient, member_client: Client, account: Account
+) -> None:
+    """An operator asked why a shop's uploads failed found "POST /api/upload/ 400", and
+    neither which shop nor which of the dozen reasons."""
+    # Given a key's upload of a file that is no CSV, a person's look at a request that is
+    # not there, and a call with no key at all
+    _, path = configured_logger(tmp_path, "json", name="access")
+    upload = SimpleUploadedFile("cat.png", b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    assert api.post("/api/upload/", {"file": upload}).status_code == 400
+    missing = f"/api/status/{uuid.uuid4()}/"
+    assert member_client.get(missing).status_code == 404
+    assert Client().get("/api/requests/").status_code == 401
+
+    # Then each line names the error's code, and the account where one asked
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["status"], line.get("code"), line.get("account")) for line in lines] == [
+        (400, "invalid_csv", account.name),
+        (404, "not_found", account.name),
+        (401, "not_authenticated", None),
+    ]
+    assert lines[0]["message"] == f"POST /api/upload/ 400 invalid_csv account={account.name}"
 
 
 @pytest.mark.e2e
