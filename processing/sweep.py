@@ -41,7 +41,7 @@ def sweep_run() -> SweepReport:
     """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS."""
     now = database_now()  # the clock claims are written by, whichever host this is
     cutoff = now - timedelta(seconds=settings.WORK_LEASE_SECONDS)
-    requests_restarted = _requests_restart(cutoff)
+    requests_restarted = _requests_restart(now - timedelta(seconds=2 * settings.SWEEP_INTERVAL))
     images_requeued, images_given_up = _images_requeue(now, cutoff)
     report = SweepReport(
         requests_restarted=requests_restarted,
@@ -57,6 +57,9 @@ def sweep_run() -> SweepReport:
 
 
 def _requests_restart(cutoff: datetime) -> int:
+    """Requests accepted before cutoff, two sweeps ago, and not started: their start was
+    not queued (the broker away when they came) or was lost. No lease to wait for: a start
+    queued twice starts once, the second finding the request under way."""
     stuck = ProcessingRequest.objects.filter(
         status=ProcessingRequest.Status.PENDING, created_at__lt=cutoff
     ).values_list("pk", flat=True)

@@ -13,9 +13,10 @@ from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import intake, pipeline, sweep
+from processing import intake, pipeline, queue, sweep
 from processing.models import ProcessingRequest, ProductImage
-from tests.processing.in_process import Capture, started
+from processing.queue import QueuedTask
+from tests.processing.in_process import Capture, queued, started
 
 pytestmark = pytest.mark.django_db
 
@@ -97,3 +98,30 @@ def test_leases_are_judged_by_the_databases_clock_not_the_hosts(
 def call_sweep() -> int:
     """The sweep's run: how many images it queued again."""
     return sweep.sweep_run().images_requeued
+
+
+def test_a_request_whose_start_was_never_queued_starts_two_sweeps_later_not_one_lease(
+    settings: Any, account: Account, django_capture_on_commit_callbacks: Capture
+) -> None:
+    """An upload the web could not queue (its broker away) was answered 202, and then
+    waited pending for WORK_LEASE_SECONDS (5 minutes) after the broker came back."""
+    # Given a request accepted while the broker was away: stored, its start never sent
+    settings.SWEEP_INTERVAL = 30
+    with django_capture_on_commit_callbacks(execute=False):
+        request = intake.request_create(
+            account=account,
+            csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+            public_base_url="http://testserver",
+        )
+
+    # When the sweep runs within two sweeps of the upload, then it leaves the start be
+    assert sweep.sweep_run().requests_restarted == 0
+
+    # When it runs two sweeps (a minute) later, lease or not, then it queues the start
+    a_minute_ago = timezone.now() - timedelta(seconds=61)
+    ProcessingRequest.objects.filter(pk=request.pk).update(created_at=a_minute_ago)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert sweep.sweep_run().requests_restarted == 1
+    assert queued(callbacks, queue.REQUEST_START) == [
+        QueuedTask(queue.REQUEST_START, (str(request.pk),))
+    ]
