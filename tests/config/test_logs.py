@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from accounts.models import Account
 from config.logs import logging_config, request_id_bound
 from tests.harness.origin import Origin
-from tests.harness.service import Service
+from tests.harness.service import TEST_ACCOUNT, Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
 
 
@@ -140,7 +140,7 @@ def test_production_processes_log_json_lines_naming_the_request(
     assert {
         f"request {request_id} created: 1 products, 1 images",
         "upload accepted: 1 products, 1 images",
-        "POST /api/upload/ 202",
+        f"POST /api/upload/ 202 account={TEST_ACCOUNT}",
     } <= {str(r["message"]) for r in web}
     assert any(r.get("path") == f"/api/status/{request_id}/" and r["status"] == 200 for r in web)
     # And the worker's lines about the request are JSON with its id
