@@ -110,7 +110,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 def _celery_request_id(record: logging.LogRecord) -> str:
     """The request id of Celery's own task lines ("received", "succeeded"), which are
-    logged outside the task: the first argument of the tasks that take one."""
+    logged outside the task: the one among the arguments of the tasks that take one."""
     data = getattr(record, "data", None)
     if not isinstance(data, dict) or data.get("name") not in REQUEST_TASKS:
         return ""
@@ -119,6 +119,7 @@ def _celery_request_id(record: logging.LogRecord) -> str:
 
 
 REQUEST_TASKS = {
+    "processing.images_process",  # (image ids, request id)
     "processing.request_start",
     "processing.request_finalize",
     "processing.webhook_send",

@@ -128,7 +128,9 @@ def images_record(
             request_finalize_when_ready(request_id)
         for url in retried:
             outcome, delay, _ = rows.retries[url]
-            queue.enqueue_after_commit(queue.IMAGES_PROCESS, [outcome.image_id], countdown=delay)
+            queue.enqueue_after_commit(
+                queue.IMAGES_PROCESS, [outcome.image_id], str(request_id), countdown=delay
+            )
     cancelled_urls = {row["input_url"] for row in rows.cancels}
     for outcome in outcomes:
         if outcome.input_url in cancelled_urls:

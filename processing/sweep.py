@@ -8,6 +8,7 @@ or a live worker change nothing twice.
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,7 +80,8 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
     groups = overdue.values(
         "request_id", "input_url", "status", "request__cancel_requested_at"
     ).annotate(first_id=Min("id"), attempts=Max("attempts"))
-    requeued = given_up = 0
+    requeued: Counter[uuid.UUID] = Counter()
+    given_up = 0
     for group in groups.iterator():
         same_url = ProductImage.objects.filter(
             request_id=group["request_id"], input_url=group["input_url"], status=group["status"]
@@ -96,9 +98,17 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
         else:
             same_url = same_url.filter(queued_at__lt=cutoff)
         if same_url.update(status=ProductImage.Status.PENDING, queued_at=now):
-            queue.enqueue_after_commit(queue.IMAGES_PROCESS, [group["first_id"]])
-            requeued += 1
-    return requeued, given_up
+            queue.enqueue_after_commit(
+                queue.IMAGES_PROCESS, [group["first_id"]], str(group["request_id"])
+            )
+            requeued[group["request_id"]] += 1
+    for request_id, urls in requeued.items():
+        logger.info(
+            "sweep: %d image URLs queued again, their worker or their message lost",
+            urls,
+            extra={"request_id": str(request_id)},
+        )
+    return requeued.total(), given_up
 
 
 def _image_give_up(

@@ -38,8 +38,11 @@ def request_start(request_id: str) -> None:
 @shared_task(
     bind=True, name=queue.IMAGES_PROCESS, time_limit=settings.IMAGE_TASK_TIME_LIMIT, **DATABASE_AWAY
 )
-def images_process(self: Task[Any, None], image_ids: list[int]) -> None:
-    pipeline.images_process(image_ids=image_ids, task_id=self.request.id)
+def images_process(self: Task[Any, None], image_ids: list[int], request_id: str = "") -> None:
+    # request_id, the request the batch's images belong to, names it in every line the
+    # task logs, Celery's own too (config/logs.py); absent from tasks queued before it was.
+    with request_id_bound(request_id):
+        pipeline.images_process(image_ids=image_ids, task_id=self.request.id)
 
 
 @shared_task(name=queue.REQUEST_FINALIZE, **DATABASE_AWAY)

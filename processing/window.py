@@ -135,7 +135,7 @@ def _next_queue(request_id: uuid.UUID, room: int, batch_size: int, *, spread: bo
     images.filter(input_url__in=firsts, queued_at__isnull=True).update(queued_at=timezone.now())
     ids = list(firsts.values())
     for batch in _batches(ids, batch_size, spread=spread and everything):
-        queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch)
+        queue.enqueue_after_commit(queue.IMAGES_PROCESS, batch, str(request_id))
     return len(ids)
 
 

@@ -152,3 +152,13 @@ def test_production_processes_log_json_lines_naming_the_request(
     about = [line for line in production_service.log("worker").splitlines() if request_id in line]
     assert about
     assert all(json.loads(line)["request_id"] == request_id for line in about)
+    # Celery's own lines of the image batches too (received, succeeded), which name image
+    # ids, not the request
+    batch_lines = [
+        record
+        for record in records("worker")
+        if isinstance(data := record.get("data"), dict)
+        and data.get("name") == "processing.images_process"
+    ]
+    assert all(record.get("request_id") for record in batch_lines)
+    assert [record.get("request_id") for record in batch_lines].count(request_id) >= 2

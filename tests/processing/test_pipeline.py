@@ -232,7 +232,7 @@ def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
     assert (image.status, image.error_code, image.attempts) == ("pending", "http_503", 1)
     assert image.error_message == "The server answered HTTP 503. Retrying (attempt 2)."
     [retry] = queued(callbacks, queue.IMAGES_PROCESS)
-    assert retry.args == ([image.pk],)
+    assert retry.args == ([image.pk], str(request.pk))
     assert retry.countdown is not None
     assert 30 <= retry.countdown <= 33
     assert image.queued_at is not None
