@@ -4,6 +4,7 @@ read-only admin."""
 
 import csv
 import json
+import logging
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts import services
 from accounts.models import Account
+from config.celery import app
 from processing import intake, metrics
 from processing.models import ProcessingRequest
 from tests.harness.origin import Origin, image_answer
@@ -50,6 +52,36 @@ def test_healthz_answers_ok_when_database_and_broker_answer(client: Client) -> N
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_a_broker_away_is_logged_once_with_its_reason_not_an_error_per_probe(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each probe of a web whose broker was away logged Django's ERROR "Service
+    Unavailable: /healthz", naming no reason, every few seconds."""
+    # Given a Redis broker where nothing listens (a port just found free)
+    answering = {key: app.conf[key] for key in ("broker_write_url", "broker_transport")}
+    app.conf.update(broker_write_url=f"redis://127.0.0.1:{free_port()}/0", broker_transport=None)
+    try:
+        # When the probes come, twice
+        with caplog.at_level("INFO"):
+            answers = [client.get("/healthz") for _ in range(2)]
+    finally:
+        app.conf.update(answering)
+
+    # Then each answered 503 naming the broker, and the log says why, once
+    assert {(answer.status_code, answer.json()["broker"]) for answer in answers} == {
+        (503, "error: OperationalError")
+    }
+    [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith("healthz: the broker is not answering: Operational")
+    assert "Connection refused" in warning.getMessage()
+
+    # When it answers again, then the next probe says so
+    with caplog.at_level("INFO"):
+        assert client.get("/healthz").status_code == 200
+    assert caplog.records[-1].getMessage() == "healthz: the broker answers again"
 
 
 @pytest.mark.django_db
