@@ -38,7 +38,8 @@ def env_int(name: str, default: int, *, positive: bool = False, most: int | None
 
 def env_float(name: str, default: float, *, positive: bool = False) -> float:
     """A number; positive=True where 0 or less cannot work (a lease of 0 s renewed itself
-    against the database without pause)."""
+    against the database without pause), else 0 or more (a length of time cannot be
+    negative: an overlap of -3600 s was taken, and said as "-1 hours")."""
     raw = env(name)
     if not raw:
         return default
@@ -46,7 +47,11 @@ def env_float(name: str, default: float, *, positive: bool = False) -> float:
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
-    return _checked_positive(name, value, raw) if positive else value
+    if positive:
+        return _checked_positive(name, value, raw)
+    if not value >= 0:  # NaN too
+        raise ImproperlyConfigured(f"{name} must be 0 or more, not {raw!r}.")
+    return value
 
 
 _Number = TypeVar("_Number", int, float)

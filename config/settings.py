@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 import prometheus_client.values
 from django.core.exceptions import ImproperlyConfigured
+from kombu.transport import TRANSPORT_ALIASES
 
 from config.env import (
     env,
@@ -87,6 +88,12 @@ def _var_dir_make() -> None:
 
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+if not ALLOWED_HOSTS:
+    # Set and empty: taken, and every route but the probes answered 400.
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must name the host names the web answers to (images.example.com), "
+        "or be unset for localhost."
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Behind HTTPS, send the session and CSRF cookies over HTTPS only.
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
@@ -248,7 +255,11 @@ def _s3_options() -> dict[str, object]:
         "region_name": env("S3_REGION") or None,
         "access_key": env("S3_ACCESS_KEY_ID") or None,
         "secret_key": env("S3_SECRET_ACCESS_KEY") or None,
-        "addressing_style": env("S3_ADDRESSING_STYLE") or None,
+        "addressing_style": (
+            env_choice("S3_ADDRESSING_STYLE", "auto", ["auto", "path", "virtual"])
+            if env("S3_ADDRESSING_STYLE")
+            else None  # boto3's own choice
+        ),
         "signature_version": "s3v4",
         "file_overwrite": True,
         "default_acl": None,
@@ -314,6 +325,12 @@ REST_FRAMEWORK = {
 _broker_url = env_service_url(
     "CELERY_BROKER_URL", "filesystem://", example="redis://redis.example:6379/0"
 )
+if (_broker_scheme := _broker_url.split("://")[0]).lower() not in TRANSPORT_ALIASES:
+    # Taken, and the worker stopped on kombu's KeyError, naming no setting.
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL must name a broker kombu knows (redis://, rediss://, amqp://, "
+        f"filesystem://), not {_broker_scheme!r}://."
+    )
 CACHE_URL = env("CACHE_URL") or (_broker_url if _broker_url.startswith("redis") else "")
 if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     # memcached:// and the like were taken, and a folder of each host's own used instead:

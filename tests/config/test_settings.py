@@ -107,6 +107,18 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
             "CELERY_BROKER_URL must be a URL (redis://redis.example:6379/0), not "
             "'redis//:***@h:6379/0'.",
         ),
+        # Taken, and the worker stopped on kombu's "KeyError: 'No such transport: redsi'"
+        (
+            "CELERY_BROKER_URL",
+            "redsi://:hunter2@h:6379/0",
+            "CELERY_BROKER_URL must name a broker kombu knows (redis://, rediss://, amqp://, "
+            "filesystem://), not 'redsi'://.",
+        ),
+        # Taken: a signature overlap said as "-1 hours", retries at once whatever the
+        # image's server asked, and every route but the probes answering 400.
+        ("WEBHOOK_SECRET_OVERLAP", "-3600", "WEBHOOK_SECRET_OVERLAP must be 0 or more, not"),
+        ("IMAGE_FETCH_RETRY_BACKOFF", "-5", "IMAGE_FETCH_RETRY_BACKOFF must be 0 or more, not"),
+        ("ALLOWED_HOSTS", "", "ALLOWED_HOSTS must name the host names the web answers to"),
         # dj-database-url's own error, naming no setting; its password never shown
         (
             "DATABASE_URL",
@@ -128,17 +140,21 @@ def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
-    [("S3_ENDPOINT_URL", "minio:9000"), ("S3_PUBLIC_BASE_URL", "cdn.example.com/images")],
+    ("name", "value", "message"),
+    [
+        ("S3_ENDPOINT_URL", "minio:9000", "must be an absolute http(s) URL"),
+        ("S3_PUBLIC_BASE_URL", "cdn.example.com/images", "must be an absolute http(s) URL"),
+        ("S3_ADDRESSING_STYLE", "pathh", "must be one of auto, path, virtual, not 'pathh'."),
+    ],
 )
-def test_an_object_store_address_that_is_not_a_url_stops_the_start(
-    tmp_path: Path, name: str, value: str
+def test_an_object_store_setting_that_cannot_work_stops_the_start(
+    tmp_path: Path, name: str, value: str, message: str
 ) -> None:
-    """The endpoint was taken, and every output failed to store."""
+    """Each was taken, and every output failed to store."""
     environ = {**os.environ, "VAR_DIR": str(tmp_path), "S3_BUCKET": "outputs", name: value}
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode != 0
-    assert f"ImproperlyConfigured: {name} must be an absolute http(s) URL" in result.stderr
+    assert f"ImproperlyConfigured: {name} {message}" in result.stderr
 
 
 def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
