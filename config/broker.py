@@ -43,7 +43,24 @@ class Channel(filesystem.Channel):
 
 
 class Transport(filesystem.Transport):
+    """Polled, but declared asynchronous: the worker then runs Celery's event loop, whose
+    pool gives each process a pipe of its own. With the blocking pool's one shared queue, a
+    pool process killed while it waited for a task (out of memory, kill -9) left the
+    queue's lock held, and every process after it waited on that lock for ever."""
+
     Channel = Channel
+    implements = filesystem.Transport.implements.extend(asynchronous=True)
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        loop.call_repeatedly(self.polling_interval or 0.1, self._deliver_waiting, connection)
+
+    def _deliver_waiting(self, connection: Any) -> None:
+        """Every message the consumers can take now (the prefetch limit allowing)."""
+        try:
+            while True:
+                self.drain_events(connection, timeout=0)
+        except TimeoutError:  # none waiting
+            pass
 
 
 logger = logging.getLogger(__name__)

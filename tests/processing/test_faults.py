@@ -9,10 +9,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,7 +22,7 @@ import urllib3
 from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
-from tests.harness.origin import Origin
+from tests.harness.origin import Origin, image_answer
 from tests.harness.redis import RedisServer, private_service
 from tests.harness.service import Service, procfile_commands, start_service
 from tests.support import (
@@ -161,30 +163,58 @@ def service_on(
             yield service
 
 
+def answered_once(release: threading.Event, body: bytes) -> Callable[[Any], None]:
+    """An origin route's serve: the photo, once release is set."""
+
+    def serve(handler: Any) -> None:
+        release.wait(60)
+        image_answer(handler, body)
+
+    return serve
+
+
 @pytest.mark.parametrize("stack", ["embedded", "production"])
 def test_pool_processes_killed_mid_batch_have_their_images_done_again_at_once(
     tmp_path: Path, origin: Origin, stack: str
 ) -> None:
-    # Given a request under way, on a service whose leases are ten minutes long: only the
-    # tasks given back by the lost processes can bring their images back within the test
-    csv_text, distinct = catalogue(origin, products=60)
+    # Given a request whose catalogue holds three photos that their server sends only once
+    # told to, on a service whose leases are ten minutes long: only the tasks given back
+    # by lost processes can bring their images back within the test
+    csv_text, distinct = catalogue(origin, products=20)
+    release = threading.Event()
+    held = [
+        origin.add(
+            f"/{uuid.uuid4().hex}/held.jpg",
+            serve=answered_once(release, encoded(photo(480, 360, 1000 + n), "JPEG", quality=90)),
+        )
+        for n in range(3)
+    ]
+    csv_text += "".join(f"{100 + n},Held {n},{url}\n" for n, url in enumerate(held))
     with service_on(stack, tmp_path, origin, {"WORK_LEASE_SECONDS": "600"}) as service:
         request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
-        wait_for_progress(service, request_id, 30)
+        wait_until(
+            lambda: all(origin.hits.get(urlsplit(url).path) for url in held),
+            timeout=60,
+            what="the held photos' downloads to start",
+        )
 
-        # When every pool process of the worker is killed, as the kernel kills one that ran
-        # out of memory
+        # When every pool process of the worker is killed (as the kernel kills one that
+        # ran out of memory), the busy ones mid-download and any idle one waiting for a
+        # task, and the photos' server then answers
         worker = service.processes["worker"]
         for pid in pool_processes(worker):
             os.kill(pid, signal.SIGKILL)
+        release.set()
 
         # Then the worker goes on with new processes, and the request completes, every
         # image once, every file once, in a fraction of the lease
-        assert_complete_and_counted_once(service, request_id, total=180, distinct=distinct)
+        assert_complete_and_counted_once(service, request_id, total=63, distinct=distinct + 3)
         log = service.log("worker")
-        assert "WorkerLostError" in log  # a batch was under way in a killed process
+        assert "WorkerLostError" in log
         assert not SWEEP_REQUEUED.search(log)
         assert worker.poll() is None
+        # the held photos downloaded again by the tasks given back
+        assert all(origin.hits[urlsplit(url).path] >= 2 for url in held)
 
 
 def test_redis_restarted_mid_request_loses_nothing(tmp_path: Path, origin: Origin) -> None:
