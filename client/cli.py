@@ -11,7 +11,7 @@
     imgsvc wait REQUEST_ID [--output out.csv]
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
-        [--target low|medium|high] [--output-format webp]
+        [--target low|medium|high] [--output-format webp] [--score | --no-score]
         [--webhook-url URL] [--wait]
 
 --output implies --wait. `wait` follows a request made earlier (or one a Ctrl-C stopped
@@ -19,7 +19,7 @@ following) to its end and saves its output CSV; at once if it has finished.
 
 The server is IMGSVC_URL (default http://127.0.0.1:8000), or --server. The API key is
 --api-key, else IMGSVC_API_KEY, else (for a server on 127.0.0.1) the key `make run` wrote
-to var/api_key.
+to var/api_key. --server and --api-key go before or after the command.
 """
 
 import argparse
@@ -246,7 +246,7 @@ def settings_fields(options: argparse.Namespace) -> dict[str, str]:
             ("quality_mode", options.quality_mode),
             ("target", options.target),
             ("metadata", options.metadata),
-            ("score", "true" if options.score else None),
+            ("score", None if options.score is None else str(options.score).lower()),
             ("output_format", options.output_format),
         )
         if value is not None
@@ -424,8 +424,16 @@ def saves(parser: argparse.ArgumentParser, *, implies_wait: bool = True) -> None
     )
 
 
-def given_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--webhook-url")
+def given_settings(parser: argparse.ArgumentParser, *, rerun: bool = False) -> None:
+    """The settings of an upload, or of a re-run, whose defaults are its source's."""
+    default = "the source request's" if rerun else None
+    service_default = "the service's IMAGE_SCORE_ALL_MODES"
+    parser.add_argument(
+        "--webhook-url",
+        help=f'default: {default}; "" for none'
+        if rerun
+        else "else the service's WEBHOOK_URL, if set",
+    )
     parser.add_argument("--quality", type=int)
     parser.add_argument("--quality-mode", choices=["fixed", "relative", "perceptual"])
     parser.add_argument(
@@ -437,7 +445,8 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-format",
         choices=["same", "jpeg", "webp", "avif"],
-        help="same (the default) keeps JPEG and WebP, others JPEG or WebP if transparent",
+        help="same keeps JPEG and WebP, others JPEG or WebP if transparent "
+        f"(default: {default or 'same'})",
     )
     parser.add_argument(
         "--metadata",
@@ -446,9 +455,10 @@ def given_settings(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--score",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="score every output (SSIMULACRA2) in fixed and relative mode too: slower",
+        help="score every output (SSIMULACRA2) in fixed and relative mode too: slower "
+        f"(default: {default or service_default})",
     )
 
 
@@ -477,16 +487,36 @@ def positive(text: str) -> int:
     return int(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
+def connection_options(parser: argparse.ArgumentParser, *, given_after: bool = False) -> None:
+    """--server and --api-key, before the command or after it (given_after: a command's
+    own, which leave the values given before alone unless given again)."""
+    server = os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000")
     parser.add_argument(
         "--server",
         type=server_url,
-        default=os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000"),
+        default=argparse.SUPPRESS if given_after else server,
         help="the service's address: else IMGSVC_URL, else http://127.0.0.1:8000",
     )
-    parser.add_argument("--api-key", help="else IMGSVC_API_KEY, else var/api_key (local server)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--api-key",
+        default=argparse.SUPPRESS if given_after else None,
+        help="else IMGSVC_API_KEY, else var/api_key (local server)",
+    )
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Every command also takes --server and --api-key after its name."""
+
+    def add_parser(self, name: str, **options: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **options)
+        connection_options(parser, given_after=True)
+        return parser  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
+    connection_options(parser)
+    commands = parser.add_subparsers(dest="command", required=True, action=_Commands)
     submit_parser = commands.add_parser("submit", help="upload a product CSV")
     submit_parser.add_argument("csv", type=Path)
     waits(submit_parser)
@@ -519,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rerun_parser.add_argument("request_id")
     waits(rerun_parser)
-    given_settings(rerun_parser)
+    given_settings(rerun_parser, rerun=True)
     wait_parser = commands.add_parser(
         "wait", help="follow a request to its end and save its output CSV"
     )

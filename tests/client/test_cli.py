@@ -238,3 +238,24 @@ def test_list_takes_statuses_comma_separated_and_says_when_none_is_found(
         assert main(argv) == 0
     assert asked == ["/api/requests/?page_size=20&status=failed%2Ccancelled"]
     assert capsys.readouterr() == ("", "no requests in failed, cancelled\n")
+
+
+def test_the_server_and_key_may_follow_the_command_and_a_rerun_can_turn_scoring_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`imgsvc rerun ID --server URL` was refused ("unrecognized arguments"), and a re-run
+    of a scored request could not be made without scores: --score was a switch only."""
+    asked: list[tuple[str, str | None, object]] = []
+    source = "5b0c1d2e-0000-4000-8000-000000000000"
+
+    class Accepts(Quiet):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            asked.append((self.path, self.headers["Authorization"], body))
+            json_answer(self, 202, {"request_id": "new", "total_images": 1})
+
+    with stand_in(Accepts) as server_url:
+        argv = ["rerun", source, "--no-score", "--server", server_url, "--api-key", "K.after"]
+        assert main(["--api-key", "K.before", *argv]) == 0
+    assert asked == [(f"/api/requests/{source}/rerun/", "Bearer K.after", {"score": "false"})]
+    assert capsys.readouterr().out == "new\n"
