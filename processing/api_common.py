@@ -517,13 +517,14 @@ def query_checked(request: Request, known: frozenset[str]) -> None:
 
 def statuses_asked(request: Request, choices: list[str]) -> list[str]:
     """The statuses asked for, as ?status=a,b or ?status=a&status=b; refused, named, if
-    any is not one of choices."""
-    asked = [
-        name.strip()
-        for given in request.query_params.getlist("status")
-        for name in given.split(",")
-        if name.strip()
-    ]
+    any is not one of choices, or if none is given where status is (?status= from a shell
+    variable left unset listed everything, as a filter ignored would)."""
+    given = request.query_params.getlist("status")
+    asked = [name.strip() for value in given for name in value.split(",") if name.strip()]
+    if given and not asked:
+        raise serializers.ValidationError(
+            {"status": [f"Empty. One or more of: {', '.join(choices)}; or no status at all."]}
+        )
     wrong = [name for name in asked if name not in choices]
     if wrong:
         raise serializers.ValidationError(

@@ -288,7 +288,7 @@ class ProductsApi(APIView):
             number = str(super().get_page_number(request, paginator))
             if number not in self.last_page_strings and not positive_whole(number):
                 raise serializers.ValidationError(
-                    {self.page_query_param: [f"Not a page number from 1: '{number}'."]}
+                    {self.page_query_param: [f"Not a page number from 1, nor last: '{number}'."]}
                 )
             return number
 

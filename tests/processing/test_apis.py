@@ -603,8 +603,8 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
 @pytest.mark.parametrize(
     ("query", "field", "message"),
     [
-        ("page=0", "page", "Not a page number from 1: '0'."),
-        ("page=abc", "page", "Not a page number from 1: 'abc'."),
+        ("page=0", "page", "Not a page number from 1, nor last: '0'."),
+        ("page=abc", "page", "Not a page number from 1, nor last: 'abc'."),
         ("page_size=0", "page_size", "Not a page size from 1 to 500: '0'."),
         ("page_size=abc", "page_size", "Not a page size from 1 to 500: 'abc'."),
         ("page_size=100000", "page_size", "Not a page size from 1 to 500: '100000'."),
@@ -612,6 +612,12 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
             "status=failed,broken",
             "status",
             "Not a status: 'broken'. One of: pending, processing, succeeded, failed, cancelled.",
+        ),
+        (
+            "status=",  # a shell variable left unset: it listed every image
+            "status",
+            "Empty. One or more of: pending, processing, succeeded, failed, cancelled; "
+            "or no status at all.",
         ),
         (
             "satus=failed",

@@ -235,6 +235,12 @@ def test_one_request_is_read_as_its_row_in_the_list_expired_or_not(api: APIClien
             "Not a status: 'done'. One of: pending, processing, completed, "
             "completed_with_errors, failed, cancelled.",
         ),
+        (
+            "status=",
+            "status",
+            "Empty. One or more of: pending, processing, completed, completed_with_errors, "
+            "failed, cancelled; or no status at all.",
+        ),
         ("page_size=0", "page_size", "Not a page size from 1 to 100: '0'."),
         ("page_size=101", "page_size", "Not a page size from 1 to 100: '101'."),
         *[
