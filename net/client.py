@@ -222,7 +222,11 @@ def _send(
         tried += 1
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise NetError(NetReason.TIMEOUT, "Took longer than the time allowed.", transient=True)
+            raise NetError(
+                NetReason.TIMEOUT,
+                f"No answer within the {policy.total_timeout:g} s allowed.",
+                transient=True,
+            )
         timeout = urllib3.Timeout(
             connect=min(policy.connect_timeout, remaining),
             read=min(policy.read_timeout, remaining),
@@ -326,16 +330,14 @@ def _read_body(
         if response.length_remaining == 0:
             return b"".join(chunks)
         if deadline <= time.monotonic():
-            raise NetError(
-                NetReason.TIMEOUT,
-                "The download took longer than the time allowed.",
-                transient=True,
-            )
+            raise _too_slow(policy)
         _stop_check(stopped)
         try:
             # Each read waits no longer than the deadline allows (net.connections).
             chunk = response.read1(CHUNK_BYTES)
         except Exception as error:
+            if deadline <= time.monotonic():
+                raise _too_slow(policy) from None  # not "did not answer": it was sending
             raise _network_error(error) from None
         if not chunk:
             return b"".join(chunks)
@@ -348,6 +350,16 @@ def _read_body(
 def _stop_check(stopped: Callable[[], bool] | None) -> None:
     if stopped is not None and stopped():
         raise DownloadStopped
+
+
+def _too_slow(policy: NetPolicy) -> NetError:
+    """A body still coming at the deadline: a server that sends slowly, not one that is
+    down, told apart in its words (its reason is timeout all the same)."""
+    return NetError(
+        NetReason.TIMEOUT,
+        f"The download took longer than the {policy.total_timeout:g} s allowed.",
+        transient=True,
+    )
 
 
 def _too_large(policy: NetPolicy) -> NetError:

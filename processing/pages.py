@@ -38,8 +38,8 @@ METADATA_CHOICES: dict[MetadataMode, str] = {
 
 # Each reason code in words, with what to do about it (a test checks none is missing).
 REASON_ADVICE: dict[ReasonCode, str] = {
-    ReasonCode.TIMEOUT: "The image's server did not answer in time. Check that it is up, then "
-    "upload again.",
+    ReasonCode.TIMEOUT: "The image's server did not answer in time, or sent the image too "
+    "slowly. Check that it is up and quick from the internet, then retry the failed images.",
     ReasonCode.CONNECTION_ERROR: "The image's server could not be reached. Check the host and "
     "port.",
     ReasonCode.DNS_ERROR: "The host name in the URL does not exist. Fix the URL.",

@@ -233,13 +233,15 @@ def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
         }
     failure = outcome.failure
     assert failure is not None
+    # A failure that was tried again says so: the tries were otherwise shown nowhere.
+    tried = f" Tried {outcome.attempt} times." if failure.transient and outcome.attempt > 1 else ""
     return {
         "input_url": outcome.input_url,
         "status": ProductImage.Status.FAILED,
         "finished_at": now,
         "output_name": "",
         "error_code": failure.reason,
-        "error_message": failure.message,
+        "error_message": failure.message + tried,
         **NO_FACTS,
     }
 

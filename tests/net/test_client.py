@@ -249,6 +249,7 @@ def test_a_server_that_drips_bytes_is_cut_off_at_the_total_deadline(server: str)
     elapsed = time.monotonic() - started
     assert error.reason == "timeout"
     assert error.transient is True
+    assert error.message == "The download took longer than the 1 s allowed."
     assert elapsed < 2.5
 
 

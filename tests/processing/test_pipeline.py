@@ -247,7 +247,7 @@ def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
     # Then the image has failed with its reason, counted, and the request can finish
     [image] = images_of(request)
     assert (image.status, image.error_code, image.attempts) == ("failed", "http_503", 2)
-    assert image.error_message == "The server answered HTTP 503."
+    assert image.error_message == "The server answered HTTP 503. Tried 2 times."
     request.refresh_from_db()
     assert (request.succeeded_images, request.failed_images) == (0, 1)
     assert queued(callbacks, queue.IMAGES_PROCESS) == []
