@@ -145,7 +145,13 @@ class UploadApi(APIView):
                 account=request_account(request),
                 csv_data=csv_data,
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
-                idempotency=idempotency_asked(request, csv_data, form.validated_data),
+                idempotency=idempotency_asked(
+                    request,
+                    csv_data,
+                    # An empty field is no field, as the upload takes it: a script's unset
+                    # variable sent again must replay, not be refused as other settings.
+                    {name: value for name, value in form.validated_data.items() if value != ""},
+                ),
                 **form.validated_data,  # the settings given: intake's defaults for the rest
             )
         except idempotency.Replayed as replayed:

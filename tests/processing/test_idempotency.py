@@ -41,6 +41,19 @@ def test_an_upload_sent_again_with_its_key_gets_the_first_request_back(api: APIC
     assert Product.objects.count() == 1
 
 
+def test_an_upload_sent_again_with_an_empty_field_it_had_left_out_is_the_same_upload(
+    api: APIClient,
+) -> None:
+    """A script sending `webhook_url=$HOOK`, empty, the second time had its retry refused
+    as another upload (422), though an empty webhook_url is taken as none."""
+    key = str(uuid.uuid4())
+    first = upload(api, key, quality="40")
+    again = upload(api, key, quality="40", webhook_url="")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json()
+    assert ProcessingRequest.objects.count() == 1
+
+
 def test_uploads_without_a_key_or_with_other_keys_each_make_a_request(api: APIClient) -> None:
     ids = {
         upload(api, None).json()["request_id"],
