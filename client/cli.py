@@ -8,6 +8,8 @@
     imgsvc cancel REQUEST_ID
     imgsvc delete REQUEST_ID
     imgsvc webhook-test URL
+    imgsvc webhook REQUEST_ID
+    imgsvc webhook-resend REQUEST_ID
     imgsvc wait REQUEST_ID [--output out.csv]
     imgsvc retry REQUEST_ID [--wait] [--output out.csv]
     imgsvc rerun REQUEST_ID [--quality 30] [--quality-mode fixed|relative|perceptual]
@@ -160,6 +162,13 @@ class Client:
     def delete(self, request_id: str) -> dict[str, Any]:
         """Delete a finished request's outputs, output CSV, products and images now."""
         return self._json("DELETE", f"/api/requests/{request_id}/", expect=202)
+
+    def webhook(self, request_id: str, *, resend: bool = False) -> dict[str, Any]:
+        """A finished request's webhook delivery and its attempts; sent again if resend."""
+        path = f"/api/requests/{request_id}/webhook/"
+        if resend:
+            return self._json("POST", path, expect=202)
+        return self._json("GET", path, expect=200)
 
     def webhook_test(self, url: str) -> dict[str, Any]:
         """Have the service send a signed test event to url, and say what it met."""
@@ -541,6 +550,14 @@ def main(argv: list[str] | None = None) -> int:
         "webhook-test", help="have the service send a signed test event to a receiver"
     )
     test_parser.add_argument("url")
+    webhook_parser = commands.add_parser(
+        "webhook", help="a finished request's webhook delivery and every attempt"
+    )
+    webhook_parser.add_argument("request_id")
+    resend_parser = commands.add_parser(
+        "webhook-resend", help="send a finished request's webhook event again, same id"
+    )
+    resend_parser.add_argument("request_id")
     retry_parser = commands.add_parser("retry", help="process a request's failed images again")
     retry_parser.add_argument("request_id")
     waits(retry_parser)
@@ -576,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
             sent = client.webhook_test(options.url)
             print(json.dumps(sent, indent=2))
             return 0 if sent["delivered"] else 1
+        if options.command in {"webhook", "webhook-resend"}:
+            resend = options.command == "webhook-resend"
+            delivery = client.webhook(options.request_id, resend=resend)
+            print(json.dumps(delivery, indent=2))
+            return 0
         if options.command == "delete":
             deleted = client.delete(options.request_id)
             print(f"request {options.request_id}: deleted", file=sys.stderr)

@@ -347,6 +347,51 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
 
 
 @pytest.mark.e2e
+def test_the_command_line_client_shows_a_webhooks_delivery_and_sends_it_again(
+    embedded_service: Service, origin: Origin, tmp_path: Path
+) -> None:
+    """A catalogue team whose receiver was down had to use curl, or ask an operator."""
+    # Given a request whose receiver failed every attempt, then was mended
+    run = uuid.uuid4().hex[:8]
+    hook = f"/{run}/hook"
+    origin.post_statuses[hook] = [500] * 10
+    url = origin.add(f"/{run}/a.jpg", encoded(photo(200, 150, 1), "JPEG", quality=90))
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(f"S. No.,Product Name,Input Image Urls\n1,Lamp,{url}\n")
+    command = [str(BIN / "imgsvc"), "--server", embedded_service.base_url]
+
+    def imgsvc(*arguments: str) -> Any:
+        done = subprocess.run(
+            [*command, *arguments],
+            capture_output=True, text=True, timeout=120, check=True, env=cli_env(embedded_service),
+        )  # fmt: skip
+        return json.loads(done.stdout) if done.stdout.startswith("{") else done.stdout.strip()
+
+    request_id = imgsvc("submit", str(csv_path), "--wait", "--webhook-url", origin.base_url + hook)
+    failed = wait_until(
+        lambda: (shown := imgsvc("webhook", request_id))["state"] == "failed" and shown,
+        timeout=60,
+        what="the webhook's attempts to run out",
+    )
+    assert failed["last_status_code"] == 500
+    origin.post_statuses[hook] = []
+
+    # When the client sends it again
+    resent = imgsvc("webhook-resend", request_id)
+
+    # Then the event goes again, under its own id, and is delivered
+    assert resent["event_id"] == failed["event_id"]
+    delivered = wait_until(
+        lambda: (shown := imgsvc("webhook", request_id))["state"] == "delivered" and shown,
+        timeout=60,
+        what="the event sent again to be delivered",
+    )
+    assert delivered["last_status_code"] == 204
+    ids = {headers["webhook-id"] for headers, _ in origin.posts_to(hook)}
+    assert ids == {failed["event_id"]}
+
+
+@pytest.mark.e2e
 def test_the_command_line_client_shows_csv_problems_by_row(
     embedded_service: Service, tmp_path: Path
 ) -> None:
