@@ -27,7 +27,14 @@ from processing.queue import QueuedTask
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.service import Service
-from tests.support import api_request, encoded, multipart_upload, photo
+from tests.support import (
+    api_request,
+    encoded,
+    multipart_upload,
+    photo,
+    wait_for_finish,
+    wait_until,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 HEADER = "S. No.,Product Name,Input Image Urls\n"
@@ -332,6 +339,39 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_th
     expect(page.locator("#score")).to_contain_text("Scores (SSIMULACRA2")
     expect(page.locator(".quality")).to_have_count(4)
     assert all("score" in text for text in page.locator(".quality").all_inner_texts())
+    assert console_errors == []
+
+
+@pytest.mark.e2e
+def test_a_webhook_whose_receiver_failed_is_sent_again_from_the_page(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    page = logged_in
+    # Given a finished request whose receiver failed every attempt, then was mended
+    hook = f"/page-hook-{uuid.uuid4().hex[:8]}"
+    origin.post_statuses[hook] = [500] * 10
+    request_id = multipart_upload(
+        embedded_service.base_url, products_csv(origin), webhook_url=origin.base_url + hook
+    ).json()["request_id"]
+    wait_for_finish(embedded_service.base_url, request_id)  # the page then stays as it is
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+
+    def webhook_says(words: str) -> bool:
+        page.reload()  # the page follows the request, not its webhook: looked at again
+        return words in page.locator("#webhook").inner_text()
+
+    wait_until(lambda: webhook_says("failed after"), timeout=60, interval=0.5, what="failure")
+    origin.post_statuses[hook] = []
+
+    # When the person sends it again from the page, which then loads again
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send the webhook again").click()
+
+    # Then the page says it is on its way, and once delivered (the person looking again),
+    # says so; under the event's one id
+    expect(page.locator("#webhook")).not_to_contain_text("failed after")
+    wait_until(lambda: webhook_says("delivered"), timeout=60, interval=0.5, what="delivery")
+    assert len({headers["webhook-id"] for headers, _ in origin.posts_to(hook)}) == 1
     assert console_errors == []
 
 

@@ -1,6 +1,6 @@
 // A request's page: move the progress bar from the status API until the request has
 // finished, showing each image's result as it ends, then load the page again. The cancel,
-// retry and re-run forms post to the JSON API, as the upload form does.
+// retry, re-run and webhook forms post to the JSON API, as the upload form does.
 "use strict";
 
 (function () {
