@@ -99,16 +99,24 @@ class BacklogCollector(Collector):
         yield depth
 
         try:
-            unfinished, pending = selectors.backlog()
+            backlog = selectors.backlog()
         except DatabaseError as error:
             # Likewise the database: the counters are what an outage needs seen most.
             logger.warning("backlog unavailable: %r", error)
             return
         yield GaugeMetricFamily(
-            "imgsvc_requests_unfinished", "Requests not finished yet.", value=unfinished
+            "imgsvc_requests_unfinished", "Requests not finished yet.", value=backlog.requests
         )
         yield GaugeMetricFamily(
-            "imgsvc_images_pending", "Images of unfinished requests not ended yet.", value=pending
+            "imgsvc_images_pending",
+            "Images of unfinished requests not ended yet.",
+            value=backlog.images,
+        )
+        yield GaugeMetricFamily(
+            "imgsvc_images_unrenewed",
+            "Images whose worker stopped renewing its hold on them (most likely lost): taken "
+            "back by the sweep once WORK_LEASE_SECONDS has passed.",
+            value=backlog.images_unrenewed,
         )
 
 

@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from accounts.models import Account
 from imaging.encode import QualityMode
+from processing.leases import database_now
 from processing.models import (
     ProcessingRequest,
     Product,
@@ -293,14 +294,28 @@ def image_output_url(request: ProcessingRequest, image: ProductImage) -> str | N
     return media_url(base_url=request.public_base_url, name=image.output_name)
 
 
-def backlog() -> tuple[int, int]:
-    """Unfinished requests, and their images not ended yet (read from the counters)."""
-    totals = ProcessingRequest.objects.exclude(
-        status__in=ProcessingRequest.FINISHED_STATUSES
-    ).aggregate(
+@dataclass(frozen=True)
+class Backlog:
+    requests: int  # not finished yet
+    images: int  # of those requests, not ended yet (read from the counters)
+    # Of those images, the ones held by a worker that stopped renewing its hold for two of
+    # its renewals (processing/leases.py): most likely lost with its host. The sweep takes
+    # them back once WORK_LEASE_SECONDS has passed; until then nothing else showed them.
+    images_unrenewed: int
+
+
+def backlog() -> Backlog:
+    unfinished = ProcessingRequest.objects.exclude(status__in=ProcessingRequest.FINISHED_STATUSES)
+    totals = unfinished.aggregate(
         requests=Count("pk"),
         pending=Sum(
             F("total_images") - F("succeeded_images") - F("failed_images") - F("cancelled_images")
         ),
     )
-    return totals["requests"], totals["pending"] or 0
+    overdue = database_now() - timedelta(seconds=settings.WORK_LEASE_SECONDS * 2 / 3)
+    unrenewed = ProductImage.objects.filter(
+        request__in=unfinished.values("pk"),  # by (request, status): a few requests' rows
+        status=ProductImage.Status.PROCESSING,
+        claimed_at__lt=overdue,
+    ).count()
+    return Backlog(totals["requests"], totals["pending"] or 0, unrenewed)

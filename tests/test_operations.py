@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import uuid
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from accounts import services
 from accounts.models import Account
 from config.celery import app
 from processing import intake, metrics
-from processing.models import ProcessingRequest
+from processing.models import ProcessingRequest, ProductImage
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.redis import RedisServer
@@ -82,6 +83,38 @@ def test_a_broker_away_is_logged_once_with_its_reason_not_an_error_per_probe(
     with caplog.at_level("INFO"):
         assert client.get("/healthz").status_code == 200
     assert caplog.records[-1].getMessage() == "healthz: the broker answers again"
+
+
+@pytest.mark.django_db
+def test_images_whose_worker_stopped_renewing_its_hold_are_shown_on_metrics(
+    client: Client, account: Account, settings: Any
+) -> None:
+    """A worker lost with its host left its images processing for WORK_LEASE_SECONDS,
+    and nothing an operator watched told them from images at work."""
+    # Given a request under way, one image held by a worker that renews its hold (every
+    # third of the lease) and one whose worker stopped renewing it two renewals ago
+    settings.WORK_LEASE_SECONDS = 300
+    csv_data = HEADER + b"1,Lamp,https://shop.example/a.jpg\n2,Chair,https://shop.example/b.jpg\n"
+    made = intake.request_create(
+        account=account, csv_data=csv_data, public_base_url="http://testserver"
+    )
+    ProcessingRequest.objects.filter(pk=made.pk).update(status="processing")
+    renewed, lost = ProductImage.objects.filter(request=made).order_by("id")
+    for image, seconds_ago in ((renewed, 90), (lost, 210)):
+        image.status, image.claimed_at = (
+            "processing",
+            timezone.now() - timedelta(seconds=seconds_ago),
+        )
+        image.save(update_fields=["status", "claimed_at"])
+
+    # When /metrics is scraped, then it counts the one image
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").content.decode())
+        for sample in family.samples
+    }
+    assert samples["imgsvc_images_unrenewed"] == 1
+    assert samples["imgsvc_images_pending"] == 2
 
 
 @pytest.mark.django_db
