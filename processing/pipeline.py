@@ -376,26 +376,28 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> _Claim:
         same_urls = ProductImage.objects.filter(request_id=request_id, input_url__in=mine)
         held_by_the_dead = Q(status=ProductImage.Status.PROCESSING, claim_token=token)
         last_attempt = settings.IMAGE_MAX_ATTEMPTS
-        # Read before the claim, which makes what it takes held by this token too.
-        lost = dict(
-            same_urls.filter(held_by_the_dead, attempts__gte=last_attempt).values_list(
-                "input_url", "attempts"
+        claimed = {
+            url
+            for (url,) in bulk.update_returning(
+                same_urls.filter(
+                    Q(status=ProductImage.Status.PENDING)
+                    | held_by_the_dead & Q(attempts__lt=last_attempt)
+                ),
+                values={
+                    "status": ProductImage.Status.PROCESSING,
+                    "claim_token": token,
+                    "claimed_at": Now(),  # the database's clock, as leases are judged by
+                    "attempts": F("attempts") + 1,
+                },
+                returning=["input_url"],
             )
+        }
+        claim.owned |= {mine[url].pk for url in claimed}
+        if len(claimed) == len(mine):
+            continue  # every URL claimed: none left held by a dead delivery (no query)
+        lost = same_urls.filter(held_by_the_dead, attempts__gte=last_attempt).exclude(
+            input_url__in=claimed  # held by this token now, as this call claimed them
         )
-        claimed = bulk.update_returning(
-            same_urls.filter(
-                Q(status=ProductImage.Status.PENDING)
-                | held_by_the_dead & Q(attempts__lt=last_attempt)
-            ),
-            values={
-                "status": ProductImage.Status.PROCESSING,
-                "claim_token": token,
-                "claimed_at": Now(),  # the database's clock, as leases are judged by
-                "attempts": F("attempts") + 1,
-            },
-            returning=["input_url"],
-        )
-        claim.owned |= {mine[url].pk for (url,) in claimed}
         if given_up := [
             ImageOutcome(
                 input_url=url,
@@ -403,7 +405,7 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> _Claim:
                 attempt=attempts,
                 failure=lost_each_time(attempts),
             )
-            for url, attempts in lost.items()
+            for url, attempts in dict(lost.values_list("input_url", "attempts")).items()
         ]:
             claim.given_up[request_id] = given_up
     return claim
