@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             resend = options.command == "webhook-resend"
             delivery = client.webhook(options.request_id, resend=resend)
             print(json.dumps(delivery, indent=2))
-            return 0
+            return 1 if delivery["state"] == "failed" else 0  # as webhook-test's not delivered
         if options.command == "delete":
             deleted = client.delete(options.request_id)
             print(f"request {options.request_id}: deleted", file=sys.stderr)

@@ -394,9 +394,11 @@ def test_the_command_line_client_shows_a_webhooks_delivery_and_sends_it_again(
     command = [str(BIN / "imgsvc"), "--server", embedded_service.base_url]
 
     def imgsvc(*arguments: str) -> Any:
+        # In the test's folder: `submit --wait` saves REQUEST_ID-output.csv where it runs.
         done = subprocess.run(
             [*command, *arguments],
-            capture_output=True, text=True, timeout=120, check=True, env=cli_env(embedded_service),
+            capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+            env=cli_env(embedded_service),
         )  # fmt: skip
         return json.loads(done.stdout) if done.stdout.startswith("{") else done.stdout.strip()
 
@@ -407,6 +409,10 @@ def test_the_command_line_client_shows_a_webhooks_delivery_and_sends_it_again(
         what="the webhook's attempts to run out",
     )
     assert failed["last_status_code"] == 500
+    shown = subprocess.run(
+        [*command, "webhook", request_id], capture_output=True, env=cli_env(embedded_service)
+    )
+    assert shown.returncode == 1  # a script can tell
     origin.post_statuses[hook] = []
 
     # When the client sends it again
