@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, QuerySet
 from django.db.models.functions import Now
 
 import net
@@ -30,7 +30,7 @@ from config.logs import request_id_bound, request_id_var
 from imaging.encode import EXTENSIONS, CompressedImage, OutputFormat, QualityMode, compress
 from imaging.guard import time_limit
 from imaging.metadata import MetadataMode
-from processing import bulk, metrics, reuse
+from processing import bulk, metrics, queue, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
@@ -151,10 +151,11 @@ def claim_token(task_id: str | None) -> uuid.UUID:
     """The token a batch claims its images with: one task, one token, whichever delivery.
 
     A task whose process died (killed, out of memory, a crash in a codec) goes back to the
-    queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and its next delivery takes back the
-    images the dead one held, where the sweep would wait for their lease to run out. Two
-    live deliveries of one task (a broker that gave it back while it ran) may then work on
-    the same images: the first result recorded stands, as for any image claimed twice.
+    queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and its next delivery finds the
+    images the dead one held (_images_held_by_the_dead), where the sweep would wait for
+    their lease to run out. Two live deliveries of one task (a broker that gave it back
+    while it ran) may then both work on those images: the first success recorded stands,
+    as for any image claimed twice; one at its last attempt is failed by the second.
     """
     return uuid.uuid5(_TASK_TOKENS, task_id) if task_id else uuid.uuid4()
 
@@ -362,27 +363,22 @@ def _io_threads() -> ThreadPoolExecutor:
 @dataclass
 class _Claim:
     owned: set[int]  # ids of the firsts this batch works on
-    # By request, the URLs this task's earlier deliveries held until their process died,
-    # on every attempt: failed now, not taken back once more.
+    # By request, the URLs an earlier delivery of this task held when its process died, at
+    # their last attempt or in a cancelled request: ended now, not tried again.
     given_up: dict[uuid.UUID, list[ImageOutcome]]
 
 
 def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> _Claim:
-    """Claim the pending URLs of firsts (and their repeats), and take back those an
-    earlier delivery of this task held when its process died (claim_token)."""
+    """Claim the pending URLs of firsts (and their repeats); deal with those an earlier
+    delivery of this task held when its process died (claim_token)."""
     claim = _Claim(owned=set(), given_up={})
     for request_id in dict.fromkeys(image.request_id for image in firsts):
         mine = {image.input_url: image for image in firsts if image.request_id == request_id}
         same_urls = ProductImage.objects.filter(request_id=request_id, input_url__in=mine)
-        held_by_the_dead = Q(status=ProductImage.Status.PROCESSING, claim_token=token)
-        last_attempt = settings.IMAGE_MAX_ATTEMPTS
         claimed = {
             url
             for (url,) in bulk.update_returning(
-                same_urls.filter(
-                    Q(status=ProductImage.Status.PENDING)
-                    | held_by_the_dead & Q(attempts__lt=last_attempt)
-                ),
+                same_urls.filter(status=ProductImage.Status.PENDING),
                 values={
                     "status": ProductImage.Status.PROCESSING,
                     "claim_token": token,
@@ -393,22 +389,46 @@ def _images_claim(firsts: list[ProductImage], token: uuid.UUID) -> _Claim:
             )
         }
         claim.owned |= {mine[url].pk for url in claimed}
-        if len(claimed) == len(mine):
-            continue  # every URL claimed: none left held by a dead delivery (no query)
-        lost = same_urls.filter(held_by_the_dead, attempts__gte=last_attempt).exclude(
-            input_url__in=claimed  # held by this token now, as this call claimed them
-        )
-        if given_up := [
-            ImageOutcome(
-                input_url=url,
-                image_id=mine[url].pk,
-                attempt=attempts,
-                failure=lost_each_time(attempts),
-            )
-            for url, attempts in dict(lost.values_list("input_url", "attempts")).items()
-        ]:
-            claim.given_up[request_id] = given_up
+        if len(claimed) < len(mine):  # else none is left held by a dead delivery: no query
+            held = same_urls.filter(
+                status=ProductImage.Status.PROCESSING, claim_token=token
+            ).exclude(input_url__in=claimed)  # held by this token now, as just claimed
+            if given_up := _images_held_by_the_dead(mine, held):
+                claim.given_up[request_id] = given_up
     return claim
+
+
+def _images_held_by_the_dead(
+    mine: dict[str, ProductImage], held: "QuerySet[ProductImage]"
+) -> list[ImageOutcome]:
+    """The URLs an earlier delivery of this task held when its process died: each queued
+    again as a task of its own (new token), as the sweep would one lease later, so that
+    an image that kills its process fails alone rather than its whole batch with it;
+    ended instead at their last attempt, or as cancelled in a cancelled request. What
+    is to end, for the caller to record."""
+    request = next(iter(mine.values())).request
+    found = dict(held.values_list("input_url", "attempts"))
+    ending = {
+        url: attempts
+        for url, attempts in found.items()
+        if request.cancel_requested_at is not None or attempts >= settings.IMAGE_MAX_ATTEMPTS
+    }
+    again = bulk.update_returning(
+        held.filter(input_url__in=found.keys() - ending.keys()),
+        values={"status": ProductImage.Status.PENDING, "queued_at": Now()},
+        returning=["input_url"],
+    )
+    for url in dict.fromkeys(url for (url,) in again):
+        queue.enqueue_after_commit(queue.IMAGES_PROCESS, [mine[url].pk], str(request.pk))
+    return [
+        ImageOutcome(
+            input_url=url,
+            image_id=mine[url].pk,
+            attempt=attempts,
+            failure=CANCELLED if request.cancel_requested_at else lost_each_time(attempts),
+        )
+        for url, attempts in ending.items()
+    ]
 
 
 def _fetch(url: str, known: Known | None, stopped: Callable[[], bool]) -> _Download:

@@ -152,7 +152,7 @@ def delivered(capture: Capture, batch: list[int], task_id: str) -> list[QueuedTa
     return queued(callbacks, queue.IMAGES_PROCESS) + queued(callbacks, queue.REQUEST_FINALIZE)
 
 
-def test_a_task_delivered_again_after_its_process_died_takes_its_images_back_at_once(
+def test_a_task_delivered_again_after_its_process_died_queues_its_images_again_at_once(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     monkeypatch: pytest.MonkeyPatch,
@@ -174,43 +174,69 @@ def test_a_task_delivered_again_after_its_process_died_takes_its_images_back_at_
     assert downloads.calls == []
 
     # When the task is delivered again (Celery gives back the task of a lost process)
-    finalising = delivered(django_capture_on_commit_callbacks, batch, "task-1")
+    queued_again = delivered(django_capture_on_commit_callbacks, batch, "task-1")
 
-    # Then it took both images back at once, as their second attempt, and finished them
+    # Then it queued each image again at once, as a task of its own, not one lease later
+    assert queued_again == [
+        QueuedTask(queue.IMAGES_PROCESS, ([image_id], str(request.pk))) for image_id in batch
+    ]
+    assert {image.status for image in images_of(request)} == {"pending"}
+
+    # and those tasks finish them, as their second attempt
+    for task in queued_again:
+        delivered(django_capture_on_commit_callbacks, task.args[0], f"task-{task.args[0]}")
     assert sorted(downloads.calls) == urls
     assert {(image.status, image.attempts) for image in images_of(request)} == {("succeeded", 2)}
-    assert finalising == [QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))]
 
 
-def test_a_batch_whose_process_dies_at_every_attempt_fails_its_images_without_the_sweep(
+def test_an_image_that_kills_its_process_at_every_attempt_fails_alone_without_the_sweep(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     monkeypatch: pytest.MonkeyPatch,
     settings: Any,
     account: Account,
 ) -> None:
-    # Given an image whose every attempt kills its process: IMAGE_MAX_ATTEMPTS (2) of them
-    _, rows = photos(downloads, 1)
+    # Given a batch of three photos, the first of which kills its process every time it
+    # is downloaded (IMAGE_MAX_ATTEMPTS is 2)
+    settings.REQUEST_START_BATCHES = 1
+    urls, rows = photos(downloads, 3)
     request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
-    monkeypatch.setattr(net, "fetch_if_changed", dies)
-    delivered(django_capture_on_commit_callbacks, batch, "task-1")
-    delivered(django_capture_on_commit_callbacks, batch, "task-1")
 
-    # When the task is delivered once more
-    monkeypatch.setattr(net, "fetch_if_changed", downloads)
-    finalising = delivered(django_capture_on_commit_callbacks, batch, "task-1")
+    def kills_on_the_first(url: str, *args: Any, **options: Any) -> net.Fetched:
+        if url == urls[0]:
+            raise ProcessDied
+        return downloads(url, *args, **options)
 
-    # Then it is not tried a third time: it failed, with what happened, counted, and the
-    # request is queued for its finalisation, long before any lease runs out
-    assert downloads.calls == []
-    [image] = images_of(request)
-    assert (image.status, image.error_code, image.attempts) == ("failed", "internal_error", 2)
-    assert image.error_message == (
+    monkeypatch.setattr(net, "fetch_if_changed", kills_on_the_first)
+
+    # When the batch, and then whatever it queues, is delivered until nothing is left:
+    # each task once more after its process died, as Celery gives it back
+    tasks = [(batch, "batch")]
+    finalising = []
+    while tasks:
+        ids, task_id = tasks.pop(0)
+        for _ in range(2):  # the delivery, and the one after its process died
+            for task in delivered(django_capture_on_commit_callbacks, ids, task_id):
+                if task.name == queue.IMAGES_PROCESS:
+                    tasks.append((task.args[0], f"task-{len(tasks)}-{task.args[0]}"))
+                else:
+                    finalising.append(task)
+
+    # Then the two photos came out, and the one that killed its process failed alone,
+    # saying so, and the request is queued for its finalisation: no lease waited out
+    images = images_of(request)
+    assert [(image.status, image.attempts) for image in images[1:]] == [("succeeded", 2)] * 2
+    assert (images[0].status, images[0].error_code, images[0].attempts) == (
+        "failed",
+        "internal_error",
+        2,
+    )
+    assert images[0].error_message == (
         "Gave up after 2 attempts that never finished (the worker was lost each time)."
     )
     request.refresh_from_db()
-    assert (request.succeeded_images, request.failed_images) == (0, 1)
-    assert finalising == [QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))]
+    assert (request.succeeded_images, request.failed_images) == (2, 1)
+    assert QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),)) in finalising
 
 
 def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
