@@ -3,6 +3,8 @@ migration of this release applied and the broker answers, else 503. /livez for r
 (liveness): 200 whenever the process answers at all."""
 
 import logging
+from dataclasses import dataclass
+from typing import Final
 
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -15,14 +17,18 @@ logger = logging.getLogger(__name__)
 
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database(), "broker": _broker()}
-    if checks["database"] == "ok":
+    if checks["database"] == OK:
         checks["database"] = _schema()
-    healthy = all(result == "ok" for result in checks.values())
+    for name, check in checks.items():
+        _logged_if_changed(name, check)
+    healthy = all(check == OK for check in checks.values())
     response = JsonResponse(
-        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+        {"status": "ok" if healthy else "unavailable"}
+        | {name: check.answer for name, check in checks.items()},
+        status=200 if healthy else 503,
     )
     # Not Django's "Service Unavailable: /healthz" at ERROR for every probe, naming no
-    # reason: _failing logs a check's failure, with its reason, when it starts and ends.
+    # reason: each check's failure is logged with its reason as it starts and ends.
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
@@ -34,60 +40,68 @@ def livez(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-# What each check of this process last found failing, and why: logged once as it starts
-# failing and once as it answers again, however often the probes come.
-_failing: dict[str, str] = {}
+@dataclass(frozen=True)
+class Check:
+    answer: str  # the body's: "ok", or the error's kind (whoever can reach /healthz reads it)
+    reason: str = ""  # the log's: what failed, which may name hosts and ports
 
 
-def _checked(name: str, error: BaseException | None) -> str:
-    """The check's answer: "ok", or the error's kind (the reason, which may name hosts
-    and ports, goes to the log, not to whoever can reach /healthz)."""
-    reason = f"{type(error).__name__}: {error}" if error else ""
-    if reason and _failing.get(name) != reason:
-        logger.warning("healthz: the %s is not answering: %s", name, reason)
-    elif not reason and name in _failing:
-        logger.info("healthz: the %s answers again", name)
-    if reason:
-        _failing[name] = reason
-    else:
-        _failing.pop(name, None)
-    return f"error: {type(error).__name__}" if error else "ok"
+OK: Final = Check("ok")
 
 
-def _database() -> str:
+def _failed(error: Exception) -> Check:
+    return Check(f"error: {type(error).__name__}", f"{type(error).__name__}: {error}")
+
+
+# What each check of this process last answered: a failure is logged once as it starts
+# (and again if its kind changes), and once as it ends, however often the probes come.
+_last: dict[str, str] = {}
+
+
+def _logged_if_changed(name: str, check: Check) -> None:
+    before = _last.get(name, OK.answer)
+    _last[name] = check.answer
+    if check.answer != before and check != OK:
+        logger.warning("healthz: the %s check fails: %s", name, check.reason)
+    elif check.answer != before:
+        logger.info("healthz: the %s check passes again", name)
+
+
+def _database() -> Check:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception as error:
-        return _checked("database", error)
-    return _checked("database", None)
+        return _failed(error)
+    return OK
 
 
 # Once every migration has been seen applied, this process asks no more: they stay so.
 _schema_current = False
 
 
-def _schema() -> str:
+def _schema() -> Check:
     """Whether the database holds every migration this code needs: a release started
     before `migrate` was ready while every query of its new columns failed with 500."""
     global _schema_current
     if _schema_current:
-        return "ok"
+        return OK
     try:
         executor = MigrationExecutor(connection)
         missing = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except Exception as error:
-        return f"error: {type(error).__name__}"
+        return _failed(error)
     if missing:
-        return f"error: {len(missing)} migrations not applied (python manage.py migrate)"
+        answer = f"{len(missing)} migrations not applied (python manage.py migrate)"
+        return Check(f"error: {answer}", answer)
     _schema_current = True
-    return "ok"
+    return OK
 
 
-def _broker() -> str:
+def _broker() -> Check:
     try:
         with app.connection_for_write() as broker:
             broker.ensure_connection(max_retries=1, timeout=2)
     except Exception as error:
-        return _checked("broker", error)
-    return _checked("broker", None)
+        return _failed(error)
+    return OK

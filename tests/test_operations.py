@@ -76,13 +76,13 @@ def test_a_broker_away_is_logged_once_with_its_reason_not_an_error_per_probe(
         (503, "error: OperationalError")
     }
     [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert warning.getMessage().startswith("healthz: the broker is not answering: Operational")
+    assert warning.getMessage().startswith("healthz: the broker check fails: OperationalError")
     assert "Connection refused" in warning.getMessage()
 
     # When it answers again, then the next probe says so
     with caplog.at_level("INFO"):
         assert client.get("/healthz").status_code == 200
-    assert caplog.records[-1].getMessage() == "healthz: the broker answers again"
+    assert caplog.records[-1].getMessage() == "healthz: the broker check passes again"
 
 
 @pytest.mark.django_db
@@ -769,3 +769,8 @@ def test_healthz_is_not_ready_before_the_database_is_migrated(tmp_path: Path) ->
     status, database = result.stdout.strip().split(" ", 1)
     assert status == "503", result.stderr
     assert re.fullmatch(r"error: \d+ migrations not applied \(python manage.py migrate\)", database)
+    # and the log says it too, once (Django's own 503 line named no reason)
+    assert re.search(
+        r"healthz: the database check fails: \d+ migrations not applied", result.stderr
+    )
+    assert "Service Unavailable" not in result.stderr
