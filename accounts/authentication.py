@@ -123,6 +123,22 @@ def user_account(user: Any) -> Account | None:
     return membership.account if membership is not None else None
 
 
+def account_known(user: Any) -> Account | None:
+    """The account user acts for, if known without asking the database (an API key's, a
+    person's whose membership and account were read already): for the access log, which
+    must not query, and cannot when the database is away."""
+    if isinstance(user, AccountUser):
+        return user.account
+    descriptor = getattr(type(user), "membership", None)  # a person's User; never the anonymous
+    if descriptor is None or not descriptor.is_cached(user):
+        return None
+    membership = getattr(user, "membership", None)  # cached: no query
+    if membership is None or not type(membership).account.is_cached(membership):
+        return None
+    account: Account = membership.account
+    return account
+
+
 def request_account(request: Request | HttpRequest) -> Account:
     """The account of an authenticated request (the views' permission check ran first)."""
     account = user_account(request.user)

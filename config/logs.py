@@ -242,12 +242,12 @@ def _account_name(request: "HttpRequest") -> str:
     database away would have to ask it)."""
     from django.utils.functional import SimpleLazyObject, empty
 
-    from accounts.authentication import user_account  # the app registry is ready by now
+    from accounts.authentication import account_known  # the app registry is ready by now
 
     user = vars(request).get("user")
     if isinstance(user, SimpleLazyObject):
         # Django's lazy user: whether the session was read yet is known only from inside.
         wrapped = user._wrapped
         user = None if wrapped is empty else wrapped
-    account = user_account(user)
+    account = account_known(user)
     return account.name if account is not None else ""

@@ -5,14 +5,16 @@ import logging
 import logging.config
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
 from rest_framework.test import APIClient
 
 from accounts.models import Account
-from config.logs import logging_config, request_id_bound
+from config.logs import AccessLogMiddleware, logging_config, request_id_bound
 from tests.harness.origin import Origin
 from tests.harness.service import TEST_ACCOUNT, Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
@@ -115,6 +117,24 @@ def test_an_api_error_line_names_its_code_and_the_account_that_asked(
         (401, "not_authenticated", None),
     ]
     assert lines[0]["message"] == f"POST /api/upload/ 400 invalid_csv account={account.name}"
+
+
+@pytest.mark.django_db
+def test_the_access_log_asks_the_database_nothing_to_name_the_account(
+    tmp_path: Path, member: Any, django_assert_num_queries: Any
+) -> None:
+    """It read a person's membership where the view had not: a query more for every page,
+    and with the database away, an error where the view had answered 503."""
+    # Given a view that knew the person, not their account (Django's logout, the admin)
+    _, path = configured_logger(tmp_path, "json", name="access")
+    request = RequestFactory().get("/somewhere/")
+    request.user = type(member).objects.get(pk=member.pk)  # membership not read
+
+    # When its line is logged, then no query is made, and no account named
+    with django_assert_num_queries(0):
+        AccessLogMiddleware(lambda _: HttpResponse(status=204))(request)
+    [line] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert (line["message"], line.get("account")) == ("GET /somewhere/ 204", None)
 
 
 @pytest.mark.e2e
