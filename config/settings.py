@@ -325,7 +325,8 @@ REST_FRAMEWORK = {
 _broker_url = env_service_url(
     "CELERY_BROKER_URL", "filesystem://", example="redis://redis.example:6379/0"
 )
-if (_broker_scheme := _broker_url.split("://")[0]).lower() not in TRANSPORT_ALIASES:
+# kombu reads "transport+url" (sqla+postgresql://) by the part before the "+".
+if (_broker_scheme := _broker_url.split("://")[0]).split("+")[0].lower() not in TRANSPORT_ALIASES:
     # Taken, and the worker stopped on kombu's KeyError, naming no setting.
     raise ImproperlyConfigured(
         f"CELERY_BROKER_URL must name a broker kombu knows (redis://, rediss://, amqp://, "

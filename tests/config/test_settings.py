@@ -139,6 +139,14 @@ def test_a_setting_that_cannot_work_stops_the_start_naming_itself(
     assert "hunter2" not in result.stderr  # a password in a URL is never printed
 
 
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "REDISS://h:6380/0", "sqla+sqlite:///q.db"])
+def test_a_broker_url_kombu_reads_is_taken(tmp_path: Path, url: str) -> None:
+    """The scheme check refused kombu's transport+URL form (sqla+postgresql://)."""
+    environ = {**os.environ, "VAR_DIR": str(tmp_path), "CELERY_BROKER_URL": url}
+    result = python_run(["manage.py", "check"], environ)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
