@@ -233,8 +233,12 @@ def _result_row(outcome: ImageOutcome, now: datetime) -> dict[str, Any]:
         }
     failure = outcome.failure
     assert failure is not None
-    # A failure that was tried again says so: the tries were otherwise shown nowhere.
-    tried = f" Tried {outcome.attempt} times." if failure.transient and outcome.attempt > 1 else ""
+    # A failure that was tried again says so: the tries were otherwise shown nowhere. (A
+    # worker lost each time says it in its own words.)
+    retried = (
+        failure.transient and outcome.attempt > 1 and failure.reason != ReasonCode.INTERNAL_ERROR
+    )
+    tried = f" Tried {outcome.attempt} times." if retried else ""
     return {
         "input_url": outcome.input_url,
         "status": ProductImage.Status.FAILED,

@@ -125,3 +125,31 @@ def test_a_request_whose_start_was_never_queued_starts_two_sweeps_later_not_one_
     assert queued(callbacks, queue.REQUEST_START) == [
         QueuedTask(queue.REQUEST_START, (str(request.pk),))
     ]
+
+
+def test_a_lost_image_of_a_cancelled_request_says_what_happened_once(
+    settings: Any, tmp_path: Path, account: Account
+) -> None:
+    """Its message ended "… (the worker was lost each time). Tried 3 times.", twice said."""
+    # Given a cancelled request whose one image's worker was lost, on its third attempt
+    settings.MEDIA_ROOT = tmp_path
+    request = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(
+        status="processing", cancel_requested_at=timezone.now()
+    )
+    ProductImage.objects.filter(request=request).update(
+        status="processing",
+        attempts=3,
+        claimed_at=timezone.now() - timedelta(seconds=settings.WORK_LEASE_SECONDS + 1),
+    )
+
+    # When the sweep gives it up, then its message says so once
+    sweep.sweep_run()
+    image = ProductImage.objects.get(request=request)
+    assert image.error_message == (
+        "Gave up after 3 attempts that never finished (the worker was lost each time)."
+    )
