@@ -42,7 +42,7 @@ def sweep_run() -> SweepReport:
     """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS."""
     now = database_now()  # the clock claims are written by, whichever host this is
     cutoff = now - timedelta(seconds=settings.WORK_LEASE_SECONDS)
-    requests_restarted = _requests_restart(now - timedelta(seconds=2 * settings.SWEEP_INTERVAL))
+    requests_restarted = _requests_restart(now, cutoff)
     images_requeued, images_given_up = _images_requeue(now, cutoff)
     report = SweepReport(
         requests_restarted=requests_restarted,
@@ -57,12 +57,16 @@ def sweep_run() -> SweepReport:
     return report
 
 
-def _requests_restart(cutoff: datetime) -> int:
-    """Requests accepted before cutoff, two sweeps ago, and not started: their start was
-    not queued (the broker away when they came) or was lost. No lease to wait for: a start
-    queued twice starts once, the second finding the request under way."""
+def _requests_restart(now: datetime, cutoff: datetime) -> int:
+    """Requests accepted and not started: their start was not queued (the broker away
+    when they came) or was lost. Queued again once two sweeps after the upload, with no
+    lease to wait for (a start queued twice starts once), then at every sweep past the
+    lease: a start waiting behind a long queue is not queued again at every sweep."""
+    sweep = timedelta(seconds=settings.SWEEP_INTERVAL)
     stuck = ProcessingRequest.objects.filter(
-        status=ProcessingRequest.Status.PENDING, created_at__lt=cutoff
+        Q(created_at__lt=now - 2 * sweep, created_at__gte=now - 3 * sweep)
+        | Q(created_at__lt=cutoff),
+        status=ProcessingRequest.Status.PENDING,
     ).values_list("pk", flat=True)
     return _enqueue_each(queue.REQUEST_START, stuck)
 

@@ -118,11 +118,18 @@ def test_a_request_whose_start_was_never_queued_starts_two_sweeps_later_not_one_
     assert sweep.sweep_run().requests_restarted == 0
 
     # When it runs two sweeps (a minute) later, lease or not, then it queues the start
-    a_minute_ago = timezone.now() - timedelta(seconds=61)
-    ProcessingRequest.objects.filter(pk=request.pk).update(created_at=a_minute_ago)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert sweep.sweep_run().requests_restarted == 1
-    assert queued(callbacks, queue.REQUEST_START) == [
+    def sweep_at(seconds_after: int) -> list[QueuedTask]:
+        upload = timezone.now() - timedelta(seconds=seconds_after)
+        ProcessingRequest.objects.filter(pk=request.pk).update(created_at=upload)
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            sweep.sweep_run()
+        return queued(callbacks, queue.REQUEST_START)
+
+    assert sweep_at(61) == [QueuedTask(queue.REQUEST_START, (str(request.pk),))]
+    # and not at every sweep after (a start waiting behind a long queue is not queued
+    # again and again), until its lease has passed
+    assert sweep_at(121) == []
+    assert sweep_at(settings.WORK_LEASE_SECONDS + 1) == [
         QueuedTask(queue.REQUEST_START, (str(request.pk),))
     ]
 
