@@ -514,10 +514,15 @@ def connection_options(parser: argparse.ArgumentParser, *, given_after: bool = F
 
 
 class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
-    """Every command also takes --server and --api-key after its name."""
+    """Every command also takes --server and --api-key after its name; one of a request
+    (of_request) takes its id first."""
 
-    def add_parser(self, name: str, **options: Any) -> argparse.ArgumentParser:
+    def add_parser(
+        self, name: str, *, of_request: bool = False, **options: Any
+    ) -> argparse.ArgumentParser:
         parser = super().add_parser(name, **options)
+        if of_request:
+            parser.add_argument("request_id")
         connection_options(parser, given_after=True)
         return parser  # type: ignore[no-any-return]
 
@@ -530,8 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     submit_parser.add_argument("csv", type=Path)
     waits(submit_parser)
     given_settings(submit_parser)
-    status_parser = commands.add_parser("status", help="show a request's status")
-    status_parser.add_argument("request_id")
+    commands.add_parser("status", help="show a request's status", of_request=True)
     list_parser = commands.add_parser("list", help="the account's requests, newest first")
     list_parser.add_argument(
         "--status",
@@ -540,37 +544,36 @@ def main(argv: list[str] | None = None) -> int:
         help=f"only these, comma-separated or repeated: {', '.join(STATUSES)}",
     )
     list_parser.add_argument("--limit", type=positive, default=20, help="at most (20)")
-    cancel_parser = commands.add_parser("cancel", help="stop a request: images not started end")
-    cancel_parser.add_argument("request_id")
-    delete_parser = commands.add_parser(
-        "delete", help="delete a finished request's outputs, CSV and products now"
+    commands.add_parser("cancel", help="stop a request: images not started end", of_request=True)
+    commands.add_parser(
+        "delete", help="delete a finished request's outputs, CSV and products now", of_request=True
     )
-    delete_parser.add_argument("request_id")
     test_parser = commands.add_parser(
         "webhook-test", help="have the service send a signed test event to a receiver"
     )
     test_parser.add_argument("url")
-    webhook_parser = commands.add_parser(
-        "webhook", help="a finished request's webhook delivery and every attempt"
+    commands.add_parser(
+        "webhook", help="a finished request's webhook delivery and every attempt", of_request=True
     )
-    webhook_parser.add_argument("request_id")
-    resend_parser = commands.add_parser(
-        "webhook-resend", help="send a finished request's webhook event again, same id"
+    commands.add_parser(
+        "webhook-resend",
+        help="send a finished request's webhook event again, same id",
+        of_request=True,
     )
-    resend_parser.add_argument("request_id")
-    retry_parser = commands.add_parser("retry", help="process a request's failed images again")
-    retry_parser.add_argument("request_id")
+    retry_parser = commands.add_parser(
+        "retry", help="process a request's failed images again", of_request=True
+    )
     waits(retry_parser)
     rerun_parser = commands.add_parser(
-        "rerun", help="a new request over a request's products, with other settings"
+        "rerun",
+        help="a new request over a request's products, with other settings",
+        of_request=True,
     )
-    rerun_parser.add_argument("request_id")
     waits(rerun_parser)
     given_settings(rerun_parser, rerun=True)
     wait_parser = commands.add_parser(
-        "wait", help="follow a request to its end and save its output CSV"
+        "wait", help="follow a request to its end and save its output CSV", of_request=True
     )
-    wait_parser.add_argument("request_id")
     saves(wait_parser, implies_wait=False)
     options = parser.parse_args(argv)
     if getattr(options, "output", None) is not None:
