@@ -44,11 +44,12 @@ CANCELLED: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was p
 def lost_each_time(attempts: int, *, transient: bool = False) -> ImageFailure:
     """A URL whose every attempt died with its worker process (killed, out of memory, a
     crash in a codec): given up by the sweep, or by the last delivery of its batch."""
-    return ImageFailure(
-        ReasonCode.INTERNAL_ERROR,
-        f"Gave up after {attempts} attempts that never finished (the worker was lost each time).",
-        transient=transient,
+    message = (
+        f"Gave up after {attempts} attempts that never finished (the worker was lost each time)."
+        if attempts > 1
+        else "Its attempt never finished (the worker was lost)."
     )
+    return ImageFailure(ReasonCode.INTERNAL_ERROR, message, transient=transient)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Now
+from django.utils import timezone
 
 import net
 from config.logs import request_id_bound, request_id_var
@@ -154,8 +155,10 @@ def claim_token(task_id: str | None) -> uuid.UUID:
     queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and its next delivery finds the
     images the dead one held (_images_held_by_the_dead), where the sweep would wait for
     their lease to run out. Two live deliveries of one task (a broker that gave it back
-    while it ran) may then both work on those images: the first success recorded stands,
-    as for any image claimed twice; one at its last attempt is failed by the second.
+    while it ran) are taken for one dead and one alive: the second queues the first's
+    images again, each is then worked twice (the first success recorded stands, as for any
+    image claimed twice; the first delivery's failures are not recorded), and one at its
+    last attempt is failed by the second while the first still works on it.
     """
     return uuid.uuid5(_TASK_TOKENS, task_id) if task_id else uuid.uuid4()
 
@@ -403,29 +406,51 @@ def _images_held_by_the_dead(
 ) -> list[ImageOutcome]:
     """The URLs an earlier delivery of this task held when its process died: each queued
     again as a task of its own (new token), as the sweep would one lease later, so that
-    an image that kills its process fails alone rather than its whole batch with it;
-    ended instead at their last attempt, or as cancelled in a cancelled request. What
-    is to end, for the caller to record."""
-    request = next(iter(mine.values())).request
-    found = dict(held.values_list("input_url", "attempts"))
-    ending = {
-        url: attempts
-        for url, attempts in found.items()
-        if request.cancel_requested_at is not None or attempts >= settings.IMAGE_MAX_ATTEMPTS
-    }
-    again = bulk.update_returning(
-        held.filter(input_url__in=found.keys() - ending.keys()),
-        values={"status": ProductImage.Status.PENDING, "queued_at": Now()},
-        returning=["input_url"],
-    )
-    for url in dict.fromkeys(url for (url,) in again):
-        queue.enqueue_after_commit(queue.IMAGES_PROCESS, [mine[url].pk], str(request.pk))
+    an image that kills its process fails alone rather than its whole batch with it.
+    Ended instead at their last attempt, or in a cancelled request, as the sweep ends
+    them. What is to end, for the caller to record.
+
+    Decided with the request's row held, as request_cancel holds it: a cancel comes
+    before (and nothing is queued again) or after (and finds the images pending)."""
+    request_id = next(iter(mine.values())).request_id
+    with transaction.atomic():
+        cancelled = (
+            ProcessingRequest.objects.select_for_update()
+            .filter(pk=request_id)
+            .values_list("cancel_requested_at", flat=True)
+            .get()
+            is not None
+        )
+        found = dict(held.values_list("input_url", "attempts"))
+        ending = {
+            url: attempts
+            for url, attempts in found.items()
+            if cancelled or attempts >= settings.IMAGE_MAX_ATTEMPTS
+        }
+        again = [
+            url
+            for (url,) in bulk.update_returning(
+                held.filter(input_url__in=found.keys() - ending.keys()),
+                # The host's clock, as the request's window counts what is in flight by.
+                values={"status": ProductImage.Status.PENDING, "queued_at": timezone.now()},
+                returning=["input_url"],
+            )
+        ]
+        for url in dict.fromkeys(again):
+            queue.enqueue_after_commit(queue.IMAGES_PROCESS, [mine[url].pk], str(request_id))
+    if again:
+        logger.info(
+            "%d image URLs queued again, each alone: the process of their batch died",
+            len(set(again)),
+        )
+    # A cancelled request's lost image is not tried again, as the sweep ends it:
+    # images_record ends it as cancelled, or failed at its last attempt.
     return [
         ImageOutcome(
             input_url=url,
             image_id=mine[url].pk,
             attempt=attempts,
-            failure=CANCELLED if request.cancel_requested_at else lost_each_time(attempts),
+            failure=lost_each_time(attempts, transient=cancelled),
         )
         for url, attempts in ending.items()
     ]

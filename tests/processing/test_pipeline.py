@@ -17,7 +17,7 @@ from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import metrics, pipeline, queue
+from processing import control, metrics, pipeline, queue
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
@@ -237,6 +237,48 @@ def test_an_image_that_kills_its_process_at_every_attempt_fails_alone_without_th
     request.refresh_from_db()
     assert (request.succeeded_images, request.failed_images) == (2, 1)
     assert QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),)) in finalising
+
+
+def test_a_batch_delivered_again_in_a_request_cancelled_meanwhile_ends_its_images(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+) -> None:
+    """The cancel came after the delivery had read its request: the images its dead
+    predecessor held were queued again, and the new task made them."""
+    # Given a batch whose process died while it downloaded
+    settings.REQUEST_START_BATCHES = 1
+    _, rows = photos(downloads, 2)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+    monkeypatch.setattr(net, "fetch_if_changed", dies)
+    delivered(django_capture_on_commit_callbacks, batch, "task-1")
+
+    # When it is delivered again, and the request is cancelled just after the delivery
+    # read it (the cancel ends only images not started; these are held)
+    claim = pipeline._images_claim
+
+    def cancelled_first(*args: Any) -> Any:
+        control.request_cancel(request=ProcessingRequest.objects.get(pk=request.pk))
+        return claim(*args)
+
+    monkeypatch.setattr(pipeline, "_images_claim", cancelled_first)
+    monkeypatch.setattr(net, "fetch_if_changed", downloads)
+    after = delivered(django_capture_on_commit_callbacks, batch, "task-1")
+
+    # Then nothing is queued again or downloaded: the images end cancelled, as the sweep
+    # ends a lost image of a cancelled request, and the request can finish
+    assert downloads.calls == []
+    assert after == [QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))]
+    images = images_of(request)
+    assert {(image.status, image.error_message) for image in images} == {
+        (
+            "cancelled",
+            "Its attempt never finished (the worker was lost). Not retried: the request was "
+            "cancelled.",
+        )
+    }
 
 
 def test_a_transient_failure_is_retried_later_then_fails_after_the_last_attempt(
