@@ -42,7 +42,7 @@ def sweep_run() -> SweepReport:
     """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS."""
     now = database_now()  # the clock claims are written by, whichever host this is
     cutoff = now - timedelta(seconds=settings.WORK_LEASE_SECONDS)
-    requests_restarted = _requests_restart(now, cutoff)
+    requests_restarted = _requests_restart(now)
     images_requeued, images_given_up = _images_requeue(now, cutoff)
     report = SweepReport(
         requests_restarted=requests_restarted,
@@ -57,17 +57,21 @@ def sweep_run() -> SweepReport:
     return report
 
 
-def _requests_restart(now: datetime, cutoff: datetime) -> int:
+def _requests_restart(now: datetime) -> int:
     """Requests accepted and not started: their start was not queued (the broker away
-    when they came) or was lost. Queued again once two sweeps after the upload, with no
-    lease to wait for (a start queued twice starts once), then at every sweep past the
-    lease: a start waiting behind a long queue is not queued again at every sweep."""
-    sweep = timedelta(seconds=settings.SWEEP_INTERVAL)
-    stuck = ProcessingRequest.objects.filter(
-        Q(created_at__lt=now - 2 * sweep, created_at__gte=now - 3 * sweep)
-        | Q(created_at__lt=cutoff),
-        status=ProcessingRequest.Status.PENDING,
-    ).values_list("pk", flat=True)
+    when they came) or was lost. Queued again two sweeps after the upload, or after the
+    last time the sweep queued it, however late the sweeps run: no lease to wait for (a
+    start queued twice starts once), and no copy at every sweep of a start waiting behind
+    a long queue. updated_at says when it was last queued."""
+    waited = now - timedelta(seconds=2 * settings.SWEEP_INTERVAL)
+    stuck = list(
+        ProcessingRequest.objects.filter(
+            status=ProcessingRequest.Status.PENDING, updated_at__lt=waited
+        ).values_list("pk", flat=True)
+    )
+    ProcessingRequest.objects.filter(pk__in=stuck, status=ProcessingRequest.Status.PENDING).update(
+        updated_at=now
+    )
     return _enqueue_each(queue.REQUEST_START, stuck)
 
 

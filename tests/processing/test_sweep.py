@@ -117,21 +117,22 @@ def test_a_request_whose_start_was_never_queued_starts_two_sweeps_later_not_one_
     # When the sweep runs within two sweeps of the upload, then it leaves the start be
     assert sweep.sweep_run().requests_restarted == 0
 
-    # When it runs two sweeps (a minute) later, lease or not, then it queues the start
-    def sweep_at(seconds_after: int) -> list[QueuedTask]:
-        upload = timezone.now() - timedelta(seconds=seconds_after)
-        ProcessingRequest.objects.filter(pk=request.pk).update(created_at=upload)
+    # When it runs two sweeps (a minute) or more later, lease or not, however late, then
+    # it queues the start
+    def sweep_after(seconds: int) -> list[QueuedTask]:
+        then = timezone.now() - timedelta(seconds=seconds)
+        if seconds:
+            ProcessingRequest.objects.filter(pk=request.pk).update(updated_at=then)
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             sweep.sweep_run()
         return queued(callbacks, queue.REQUEST_START)
 
-    assert sweep_at(61) == [QueuedTask(queue.REQUEST_START, (str(request.pk),))]
-    # and not at every sweep after (a start waiting behind a long queue is not queued
-    # again and again), until its lease has passed
-    assert sweep_at(121) == []
-    assert sweep_at(settings.WORK_LEASE_SECONDS + 1) == [
-        QueuedTask(queue.REQUEST_START, (str(request.pk),))
-    ]
+    start = [QueuedTask(queue.REQUEST_START, (str(request.pk),))]
+    assert sweep_after(61) == start
+    # and not at the next sweep (a start waiting behind a long queue is not queued again
+    # at every sweep), but two sweeps after it queued it
+    assert sweep_after(0) == []
+    assert sweep_after(91) == start
 
 
 def test_a_lost_image_of_a_cancelled_request_says_what_happened_once(
