@@ -413,6 +413,9 @@ def _images_held_by_the_dead(
     Decided with the request's row held, as request_cancel holds it: a cancel comes
     before (and nothing is queued again) or after (and finds the images pending)."""
     request_id = next(iter(mine.values())).request_id
+    found = dict(held.values_list("input_url", "attempts"))
+    if not found:  # a URL ended already, or another's: the common case, no lock taken
+        return []
     with transaction.atomic():
         cancelled = (
             ProcessingRequest.objects.select_for_update()
@@ -421,7 +424,6 @@ def _images_held_by_the_dead(
             .get()
             is not None
         )
-        found = dict(held.values_list("input_url", "attempts"))
         ending = {
             url: attempts
             for url, attempts in found.items()
