@@ -5,6 +5,8 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
+from django.conf import settings
+
 from imaging.errors import ImagingError
 from net import DownloadStopped, NetError
 from processing.facts import OutputFacts
@@ -50,6 +52,16 @@ def lost_each_time(attempts: int, *, transient: bool = False) -> ImageFailure:
         else "Its attempt never finished (the worker was lost)."
     )
     return ImageFailure(ReasonCode.INTERNAL_ERROR, message, transient=transient)
+
+
+def lost_ending(attempts: int, *, cancelled: bool) -> ImageFailure | None:
+    """How a URL whose worker was lost on its attempts ends, or None where it is queued
+    again: the one rule of the sweep and of a batch's next delivery. A cancelled request's
+    is not tried again (images_record ends it as cancelled, or failed at its last attempt),
+    nor one past IMAGE_MAX_ATTEMPTS."""
+    if cancelled or attempts >= settings.IMAGE_MAX_ATTEMPTS:
+        return lost_each_time(attempts, transient=cancelled)
+    return None
 
 
 @dataclass(frozen=True)

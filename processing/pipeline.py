@@ -35,7 +35,7 @@ from processing import bulk, metrics, queue, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
-from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome, lost_each_time
+from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome, lost_ending
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
 from processing.results import images_record
 from processing.reuse import Known, Seen
@@ -424,11 +424,8 @@ def _images_held_by_the_dead(
             .get()
             is not None
         )
-        ending = {
-            url: attempts
-            for url, attempts in found.items()
-            if cancelled or attempts >= settings.IMAGE_MAX_ATTEMPTS
-        }
+        endings = {url: lost_ending(n, cancelled=cancelled) for url, n in found.items()}
+        ending = {url: failure for url, failure in endings.items() if failure is not None}
         again = [
             url
             for (url,) in bulk.update_returning(
@@ -445,16 +442,9 @@ def _images_held_by_the_dead(
             "%d image URLs queued again, each alone: the process of their batch died",
             len(set(again)),
         )
-    # A cancelled request's lost image is not tried again, as the sweep ends it:
-    # images_record ends it as cancelled, or failed at its last attempt.
     return [
-        ImageOutcome(
-            input_url=url,
-            image_id=mine[url].pk,
-            attempt=attempts,
-            failure=lost_each_time(attempts, transient=cancelled),
-        )
-        for url, attempts in ending.items()
+        ImageOutcome(input_url=url, image_id=mine[url].pk, attempt=found[url], failure=failure)
+        for url, failure in ending.items()
     ]
 
 

@@ -21,7 +21,7 @@ from processing import queue
 from processing.finalize import request_finalize
 from processing.leases import database_now
 from processing.models import ProcessingRequest, ProductImage, WebhookDelivery
-from processing.outcomes import ImageOutcome, lost_each_time
+from processing.outcomes import ImageFailure, ImageOutcome, lost_ending
 from processing.results import images_record
 from processing.window import request_window_fill
 
@@ -96,11 +96,9 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
         )
         if group["status"] == ProductImage.Status.PROCESSING:
             same_url = same_url.filter(claimed_at__lt=cutoff)
-            # A cancelled request's lost image is not tried again: images_record ends it
-            # as cancelled.
-            cancelling = group["request__cancel_requested_at"] is not None
-            if cancelling or group["attempts"] >= settings.IMAGE_MAX_ATTEMPTS:
-                _image_give_up(group, same_url, transient=cancelling)
+            cancelled = group["request__cancel_requested_at"] is not None
+            if ending := lost_ending(group["attempts"], cancelled=cancelled):
+                _image_give_up(group, same_url, ending)
                 given_up += 1
                 continue
         else:
@@ -120,14 +118,14 @@ def _images_requeue(now: datetime, cutoff: datetime) -> tuple[int, int]:
 
 
 def _image_give_up(
-    group: Mapping[str, Any], overdue: QuerySet[ProductImage], *, transient: bool = False
+    group: Mapping[str, Any], overdue: QuerySet[ProductImage], ending: ImageFailure
 ) -> None:
-    """Fail a URL whose every attempt was lost, recorded as any image's result is."""
+    """End a URL whose attempts were lost, recorded as any image's result is."""
     outcome = ImageOutcome(
         input_url=group["input_url"],
         image_id=group["first_id"],
         attempt=group["attempts"],
-        failure=lost_each_time(group["attempts"], transient=transient),
+        failure=ending,
     )
     images_record(request_id=group["request_id"], held=overdue, outcomes=[outcome])
 
