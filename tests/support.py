@@ -146,7 +146,11 @@ def multipart_upload(
         data = csv_text.encode() if isinstance(csv_text, str) else csv_text
         body["file"] = ("products.csv", data, "text/csv")
     url = f"{base_url}/api/upload/"
-    return urllib3.request("POST", url, fields=body, headers=api_headers(url), timeout=30)
+    # On a connection of its own: urllib3's shared pool would send it on one kept from an
+    # earlier call, which the server may close, idle, as the POST goes out (a reset no
+    # POST is retried after; seen once in CI). A client resends with an Idempotency-Key.
+    with urllib3.PoolManager() as fresh:
+        return fresh.request("POST", url, fields=body, headers=api_headers(url), timeout=30)
 
 
 def api_request(method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
