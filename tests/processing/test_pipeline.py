@@ -17,7 +17,7 @@ from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import control, metrics, pipeline, queue
+from processing import claims, control, metrics, pipeline, queue
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
@@ -257,13 +257,13 @@ def test_a_batch_delivered_again_in_a_request_cancelled_meanwhile_ends_its_image
 
     # When it is delivered again, and the request is cancelled just after the delivery
     # read it (the cancel ends only images not started; these are held)
-    claim = pipeline._images_claim
+    claim = claims.images_claim
 
-    def cancelled_first(*args: Any) -> Any:
+    def cancelled_first(**kwargs: Any) -> Any:
         control.request_cancel(request=ProcessingRequest.objects.get(pk=request.pk))
-        return claim(*args)
+        return claim(**kwargs)
 
-    monkeypatch.setattr(pipeline, "_images_claim", cancelled_first)
+    monkeypatch.setattr(claims, "images_claim", cancelled_first)
     monkeypatch.setattr(net, "fetch_if_changed", downloads)
     after = delivered(django_capture_on_commit_callbacks, batch, "task-1")
 
