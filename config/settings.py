@@ -371,7 +371,7 @@ SPECTACULAR_SETTINGS = {
     "OAS_VERSION": "3.1.0",
     # The request's statuses under one name: two serializers holding them made
     # drf-spectacular fall back to a hashed one ("Status468Enum") for both.
-    "ENUM_NAME_OVERRIDES": {"StatusStatusEnum": "processing.api_common.REQUEST_STATUSES"},
+    "ENUM_NAME_OVERRIDES": {"StatusStatusEnum": "processing.serializers.REQUEST_STATUSES"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -30,18 +30,10 @@ from processing import finalize, idempotency, intake, metrics, policies, selecto
 from processing.api_common import (
     ERROR_CODE_HELP,
     IDEMPOTENCY_KEY,
-    IMAGE_STATUSES,
     REPLAYED,
     REQUEST_ID,
-    AcceptedSerializer,
     AccountUploadThrottle,
-    RequestSettingsSerializer,
-    StatusSerializer,
-    WebhookDetailSerializer,
-    WebhookStateSerializer,
-    WebhookTestSerializer,
     accepted_body,
-    errors,
     expired_refusal,
     idempotency_asked,
     key_reused_refusal,
@@ -69,6 +61,16 @@ from processing.exceptions import (
 from processing.models import ProductImage
 from processing.parsers import ContentNegotiation, JSONParser
 from processing.policies import upload_body_limit
+from processing.serializers import (
+    IMAGE_STATUSES,
+    AcceptedSerializer,
+    RequestSettingsSerializer,
+    StatusSerializer,
+    WebhookDetailSerializer,
+    WebhookStateSerializer,
+    WebhookTestSerializer,
+    errors,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,8 @@ from processing import control, idempotency, intake, policies, selectors
 from processing.api_common import (
     IDEMPOTENCY_KEY,
     REQUEST_ID,
-    AcceptedSerializer,
     AccountUploadThrottle,
-    ListedRequestSerializer,
-    RequestSettingsSerializer,
-    StatusSerializer,
     accepted_body,
-    errors,
     expired_refusal,
     idempotency_asked,
     key_reused_refusal,
@@ -37,6 +32,13 @@ from processing.api_common import (
 )
 from processing.exceptions import AlreadyFinished, NothingToRetry, RequestNotFinished
 from processing.parsers import JSONParser
+from processing.serializers import (
+    AcceptedSerializer,
+    ListedRequestSerializer,
+    RequestSettingsSerializer,
+    StatusSerializer,
+    errors,
+)
 
 
 class CancelApi(APIView):

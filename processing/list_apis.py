@@ -24,14 +24,16 @@ from rest_framework.views import APIView
 from accounts.authentication import request_account
 from processing import selectors
 from processing.api_common import (
-    REQUEST_STATUSES,
-    ListedRequestSerializer,
-    errors,
     page_size_checked,
     query_checked,
     statuses_asked,
 )
 from processing.models import ProcessingRequest
+from processing.serializers import (
+    REQUEST_STATUSES,
+    ListedRequestSerializer,
+    errors,
+)
 
 PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100

@@ -17,9 +17,11 @@ from accounts.pages import account_page, account_page_render
 from imaging.encode import OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from processing import control, selectors, webhooks
-from processing.api_common import WebhookTestSerializer
 from processing.models import ProcessingRequest, ProductImage, ReasonCode
 from processing.outcomes import CANCELLED
+from processing.serializers import (
+    WebhookTestSerializer,
+)
 
 REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
