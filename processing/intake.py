@@ -54,6 +54,12 @@ def request_create(
     memory does not grow with the number of rows.
     """
     limits = csv_limits()
+    if idempotency is not None:
+        # Before the file is read: a key that made a request answers for it (or refuses
+        # another file) at the cost of a lookup. The rate limit lets such a key through
+        # (AccountUploadThrottle), so validating first let one used key send any number
+        # of files through the whole CSV check, unthrottled. Checked again under the lock.
+        earlier_request_check(account=account, idempotency=idempotency)
     summary = validate_products(csv_data, limits)
     with transaction.atomic():
         # One upload of an account at a time past this point, so that two cannot both

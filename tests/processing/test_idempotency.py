@@ -170,6 +170,23 @@ def test_an_upload_sent_again_is_answered_past_the_upload_rate_limit(
     assert upload(api, "rate-2").status_code == 429
 
 
+def test_the_key_with_another_file_past_the_rate_limit_is_refused_before_the_file_is_read(
+    api: APIClient, settings: Any
+) -> None:
+    """The rate limit lets a key that made a request through, for its replay: any other
+    file sent with it was read and checked whole first (a 10 MB CSV is seconds of a web
+    thread), as often as the account liked."""
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "1/minute"
+    first = upload(api, "rate-1").json()["request_id"]
+    not_a_catalogue = "Name,Price\n" + "shoe,1\n" * 1000
+    refused = upload(api, "rate-1", not_a_catalogue)
+    # 422 for the key, not 400 for the file's missing columns: the file was never read
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "idempotency_key_reused"
+    assert refused.json()["details"][0]["request_id"] == first
+    assert ProcessingRequest.objects.count() == 1
+
+
 def test_a_rerun_sent_again_is_answered_after_its_source_was_deleted(api: APIClient) -> None:
     source = upload(api, None).json()["request_id"]
     path = f"/api/requests/{source}/rerun/"
