@@ -358,6 +358,45 @@ def test_blank_lines_above_the_header_are_skipped_and_rows_keep_their_numbers() 
     ]
 
 
+@pytest.mark.parametrize(
+    ("blank", "delimiter"),
+    [(b"\n", b","), (b",,\r\n", b","), (b" , ,\n", b","), (b";;\n", b";"), (b"\t\t\n", b"\t")],
+    ids=["empty", "commas CRLF", "spaces", "semicolons", "tabs"],
+)
+def test_runs_of_blank_rows_are_skipped_and_counted_as_rows(blank: bytes, delimiter: bytes) -> None:
+    """As Excel writes a sheet whose formatting ran to its last row: a million of them."""
+    header = delimiter.join([b"S. No.", b"Product Name", b"Input Image Urls"]) + b"\n"
+    row = delimiter.join([b"1", b"Hat", b"http://a.example/1.jpg"]) + b"\n"
+    unnamed = delimiter.join([b"2", b"", b"http://a.example/2.jpg"]) + b"\n"
+    data = blank * 3 + header + blank * 1000 + row + blank * 50_000 + unnamed + blank * 7
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    # The header is row 4, the hat row 1005; the product without a name row 51006
+    assert [problem.row for problem in raised.value.problems] == [51_006]
+    [hat] = parse_products(data.replace(unnamed, b""), CsvLimits())
+    assert (hat.row, hat.product_name) == (1005, "Hat")
+
+
+def test_blank_lines_inside_a_quoted_cell_are_the_cells_own() -> None:
+    data = (
+        b"S. No.,Product Name,Input Image Urls\n"
+        b'1,"Hat\n\n,,\n\nred",http://a.example/1.jpg\n'
+        b"\n\n"
+        b"2,Shoe,http://a.example/2.jpg\n"
+    )
+    assert [(p.row, p.product_name) for p in parse_products(data, CsvLimits())] == [
+        (2, "Hat\n\n,,\n\nred"),
+        (5, "Shoe"),
+    ]
+
+
+def test_a_quote_never_closed_after_blank_rows_is_told_at_its_row() -> None:
+    data = b'S. No.,Product Name,Input Image Urls\n1,Hat,http://a.example/1.jpg\n,,\n\n3,"Lamp\n'
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert [problem.row for problem in raised.value.problems] == [5]
+
+
 def test_only_unicode_white_space_is_an_empty_file() -> None:
     with pytest.raises(CsvInvalid) as raised:
         parse_products("\u2028\n\u0085\n".encode(), CsvLimits())
