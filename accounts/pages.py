@@ -3,7 +3,9 @@ its webhooks (see it, rotate it), for the people of the account, without asking 
 runs the service. A person logged in does this, never an API key: a leaked key must not
 be able to make itself a successor or lock its owner out."""
 
+import contextlib
 import functools
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -21,12 +23,24 @@ from accounts import services
 from accounts.authentication import KEY_CHECK_SECONDS, user_account
 from accounts.models import Account, ApiKey
 
+logger = logging.getLogger(__name__)
+
 AccountView = Callable[..., HttpResponse]
 
 # djangorestframework-api-key's: 8 letters and digits.
 KEY_PREFIX = re.compile(r"[A-Za-z0-9]{8}")
 # How long a page's key form stays used: longer than anyone keeps a page open.
 FORM_TOKEN_SECONDS = 24 * 3600
+
+
+def _form_first_use(used: str) -> bool:
+    """Whether the key form's token is sent for the first time; taken for so while the
+    tokens cannot be read (they live in Redis, CACHE_URL): no key could be made then, 500."""
+    try:
+        return bool(cache.add(used, True, FORM_TOKEN_SECONDS))
+    except Exception:
+        logger.warning("key forms sent again cannot be told; the key is made", exc_info=True)
+        return True
 
 
 def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
@@ -69,7 +83,7 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
     # it made a second key while the first, never seen, stayed in use.
     form_token = request.POST.get("form_token", "")
     used = f"key-form:{form_token}"
-    if not form_token or not cache.add(used, True, FORM_TOKEN_SECONDS):
+    if not form_token or not _form_first_use(used):
         refused = (
             "This form was sent already: the key it made is listed below, and cannot be "
             "shown again. Revoke it if you did not keep it, and make another here."
@@ -87,7 +101,8 @@ def api_key_create(request: HttpRequest, account: Account) -> HttpResponse:
     except services.AccountError as refused_key:
         # No key made: the form may be sent again (a reload of this answer was told the
         # key it had made was listed below).
-        cache.delete(used)
+        with contextlib.suppress(Exception):  # the cache away: nothing was kept
+            cache.delete(used)
         context = {"key_error": str(refused_key), "label": label}
         return account_page_render(request, account, context, status=400)
     return account_page_render(request, account, {"new_key": key, "new_key_prefix": api_key.prefix})

@@ -1,5 +1,6 @@
 """The page's doors: log in with a username and password or a one-time link, log out."""
 
+import logging
 from typing import Any
 
 from django.contrib import messages
@@ -17,6 +18,8 @@ from django.views.decorators.http import require_http_methods
 from accounts import services
 from config.proxies import client_address
 
+logger = logging.getLogger(__name__)
+
 # Failed password logins allowed per user name and address before a pause.
 LOGIN_FAILURES_ALLOWED = 10
 LOGIN_PAUSE_SECONDS = 15 * 60
@@ -30,12 +33,12 @@ class LoginForm(AuthenticationForm):
 
     def clean(self) -> dict[str, Any]:
         key = self._failures_key()
-        if cache.get(key, 0) >= LOGIN_FAILURES_ALLOWED:
+        if _failures(key) >= LOGIN_FAILURES_ALLOWED:
             raise self.get_invalid_login_error()
         try:
             return super().clean()
         except Exception:
-            cache.set(key, cache.get(key, 0) + 1, LOGIN_PAUSE_SECONDS)
+            _failure_count(key)
             raise
 
     def _failures_key(self) -> str:
@@ -43,6 +46,23 @@ class LoginForm(AuthenticationForm):
         typed = self.cleaned_data.get("username") or ""
         username = AbstractBaseUser.normalize_username(str(typed))[:150].lower()
         return f"login-failures:{address}:{username}"
+
+
+def _failures(key: str) -> int:
+    """The failures counted under key; none while the counts cannot be read. The counts live
+    in Redis (CACHE_URL): while it was away, every login, right or wrong, answered 500."""
+    try:
+        return int(cache.get(key, 0))
+    except Exception:
+        logger.warning("login failures cannot be counted; the login is let through", exc_info=True)
+        return 0
+
+
+def _failure_count(key: str) -> None:
+    try:
+        cache.set(key, int(cache.get(key, 0)) + 1, LOGIN_PAUSE_SECONDS)
+    except Exception:
+        logger.warning("login failures cannot be counted", exc_info=True)
 
 
 class AdminLoginForm(LoginForm, AdminAuthenticationForm):

@@ -16,6 +16,7 @@ from accounts.models import Account, ApiKey
 from config.middleware import PAGE_CONTENT_POLICY
 from processing import intake
 from processing.models import ProcessingRequest
+from tests.support import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -218,6 +219,38 @@ def test_a_key_form_sent_again_makes_no_second_key(member_client: Client, accoun
     del form["form_token"]
     assert member_client.post("/account/keys/", form).status_code == 409
     assert ApiKey.objects.filter(account=account).count() == 1
+
+
+def test_logins_and_keys_are_made_while_the_cache_is_away(
+    settings: Any, account: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The login pauses and the key form's tokens live in Redis (CACHE_URL): while it was
+    away, every login, right or wrong, and every key made from the page answered 500."""
+    # Given a cache at an address where nothing answers (a Redis stopped)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    }
+    services.user_create(account=account, username="ann", password="the-right-one-42")
+    client = Client(enforce_csrf_checks=True)
+    token = str(client.get("/login/").context["csrf_token"])
+    login = {"csrfmiddlewaretoken": token, "username": "ann"}
+    # When a person types a wrong password, then the right one
+    wrong = client.post("/login/", {**login, "password": "wrong"})
+    right = client.post("/login/", {**login, "password": "the-right-one-42"})
+    # Then the first is refused as any wrong password is, and the second logs in
+    assert wrong.status_code == 200
+    assert "Please enter a correct username and password" in text(wrong)
+    assert right.status_code == 302
+    # And a key is made from the account page
+    made = form_post(client, "/account/keys/", {"label": "outage"})
+    assert made.status_code == 200
+    assert api_answers(made.context["new_key"]) == 200
+    # With the cache's absence logged
+    assert "login failures cannot be counted" in caplog.text
+    assert "key forms sent again cannot be told" in caplog.text
 
 
 def test_a_key_form_refused_may_be_sent_again_and_is_not_told_it_made_a_key(
