@@ -8,6 +8,7 @@ from typing import Final
 
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.recorder import MigrationRecorder
 from django.http import HttpRequest, JsonResponse
 
 from config.celery import app
@@ -76,25 +77,34 @@ def _database() -> Check:
     return OK
 
 
-# Once every migration has been seen applied, this process asks no more: they stay so.
-_schema_current = False
+# How many migrations the database had applied when this process last found none missing:
+# while that count stays, one query answers (the full check reads every migration file).
+_applied_when_current: int | None = None
 
 
 def _schema() -> Check:
     """Whether the database holds every migration this code needs: a release started
-    before `migrate` was ready while every query of its new columns failed with 500."""
-    global _schema_current
-    if _schema_current:
-        return OK
+    before `migrate` was ready while every query of its new columns failed with 500.
+    Asked again when the count of applied migrations changes: a database restored from an
+    older backup, or migrated back, was still told current by a process that had once
+    found it so."""
+    global _applied_when_current
     try:
+        recorder = MigrationRecorder(connection)
+        # (A database never migrated has no recorder's table to count: not asked then.)
+        if _applied_when_current is not None:
+            if recorder.migration_qs.count() == _applied_when_current:
+                return OK
+            _applied_when_current = None
         executor = MigrationExecutor(connection)
         missing = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if not missing:
+            _applied_when_current = recorder.migration_qs.count()
     except Exception as error:
         return _failed(error)
     if missing:
         answer = f"{len(missing)} migrations not applied (python manage.py migrate)"
         return Check(f"error: {answer}", answer)
-    _schema_current = True
     return OK
 
 

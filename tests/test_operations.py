@@ -22,6 +22,8 @@ import jsonschema_rs
 import pytest
 import urllib3
 from django.contrib.auth.models import User
+from django.db import connection
+from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +55,27 @@ def test_healthz_answers_ok_when_database_and_broker_answer(client: Client) -> N
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_tells_a_database_migrated_back_after_it_was_found_current(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that had once found every migration applied said so for its whole life:
+    after `migrate processing 0014`, or a restore from an older backup, every API call
+    failed with 500 behind a /healthz that answered 200."""
+    # Given a process that has found the database current
+    assert client.get("/healthz").status_code == 200
+    # When the database loses its latest migration (the recorder's row `migrate` removes)
+    latest = MigrationRecorder(connection).migration_qs.filter(app="processing").latest("id")
+    latest.delete()
+    # Then the next probe is told, naming what to do
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["database"] == "error: 1 migrations not applied (python manage.py migrate)"
+    # And once migrated again, it is current again
+    latest.save()
+    assert client.get("/healthz").status_code == 200
 
 
 @pytest.mark.django_db
