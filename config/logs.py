@@ -189,8 +189,9 @@ class AccessLogMiddleware:
         token = request_id_var.set("")
         try:
             response = self.get_response(request)
-            # Probes and scrapes come every few seconds; they are there at DEBUG.
-            quiet = request.path in QUIET_PATHS and response.status_code < 400
+            # Probes and scrapes come every few seconds; they are there at DEBUG, failing
+            # too: a failing check is logged once with its reason (processing/health.py).
+            quiet = request.path in QUIET_PATHS
             path = getattr(request, "logged_path", request.path)
             code, account = _error_code(response), _account_name(request)
             self.logger.log(

@@ -101,6 +101,8 @@ def test_a_broker_away_is_logged_once_with_its_reason_not_an_error_per_probe(
     [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert warning.getMessage().startswith("healthz: the broker check fails: OperationalError")
     assert "Connection refused" in warning.getMessage()
+    # (and no access line per probe for the whole outage)
+    assert [record.getMessage() for record in caplog.records if record.name == "access"] == []
 
     # When it answers again, then the next probe says so
     with caplog.at_level("INFO"):
