@@ -167,7 +167,13 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.db.backends": {"level": "INFO"}},
+        "loggers": {
+            "django.db.backends": {"level": "INFO"},
+            # billiard's, which says a pool process died ("exited with 'signal 9'"): it
+            # propagates nowhere, and without a handler of its own the line was printed
+            # bare by Python's last resort, outside the log's format.
+            "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        },
     }
 
 
