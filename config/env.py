@@ -5,6 +5,7 @@ configuration (config/gunicorn.py) and the web worker too, before Django is set 
 import os
 import re
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -155,6 +156,14 @@ def env_service_url(name: str, default: str, *, example: str) -> str:
     url = env(name, default)
     if not SERVICE_URL.fullmatch(url):
         raise ImproperlyConfigured(f"{name} must be a URL ({example}), not {redacted(url)!r}.")
+    for one in url.split(";"):  # kombu's failover list: url;url
+        try:
+            urlsplit(one).port  # noqa: B018 (it is the check)
+        except ValueError:
+            # Taken, and the worker stopped on a bare ValueError naming no setting.
+            raise ImproperlyConfigured(
+                f"{name} has a port that is not a number from 0 to 65535: {redacted(url)!r}."
+            ) from None
     return url
 
 

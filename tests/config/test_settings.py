@@ -114,6 +114,13 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
             "CELERY_BROKER_URL must name a broker kombu knows (redis://, rediss://, amqp://, "
             "filesystem://), not 'redsi'://.",
         ),
+        # Taken, and the worker stopped on a bare "ValueError: Port could not be cast"
+        (
+            "CELERY_BROKER_URL",
+            "redis://:hunter2@h:notaport/0",
+            "CELERY_BROKER_URL has a port that is not a number from 0 to 65535: "
+            "'redis://:***@h:notaport/0'.",
+        ),
         # Taken: a signature overlap said as "-1 hours", retries at once whatever the
         # image's server asked, and every route but the probes answering 400.
         ("WEBHOOK_SECRET_OVERLAP", "-3600", "WEBHOOK_SECRET_OVERLAP must be 0 or more, not"),
