@@ -150,13 +150,14 @@ def env_url(name: str, *, example: str) -> str:
 SERVICE_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S*", re.IGNORECASE)
 
 
-def env_service_url(name: str, default: str, *, example: str) -> str:
+def env_service_url(name: str, default: str, *, example: str, failover: bool = False) -> str:
     """A URL of a database or broker, scheme://…: one with its colon missing ("redis//h")
     was taken for a host name and retried a hundred times, naming no setting."""
     url = env(name, default)
     if not SERVICE_URL.fullmatch(url):
         raise ImproperlyConfigured(f"{name} must be a URL ({example}), not {redacted(url)!r}.")
-    for one in url.split(";"):  # kombu's failover list: url;url
+    # kombu's failover list, url;url; a database URL's ";" is its own (a password's, say)
+    for one in url.split(";") if failover else [url]:
         try:
             urlsplit(one).port  # noqa: B018 (it is the check)
         except ValueError:

@@ -323,7 +323,7 @@ REST_FRAMEWORK = {
 # Rate-limit counters must be shared by every web process: Redis in production (CACHE_URL,
 # by default the broker's Redis), a folder beside the SQLite file otherwise.
 _broker_url = env_service_url(
-    "CELERY_BROKER_URL", "filesystem://", example="redis://redis.example:6379/0"
+    "CELERY_BROKER_URL", "filesystem://", example="redis://redis.example:6379/0", failover=True
 )
 # kombu reads "transport+url" (sqla+postgresql://) by the part before the "+".
 if (_broker_scheme := _broker_url.split("://")[0]).split("+")[0].lower() not in TRANSPORT_ALIASES:

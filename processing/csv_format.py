@@ -184,6 +184,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     problems = _Problems(limits.max_problems)
     lines = _Lines(data, bom)
     header, header_row = _header_line(lines)
+    lines.skipped = 0  # counted in header_row already
     delimiter = _delimiter(header)
     reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
     rows = 0
@@ -331,7 +332,7 @@ class _Lines:
 def _blank_run(delimiter: str) -> "re.Pattern[bytes]":
     """Lines that hold nothing but the delimiter and spaces: rows of empty cells. One class
     repeated, to the last line break in it: a repeated group took 150 ns a line."""
-    return re.compile(rb"[ \t\r\n" + re.escape(delimiter.encode()) + rb"]*\n")
+    return re.compile(rb"[ \t\r\n\x0b\x0c\x1c-\x1f" + re.escape(delimiter.encode()) + rb"]*\n")
 
 
 class OutputCsvWriter:
@@ -430,6 +431,7 @@ def _header_line(lines: _Lines) -> tuple[str, int]:
     lines.at_row_start = True
     header = next(lines, "")
     while _blank(header):  # blank lines above the header are skipped, as below it
+        lines.at_row_start = True  # a run after a blank line the regex does not take, too
         following = next(lines, None)
         if following is None:  # white space that bytes do not call so (U+0085, U+2028)
             raise CsvInvalid([CsvProblem(None, None, "The file is empty.")])

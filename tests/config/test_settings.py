@@ -154,6 +154,21 @@ def test_a_broker_url_kombu_reads_is_taken(tmp_path: Path, url: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_a_database_url_whose_password_holds_a_semicolon_is_taken(tmp_path: Path) -> None:
+    """The port check split every URL as kombu splits a broker's failover list: the
+    password's ";" made "postgres://user:pa" a URL whose port was "pa", and it was refused."""
+    environ = {
+        **os.environ,
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": "postgres://imgsvc:pa;ss@127.0.0.1:5432/imgsvc",
+    }
+    read = "import django; django.setup(); from django.conf import settings\n"
+    read += "print(settings.DATABASES['default']['PASSWORD'])"
+    result = python_run(["-c", read], environ)
+    assert result.stdout.strip() == "pa;ss", result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

@@ -5,6 +5,7 @@ import io
 
 import pytest
 
+from processing import csv_format
 from processing.csv_format import (
     CsvDialect,
     CsvInvalid,
@@ -395,6 +396,22 @@ def test_a_quote_never_closed_after_blank_rows_is_told_at_its_row() -> None:
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data, CsvLimits())
     assert [problem.row for problem in raised.value.problems] == [5]
+
+
+def test_a_header_that_cannot_be_read_below_blank_lines_is_told_at_its_row() -> None:
+    """The blank lines above the header were counted in its row and once more."""
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(b'\n,,\nS. No.,Product Name,"Input Image Urls\n', CsvLimits())
+    assert [problem.row for problem in raised.value.problems] == [3]
+
+
+def test_blank_runs_above_the_header_are_passed_over_after_any_blank_line() -> None:
+    """After one blank line the regex does not take (U+0085), the rest of a run
+    above the header was read one line at a time: 10 MB of them held a thread 10 s."""
+    data = "\u0085\n".encode() + b"\n" * 1000 + b"S. No.,Product Name,Input Image Urls\n"
+    lines = csv_format._Lines(data, 0)
+    assert csv_format._header_line(lines) == ("S. No.,Product Name,Input Image Urls\n", 1002)
+    assert lines.skipped == 1000
 
 
 def test_only_unicode_white_space_is_an_empty_file() -> None:

@@ -214,7 +214,8 @@ def test_pool_processes_killed_mid_batch_have_their_images_done_again_at_once(
         assert not SWEEP_REQUEUED.search(log)
         # each loss a line in the log's own format, not Python's bare last resort
         exits = [line for line in log.splitlines() if "exited with 'signal 9" in line]
-        assert exits and not any(line.startswith("Process ") for line in exits), exits
+        assert exits
+        assert not any(line.startswith("Process ") for line in exits), exits
         assert worker.poll() is None
         # the held photos downloaded again by the tasks given back
         assert all(origin.hits[urlsplit(url).path] >= 2 for url in held)
