@@ -38,9 +38,10 @@ class ImageFailure:
         return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
 
 
-# An image whose request was cancelled before it was processed: waiting its turn, or in a
-# batch under way.
-CANCELLED: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was processed.")
+# An image whose request was cancelled before it was compressed: waiting its turn, or in a
+# batch under way, its download stopped if it had begun ("before it was processed" was
+# told of images whose download had reached their server).
+CANCELLED: Final = ImageFailure(ReasonCode.CANCELLED, "Cancelled before it was compressed.")
 
 
 def lost_each_time(attempts: int, *, transient: bool = False) -> ImageFailure:

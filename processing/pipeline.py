@@ -81,7 +81,7 @@ class _Work:
             )
 
     def cancel(self) -> None:
-        """Its request was cancelled before it was processed: it ends so, its download
+        """Its request was cancelled before it was compressed: it ends so, its download
         dropped if it has not started (one under way stops at its next chunk, its request's
         stop being set)."""
         if self.download is not None:

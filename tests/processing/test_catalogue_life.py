@@ -696,7 +696,7 @@ def test_a_batch_under_way_ends_its_images_not_processed_yet_once_its_request_is
     # cancelled with the outputs made before
     assert encodes() - encoded_before == succeeded
     batch = sorted((image.status, image.error_message) for image in images_of(request)[:2])
-    cancelled = ("cancelled", "Cancelled before it was processed.")
+    cancelled = ("cancelled", "Cancelled before it was compressed.")
     assert batch == sorted([cancelled] * (2 - succeeded) + [("succeeded", "")] * succeeded)
     assert {image.status for image in images_of(request)[2:]} == {"cancelled"}
     drain(django_capture_on_commit_callbacks, list(callbacks))
