@@ -584,6 +584,13 @@ def url_problem(url: str) -> str | None:
         return f"'{shown}' is not an absolute http(s) URL."
     if SEPARATED_URLS.search(url):
         return f"'{shown}' holds several URLs: separate them with commas."
-    if WHITESPACE.search(url):
-        return f"'{shown}' contains white space."
+    if space := WHITESPACE.search(url):
+        if space.group().isascii():
+            return f"'{shown}' contains white space."
+        # A no-break space pasted from a web page looks like a space, and the shop's own
+        # copy of the URL looked right: told by its code and place, as invisible ones are.
+        return (
+            f"'{shown}' contains white space, U+{ord(space.group()):04X}, at character "
+            f"{space.start() + 1}."
+        )
     return None

@@ -331,6 +331,15 @@ def test_white_space_in_a_url_is_told_as_white_space_not_as_an_invisible_charact
     assert raised.value.problems[0].message.endswith("contains white space.")
 
 
+def test_a_no_break_space_in_a_url_is_named_by_its_code_and_place() -> None:
+    data = "S. No.,Product Name,Input Image Urls\n1,Hat,http://a.example/my\u00a0photo.jpg\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data.encode(), CsvLimits())
+    assert raised.value.problems[0].message.endswith(
+        "contains white space, U+00A0, at character 20."
+    )
+
+
 @pytest.mark.parametrize("separator", ["; ", ";", " ", "\n", " | ", "|"])
 def test_urls_listed_with_another_separator_than_the_comma_are_told_so(separator: str) -> None:
     urls = f"http://a.example/1.jpg{separator}HTTPS://b.example/2.jpg"
