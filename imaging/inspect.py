@@ -29,6 +29,40 @@ IJG_LUMINANCE: Final = (
 )  # fmt: skip
 
 
+# What is most often found where a product photo should be, by its first bytes (lower case),
+# with what to do about it: the fix differs (export the photo again, or mend the link).
+NOT_IMAGES: Final = (
+    (
+        (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypheim", b"ftypheis"),
+        4,
+        "The file is a HEIC/HEIF image (as iPhones save photos), which is not supported: "
+        "save it as JPEG.",
+    ),
+    ((b"%pdf-",), 0, "The file is a PDF document, not an image: link to the image itself."),
+    (
+        (b"<svg", b"<?xml"),
+        0,
+        "The file is an SVG drawing (or other XML), which is not supported: export it as PNG.",
+    ),
+    (
+        (b"<!doctype html", b"<html", b"<head", b"<body"),
+        0,
+        "The file is a web page (HTML), not an image: the link leads to a page, maybe an "
+        "error page; link to the image itself.",
+    ),
+)
+
+
+def not_an_image_message(data: bytes) -> str:
+    """Why data, which no accepted format's decoder took, is not an image, in words a shop
+    can act on."""
+    start = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    for signatures, offset, message in NOT_IMAGES:
+        if any(start[offset:].startswith(signature) for signature in signatures):
+            return message
+    return "The file is not an image in a supported format."
+
+
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Identify data and check its size from the header, before any pixel is decoded."""
     if not data:  # a server's answer to a file it could not find or had not written yet
@@ -39,9 +73,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
         except UnidentifiedImageError:
-            raise ImagingError(
-                ImageReason.NOT_AN_IMAGE, "The file is not an image in a supported format."
-            ) from None
+            raise ImagingError(ImageReason.NOT_AN_IMAGE, not_an_image_message(data)) from None
         except Image.DecompressionBombError:
             raise _too_many_pixels(max_pixels) from None
         except ImagingError:

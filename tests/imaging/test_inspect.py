@@ -29,6 +29,26 @@ def test_bytes_that_are_not_an_accepted_image_are_not_an_image(data: bytes) -> N
     assert raised.value.reason == "not_an_image"
 
 
+@pytest.mark.parametrize(
+    ("data", "told"),
+    [
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "a HEIC/HEIF image"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
+        (b'\xef\xbb\xbf<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG"),
+        (b"\n  <!DOCTYPE html>\n<html><body>Product not found</body></html>", "a web page"),
+        (bytes(range(256)) * 4, "not an image in a supported format"),
+    ],
+    ids=["heic", "pdf", "svg", "html soft 404", "noise"],
+)
+def test_what_is_not_an_image_is_told_for_what_it_is(data: bytes, told: str) -> None:
+    """Each was "not an image in a supported format": re-exporting an iPhone's photo and
+    mending a link that leads to an error page are different fixes."""
+    with pytest.raises(ImagingError) as raised:
+        open_image(data, max_pixels=1_000_000)
+    assert raised.value.reason == "not_an_image"
+    assert told in str(raised.value)
+
+
 def test_an_empty_file_is_told_as_empty() -> None:
     with pytest.raises(ImagingError) as raised:
         compress(b"", quality=50, max_pixels=1_000_000)
