@@ -454,7 +454,8 @@ def given_settings(parser: argparse.ArgumentParser, *, rerun: bool = False) -> N
     parser.add_argument(
         "--output-format",
         choices=["same", "jpeg", "webp", "avif"],
-        help="same keeps JPEG and WebP, others JPEG or WebP if transparent "
+        help="same keeps JPEG and WebP, others JPEG or WebP if transparent (a PNG kept "
+        "where smaller) "
         f"(default: {default or 'same'})",
     )
     parser.add_argument(

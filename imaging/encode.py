@@ -2,10 +2,11 @@
 
 In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG and WebP
 stays WebP; every other format becomes JPEG, or WebP where it has transparency (JPEG
-would paint it black). WebP and AVIF keep transparency; a transparent image asked for as
-JPEG is painted on white, and says so (`flattened`). An animated GIF or WebP keeps its
-first frame. EXIF orientation is applied to the pixels; the ICC profile is kept; all other
-metadata (EXIF, GPS, XMP, comments) is dropped, but for the credits if asked to keep them.
+would paint it black), but a PNG whose output would be larger is kept. WebP and AVIF keep
+transparency; a transparent image asked for as JPEG is painted on white, and says so
+(`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
+to the pixels; the ICC profile is kept; all other metadata (EXIF, GPS, XMP, comments) is
+dropped, but for the credits if asked to keep them.
 
 The quality is the one asked for, half the source's (relative), or the lowest that reaches
 a perceptual target (quality.py); every output is scored against its source (score.py).
@@ -51,8 +52,13 @@ from imaging.quality import (
 )
 from imaging.score import Reference
 
-MIME_TYPES: Final = {"JPEG": "image/jpeg", "WEBP": "image/webp", "AVIF": "image/avif"}
-EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
+MIME_TYPES: Final = {
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "AVIF": "image/avif",
+    "PNG": "image/png",  # a PNG source kept (compress)
+}
+EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "PNG": "png"}
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
 # or AVIF, at the most their encoders may take; no camera writes 100 scans.
@@ -82,8 +88,9 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # kept with metadata nothing strips (AVIF), frames after its first (MPO, animations), or
 # bytes after its image's end, nor a non-JPEG turned by EXIF; a JPEG source's chroma
 # subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK or grey image made WebP
-# or AVIF converted through its ICC profile.
-OUTPUT_RULES: Final = 3
+# or AVIF converted through its ICC profile. 4, since 2026-11-29: a PNG whose JPEG or WebP
+# would be larger kept, as a PNG, where the source's format was asked for.
+OUTPUT_RULES: Final = 4
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -92,13 +99,14 @@ class OutputFormat(StrEnum):
     """The format an output is asked for in: the one list (settings, models and the API
     take theirs from here)."""
 
-    SAME = "same"  # JPEG stays JPEG, WebP stays WebP, others JPEG (WebP if transparent)
+    SAME = "same"  # JPEG stays JPEG, WebP stays WebP, others JPEG (WebP if transparent);
+    # a PNG whose JPEG or WebP would be larger is kept
     JPEG = "jpeg"
     WEBP = "webp"
     AVIF = "avif"
 
 
-OutputName = Literal["JPEG", "WEBP", "AVIF"]
+OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG"]  # PNG: a source kept, never encoded
 
 
 class QualityMode(StrEnum):
@@ -234,8 +242,12 @@ def compress(
     if credits and name == "JPEG":
         encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
+    # A drawing, a size chart or a logo saved as PNG may be smaller than any JPEG or WebP
+    # of it (16 KB as PNG, 56 KB as JPEG at 50): where the source's format was asked for,
+    # the PNG is kept, as a file already in its output format is.
+    png_kept = output_format == OutputFormat.SAME and source_format == "PNG"
     kept_original = (
-        same_format
+        (same_format or png_kept)
         and len(encoded) >= len(data)
         and _original_keepable(image, source_format, orientation)
     )
@@ -245,7 +257,7 @@ def compress(
         encoded = metadata_stripped(data, source_format, orientation=orientation, credits=credits)
     return CompressedImage(
         data=encoded,
-        format=name,
+        format="PNG" if kept_original and png_kept else name,
         width=width,
         height=height,
         source_format=source_format,

@@ -264,6 +264,8 @@ def metadata_stripped(
         return _jpeg_stripped(data, orientation, credits or Credits())
     if image_format == "WEBP":
         return _webp_stripped(data, credits or Credits())
+    if image_format == "PNG":
+        return _png_stripped(data)
     return data
 
 
@@ -294,6 +296,33 @@ def _jpeg_stripped(data: bytes, orientation: int, credits: Credits) -> bytes:
     if orientation != 1 or credits:
         return jpeg_with_credits(stripped, credits, orientation=orientation)
     return stripped
+
+
+# What a kept PNG keeps: its pixels and what says how they look. Text (comments, an
+# author, software, XMP in iTXt), EXIF, times and private chunks go. (A PNG with EXIF or
+# XMP is not kept, encode._original_keepable: its credits would be lost.)
+_PNG_KEPT: Final = frozenset(
+    {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT"}
+    | {b"pHYs", b"bKGD", b"cICP"}
+)
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_stripped(data: bytes) -> bytes:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise _damaged("the PNG signature")
+    chunks = [_PNG_SIGNATURE]
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        size = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        end = position + 12 + size  # length, type, data, CRC
+        if kind in _PNG_KEPT:
+            chunks.append(data[position:end])
+        position = end
+        if kind == b"IEND":
+            break  # what follows the image's end goes too
+    return b"".join(chunks)
 
 
 def _webp_stripped(data: bytes, credits: Credits) -> bytes:

@@ -249,7 +249,8 @@ class RequestSettingsSerializer(StrictSerializer):
         required=False,
         choices=[asked.value for asked in OutputFormat],
         help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
-        "where transparent. jpeg, webp or avif: every output in that format.",
+        "where transparent; a PNG whose output would be larger is kept. jpeg, webp or avif: "
+        "every output in that format.",
     )
     metadata = NamedChoiceField(
         required=False,

@@ -77,6 +77,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def size_chart() -> Image.Image:
+    """A size chart, as catalogues hold: lines and text on white, which a JPEG makes larger."""
+    chart = Image.new("RGB", (800, 600), "white")
+    draw = ImageDraw.Draw(chart)
+    for row in range(12):
+        for column in range(5):
+            left, top = 40 + column * 140, 40 + row * 44
+            draw.rectangle((left, top, left + 138, top + 42), outline="black")
+            draw.text((left + 10, top + 12), f"EU {36 + row}", fill="black")
+    return chart
+
+
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
     """Something with a photograph's mix of smooth areas, edges and grain."""
     base = Image.merge(

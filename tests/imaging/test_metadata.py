@@ -5,7 +5,7 @@ the credits, and nothing else."""
 
 import io
 
-from PIL import Image, ImageChops, ImageCms, IptcImagePlugin
+from PIL import Image, ImageChops, ImageCms, IptcImagePlugin, PngImagePlugin
 
 from imaging.encode import OutputFormat, compress
 from imaging.metadata import (
@@ -17,7 +17,7 @@ from imaging.metadata import (
     jpeg_with_credits,
     metadata_stripped,
 )
-from tests.support import encoded, photo
+from tests.support import encoded, photo, size_chart
 
 MAX_PIXELS = 50_000_000
 GPS_IFD = 0x8825
@@ -82,6 +82,34 @@ def test_a_kept_webp_loses_its_exif_and_xmp() -> None:
     assert not output.getexif()
     assert b"xmpmeta" not in result.data
     assert b"EXIF" not in result.data
+
+
+def test_a_png_whose_jpeg_would_be_larger_is_kept_as_a_png_without_its_text() -> None:
+    """16 KB as PNG came out 56 KB as JPEG at quality 50, told "compressed"."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane, 52.37N 4.89E")
+    buffer = io.BytesIO()
+    size_chart().save(buffer, "PNG", optimize=True, pnginfo=info)
+    source = buffer.getvalue()
+    # Where the source's format is asked for (the default), the PNG is kept, its text gone
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    assert (result.kept_original, result.format, result.extension) == (True, "PNG", "png")
+    assert len(result.data) < len(source)
+    assert b"tEXt" not in result.data
+    assert b"Jane" not in result.data
+    output = Image.open(io.BytesIO(result.data))
+    assert ImageChops.difference(output.convert("RGB"), size_chart()).getbbox() is None
+    # Asked for as JPEG, a JPEG it is, however large
+    asked = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.JPEG)
+    assert (asked.kept_original, asked.format) == (False, "JPEG")
+    assert len(asked.data) > len(source)
+
+
+def test_a_png_photo_still_becomes_a_smaller_jpeg() -> None:
+    source = encoded(photo(320, 240), "PNG")
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    assert (result.kept_original, result.format) == (False, "JPEG")
+    assert len(result.data) < len(source)
 
 
 def test_a_re_encoded_jpeg_carries_no_metadata_either() -> None:

@@ -22,7 +22,7 @@ from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
 from tests.processing.in_process import Capture, Downloads, images_of, queued, started
-from tests.support import encoded, photo
+from tests.support import encoded, photo, size_chart
 
 pytestmark = pytest.mark.django_db
 
@@ -93,6 +93,29 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     assert queued(callbacks, queue.REQUEST_FINALIZE) == [
         QueuedTask(queue.REQUEST_FINALIZE, (str(request.pk),))
     ]
+
+
+def test_a_png_smaller_than_its_jpeg_is_stored_and_listed_as_a_png(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    storage: Path,
+    account: Account,
+) -> None:
+    # Given a size chart saved as PNG, which a JPEG at quality 50 makes larger
+    url = "https://shop.example/sizes.png"
+    downloads.answers = {url: (chart := encoded(size_chart(), "PNG", optimize=True))}
+    request, [batch] = started(account, f"1,Boots,{url}\n", django_capture_on_commit_callbacks)
+
+    # When its batch runs
+    batch_ended(django_capture_on_commit_callbacks, batch)
+
+    # Then its output is the PNG, named and recorded so, no larger than its source
+    [image] = images_of(request)
+    assert (image.status, image.output_format, image.kept_original) == ("succeeded", "PNG", True)
+    assert image.output_name.endswith(".png")
+    stored = (storage / image.output_name).read_bytes()
+    assert stored.startswith(b"\x89PNG")
+    assert image.output_bytes == len(stored) <= len(chart)
 
 
 def test_what_a_download_logs_names_the_request_its_image_belongs_to(
