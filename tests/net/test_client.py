@@ -231,6 +231,9 @@ def test_a_redirect_to_a_loopback_alias_outside_the_allow_list_is_blocked(server
     # 127.0.0.2 is loopback too, but only 127.0.0.1/32 is allowed: the hop is checked again
     error = reason_of(f"{server}/to-loopback-alias", policy_for(server))
     assert error.reason == "blocked_address"
+    # said with the hop it came at: the CSV's own URL was allowed
+    assert error.message.startswith("After a redirect to http://127.0.0.2:")
+    assert error.message.endswith(": The address is not allowed.")
 
 
 def test_a_declared_length_over_the_cap_is_refused_before_reading(server: str) -> None:
