@@ -115,49 +115,65 @@ def fetch_if_changed(
     conditional = {"If-None-Match": etag} if etag else {}
     headers = {**(headers or {}), **conditional}
     deadline = time.monotonic() + policy.total_timeout
-    redirected = False  # a failure after one names the URL it led to
-    try:
-        for _hop in range(policy.max_redirects + 1):
-            _stop_check(stopped)
-            response = _send("GET", url, policy, resolver, deadline, headers=headers)
-            complete = False  # whether the response was read to its end
-            try:
-                if response.status in REDIRECT_STATUSES:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise NetError(
-                            NetReason.BAD_REDIRECT,
-                            f"HTTP {response.status} without a Location header.",
-                        )
-                    url = urljoin(url, location)
-                    redirected = True
-                    continue
-                validators = {
-                    "etag": response.headers.get("ETag", "")[:512],
-                    "last_modified": response.headers.get("Last-Modified", "")[:64],
-                }
-                if response.status == 304 and conditional:
-                    complete = True  # a 304 has no body
-                    return Fetched(body=None, **validators)
-                _raise_for_status(response)
-                body = _read_body(response, policy, deadline, stopped)
-                complete = True
-                return Fetched(body=body, **validators)
-            finally:
-                _response_done(response, complete=complete)
-    except NetError as error:
-        if not redirected:
+    for hop in range(policy.max_redirects + 1):
+        _stop_check(stopped)
+        try:
+            answer = _hop(url, policy, resolver, deadline, headers, bool(conditional), stopped)
+        except NetError as error:
+            if hop:
+                raise _after_redirect(error, url) from None
             raise
-        # "Port 8081 is not allowed" of a CSV whose URL has no port sent the shop looking
-        # for what it had not written.
-        shown = url if len(url) <= 120 else url[:117] + "..."
-        raise NetError(
-            error.reason,
-            f"After a redirect to {shown}: {error.message}",
-            transient=error.transient,
-            retry_after=error.retry_after,
-        ) from None
+        if isinstance(answer, Fetched):
+            return answer
+        url = answer
     raise NetError(NetReason.TOO_MANY_REDIRECTS, f"More than {policy.max_redirects} redirects.")
+
+
+def _hop(
+    url: str,
+    policy: NetPolicy,
+    resolver: Resolver,
+    deadline: float,
+    headers: Mapping[str, str],
+    conditional: bool,
+    stopped: Callable[[], bool] | None,
+) -> "Fetched | str":
+    """One GET of a download: what it fetched, or the URL it is redirected to."""
+    response = _send("GET", url, policy, resolver, deadline, headers=headers)
+    complete = False  # whether the response was read to its end
+    try:
+        if response.status in REDIRECT_STATUSES:
+            location = response.headers.get("Location")
+            if not location:
+                raise NetError(
+                    NetReason.BAD_REDIRECT, f"HTTP {response.status} without a Location header."
+                )
+            return urljoin(url, location)
+        validators = {
+            "etag": response.headers.get("ETag", "")[:512],
+            "last_modified": response.headers.get("Last-Modified", "")[:64],
+        }
+        if response.status == 304 and conditional:
+            complete = True  # a 304 has no body
+            return Fetched(body=None, **validators)
+        _raise_for_status(response)
+        body = _read_body(response, policy, deadline, stopped)
+        complete = True
+        return Fetched(body=body, **validators)
+    finally:
+        _response_done(response, complete=complete)
+
+
+def _after_redirect(error: NetError, url: str) -> NetError:
+    """error, saying the redirect it came after: "Port 8081 is not allowed" of a CSV whose
+    URL has no port sent the shop looking for what it had not written."""
+    shown = url if len(url) <= 120 else url[:117] + "..."
+    return NetError(
+        error.reason,
+        f"After a redirect to {shown}: {error.message}",
+        transient=error.transient,
+        retry_after=error.retry_after,
+    )
 
 
 def post(

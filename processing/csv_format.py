@@ -192,7 +192,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     try:
         header_cells = next(reader, [])
         read = header_row
-        lines.blank_run, lines.skipped = _blank_run(delimiter), 0
+        lines.blank_run = _blank_run(delimiter)
         columns = _column_indexes(header_cells, problems, row=header_row)
         if problems.items:
             if not columns and _looks_like_a_product(header_cells):
