@@ -16,7 +16,7 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
     inline_serializer,
 )
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer
@@ -53,6 +53,7 @@ from processing.exceptions import (
     FileTooLarge,
     InvalidCsv,
     NoFileUploaded,
+    NotMultipart,
     NoWebhook,
     RequestNotFinished,
     ServerBusy,
@@ -97,7 +98,7 @@ class UploadApi(APIView):
         summary="Upload a product CSV",
         parameters=[IDEMPOTENCY_KEY],
         request={"multipart/form-data": UploadSerializer},
-        responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 422, 429)},
+        responses={202: AcceptedSerializer, **errors(400, 401, 403, 411, 413, 415, 422, 429)},
     )
     def post(self, request: Request) -> Response:
         response = self._upload(request)
@@ -108,6 +109,8 @@ class UploadApi(APIView):
     def handle_exception(self, exc: Exception) -> Response:
         """Every refusal counted by its code, those before post() too: counted in post(),
         uploads refused for their key or the rate limit, and those that failed, were not."""
+        if isinstance(exc, exceptions.UnsupportedMediaType):
+            exc = NotMultipart.sent_as(self.request.content_type)
         response: Response = super().handle_exception(exc)
         metrics.UPLOADS.labels(response.data.get("code", "server_error")).inc()
         return response

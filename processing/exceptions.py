@@ -48,6 +48,21 @@ class NoFileUploaded(ApiError):
     message = "No file uploaded: send the CSV as the form field 'file'."
 
 
+class NotMultipart(ApiError):
+    """An upload's body sent as the CSV itself (curl --data-binary, a client's raw body):
+    DRF's "Unsupported media type" alone does not say what the upload takes."""
+
+    status_code: int = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+    @classmethod
+    def sent_as(cls, media_type: str) -> "NotMultipart":
+        return cls(
+            f"Unsupported media type {media_type!r}: send the CSV as a multipart/form-data "
+            "upload, in the form field 'file' (with curl, -F file=@products.csv)."
+        )
+
+
 class InvalidCsv(ApiError):
     code = "invalid_csv"
     message = "Invalid CSV."

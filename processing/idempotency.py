@@ -56,11 +56,20 @@ class Idempotency:
         if not KEY.fullmatch(key):
             raise KeyInvalid(
                 f"The {HEADER} header must be 1 to 255 visible ASCII characters (a UUID, "
-                f"say), not {key[:80]!r}."
+                f"say), not {_as_sent(key)[:80]!r}."
             )
         digest = hashlib.sha256(content)
         digest.update(json.dumps(given, sort_keys=True, default=str).encode())
         return cls(key=key, digest=digest.hexdigest())
+
+
+def _as_sent(header: str) -> str:
+    """A header's value as the client wrote it: the server read its bytes as Latin-1, so
+    a key in UTF-8 ("café") would be echoed garbled ("cafÃ©")."""
+    try:
+        return header.encode("latin-1").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return header
 
 
 def key_made_request(*, account: Account, key: str | None) -> bool:

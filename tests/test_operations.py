@@ -187,7 +187,7 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/requests/{request_id}/output.csv": ["get"],
     }
     upload = schema["paths"]["/api/upload/"]["post"]["responses"]
-    assert sorted(upload) == ["202", "400", "401", "403", "411", "413", "422", "429"]
+    assert sorted(upload) == ["202", "400", "401", "403", "411", "413", "415", "422", "429"]
     assert [
         parameter["name"] for parameter in schema["paths"]["/api/upload/"]["post"]["parameters"]
     ] == ["Idempotency-Key"]

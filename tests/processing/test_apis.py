@@ -65,6 +65,18 @@ def test_a_csv_sent_as_a_text_field_is_told_so(api: APIClient) -> None:
     assert_nothing_stored()
 
 
+def test_a_csv_sent_as_the_body_itself_is_told_how_to_upload(api: APIClient) -> None:
+    # curl --data-binary @products.csv -H "Content-Type: text/csv"
+    response = api.post("/api/upload/", HEADER + GOOD_ROW, content_type="text/csv")
+    assert response.status_code == 415
+    assert response.json() == {
+        "error": "Unsupported media type 'text/csv': send the CSV as a multipart/form-data "
+        "upload, in the form field 'file' (with curl, -F file=@products.csv).",
+        "code": "unsupported_media_type",
+    }
+    assert_nothing_stored()
+
+
 def test_a_setting_or_a_file_given_twice_is_refused_not_guessed(api: APIClient) -> None:
     # The last value used to win without a word: quality=40&quality=80 ran at 80
     twice = api.post(

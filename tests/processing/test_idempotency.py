@@ -134,6 +134,14 @@ def test_a_key_that_is_not_one_is_refused_naming_the_header(api: APIClient, key:
     assert ProcessingRequest.objects.count() == 0
 
 
+def test_a_key_in_utf8_is_echoed_as_written_not_as_latin1(api: APIClient) -> None:
+    # A WSGI server reads a header's bytes as Latin-1 (PEP 3333); the test client does
+    # not, so the header is given here as gunicorn hands it on.
+    refused = upload(api, "café".encode().decode("latin-1"))
+    assert refused.status_code == 400
+    assert refused.json()["details"][0]["message"].endswith("not 'café'.")
+
+
 def test_a_rerun_sent_again_with_its_key_gets_the_first_rerun_back(api: APIClient) -> None:
     source = upload(api, None).json()["request_id"]
     path = f"/api/requests/{source}/rerun/"
