@@ -54,6 +54,8 @@ FILES: dict[str, Callable[[], str]] = {
     "line breaks after the header": lambda: HEADER + "\n" * (SIZE - 100) + PRODUCT,
     "line breaks above the header": lambda: "\n" * (SIZE - 100) + HEADER + PRODUCT,
     "rows of empty cells (,,)": lambda: HEADER + ",,\n" * (SIZE // 3 - 100) + PRODUCT,
+    'rows of quoted empty cells ("","")': lambda: HEADER + '"",""\n' * (SIZE // 6 - 100) + PRODUCT,
+    "rows of no-break spaces": lambda: HEADER + "\u00a0\n" * (SIZE // 3 - 100) + PRODUCT,
     "a header of ~670,000 cells": _wide_header,
 }
 

@@ -423,6 +423,32 @@ def test_blank_runs_above_the_header_are_passed_over_after_any_blank_line() -> N
     assert lines.skipped == 1000
 
 
+@pytest.mark.parametrize(
+    ("blank", "above_the_header"),
+    [(b'"",""\n', False), ("\u00a0\n".encode(), False), ("\u00a0\n".encode(), True)],
+    ids=["quoted empty cells", "no-break spaces", "no-break spaces above the header"],
+)
+def test_blank_rows_read_one_at_a_time_are_bounded(blank: bytes, above_the_header: bool) -> None:
+    """Blank rows the one-step skip does not take are each read by the CSV reader: a
+    file of nothing else is refused once past the limit, naming the row it was passed on,
+    instead of holding the web thread for seconds. Up to the limit they are skipped."""
+    header = b"S. No.,Product Name,Input Image Urls\n"
+    row = b"1,Hat,http://a.example/1.jpg\n"
+    limit = csv_format.MAX_BLANK_ROWS
+
+    def file(blank_rows: int) -> bytes:
+        blanks = blank * blank_rows
+        return blanks + header + row if above_the_header else header + blanks + row
+
+    [hat] = parse_products(file(limit), CsvLimits())
+    assert hat.row == limit + 2
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(file(limit + 1), CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(limit + (1 if above_the_header else 2), None, csv_format.TOO_MANY_BLANK_ROWS)
+    ]
+
+
 def test_only_unicode_white_space_is_an_empty_file() -> None:
     with pytest.raises(CsvInvalid) as raised:
         parse_products("\u2028\n\u0085\n".encode(), CsvLimits())
