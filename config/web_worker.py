@@ -9,8 +9,8 @@ gathers the line and headers without blocking, for at most WEB_HEADER_TIMEOUT se
 then a body of a declared length up to the largest upload (past 1 MiB in a temporary
 file) while its bytes keep coming (WEB_BODY_TIMEOUT between two, BODY_MOST_SECONDS in
 all), BODIES_GATHERED_MOST at a time until their requests are served; only a request
-that has all arrived takes a thread. A larger body is refused by the view from its
-headers, and what gunicorn then drains of it is bounded (5 s, 64 KiB); whatever else a
+that has all arrived takes a thread. A larger body, or one without a length, is refused
+from its headers by the loop too (413, 411) and its connection closed; whatever else a
 thread reads or writes on the socket waits at most WEB_BODY_TIMEOUT. A kept
 connection's next request is gathered the same way.
 
@@ -37,6 +37,7 @@ from config.env import env_float
 
 HEADERS_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", re.IGNORECASE)
+TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
 # A body larger than this goes to a temporary file while it arrives.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
@@ -102,8 +103,8 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
 
     def _body_gather(self, conn: Any) -> None:
         """Gather the rest of a body of a declared length up to the largest upload before a
-        thread is given the request; any other request goes to a thread as it is, and the
-        view refuses a larger body from its headers."""
+        thread is given the request; refuse a larger one, or one without a length, here;
+        any other request (no body, or all of it here already) goes to a thread as it is."""
         head, found, body = conn.header_bytes.partition(HEADERS_END)
         if not found:  # headers longer than the parser takes: no thread needed to say so
             self._refuse(conn, HEADERS_TOO_LARGE)
@@ -111,7 +112,11 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
         fields = head + b"\r\n"  # every header line ended by its CRLF
         declared = CONTENT_LENGTH.search(fields)
         length = int(declared.group(1)) if declared else 0
-        if not len(body) < length <= self._body_max():
+        refusal = _refusal(head, fields, length)
+        if refusal is not None:
+            self._refuse(conn, refusal)
+            return
+        if not len(body) < length:
             self._headers_done(conn)
             return
         if not self.body_slots.acquire(blocking=False):
@@ -166,12 +171,6 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             self._refuse(conn, BUSY)
             return False
         return True
-
-    def _body_max(self) -> int:
-        # The application is loaded by the time a body comes.
-        from processing.policies import upload_body_limit
-
-        return upload_body_limit()
 
     def _headers_arrived(self, conn: Any) -> bool:
         gathered: bytes = conn.header_bytes
@@ -260,6 +259,32 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             f"The request's body stopped arriving for {self.body_timeout:g} s, or took "
             f"longer than {BODY_MOST_SECONDS // 60} minutes in all.",
         )
+
+
+def _refusal(head: bytes, fields: bytes, length: int) -> bytes | None:
+    """The answer to a request refused from its headers, without a thread: a body with no
+    length (no route takes one; a thread read a chunked one as empty, and told the client
+    its fields were missing) or longer than the largest upload (a thread answered it, 401
+    or 413, then drained it for seconds: 40 such clients held every thread)."""
+    # The application is loaded by the time a request comes.
+    from django.conf import settings
+    from django.urls import reverse
+
+    from processing.exceptions import ApiError, BodyTooLarge, FileTooLarge, LengthRequired
+    from processing.policies import upload_body_limit
+
+    error: ApiError
+    if TRANSFER_ENCODING.search(fields):
+        return _answer("411 Length Required", LengthRequired.code, LengthRequired.message)
+    limit = upload_body_limit()
+    if length <= limit:
+        return None
+    target = head.split(b" ", 2)[1:2] or [b""]
+    if target[0].partition(b"?")[0] == reverse("upload").encode():
+        error = FileTooLarge.over(settings.CSV_MAX_BYTES)
+    else:
+        error = BodyTooLarge(f"The request's body is larger than the limit of {limit:,} bytes.")
+    return _answer("413 Content Too Large", error.code, error.message)
 
 
 def _arrived(conn: Any, size: int) -> bytes | None:

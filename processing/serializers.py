@@ -2,7 +2,7 @@
 answer, for the OpenAPI schema (/api/schema/)."""
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from django.http import QueryDict
 from drf_spectacular.utils import OpenApiResponse
@@ -208,6 +208,10 @@ class WebhookTestSerializer(StrictSerializer):
         return webhook_url_checked(value)
 
 
+# How much of a value that is none of a setting's choices its refusal quotes.
+CHOICE_SHOWN_CHARACTERS = 40
+
+
 class NamedChoiceField(serializers.ChoiceField):
     """A choice taken whatever its case ("JPEG" is jpeg), and refused naming the choices."""
 
@@ -220,6 +224,13 @@ class NamedChoiceField(serializers.ChoiceField):
         if isinstance(data, str) and data not in self.choice_strings_to_values:
             data = data.lower()
         return super().to_internal_value(data)
+
+    def fail(self, key: str, **kwargs: Any) -> NoReturn:
+        # A refusal quotes the value sent, its start only: a 1.5 MB one was answered whole.
+        shown = kwargs.get("input")
+        if isinstance(shown, str) and len(shown) > CHOICE_SHOWN_CHARACTERS:
+            kwargs["input"] = shown[:CHOICE_SHOWN_CHARACTERS] + "…"
+        super().fail(key, **kwargs)
 
 
 class RequestSettingsSerializer(StrictSerializer):

@@ -313,6 +313,54 @@ def test_a_request_the_server_cannot_read_is_refused_in_the_apis_error_shape(
     assert refusal["error"].startswith(f"The request could not be read: {says}"), refusal
 
 
+@pytest.mark.parametrize(
+    ("target", "length", "code"),
+    [
+        (b"/api/webhook-test/", 11_000_000, "body_too_large"),
+        (b"/api/upload/", 30_000_000, "file_too_large"),
+    ],
+)
+def test_bodies_past_the_largest_upload_are_refused_from_their_headers_without_a_thread(
+    embedded_service: Service, tmp_path: Path, target: bytes, length: int, code: str
+) -> None:
+    """A thread answered them (401, no key came) and then drained the body: 40 clients
+    trickling ones a little past the largest upload left /livez unanswered for 8 s."""
+    request = (
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n{" % (target, length)
+    )
+    with web_alone(embedded_service, tmp_path, WEB_THREADS="2") as web:
+        clients = [connected(web) for _ in range(40)]
+        try:
+            for sock in clients:
+                sock.sendall(request)
+            assert_answers_promptly(f"{web.base_url}/livez", times=3)
+            status, body = answer_to(clients[0])
+        finally:
+            for sock in clients:
+                sock.close()
+    assert status == 413
+    assert json.loads(body)["code"] == code
+
+
+def test_a_body_without_a_length_is_refused_411_on_every_route(
+    embedded_service: Service,
+) -> None:
+    """A chunked body reached the view as an empty one: a webhook test was told its url
+    was missing, though it was sent."""
+    body = b'{"url": "https://shop.example/hook"}'
+    with connected(embedded_service) as sock:
+        sock.sendall(
+            b"POST /api/webhook-test/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (embedded_service.api_key.encode(), len(body), body)
+        )
+        status, answer = answer_to(sock)
+    assert status == 411
+    assert json.loads(answer)["code"] == "length_required"
+
+
 def assert_answers_promptly(url: str, *, times: int) -> None:
     """GET url times over, each answered 200 within 3 s: a slow client holding a thread
     holds it WEB_HEADER_TIMEOUT (10 s), and a second on a loaded machine is no sign of one."""

@@ -378,6 +378,10 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
             {"field": "target", "message": '"best" is not one of low, medium, high.'},
         ),
         (
+            {"metadata": "s" * 1_500_000},  # was quoted whole: a 1.5 MB answer
+            {"field": "metadata", "message": f'"{"s" * 40}…" is not one of strip, copyright.'},
+        ),
+        (
             {"quality_mode": "fixed", "target": "high"},
             {
                 "field": "target",
