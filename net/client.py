@@ -10,6 +10,7 @@ to an address that passed the check.
 """
 
 import email.utils
+import http.client
 import logging
 import re
 import socket
@@ -34,6 +35,7 @@ from net.addresses import (
     system_resolver,
 )
 from net.connections import address_checked, answers_by, connection_pool
+from net.decoding import body_decoder
 from net.errors import HTTP_STATUS_PREFIX, DownloadStopped, NetError, NetReason
 
 logger = logging.getLogger(__name__)
@@ -335,8 +337,14 @@ def _parse_target(url: str, policy: NetPolicy) -> _Target:
 
 def _raise_for_status(response: urllib3.BaseHTTPResponse) -> None:
     status = response.status
-    if status == 200:
+    # 203: the image as a proxy between changed its headers; browsers show it, as a 200.
+    if status in {200, 203}:
         return
+    if status > 599:  # http.client takes 100-999; a 999 is not a 5xx to wait out
+        raise NetError(
+            NetReason.CONNECTION_ERROR,
+            f"The server answered with status {status}, which is not a valid HTTP status.",
+        )
     transient = status == 429 or status >= 500
     raise NetError(
         f"{HTTP_STATUS_PREFIX}{status}",
@@ -355,6 +363,8 @@ def _read_body(
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > policy.max_bytes:
         raise _too_large(policy)
+    # The cap holds twice: on the bytes that arrive, and on what they decompress to.
+    decoded = body_decoder(response.headers.get("Content-Encoding", ""), policy.max_bytes)
     chunks: list[bytes] = []
     received = 0
     while True:
@@ -369,13 +379,13 @@ def _read_body(
         except Exception as error:
             if deadline <= time.monotonic():
                 raise _too_slow(policy) from None  # not "did not answer": it was sending
-            raise _network_error(error) from None
+            raise _body_broken(error, received, declared, policy) from None
         if not chunk:
             return b"".join(chunks)
         received += len(chunk)
         if received > policy.max_bytes:
             raise _too_large(policy)
-        chunks.append(chunk)
+        chunks.append(decoded(chunk))
 
 
 def _stop_check(stopped: Callable[[], bool] | None) -> None:
@@ -391,6 +401,29 @@ def _too_slow(policy: NetPolicy) -> NetError:
         f"The download took longer than the {policy.total_timeout:g} s allowed.",
         transient=True,
     )
+
+
+def _body_broken(error: Exception, received: int, declared: str, policy: NetPolicy) -> NetError:
+    """A body that stopped coming before its end, in words that say how far it came: the
+    server had answered, so neither "did not answer" nor urllib3's own words."""
+    so_far = f"{received:,} of {int(declared):,}" if declared.isdigit() else f"{received:,}"
+    if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
+        broken = NetError(
+            NetReason.TIMEOUT,
+            f"The download stalled after {so_far} bytes: nothing more came for "
+            f"{policy.read_timeout:g} s.",
+            transient=True,
+        )
+    elif isinstance(error, ProtocolError) and isinstance(_cause(error), http.client.IncompleteRead):
+        broken = NetError(
+            NetReason.CONNECTION_ERROR,
+            f"The server closed the connection after {so_far} bytes.",
+            transient=True,
+        )
+    else:
+        return _network_error(error)
+    logger.info("body broken off: %s", error)  # where, for the operator
+    return broken
 
 
 def _too_large(policy: NetPolicy) -> NetError:
@@ -409,9 +442,35 @@ def _without_address(error: Exception) -> str:
     return _ADDRESS.sub("the address", _POOL_NAMED.sub("", str(error))).strip()
 
 
+def _cause(error: ProtocolError) -> object:
+    """What urllib3 wrapped in error: the http.client or socket error beneath it."""
+    return error.args[1] if len(error.args) > 1 else None
+
+
+def _not_http(error: ProtocolError) -> NetError | None:
+    """The answer to a server whose answer could not be read as HTTP; None for a connection
+    that broke. Its words never quote the answer: bytes of a JPEG sent without a status
+    line (HTTP/0.9) are no message for a customer."""
+    cause = _cause(error)
+    if not isinstance(cause, http.client.HTTPException) or isinstance(
+        cause, RemoteDisconnected | http.client.IncompleteRead
+    ):
+        return None
+    if isinstance(cause, http.client.BadStatusLine) and str(cause).startswith("HTTP/"):
+        message = "The server's answer has an invalid status line."
+    elif isinstance(cause, http.client.BadStatusLine) or "status line" in str(cause):
+        message = "The server's answer is not HTTP."  # or a first line over 64 KB
+    else:
+        message = "The server's answer is not valid HTTP."  # its headers: too long, too many
+    return NetError(NetReason.CONNECTION_ERROR, message)
+
+
 def _network_error(error: Exception) -> NetError:
     if isinstance(error, NetError):
         return error
+    if isinstance(error, ProtocolError) and (not_http := _not_http(error)) is not None:
+        logger.info("answer not HTTP: %.200r", _cause(error))  # up to 64 KB of it, else
+        return not_http
     logger.info("connection failed: %s", error)  # where, for the operator
     if isinstance(error, NewConnectionError):
         # Before the timeouts: urllib3 makes it a ConnectTimeoutError too, and a refused

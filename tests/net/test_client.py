@@ -6,16 +6,20 @@ lets an address through shows up as a failure, not as traffic.
 """
 
 import email.utils
+import gzip
 import ipaddress
 import socket
 import ssl
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from cryptography import x509
@@ -41,6 +45,19 @@ from net import (
 BODY = b"\x89PNG fake image body " * 100
 ETAG, LAST_MODIFIED = '"v1"', "Tue, 24 Nov 2026 10:00:00 GMT"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+JPEG_START = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01"
+
+
+def gzip_bomb_parts(mebibytes: int) -> Iterator[bytes]:
+    """A gzip stream of `mebibytes` MiB of zeros, made in a moment: after a full flush the
+    compressor starts afresh, so each MiB compresses to the same kilobyte, sent again and
+    again (its trailer is never reached)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = b"\0" * (1024 * 1024)
+    yield compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    for _ in range(mebibytes - 1):
+        yield again
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +137,49 @@ class Handler(BaseHTTPRequestHandler):
                 return
         elif path in STALLING_ANSWERS:
             self.stall(STALLING_ANSWERS[path])
+        elif path == "/closed-early":
+            # Says 1,000 bytes more than it sends, then closes (HTTP/1.0)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY) + 1000))
+            self.end_headers()
+            self.wfile.write(BODY)
+        elif path == "/not-http":
+            self.wfile.write(JPEG_START + BODY)  # HTTP/0.9: the body, no status line
+        elif path == "/bad-status-line":
+            self.wfile.write(b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n")
+        elif path in {"/stalled-body", "/stalled-transfer-encoding"}:
+            self.send_response(200)
+            if path == "/stalled-body":
+                self.send_header("Content-Length", str(len(BODY) + 1000))
+            else:  # not "chunked" alone: read to a close that does not come
+                self.send_header("Transfer-Encoding", "gzip, chunked")
+            self.end_headers()
+            self.wfile.write(BODY)
+            self.wfile.flush()
+            time.sleep(3)
+        elif path.startswith("/encoded/"):
+            encoding = unquote(path.rsplit("/", 1)[1])
+            compressed = {
+                "gzip": gzip.compress(BODY),
+                "x-gzip": gzip.compress(BODY),
+                "deflate": zlib.compress(BODY),
+            }
+            body = compressed.get(encoding, BODY)
+            self.send_response(200)
+            self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif path == "/gzip-bomb":
+            # 10 GB once decompressed, 10 MB as sent; read to the close (HTTP/1.0)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            try:
+                for part in gzip_bomb_parts(10 * 1024):
+                    self.wfile.write(part)
+            except OSError:
+                return
         elif path == "/early-hints":
             self.wfile.write(
                 b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
@@ -323,6 +383,108 @@ def test_a_tls_handshake_that_never_ends_is_cut_off_at_the_total_deadline() -> N
     # Then the call ends at its deadline, as a timeout
     assert time.monotonic() - started < 2.5
     assert (error.reason, error.transient) == ("timeout", True)
+
+
+def test_a_body_cut_short_by_the_server_says_how_far_it_came(server: str) -> None:
+    # Given a server that declares 1,000 bytes more than it sends, then closes
+    # When an image is fetched from it
+    error = reason_of(f"{server}/closed-early", policy_for(server))
+    # Then the message says so in words, not urllib3's IncompleteRead(...)
+    assert (error.reason, error.transient) == ("connection_error", True)
+    assert error.message == (
+        f"The server closed the connection after {len(BODY):,} of {len(BODY) + 1000:,} bytes."
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        # the image's bytes alone, no status line (HTTP/0.9)
+        ("/not-http", "The server's answer is not HTTP."),
+        ("/bad-status-line", "The server's answer has an invalid status line."),
+    ],
+)
+def test_an_answer_that_is_not_http_is_said_so_without_its_bytes(
+    server: str, path: str, message: str
+) -> None:
+    error = reason_of(f"{server}{path}", policy_for(server))
+    # The message quotes none of them, and the call is not tried again
+    assert (error.reason, error.message, error.transient) == ("connection_error", message, False)
+
+
+@pytest.mark.parametrize(
+    ("path", "so_far"),
+    [
+        ("/stalled-body", f"{len(BODY):,} of {len(BODY) + 1000:,}"),
+        ("/stalled-transfer-encoding", f"{len(BODY):,}"),
+    ],
+)
+def test_a_body_that_stops_coming_is_told_as_stalled_not_as_no_answer(
+    server: str, path: str, so_far: str
+) -> None:
+    # Given a server that answers, sends part of the body, and then nothing with the
+    # connection open
+    policy = policy_for(server, read_timeout=0.5, total_timeout=10.0)
+    started = time.monotonic()
+    error = reason_of(f"{server}{path}", policy)
+    # Then it is a timeout at the read timeout, saying the server had answered
+    assert time.monotonic() - started < 2.5
+    assert (error.reason, error.transient) == ("timeout", True)
+    assert error.message == (
+        f"The download stalled after {so_far} bytes: nothing more came for 0.5 s."
+    )
+
+
+def test_a_203_is_an_answer_like_a_200(server: str) -> None:
+    # 203 Non-Authoritative Information: a proxy changed the headers; browsers show it
+    assert fetch(f"{server}/status/203", policy_for(server)) == b"no"
+
+
+def test_a_status_outside_http_is_not_retried_as_a_server_error(server: str) -> None:
+    error = reason_of(f"{server}/status/999", policy_for(server))
+    assert (error.reason, error.message, error.transient) == (
+        "connection_error",
+        "The server answered with status 999, which is not a valid HTTP status.",
+        False,
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "identity"])
+def test_a_body_compressed_though_not_asked_for_comes_decompressed(
+    server: str, encoding: str
+) -> None:
+    # Given a server that compresses what it sends whatever was asked (an S3 object
+    # uploaded compressed), as browsers show it
+    assert fetch(f"{server}/encoded/{encoding}", policy_for(server)) == BODY
+
+
+def test_a_gzip_bomb_is_cut_off_at_the_cap_with_the_cap_in_memory(server: str) -> None:
+    # Given 10 MB that decompress to 10 GB
+    tracemalloc.start()
+    try:
+        error = reason_of(f"{server}/gzip-bomb", policy_for(server, max_bytes=1_000_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Then the download stops once a byte past the cap has come out, holding about the cap
+    assert error.reason == "too_large"
+    assert error.message == (
+        "The file is larger than 1000000 bytes once decompressed (the server sent it "
+        "gzip-compressed)."
+    )
+    assert peak < 4_000_000
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip, zstd"])
+def test_a_body_in_an_encoding_that_cannot_be_read_is_refused_by_its_name(
+    server: str, encoding: str
+) -> None:
+    error = reason_of(f"{server}/encoded/{encoding}", policy_for(server))
+    assert (error.reason, error.transient) == ("connection_error", False)
+    assert error.message == (
+        f"The server sent the file compressed as {encoding} (Content-Encoding), which the "
+        "service cannot read: serve it uncompressed, or compressed with gzip."
+    )
 
 
 def test_informational_answers_before_the_answer_are_skipped(server: str) -> None:

@@ -6,6 +6,7 @@ The service runs with IMAGE_FETCH_ALLOW_NETWORKS=127.0.0.1/32 (the origin lives 
 a 2 s total deadline per download and 2 attempts for transient failures (conftest.py).
 """
 
+import gzip
 import io
 import struct
 import time
@@ -193,6 +194,28 @@ def test_a_transient_failure_is_retried_and_then_succeeds(
     assert image["error_code"] == ""
     assert origin.hits[path] == 2
     assert image["request_status"] == "completed"
+
+
+def test_an_image_sent_gzip_compressed_unasked_is_compressed_like_any_other(
+    embedded_service: Service, origin: Origin
+) -> None:
+    # Given an origin that sends the JPEG gzip-compressed, as S3 serves an object uploaded
+    # compressed whatever Accept-Encoding said
+    def pre_gzipped(handler: BaseHTTPRequestHandler) -> None:
+        body = gzip.compress(GOOD_JPEG)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/jpeg")
+        handler.send_header("Content-Encoding", "gzip")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    url = origin.add(f"/{uuid.uuid4().hex}/pre-gzipped.jpg", serve=pre_gzipped)
+
+    # When it is uploaded, then it is compressed from the decompressed bytes
+    image, _ = run_case(embedded_service, origin, url)
+    assert image["status"] == "succeeded", image
+    assert image["input_bytes"] == len(GOOD_JPEG)
 
 
 def cmyk_jpeg() -> bytes:
