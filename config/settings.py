@@ -372,6 +372,11 @@ SPECTACULAR_SETTINGS = {
     # The request's statuses under one name: two serializers holding them made
     # drf-spectacular fall back to a hashed one ("Status468Enum") for both.
     "ENUM_NAME_OVERRIDES": {"StatusStatusEnum": "processing.serializers.REQUEST_STATUSES"},
+    # Refusals before a view and the headers answers carry, on every operation.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "processing.openapi.refusals_documented",
+    ],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

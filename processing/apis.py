@@ -362,9 +362,20 @@ class ProductsApi(APIView):
         summary="A request's products and their images, in input order",
         parameters=[
             REQUEST_ID,
-            OpenApiParameter("page", OpenApiTypes.INT, description="Page number, from 1."),
             OpenApiParameter(
-                "page_size", OpenApiTypes.INT, description="Up to 500; 50 if not given."
+                "page",
+                {
+                    "oneOf": [
+                        {"type": "integer", "minimum": 1},
+                        {"type": "string", "enum": ["last"]},
+                    ]
+                },
+                description="Page number, from 1, or `last`.",
+            ),
+            OpenApiParameter(
+                "page_size",
+                {"type": "integer", "minimum": 1, "maximum": 500},
+                description="Up to 500; 50 if not given.",
             ),
             OpenApiParameter(
                 "status",

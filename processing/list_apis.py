@@ -114,7 +114,7 @@ class RequestsApi(APIView):
             ),
             OpenApiParameter(
                 "page_size",
-                OpenApiTypes.INT,
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                 description=f"1 to {MAX_PAGE_SIZE}; {PAGE_SIZE} if not given.",
             ),
             OpenApiParameter(

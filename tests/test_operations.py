@@ -187,7 +187,18 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
         "/api/requests/{request_id}/output.csv": ["get"],
     }
     upload = schema["paths"]["/api/upload/"]["post"]["responses"]
-    assert sorted(upload) == ["202", "400", "401", "403", "411", "413", "415", "422", "429"]
+    assert sorted(upload) == ["202", "400", "401", "403", "411", "413", "415", "422", "429", "503"]
+    # What comes before any view, and the headers a generated client reads
+    webhook_test = schema["paths"]["/api/webhook-test/"]["post"]["responses"]
+    assert {"411", "413", "415", "503"} <= set(webhook_test)
+    assert set(upload["429"]["headers"]) == set(upload["503"]["headers"]) == {"Retry-After"}
+    assert set(upload["202"]["headers"]) == {"Idempotent-Replayed"}
+    assert set(upload["401"]["headers"]) == {"WWW-Authenticate"}
+    assert schema["paths"]["/api/upload/"]["post"]["security"][:2] == [
+        {"ApiKey": []},
+        {"ApiKeyHeader": []},
+    ]
+    assert schema["components"]["securitySchemes"]["ApiKeyHeader"]["name"] == "X-API-Key"
     assert [
         parameter["name"] for parameter in schema["paths"]["/api/upload/"]["post"]["parameters"]
     ] == ["Idempotency-Key"]
