@@ -226,6 +226,19 @@ def query_checked(request: Request, known: frozenset[str]) -> None:
         )
 
 
+def query_none(request: Request) -> None:
+    """Refuse, named, a query parameter on a call whose settings go in its body: one put in
+    the URL (POST /api/upload/?quality=40) was ignored, and the request ran at the default."""
+    sent = sorted(set(request.query_params) - {"format"})
+    if sent:
+        raise serializers.ValidationError(
+            {
+                name: ["Sent in the URL's query: send it in the body, as a form field."]
+                for name in sent
+            }
+        )
+
+
 def statuses_asked(request: Request, choices: list[str]) -> list[str]:
     """The statuses asked for, as ?status=a,b or ?status=a&status=b; refused, named, if
     any is not one of choices, or if none is given where status is (?status= from a shell

@@ -41,6 +41,7 @@ from processing.api_common import (
     page_size_checked,
     positive_whole,
     query_checked,
+    query_none,
     quota_refusal,
     replayed_answer,
     request_or_404,
@@ -121,6 +122,7 @@ class UploadApi(APIView):
     def _upload(self, request: Request) -> Response:
         limit = settings.CSV_MAX_BYTES
         length_required(request)
+        query_none(request)
         declared = request.META.get("CONTENT_LENGTH") or ""
         if declared.isdigit() and int(declared) > upload_body_limit():
             # Refused before the body is read (config/asgi.py refuses it earlier still).
@@ -263,6 +265,7 @@ class WebhookTestApi(APIView):
         responses={200: OutputSerializer, **errors(400, 401, 403, 429, 503)},
     )
     def post(self, request: Request) -> Response:
+        query_none(request)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         url = form.validated_data["url"]

@@ -24,6 +24,7 @@ from processing.api_common import (
     idempotency_asked,
     key_reused_refusal,
     length_required,
+    query_none,
     quota_refusal,
     replayed_answer,
     request_or_404,
@@ -184,6 +185,7 @@ class RerunApi(APIView):
             return answer
         found = request_or_404(request, request_id)
         length_required(request)
+        query_none(request)
         form = self.InputSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:

@@ -77,6 +77,17 @@ def test_a_csv_sent_as_the_body_itself_is_told_how_to_upload(api: APIClient) -> 
     assert_nothing_stored()
 
 
+def test_a_setting_in_the_urls_query_is_refused_not_ignored(api: APIClient) -> None:
+    # curl -F file=@products.csv '.../api/upload/?quality=40' ran at 50
+    csv_file = SimpleUploadedFile("products.csv", (HEADER + GOOD_ROW).encode(), "text/csv")
+    response = api.post("/api/upload/?quality=40", {"file": csv_file}, format="multipart")
+    assert response.status_code == 400
+    assert response.json() == invalid_input(
+        "quality", "Sent in the URL's query: send it in the body, as a form field."
+    )
+    assert_nothing_stored()
+
+
 def test_a_setting_or_a_file_given_twice_is_refused_not_guessed(api: APIClient) -> None:
     # The last value used to win without a word: quality=40&quality=80 ran at 80
     twice = api.post(
