@@ -216,14 +216,22 @@ def status_body(found: ProcessingRequest) -> dict[str, Any]:
 
 
 def query_checked(request: Request, known: frozenset[str]) -> None:
-    """Refuse, named, a query parameter the route does not know: a misspelt filter ignored
-    would list everything as if it had applied. DRF's own `format` is taken everywhere."""
+    """Refuse, named, a query parameter the route does not know (a misspelt filter ignored
+    would list everything as if it had applied), or one given twice. DRF's own `format` is
+    taken everywhere."""
     unknown = sorted(set(request.query_params) - known - {"format"})
     if unknown:
         takes = ", ".join(sorted(known))
         raise serializers.ValidationError(
             {name: [f"Not a parameter of this list, which takes {takes}."] for name in unknown}
         )
+    # The last of two values won without a word (?page_size=1&page_size=3 listed 3); a
+    # status may be given twice, as a list.
+    twice = [
+        name for name in sorted(known - {"status"}) if len(request.query_params.getlist(name)) > 1
+    ]
+    if twice:
+        raise serializers.ValidationError({name: ["Given more than once."] for name in twice})
 
 
 def query_none(request: Request) -> None:

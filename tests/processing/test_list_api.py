@@ -266,6 +266,7 @@ def test_one_request_is_read_as_its_row_in_the_list_expired_or_not(api: APIClien
             "statuses",
             "Not a parameter of this list, which takes cursor, page_size, status.",
         ),
+        ("page_size=1&page_size=3", "page_size", "Given more than once."),  # 3 listed
     ],
 )
 def test_a_query_the_list_cannot_follow_is_a_400_naming_it(
