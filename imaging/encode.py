@@ -2,7 +2,9 @@
 
 In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG and WebP
 stays WebP; every other format becomes JPEG, or WebP where it has transparency (JPEG
-would paint it black), but a PNG whose output would be larger is kept. WebP and AVIF keep
+would paint it black; AVIF where it is too long for WebP), but a PNG whose output would
+be larger, or that no format holds, is kept. An image longer than its output format
+holds (MAX_SIDE) is refused from its header. WebP and AVIF keep
 transparency; a transparent image asked for as JPEG is painted on white, and says so
 (`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
 to the pixels; the ICC profile is kept; all other metadata (EXIF, GPS, XMP, comments) is
@@ -25,7 +27,7 @@ from PIL import Image, ImageOps, JpegImagePlugin
 
 from imaging.convert import HIGH_BIT_DEPTH_MODES, colour_space, converted_for, has_transparency
 from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
-from imaging.errors import ImagingError
+from imaging.errors import ImageReason, ImagingError
 from imaging.guard import (
     bytes_per_pixel,
     check_decode_budget,
@@ -89,8 +91,13 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # bytes after its image's end, nor a non-JPEG turned by EXIF; a JPEG source's chroma
 # subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK or grey image made WebP
 # or AVIF converted through its ICC profile. 4, since 2026-11-29: a PNG whose JPEG or WebP
-# would be larger kept, as a PNG, where the source's format was asked for.
-OUTPUT_RULES: Final = 4
+# would be larger kept, as a PNG, where the source's format was asked for. 5, since
+# 2026-11-30: no AVIF longer than 32,768 pixels a side (libavif's decoder refused them).
+OUTPUT_RULES: Final = 5
+# The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
+# sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
+# own decoder, Pillow's and browsers' refuse).
+MAX_SIDE: Final = {"JPEG": 65_500, "WEBP": 16_383, "AVIF": 32_768}
 # Baseline JPEGs have 1 scan, libjpeg's progressive ones 10, other encoders' a few more.
 YUV_MAX_SCANS: Final = 16
 
@@ -180,6 +187,7 @@ def compress(
     source_format = image.format or "UNKNOWN"
     scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0
     check_jpeg_scans(scans, max_scans=max_jpeg_scans)
+    check_output_size(image, source_format, output_format)
     cost = decode_cost(image, output_format)
     if scored:
         per_pixel = SCORE_ALPHA_BYTES_PER_PIXEL if _has_alpha(image) else SCORE_BYTES_PER_PIXEL
@@ -212,7 +220,27 @@ def compress(
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
         transparent = has_transparency(image)
-        name = _output_name(source_format, transparent, output_format)
+        fitting = _output_name(source_format, transparent, output_format, image.size)
+        if fitting is None:
+            # A PNG no format it may become in `same` can hold: kept as the PNG it is, but
+            # where that would not show what an output does (an animation, EXIF turning).
+            animated = getattr(image, "n_frames", 1) > 1
+            if source_format != "PNG" or animated or orientation != 1:
+                raise _too_long(image.size, transparent)
+            return CompressedImage(
+                data=metadata_stripped(data, "PNG"),
+                format="PNG",
+                width=image.width,
+                height=image.height,
+                source_format=source_format,
+                source_quality=None,
+                quality=fixed_quality,
+                kept_original=True,
+                score=100.0 if scored else None,
+                tries=0,
+                target_met=True if perceptual else None,
+            )
+        name = fitting
         flattened = transparent and name == "JPEG"
         pixels = converted_for(name, image, transparent, icc_profile)
         keep_icc = icc_profile if colour_space(pixels) == source_space else None
@@ -331,7 +359,9 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
     decoded = bytes_per_pixel(image.mode)
     decoder = DECODER_BYTES_PER_PIXEL.get(image.format or "", 0)
     alpha = _has_alpha(image)
-    name = _output_name(image.format or "", alpha, output_format)
+    name = _output_name(image.format or "", alpha, output_format, image.size)
+    if name is None:  # a PNG kept as it is (compress), or refused
+        return image.width * image.height * decoded
     if name == "AVIF":
         output_mode = "RGBA" if alpha else "RGB"
         encoder = AVIF_ALPHA_BYTES_PER_PIXEL if alpha else AVIF_BYTES_PER_PIXEL
@@ -385,15 +415,55 @@ def _orientation(image: Image.Image) -> int:
         return 1  # damaged EXIF: Pillow's path decides what to make of it
 
 
-def _output_name(source_format: str, transparent: bool, asked: OutputFormat) -> OutputName:
-    if asked == OutputFormat.JPEG:
-        return "JPEG"
-    if asked == OutputFormat.WEBP:
-        return "WEBP"
-    if asked == OutputFormat.AVIF:
-        return "AVIF"
+def check_output_size(image: Image.Image, source_format: str, asked: OutputFormat) -> None:
+    """Refuse, from its header, an image no output it may become can hold: one side
+    longer than the format asked for takes (MAX_SIDE), or than JPEG takes in `same`, but
+    for a PNG, which `same` keeps as it is."""
+    if asked == OutputFormat.SAME:
+        if source_format != "PNG" and max(image.size) > MAX_SIDE["JPEG"]:
+            raise _too_long(image.size, transparent=False)
+        return
+    name = _ASKED_NAMES[asked]
+    if max(image.size) > MAX_SIDE[name]:
+        raise ImagingError(
+            ImageReason.TOO_MANY_PIXELS,
+            f"The image is {image.width:,} x {image.height:,} pixels; {_FORMAT_NAMES[name]} "
+            f"holds at most {MAX_SIDE[name]:,} pixels a side.",
+        )
+
+
+def _too_long(size: tuple[int, int], transparent: bool) -> ImagingError:
+    width, height = size
+    if transparent:
+        holds = (
+            f"WebP holds at most {MAX_SIDE['WEBP']:,} pixels a side and AVIF "
+            f"{MAX_SIDE['AVIF']:,} (JPEG has no transparency)"
+        )
+    else:
+        holds = f"JPEG holds at most {MAX_SIDE['JPEG']:,} pixels a side"
+    return ImagingError(
+        ImageReason.TOO_MANY_PIXELS, f"The image is {width:,} x {height:,} pixels; {holds}."
+    )
+
+
+_ASKED_NAMES: Final[dict[OutputFormat, OutputName]] = {
+    OutputFormat.JPEG: "JPEG",
+    OutputFormat.WEBP: "WEBP",
+    OutputFormat.AVIF: "AVIF",
+}
+_FORMAT_NAMES: Final = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF"}
+
+
+def _output_name(
+    source_format: str, transparent: bool, asked: OutputFormat, size: tuple[int, int]
+) -> OutputName | None:
+    """The format an image becomes; in `same`, the first that holds its size (a
+    transparent image too long for WebP becomes AVIF), None where none does."""
+    if asked in _ASKED_NAMES:
+        return _ASKED_NAMES[asked]
     if source_format in JPEG_FORMATS:
         return "JPEG"
     if source_format == "WEBP":
         return "WEBP"
-    return "WEBP" if transparent else "JPEG"
+    candidates: tuple[OutputName, ...] = ("WEBP", "AVIF") if transparent else ("JPEG",)
+    return next((name for name in candidates if max(size) <= MAX_SIDE[name]), None)

@@ -153,7 +153,7 @@ class PillowEncoder:
             options["xmp"] = credits_xmp(self._credits)
         try:
             self._pixels.save(buffer, self._format, **options)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: libavif's
             raise ImagingError(
                 ImageReason.ENCODE_FAILED, f"Could not encode the image: {error}."
             ) from None

@@ -429,3 +429,76 @@ def test_a_grey_profile_is_not_written_on_rgb_avif_pixels() -> None:
     output = Image.open(io.BytesIO(result.data))
     assert output.mode == "RGB"
     assert not output.info.get("icc_profile")
+
+
+@pytest.mark.parametrize(
+    ("size", "output_format", "told"),
+    [
+        ((16_384, 8), "webp", "The image is 16,384 x 8 pixels; WebP holds at most 16,383"),
+        ((8, 32_769), "avif", "The image is 8 x 32,769 pixels; AVIF holds at most 32,768"),
+        ((65_501, 2), "jpeg", "The image is 65,501 x 2 pixels; JPEG holds at most 65,500"),
+    ],
+)
+def test_an_image_longer_than_the_format_asked_for_holds_is_refused_before_decoding(
+    size: tuple[int, int], output_format: str, told: str
+) -> None:
+    # Given a PNG one side of which the format asked for cannot hold, cut after its
+    # header (decoding it would fail as damaged)
+    whole = encoded(Image.new("L", size, 90), "PNG")
+    source = whole[: whole.index(b"IDAT") + 8]
+
+    # When it is compressed in that format, then it is refused for its size, not encoded
+    # (libavif wrote AVIFs its own decoder refused, libwebp and libjpeg failed obscurely)
+    with pytest.raises(ImagingError) as refused:
+        run(source, output_format=output_format)
+    assert refused.value.reason == "too_many_pixels"
+    assert refused.value.message.startswith(told)
+
+
+def test_an_avif_as_long_as_avif_holds_can_be_read_back() -> None:
+    output, result = run(encoded(Image.new("L", (4, 32_768), 90), "PNG"), output_format="avif")
+    output.load()
+    assert output.size == (4, 32_768)
+    assert result.format == "AVIF"  # type: ignore[attr-defined]
+
+
+def test_a_png_longer_than_jpeg_holds_is_kept_as_png_in_the_same_format() -> None:
+    # Given an opaque PNG taller than any JPEG (a long strip, a size chart)
+    source = encoded(photo(2, 70_000).convert("RGB"), "PNG")
+
+    # When it is compressed in the source's format
+    output, result = run(source)
+
+    # Then it stays the PNG it was, untouched
+    assert output.format == "PNG"
+    assert output.size == (2, 70_000)
+    assert result.kept_original is True  # type: ignore[attr-defined]
+    assert result.tries == 0  # type: ignore[attr-defined]
+
+
+def test_a_transparent_image_wider_than_webp_holds_becomes_avif_in_the_same_format() -> None:
+    # Given a transparent TIFF wider than WebP takes
+    image = photo(20_000, 16).convert("RGBA")
+    image.paste((0, 0, 0, 0), (0, 0, 100, 8))
+    source = encoded(image, "TIFF")
+
+    # When it is compressed in the source's format, then it is the next format that
+    # holds it and keeps transparency: AVIF
+    output, _ = run(source)
+    assert output.format == "AVIF"
+    assert output.size == (20_000, 16)
+    assert output.getpixel((10, 2))[3] < 8  # type: ignore[index]  # AVIF's alpha is lossy
+
+
+def test_an_image_no_output_format_holds_is_refused_before_decoding() -> None:
+    # Given a TIFF taller than JPEG takes, damaged after its header
+    whole = encoded(Image.new("L", (2, 65_501), 90), "TIFF")
+    source = whole[: len(whole) // 2]
+
+    # When it is compressed in the source's format, then it is refused for its size
+    with pytest.raises(ImagingError) as refused:
+        run(source)
+    assert refused.value.reason == "too_many_pixels"
+    assert refused.value.message == (
+        "The image is 2 x 65,501 pixels; JPEG holds at most 65,500 pixels a side."
+    )
