@@ -33,6 +33,7 @@ from imaging.guard import (
     check_decode_budget,
     check_jpeg_scans,
     check_jpeg_segments,
+    jpeg_coefficient_bytes,
     jpeg_scan_count,
 )
 from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
@@ -188,7 +189,7 @@ def compress(
     scans = jpeg_scan_count(data) if source_format in JPEG_FORMATS else 0
     check_jpeg_scans(scans, max_scans=max_jpeg_scans)
     check_output_size(image, source_format, output_format)
-    cost = decode_cost(image, output_format)
+    cost = decode_cost(image, output_format, scans=scans)
     if scored:
         per_pixel = SCORE_ALPHA_BYTES_PER_PIXEL if _has_alpha(image) else SCORE_BYTES_PER_PIXEL
         cost += image.width * image.height * per_pixel
@@ -351,11 +352,14 @@ def _reference(encoder: Encoder) -> Callable[[bytes], float] | None:
 _JPEG_ASKED: Final = frozenset({OutputFormat.SAME, OutputFormat.JPEG})
 
 
-def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.SAME) -> int:
+def decode_cost(
+    image: Image.Image, output_format: OutputFormat = OutputFormat.SAME, *, scans: int = 1
+) -> int:
     """Bytes of memory the image will take at its peak, told from its header: its decoded
     pixels and what its decoder holds beside them, the converted copy the encoder is given
     where the mode must change, and what the encoder itself holds, at their most (the
-    constants above). libjpeg reads rows where they lie."""
+    constants above). libjpeg reads rows where they lie, but for a progressive JPEG or one
+    of several scans (jpeg_scan_count), whose coefficients it holds whole."""
     decoded = bytes_per_pixel(image.mode)
     decoder = DECODER_BYTES_PER_PIXEL.get(image.format or "", 0)
     alpha = _has_alpha(image)
@@ -380,7 +384,12 @@ def decode_cost(image: Image.Image, output_format: OutputFormat = OutputFormat.S
         converted = decoded + 1  # the scaled copy (convert.py's eight_bit), then its 8 bits
     elif output_mode != image.mode:
         converted = bytes_per_pixel(output_mode)
-    return image.width * image.height * (decoded + decoder + converted + encoder)
+    cost = image.width * image.height * (decoded + decoder + converted + encoder)
+    layers = getattr(image, "layer", None)
+    if image.format in JPEG_FORMATS and layers and (scans > 1 or image.info.get("progressive")):
+        sampling = [(h, v) for _, h, v, _ in layers]
+        cost += jpeg_coefficient_bytes(image.width, image.height, sampling)
+    return cost
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -321,3 +321,36 @@ def test_a_header_built_to_be_slow_to_read_is_stopped_by_the_time_limit_as_too_s
     with pytest.raises(ImagingError) as refused, time_limit(0.1):
         compress(slow, quality=50, max_pixels=MAX_PIXELS)
     assert refused.value.reason == "too_slow"
+
+
+@pytest.mark.parametrize(
+    ("mode", "subsampling", "coefficients"),
+    [
+        # 1001 x 1001 in whole 8 x 8 blocks: 126 a side, 2 bytes for each of a block's 64
+        ("RGB", 0, 3 * 126 * 126 * 128),
+        # 4:2:0: luma in whole MCUs of 2 x 2 blocks, chroma at half, 63 blocks a side
+        ("RGB", 2, (126 * 126 + 2 * 63 * 63) * 128),
+        ("CMYK", 0, 4 * 126 * 126 * 128),
+    ],
+)
+def test_a_progressive_jpegs_whole_coefficients_count_against_the_budget(
+    mode: str, subsampling: int, coefficients: int
+) -> None:
+    # Given a progressive JPEG, whose every DCT coefficient libjpeg holds while it reads its
+    # scans, and a budget a byte short of its pixels, its encoder's and those
+    image = photo(1001, 1001).convert(mode)
+    source = encoded(image, "JPEG", quality=90, progressive=True, subsampling=subsampling)
+    pixels = len(mode)  # bytes a pixel decoded, and a JPEG encoder's 3
+    needed = 1001 * 1001 * (pixels + 3) + coefficients
+
+    # When it is compressed, then it is refused, saying how much it needs
+    with pytest.raises(ImagingError) as refused:
+        compress(source, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed - 1)
+    assert refused.value.message.startswith(f"The image needs {needed / 2**20:,.0f} MiB")
+    # and at that budget it is compressed
+    compress(source, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed)
+
+
+def test_a_baseline_jpeg_is_read_where_it_lies_without_its_coefficients() -> None:
+    source = encoded(photo(1001, 1001), "JPEG", quality=90)
+    compress(source, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=1001 * 1001 * (3 + 3))
