@@ -71,13 +71,16 @@ def eight_bit(image: Image.Image) -> Image.Image:
     """A 16-bit, 32-bit or floating-point grey image as 8-bit grey that looks like it:
     convert("L") alone would clip every value above 255 (a white image) or round a
     0-to-1 float image to black."""
+    # 16 bits by their mode, whatever their values: a nearly black big-endian TIFF (0 to
+    # 199) came out as a visible 0-to-200 ramp when its scale was guessed from its highest.
+    sixteen_bits = image.mode.startswith("I;16")
     if image.mode in {"I;16B", "I;16L", "I;16N"}:
         image = image.convert("I")  # point() takes I;16 and I, not these
     extrema: Any = image.getextrema()  # one band: (lowest, highest)
     high = float(extrema[1])
     if image.mode == "F" and high <= 1.0:
         scale = 255.0  # a 0-to-1 float image, as TIFF writers store them
-    elif image.mode == "I;16" or 255 < high <= 65535:
+    elif sixteen_bits or 255 < high <= 65535:
         scale = 1 / 256  # 16-bit values
     elif high > 65535:
         scale = 255 / high

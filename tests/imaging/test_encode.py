@@ -132,6 +132,19 @@ def test_float_and_sixteen_bit_tiffs_look_like_their_source(mode: str, scale: fl
     assert abs(mean(output) - mean(grey)) <= 0.1 * mean(grey)
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+def test_a_nearly_black_sixteen_bit_tiff_stays_black(mode: str) -> None:
+    # Given a 16-bit TIFF whose values run from 0 to 199 of 65,535: black to the eye
+    ramp = Image.linear_gradient("L").resize((64, 200)).convert("I")
+    source = encoded(ramp.point(lambda value: value * 199 / 255).convert(mode), "TIFF")
+    assert Image.open(io.BytesIO(source)).mode == mode
+
+    # When compressed, then it is black, in either byte order (its bit depth is its
+    # mode's, not guessed from its brightest value)
+    output, _ = run(source)
+    assert output.getextrema() == (0, 0)
+
+
 def test_grayscale_and_cmyk_jpegs_keep_their_colour_space() -> None:
     gray, _ = run(encoded(photo(100, 80).convert("L"), "JPEG", quality=90))
     cmyk, _ = run(encoded(photo(100, 80).convert("CMYK"), "JPEG", quality=90))
