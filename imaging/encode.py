@@ -94,7 +94,8 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # or AVIF converted through its ICC profile. 4, since 2026-11-29: a PNG whose JPEG or WebP
 # would be larger kept, as a PNG, where the source's format was asked for. 5, since
 # 2026-11-30: no AVIF longer than 32,768 pixels a side (libavif's decoder refused them);
-# a big-endian 16-bit image scaled by its bit depth, as a little-endian one is.
+# a big-endian 16-bit image scaled by its bit depth, as a little-endian one is; a PNG
+# whose tRNS colour no pixel has taken as opaque.
 OUTPUT_RULES: Final = 5
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its

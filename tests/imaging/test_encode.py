@@ -81,6 +81,43 @@ def test_palette_png_with_a_transparent_index_becomes_webp() -> None:
     assert output.getpixel((0, 0))[3] == 0  # type: ignore[index]
 
 
+def unused_transparency(mode: str) -> bytes:
+    """A PNG of mode whose tRNS names a colour (a palette entry) no pixel has."""
+    if mode == "P":
+        image = photo(120, 90).convert("P", palette=Image.Palette.ADAPTIVE, colors=63)
+        palette = image.getpalette() or []
+        image.putpalette([*palette, 0, 0, 0])  # a 64th entry, which no pixel has
+        return encoded(image, "PNG", transparency=len(palette) // 3)
+    image = photo(120, 90).convert(mode)
+    if mode == "L":
+        image = image.point(lambda value: max(value, 1))
+        return encoded(image, "PNG", transparency=0)
+    image.paste((1, 2, 3), (0, 0, 4, 4))
+    return encoded(image, "PNG", transparency=(1, 2, 4))
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "RGB"])
+def test_a_png_whose_transparent_colour_no_pixel_has_is_opaque(mode: str) -> None:
+    # Given a PNG whose tRNS names a colour none of its pixels has
+    source = unused_transparency(mode)
+    assert "transparency" in Image.open(io.BytesIO(source)).info
+
+    # When compressed, then it is opaque: a JPEG in the same format, not painted on white
+    # as a JPEG
+    output, _ = run(source)
+    assert output.format == "JPEG"
+    _, result = run(source, output_format=OutputFormat.JPEG)
+    assert result.flattened is False  # type: ignore[attr-defined]
+
+
+def test_an_rgb_png_whose_transparent_colour_a_pixel_has_becomes_webp() -> None:
+    image = photo(120, 90)
+    image.paste((1, 2, 3), (0, 0, 4, 4))
+    output, _ = run(encoded(image, "PNG", transparency=(1, 2, 3)))
+    assert output.format == "WEBP"
+    assert output.getpixel((1, 1))[3] == 0  # type: ignore[index]
+
+
 def test_webp_stays_webp() -> None:
     output, _ = run(encoded(photo(200, 150), "WEBP", quality=95))
     assert output.format == "WEBP"
