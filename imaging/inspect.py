@@ -32,12 +32,6 @@ IJG_LUMINANCE: Final = (
 # What is most often found where a product photo should be, by its first bytes (lower case),
 # with what to do about it: the fix differs (export the photo again, or mend the link).
 NOT_IMAGES: Final = (
-    (
-        (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypheim", b"ftypheis"),
-        4,
-        "The file is a HEIC/HEIF image (as iPhones save photos), which is not supported: "
-        "save it as JPEG.",
-    ),
     ((b"%pdf-",), 0, "The file is a PDF document, not an image: link to the image itself."),
     (
         (b"<svg", b"<?xml"),
@@ -50,17 +44,73 @@ NOT_IMAGES: Final = (
         "The file is a web page (HTML), not an image: the link leads to a page, maybe an "
         "error page; link to the image itself.",
     ),
+    (
+        (b"\xff\x0a", b"\x00\x00\x00\x0cjxl \r\n\x87\n"),  # its codestream, its box
+        0,
+        "The file is a JPEG XL image, which is not supported: save it as JPEG.",
+    ),
+    (
+        (b"8bps",),
+        0,
+        "The file is a Photoshop document (PSD), which is not supported: export it as JPEG or PNG.",
+    ),
+    (
+        (b"\x00\x00\x01\x00",),
+        0,
+        "The file is an icon (ICO), which is not supported: link to the product's photo, "
+        "as JPEG or PNG.",
+    ),
 )
+_HEIC: Final = (
+    "The file is a HEIC/HEIF image (as iPhones save photos), which is not supported: "
+    "save it as JPEG."
+)
+# An ISO media file's brands (its ftyp box) that say HEVC inside: its major brand may be
+# the generic mif1 or msf1, with heic among its compatible ones.
+_HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
+# A JPEG's frame markers (SOF0-15 but DHT, JPG and DAC), whose segment gives its precision.
+_JPEG_FRAMES: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def not_an_image_message(data: bytes) -> str:
     """Why data, which no accepted format's decoder took, is not an image, in words a shop
     can act on."""
     start = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if data[4:8] == b"ftyp" and _HEIC_BRANDS & _iso_brands(data):
+        return _HEIC
     for signatures, offset, message in NOT_IMAGES:
         if any(start[offset:].startswith(signature) for signature in signatures):
             return message
+    precision = _jpeg_precision(data)
+    if precision is not None and precision != 8:
+        return (
+            f"The file is a {precision}-bit JPEG (lossless or extended, as medical and "
+            "scientific imaging writes), which is not supported: save it as a standard "
+            "8-bit JPEG or as PNG."
+        )
     return "The file is not an image in a supported format."
+
+
+def _iso_brands(data: bytes) -> set[bytes]:
+    """The major and compatible brands of an ISO media file's leading ftyp box."""
+    size = min(int.from_bytes(data[:4], "big"), len(data), 4096)
+    return {data[8:12]} | {data[at : at + 4] for at in range(16, size - 3, 4)}
+
+
+def _jpeg_precision(data: bytes) -> int | None:
+    """The bits a sample of a JPEG's frame, read from its segments; None where data is
+    not a JPEG or has no frame before its first scan."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 5 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in _JPEG_FRAMES:
+            return data[position + 4]
+        if marker == 0xDA:  # a scan before any frame
+            return None
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:

@@ -37,8 +37,31 @@ def test_bytes_that_are_not_an_accepted_image_are_not_an_image(data: bytes) -> N
         (b'\xef\xbb\xbf<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG"),
         (b"\n  <!DOCTYPE html>\n<html><body>Product not found</body></html>", "a web page"),
         (bytes(range(256)) * 4, "not an image in a supported format"),
+        # A generic major brand, HEVC among the compatible ones
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heicmiaf" + bytes(64), "HEIC/HEIF"),
+        (encoded(Image.new("RGB", (32, 32), "red"), "ICO"), "an icon (ICO)"),
+        (b"8BPS\x00\x01" + bytes(6) + b"\x00\x03\x00\x00\x00\x10" + bytes(64), "Photoshop"),
+        (b"\xff\x0a\xfa\x7f\x01\x90\x08" + bytes(64), "a JPEG XL image"),
+        (b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00\x00\x14ftypjxl " + bytes(64), "JPEG XL"),
+        # A lossless JPEG's frame (SOF3) of 16 bits a sample, 120 x 160, one component
+        (
+            b"\xff\xd8\xff\xc3\x00\x0b\x10\x00\x78\x00\xa0\x01\x01\x11\x00" + bytes(64),
+            "16-bit JPEG",
+        ),
     ],
-    ids=["heic", "pdf", "svg", "html soft 404", "noise"],
+    ids=[
+        "heic",
+        "pdf",
+        "svg",
+        "html soft 404",
+        "noise",
+        "heif mif1",
+        "ico",
+        "psd",
+        "jxl",
+        "jxl box",
+        "lossless jpeg",
+    ],
 )
 def test_what_is_not_an_image_is_told_for_what_it_is(data: bytes, told: str) -> None:
     """Each was "not an image in a supported format": re-exporting an iPhone's photo and
