@@ -36,7 +36,14 @@ from imaging.guard import (
     jpeg_coefficient_bytes,
     jpeg_scan_count,
 )
-from imaging.inspect import JPEG_FORMATS, decode, estimate_jpeg_quality, open_image
+from imaging.inspect import (
+    ARITHMETIC_FRAMES,
+    JPEG_FORMATS,
+    decode,
+    estimate_jpeg_quality,
+    jpeg_frame,
+    open_image,
+)
 from imaging.metadata import (
     EXIF_ORIENTATION,
     Credits,
@@ -219,6 +226,12 @@ def compress(
         # -1 where it is not a YCbCr or grey JPEG (Pillow then picks)
         sampling = JpegImagePlugin.get_sampling(image) if source_format in JPEG_FORMATS else -1
         subsampling = sampling if sampling >= 0 else None
+        if source_format in JPEG_FORMATS and _arithmetic_coded(data):
+            raise ImagingError(
+                ImageReason.NOT_AN_IMAGE,
+                "The JPEG uses arithmetic coding, which is read here only where it stays an "
+                "upright JPEG: save it again as a standard (Huffman-coded) JPEG.",
+            )
         decode(image)
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
@@ -414,6 +427,13 @@ def _original_keepable(image: Image.Image, source_format: str, orientation: int)
     if orientation != 1:
         return False
     return source_format == "WEBP" or not (image.info.get("exif") or image.info.get("xmp"))
+
+
+def _arithmetic_coded(data: bytes) -> bool:
+    """Whether a JPEG is arithmetic-coded: Pillow's libjpeg is built without that decoder
+    (its error read "The image data is damaged"), the system's libjpeg-turbo has it."""
+    frame = jpeg_frame(data)
+    return frame is not None and frame[0] in ARITHMETIC_FRAMES
 
 
 def _orientation(image: Image.Image) -> int:

@@ -70,6 +70,8 @@ _HEIC: Final = (
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
 # A JPEG's frame markers (SOF0-15 but DHT, JPG and DAC), whose segment gives its precision.
 _JPEG_FRAMES: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Those of arithmetic coding (SOF9-11, 13-15), which Pillow's libjpeg does not decode.
+ARITHMETIC_FRAMES: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 def not_an_image_message(data: bytes) -> str:
@@ -81,8 +83,8 @@ def not_an_image_message(data: bytes) -> str:
     for signatures, offset, message in NOT_IMAGES:
         if any(start[offset:].startswith(signature) for signature in signatures):
             return message
-    precision = _jpeg_precision(data)
-    if precision is not None and precision != 8:
+    frame = jpeg_frame(data)
+    if frame is not None and (precision := frame[1]) != 8:
         return (
             f"The file is a {precision}-bit JPEG (lossless or extended, as medical and "
             "scientific imaging writes), which is not supported: save it as a standard "
@@ -97,16 +99,16 @@ def _iso_brands(data: bytes) -> set[bytes]:
     return {data[8:12]} | {data[at : at + 4] for at in range(16, size - 3, 4)}
 
 
-def _jpeg_precision(data: bytes) -> int | None:
-    """The bits a sample of a JPEG's frame, read from its segments; None where data is
-    not a JPEG or has no frame before its first scan."""
+def jpeg_frame(data: bytes) -> tuple[int, int] | None:
+    """A JPEG's frame marker (SOF0-15) and its bits a sample, read from its segments; None
+    where data is not a JPEG or has no frame before its first scan."""
     if not data.startswith(b"\xff\xd8"):
         return None
     position = 2
     while position + 5 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
         if marker in _JPEG_FRAMES:
-            return data[position + 4]
+            return marker, data[position + 4]
         if marker == 0xDA:  # a scan before any frame
             return None
         position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")

@@ -552,3 +552,28 @@ def test_an_image_no_output_format_holds_is_refused_before_decoding() -> None:
     assert refused.value.message == (
         "The image is 2 x 65,501 pixels; JPEG holds at most 65,500 pixels a side."
     )
+
+
+def arithmetic_coded(jpeg: bytes) -> bytes:
+    """jpeg with its frame marked as arithmetic-coded (SOF9): enough for what is told
+    from the header, which is all that is read of it here."""
+    return jpeg.replace(b"\xff\xc0", b"\xff\xc9", 1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"output_format": "webp"}, {"fast_jpeg": False}],
+    ids=["as webp", "through pillow"],
+)
+def test_an_arithmetic_coded_jpeg_pillow_cannot_read_is_told_as_such(
+    options: dict[str, object],
+) -> None:
+    # Given an arithmetic-coded JPEG, which Pillow's libjpeg cannot decode
+    source = arithmetic_coded(encoded(photo(64, 48), "JPEG", quality=90))
+
+    # When it is to be decoded by Pillow, then it is refused for its coding, not as damaged
+    with pytest.raises(ImagingError) as refused:
+        run(source, **options)
+    assert refused.value.reason == "not_an_image"
+    assert "arithmetic coding" in refused.value.message
+    assert "standard (Huffman-coded) JPEG" in refused.value.message
