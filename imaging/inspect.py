@@ -7,6 +7,7 @@ from typing import Final
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from imaging.errors import ImageReason, ImagingError
+from imaging.guard import JPEG_MAX_HEADER_SEGMENTS
 
 # Only formats a product photo comes in (JPEG covers MPO, which cameras write). Pillow
 # would otherwise also try EPS (which runs Ghostscript), PSD, ICO and dozens more on bytes
@@ -105,7 +106,9 @@ def jpeg_frame(data: bytes) -> tuple[int, int] | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     position = 2
-    while position + 5 <= len(data) and data[position] == 0xFF:
+    for _ in range(JPEG_MAX_HEADER_SEGMENTS):  # millions of empty ones: refused elsewhere
+        if position + 5 > len(data) or data[position] != 0xFF:
+            return None
         marker = data[position + 1]
         if marker in _JPEG_FRAMES:
             return marker, data[position + 4]
