@@ -170,7 +170,7 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
         if selectors.request_expired(request_id=request.pk):
             raise ResultsGone
         delivery.refresh_from_db()
-        next_attempt = delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None
+        next_attempt = selectors.timestamp(delivery.next_attempt_at)  # ...Z, as every other
         raise WebhookPending(details=[{"state": delivery.state, "next_attempt_at": next_attempt}])
     queue.enqueue_after_commit(queue.WEBHOOK_SEND, str(request.pk))
     delivery.refresh_from_db()

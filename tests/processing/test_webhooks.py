@@ -223,7 +223,10 @@ def test_a_resend_while_an_attempt_is_being_made_is_refused_and_changes_nothing(
     assert (state, attempts) == ("pending", 1)  # the attempt claimed, as under way
     [refused] = refusals
     assert refused.code == "webhook_pending"
-    assert refused.details == [{"state": state, "next_attempt_at": lease_ends.isoformat()}]
+    # in UTC with a Z, as every other time the API gives
+    when = lease_ends.isoformat().replace("+00:00", "Z")
+    assert refused.details == [{"state": state, "next_attempt_at": when}]
+    assert when.endswith("Z")
     after = WebhookDelivery.objects.get(request=request)
     assert (after.state, after.attempts, after.last_status_code) == ("pending", 1, 500)
     assert after.next_attempt_at is not None
