@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
@@ -123,6 +124,11 @@ def api_key_revoke(request: HttpRequest, account: Account, prefix: str) -> HttpR
             {"api_key": api_key, "key_check_seconds": round(KEY_CHECK_SECONDS)},
         )
     services.api_key_revoke(prefix=prefix, account=account, by=request.user.get_username())
+    messages.info(
+        request,
+        f"Key {prefix}… revoked: every script that sends it is refused from now on "
+        f"(within {round(KEY_CHECK_SECONDS)} seconds on every server).",
+    )
     return redirect("account")
 
 

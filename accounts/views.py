@@ -76,7 +76,14 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    """Django's logout, then the login page saying that it happened."""
+    """Django's logout, then the login page saying that it happened. A GET (/logout/ typed
+    in the address bar; it was a blank 405) shows a page with the button: logging out on a
+    GET would let any page that loads the address log its visitors out."""
+
+    http_method_names = ["get", "head", "post", "options"]
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return render(request, "accounts/logout.html")
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = super().post(request, *args, **kwargs)

@@ -79,7 +79,9 @@ def test_a_key_revoked_from_the_page_is_refused_by_the_api_after_a_confirmation(
     assert revoked["Location"] == "/account/"
     assert api_answers(api_key) == 401
     assert ApiKey.objects.get(prefix=prefix).revoked
-    row = re.search(rf"<code>{prefix}…</code>.*?</tr>", text(member_client.get("/account/")), re.S)
+    shown = text(member_client.get("/account/"))
+    assert f'<p class="message" role="status">Key {prefix}… revoked: every script' in shown
+    row = re.search(rf"<code>{prefix}…</code>.*?</tr>", shown, re.S)
     assert row is not None
     assert "revoked" in row.group(0)
     assert "Revoke…" not in row.group(0)
@@ -359,3 +361,21 @@ def test_the_pages_test_event_form_refuses_a_url_given_twice(member_client: Clie
     )
     assert twice.status_code == 400
     assert "Given 2 times; give it once." in twice.context["test_error"]
+
+
+def test_logout_typed_in_the_address_bar_shows_its_button_and_only_its_post_logs_out(
+    member_client: Client,
+) -> None:
+    """GET /logout/ was a blank 405."""
+    # When a person opens /logout/
+    asked = member_client.get("/logout/")
+
+    # Then a page asks, with the button, and they are still logged in
+    assert asked.status_code == 200
+    assert '<h1 id="logout-heading">Log out?</h1>' in text(asked)
+    assert member_client.get("/").status_code == 200
+    # And its button logs them out
+    token = str(asked.context["csrf_token"])
+    left = member_client.post("/logout/", {"csrfmiddlewaretoken": token})
+    assert left.status_code == 302
+    assert member_client.get("/").status_code == 302
