@@ -33,6 +33,10 @@ OUTPUT_FORMAT_CHOICES: dict[OutputFormat, str] = {
     OutputFormat.WEBP: "WebP",
     OutputFormat.AVIF: "AVIF (smallest, slower)",
 }
+# A request's output format as its summary names it: the menu's name, without its note.
+OUTPUT_FORMAT_NAMES: dict[str, str] = {
+    asked.value: words.split(" (")[0] for asked, words in OUTPUT_FORMAT_CHOICES.items()
+}
 METADATA_CHOICES: dict[MetadataMode, str] = {
     MetadataMode.STRIP: "None (no GPS, camera or history)",
     MetadataMode.COPYRIGHT: "Keep the credits (artist, copyright, credit line)",
@@ -169,7 +173,13 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
     if found.expired_at is not None:
         return render(request, "processing/expired.html", {"request_row": found}, status=410)
     retry_count = found.failed_images + found.cancelled_images
-    paginator = Paginator(selectors.request_products(request_id=found.pk), PRODUCTS_PER_PAGE)
+    # ?status=failed: the products with a failed image alone, as the products API filters
+    # them (a big request's few failures were somewhere on its hundred pages).
+    failed_only = request.GET.get("status") == ProductImage.Status.FAILED
+    listed = selectors.request_products(
+        request_id=found.pk, image_statuses=[ProductImage.Status.FAILED] if failed_only else None
+    )
+    paginator = Paginator(listed, PRODUCTS_PER_PAGE)
     page = paginator.get_page(request.GET.get("page"))
     products = [
         {
@@ -191,7 +201,11 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "request_row": found,
         "page": page,
         "products": products,
+        "failed_only": failed_only,
         "percent": _percent_done(found),
+        "counts_words": _counts_words(found),
+        "all_failed": _all_failed(found),
+        "output_format_name": OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format),
         "saved_words": size_change_words(_saved_percent(found)),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
         "output_csv_url": selectors.output_csv_url(found),
@@ -280,6 +294,24 @@ def _saved_percent(found: ProcessingRequest) -> int | None:
     if not found.input_bytes:
         return None
     return round(100 * (1 - found.output_bytes / found.input_bytes))
+
+
+def _counts_words(found: ProcessingRequest) -> str:
+    """The images' counts under the bar, as request.js words them while the request runs."""
+    cancelled = f"{found.cancelled_images} cancelled, " if found.cancelled_images else ""
+    return (
+        f"{found.succeeded_images} compressed, {found.failed_images} failed, {cancelled}"
+        f"{found.pending_images} to go"
+    )
+
+
+def _all_failed(found: ProcessingRequest) -> bool:
+    """Whether the request ended with no image compressed (a cancel aside): its full bar
+    looked like a success."""
+    if found.status == ProcessingRequest.Status.FAILED:
+        return True
+    ended = found.is_finished and found.status != ProcessingRequest.Status.CANCELLED
+    return ended and bool(found.total_images) and not found.succeeded_images
 
 
 def _percent_done(found: ProcessingRequest) -> int:

@@ -8,4 +8,48 @@
     const bytes = window.crypto.getRandomValues(new Uint8Array(16));
     return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
   };
+
+  // The key of a form as filled in (the file chosen, by its name, size and time; every
+  // other field's value): the same form sent again, after Back from the request it made,
+  // gets that request instead of a second one. Kept in the tab's sessionStorage, since
+  // the page may come back without its script's memory; another file or value, a new key.
+  const memory = new Map(); // where sessionStorage is refused
+  window.formStateKey = function (name, data) {
+    const state = JSON.stringify(
+      [...data.entries()]
+        .filter(([field]) => field !== "csrfmiddlewaretoken")
+        .map(([field, value]) =>
+          value instanceof File
+            ? [field, value.name, value.size, value.lastModified]
+            : [field, value]
+        )
+    );
+    const stored = `idempotency-key:${name}`;
+    let kept = memory.get(stored) || null;
+    try {
+      kept = JSON.parse(window.sessionStorage.getItem(stored) || "null");
+    } catch (error) {
+      // storage refused: the memory's
+    }
+    if (kept && kept.state === state) return kept.key;
+    const made = { state, key: window.newIdempotencyKey() };
+    memory.set(stored, made);
+    try {
+      window.sessionStorage.setItem(stored, JSON.stringify(made));
+    } catch (error) {
+      // storage refused: the memory's alone
+    }
+    return made.key;
+  };
+
+  // The words for a form sent from a page whose CSRF token is no longer the session's
+  // (logged out and in again in another tab since the page was shown): DRF's 403 said
+  // "CSRF Failed: CSRF token from POST incorrect.", which told a person nothing.
+  window.staleFormWords = function (status, body) {
+    if (status !== 403 || !String(body.error || "").startsWith("CSRF Failed")) return null;
+    return (
+      "This page is out of date (you logged out and in again since it was shown), so " +
+      "nothing was sent. Reload the page and try again."
+    );
+  };
 })();

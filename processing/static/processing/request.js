@@ -20,7 +20,15 @@
   };
   // The products shown again at most this often while images end, in milliseconds.
   const PRODUCTS_EVERY = 3000;
+  // The counts read out to a screen reader at most this often while they change.
+  const COUNTS_SAID_EVERY = 10000;
   const actionResult = document.getElementById("action-result");
+  const said = document.getElementById("progress-said");
+  const pollProblem = document.getElementById("poll-problem");
+  // The forms come disabled: without this script they would post to the JSON API.
+  document.querySelectorAll("fieldset.needs-script").forEach((fields) => {
+    fields.disabled = false;
+  });
 
   function showLoggedOut() {
     actionResult.className = "error";
@@ -34,7 +42,9 @@
   // An error of the API: its message, and each detail's field and message on a line.
   function showError(body, status) {
     actionResult.className = "error";
-    actionResult.replaceChildren(body.error || `HTTP ${status}`);
+    const stale = window.staleFormWords(status, body);
+    actionResult.replaceChildren(stale || body.error || `HTTP ${status}`);
+    if (stale) return;
     const details = body.details || [];
     if (!details.length) return;
     const list = document.createElement("ul");
@@ -73,14 +83,19 @@
     });
   }
 
-  // The re-run's Idempotency-Key (the form that opens what it makes): sent again after
-  // the network lost the answer (Chromium resends a POST by itself when a kept connection
-  // fails), it gets the re-run it made. A new key once the form changes or an answer came.
-  const keys = new Map();
   document.querySelectorAll("form.action").forEach((form) => {
-    ["input", "change"].forEach((type) => form.addEventListener(type, () => keys.delete(form)));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
+      // Delete asks on a page of its own; a cancel, as final for the images not started
+      // (a retry starts them anew), asked nothing.
+      if (
+        form.id === "cancel-form" &&
+        !window.confirm(
+          "Cancel the request? The images not started yet are not processed; " +
+            "the ones under way finish. You can retry them afterwards."
+        )
+      )
+        return;
       const data = new FormData(form);
       const csrf = data.get("csrfmiddlewaretoken");
       data.delete("csrfmiddlewaretoken");
@@ -106,9 +121,12 @@
       actionResult.className = "";
       actionResult.textContent = "";
       const headers = { "Content-Type": "application/json", "X-CSRFToken": csrf };
+      // The re-run's Idempotency-Key (the form that opens what it makes), one per form as
+      // filled in: sent again after the network lost the answer (Chromium resends a POST
+      // by itself when a kept connection fails), or after Back from the re-run it made,
+      // it gets that re-run instead of a second one.
       if (form.dataset.then === "open") {
-        if (!keys.has(form)) keys.set(form, window.newIdempotencyKey());
-        headers["Idempotency-Key"] = keys.get(form);
+        headers["Idempotency-Key"] = window.formStateKey(`rerun:${window.location.pathname}`, data);
       }
       try {
         const response = await fetch(form.action, {
@@ -117,7 +135,6 @@
           headers,
           credentials: "same-origin",
         });
-        if (response.status < 500) keys.delete(form); // a gateway's 5xx leaves it open
         const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
         if (response.status === 202) {
           if (form.dataset.then === "open") window.location.assign(`/requests/${body.request_id}/`);
@@ -137,6 +154,22 @@
   function show(percent) {
     fill.style.width = `${percent}%`;
     bar.setAttribute("aria-valuenow", String(percent));
+  }
+
+  let countsSaidAt = 0;
+  function showCounts(percent, words) {
+    show(percent);
+    text.textContent = words;
+    bar.setAttribute("aria-valuetext", `${percent}%: ${words}`);
+    if (Date.now() - countsSaidAt < COUNTS_SAID_EVERY || said.textContent === words) return;
+    countsSaidAt = Date.now();
+    said.textContent = words;
+  }
+
+  // Said while the status cannot be asked (the service restarting, the network away), and
+  // gone once it answers: the bar stood still without a word.
+  function showReachable(reached) {
+    pollProblem.textContent = reached ? "" : "Cannot reach the service; retrying…";
   }
 
   // The products and the totals as the server renders them now: each image's result as
@@ -190,6 +223,7 @@
         showLoggedOut();
         return;
       }
+      showReachable(response.ok || response.status < 500);
       if (response.ok) {
         const body = await response.json();
         const { total, succeeded, failed, cancelled, pending } = body.progress;
@@ -198,15 +232,18 @@
           reload();
           return;
         }
-        show(total ? Math.floor(((total - pending) * 100) / total) : 0);
         const cancelledText = cancelled ? `${cancelled} cancelled, ` : "";
-        text.textContent = `${succeeded} compressed, ${failed} failed, ${cancelledText}${pending} to go`;
+        showCounts(
+          total ? Math.floor(((total - pending) * 100) / total) : 0,
+          `${succeeded} compressed, ${failed} failed, ${cancelledText}${pending} to go`
+        );
         statusLabel.textContent = LABELS[body.status] || body.status;
         statusLabel.className = `status status-${body.status}`;
         await showProducts(succeeded + failed + cancelled);
       }
     } catch (error) {
       // The service may be restarting: keep asking.
+      showReachable(false);
     }
     window.setTimeout(poll, 1000);
   }

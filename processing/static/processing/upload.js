@@ -9,12 +9,8 @@
   const label = document.getElementById("drop-label");
   const result = document.getElementById("upload-result");
   const button = document.getElementById("upload-button");
-
-  // The upload's Idempotency-Key: sent again after the network lost the answer, the
-  // upload gets the request it made instead of a second one. A new key once the form
-  // changes or the service has answered.
-  let uploadKey = null;
-  ["input", "change"].forEach((type) => form.addEventListener(type, () => (uploadKey = null)));
+  // Disabled in the page: without this script the form would post to the JSON API.
+  document.getElementById("upload-fields").disabled = false;
 
   function showFileName() {
     label.textContent = input.files.length ? input.files[0].name : "Drop a CSV here, or pick one";
@@ -34,7 +30,6 @@
     event.preventDefault();
     if (event.dataTransfer.files.length) {
       input.files = event.dataTransfer.files;
-      uploadKey = null;
       showFileName();
     }
   });
@@ -105,16 +100,16 @@
     try {
       // The session's CSRF token, which Django checks on every logged-in POST.
       const csrf = data.get("csrfmiddlewaretoken");
-      uploadKey = uploadKey || window.newIdempotencyKey();
+      // The upload's Idempotency-Key, one per form as filled in: sent again after the
+      // network lost the answer, or after Back from the request it made, the upload gets
+      // that request instead of a second one.
+      const uploadKey = window.formStateKey("upload", data);
       const response = await fetch(form.action, {
         method: "POST",
         body: data,
         headers: { "X-CSRFToken": csrf, "Idempotency-Key": uploadKey },
         credentials: "same-origin",
       });
-      // Answered: whatever comes next is another upload. (A gateway's 5xx leaves it open
-      // whether the request was made: the key stays for the next try.)
-      if (response.status < 500) uploadKey = null;
       const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
       if (response.status === 202) {
         made = true;
@@ -131,7 +126,8 @@
         result.appendChild(link);
         return;
       }
-      showError(body);
+      const stale = window.staleFormWords(response.status, body);
+      showError(stale ? { error: stale } : body);
     } catch (error) {
       showError({ error: `The upload did not reach the service (${error.message}).` });
     } finally {
