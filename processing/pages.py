@@ -46,8 +46,9 @@ METADATA_CHOICES: dict[MetadataMode, str] = {
 REASON_ADVICE: dict[ReasonCode, str] = {
     ReasonCode.TIMEOUT: "The image's server did not answer in time, or sent the image too "
     "slowly. Check that it is up and quick from the internet, then retry the failed images.",
-    ReasonCode.CONNECTION_ERROR: "The image's server could not be reached. Check the host and "
-    "port.",
+    ReasonCode.CONNECTION_ERROR: "The image's server could not be reached, broke off, or "
+    "answered in a way that cannot be read (the message says which). Check the host and port, "
+    "and that the URL serves the image as a plain file.",
     ReasonCode.DNS_ERROR: "The host name in the URL does not exist. Fix the URL.",
     ReasonCode.TLS_ERROR: "The secure connection failed (certificate invalid or expired).",
     ReasonCode.BLOCKED_ADDRESS: "The URL points at a private or internal address, which is "
@@ -61,8 +62,9 @@ REASON_ADVICE: dict[ReasonCode, str] = {
     ReasonCode.NOT_AN_IMAGE: "The URL does not lead to an image (a web page, perhaps). Link to "
     "the image itself.",
     ReasonCode.CORRUPT_IMAGE: "The image is damaged or cut short. Export it again.",
-    ReasonCode.TOO_MANY_PIXELS: "The image has too many pixels to process safely. Publish a "
-    "smaller one.",
+    ReasonCode.TOO_MANY_PIXELS: "The image has too many pixels to process safely, or is "
+    "longer than its output format holds. Publish a smaller one, or ask for a format that "
+    "holds it.",
     ReasonCode.TOO_COMPLEX: "The JPEG is built in an unusual way (far more scans than a photo "
     "has) that would take too long to read. Export it again as a standard JPEG.",
     ReasonCode.TOO_SLOW: "Reading and compressing the image took too long. Publish a smaller "
