@@ -1,10 +1,10 @@
 """Re-encode an image at a lower quality, keeping its dimensions, orientation and colours.
 
-In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG and WebP
-stays WebP; every other format becomes JPEG, or WebP where it has transparency (JPEG
-would paint it black; AVIF where it is too long for WebP), but a PNG whose output would
-be larger, or that no format holds, is kept. An image longer than its output format
-holds (MAX_SIDE) is refused from its header. WebP and AVIF keep
+In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG, WebP
+stays WebP and AVIF stays AVIF; every other format becomes JPEG, or WebP where it has
+transparency (JPEG would paint it black; AVIF where it is too long for WebP), but a PNG
+whose output would be larger, or that no format holds, is kept. An image longer than its
+output format holds (MAX_SIDE) is refused from its header. WebP and AVIF keep
 transparency; a transparent image asked for as JPEG is painted on white, and says so
 (`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
 to the pixels; the ICC profile is kept; all other metadata (EXIF, GPS, XMP, comments) is
@@ -102,7 +102,8 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # would be larger kept, as a PNG, where the source's format was asked for. 5, since
 # 2026-11-30: no AVIF longer than 32,768 pixels a side (libavif's decoder refused them);
 # a big-endian 16-bit image scaled by its bit depth, as a little-endian one is; a PNG
-# whose tRNS colour no pixel has taken as opaque.
+# whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it became
+# JPEG, several times larger).
 OUTPUT_RULES: Final = 5
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
@@ -116,7 +117,7 @@ class OutputFormat(StrEnum):
     """The format an output is asked for in: the one list (settings, models and the API
     take theirs from here)."""
 
-    SAME = "same"  # JPEG stays JPEG, WebP stays WebP, others JPEG (WebP if transparent);
+    SAME = "same"  # JPEG, WebP and AVIF stay so, others JPEG (WebP if transparent);
     # a PNG whose JPEG or WebP would be larger is kept
     JPEG = "jpeg"
     WEBP = "webp"
@@ -496,5 +497,7 @@ def _output_name(
         return "JPEG"
     if source_format == "WEBP":
         return "WEBP"
+    if source_format == "AVIF" and max(size) <= MAX_SIDE["AVIF"]:
+        return "AVIF"  # made JPEG, a small AVIF grew 5.7 times
     candidates: tuple[OutputName, ...] = ("WEBP", "AVIF") if transparent else ("JPEG",)
     return next((name for name in candidates if max(size) <= MAX_SIDE[name]), None)

@@ -314,10 +314,15 @@ def test_an_output_that_would_grow_keeps_the_input_bytes() -> None:
     assert result.data == source  # type: ignore[attr-defined]
 
 
-def test_avif_is_read() -> None:
-    output, _ = run(encoded(photo(96, 64), "AVIF", quality=90))
-    assert output.format == "JPEG"
-    assert output.size == (96, 64)
+def test_an_avif_stays_avif_and_is_kept_where_it_would_grow() -> None:
+    """An AVIF became a JPEG in `same`: a small one came out 5.7 times larger."""
+    output, made = run(encoded(photo(96, 64), "AVIF", quality=90))
+    assert (output.format, output.size) == ("AVIF", (96, 64))
+    assert made.kept_original is False  # type: ignore[attr-defined]
+    small = encoded(photo(96, 64), "AVIF", quality=20)
+    _, kept = run(small)
+    assert kept.kept_original is True  # type: ignore[attr-defined]
+    assert kept.format == "AVIF"  # type: ignore[attr-defined]
 
 
 def test_a_truncated_jpeg_is_a_corrupt_image() -> None:

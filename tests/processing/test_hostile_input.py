@@ -272,7 +272,7 @@ FORMATS: dict[str, tuple[Callable[[], bytes], str]] = {
     "webp-alpha": (lambda: encoded(rgba(photo(120, 90)), "WEBP", quality=90), "WEBP"),
     "bmp": (lambda: encoded(photo(120, 90), "BMP"), "JPEG"),
     "tiff": (lambda: encoded(photo(120, 90), "TIFF"), "JPEG"),
-    "avif": (lambda: encoded(photo(120, 90), "AVIF", quality=90), "JPEG"),
+    "avif": (lambda: encoded(photo(120, 90), "AVIF", quality=90), "AVIF"),
 }
 
 
