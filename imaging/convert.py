@@ -55,17 +55,23 @@ def converted_for(
 ) -> Image.Image:
     """image (decoded, turned upright) in a mode output_format's encoder takes: 8 bits,
     RGB or RGBA for WebP and AVIF, and for JPEG grey, RGB or CMYK, transparency painted on
-    white. A CMYK or opaque grey image made RGB goes through its ICC profile, where it
-    has one."""
+    white. A CMYK or grey image made RGB goes through its ICC profile, where it has one;
+    a transparent grey one painted on white stays grey, and keeps its profile."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         image = eight_bit(image)
+    grey = image.mode in {"L", "LA"}
     if output_format in {"WEBP", "AVIF"}:
         wanted = "RGBA" if transparent else "RGB"
-        if icc_profile and image.mode in {"CMYK", "L"} and not transparent:
-            converted = srgb_from(image, icc_profile)
+        if icc_profile and (grey or (image.mode == "CMYK" and not transparent)):
+            converted = _srgb_alpha_kept(image, icc_profile, transparent)
             if converted is not None:
                 return converted
         return image if image.mode == wanted else image.convert(wanted)
+    if transparent and grey:  # on white, in grey: its profile still fits its pixels
+        grey_alpha = image if image.mode == "LA" else image.convert("LA")
+        white = Image.new("L", grey_alpha.size, 255)
+        white.paste(grey_alpha.getchannel("L"), mask=grey_alpha.getchannel("A"))
+        return white
     if transparent:  # JPEG has no alpha: painted on white, never on black
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         white = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -76,6 +82,21 @@ def converted_for(
     if image.mode == "1":
         return image.convert("L")
     return image.convert("RGB")
+
+
+def _srgb_alpha_kept(
+    image: Image.Image, icc_profile: bytes, transparent: bool
+) -> Image.Image | None:
+    """srgb_from, the alpha of a transparent grey image put back beside the converted
+    colours: a grey profile's tones were dropped with it (linear 128 shown as 129, not
+    188)."""
+    if not transparent:
+        return srgb_from(image.convert("L") if image.mode == "LA" else image, icc_profile)
+    grey_alpha = image if image.mode == "LA" else image.convert("LA")
+    converted = srgb_from(grey_alpha.getchannel("L"), icc_profile)
+    if converted is not None:
+        converted.putalpha(grey_alpha.getchannel("A"))
+    return converted
 
 
 def srgb_from(image: Image.Image, icc_profile: bytes) -> Image.Image | None:

@@ -103,7 +103,8 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # 2026-11-30: no AVIF longer than 32,768 pixels a side (libavif's decoder refused them);
 # a big-endian 16-bit image scaled by its bit depth, as a little-endian one is; a PNG
 # whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it became
-# JPEG, several times larger).
+# JPEG, several times larger); a transparent grey image through its grey profile (made
+# WebP or AVIF, converted; made JPEG, painted on white in grey, the profile kept).
 OUTPUT_RULES: Final = 5
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its

@@ -234,6 +234,45 @@ def test_a_grey_image_made_webp_or_avif_has_the_tones_its_profile_gives(
     assert not output.info.get("icc_profile")
 
 
+@pytest.mark.parametrize("output_format", [OutputFormat.SAME, OutputFormat.AVIF])
+def test_a_transparent_grey_image_keeps_its_tones_and_its_alpha(
+    output_format: OutputFormat,
+) -> None:
+    """Grey with alpha skipped the profile: linear 128 came out as sRGB 129, not 188."""
+    # Given a grey PNG, half of it transparent, whose profile says its values are linear
+    grey = Image.new("LA", (64, 48), (128, 255))
+    grey.paste((128, 0), (0, 0, 32, 48))
+    source = encoded(grey, "PNG", icc_profile=grey_profile(1.0))
+
+    # When it is compressed (to WebP in `same`, for its transparency) or asked for as AVIF
+    result = compress(source, quality=90, max_pixels=MAX_PIXELS, output_format=output_format)
+
+    # Then its opaque half is as light as its profile says, and its other half transparent
+    output = Image.open(io.BytesIO(result.data)).convert("RGBA")
+    opaque: Any = output.getpixel((48, 24))
+    assert abs(opaque[0] - 188) <= 3
+    assert opaque[3] == 255
+    assert output.getpixel((8, 24))[3] < 8  # type: ignore[index]
+
+
+def test_a_transparent_grey_image_made_jpeg_stays_grey_with_its_profile() -> None:
+    # Given a grey PNG with a transparent half and a linear profile
+    grey = Image.new("LA", (64, 48), (128, 255))
+    grey.paste((128, 0), (0, 0, 32, 48))
+    profile = grey_profile(1.0)
+    source = encoded(grey, "PNG", icc_profile=profile)
+
+    # When it is asked for as JPEG
+    result = compress(source, quality=90, max_pixels=MAX_PIXELS, output_format=OutputFormat.JPEG)
+
+    # Then it is painted on white in grey, its profile kept to tell its tones
+    output = Image.open(io.BytesIO(result.data))
+    assert output.mode == "L"
+    assert result.flattened
+    assert output.info.get("icc_profile") == profile
+    assert output.getpixel((8, 24)) >= 250  # type: ignore[operator]
+
+
 def channel_gap(first: Image.Image, second: Image.Image, xy: tuple[int, int]) -> int:
     """The largest difference of a channel between two RGB images' pixels at xy."""
     pixels: list[Any] = [first.getpixel(xy), second.getpixel(xy)]
