@@ -121,6 +121,10 @@ def test_user_create_and_a_login_link_that_works_once() -> None:
     assert browser.get("/").status_code == 200
     assert Client().get(path).status_code == 410  # a second use
     assert Client().post(path).status_code == 410
+    # The link opened again by the person it logged in: they are pointed on, not stuck
+    again = browser.get(path)
+    assert again.status_code == 410
+    assert "You are logged in already, as ann" in again.content.decode()
 
 
 def test_opening_a_login_link_logs_in_only_by_the_button_on_its_page() -> None:
