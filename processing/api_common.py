@@ -204,8 +204,11 @@ def expired_refusal(found: ProcessingRequest) -> RequestExpired:
     found.refresh_from_db(fields=["expired_at", "deleted_by_owner"])
     expired = selectors.timestamp(found.expired_at)
     why = "at the account's request" if found.deleted_by_owner else "after the retention period"
+    # In words to the minute (the page shows the message as it is); to the microsecond in
+    # its details, for a program.
+    when = f"{found.expired_at:%Y-%m-%d %H:%M} UTC" if found.expired_at else "an unknown date"
     return RequestExpired(
-        f"The request's outputs, products and images were deleted on {expired}, {why}.",
+        f"The request's outputs, products and images were deleted on {when}, {why}.",
         details=[{"expired_at": expired}],
     )
 

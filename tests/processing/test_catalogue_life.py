@@ -1014,7 +1014,7 @@ def test_a_finished_request_deleted_by_its_account_is_gone_at_once_and_its_re_ru
         assert gone.status_code == 410, (method, path)
         assert gone.json() == {
             "error": f"The request's outputs, products and images were deleted on "
-            f"{timestamp(first.expired_at)}, at the account's request.",
+            f"{first.expired_at:%Y-%m-%d %H:%M} UTC, at the account's request.",
             "code": "expired",
             "details": [{"expired_at": timestamp(first.expired_at)}],
         }
