@@ -606,6 +606,37 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
 
 
 @pytest.mark.e2e
+def test_a_file_past_the_limit_is_refused_before_it_is_sent(
+    embedded_service: Service, logged_in: Page
+) -> None:
+    """The service refused it only once all of it had arrived: 13 s of a 12 MB file on a
+    slow line, with the limit said nowhere on the page."""
+    page = logged_in
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    page.goto(embedded_service.base_url + "/")
+    expect(page.locator("#upload-heading + p")).to_contain_text("up to 10 MB and 10,000 products")
+
+    # When a person drops a file one byte past the limit and uploads it
+    dropped = page.evaluate_handle(
+        """size => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(size)], "big.csv", {type: "text/csv"}));
+            return transfer;
+        }""",
+        10 * 1024 * 1024 + 1,
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
+    page.get_by_role("button", name="Upload and start").click()
+
+    # Then it is told at once, and nothing went to the service
+    expect(page.get_by_role("alert")).to_contain_text(
+        "The file is larger than the limit of 10,485,760 bytes"
+    )
+    assert not [url for url in sent if "/api/upload/" in url]
+
+
+@pytest.mark.e2e
 def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
     embedded_service: Service, logged_in: Page, console_errors: list[str]
 ) -> None:

@@ -81,6 +81,16 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (made) return;
+    // Past the limit, told before the file is sent: the service refused it only once all
+    // of it had arrived (13 s of a 12 MB file on a slow line).
+    const chosen = input.files[0];
+    const most = Number(form.dataset.maxBytes);
+    if (chosen && most && chosen.size > most) {
+      showError({
+        error: `The file is larger than the limit of ${most.toLocaleString("en")} bytes: split it.`,
+      });
+      return;
+    }
     const data = new FormData(form);
     // The score box sits after a hidden "false" (an unticked box sends nothing): the
     // last value is the box's, and the API refuses a field given twice.
