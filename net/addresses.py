@@ -59,6 +59,23 @@ def blocked_address(address: IPAddress, allowed_networks: Iterable[IPNetwork] = 
     )
 
 
+# The resolver's answers in words, without the C library's "[Errno -2]".
+_RESOLVER_ANSWERS: Final = {
+    socket.EAI_NONAME: "no such host name",
+    socket.EAI_AGAIN: "the name servers did not answer in time",
+    socket.EAI_FAIL: "the name servers failed",
+}
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, UnicodeError):  # a label longer than 63 characters, say
+        return "not a valid host name"
+    errno = getattr(error, "errno", None)
+    if errno in _RESOLVER_ANSWERS:
+        return _RESOLVER_ANSWERS[errno]
+    return str(getattr(error, "strerror", None) or error)
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address the system resolver gives for host, in its order."""
     try:
@@ -68,7 +85,7 @@ def system_resolver(host: str, port: int) -> list[str]:
         # answer yet; a name that does not exist is another error, and stays one.
         transient = isinstance(error, socket.gaierror) and error.errno == socket.EAI_AGAIN
         raise NetError(
-            NetReason.DNS_ERROR, f"Could not resolve {host}: {error}.", transient=transient
+            NetReason.DNS_ERROR, f"Could not resolve {host}: {_why(error)}.", transient=transient
         ) from None
     addresses: list[str] = []
     for info in infos:

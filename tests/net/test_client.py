@@ -755,10 +755,14 @@ def test_a_503_carries_its_retry_after(server: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "transient"), [(socket.EAI_AGAIN, True), (socket.EAI_NONAME, False)]
+    ("code", "transient", "words"),
+    [
+        (socket.EAI_AGAIN, True, "the name servers did not answer in time"),
+        (socket.EAI_NONAME, False, "no such host name"),
+    ],
 )
 def test_a_resolver_that_could_not_answer_is_asked_again_a_name_that_does_not_exist_is_not(
-    monkeypatch: pytest.MonkeyPatch, code: int, transient: bool
+    monkeypatch: pytest.MonkeyPatch, code: int, transient: bool, words: str
 ) -> None:
     # Faked: the system's resolver failing for now cannot be arranged on this machine.
     def failing(*_: Any, **__: Any) -> Any:
@@ -768,6 +772,14 @@ def test_a_resolver_that_could_not_answer_is_asked_again_a_name_that_does_not_ex
     with pytest.raises(NetError) as raised:
         system_resolver("images.shop.example", 443)
     assert (raised.value.reason, raised.value.transient) == ("dns_error", transient)
+    # In words, without the C library's "[Errno -2] Name or service not known"
+    assert str(raised.value) == f"Could not resolve images.shop.example: {words}."
+
+
+def test_a_host_that_does_not_exist_is_told_so_in_words() -> None:
+    with pytest.raises(NetError) as raised:
+        system_resolver("images.shop.invalid", 443)  # .invalid never resolves (RFC 2606)
+    assert str(raised.value) == "Could not resolve images.shop.invalid: no such host name."
 
 
 def test_a_certificate_that_is_refused_is_a_tls_error_not_retried(tmp_path: Path) -> None:
