@@ -637,6 +637,23 @@ def test_a_file_past_the_limit_is_refused_before_it_is_sent(
 
 
 @pytest.mark.e2e
+def test_a_refused_setting_is_named_as_the_form_labels_it(
+    embedded_service: Service, logged_in: Page, tmp_path: Path
+) -> None:
+    """The problems' table named the API's field: "webhook_url", under "Column"."""
+    page = logged_in
+    source = tmp_path / "products.csv"
+    source.write_text(HEADER + "1,Lamp,https://shop.example/a.jpg\n")
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+    page.get_by_label("Webhook URL (optional)").fill("https://10.0.0.1/hooks")
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page.locator(".problems-table tbody tr td").nth(1)).to_have_text(
+        "Webhook URL (optional)"
+    )
+
+
+@pytest.mark.e2e
 def test_a_dropped_invalid_csv_shows_every_problem_by_row_and_column(
     embedded_service: Service, logged_in: Page, console_errors: list[str]
 ) -> None:

@@ -40,6 +40,16 @@
     row.appendChild(td);
   }
 
+  // A form field as the form labels it ("Webhook URL (optional)"), not by its API name.
+  function fieldLabel(field) {
+    if (field === "file") return "CSV file";
+    const name = field === "quality_mode" || field === "target" ? "quality_choice" : field;
+    const input = form.querySelector(`[name="${CSS.escape(name)}"]`);
+    const label = input && input.closest("label");
+    const words = label && label.firstChild ? label.firstChild.textContent.trim() : "";
+    return words || field;
+  }
+
   function showError(body) {
     result.replaceChildren();
     result.className = "problems";
@@ -52,7 +62,7 @@
     const table = document.createElement("table");
     table.className = "problems-table";
     const head = table.createTHead().insertRow();
-    ["Row", "Column", "Problem"].forEach((name) => {
+    ["Row", "Column or field", "Problem"].forEach((name) => {
       const th = document.createElement("th");
       th.textContent = name;
       head.appendChild(th);
@@ -61,7 +71,7 @@
     details.forEach((detail) => {
       const row = tbody.insertRow();
       cell(row, detail.row === undefined || detail.row === null ? "" : String(detail.row));
-      cell(row, detail.column || detail.field || "");
+      cell(row, detail.column || (detail.field ? fieldLabel(detail.field) : ""));
       cell(row, detail.message || "");
     });
     result.appendChild(table);
