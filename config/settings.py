@@ -371,7 +371,13 @@ SPECTACULAR_SETTINGS = {
     "OAS_VERSION": "3.1.0",
     # The request's statuses under one name: two serializers holding them made
     # drf-spectacular fall back to a hashed one ("Status468Enum") for both.
-    "ENUM_NAME_OVERRIDES": {"StatusStatusEnum": "processing.serializers.REQUEST_STATUSES"},
+    "ENUM_NAME_OVERRIDES": {
+        "StatusStatusEnum": "processing.serializers.REQUEST_STATUSES",
+        # The setting (same, jpeg, …) and an image's file's format (JPEG, …): two sets
+        # of one field's name, each under its own.
+        "OutputFormatEnum": "processing.serializers.OUTPUT_FORMAT_SETTINGS",
+        "ImageOutputFormatEnum": "processing.serializers.IMAGE_OUTPUT_FORMATS",
+    },
     # Refusals before a view and the headers answers carry, on every operation.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -64,6 +64,7 @@ from processing.models import ProductImage
 from processing.parsers import ContentNegotiation, JSONParser
 from processing.policies import upload_body_limit
 from processing.serializers import (
+    IMAGE_OUTPUT_FORMATS,
     IMAGE_STATUSES,
     AcceptedSerializer,
     RequestSettingsSerializer,
@@ -322,7 +323,13 @@ class ProductsApi(APIView):
             output_bytes = serializers.IntegerField(allow_null=True)
             width = serializers.IntegerField(allow_null=True)
             height = serializers.IntegerField(allow_null=True)
-            output_format = serializers.CharField()
+            output_format = serializers.ChoiceField(
+                choices=IMAGE_OUTPUT_FORMATS,
+                allow_blank=True,
+                help_text="The output file's format, in capitals (the request's "
+                "output_format setting is in lower case: `same` may make any of them); "
+                "empty where there is no output.",
+            )
             source_quality = serializers.IntegerField(allow_null=True)
             quality = serializers.IntegerField(allow_null=True)
             kept_original = serializers.BooleanField()

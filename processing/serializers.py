@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 import net
-from imaging.encode import OutputFormat, QualityMode
+from imaging.encode import EXTENSIONS, OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from imaging.quality import CLOSE_ENOUGH, QualityTarget
 from processing.csv_format import url_problem
@@ -90,6 +90,11 @@ class ScoreSummarySerializer(serializers.Serializer[Any]):
 REQUEST_STATUSES: list[str] = ProcessingRequest.Status.values
 # An image's, which the products route filters by.
 IMAGE_STATUSES: list[str] = ProductImage.Status.values
+# An image's output format as the products API gives it: its file's, in capitals (empty
+# where there is no output).
+IMAGE_OUTPUT_FORMATS: list[str] = list(EXTENSIONS)
+# The output_format setting's choices.
+OUTPUT_FORMAT_SETTINGS: list[str] = [asked.value for asked in OutputFormat]
 
 
 class RequestStateSerializer(serializers.Serializer[Any]):
@@ -259,7 +264,7 @@ class RequestSettingsSerializer(StrictSerializer):
     output_format = NamedChoiceField(
         required=False,
         choices=[asked.value for asked in OutputFormat],
-        help_text="same (default): JPEG stays JPEG, WebP stays WebP, others JPEG, or WebP "
+        help_text="same (default): JPEG, WebP and AVIF stay so, others become JPEG, or WebP "
         "where transparent; a PNG whose output would be larger is kept. jpeg, webp or avif: "
         "every output in that format.",
     )
