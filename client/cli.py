@@ -386,8 +386,20 @@ def control(client: Client, options: argparse.Namespace) -> int:
     return started(client, options, accepted["request_id"], accepted["total_images"])
 
 
+# How much of a re-run's source id its line shows: as git shows a commit's.
+SHORT_ID = 8
+
+
+def made_from(row: dict[str, Any]) -> str:
+    """What a request was made from: its CSV's name, or the request it re-runs."""
+    if row.get("source_request_id"):
+        return f"re-run of {row['source_request_id'][:SHORT_ID]}"
+    return str(row.get("file_name") or "")
+
+
 def list_requests(client: Client, options: argparse.Namespace) -> int:
-    """A line a request: id, status, when uploaded, and how far it got."""
+    """A line a request: id, status, when uploaded, how far it got, and what it was made
+    from (its CSV's name, or the request it re-runs)."""
     statuses = [name for given in options.status or [] for name in given.split(",") if name]
     rows = client.requests(statuses, options.limit)
     if not rows:
@@ -402,7 +414,9 @@ def list_requests(client: Client, options: argparse.Namespace) -> int:
         expired = {"account": " (deleted)", "retention": " (expired)"}.get(
             row.get("expired_by") or "", ""
         )
-        print(f"{row['request_id']}  {row['status']:<21}  {row['created_at']}  {done}{expired}")
+        line = f"{row['request_id']}  {row['status']:<21}  {row['created_at']}  {done}{expired}"
+        origin = made_from(row)
+        print(f"{line}  {origin}" if origin else line)
     return 0
 
 

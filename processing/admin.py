@@ -1,5 +1,5 @@
 """The Django admin: requests, products and images to look at (nothing to edit here; the
-service changes them). Searchable by request id and product name."""
+service changes them). Searchable by request id, uploaded file name and product name."""
 
 from typing import Any
 
@@ -24,6 +24,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 class ProcessingRequestAdmin(ReadOnlyAdmin):
     list_display = [
         "request_id",
+        "file_name",
         "status",
         "total_products",
         "total_images",
@@ -35,7 +36,7 @@ class ProcessingRequestAdmin(ReadOnlyAdmin):
         "deleted_by_owner",
     ]
     list_filter = ["status", "deleted_by_owner"]
-    search_fields = ["request_id", "products__product_name"]
+    search_fields = ["request_id", "file_name", "products__product_name"]
     date_hierarchy = "created_at"
 
 

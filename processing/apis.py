@@ -152,6 +152,7 @@ class UploadApi(APIView):
             created = intake.request_create(
                 account=request_account(request),
                 csv_data=csv_data,
+                file_name=upload.name or "",
                 public_base_url=settings.PUBLIC_BASE_URL or request.build_absolute_uri("/"),
                 idempotency=idempotency_asked(
                     request,

@@ -4,6 +4,7 @@ batches of distinct URLs. (What happens to each batch: pipeline.py.)"""
 
 import itertools
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -18,7 +19,12 @@ from imaging.quality import QualityTarget
 from processing import bulk, queue
 from processing.csv_format import ParsedProduct, iter_products, validate_products
 from processing.idempotency import Idempotency, earlier_request_check
-from processing.models import ProcessingRequest, Product, ProductImage
+from processing.models import (
+    FILE_NAME_MAX_CHARACTERS,
+    ProcessingRequest,
+    Product,
+    ProductImage,
+)
 from processing.policies import csv_limits, pending_quota_check
 from processing.window import request_window_fill
 
@@ -36,6 +42,7 @@ def request_create(
     account: Account,
     csv_data: bytes,
     public_base_url: str,
+    file_name: str = "",
     webhook_url: str = "",
     quality: int | None = None,
     quality_mode: str | None = None,
@@ -46,6 +53,7 @@ def request_create(
     idempotency: Idempotency | None = None,
 ) -> ProcessingRequest:
     """Validate the whole CSV, store the request with its products and images, queue it.
+    file_name is the upload's, as its client sent it (kept as upload_file_name gives it).
 
     Raises CsvInvalid, with every problem, before anything is stored; QuotaExceeded
     when the account's unfinished images and these would pass ACCOUNT_MAX_PENDING_IMAGES;
@@ -72,6 +80,7 @@ def request_create(
             account=account,
             idempotency_key=idempotency.key if idempotency else "",
             idempotency_digest=idempotency.digest if idempotency else "",
+            file_name=upload_file_name(file_name),
             public_base_url=public_base_url.rstrip("/"),
             webhook_url=webhook_url,
             quality=quality or settings.IMAGE_QUALITY,
@@ -98,6 +107,23 @@ def request_create(
         extra={"request_id": str(request.pk)},
     )
     return request
+
+
+# The longest ending kept when a long name is shortened: ".csv", ".txt", ".tsv".
+EXTENSION_KEPT_CHARACTERS = 8
+
+
+def upload_file_name(sent: str) -> str:
+    """A file name as a person reads it in a list: its last path part (a client may send
+    C:\\exports\\shop.csv), without control characters, at most
+    FILE_NAME_MAX_CHARACTERS, a longer one cut short before its extension."""
+    name = re.split(r"[\\/]", sent)[-1]
+    name = "".join(character for character in name if character.isprintable()).strip()
+    if len(name) <= FILE_NAME_MAX_CHARACTERS:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    ending = dot + extension if stem and len(extension) < EXTENSION_KEPT_CHARACTERS else ""
+    return name[: FILE_NAME_MAX_CHARACTERS - len(ending) - 1] + "…" + ending
 
 
 def request_rerun(

@@ -48,6 +48,9 @@ class ReasonCode(models.TextChoices):
     INTERNAL_ERROR = "internal_error"
 
 
+# The longest uploaded file name kept: a name is for telling requests apart at a glance.
+FILE_NAME_MAX_CHARACTERS: Final = 200
+
 HTTP_STATUS_REASON: Final = re.compile(re.escape(HTTP_STATUS_PREFIX) + r"[1-5][0-9][0-9]")
 
 
@@ -142,6 +145,12 @@ class ProcessingRequest(models.Model):
     # Set when the owner cancels: images not started end as cancelled, the request as
     # cancelled once those in flight have ended.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # The uploaded CSV's name, as its client sent it (intake.upload_file_name): what a
+    # person tells their requests apart by. Empty for a re-run, named by source_request.
+    # A default in the database too, as idempotency_key has, for the same reason.
+    file_name = models.CharField(
+        max_length=FILE_NAME_MAX_CHARACTERS, blank=True, default="", db_default=""
+    )
     # The request this one re-runs with other settings (the same products and URLs).
     source_request = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"

@@ -209,6 +209,7 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "request_id": str(request.pk),
         "status": request.status,
+        "file_name": request.file_name,
         "created_at": timestamp(request.created_at),
         "updated_at": timestamp(request.updated_at),
         "progress": {

@@ -13,7 +13,7 @@ from imaging.encode import EXTENSIONS, OutputFormat, QualityMode
 from imaging.metadata import MetadataMode
 from imaging.quality import CLOSE_ENOUGH, QualityTarget
 from processing.csv_format import url_problem
-from processing.models import ProcessingRequest, ProductImage
+from processing.models import FILE_NAME_MAX_CHARACTERS, ProcessingRequest, ProductImage
 from processing.parsers import JsonObject
 from processing.policies import webhook_policy
 
@@ -102,6 +102,11 @@ class RequestStateSerializer(serializers.Serializer[Any]):
 
     request_id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=REQUEST_STATUSES)
+    file_name = serializers.CharField(
+        help_text="The uploaded CSV's name as its client sent it, without folders, cut to "
+        f"{FILE_NAME_MAX_CHARACTERS} characters; empty for a re-run (source_request_id "
+        "names the request it re-runs)."
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     progress = ProgressSerializer()

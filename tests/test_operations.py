@@ -405,6 +405,7 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
         capture_output=True, text=True, timeout=60, check=True, env=cli_env(embedded_service),
     )  # fmt: skip
     assert json.loads(shown.stdout)["status"] == "completed"
+    assert json.loads(shown.stdout)["file_name"] == "products.csv"
 
     # And `list` finds it among the account's completed requests, newest first
     listed = subprocess.run(
@@ -412,7 +413,9 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
          "--status", "completed", "--limit", "1"],
         capture_output=True, text=True, timeout=60, check=True, env=cli_env(embedded_service),
     )  # fmt: skip
-    assert re.fullmatch(rf"{request_id}  completed +  \S+Z  3/3 images\n", listed.stdout)
+    assert re.fullmatch(
+        rf"{request_id}  completed +  \S+Z  3/3 images  products.csv\n", listed.stdout
+    )
 
 
 @pytest.mark.e2e
@@ -707,7 +710,10 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     assert json.loads(deleted.stdout)["expired_by"] == "account"
     listed = imgsvc("list", "--limit", "20").stdout.splitlines()
     [line] = [line for line in listed if line.startswith(request_id)]
-    assert line.endswith("2/2 images (deleted)"), line
+    assert line.endswith("2/2 images (deleted)  products.csv"), line
+    # and its re-run says what it re-ran
+    [line] = [line for line in listed if line.startswith(rerun_id)]
+    assert line.endswith(f"  re-run of {request_id[:8]}"), line
     gone = imgsvc("status", request_id)
     assert gone.returncode == 2
     assert "at the account's request" in gone.stderr

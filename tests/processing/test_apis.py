@@ -481,6 +481,48 @@ def test_a_valid_csv_is_stored_as_written_with_lenient_header_and_cells(api: API
     assert response.json()["code"] == "not_finished"
 
 
+def test_an_upload_is_named_by_its_csv_and_a_rerun_by_the_request_it_re_runs(
+    api: APIClient,
+) -> None:
+    """Past requests could not be told apart: the CSV's name was not kept at all."""
+    # Given an upload of "spring shoes.csv", and a re-run of it
+    content = (HEADER + GOOD_ROW).encode()
+    file = SimpleUploadedFile("spring shoes.csv", content, content_type="text/csv")
+    upload_id = api.post("/api/upload/", {"file": file}, format="multipart").json()["request_id"]
+    rerun = api.post(f"/api/requests/{upload_id}/rerun/", {"quality": 30}, format="json")
+    rerun_id = rerun.json()["request_id"]
+
+    # Then the status, the request and its row in the list name the file, and the re-run
+    # has no file of its own but names its source
+    for request_id, named in ((upload_id, ("spring shoes.csv", None)), (rerun_id, ("", upload_id))):
+        for url in (f"/api/status/{request_id}/", f"/api/requests/{request_id}/"):
+            body = api.get(url).json()
+            assert (body["file_name"], body["source_request_id"]) == named, url
+    listed = api.get("/api/requests/").json()["results"]
+    assert [(row["request_id"], row["file_name"]) for row in listed] == [
+        (rerun_id, ""),
+        (upload_id, "spring shoes.csv"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("C:\\exports\\shoes.csv", "shoes.csv"),  # a client that sent its folders
+        ("x" * 300 + ".csv", "x" * 195 + "….csv"),  # cut to 200, its extension kept
+        ("  shoes.csv ", "shoes.csv"),
+    ],
+)
+def test_a_csvs_name_is_kept_without_folders_and_cut_to_a_readable_length(
+    api: APIClient, sent: str, kept: str
+) -> None:
+    file = SimpleUploadedFile(sent, (HEADER + GOOD_ROW).encode(), content_type="text/csv")
+    response = api.post("/api/upload/", {"file": file}, format="multipart")
+
+    assert response.status_code == 202, response.json()
+    assert api.get(f"/api/status/{response.json()['request_id']}/").json()["file_name"] == kept
+
+
 def test_a_status_poll_reads_the_database_once_and_shows_the_webhook_once_there_is_one(
     api: APIClient, django_assert_num_queries: Any
 ) -> None:

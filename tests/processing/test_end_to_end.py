@@ -82,6 +82,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
     assert status == {
         "request_id": request_id,
         "status": "completed_with_errors",
+        "file_name": "products.csv",
         "created_at": status["created_at"],
         "updated_at": status["updated_at"],
         "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0, "cancelled": 0},

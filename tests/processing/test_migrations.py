@@ -75,3 +75,31 @@ def test_requests_made_before_the_bytes_counters_get_them_from_their_images(
     # Then its counters say what its succeeded images' rows say
     request = ProcessingRequest.objects.get(pk=old_request.pk)
     assert (request.input_bytes, request.output_bytes) == (1500, 500)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_of_the_code_before_file_names_are_stored_during_a_deploy_and_named_by_none(
+    account: Account,
+) -> None:
+    # Given a request made before file names were kept
+    before = [("processing", "0016_request_csv_dialect")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_models = executor.loader.project_state(before).apps
+    old_request = old_models.get_model("processing", "ProcessingRequest")
+    earlier = old_request.objects.create(
+        account_id=account.pk, public_base_url="http://testserver", quality=50
+    )
+
+    # When the migrations run, and a process of the code before them goes on uploading
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    during = old_request.objects.create(
+        account_id=account.pk, public_base_url="http://testserver", quality=50
+    )
+
+    # Then both are stored, with no file name
+    names = ProcessingRequest.objects.filter(pk__in=[earlier.pk, during.pk]).values_list(
+        "file_name", flat=True
+    )
+    assert list(names) == ["", ""]
