@@ -4,6 +4,7 @@ after. Server-rendered; the page's JavaScript talks to the same JSON API as any 
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -125,15 +126,27 @@ def size_change_words(percent: int | None) -> str | None:
 
 @account_page("GET")
 def home(request: HttpRequest, account: Account) -> HttpResponse:
-    # Every request of the account, a page at a time (it showed the latest 20, no more).
-    paginator = Paginator(selectors.requests_list(account=account), REQUESTS_PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    # Every request of the account, a page at a time (it showed the latest 20, no more);
+    # ?status=failed (or failed,cancelled) those in these statuses, as the API lists them.
+    asked = request.GET.get("status", "").split(",")
+    statuses = [status for status in ProcessingRequest.Status.values if status in asked]
+    listed = selectors.requests_list(account=account, statuses=statuses)
+    page = Paginator(listed, REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
         "processing/home.html",
         {
-            "recent": page.object_list,
+            "recent": [(row, request_settings_words(row)) for row in page.object_list],
             "page": page,
+            "statuses": statuses,
+            "status_filters": ProcessingRequest.Status.choices,
+            "filter_words": " or ".join(
+                str(label).lower()
+                for value, label in ProcessingRequest.Status.choices
+                if value in statuses
+            ),
+            # What the pages' links keep of the query: the filter.
+            "filter_query": urlencode({"status": ",".join(statuses)}) + "&" if statuses else "",
             "account": account,
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
             "default_quality": settings.IMAGE_QUALITY,
@@ -144,6 +157,19 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             **_choices(),
         },
     )
+
+
+def request_settings_words(found: ProcessingRequest) -> str:
+    """A request's quality and output format in a few words, for the list of requests."""
+    if found.quality_target:
+        quality = f"perceptual {found.quality_target}"
+    elif found.quality_mode == QualityMode.RELATIVE:
+        quality = "half the source's quality"
+    else:
+        quality = f"quality {found.quality}"
+    if found.output_format == OutputFormat.SAME:
+        return f"{quality} · same format"
+    return f"{quality} · {OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format)}"
 
 
 def _quality_choices() -> list[tuple[str, str, bool]]:

@@ -1123,3 +1123,76 @@ def test_a_request_whose_every_image_failed_has_a_failed_bar_read_out_in_words(
     assert 'aria-valuetext="100%: 0 compressed, 2 failed, 0 to go"' in page
     # (the alerts are alerts, not also polite live regions)
     assert '<div id="action-result" role="alert"></div>' in page
+
+
+@pytest.mark.django_db
+def test_the_list_of_requests_names_each_ones_csv_or_what_it_re_ran_and_its_settings(
+    member_client: Client, account: Account
+) -> None:
+    """It showed an id, a date, a status and a count: past requests could not be told
+    apart."""
+    # Given an upload of "spring shoes.csv" at quality 40, re-run as WebP at a target
+    shoes = stored_request(
+        account, "1,Shoe,https://shop.example/a.jpg\n", file_name="spring shoes.csv", quality=40
+    )
+    rerun = intake.request_rerun(
+        source=shoes, public_base_url="http://testserver", target="high", output_format="webp"
+    )
+
+    # When the person opens the home page
+    page = " ".join(member_client.get("/").content.decode().split())
+
+    # Then each row says what it was made from, and its settings in short
+    rows = re.findall(r"<tr>(.*?)</tr>", page)[1:]
+    assert f'<a href="/requests/{rerun.pk}/"><code>{rerun.pk}</code></a>' in rows[0]
+    assert (
+        f'<span>re-run of <a href="/requests/{shoes.pk}/"><code>{str(shoes.pk)[:8]}</code>'
+        in rows[0]
+    )
+    assert '<td data-label="Settings">perceptual high · WebP</td>' in rows[0]
+    assert f"/requests/{shoes.pk}/" in rows[1]
+    assert 'title="spring shoes.csv">spring shoes.csv</span>' in rows[1]
+    assert '<td data-label="Settings">quality 40 · same format</td>' in rows[1]
+    # and the request's own page names its file
+    assert (
+        " UTC</time> from spring shoes.csv"
+        in member_client.get(f"/requests/{shoes.pk}/").content.decode()
+    )
+
+
+@pytest.mark.django_db
+def test_the_list_of_requests_is_filtered_by_status_a_page_at_a_time(
+    member_client: Client, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/?status=failed listed every request: the filter the API has was not on the page."""
+    # Given three failed requests, two a page, and one completed
+    monkeypatch.setattr(pages, "REQUESTS_PER_PAGE", 2)
+    made = [
+        stored_request(account, "1,P,https://shop.example/a.jpg\n", file_name=f"{n}.csv")
+        for n in range(4)
+    ]
+    ProcessingRequest.objects.filter(pk__in=[row.pk for row in made[:3]]).update(status="failed")
+    ProcessingRequest.objects.filter(pk=made[3].pk).update(status="completed")
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'title="(\d).csv"', html)
+
+    # When the person picks "Failed" above the list
+    home = member_client.get("/").content.decode()
+    assert '<a href="?status=failed">Failed</a>' in home
+    assert '<a href="?" aria-current="true">All</a>' in home
+    first = member_client.get("/?status=failed").content.decode()
+
+    # Then the failed requests alone are listed, newest first, the filter kept on the pages
+    assert names(first) == ["2", "1"]
+    assert '<a href="?status=failed" aria-current="true">Failed</a>' in first
+    assert '<span class="count">(3 failed)</span>' in first
+    assert '<a href="?status=failed&amp;page=2" rel="next">Older</a>' in first
+    second = member_client.get("/?status=failed&page=2").content.decode()
+    assert names(second) == ["0"]
+    assert '<a href="?status=failed&amp;page=1" rel="prev">Newer</a>' in second
+    # and the statuses the API takes filter alike, comma-separated
+    assert names(member_client.get("/?status=completed,cancelled").content.decode()) == ["3"]
+    # And a status with no request says so, with the way back to every request
+    none = " ".join(member_client.get("/?status=cancelled").content.decode().split())
+    assert '<p>No requests cancelled. <a href="?">Show every request</a></p>' in none
