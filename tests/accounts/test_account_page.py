@@ -64,6 +64,23 @@ def test_a_member_makes_a_key_that_is_shown_once_and_that_the_api_takes(
     assert "1 of at most 25 keys in use." in shown
 
 
+def test_a_new_key_comes_with_a_copy_button_and_is_selected_whole(
+    member_client: Client, account: Account
+) -> None:
+    """There was no Copy button, and a double-click selected only the part after the
+    key's dot: not a key."""
+    made = form_post(member_client, "/account/keys/", {"label": "feed"})
+
+    key = made.context["new_key"]
+    shown = text(made)
+    assert f'<code id="new-key" class="secret">{key}</code>' in shown
+    # shown by its script, which alone makes it work
+    assert '<button type="button" data-copy="new-key" hidden>Copy</button>' in shown
+    assert '<script src="/static/processing/copy.js" defer></script>' in shown
+    # And the page without a new key has no button
+    assert "data-copy=" not in text(member_client.get("/account/"))
+
+
 def test_a_key_revoked_from_the_page_is_refused_by_the_api_after_a_confirmation(
     member_client: Client, api_key: str, account: Account
 ) -> None:

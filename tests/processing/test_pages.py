@@ -749,6 +749,28 @@ def test_a_person_makes_a_key_on_the_account_page_and_revokes_it_and_the_api_fol
     page.get_by_role("button", name="Make a key").click()
     key = page.locator("#new-key").inner_text()
     assert api_status(key) == 200
+    # and Copy puts the whole key on the clipboard (a double-click selected the part after
+    # its dot alone, which is no key); a double-click selects it whole too
+    page.context.grant_permissions(
+        ["clipboard-read", "clipboard-write"], origin=embedded_service.base_url
+    )
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_text("Copied.")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    page.evaluate("window.getSelection().removeAllRanges()")
+    page.locator("#new-key").dblclick()
+    assert page.evaluate("window.getSelection().toString()") == key
+    # and where the clipboard is refused (plain http), Copy selects the whole key
+    page.evaluate(
+        """() => {
+            navigator.clipboard.writeText = () => Promise.reject(new Error("refused"));
+            window.getSelection().removeAllRanges();
+            document.querySelector("[data-copied-for]").textContent = "";
+        }"""
+    )
+    page.get_by_role("button", name="Copy").click()
+    expect(page.locator("[data-copied-for]")).not_to_be_empty()
+    assert page.evaluate("window.getSelection().toString()") == key
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     # and every column of the keys is on the screen, its last use a date and time now
     page.goto(embedded_service.base_url + "/account/")
