@@ -3,7 +3,6 @@ after. Server-rendered; the page's JavaScript talks to the same JSON API as any 
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -15,82 +14,24 @@ from django.urls import reverse
 
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
-from imaging.encode import OutputFormat, QualityMode
-from imaging.metadata import MetadataMode
 from processing import control, selectors, webhooks
-from processing.models import ProcessingRequest, ProductImage, ReasonCode
+from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
+from processing.page_words import (
+    OUTPUT_FORMAT_NAMES,
+    counts_words,
+    form_choices,
+    image_advice,
+    quality_choices,
+    request_settings_words,
+    size_change_words,
+)
 from processing.serializers import (
     WebhookTestSerializer,
 )
 
 REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
-
-# The forms' words for each choice: the upload's and the re-run's alike.
-OUTPUT_FORMAT_CHOICES: dict[OutputFormat, str] = {
-    OutputFormat.SAME: "As the source (JPEG, or WebP where transparent; a PNG kept where smaller)",
-    OutputFormat.JPEG: "JPEG (transparency on white)",
-    OutputFormat.WEBP: "WebP",
-    OutputFormat.AVIF: "AVIF (smallest, slower)",
-}
-# A request's output format as its summary names it: the menu's name, without its note.
-OUTPUT_FORMAT_NAMES: dict[str, str] = {
-    asked.value: words.split(" (")[0] for asked, words in OUTPUT_FORMAT_CHOICES.items()
-}
-METADATA_CHOICES: dict[MetadataMode, str] = {
-    MetadataMode.STRIP: "None (no GPS, camera or history)",
-    MetadataMode.COPYRIGHT: "Keep the credits (artist, copyright, credit line)",
-}
-
-# Each reason code in words, with what to do about it (a test checks none is missing).
-REASON_ADVICE: dict[ReasonCode, str] = {
-    ReasonCode.TIMEOUT: "The image's server did not answer in time, or sent the image too "
-    "slowly. Check that it is up and quick from the internet, then retry the failed images.",
-    ReasonCode.CONNECTION_ERROR: "The image's server could not be reached, broke off, or "
-    "answered in a way that cannot be read (the message says which). Check the host and port, "
-    "and that the URL serves the image as a plain file.",
-    ReasonCode.DNS_ERROR: "The host name in the URL does not exist. Fix the URL.",
-    ReasonCode.TLS_ERROR: "The secure connection failed (certificate invalid or expired).",
-    ReasonCode.BLOCKED_ADDRESS: "The URL points at a private or internal address, which is "
-    "never fetched. Use a public URL.",
-    ReasonCode.BLOCKED_PORT: "The URL uses a port that is not allowed. Serve the image on 80 "
-    "or 443.",
-    ReasonCode.INVALID_URL: "The URL cannot be fetched. Fix it.",
-    ReasonCode.TOO_MANY_REDIRECTS: "The URL redirects too many times. Link to the final address.",
-    ReasonCode.BAD_REDIRECT: "The URL redirects nowhere. Link to the final address.",
-    ReasonCode.TOO_LARGE: "The file is too large to fetch. Publish a smaller file.",
-    ReasonCode.NOT_AN_IMAGE: "The URL does not lead to an image (a web page, perhaps). Link to "
-    "the image itself.",
-    ReasonCode.CORRUPT_IMAGE: "The image is damaged or cut short. Export it again.",
-    ReasonCode.TOO_MANY_PIXELS: "The image has too many pixels to process safely, or is "
-    "longer than its output format holds. Publish a smaller one, or ask for a format that "
-    "holds it.",
-    ReasonCode.TOO_COMPLEX: "The JPEG is built in an unusual way (far more scans than a photo "
-    "has) that would take too long to read. Export it again as a standard JPEG.",
-    ReasonCode.TOO_SLOW: "Reading and compressing the image took too long. Publish a smaller "
-    "or simpler image.",
-    ReasonCode.ENCODE_FAILED: "The image could not be compressed. Report it with the image.",
-    ReasonCode.STORAGE_ERROR: "The result could not be saved on our side. Upload again later; "
-    "if it keeps happening, report it with the request id.",
-    ReasonCode.INTERNAL_ERROR: "Something went wrong on our side with this image. Report it "
-    "with the request id; the rest of the request is unaffected.",
-    ReasonCode.CANCELLED: "The request was cancelled before this image was processed. Retry the "
-    "request to process it.",
-}
-
-
-def image_advice(image: ProductImage) -> str:
-    """What a failed image's reason code means for a person."""
-    code = image.error_code
-    if code.startswith("http_"):
-        status = code.removeprefix("http_")
-        if status in {"429"} or status.startswith("5"):
-            return f"The image's server answered {status} (busy or broken). Upload again later."
-        return f"The image's server answered {status}. Check that the URL opens in a browser."
-    if code in ReasonCode.values:
-        return REASON_ADVICE[ReasonCode(code)]
-    return "The image could not be processed."
 
 
 @dataclass(frozen=True)
@@ -110,18 +51,6 @@ class ImageRow:
     @property
     def saving_words(self) -> str | None:
         return size_change_words(self.saving_percent)
-
-
-def size_change_words(percent: int | None) -> str | None:
-    """A saving in words: an output that grew (a PNG made JPEG, a tiny GIF) is "larger",
-    not "-31% smaller"."""
-    if percent is None:
-        return None
-    if percent > 0:
-        return f"{percent}% smaller"
-    if percent < 0:
-        return f"{-percent}% larger"
-    return "the same size"
 
 
 @account_page("GET")
@@ -153,47 +82,10 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "csv_max_bytes": settings.CSV_MAX_BYTES,
             "csv_max_megabytes": f"{settings.CSV_MAX_BYTES / 1024 / 1024:g}",
             "csv_max_rows": f"{settings.CSV_MAX_ROWS:,}",
-            "quality_choices": _quality_choices(),
-            **_choices(),
+            "quality_choices": quality_choices(),
+            **form_choices(),
         },
     )
-
-
-def request_settings_words(found: ProcessingRequest) -> str:
-    """A request's quality and output format in a few words, for the list of requests."""
-    if found.quality_target:
-        quality = f"perceptual {found.quality_target}"
-    elif found.quality_mode == QualityMode.RELATIVE:
-        quality = "half the source's quality"
-    else:
-        quality = f"quality {found.quality}"
-    if found.output_format == OutputFormat.SAME:
-        return f"{quality} · same format"
-    return f"{quality} · {OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format)}"
-
-
-def _quality_choices() -> list[tuple[str, str, bool]]:
-    """The upload form's ways of choosing each image's quality (value, words, whether it is
-    the service's default): the value names the mode, and the target after a colon. Each
-    upload says its mode, so that the words hold whatever IMAGE_QUALITY_MODE says."""
-    default = settings.IMAGE_QUALITY_MODE
-    default_target = settings.IMAGE_QUALITY_TARGET
-    return [
-        (QualityMode.FIXED, "The quality above, for every image", default == QualityMode.FIXED),
-        (
-            QualityMode.RELATIVE,
-            "Half each JPEG's own quality (other images: the quality above)",
-            default == QualityMode.RELATIVE,
-        ),
-        *(
-            (
-                f"{QualityMode.PERCEPTUAL}:{target}",
-                f"Perceptual target {target.value} (SSIMULACRA2 {score:g}; else the quality above)",
-                default == QualityMode.PERCEPTUAL and target == default_target,
-            )
-            for target, score in settings.QUALITY_TARGET_SCORES.items()
-        ),
-    ]
 
 
 @account_page("GET")
@@ -234,7 +126,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "products": products,
         "failed_only": failed_only,
         "percent": _percent_done(found),
-        "counts_words": _counts_words(found),
+        "counts_words": counts_words(found),
         "all_failed": _all_failed(found),
         "output_format_name": OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format),
         "saved_words": size_change_words(_saved_percent(found)),
@@ -246,7 +138,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "retry_count": retry_count,
         # A delivery to the service's own WEBHOOK_URL is shown too, without its address.
         "webhook": selectors.webhook_state(found),
-        **_choices(),
+        **form_choices(),
     }
     return render(request, "processing/request.html", context)
 
@@ -306,34 +198,12 @@ def webhook_test(request: HttpRequest, account: Account) -> HttpResponse:
     return account_page_render(request, account, {"test_url": url, "test_sent": sent})
 
 
-def _choices() -> dict[str, Any]:
-    """What the upload and re-run forms offer: the perceptual targets with the scores the
-    settings give them, the output formats and the metadata modes, in words."""
-    return {
-        "targets": [
-            (target.value, target.value.title(), score)
-            for target, score in settings.QUALITY_TARGET_SCORES.items()
-        ],
-        "output_formats": [(asked.value, words) for asked, words in OUTPUT_FORMAT_CHOICES.items()],
-        "metadata_modes": [(mode.value, words) for mode, words in METADATA_CHOICES.items()],
-    }
-
-
 def _saved_percent(found: ProcessingRequest) -> int | None:
     """How much smaller the outputs are than what was downloaded, in percent; None before
     the first image has succeeded."""
     if not found.input_bytes:
         return None
     return round(100 * (1 - found.output_bytes / found.input_bytes))
-
-
-def _counts_words(found: ProcessingRequest) -> str:
-    """The images' counts under the bar, as request.js words them while the request runs."""
-    cancelled = f"{found.cancelled_images} cancelled, " if found.cancelled_images else ""
-    return (
-        f"{found.succeeded_images} compressed, {found.failed_images} failed, {cancelled}"
-        f"{found.pending_images} to go"
-    )
 
 
 def _all_failed(found: ProcessingRequest) -> bool:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from processing.pages import size_change_words
+from processing.page_words import size_change_words
 
 
 @pytest.mark.parametrize(

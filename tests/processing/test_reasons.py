@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 
 from imaging.errors import ImageReason
 from net import NetReason
-from processing import pages
+from processing import page_words
 from processing.metrics import metrics_registry
 from processing.models import ProductImage, ReasonCode, is_reason_code
 from tests.harness.service import ROOT
@@ -36,11 +36,11 @@ def test_the_readme_table_lists_every_reason_code_and_no_other() -> None:
 
 
 def test_the_page_has_advice_for_every_reason_code() -> None:
-    assert set(pages.REASON_ADVICE) == set(ReasonCode)
+    assert set(page_words.REASON_ADVICE) == set(ReasonCode)
     for code in ReasonCode:
-        advice = pages.image_advice(ProductImage(error_code=code))
-        assert advice == pages.REASON_ADVICE[code]
-    assert "answered 404" in pages.image_advice(ProductImage(error_code="http_404"))
+        advice = page_words.image_advice(ProductImage(error_code=code))
+        assert advice == page_words.REASON_ADVICE[code]
+    assert "answered 404" in page_words.image_advice(ProductImage(error_code="http_404"))
 
 
 @pytest.mark.django_db
