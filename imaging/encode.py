@@ -66,9 +66,10 @@ MIME_TYPES: Final = {
     "JPEG": "image/jpeg",
     "WEBP": "image/webp",
     "AVIF": "image/avif",
-    "PNG": "image/png",  # a PNG source kept (compress)
+    "PNG": "image/png",  # a PNG or a GIF source kept (compress)
+    "GIF": "image/gif",
 }
-EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "PNG": "png"}
+EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "PNG": "png", "GIF": "gif"}
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
 # or AVIF, at the most their encoders may take; no camera writes 100 scans.
@@ -100,11 +101,12 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # subsampling kept on Pillow's path. 3, since 2026-11-28: a CMYK or grey image made WebP
 # or AVIF converted through its ICC profile. 4, since 2026-11-29: a PNG whose JPEG or WebP
 # would be larger kept, as a PNG, where the source's format was asked for. 5, since
-# 2026-11-30: no AVIF longer than 32,768 pixels a side (libavif's decoder refused them);
-# a big-endian 16-bit image scaled by its bit depth, as a little-endian one is; a PNG
-# whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it became
-# JPEG, several times larger); a transparent grey image through its grey profile (made
-# WebP or AVIF, converted; made JPEG, painted on white in grey, the profile kept).
+# 2026-11-29 (later): no AVIF longer than 32,768 pixels a side (libavif's decoder refused
+# them); a big-endian 16-bit image scaled by its bit depth, as a little-endian one is; a
+# PNG whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it
+# became JPEG, several times larger), and a still GIF whose output would be larger is
+# kept; a transparent grey image through its grey profile (made WebP or AVIF, converted;
+# made JPEG, painted on white in grey, the profile kept).
 OUTPUT_RULES: Final = 5
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
@@ -125,7 +127,8 @@ class OutputFormat(StrEnum):
     AVIF = "avif"
 
 
-OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG"]  # PNG: a source kept, never encoded
+# PNG, GIF: a source kept, never encoded
+OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG", "GIF"]
 
 
 class QualityMode(StrEnum):
@@ -288,12 +291,12 @@ def compress(
     if credits and name == "JPEG":
         encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
-    # A drawing, a size chart or a logo saved as PNG may be smaller than any JPEG or WebP
-    # of it (16 KB as PNG, 56 KB as JPEG at 50): where the source's format was asked for,
-    # the PNG is kept, as a file already in its output format is.
-    png_kept = output_format == OutputFormat.SAME and source_format == "PNG"
+    # A drawing, a size chart or a logo saved as PNG or GIF may be smaller than any JPEG
+    # or WebP of it (16 KB as PNG, 56 KB as JPEG at 50; a 1.7 KB GIF, 6.3 KB): where the
+    # source's format was asked for, it is kept, as a file already in its output format is.
+    lossless_kept = output_format == OutputFormat.SAME and source_format in {"PNG", "GIF"}
     kept_original = (
-        (same_format or png_kept)
+        (same_format or lossless_kept)
         and len(encoded) >= len(data)
         and _original_keepable(image, source_format, orientation)
     )
@@ -303,7 +306,9 @@ def compress(
         encoded = metadata_stripped(data, source_format, orientation=orientation, credits=credits)
     return CompressedImage(
         data=encoded,
-        format="PNG" if kept_original and png_kept else name,
+        format=("GIF" if source_format == "GIF" else "PNG")
+        if lossless_kept and kept_original
+        else name,
         width=width,
         height=height,
         source_format=source_format,

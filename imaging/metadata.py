@@ -266,6 +266,8 @@ def metadata_stripped(
         return _webp_stripped(data, credits or Credits())
     if image_format == "PNG":
         return _png_stripped(data)
+    if image_format == "GIF":
+        return _gif_stripped(data)
     return data
 
 
@@ -323,6 +325,47 @@ def _png_stripped(data: bytes) -> bytes:
         if kind == b"IEND":
             break  # what follows the image's end goes too
     return b"".join(chunks)
+
+
+# What a kept GIF drops: its comments and application extensions (XMP, an editor's
+# private data). Its graphic control extension (its transparent colour) and any plain
+# text stay. (A GIF with XMP is not kept, as a PNG with it is not.)
+_GIF_DROPPED: Final = frozenset({0xFE, 0xFF})
+
+
+def _gif_stripped(data: bytes) -> bytes:
+    if data[:6] not in {b"GIF87a", b"GIF89a"} or len(data) < 13:
+        raise _damaged("the GIF header")
+    position = 13 + _gif_colour_table(data[10])
+    kept = [data[:position]]
+    while position < len(data) and data[position] != 0x3B:  # the trailer
+        block = data[position]
+        if block == 0x21:  # an extension: its label, then its sub-blocks
+            end = _gif_sub_blocks_end(data, position + 2)
+            if data[position + 1] not in _GIF_DROPPED:
+                kept.append(data[position:end])
+        elif block == 0x2C:  # an image: its descriptor, colour table, code size, data
+            start = position + 10 + _gif_colour_table(data[position + 9]) + 1
+            end = _gif_sub_blocks_end(data, start)
+            kept.append(data[position:end])
+        else:
+            raise _damaged("a GIF block")
+        position = end
+    return b"".join([*kept, b";"])
+
+
+def _gif_colour_table(flags: int) -> int:
+    """Bytes of the colour table a GIF's screen or image descriptor's flags announce."""
+    return 3 << ((flags & 0x07) + 1) if flags & 0x80 else 0
+
+
+def _gif_sub_blocks_end(data: bytes, position: int) -> int:
+    while position < len(data):
+        size = data[position]
+        position += 1 + size
+        if not size:
+            return position
+    raise _damaged("a GIF block")
 
 
 def _webp_stripped(data: bytes, credits: Credits) -> bytes:

@@ -556,6 +556,24 @@ def test_an_avif_as_long_as_avif_holds_can_be_read_back() -> None:
     assert result.format == "AVIF"  # type: ignore[attr-defined]
 
 
+def test_a_gif_a_jpeg_would_grow_is_kept_without_its_comment() -> None:
+    # Given a two-colour logo as GIF, with a comment
+    logo = Image.new("P", (200, 80), 0)
+    logo.putpalette([255, 255, 255, 200, 30, 30] + [0] * 762)
+    logo.paste(1, (20, 20, 180, 60))
+    source = encoded(logo, "GIF", comment=b"made by an editor, 2019")
+
+    # When it is compressed in the source's format, which a JPEG would make larger
+    output, result = run(source)
+
+    # Then the GIF is kept, its comment gone, its pixels as they were
+    assert result.kept_original is True  # type: ignore[attr-defined]
+    assert (result.format, output.format) == ("GIF", "GIF")  # type: ignore[attr-defined]
+    assert b"made by an editor" in source
+    assert b"made by an editor" not in result.data  # type: ignore[attr-defined]
+    assert list(output.convert("RGB").getdata()) == list(logo.convert("RGB").getdata())
+
+
 def test_a_png_longer_than_jpeg_holds_is_kept_as_png_in_the_same_format() -> None:
     # Given an opaque PNG taller than any JPEG (a long strip, a size chart)
     source = encoded(photo(2, 70_000).convert("RGB"), "PNG")

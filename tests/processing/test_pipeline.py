@@ -95,26 +95,32 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     ]
 
 
-def test_a_png_smaller_than_its_jpeg_is_stored_and_listed_as_a_png(
+@pytest.mark.parametrize(
+    ("kind", "signature"), [("PNG", b"\x89PNG"), ("GIF", b"GIF8")], ids=["png", "gif"]
+)
+def test_a_png_or_gif_smaller_than_its_jpeg_is_stored_and_listed_as_it_was(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     storage: Path,
     account: Account,
+    kind: str,
+    signature: bytes,
 ) -> None:
-    # Given a size chart saved as PNG, which a JPEG at quality 50 makes larger
-    url = "https://shop.example/sizes.png"
-    downloads.answers = {url: (chart := encoded(size_chart(), "PNG", optimize=True))}
+    # Given a size chart saved as PNG or GIF, which a JPEG at quality 50 makes larger (a
+    # GIF became a JPEG 3.8 times its size)
+    url = f"https://shop.example/sizes.{kind.lower()}"
+    downloads.answers = {url: (chart := encoded(size_chart(), kind, optimize=True))}
     request, [batch] = started(account, f"1,Boots,{url}\n", django_capture_on_commit_callbacks)
 
     # When its batch runs
     batch_ended(django_capture_on_commit_callbacks, batch)
 
-    # Then its output is the PNG, named and recorded so, no larger than its source
+    # Then its output is the source's format, named and recorded so, no larger than it
     [image] = images_of(request)
-    assert (image.status, image.output_format, image.kept_original) == ("succeeded", "PNG", True)
-    assert image.output_name.endswith(".png")
+    assert (image.status, image.output_format, image.kept_original) == ("succeeded", kind, True)
+    assert image.output_name.endswith(f".{kind.lower()}")
     stored = (storage / image.output_name).read_bytes()
-    assert stored.startswith(b"\x89PNG")
+    assert stored.startswith(signature)
     assert image.output_bytes == len(stored) <= len(chart)
 
 
