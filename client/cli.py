@@ -41,20 +41,27 @@ from tqdm import tqdm
 
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 STATUSES = ["pending", "processing", *sorted(FINISHED)]
+TIMEOUT_SECONDS = 60  # for a connection, and between an answer's bytes
 LIST_PAGE = 100  # the most the list API gives a page
 FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
-# What a Ctrl-C during each command that changes something leaves to check.
-INTERRUPTED = {
-    "submit": "; the request may have been made: `imgsvc list --limit 5` shows the newest",
-    "rerun": "; the re-run may have been made: `imgsvc list --limit 5` shows the newest",
-    "retry": "; the retry may have been queued: `imgsvc status {id}` shows",
-    "cancel": "; the cancel may have been applied: `imgsvc status {id}` shows",
-    "delete": "; the request may have been deleted: `imgsvc status {id}` shows",
+# What a call that changes something leaves to check when its answer never came: a Ctrl-C
+# during it, or a connection lost after it was sent.
+MAY_HAVE_HAPPENED = {
+    "submit": "the request may have been made: `imgsvc list --limit 5` shows the newest",
+    "rerun": "the re-run may have been made: `imgsvc list --limit 5` shows the newest",
+    "retry": "the retry may have been queued: `imgsvc status {id}` shows",
+    "cancel": "the cancel may have been applied: `imgsvc status {id}` shows",
+    "delete": "the request may have been deleted: `imgsvc status {id}` shows",
 }
 
 
 class ApiError(Exception):
-    pass
+    """An error the command prints and exits 2 with. answer_lost: the call was sent and its
+    answer never came, so it may have been carried out."""
+
+    def __init__(self, message: str, *, answer_lost: bool = False) -> None:
+        super().__init__(message)
+        self.answer_lost = answer_lost
 
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -92,15 +99,40 @@ def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir
     return ApiKey("", str(key_file))  # the file looked for, named with a 401
 
 
+class Retries(urllib3.Retry):
+    """urllib3's retries, saying so when they wait out an answer's Retry-After: a GET
+    answered 503 or 429 waited up to a minute without a word."""
+
+    def sleep_for_retry(self, response: urllib3.BaseHTTPResponse) -> bool:
+        seconds = self.get_retry_after(response)
+        if seconds:
+            print(
+                f"HTTP {response.status}: waiting {seconds:.0f} s, as the service asks, "
+                "before asking again",
+                file=sys.stderr,
+            )
+        return super().sleep_for_retry(response)
+
+
+# What a call that reads is sent again after: a connection refused or lost, or an answer
+# with a Retry-After (a 503 while the database restarts), waited out up to this.
+READING_RETRIES = Retries(
+    total=3,
+    backoff_factor=0.5,
+    other=0,  # not a TLS error: an https:// address for a plain-http server took 43 s
+    raise_on_status=False,  # the last answer's own error is printed, not urllib3's
+    retry_after_max=30,
+)
 # What an upload or a re-run, sent with its Idempotency-Key, is sent again after: a
 # connection lost before the answer, or a gateway's 502-504. The key makes the service
 # answer a second sending with the request the first made, not another.
-CREATING_RETRIES = urllib3.Retry(
+CREATING_RETRIES = Retries(
     total=3,
     backoff_factor=0.5,
+    other=0,
     allowed_methods=None,
     status_forcelist=(502, 503, 504),
-    raise_on_status=False,  # the last answer's own error is printed, not urllib3's
+    raise_on_status=False,
     # Not a 413 or 429 with Retry-After, which urllib3 would otherwise wait out and send
     # again (up to hours for a rate per day): those are printed at once.
     respect_retry_after_header=False,
@@ -110,7 +142,7 @@ CREATING_RETRIES = urllib3.Retry(
 class Client:
     def __init__(self, server: str, api_key: ApiKey) -> None:
         self.server = server.rstrip("/")
-        self.http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.5))
+        self.http = urllib3.PoolManager(retries=READING_RETRIES)
         self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key.value}"} if api_key.value else {}
 
@@ -192,21 +224,34 @@ class Client:
     def download(self, url: str) -> bytes:
         # The key goes to this server only, never to a URL elsewhere (an object store's).
         headers = self.headers if url.startswith(self.server + "/") else {}
-        response = self.http.request("GET", url, headers=headers, timeout=60)
+        response = self._send("GET", url, headers=headers)
         if response.status != 200:
             raise self._refusal(response)
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
         options.setdefault("headers", self.headers)
-        try:
-            response = self.http.request(method, self.server + path, timeout=60, **options)
-        except urllib3.exceptions.HTTPError as error:
-            raise ApiError(f"cannot reach {self.server}: {unreachable_reason(error)}") from None
+        response = self._send(method, self.server + path, **options)
         if response.status != expect:
             raise self._refusal(response)
         result: dict[str, Any] = response.json()
         return result
+
+    def _send(self, method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
+        try:
+            return self.http.request(method, url, timeout=TIMEOUT_SECONDS, **options)
+        except urllib3.exceptions.HTTPError as error:
+            cause = getattr(error, "reason", None) or error  # the last of urllib3's retries
+            # Sent, and no answer came: a call that changes something may have been made.
+            lost = method != "GET" and isinstance(
+                cause, urllib3.exceptions.ProtocolError | urllib3.exceptions.ReadTimeoutError
+            )
+            reason = unreachable_reason(cause, https=url.startswith("https:"))
+            if lost:
+                raise ApiError(
+                    f"{self.server} gave no answer: {reason}", answer_lost=True
+                ) from None
+            raise ApiError(f"cannot reach {self.server}: {reason}") from None
 
     def _refusal(self, response: urllib3.BaseHTTPResponse) -> "ApiError":
         if response.status == 401:  # where the key came from is the first thing to check
@@ -214,12 +259,24 @@ class Client:
         return ApiError(error_text(response))
 
 
-def unreachable_reason(error: urllib3.exceptions.HTTPError) -> str:
-    """The last cause of urllib3's error, in its own words ("Connection refused", "Name or
-    service not known"), not the retries and connection objects wrapped around it."""
-    cause = getattr(error, "reason", None) or error
+def unreachable_reason(cause: Exception, *, https: bool) -> str:
+    """What urllib3's error came to, in plain words ("Connection refused", "Name or service
+    not known"), not the tuples and connection objects it wraps around it."""
+    if isinstance(cause, urllib3.exceptions.SSLError):
+        refused = re.search(r"certificate verify failed: ([^(]+)", str(cause))
+        if refused:
+            return f"its TLS certificate was refused ({refused.group(1).strip()})"
+        return "the TLS handshake failed: is the server plain http://?" if https else str(cause)
+    if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+        return f"no answer within {TIMEOUT_SECONDS} s"
+    if isinstance(cause, urllib3.exceptions.ProtocolError):
+        return "the connection closed before the whole answer came"
     found = re.search(r"\[Errno -?\d+\] ([^)\]\"']+)", str(cause))
-    return found.group(1).strip() if found else str(cause)
+    if found:
+        return found.group(1).strip()
+    if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+        return f"no connection within {TIMEOUT_SECONDS} s"
+    return str(cause)
 
 
 def error_text(response: urllib3.BaseHTTPResponse) -> str:
@@ -624,13 +681,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(client.status(options.request_id), indent=2))
         return 0
     except ApiError as error:
+        hint = MAY_HAVE_HAPPENED.get(options.command, "") if error.answer_lost else ""
         print(error, file=sys.stderr)
+        if hint:
+            print(hint.format(id=getattr(options, "request_id", "")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Outside the following, which says more: a call that changes something may have
         # reached the service.
-        hint = INTERRUPTED.get(options.command, "")
-        print(f"\ninterrupted{hint.format(id=getattr(options, 'request_id', ''))}", file=sys.stderr)
+        hint = MAY_HAVE_HAPPENED.get(options.command, "")
+        said = f"; {hint.format(id=getattr(options, 'request_id', ''))}" if hint else ""
+        print(f"\ninterrupted{said}", file=sys.stderr)
         return 130
 
 

@@ -4,6 +4,7 @@ to here): which API key it sends, and what it prints of the API's errors and its
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -286,3 +287,90 @@ def test_list_names_each_requests_csv_or_the_request_it_re_runs(
         f"{rerun_id}  {done}  re-run of 5b0c1d2e",
         f"{upload_id}  {done}  spring shoes.csv",
     ]
+
+
+PRODUCTS = "S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n"
+REQUEST_ID = "5b0c1d2e-0000-4000-8000-000000000000"
+COMPLETED = {
+    "status": "completed",
+    "progress": {"total": 1, "succeeded": 1, "failed": 0, "cancelled": 0, "pending": 0},
+    "output_csv_url": f"http://x/api/requests/{REQUEST_ID}/output.csv",
+    "products_url": "",
+}
+
+
+def test_an_upload_whose_answer_never_came_says_the_request_may_have_been_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It ended with urllib3's "('Connection aborted.', RemoteDisconnected(...))" and no
+    word that the upload had probably been made."""
+    keys: list[str | None] = []
+
+    class LosesAnswers(Quiet):
+        def do_POST(self) -> None:
+            keys.append(self.headers["Idempotency-Key"])
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.close_connection = True  # and no answer
+
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(PRODUCTS)
+    with stand_in(LosesAnswers) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "submit", str(csv_path)]) == 2
+    assert len(keys) == 4  # sent again
+    assert len(set(keys)) == 1  # under its one key
+    assert capsys.readouterr().err == (
+        f"{server_url} gave no answer: the connection closed before the whole answer came\n"
+        "the request may have been made: `imgsvc list --limit 5` shows the newest\n"
+    )
+
+
+def test_an_https_address_of_a_plain_http_server_is_told_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """TLS errors were sent again for 43 s, then printed as "[SSL: ...]"."""
+    with stand_in(Quiet) as server_url:
+        address = server_url.replace("http://", "https://")
+        started = time.monotonic()
+        assert main(["--server", address, "--api-key", "K.x", "status", REQUEST_ID]) == 2
+    assert time.monotonic() - started < 2
+    assert capsys.readouterr().err == (
+        f"cannot reach {address}: the TLS handshake failed: is the server plain http://?\n"
+    )
+
+
+def test_a_retry_after_waited_out_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    """A GET answered 503 with a Retry-After waited it out without a word."""
+    answers = [(503, {"error": "The database is unavailable."}, {"Retry-After": "1"})]
+
+    class Restarting(Quiet):
+        def do_GET(self) -> None:
+            json_answer(self, *(answers.pop() if answers else (200, COMPLETED, {})))
+
+    with stand_in(Restarting) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "status", REQUEST_ID]) == 0
+    assert capsys.readouterr().err == (
+        "HTTP 503: waiting 1 s, as the service asks, before asking again\n"
+    )
+
+
+def test_a_connection_lost_fetching_the_output_csv_is_an_error_with_the_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was a traceback (exit 1), without the request's id."""
+    monkeypatch.chdir(tmp_path)
+
+    class LosesTheCsv(Quiet):
+        def do_GET(self) -> None:
+            if self.path.endswith("output.csv"):
+                self.close_connection = True
+            else:
+                json_answer(self, 200, COMPLETED)
+
+    with stand_in(LosesTheCsv) as server_url:
+        code = main(["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, f"{REQUEST_ID}\n")
+    assert err.endswith(
+        f"cannot reach {server_url}: the connection closed before the whole answer came\n"
+        f"the request has finished: `imgsvc wait {REQUEST_ID}` saves its CSV.\n"
+    )
