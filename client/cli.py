@@ -41,6 +41,11 @@ from tqdm import tqdm
 
 FINISHED = {"completed", "completed_with_errors", "failed", "cancelled"}
 STATUSES = ["pending", "processing", *sorted(FINISHED)]
+GATEWAY_STATUSES = {502, 503, 504}  # a gateway's while the service restarts, or its own 503
+# How long following a request goes on asking through an outage (a deploy's restart, a
+# gateway's blip), and how often: it ended after ~3 s, a request of an hour with it.
+OUTAGE_SECONDS = 300
+OUTAGE_POLL_SECONDS = 5
 TIMEOUT_SECONDS = 60  # for a connection, and between an answer's bytes
 LIST_PAGE = 100  # the most the list API gives a page
 FAILURES_SHOWN = 5  # failed images --wait prints, with their reasons
@@ -57,11 +62,13 @@ MAY_HAVE_HAPPENED = {
 
 class ApiError(Exception):
     """An error the command prints and exits 2 with. answer_lost: the call was sent and its
-    answer never came, so it may have been carried out."""
+    answer never came, so it may have been carried out. passing: the service could not be
+    reached, or a gateway answered for it, which following a request rides out."""
 
-    def __init__(self, message: str, *, answer_lost: bool = False) -> None:
+    def __init__(self, message: str, *, answer_lost: bool = False, passing: bool = False) -> None:
         super().__init__(message)
         self.answer_lost = answer_lost
+        self.passing = passing
 
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -251,12 +258,13 @@ class Client:
                 raise ApiError(
                     f"{self.server} gave no answer: {reason}", answer_lost=True
                 ) from None
-            raise ApiError(f"cannot reach {self.server}: {reason}") from None
+            passing = not isinstance(cause, urllib3.exceptions.SSLError)
+            raise ApiError(f"cannot reach {self.server}: {reason}", passing=passing) from None
 
     def _refusal(self, response: urllib3.BaseHTTPResponse) -> "ApiError":
         if response.status == 401:  # where the key came from is the first thing to check
             return ApiError(f"{error_text(response)}\n  {self.api_key.refused()}")
-        return ApiError(error_text(response))
+        return ApiError(error_text(response), passing=response.status in GATEWAY_STATUSES)
 
 
 def unreachable_reason(cause: Exception, *, https: bool) -> str:
@@ -353,6 +361,14 @@ def finished(client: Client, options: argparse.Namespace, request_id: str, total
         )
         print(request_id)
         return 130
+    except ApiError as error:
+        print(
+            f"{error}\nstopped following request {request_id}; it goes on. {again} follows "
+            "it again.",
+            file=sys.stderr,
+        )
+        print(request_id)
+        return 2
     try:
         return ended(client, options, request_id, status)
     except KeyboardInterrupt:
@@ -478,9 +494,30 @@ def list_requests(client: Client, options: argparse.Namespace) -> int:
 
 
 def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
+    """A request's status once it has finished, asked for through an outage of up to
+    OUTAGE_SECONDS."""
+    down_since: float | None = None
     with tqdm(total=total, unit="image", file=sys.stderr) as bar:
         while True:
-            status = client.status(request_id)
+            try:
+                status = client.status(request_id)
+            except ApiError as error:
+                if not error.passing:
+                    raise
+                if down_since is None:
+                    down_since = time.monotonic()
+                    minutes = OUTAGE_SECONDS // 60
+                    bar.write(
+                        f"{error}\ncannot reach the service; retrying for up to {minutes} minutes…",
+                        file=sys.stderr,
+                    )
+                elif time.monotonic() - down_since > OUTAGE_SECONDS:
+                    raise
+                time.sleep(OUTAGE_POLL_SECONDS)
+                continue
+            if down_since is not None:
+                bar.write("the service answers again", file=sys.stderr)
+                down_since = None
             progress = status["progress"]
             ended = progress["succeeded"] + progress["failed"] + progress.get("cancelled", 0)
             bar.update(ended - bar.n)

@@ -374,3 +374,71 @@ def test_a_connection_lost_fetching_the_output_csv_is_an_error_with_the_id(
         f"cannot reach {server_url}: the connection closed before the whole answer came\n"
         f"the request has finished: `imgsvc wait {REQUEST_ID}` saves its CSV.\n"
     )
+
+
+def gateway_page(handler: BaseHTTPRequestHandler, status: int = 502) -> None:
+    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html")
+    handler.send_header("Content-Length", str(len(page)))
+    handler.end_headers()
+    handler.wfile.write(page)
+
+
+def outage(gateway_pages: int) -> type[BaseHTTPRequestHandler]:
+    """A stand-in for a service behind a gateway: a request processing, then as many of the
+    gateway's 502 pages as given (all of them if 0), then the request completed."""
+    processing = {**COMPLETED, "status": "processing", "output_csv_url": None}
+    asked = [0]
+
+    class Restarting(Quiet):
+        def do_GET(self) -> None:
+            if self.path.endswith("output.csv"):
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+                return
+            asked[0] += 1
+            if asked[0] <= 2:
+                json_answer(self, 200, processing)
+            elif not gateway_pages or asked[0] <= 2 + gateway_pages:
+                gateway_page(self)
+            else:
+                json_answer(self, 200, COMPLETED)
+
+    return Restarting
+
+
+def test_following_a_request_rides_out_a_short_outage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway's 502 during a deploy ended `wait` after ~3 s, a request of an hour with it."""
+    monkeypatch.setattr("client.cli.OUTAGE_POLL_SECONDS", 0)
+    output = tmp_path / "out.csv"
+    with stand_in(outage(gateway_pages=3)) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(output)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{REQUEST_ID}\n"
+    assert err.count("cannot reach the service; retrying for up to 5 minutes…") == 1
+    assert "the service answers again\n" in err
+    assert output.read_text() == "ok"
+
+
+def test_an_outage_that_lasts_ends_following_with_the_id_and_how_to_follow_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It gave no id on stdout, though finished() promised one whatever happens."""
+    monkeypatch.setattr("client.cli.OUTAGE_POLL_SECONDS", 0.05)
+    monkeypatch.setattr("client.cli.OUTAGE_SECONDS", 0.2)
+    output = tmp_path / "out.csv"
+    with stand_in(outage(gateway_pages=0)) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(output)]) == 2
+    out, err = capsys.readouterr()
+    assert out == f"{REQUEST_ID}\n"
+    assert err.endswith(
+        f"stopped following request {REQUEST_ID}; it goes on. "
+        f"`imgsvc wait {REQUEST_ID} --output {output}` follows it again.\n"
+    )
