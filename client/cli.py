@@ -146,6 +146,21 @@ CREATING_RETRIES = Retries(
 )
 
 
+class Answer(dict[str, Any]):
+    """An object of the API's JSON: a field it lacks is an error naming it, not a KeyError's
+    traceback."""
+
+    def __init__(self, fields: dict[str, Any], url: str) -> None:
+        super().__init__(fields)
+        self.url = url
+
+    def __missing__(self, key: str) -> Any:
+        raise ApiError(
+            f"the answer of {self.url} has no {key!r}: is the server this client's service, "
+            "and as new?"
+        )
+
+
 class Client:
     def __init__(self, server: str, api_key: ApiKey) -> None:
         self.server = server.rstrip("/")
@@ -158,7 +173,10 @@ class Client:
             data = csv_path.read_bytes()
         except OSError as error:
             raise ApiError(f"cannot read {csv_path}: {error.strerror or error}") from None
-        body = {"file": (csv_path.name, data, "text/csv"), **fields}
+        # A name that is not UTF-8 (a Latin-1 "caf\xe9.csv") as the service will show it,
+        # not a UnicodeEncodeError's traceback.
+        name = csv_path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        body = {"file": (name, data, "text/csv"), **fields}
         return self._json("POST", "/api/upload/", fields=body, expect=202, **self._creating())
 
     def _creating(self) -> dict[str, Any]:
@@ -238,10 +256,20 @@ class Client:
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
         options.setdefault("headers", self.headers)
-        response = self._send(method, self.server + path, **options)
+        url = self.server + path
+        response = self._send(method, url, **options)
         if response.status != expect:
             raise self._refusal(response)
-        result: dict[str, Any] = response.json()
+        try:
+            result = json.loads(response.data, object_hook=lambda fields: Answer(fields, url))
+        except ValueError:  # a captive portal's page, another service's answer
+            result = None
+        if not isinstance(result, dict):
+            kind = response.headers.get("Content-Type") or "no Content-Type"
+            raise ApiError(
+                f"{method} {url} answered HTTP {response.status} with {kind}, not the API's "
+                f"JSON: is {self.server} the service's address?"
+            )
         return result
 
     def _send(self, method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
@@ -587,6 +615,8 @@ def server_url(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not an http:// or https:// address: '{text}' (e.g. http://127.0.0.1:8000)"
         )
+    if parts.query or parts.fragment:  # the API's paths would go after them
+        raise argparse.ArgumentTypeError(f"an address without ? or #, not '{text}'")
     return text
 
 
@@ -637,6 +667,21 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = run(argv)
+        sys.stdout.flush()  # here, for a reader gone to be caught, not at exit
+    except BrokenPipeError:
+        # The reader went (`imgsvc list | head -1`): stop quietly as Unix tools do, which
+        # SIGPIPE ends with 128 + 13, and without Python's complaint at exit when it
+        # flushes what was left.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+        return 141
+    return code
+
+
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
     connection_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, action=_Commands)

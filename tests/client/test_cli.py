@@ -3,6 +3,9 @@ to here): which API key it sends, and what it prints of the API's errors and its
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -442,3 +445,95 @@ def test_an_outage_that_lasts_ends_following_with_the_id_and_how_to_follow_again
         f"stopped following request {REQUEST_ID}; it goes on. "
         f"`imgsvc wait {REQUEST_ID} --output {output}` follows it again.\n"
     )
+
+
+def test_a_csv_whose_name_is_not_utf8_is_sent_under_a_name_that_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Latin-1 "café.csv" was a UnicodeEncodeError's traceback (exit 1)."""
+    bodies: list[bytes] = []
+
+    class Accepts(Quiet):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            json_answer(self, 202, {"request_id": REQUEST_ID, "total_images": 1})
+
+    csv_path = tmp_path / os.fsdecode(b"caf\xe9.csv")
+    csv_path.write_text(PRODUCTS)
+    with stand_in(Accepts) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "submit", str(csv_path)]) == 0
+    assert 'filename="caf\ufffd.csv"'.encode() in bodies[0]
+    assert capsys.readouterr().out == f"{REQUEST_ID}\n"
+
+
+def test_an_answer_that_is_not_the_apis_json_is_an_error_naming_the_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A captive portal's page, answered 200, was a JSONDecodeError's traceback."""
+
+    class Portal(Quiet):
+        def do_GET(self) -> None:
+            page = b"<html>Sign in to the hotel's Wi-Fi</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    with stand_in(Portal) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "status", REQUEST_ID]) == 2
+    assert capsys.readouterr().err == (
+        f"GET {server_url}/api/status/{REQUEST_ID}/ answered HTTP 200 with text/html, not the "
+        f"API's JSON: is {server_url} the service's address?\n"
+    )
+
+
+def test_an_answer_without_a_field_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a KeyError's traceback (exit 1, which means "finished otherwise")."""
+
+    class Lacking(Quiet):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            json_answer(self, 202, {"request_id": REQUEST_ID})
+
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(PRODUCTS)
+    with stand_in(Lacking) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "submit", str(csv_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"the answer of {server_url}/api/upload/ has no 'total_images': is the server this "
+        "client's service, and as new?\n"
+    )
+
+
+@pytest.mark.e2e  # the command in a process of its own, its stdout a pipe
+def test_a_reader_that_goes_ends_the_command_quietly() -> None:
+    """`imgsvc list | head -1` printed a BrokenPipeError's traceback."""
+    listed = {**COMPLETED, "request_id": REQUEST_ID, "created_at": "2026-11-29T10:00:00Z"}
+
+    class Listing(Quiet):
+        def do_GET(self) -> None:
+            json_answer(self, 200, {"next": None, "previous": None, "results": [listed] * 20})
+
+    reading, writing = os.pipe()
+    os.close(reading)  # the reader has gone before the first line
+    checkout = Path(__file__).resolve().parents[2]
+    with stand_in(Listing) as server_url:
+        listing = subprocess.run(
+            [sys.executable, "-m", "client.cli", "--server", server_url, "--api-key", "K.x",
+             "list"],
+            stdout=writing, stderr=subprocess.PIPE, cwd=checkout, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": str(checkout)},
+        )  # fmt: skip
+    os.close(writing)
+    assert (listing.returncode, listing.stderr) == (141, b"")
+
+
+def test_a_server_with_a_query_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """The API's paths went after the query: every answer was the service's page."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--server", "http://127.0.0.1:8000?x=1", "list"])
+    assert exited.value.code == 2
+    assert "an address without ? or #, not 'http://127.0.0.1:8000?x=1'" in capsys.readouterr().err
