@@ -438,6 +438,14 @@ def ended(
             f"score (SSIMULACRA2): median {score['median']:.1f}, 5th percentile {score['p5']:.1f}",
             file=sys.stderr,
         )
+    if status["status"] == "failed":  # as a whole: its results could not be written
+        again = f" --output {options.output}" if options.output else " --wait"
+        print(
+            f"the request failed: {status.get('error') or 'the service gave no reason'}"
+            + ("" if status["output_csv_url"] else "\nno output CSV was written")
+            + f"\n`imgsvc retry {request_id}{again}` finishes it again",
+            file=sys.stderr,
+        )
     if progress["failed"]:
         failures_print(client, request_id, progress["failed"], status["products_url"])
     return 0 if status["status"] == "completed" else 1
@@ -456,11 +464,16 @@ def failures_print(client: Client, request_id: str, failed: int, products_url: s
         print(f"  and {failed - len(shown)} more: {products_url}?status=failed", file=sys.stderr)
 
 
-def output_writable(path: Path | None) -> None:
-    """Refuse an --output that cannot be written before anything is sent, rather than
-    after a request of an hour."""
+def output_writable(path: Path | None, source: Path | None) -> None:
+    """Refuse an --output that cannot be written, or is the input CSV (source), before
+    anything is sent, rather than after a request of an hour."""
     if path is None:
         return
+    if source is not None and (
+        path.resolve() == source.resolve()
+        or (path.exists() and source.exists() and path.samefile(source))
+    ):
+        raise ApiError(f"--output {path} is the input CSV: it would be overwritten")
     folder = path.parent
     if path.is_dir():
         raise ApiError(f"cannot write {path}: it is a folder")
@@ -736,7 +749,7 @@ def run(argv: list[str] | None) -> int:
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
     client = Client(options.server, api_key)
     try:
-        output_writable(getattr(options, "output", None))
+        output_writable(getattr(options, "output", None), getattr(options, "csv", None))
         if options.command == "submit":
             return submit(client, options)
         if options.command == "wait":

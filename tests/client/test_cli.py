@@ -537,3 +537,45 @@ def test_a_server_with_a_query_is_refused(capsys: pytest.CaptureFixture[str]) ->
         main(["--server", "http://127.0.0.1:8000?x=1", "list"])
     assert exited.value.code == 2
     assert "an address without ? or #, not 'http://127.0.0.1:8000?x=1'" in capsys.readouterr().err
+
+
+def test_an_output_that_is_the_input_csv_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output CSV silently took the input's place. No server at this address."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "products.csv").write_text(PRODUCTS)
+    argv = ["--server", "http://127.0.0.1:9", "submit", "products.csv"]
+    assert main([*argv, "--output", str(tmp_path / "products.csv")]) == 2
+    assert capsys.readouterr().err == (
+        f"--output {tmp_path / 'products.csv'} is the input CSV: it would be overwritten\n"
+    )
+    assert (tmp_path / "products.csv").read_text() == PRODUCTS
+
+
+def test_a_request_that_failed_as_a_whole_says_why_and_how_to_finish_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "failed: 2 compressed, 0 failed" alone."""
+    failed = {
+        **COMPLETED,
+        "status": "failed",
+        "error": "The results could not be written: disk full.",
+        "output_csv_url": None,
+    }
+
+    class Failed(Quiet):
+        def do_GET(self) -> None:
+            json_answer(self, 200, failed)
+
+    output = tmp_path / "out.csv"
+    with stand_in(Failed) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(output)]) == 1
+    assert capsys.readouterr().err.endswith(
+        "failed: 1 compressed, 0 failed\n"
+        "the request failed: The results could not be written: disk full.\n"
+        "no output CSV was written\n"
+        f"`imgsvc retry {REQUEST_ID} --output {output}` finishes it again\n"
+    )
+    assert not output.exists()
