@@ -538,7 +538,9 @@ def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
     """A request's status once it has finished, asked for through an outage of up to
     OUTAGE_SECONDS."""
     down_since: float | None = None
-    with tqdm(total=total, unit="image", file=sys.stderr) as bar:
+    # A bar for a person at a terminal only: a cron job's log got a frame every half second.
+    shown = sys.stderr.isatty()
+    with tqdm(total=total, unit="image", file=sys.stderr, disable=not shown) as bar:
         while True:
             try:
                 status = client.status(request_id)

@@ -388,12 +388,14 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
         capture_output=True, text=True, timeout=120, check=False, env=cli_env(embedded_service),
     )  # fmt: skip
 
-    # Then it ends well, having shown progress, and the output CSV is saved
+    # Then it ends well, having said what it sent and how it ended (no progress bar: its
+    # stderr is not a terminal), and the output CSV is saved
     assert submitted.returncode == 0, submitted.stderr
     request_id = submitted.stdout.strip()
-    assert "3/3" in submitted.stderr
-    assert re.search(
-        r"completed: 3 compressed, 0 failed; [\d,]+ bytes in, [\d,]+ out", submitted.stderr
+    assert re.fullmatch(
+        rf"request {request_id}: 3 images\noutput CSV saved to {output}\n"
+        r"completed: 3 compressed, 0 failed; [\d,]+ bytes in, [\d,]+ out\n",
+        submitted.stderr,
     )
     rows = output.read_text().splitlines()
     assert rows[0] == "S. No.,Product Name,Input Image Urls,Output Image Urls"

@@ -579,3 +579,19 @@ def test_a_request_that_failed_as_a_whole_says_why_and_how_to_finish_it(
         f"`imgsvc retry {REQUEST_ID} --output {output}` finishes it again\n"
     )
     assert not output.exists()
+
+
+def test_following_without_a_terminal_draws_no_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cron job's log got a frame of the bar every half second."""
+    monkeypatch.setattr("client.cli.OUTAGE_POLL_SECONDS", 0)
+    output = tmp_path / "out.csv"
+    with stand_in(outage(gateway_pages=1)) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(output)]) == 0
+    assert capsys.readouterr().err == (
+        f"HTTP 502\ncannot reach the service; retrying for up to 5 minutes…\n"
+        f"the service answers again\noutput CSV saved to {output}\n"
+        "completed: 1 compressed, 0 failed\n"
+    )
