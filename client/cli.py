@@ -30,11 +30,12 @@ import os
 import re
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import urllib3
 from tqdm import tqdm
@@ -146,6 +147,24 @@ CREATING_RETRIES = Retries(
 )
 
 
+def pool_for(server: str) -> urllib3.PoolManager:
+    """Connections to the server: through the proxy HTTP_PROXY or HTTPS_PROXY names, as
+    curl's and pip's go, unless NO_PROXY names the server or it is this machine."""
+    parts = urlsplit(server)
+    host = parts.hostname or ""
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or host in LOCAL_HOSTS or urllib.request.proxy_bypass(host):
+        return urllib3.PoolManager(retries=READING_RETRIES)
+    proxy = proxy if "://" in proxy else f"http://{proxy}"
+    login = urlsplit(proxy)
+    headers = (
+        urllib3.make_headers(proxy_basic_auth=unquote(f"{login.username}:{login.password or ''}"))
+        if login.username
+        else None
+    )
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, retries=READING_RETRIES)
+
+
 class Answer(dict[str, Any]):
     """An object of the API's JSON: a field it lacks is an error naming it, not a KeyError's
     traceback."""
@@ -164,7 +183,7 @@ class Answer(dict[str, Any]):
 class Client:
     def __init__(self, server: str, api_key: ApiKey) -> None:
         self.server = server.rstrip("/")
-        self.http = urllib3.PoolManager(retries=READING_RETRIES)
+        self.http = pool_for(self.server)
         self.api_key = api_key
         self.headers = {"Authorization": f"Bearer {api_key.value}"} if api_key.value else {}
 

@@ -595,3 +595,29 @@ def test_following_without_a_terminal_draws_no_progress_bar(
         f"the service answers again\noutput CSV saved to {output}\n"
         "completed: 1 compressed, 0 failed\n"
     )
+
+
+def test_the_proxy_the_environment_names_is_used_but_not_for_this_machine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HTTP_PROXY, HTTPS_PROXY and NO_PROXY were ignored: behind a company's proxy the
+    service could not be reached."""
+    asked: list[tuple[str, str | None]] = []
+
+    class Proxy(Quiet):
+        def do_GET(self) -> None:
+            asked.append((self.path, self.headers["Proxy-Authorization"]))
+            json_answer(self, 200, COMPLETED)
+
+    monkeypatch.setattr("client.cli.READING_RETRIES", urllib3.Retry(0))  # refused at once
+    with stand_in(Proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.replace("http://", "http://me:s%40id@"))
+        monkeypatch.setenv("NO_PROXY", "direct.example")
+        argv = ["--api-key", "K.x", "status", REQUEST_ID]
+        assert main(["--server", "http://images.example", *argv]) == 0
+        # This machine, and NO_PROXY's hosts, are reached without it: no proxy answers.
+        assert main(["--server", f"http://127.0.0.1:{free_port()}", *argv]) == 2
+        assert main(["--server", f"http://direct.example:{free_port()}", *argv]) == 2
+    assert asked == [
+        (f"http://images.example/api/status/{REQUEST_ID}/", "Basic bWU6c0BpZA=="),  # me:s@id
+    ]
