@@ -84,6 +84,8 @@ class ApiKey:
 
     def refused(self) -> str:
         """What to check when the server refused it."""
+        if not self.value and self.source == "IMGSVC_API_KEY":
+            return "no API key was sent: IMGSVC_API_KEY is blank; set it, or give --api-key"
         if not self.value:
             looked = (
                 f" (nor is there {self.source}, where `make run` writes one)" if self.source else ""
@@ -270,7 +272,7 @@ class Client:
         headers = self.headers if url.startswith(self.server + "/") else {}
         response = self._send("GET", url, headers=headers)
         if response.status != 200:
-            raise self._refusal(response)
+            raise self._refusal(response, url)
         return bytes(response.data)
 
     def _json(self, method: str, path: str, *, expect: int, **options: Any) -> dict[str, Any]:
@@ -278,7 +280,7 @@ class Client:
         url = self.server + path
         response = self._send(method, url, **options)
         if response.status != expect:
-            raise self._refusal(response)
+            raise self._refusal(response, url)
         try:
             result = json.loads(response.data, object_hook=lambda fields: Answer(fields, url))
         except ValueError:  # a captive portal's page, another service's answer
@@ -308,10 +310,13 @@ class Client:
             passing = not isinstance(cause, urllib3.exceptions.SSLError)
             raise ApiError(f"cannot reach {self.server}: {reason}", passing=passing) from None
 
-    def _refusal(self, response: urllib3.BaseHTTPResponse) -> "ApiError":
+    def _refusal(self, response: urllib3.BaseHTTPResponse, url: str) -> "ApiError":
+        text = error_text(response)
         if response.status == 401:  # where the key came from is the first thing to check
-            return ApiError(f"{error_text(response)}\n  {self.api_key.refused()}")
-        return ApiError(error_text(response), passing=response.status in GATEWAY_STATUSES)
+            return ApiError(f"{text}\n  {self.api_key.refused()}")
+        if response.status == 404:  # a request's, or a route's: a --server with a path
+            text += f"\n  asked for {url}"
+        return ApiError(text, passing=response.status in GATEWAY_STATUSES)
 
 
 def unreachable_reason(cause: Exception, *, https: bool) -> str:
@@ -338,13 +343,27 @@ def error_text(response: urllib3.BaseHTTPResponse) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"HTTP {response.status}"
+        return f"HTTP {response.status}: {not_the_apis(response)}"
     if not isinstance(body, dict):
         return f"HTTP {response.status}: {body}"
     lines = [f"HTTP {response.status}: {body.get('error', body)}"]
     for detail in body.get("details", []):
         lines.append(f"  {_detail_text(detail)}")
     return "\n".join(lines)
+
+
+def not_the_apis(response: urllib3.BaseHTTPResponse) -> str:
+    """What an error that is not in the API's JSON shape (a gateway's page, another
+    server's) most likely means."""
+    if response.status in GATEWAY_STATUSES:
+        return (
+            "a gateway's answer, not the service's: the service behind it may be down or "
+            "restarting; try again in a minute"
+        )
+    if response.status >= 500:
+        return "not the service's own answer: the server's log says why"
+    kind = response.headers.get("Content-Type") or "no Content-Type"
+    return f"not the API's answer ({kind}): is the server's address right?"
 
 
 def _detail_text(detail: dict[str, Any]) -> str:
@@ -654,6 +673,31 @@ def server_url(text: str) -> str:
     return text
 
 
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def server_from(environ: dict[str, str]) -> str:
+    """The server IMGSVC_URL names, else the default (IMGSVC_URL empty too)."""
+    given = environ.get("IMGSVC_URL", "").strip()
+    if not given:
+        return DEFAULT_SERVER
+    try:
+        return server_url(given)
+    except argparse.ArgumentTypeError as error:  # it was told as --server's
+        raise ApiError(f"IMGSVC_URL: {error}") from None
+
+
+def request_id_given(text: str) -> str:
+    """A request's id, before it goes into a URL: `status "x/../../requests/?"` asked
+    another route."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a request id: '{text}' (a UUID, as `imgsvc list` shows)"
+        ) from None
+
+
 def statuses_given(text: str) -> str:
     wrong = [name for name in text.split(",") if name and name not in STATUSES]
     if wrong:
@@ -672,11 +716,10 @@ def positive(text: str) -> int:
 def connection_options(parser: argparse.ArgumentParser, *, given_after: bool = False) -> None:
     """--server and --api-key, before the command or after it (given_after: a command's
     own, which leave the values given before alone unless given again)."""
-    server = os.environ.get("IMGSVC_URL", "http://127.0.0.1:8000")
     parser.add_argument(
         "--server",
         type=server_url,
-        default=argparse.SUPPRESS if given_after else server,
+        default=argparse.SUPPRESS if given_after else None,  # then server_from(environ)
         help="the service's address: else IMGSVC_URL, else http://127.0.0.1:8000",
     )
     parser.add_argument(
@@ -695,7 +738,7 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
     ) -> argparse.ArgumentParser:
         parser = super().add_parser(name, **options)
         if of_request:
-            parser.add_argument("request_id")
+            parser.add_argument("request_id", type=request_id_given)
         connection_options(parser, given_after=True)
         return parser  # type: ignore[no-any-return]
 
@@ -767,6 +810,11 @@ def run(argv: list[str] | None) -> int:
     if getattr(options, "output", None) is not None:
         options.wait = True
 
+    if options.server is None:
+        try:
+            options.server = server_from(dict(os.environ))
+        except ApiError as error:
+            parser.error(str(error))
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
     client = Client(options.server, api_key)
     try:

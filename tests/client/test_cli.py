@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from client.cli import ApiKey, api_key_for, error_text, main
+from client.cli import DEFAULT_SERVER, ApiKey, api_key_for, error_text, main, server_from
 from tests.support import free_port
 
 
@@ -183,7 +183,7 @@ def test_a_server_that_cannot_be_reached_is_told_in_a_few_words(
 ) -> None:
     """It was urllib3's whole chain: the pool, the retries, the connection object."""
     server = f"http://127.0.0.1:{free_port()}"
-    assert main(["--server", server, "--api-key", "K.x", "status", "5b0c"]) == 2
+    assert main(["--server", server, "--api-key", "K.x", "status", REQUEST_ID]) == 2
     assert capsys.readouterr().err == f"cannot reach {server}: Connection refused\n"
 
 
@@ -591,7 +591,7 @@ def test_following_without_a_terminal_draws_no_progress_bar(
         argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
         assert main([*argv, "--output", str(output)]) == 0
     assert capsys.readouterr().err == (
-        f"HTTP 502\ncannot reach the service; retrying for up to 5 minutes…\n"
+        f"HTTP 502: {GATEWAYS}\ncannot reach the service; retrying for up to 5 minutes…\n"
         f"the service answers again\noutput CSV saved to {output}\n"
         "completed: 1 compressed, 0 failed\n"
     )
@@ -621,3 +621,79 @@ def test_the_proxy_the_environment_names_is_used_but_not_for_this_machine(
     assert asked == [
         (f"http://images.example/api/status/{REQUEST_ID}/", "Basic bWU6c0BpZA=="),  # me:s@id
     ]
+
+
+GATEWAYS = (
+    "a gateway's answer, not the service's: the service behind it may be down or restarting; "
+    "try again in a minute"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "printed"),
+    [
+        (502, f"HTTP 502: {GATEWAYS}"),
+        (500, "HTTP 500: not the service's own answer: the server's log says why"),
+        (404, "HTTP 404: not the API's answer (text/html): is the server's address right?"),
+    ],
+)
+def test_an_error_page_that_is_not_the_apis_is_told_what_it_likely_means(
+    status: int, printed: str
+) -> None:
+    """A gateway's or another server's HTML page was "HTTP 502" alone."""
+    page = urllib3.HTTPResponse(
+        body=b"<html>Bad Gateway</html>", status=status, headers={"Content-Type": "text/html"}
+    )
+    assert error_text(page) == printed
+
+
+def test_a_404_names_the_url_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """A --server with a wrong path gave "HTTP 404: Not found." alone: the service answers
+    every path it has no route for so."""
+
+    class NoSuchRoute(Quiet):
+        def do_GET(self) -> None:
+            json_answer(self, 404, {"error": "Not found.", "code": "not_found"})
+
+    with stand_in(NoSuchRoute) as server_url:
+        argv = ["--server", f"{server_url}/imgsvc", "--api-key", "K.x", "status", REQUEST_ID]
+        assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"HTTP 404: Not found.\n  asked for {server_url}/imgsvc/api/status/{REQUEST_ID}/\n"
+    )
+
+
+def test_a_wrong_imgsvc_url_is_blamed_on_it_and_an_empty_one_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was told as --server's, which was not given."""
+    monkeypatch.setenv("IMGSVC_URL", "127.0.0.1:8000")
+    with pytest.raises(SystemExit) as exited:
+        main(["list"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: IMGSVC_URL: not an http:// or https:// address: '127.0.0.1:8000'" in err
+    assert "--server:" not in err
+    assert server_from({"IMGSVC_URL": " "}) == server_from({}) == DEFAULT_SERVER
+
+
+def test_a_blank_imgsvc_api_key_is_told_as_blank(var_dir: Path) -> None:
+    """It was told "nor is there IMGSVC_API_KEY, where `make run` writes one"."""
+    key = api_key_for("https://images.example", None, {"IMGSVC_API_KEY": " \n"}, var_dir)
+    assert key.refused() == (
+        "no API key was sent: IMGSVC_API_KEY is blank; set it, or give --api-key"
+    )
+
+
+def test_a_request_id_that_is_not_a_uuid_is_refused_before_it_goes_into_a_url(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`status "x/../../../api/requests/?"` asked for the list of requests. No server at
+    this address: nothing is sent."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--server", "http://127.0.0.1:9", "status", "x/../../../api/requests/?"])
+    assert exited.value.code == 2
+    assert (
+        "not a request id: 'x/../../../api/requests/?' (a UUID, as `imgsvc list` shows)"
+        in capsys.readouterr().err
+    )
