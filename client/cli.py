@@ -626,14 +626,26 @@ def given_settings(parser: argparse.ArgumentParser, *, rerun: bool = False) -> N
     """The settings of an upload, or of a re-run, whose defaults are its source's."""
     default = "the source request's" if rerun else None
     service_default = "the service's IMAGE_SCORE_ALL_MODES"
+    service_quality = "the service's IMAGE_QUALITY"
     parser.add_argument(
         "--webhook-url",
         help=f'default: {default}; "" for none'
         if rerun
         else "else the service's WEBHOOK_URL, if set",
     )
-    parser.add_argument("--quality", type=int)
-    parser.add_argument("--quality-mode", choices=["fixed", "relative", "perceptual"])
+    parser.add_argument(
+        "--quality",
+        type=int,
+        help="the encoder's quality, 1-95: in fixed mode, and the fallback in perceptual "
+        f"mode (default: {default or service_quality})",
+    )
+    parser.add_argument(
+        "--quality-mode",
+        choices=["fixed", "relative", "perceptual"],
+        help="fixed: at --quality; relative: half each source's estimated quality; "
+        "perceptual: per image, a low quality reaching --target "
+        f"(default: {default or service_quality + '_MODE'})",
+    )
     parser.add_argument(
         "--target",
         choices=["low", "medium", "high"],
@@ -729,6 +741,13 @@ def connection_options(parser: argparse.ArgumentParser, *, given_after: bool = F
     )
 
 
+EXIT_STATUSES = (
+    "exit status: 0 done (a request followed: every image compressed), 1 a request "
+    "followed finished otherwise (or a webhook not delivered), 2 an error, 130 Ctrl-C "
+    "(a request followed goes on), 141 the reader of the output went"
+)
+
+
 class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
     """Every command also takes --server and --api-key after its name; one of a request
     (of_request) takes its id first."""
@@ -736,7 +755,7 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
     def add_parser(
         self, name: str, *, of_request: bool = False, **options: Any
     ) -> argparse.ArgumentParser:
-        parser = super().add_parser(name, **options)
+        parser = super().add_parser(name, epilog=EXIT_STATUSES, **options)
         if of_request:
             parser.add_argument("request_id", type=request_id_given)
         connection_options(parser, given_after=True)
@@ -759,7 +778,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="imgsvc", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(
+        prog="imgsvc",
+        description=__doc__,
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     connection_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, action=_Commands)
     submit_parser = commands.add_parser("submit", help="upload a product CSV")

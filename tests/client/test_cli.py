@@ -697,3 +697,24 @@ def test_a_request_id_that_is_not_a_uuid_is_refused_before_it_goes_into_a_url(
         "not a request id: 'x/../../../api/requests/?' (a UUID, as `imgsvc list` shows)"
         in capsys.readouterr().err
     )
+
+
+def test_help_shows_the_whole_usage_every_setting_and_the_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The top-level --help gave the docstring's first line alone; --quality and
+    --quality-mode had no help; no --help told the exit statuses."""
+    for argv in (["--help"], ["submit", "--help"], ["rerun", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "exit status: 0 done (a request followed: every image compressed)" in shown
+        if argv == ["--help"]:
+            assert "imgsvc wait REQUEST_ID [--output out.csv]" in shown
+            assert "--output implies --wait." in shown
+        else:
+            default = "the source request's" if argv[0] == "rerun" else "the service's"
+            assert "--quality QUALITY the encoder's quality, 1-95" in shown
+            assert f"(default: {default}" in shown
+            assert "relative: half each source's estimated quality" in shown
