@@ -23,6 +23,7 @@ import io
 import json
 import re
 import selectors
+import sys
 import tempfile
 import threading
 import time
@@ -39,6 +40,8 @@ HEADERS_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r\n)", re.IGNORECASE)
 TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 EXPECT_CONTINUE = re.compile(rb"\r\nexpect:[ \t]*100-continue[ \t]*\r\n", re.IGNORECASE)
+# A Content-Length of more digits than this is past any limit (a 64-bit length has 19).
+LENGTH_MOST_DIGITS = 18
 # A body larger than this goes to a temporary file while it arrives.
 BODY_IN_MEMORY_BYTES = 1024 * 1024
 # However steadily it arrives, a body takes no longer than this.
@@ -111,7 +114,7 @@ class HeadersFirstWorker(ThreadWorker):  # type: ignore[misc]
             return
         fields = head + b"\r\n"  # every header line ended by its CRLF
         declared = CONTENT_LENGTH.search(fields)
-        length = int(declared.group(1)) if declared else 0
+        length = _declared_length(declared.group(1)) if declared else 0
         refusal = _refusal(head, fields, length)
         if refusal is not None:
             self._refuse(conn, refusal)
@@ -285,6 +288,14 @@ def _refusal(head: bytes, fields: bytes, length: int) -> bytes | None:
     else:
         error = BodyTooLarge(f"The request's body is larger than the limit of {limit:,} bytes.")
     return _answer("413 Content Too Large", error.code, error.message)
+
+
+def _declared_length(digits: bytes) -> int:
+    """A Content-Length's digits as a number; more of them than any body needs, as more
+    than any limit: int() refuses past 4,300 digits, and its error in the event loop ended
+    the worker with every request on it (one header of 5,000 nines)."""
+    digits = digits.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= LENGTH_MOST_DIGITS else sys.maxsize
 
 
 def _arrived(conn: Any, size: int) -> bytes | None:

@@ -343,6 +343,22 @@ def test_bodies_past_the_largest_upload_are_refused_from_their_headers_without_a
     assert json.loads(body)["code"] == code
 
 
+def test_a_length_of_thousands_of_digits_is_refused_and_the_worker_serves_on(
+    embedded_service: Service,
+) -> None:
+    """int() refuses more than 4,300 digits: raised in the event loop, it ended the worker,
+    and every request on it, for one header anyone may send."""
+    with connected(embedded_service) as sock:
+        sock.sendall(
+            b"POST /api/webhook-test/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Length: %s\r\n\r\n" % (b"9" * 5000)
+        )
+        status, answer = answer_to(sock)
+    assert status == 413
+    assert json.loads(answer)["code"] == "body_too_large"
+    assert_answers_promptly(f"{embedded_service.base_url}/livez", times=1)
+
+
 def test_a_body_without_a_length_is_refused_411_on_every_route(
     embedded_service: Service,
 ) -> None:
