@@ -42,9 +42,15 @@ def _any_pixel_is(image: Image.Image, colour: object) -> bool:
     """Whether any pixel of a grey or RGB image is colour, read a band of rows at a time
     (a copy of the band, not of the image): 0.24 s for a 12 MP RGB PNG with no such pixel,
     a palette image's count 4 ms."""
+    wanted = np.asarray(colour)
+    if image.mode in {"L", "RGB"}:
+        # As Pillow's convert("RGBA"), which makes them transparent, compares them: by each
+        # value's low byte. A 16-bit PNG is read as 8 bits, its tRNS is not: (65535, 0, 0)
+        # named pixels (255, 0, 0), which went opaque to JPEG in their key colour.
+        wanted = wanted & 0xFF
     for top in range(0, image.height, _BAND_ROWS):
         band = np.asarray(image.crop((0, top, image.width, min(top + _BAND_ROWS, image.height))))
-        matches = band == np.asarray(colour)
+        matches = band == wanted
         if (matches.all(axis=-1) if band.ndim == 3 else matches).any():
             return True
     return False

@@ -1,8 +1,11 @@
 """compress(): bytes in, bytes out, no Django. Every input is made here with Pillow."""
 
 import io
+import struct
+import zlib
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageStat, JpegImagePlugin
 
@@ -116,6 +119,38 @@ def test_an_rgb_png_whose_transparent_colour_a_pixel_has_becomes_webp() -> None:
     output, _ = run(encoded(image, "PNG", transparency=(1, 2, 3)))
     assert output.format == "WEBP"
     assert output.getpixel((1, 1))[3] == 0  # type: ignore[index]
+
+
+def sixteen_bit_rgb_png(pixels: "np.ndarray[Any, Any]", transparent: tuple[int, ...]) -> bytes:
+    """A 16-bit RGB PNG (which Pillow writes only as 8 bits) of pixels, its tRNS naming
+    the 16-bit colour transparent."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    height, width, _ = pixels.shape
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"tRNS", struct.pack(">HHH", *transparent))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_16_bit_png_whose_transparent_colour_its_pixels_have_becomes_webp() -> None:
+    # Given a 16-bit RGB PNG whose left half is its tRNS colour, full red
+    pixels = np.full((64, 64, 3), 20_000, dtype=np.uint16)
+    pixels[:, :32] = (65535, 0, 0)
+    source = sixteen_bit_rgb_png(pixels, (65535, 0, 0))
+    # When compressed, then that half is transparent, not a red JPEG
+    output, _ = run(source)
+    assert output.format == "WEBP"
+    assert output.getpixel((1, 1))[3] == 0  # type: ignore[index]
+    assert output.getpixel((60, 1))[3] == 255  # type: ignore[index]
 
 
 def test_webp_stays_webp() -> None:
