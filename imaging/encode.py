@@ -305,7 +305,16 @@ def compress(
     if kept_original:
         # The original's pixels, without its metadata (GPS and all); the orientation stays,
         # since these pixels were not turned.
-        encoded = metadata_stripped(data, source_format, orientation=orientation, credits=credits)
+        try:
+            encoded = metadata_stripped(
+                data, source_format, orientation=orientation, credits=credits
+            )
+        except ImagingError:
+            if source_format != "GIF":
+                raise
+            # A GIF Pillow reads whose blocks the stripper does not (a stray byte between
+            # them, its last block's end missing) gets its output: it failed whole.
+            kept_original = False
     return CompressedImage(
         data=encoded,
         format=("GIF" if source_format == "GIF" else "PNG")

@@ -3,6 +3,7 @@
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -607,6 +608,31 @@ def test_a_gif_a_jpeg_would_grow_is_kept_without_its_comment() -> None:
     assert b"made by an editor" in source
     assert b"made by an editor" not in result.data  # type: ignore[attr-defined]
     assert output.convert("RGB").tobytes() == logo.convert("RGB").tobytes()
+
+
+@pytest.mark.parametrize(
+    "mended",
+    [
+        lambda gif: gif[:-1] + b"\0;",  # a stray byte before the trailer
+        lambda gif: gif[:-2],  # its last block's end and the trailer missing
+    ],
+    ids=["stray byte", "last block unended"],
+)
+def test_a_gif_pillow_reads_but_that_cannot_be_stripped_gets_its_output(
+    mended: Callable[[bytes], bytes],
+) -> None:
+    # Given a logo as GIF, a JPEG of which would be larger, whose blocks Pillow reads
+    # though they are not as the format has them
+    logo = Image.new("P", (200, 80), 0)
+    logo.putpalette([255, 255, 255, 200, 30, 30] + [0] * 762)
+    logo.paste(1, (20, 20, 180, 60))
+    source = mended(encoded(logo, "GIF"))
+    Image.open(io.BytesIO(source)).load()
+
+    # When it is compressed in the source's format, then it is not kept, and not refused
+    output, result = run(source)
+    assert result.kept_original is False  # type: ignore[attr-defined]
+    assert output.format == "JPEG"
 
 
 def test_a_png_longer_than_jpeg_holds_is_kept_as_png_in_the_same_format() -> None:
