@@ -261,6 +261,14 @@ def test_an_upload_sent_again_after_back_opens_the_request_it_made(
         *newest_before,
     ]
 
+    # But the same file uploaded again from the page visited afresh is a new upload (its
+    # key replayed the first request, even once that had been deleted)
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page).to_have_url(re.compile(r"/requests/[0-9a-f-]{36}/$"))
+    assert page.url != made
+
 
 @pytest.mark.e2e
 def test_a_form_of_a_page_shown_before_logging_out_and_in_again_says_to_reload(

@@ -14,6 +14,21 @@
   // gets that request instead of a second one. Kept in the tab's sessionStorage, since
   // the page may come back without its script's memory; another file or value, a new key.
   const memory = new Map(); // where sessionStorage is refused
+  // Only a page the browser brings back from its history sends its form's key again: on a
+  // visit of its own (a link, a reload) the same file uploaded again is meant as a new
+  // upload, and its key had made a request that may since have been deleted.
+  // (This page's keys alone: the page a form's request opens starts afresh too.)
+  const prefix = `idempotency-key:${window.location.pathname}:`;
+  const visit = window.performance.getEntriesByType("navigation")[0];
+  if (!visit || visit.type !== "back_forward") {
+    try {
+      Object.keys(window.sessionStorage)
+        .filter((stored) => stored.startsWith(prefix))
+        .forEach((stored) => window.sessionStorage.removeItem(stored));
+    } catch (error) {
+      // storage refused: the memory's, which a new page starts without
+    }
+  }
   window.formStateKey = function (name, data) {
     const state = JSON.stringify(
       [...data.entries()]
@@ -24,7 +39,7 @@
             : [field, value]
         )
     );
-    const stored = `idempotency-key:${name}`;
+    const stored = prefix + name;
     let kept = memory.get(stored) || null;
     try {
       kept = JSON.parse(window.sessionStorage.getItem(stored) || "null");
