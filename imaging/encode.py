@@ -390,7 +390,8 @@ def decode_cost(
     pixels and what its decoder holds beside them, the converted copy the encoder is given
     where the mode must change, and what the encoder itself holds, at their most (the
     constants above). libjpeg reads rows where they lie, but for a progressive JPEG or one
-    of several scans (jpeg_scan_count), whose coefficients it holds whole."""
+    of several scans (jpeg_scan_count), whose coefficients it holds whole while it decodes,
+    and frees before anything is encoded: the larger of the two phases."""
     decoded = bytes_per_pixel(image.mode)
     decoder = DECODER_BYTES_PER_PIXEL.get(image.format or "", 0)
     alpha = _has_alpha(image)
@@ -415,11 +416,15 @@ def decode_cost(
         converted = decoded + 1  # the scaled copy (convert.py's eight_bit), then its 8 bits
     elif output_mode != image.mode:
         converted = bytes_per_pixel(output_mode)
-    cost = image.width * image.height * (decoded + decoder + converted + encoder)
+    pixels = image.width * image.height
+    cost = pixels * (decoded + decoder + converted + encoder)
     layers = getattr(image, "layer", None)
     if image.format in JPEG_FORMATS and layers and (scans > 1 or image.info.get("progressive")):
         sampling = [(h, v) for _, h, v, _ in layers]
-        cost += jpeg_coefficient_bytes(image.width, image.height, sampling)
+        coefficients = jpeg_coefficient_bytes(image.width, image.height, sampling)
+        # Added to the encoder's, a 36 MP progressive JPEG asked for as WebP was refused at
+        # 1,030 MiB; it peaks at 490.
+        cost = max(cost, pixels * (decoded + decoder) + coefficients)
     return cost
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from imaging.encode import (
     SCORE_ALPHA_BYTES_PER_PIXEL,
     SCORE_BYTES_PER_PIXEL,
+    WEBP_BYTES_PER_PIXEL,
     OutputFormat,
     compress,
 )
@@ -337,11 +338,12 @@ def test_a_progressive_jpegs_whole_coefficients_count_against_the_budget(
     mode: str, subsampling: int, coefficients: int
 ) -> None:
     # Given a progressive JPEG, whose every DCT coefficient libjpeg holds while it reads its
-    # scans, and a budget a byte short of its pixels, its encoder's and those
+    # scans (and frees before the encoder starts), and a budget a byte short of its pixels
+    # and those
     image = photo(1001, 1001).convert(mode)
     source = encoded(image, "JPEG", quality=90, progressive=True, subsampling=subsampling)
-    pixels = len(mode)  # bytes a pixel decoded, and a JPEG encoder's 3
-    needed = 1001 * 1001 * (pixels + 3) + coefficients
+    pixels = len(mode)  # bytes a pixel decoded
+    needed = 1001 * 1001 * pixels + coefficients
 
     # When it is compressed, then it is refused, saying how much it needs
     with pytest.raises(ImagingError) as refused:
@@ -349,6 +351,21 @@ def test_a_progressive_jpegs_whole_coefficients_count_against_the_budget(
     assert refused.value.message.startswith(f"The image needs {needed / 2**20:,.0f} MiB")
     # and at that budget it is compressed
     compress(source, quality=50, max_pixels=MAX_PIXELS, max_decode_bytes=needed)
+
+
+def test_the_coefficients_and_the_encoder_are_not_counted_together() -> None:
+    """They never coexist: a 36 MP progressive JPEG asked for as WebP was refused at
+    1,030 MiB, where it peaks at 490."""
+    image = photo(1001, 1001)
+    source = encoded(image, "JPEG", quality=90, progressive=True, subsampling=0)
+    webp = 1001 * 1001 * (3 + WEBP_BYTES_PER_PIXEL)  # its pixels and the encoder's
+    compress(
+        source,
+        quality=50,
+        max_pixels=MAX_PIXELS,
+        max_decode_bytes=webp,
+        output_format=OutputFormat.WEBP,
+    )
 
 
 def test_a_baseline_jpeg_is_read_where_it_lies_without_its_coefficients() -> None:
