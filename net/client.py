@@ -361,7 +361,9 @@ def _read_body(
     stopped: Callable[[], bool] | None = None,
 ) -> bytes:
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > policy.max_bytes:
+    if not (declared.isascii() and declared.isdigit()):  # "²" is a digit to isdigit()
+        declared = ""
+    if declared and int(declared) > policy.max_bytes:
         raise _too_large(policy)
     # The cap holds twice: on the bytes that arrive, and on what they decompress to.
     decoded = body_decoder(response.headers.get("Content-Encoding", ""), policy.max_bytes)
@@ -369,6 +371,7 @@ def _read_body(
     received = 0
     while True:
         if response.length_remaining == 0:
+            decoded.end()
             return b"".join(chunks)
         if deadline <= time.monotonic():
             raise _too_slow(policy)
@@ -381,6 +384,7 @@ def _read_body(
                 raise _too_slow(policy) from None  # not "did not answer": it was sending
             raise _body_broken(error, received, declared, policy) from None
         if not chunk:
+            decoded.end()
             return b"".join(chunks)
         received += len(chunk)
         if received > policy.max_bytes:

@@ -158,18 +158,30 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(3)
         elif path.startswith("/encoded/"):
-            encoding = unquote(path.rsplit("/", 1)[1])
-            compressed = {
-                "gzip": gzip.compress(BODY),
-                "x-gzip": gzip.compress(BODY),
-                "deflate": zlib.compress(BODY),
+            name = unquote(path.rsplit("/", 1)[1])
+            raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            half = len(BODY) // 2
+            variants = {  # the Content-Encoding and the body of each
+                "gzip": ("gzip", gzip.compress(BODY)),
+                "x-gzip": ("x-gzip", gzip.compress(BODY)),
+                "deflate": ("deflate", zlib.compress(BODY)),
+                "raw-deflate": ("deflate", raw.compress(BODY) + raw.flush()),
+                "gzip-members": ("gzip", gzip.compress(BODY[:half]) + gzip.compress(BODY[half:])),
+                "gzip-cut": ("gzip", gzip.compress(BODY)[:-20]),
             }
-            body = compressed.get(encoding, BODY)
+            encoding, body = variants.get(name, (name, BODY))
             self.send_response(200)
             self.send_header("Content-Encoding", encoding)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif path == "/odd-length":
+            # "²" is a digit to str.isdigit(), and not to int()
+            self.send_response(200)
+            self.send_header("Content-Length", "\u00b2")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(BODY)
         elif path == "/gzip-bomb":
             # 10 GB once decompressed, 10 MB as sent; read to the close (HTTP/1.0)
             self.send_response(200)
@@ -449,13 +461,30 @@ def test_a_status_outside_http_is_not_retried_as_a_server_error(server: str) -> 
     )
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "identity"])
+@pytest.mark.parametrize(
+    "encoding", ["gzip", "x-gzip", "deflate", "raw-deflate", "gzip-members", "identity"]
+)
 def test_a_body_compressed_though_not_asked_for_comes_decompressed(
     server: str, encoding: str
 ) -> None:
     # Given a server that compresses what it sends whatever was asked (an S3 object
     # uploaded compressed), as browsers show it
     assert fetch(f"{server}/encoded/{encoding}", policy_for(server)) == BODY
+
+
+def test_a_content_length_that_is_not_a_number_is_read_to_the_close(server: str) -> None:
+    # It ended the download as internal_error (ValueError from int("²"))
+    assert fetch(f"{server}/odd-length", policy_for(server)) == BODY
+
+
+def test_a_compressed_body_cut_short_is_refused_not_taken_for_the_image(server: str) -> None:
+    # Its start decompresses to part of the file: taken whole, it failed as a damaged
+    # image, or showed as half of one
+    error = reason_of(f"{server}/encoded/gzip-cut", policy_for(server))
+    assert (error.reason, error.message) == (
+        "connection_error",
+        "The server's gzip-compressed answer is damaged (it stops before its end).",
+    )
 
 
 def test_a_gzip_bomb_is_cut_off_at_the_cap_with_the_cap_in_memory(server: str) -> None:
