@@ -64,7 +64,10 @@ def converted_for(
     white. A CMYK or grey image made RGB goes through its ICC profile, where it has one;
     a transparent grey one painted on white stays grey, and keeps its profile."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
+        alpha = _colour_key_alpha(image) if transparent else None
         image = eight_bit(image)
+        if alpha is not None:  # its tRNS grey, which eight_bit's copy no longer names
+            image.putalpha(alpha)
     grey = image.mode in {"L", "LA"}
     if output_format in {"WEBP", "AVIF"}:
         wanted = "RGBA" if transparent else "RGB"
@@ -103,6 +106,16 @@ def _srgb_alpha_kept(
     if converted is not None:
         converted.putalpha(grey_alpha.getchannel("A"))
     return converted
+
+
+def _colour_key_alpha(image: Image.Image) -> Image.Image | None:
+    """The alpha of a 16-bit grey image whose tRNS names its transparent grey: 0 where a
+    pixel is that grey. Its 8-bit copy was opaque: made WebP, the key grey showed; made
+    JPEG, it said flattened and painted nothing."""
+    key = image.info.get("transparency")
+    if not isinstance(key, int):
+        return None
+    return Image.fromarray(np.where(np.asarray(image) == key, 0, 255).astype(np.uint8), "L")
 
 
 def srgb_from(image: Image.Image, icc_profile: bytes) -> Image.Image | None:

@@ -142,6 +142,22 @@ def sixteen_bit_rgb_png(pixels: "np.ndarray[Any, Any]", transparent: tuple[int, 
     )
 
 
+def test_a_16_bit_grey_png_whose_transparent_grey_its_pixels_have_keeps_it() -> None:
+    """Its 8-bit copy dropped the tRNS grey: made WebP it showed, made JPEG it said
+    flattened and painted nothing."""
+    grey = np.full((64, 64), 40000, np.uint16)
+    grey[:, :32] = 1234  # the key grey, on the left half
+    source = encoded(Image.fromarray(grey), "PNG", transparency=1234)
+
+    webp, made = run(source)
+    assert made.format == "WEBP"  # type: ignore[attr-defined]
+    assert webp.convert("RGBA").getpixel((8, 8))[3] == 0  # type: ignore[index]
+    assert webp.convert("RGBA").getpixel((48, 8))[3] == 255  # type: ignore[index]
+    jpeg, flattened = run(source, output_format=OutputFormat.JPEG)
+    assert flattened.flattened  # type: ignore[attr-defined]
+    assert jpeg.convert("L").getpixel((8, 8)) >= 250  # type: ignore[operator]
+
+
 def test_a_16_bit_png_whose_transparent_colour_its_pixels_have_becomes_webp() -> None:
     # Given a 16-bit RGB PNG whose left half is its tRNS colour, full red
     pixels = np.full((64, 64, 3), 20_000, dtype=np.uint16)
