@@ -12,7 +12,8 @@ from processing.models import ProcessingRequest, ProductImage, ReasonCode
 # The forms' words for each choice: the upload's and the re-run's alike.
 OUTPUT_FORMAT_CHOICES: dict[OutputFormat, str] = {
     OutputFormat.SAME: (
-        "As the source (JPEG, or WebP where transparent; a PNG or GIF kept where smaller)"
+        "As the source (JPEG, WebP, AVIF stay so; others JPEG, or WebP where transparent; "
+        "a PNG or GIF kept where smaller)"
     ),
     OutputFormat.JPEG: "JPEG (transparency on white)",
     OutputFormat.WEBP: "WebP",

@@ -954,7 +954,8 @@ def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
     page = member_client.get(f"/requests/{request.pk}/").content.decode()
 
     for words in (
-        "As the source (JPEG, or WebP where transparent; a PNG or GIF kept where smaller)",
+        "As the source (JPEG, WebP, AVIF stay so; others JPEG, or WebP where transparent; "
+        "a PNG or GIF kept where smaller)",
         "AVIF (smallest, slower)",
         "Keep the credits (artist, copyright, credit line)",
     ):
