@@ -339,12 +339,17 @@ if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured(
         f"CACHE_URL must be a redis:// or rediss:// URL, not {redacted(CACHE_URL)!r}."
     )
+# How long a call to Redis (the cache's, the broker's) waits for it: one that hangs
+# (paused, or its host gone without a reset) held each web thread that asked it for good,
+# and eight health probes held them all.
+REDIS_SOCKET_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5}
 if CACHE_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "imgsvc",
+            "OPTIONS": dict(REDIS_SOCKET_TIMEOUTS),
         }
     }
 else:
@@ -540,6 +545,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        CELERY_BROKER_TRANSPORT_OPTIONS.update(REDIS_SOCKET_TIMEOUTS)
     if CELERY_BROKER_URL.startswith("redis://"):
         # kombu's Redis transport, keeping the worker alive when Redis goes away.
         CELERY_BROKER_TRANSPORT = "config.broker:RedisTransport"

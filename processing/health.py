@@ -108,10 +108,20 @@ def _schema() -> Check:
     return OK
 
 
+# A broker check waits this long for each answer: a Redis that hangs held the probe's web
+# thread for good (a connection's timeout is not its reads').
+BROKER_CHECK_SECONDS = 2
+
+
 def _broker() -> Check:
+    options = {
+        **app.conf.broker_transport_options,
+        "socket_timeout": BROKER_CHECK_SECONDS,
+        "socket_connect_timeout": BROKER_CHECK_SECONDS,
+    }
     try:
-        with app.connection_for_write() as broker:
-            broker.ensure_connection(max_retries=1, timeout=2)
+        with app.connection_for_write(transport_options=options) as broker:
+            broker.ensure_connection(max_retries=1, timeout=BROKER_CHECK_SECONDS)
     except Exception as error:
         return _failed(error)
     return OK

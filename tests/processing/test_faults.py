@@ -437,3 +437,34 @@ def test_a_task_that_met_the_database_away_is_tried_again_within_seconds(
         # Then, the database back, the catalogue is processed within a minute, under the
         # production's lease of 5 minutes
         assert wait_for_finish(service.base_url, request_id, timeout=60)["status"] == "completed"
+
+
+def test_a_redis_that_hangs_leaves_the_web_answering(tmp_path: Path, origin: Origin) -> None:
+    """A Redis paused (or its host gone without a reset) held each web thread that asked it
+    for good: a few health probes held them all, and /livez, which asks nothing of Redis,
+    went unanswered."""
+    with private_service(tmp_path, origin) as (service, redis, _):
+        assert redis.process is not None
+        # Given Redis paused: connections open, nothing answered
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            # When more health probes come than the web has threads
+            with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+                probes = [
+                    pool.submit(
+                        urllib3.request,
+                        "GET",
+                        f"{service.base_url}/healthz",
+                        timeout=30,
+                        retries=False,
+                    )
+                    for _ in range(12)
+                ]
+                # Then the process still answers /livez, and each probe says Redis is away
+                # within its check's seconds, not never
+                live = urllib3.request("GET", f"{service.base_url}/livez", timeout=15)
+                assert live.status == 200
+                answers = [probe.result(timeout=60) for probe in probes]
+            assert {answer.status for answer in answers} == {503}
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
