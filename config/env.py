@@ -15,7 +15,14 @@ from net import parse_networks
 RATE_PATTERN = re.compile(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)")
 
 
+# Every name the readers below were asked for, in this process: config/checks.py warns of
+# a variable named like them that none reads (IMAGE_QUALTY=30 was ignored in silence, and
+# every image went on at 50).
+NAMES_READ: set[str] = set()
+
+
 def env(name: str, default: str = "") -> str:
+    NAMES_READ.add(name)
     return os.environ.get(name, default).strip()
 
 

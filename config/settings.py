@@ -17,6 +17,7 @@ import prometheus_client.values
 from django.core.exceptions import ImproperlyConfigured
 from kombu.transport import TRANSPORT_ALIASES
 
+from config import checks  # noqa: F401  (registers the environment's system check)
 from config.env import (
     env,
     env_base_url,

@@ -1,0 +1,90 @@
+"""System checks of the environment (`manage.py check`, and every management command as it
+starts): a variable named like a setting that no setting reads is, most likely, a setting
+misspelt. IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50."""
+
+import difflib
+import os
+from typing import Any
+
+from django.core.checks import CheckMessage, register
+from django.core.checks import Warning as CheckWarning
+
+from config.env import NAMES_READ
+
+# Settings read where the settings module is not loaded: gunicorn's configuration,
+# config/logs.py (before it), the Procfile.
+READ_ELSEWHERE = frozenset(
+    {
+        "WEB_CONCURRENCY",
+        "WEB_THREADS",
+        "WEB_TIMEOUT",
+        "WEB_HEADER_TIMEOUT",
+        "WEB_BODY_TIMEOUT",
+        "LOG_FORMAT",
+        "REQUESTS_WORKER_CONCURRENCY",
+    }
+)
+# Read by the settings only where another setting asks for them: unread here, and still
+# no misspelling.
+READ_SOMETIMES = frozenset(
+    {
+        "DATABASE_CONNECT_TIMEOUT",  # with a PostgreSQL DATABASE_URL
+        "BROKER_DIR",  # with the filesystem broker
+        # with S3_BUCKET
+        "S3_ENDPOINT_URL",
+        "S3_REGION",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "S3_ADDRESSING_STYLE",
+        "S3_URL_EXPIRY",
+        "S3_PUBLIC_BASE_URL",
+    }
+)
+# Named like the settings, and read by the programs the service runs: set on purpose,
+# never a misspelling (and no prefix of ours).
+READ_BY_OTHERS = frozenset(
+    {
+        "REQUESTS_CA_BUNDLE",  # the requests library's
+        # Celery's own
+        "CELERY_BROKER_READ_URL",
+        "CELERY_BROKER_WRITE_URL",
+        "CELERY_CONFIG_MODULE",
+        "CELERY_CUSTOM_WORKER_POOL",
+        "CELERY_LOADER",
+        "CELERY_LOG_FILE",
+        "CELERY_LOG_LEVEL",
+        "CELERY_LOG_REDIRECT",
+        "CELERY_LOG_REDIRECT_LEVEL",
+        "CELERY_RDB_HOST",
+        "CELERY_RDB_PORT",
+        "CELERY_RESULT_BACKEND",
+        "CELERY_SKIP_CHECKS",
+        "CELERY_TRACE_APP",
+        # prometheus_client's own
+        "PROMETHEUS_DISABLE_CREATED_SERIES",
+        "PROMETHEUS_LEGACY_NAME_VALIDATION",
+    }
+)
+
+
+@register()
+def unread_variables_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """A warning for each variable that starts as the settings do (IMAGE_, WEBHOOK_, …) and
+    that nothing reads, naming the setting nearest to it."""
+    known = NAMES_READ | READ_ELSEWHERE | READ_SOMETIMES
+    # The settings' first words, not a list of our own: PATH, HOME or PGHOST are not ours.
+    prefixes = tuple({name.split("_")[0] + "_" for name in known if "_" in name})
+    warnings: list[CheckMessage] = []
+    for name in sorted(os.environ):
+        if not name.startswith(prefixes) or name in known or name in READ_BY_OTHERS:
+            continue
+        nearest = difflib.get_close_matches(name, known, n=1)
+        guess = f": did you mean {nearest[0]}?" if nearest else ", and no setting is near it."
+        warnings.append(
+            CheckWarning(
+                f"{name} is not a setting{guess}",
+                hint="Every setting is listed in README.md's Settings table; this one is ignored.",
+                id="config.W001",
+            )
+        )
+    return warnings
