@@ -149,7 +149,8 @@ def env_url(name: str, *, example: str) -> str:
     url = env(name)
     if url and not re.fullmatch(r"https?://[^/?#\s]+([/?#]\S*)?", url):
         raise ImproperlyConfigured(
-            f"{name} must be an absolute http(s) URL ({example}), not {url.rstrip('/')!r}."
+            f"{name} must be an absolute http(s) URL ({example}), "
+            f"not {redacted(url.rstrip('/'))!r}."
         )
     return url
 
@@ -176,5 +177,14 @@ def env_service_url(name: str, default: str, *, example: str, failover: bool = F
 
 
 def redacted(url: str) -> str:
-    """url without the password it may hold (user:password@host)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """url without the password it may hold (user:password@host), however malformed: one
+    without its "//" (postgres:hunter2@db/x) was quoted whole, password and all. Whatever
+    lies between the user's colon and the last "@" goes; a password may hold "@" or "/"."""
+    at = url.rfind("@")
+    if at < 0:
+        return url
+    user = url.find("//", 0, at) + 2 if "//" in url[:at] else 0
+    colon = url.find(":", user, at)
+    if colon < 0:
+        return url  # a user, no password
+    return f"{url[: colon + 1]}***{url[at:]}"

@@ -126,6 +126,25 @@ def test_counters_go_to_the_shared_folder_even_where_prometheus_client_came_firs
         ("WEBHOOK_SECRET_OVERLAP", "-3600", "WEBHOOK_SECRET_OVERLAP must be 0 or more, not"),
         ("IMAGE_FETCH_RETRY_BACKOFF", "-5", "IMAGE_FETCH_RETRY_BACKOFF must be 0 or more, not"),
         ("ALLOWED_HOSTS", "", "ALLOWED_HOSTS must name the host names the web answers to"),
+        # Without its "//", quoted whole, password and all
+        (
+            "DATABASE_URL",
+            "postgres:hunter2@db/x",
+            "DATABASE_URL must be a URL (postgres://user:password@db.example:5432/images), "
+            "not 'postgres:***@db/x'.",
+        ),
+        (
+            "CELERY_BROKER_URL",
+            "redis:hunter2@h:6379/0",
+            "CELERY_BROKER_URL must be a URL (redis://redis.example:6379/0), not "
+            "'redis:***@h:6379/0'.",
+        ),
+        (
+            "WEBHOOK_URL",
+            "hooks:hunter2@example.com/images",
+            "WEBHOOK_URL must be an absolute http(s) URL (https://hooks.example.com/images), "
+            "not 'hooks:***@example.com/images'.",
+        ),
         # dj-database-url's own error, naming no setting; its password never shown
         (
             "DATABASE_URL",
