@@ -106,7 +106,10 @@ def test_account_secret_prints_it_and_rotate_keeps_the_old_one_for_the_overlap(
 
 
 def test_user_create_and_a_login_link_that_works_once() -> None:
-    run("user", "create", "--account", "acme", "--username", "ann", "--password", "a-long-pw-9")
+    made = run(
+        "user", "create", "--account", "acme", "--username", "ann", "--password", "a-long-pw-9"
+    )
+    assert made == ["Account acme made.", "User ann of account acme made."]
     user = get_user_model().objects.get(username="ann")
     assert user.membership.account.name == "acme"
     assert user.check_password("a-long-pw-9")
@@ -180,6 +183,16 @@ def test_without_a_terminal_the_password_is_read_from_standard_input(
     with pytest.raises(CommandError, match="there is no terminal to ask at"):
         call_command("user", "create", "--account", "acme", "--username", "bo")
     assert not get_user_model().objects.filter(username="bo").exists()
+
+
+def test_user_create_says_when_it_made_the_account_as_apikey_create_does() -> None:
+    """It did not: a misspelt --account made a user of a new, empty account in silence."""
+    run("account", "create", "acme")
+    existing = run("user", "create", "--account", "acme", "--username", "ann", "--no-password")
+    assert existing == ["User ann of account acme made."]
+
+    misspelt = run("user", "create", "--account", "acme_", "--username", "bo", "--no-password")
+    assert misspelt == ["Account acme_ made.", "User bo of account acme_ made."]
 
 
 def test_a_weak_password_is_refused() -> None:

@@ -37,12 +37,15 @@ class Command(BaseCommand):
             except ValidationError as invalid:
                 raise CommandError(" ".join(invalid.messages)) from None
         try:
-            account, _ = services.account_get_or_create(name=options["account"])
+            account, made = services.account_get_or_create(name=options["account"])
             user = services.user_create(
                 account=account, username=options["username"], password=password
             )
         except services.AccountError as error:
             raise CommandError(str(error)) from None
+        # Said as `apikey create` says it: a misspelt name makes a user of an empty account.
+        if made:
+            self.stdout.write(f"Account {account.name} made.")
         self.stdout.write(f"User {user.get_username()} of account {account.name} made.")
 
     def _ask(self) -> str:
