@@ -105,6 +105,36 @@ def test_account_secret_prints_it_and_rotate_keeps_the_old_one_for_the_overlap(
     assert account.signing_secrets(now + timedelta(seconds=3601)) == [new]
 
 
+def test_a_second_rotation_within_the_overlap_is_refused_unless_forced(settings: Any) -> None:
+    """It ended the original secret at once, while it printed "both secrets for 24 hours":
+    receivers still holding it refused every event."""
+    settings.WEBHOOK_SECRET_OVERLAP = 3600
+    run("account", "create", "acme")
+    original = run("account", "secret", "acme")[-1]
+    first = run("account", "rotate-secret", "acme")[-1]
+    until = Account.objects.get(name="acme").previous_secret_expires_at
+    assert until is not None
+
+    with pytest.raises(CommandError) as refused:
+        call_command("account", "rotate-secret", "acme")
+
+    assert str(refused.value) == (
+        "The secret of acme was rotated already: its previous secret signs too until "
+        f"{until:%Y-%m-%d %H:%M:%S} UTC, and receivers may still hold it. Rotating now would "
+        "end it at once. Wait until then, or give --force."
+    )
+    account = Account.objects.get(name="acme")
+    assert account.signing_secrets(timezone.now()) == [first, original]
+
+    forced = run("account", "rotate-secret", "acme", "--force")[-1]
+    account.refresh_from_db()
+    assert account.signing_secrets(timezone.now()) == [forced, first]
+
+    # Once the overlap is over, a rotation needs no --force
+    Account.objects.filter(name="acme").update(previous_secret_expires_at=timezone.now())
+    assert run("account", "rotate-secret", "acme")[-1].startswith("whsec_")
+
+
 def test_user_create_and_a_login_link_that_works_once() -> None:
     made = run(
         "user", "create", "--account", "acme", "--username", "ann", "--password", "a-long-pw-9"
