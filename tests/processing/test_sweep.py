@@ -3,6 +3,7 @@ as failed rather than leave its request processing for ever.
 
 (The sweep's re-queueing of lost work is shown end to end in test_faults.py.)"""
 
+import io
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def test_an_image_lost_too_often_fails_and_its_request_finishes(
     )
 
     # When the sweep runs
-    call_command("sweep")
+    said = io.StringIO()
+    call_command("sweep", stdout=said)
 
     # Then the image has failed with its reason and the request has finished
     image = ProductImage.objects.get(request=request)
@@ -51,6 +53,13 @@ def test_an_image_lost_too_often_fails_and_its_request_finishes(
     assert request.status == "completed_with_errors"
     assert (request.succeeded_images, request.failed_images) == (0, 1)
     assert (tmp_path / request.output_csv_name).exists()
+    # and the command said so in words (it printed the raw SweepReport(...))
+    assert said.getvalue() == (
+        "Sweep: 1 image failed, past IMAGE_MAX_ATTEMPTS; 1 request finished.\n"
+    )
+    said = io.StringIO()
+    call_command("sweep", stdout=said)
+    assert said.getvalue() == "Sweep: nothing was overdue.\n"
 
 
 class WorkerStopped(BaseException):
