@@ -160,6 +160,22 @@ def test_user_create_and_a_login_link_that_works_once() -> None:
     assert "You are logged in already, as ann" in again.content.decode()
 
 
+@pytest.mark.parametrize("base_url", ["notaurl", "images.example.com", "ftp://h", "http:///x"])
+def test_a_login_link_under_a_base_url_that_is_not_http_is_refused(base_url: str) -> None:
+    """It printed "notaurl/login/link/…", a link that opened nothing, and used a token."""
+    account, _ = services.account_get_or_create(name="acme")
+    user = services.user_create(account=account, username="dee", password=None)
+
+    with pytest.raises(CommandError) as refused:
+        call_command("login-link", "dee", "--base-url", base_url)
+
+    assert str(refused.value) == (
+        "--base-url must be the service's absolute http(s) address "
+        f"(https://images.example.com), not {base_url!r}."
+    )
+    assert not user.loginlink_set.exists()
+
+
 def test_opening_a_login_link_logs_in_only_by_the_button_on_its_page() -> None:
     """Logging in on the GET let any page that loaded the link log its visitor into the
     link's account (login CSRF), and a mail scanner fetching it used it up."""

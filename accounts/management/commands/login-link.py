@@ -2,6 +2,7 @@
 within 15 minutes (the URL alone on the last line of standard output)."""
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -19,10 +20,22 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        base_url = options["base_url"]
+        if base_url is not None and not _absolute_http(base_url):
+            # It was taken: "notaurl/login/link/…", a link that opened nothing.
+            raise CommandError(
+                "--base-url must be the service's absolute http(s) address "
+                f"(https://images.example.com), not {base_url!r}."
+            )
         try:
             user = services.user_get(username=options["username"])
         except services.AccountError as error:
             raise CommandError(str(error)) from None
         token = services.login_link_create(user=user)
         self.stdout.write("Valid once, for 15 minutes:")
-        self.stdout.write(login_link_url(token, base_url=options["base_url"]))
+        self.stdout.write(login_link_url(token, base_url=base_url))
+
+
+def _absolute_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) and " " not in url
