@@ -5,7 +5,7 @@ import hashlib
 import logging
 import secrets
 import unicodedata
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -49,10 +49,16 @@ def account_get(*, name: str) -> Account:
 
 
 def api_key_create(
-    *, account: Account, label: str = "", limit: int | None = None, by: str = ""
+    *,
+    account: Account,
+    label: str = "",
+    limit: int | None = None,
+    by: str = "",
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key for account; the key itself is returned here and never again. With a
-    limit, refused while the account holds that many usable keys; by names who asked."""
+    limit, refused while the account holds that many usable keys; by names who asked;
+    with expires_at, refused from then on."""
     # As typed and as shown: é typed as e and its accent counts once.
     label = unicodedata.normalize("NFC", label).strip()
     if any(unicodedata.category(char) in {"Cc", "Cf"} for char in label):
@@ -71,7 +77,9 @@ def api_key_create(
                     f"This account already has {len(usable)} keys in use, the most it may "
                     "hold. Revoke one it no longer needs, then make the new one."
                 )
-        made, key = ApiKey.objects.create_key(account=account, name=label or "key")
+        made, key = ApiKey.objects.create_key(
+            account=account, name=label or "key", expiry_date=expires_at
+        )
     api_key = cast(ApiKey, made)
     logger.info("API key %s made for account %s%s", api_key.prefix, account.name, _by(by))
     return api_key, key

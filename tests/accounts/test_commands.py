@@ -73,6 +73,26 @@ def test_apikey_list_marks_a_key_past_its_expiry() -> None:
     )
 
 
+def test_apikey_create_gives_a_key_an_expiry_when_asked() -> None:
+    """The README spoke of expired keys, and no command could make one."""
+    lines = run("apikey", "create", "--account", "acme", "--expires-in-days", "30")
+    api_key = ApiKey.objects.get(prefix=lines[-1].split(".")[0])
+    assert api_key.expiry_date is not None
+    later = timezone.now() + timedelta(days=30)
+    assert abs(api_key.expiry_date - later) < timedelta(minutes=1)
+    assert f"until {api_key.expiry_date:%Y-%m-%d %H:%M} UTC;" in lines[-2]
+    assert works(lines[-1])
+    without = run("apikey", "create", "--account", "acme")[-1]
+    assert ApiKey.objects.get(prefix=without.split(".")[0]).expiry_date is None
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "soon"])
+def test_an_expiry_that_is_not_a_number_of_days_to_come_is_refused(days: str) -> None:
+    with pytest.raises(CommandError, match="a whole number of days, 1 or more"):
+        call_command("apikey", "create", "--account", "acme", "--expires-in-days", days)
+    assert not ApiKey.objects.exists()
+
+
 def test_an_account_name_is_checked() -> None:
     with pytest.raises(CommandError, match="An account name is"):
         call_command("apikey", "create", "--account", "no spaces please")
