@@ -96,8 +96,6 @@ if not ALLOWED_HOSTS:
         "or be unset for localhost."
     )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-# Behind HTTPS, send the session and CSRF cookies over HTTPS only.
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 # Proxies whose X-Forwarded-* headers are believed: gunicorn reads the same variable (and
 # default) for the scheme, Django for the client's address (config/proxies.py), which
 # counts wrong passwords per address: read as the proxy's, one person's ten wrong tries
@@ -301,6 +299,15 @@ if PUBLIC_BASE_URL:
     port = f":{public.port}" if public.port not in {None, default_port} else ""
     host = f"[{public.hostname}]" if ":" in str(public.hostname) else public.hostname
     CSRF_TRUSTED_ORIGINS.append(f"{public.scheme}://{host}{port}")
+    # And its host answered: left out of ALLOWED_HOSTS, every route but the probes answered
+    # 400 while /healthz said 200, and the load balancer sent it traffic.
+    if public.hostname and public.hostname not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(public.hostname)
+# Behind HTTPS, send the session and CSRF cookies over HTTPS only: by default where the
+# service's public address is https://.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool(
+    "SECURE_COOKIES", PUBLIC_BASE_URL.startswith("https://")
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -277,6 +277,31 @@ print(page.post("/login/", form, **https).status_code)
 """
 
 
+PUBLIC_HOST_ANSWERED = """
+import django
+django.setup()
+from django.conf import settings
+from django.test import Client
+answer = Client().get("/api/requests/", HTTP_HOST="images.example.test")
+print(answer.status_code, settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE)
+"""
+
+
+def test_the_public_address_is_answered_and_its_cookies_kept_to_https(tmp_path: Path) -> None:
+    """The README's production example sets PUBLIC_BASE_URL and no ALLOWED_HOSTS: every
+    route but the probes answered 400 while /healthz said 200; and its cookies went over
+    plain HTTP too unless SECURE_COOKIES was set."""
+    environ = {
+        **{name: value for name, value in os.environ.items() if name != "ALLOWED_HOSTS"},
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PUBLIC_BASE_URL": "https://images.example.test",
+    }
+    result = python_run(["-c", PUBLIC_HOST_ANSWERED], environ)
+    # 401: the route's own answer to a call without a key, not 400 for the host
+    assert result.stdout.split() == ["401", "True", "True"], result.stderr
+
+
 @pytest.mark.parametrize(
     "public_base_url",
     [
