@@ -25,7 +25,10 @@ DATABASE_AWAY: Final[dict[str, Any]] = {
     "retry_backoff": 1,
     "retry_backoff_max": 32,
     "retry_jitter": True,
-    "max_retries": 6,
+    # A random share of each wait: six tries could all be spent within 8 s, and a routine
+    # PostgreSQL restart of 20 s left their images to the sweep's lease (5 minutes). Ten
+    # last about a minute and a half, in all, on average.
+    "max_retries": 10,
 }
 
 
