@@ -1,16 +1,24 @@
 """Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
 whatever the Host header; HEAD answered without a body; answers about an account kept out
-of caches; every page under the site's content policy."""
+of caches; every page under the site's content policy; a page asked for while the
+database is away, 503."""
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.middleware.common import CommonMiddleware
+from django.shortcuts import render
 from django.utils.http import escape_leading_slashes
 
+from processing.exceptions import DATABASE_RETRY_AFTER_SECONDS
 from processing.health import healthz, livez
 from processing.metrics import metrics_view
+
+logger = logging.getLogger(__name__)
 
 PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "/healthz": healthz,
@@ -121,4 +129,32 @@ class PageHeadersMiddleware:
         technical = settings.DEBUG and response.status_code >= 400
         if page and not technical and not request.path_info.startswith(PAGES_WITHOUT_POLICY):
             response.setdefault("Content-Security-Policy", PAGE_CONTENT_POLICY)
+        return response
+
+
+class DatabaseAwayPagesMiddleware:
+    """A page asked for while the database is away (restarting, failing over): 503 with
+    Retry-After, as the API answers, and a page that says so. It was a 500, in the API's
+    JSON, and a traceback in the log for each."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        if request.path.startswith("/api/"):
+            return None  # the API's own handler answers (processing/exceptions.py)
+        logger.error("database unavailable: %s", " ".join(str(exception).split()))
+        # Rendered as nobody's, and without the messages: either would ask the database.
+        response = render(
+            request,
+            "processing/unavailable.html",
+            {"user": AnonymousUser(), "messages": []},
+            status=503,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response

@@ -136,6 +136,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.DatabaseAwayPagesMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 WHITENOISE_USE_FINDERS = True

@@ -423,7 +423,8 @@ def test_the_api_answers_503_and_logs_why_in_one_line_while_the_database_is_away
         port = unused.getsockname()[1]
     away = f"postgres://postgres@127.0.0.1:{port}/nowhere"
     with web_alone(embedded_service, tmp_path, DATABASE_URL=away, LOG_FORMAT="json") as web:
-        # When a client calls the API
+        # When a client calls the API, and a person logged in opens the page (a page was
+        # a 500, in the API's JSON, with a traceback in the log)
         answer = urllib3.request(
             "GET",
             f"{web.base_url}/api/requests/",
@@ -431,17 +432,27 @@ def test_the_api_answers_503_and_logs_why_in_one_line_while_the_database_is_away
             timeout=10,
             retries=False,  # urllib3 would wait out the Retry-After and ask again
         )
+        page = urllib3.request(
+            "GET",
+            f"{web.base_url}/",
+            headers={"Cookie": "sessionid=a-session-of-before", "Accept": "text/html"},
+            timeout=10,
+            retries=False,
+        )
         log = web.log("web")
 
-    # Then it is told to come back, and the log says why in one line
-    assert answer.status == 503
+    # Then each is told to come back, and the log says why in one line each
+    assert answer.status == page.status == 503
     assert answer.json() == {
         "error": "The database is unavailable; try again in a few seconds.",
         "code": "database_unavailable",
     }
-    assert answer.headers["Retry-After"] == "5"
-    [line] = [json.loads(line) for line in log.splitlines() if "database unavailable" in line]
-    assert line["level"] == "ERROR"
-    assert f"port {port} failed: Connection refused Is the server running" in line["message"]
-    assert "exc_info" not in line
+    assert answer.headers["Retry-After"] == page.headers["Retry-After"] == "5"
+    assert "The service is unavailable for a moment" in page.data.decode()
+    lines = [json.loads(line) for line in log.splitlines() if "database unavailable" in line]
+    assert len(lines) == 2
+    for line in lines:
+        assert line["level"] == "ERROR"
+        assert f"port {port} failed: Connection refused Is the server running" in line["message"]
+        assert "exc_info" not in line
     assert "Traceback" not in log
