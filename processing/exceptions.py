@@ -297,5 +297,17 @@ def csrf_failure_view(request: HttpRequest, reason: str = "") -> HttpResponse:
     return render(request, "processing/csrf_failure.html", status=403)
 
 
-def server_error_view(request: HttpRequest) -> JsonResponse:
+# Written out, not rendered: whatever failed may fail again in a template.
+SERVER_ERROR_PAGE = (
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>Something went wrong</title>'
+    "<h1>Something went wrong</h1><p>The page could not be shown: the error is logged on "
+    'our side. Try again in a moment, or go back to <a href="/">your requests</a>.</p></html>'
+)
+
+
+def server_error_view(request: HttpRequest) -> HttpResponse:
+    """500 in the API's JSON shape, or as a page where a browser asked for a page."""
+    wants_page = "text/html" in request.META.get("HTTP_ACCEPT", "")
+    if wants_page and not request.path.startswith(("/api/", "/media/")):
+        return HttpResponse(SERVER_ERROR_PAGE, status=500)
     return JsonResponse(error_body("Internal server error.", "server_error"), status=500)

@@ -3,6 +3,7 @@ service's own processes (gunicorn, a Celery worker) and an image origin on 127.0
 
 import csv
 import io
+import json
 import re
 import time
 import uuid
@@ -21,6 +22,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Dialog, Locator, Page, 
 
 from accounts.models import Account
 from processing import intake, pages, queue, tasks, webhooks
+from processing.exceptions import server_error_view
 from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
 from processing.queue import QueuedTask
@@ -941,6 +943,15 @@ def test_a_link_cut_short_is_a_page_not_found_page_and_the_api_still_answers_jso
     assert b"<h1>Page not found</h1>" in page.content
     assert b"<code>/requests/5b0c-cut-short/</code>" in page.content
     assert api.json() == {"error": "Not found.", "code": "not_found"}
+
+
+def test_a_server_error_is_a_page_for_a_browser_and_json_for_the_api(rf: Any) -> None:
+    """A page's 500 was the API's JSON, shown raw in the browser."""
+    page = server_error_view(rf.get("/requests/5b0c/", HTTP_ACCEPT="text/html"))
+    api = server_error_view(rf.get("/api/status/5b0c/", HTTP_ACCEPT="text/html"))
+    assert page.status_code == api.status_code == 500
+    assert b"<h1>Something went wrong</h1>" in page.content
+    assert json.loads(api.content) == {"error": "Internal server error.", "code": "server_error"}
 
 
 @pytest.mark.django_db
