@@ -147,11 +147,15 @@ def metrics_authorised(authorization: str) -> bool:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not metrics_authorised(request.META.get("HTTP_AUTHORIZATION", "")):
-        return JsonResponse(
+        refused = JsonResponse(
             error_body("Authentication required.", "not_authenticated"),
             status=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+        # A scraper without the token asks every few seconds: its refusal is in the access
+        # log at DEBUG, as every probe's answer is, not Django's WARNING for each.
+        refused._has_been_logged = True  # type: ignore[attr-defined]
+        return refused
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,6 +2,7 @@
 request of another account is answered exactly as one that does not exist."""
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -177,12 +178,17 @@ def test_the_schema_declares_the_bearer_scheme_on_every_operation() -> None:
             assert "401" in operation["responses"], (method, path)
 
 
-def test_metrics_answer_only_the_token_when_one_is_set(settings: Any) -> None:
+def test_metrics_answer_only_the_token_when_one_is_set(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     # Without a token, anyone (a private network's scraper)
     assert Client().get("/metrics").status_code == 200
     # With one, only a bearer of it
     settings.METRICS_TOKEN = "scrape-me"
-    refused = Client().get("/metrics")
+    with caplog.at_level(logging.INFO):
+        refused = Client().get("/metrics")
+    # each refusal logged at DEBUG, as a probe's answer is, not a WARNING per scrape
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert refused.status_code == 401
     assert refused["WWW-Authenticate"] == "Bearer"
     assert refused.json() == {"error": "Authentication required.", "code": "not_authenticated"}
