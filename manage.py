@@ -16,4 +16,7 @@ if __name__ == "__main__":
         # hid it. --traceback shows them, as it does for a command's own errors.
         if "--traceback" in sys.argv:
             raise
-        sys.exit(f"{type(error).__name__}: {str(error).strip()}")
+        said = f"{type(error).__name__}: {str(error).strip()}"
+        if "no such table" in str(error) or "does not exist" in str(error):
+            said += "\nThe database's tables are not made yet: python manage.py migrate"
+        sys.exit(said)

@@ -49,6 +49,17 @@ def test_a_database_that_is_down_is_said_in_two_lines_without_a_traceback(
     assert "hunter2" not in result.stderr
 
 
+def test_a_database_not_migrated_yet_is_told_to_migrate(tmp_path: Path) -> None:
+    """It said "OperationalError: no such table: accounts" and no more."""
+    result = python_run(["manage.py", "account", "list"], _environ(tmp_path))
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "OperationalError: no such table: accounts",
+        "The database's tables are not made yet: python manage.py migrate",
+    ]
+
+
 def test_a_bug_keeps_its_traceback(tmp_path: Path) -> None:
     result = python_run(["manage.py", "shell", "-c", "raise KeyError('x')"], _environ(tmp_path))
 
