@@ -3,7 +3,6 @@ whatever the Host header; HEAD answered without a body; answers about an account
 of caches; every page under the site's content policy; a page asked for while the
 database is away, 503."""
 
-import logging
 from collections.abc import Callable
 
 from django.conf import settings
@@ -14,11 +13,9 @@ from django.middleware.common import CommonMiddleware
 from django.shortcuts import render
 from django.utils.http import escape_leading_slashes
 
-from processing.exceptions import DATABASE_RETRY_AFTER_SECONDS
+from processing.exceptions import DATABASE_RETRY_AFTER_SECONDS, database_unavailable_logged
 from processing.health import healthz, livez
 from processing.metrics import metrics_view
-
-logger = logging.getLogger(__name__)
 
 PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "/healthz": healthz,
@@ -148,7 +145,7 @@ class DatabaseAwayPagesMiddleware:
             return None
         if request.path.startswith("/api/"):
             return None  # the API's own handler answers (processing/exceptions.py)
-        logger.error("database unavailable: %s", " ".join(str(exception).split()))
+        database_unavailable_logged(exception)
         # Rendered as nobody's, and without the messages: either would ask the database.
         response = render(
             request,

@@ -29,19 +29,19 @@ from imaging.convert import HIGH_BIT_DEPTH_MODES, colour_space, converted_for, h
 from imaging.encoders import ALPHA_MODES, Encoder, PillowEncoder, YuvEncoder
 from imaging.errors import ImageReason, ImagingError
 from imaging.guard import (
+    ARITHMETIC_FRAMES,
     bytes_per_pixel,
     check_decode_budget,
     check_jpeg_scans,
     check_jpeg_segments,
     jpeg_coefficient_bytes,
+    jpeg_frame,
     jpeg_scan_count,
 )
 from imaging.inspect import (
-    ARITHMETIC_FRAMES,
     JPEG_FORMATS,
     decode,
     estimate_jpeg_quality,
-    jpeg_frame,
     open_image,
 )
 from imaging.metadata import (

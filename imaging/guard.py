@@ -21,6 +21,10 @@ from imaging.errors import ImageReason, ImagingError
 _STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xDA)})
 _SOS: Final = 0xDA
 _EOI: Final = 0xD9
+# A JPEG's frame markers (SOF0-15 but DHT, JPG and DAC), whose segment gives its precision.
+_FRAMES: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Those of arithmetic coding (SOF9-11, 13-15), which Pillow's libjpeg does not decode.
+ARITHMETIC_FRAMES: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 # Where a scan's entropy-coded data ends: 0xFF followed by anything but a stuffed 0x00, a
 # restart marker or a fill byte. Searched in one call: a Python loop stopping at every
 # 0xFF took 0.47 ms a photo of the benchmark's typical preset, this 0.16 (BENCHMARKS.md).
@@ -51,7 +55,7 @@ def jpeg_structure(data: bytes) -> tuple[int, int]:
     stops before one). What follows it is not the image's: an MPO's other pictures, a
     phone's video, an editor's trailer."""
     scans = 0
-    for marker, after in _jpeg_segments(data):
+    for marker, _start, after in _jpeg_segments(data):
         if marker == _EOI:
             return scans, after
         scans += marker == _SOS
@@ -63,7 +67,7 @@ def check_jpeg_segments(data: bytes) -> None:
     segments before its first scan; anything else passes."""
     if not data.startswith(b"\xff\xd8"):
         return
-    for count, (marker, _after) in enumerate(_jpeg_segments(data), start=1):
+    for count, (marker, _start, _after) in enumerate(_jpeg_segments(data), start=1):
         if marker in {_SOS, _EOI}:
             return
         if count > JPEG_MAX_HEADER_SEGMENTS:
@@ -74,9 +78,23 @@ def check_jpeg_segments(data: bytes) -> None:
             )
 
 
-def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
-    """Each marker of a JPEG's first image after its SOI, with where its segment ends
-    (after a scan, where the scan's data begins); the last is EOI, if the data has one."""
+def jpeg_frame(data: bytes) -> tuple[int, int] | None:
+    """A JPEG's frame marker (SOF0-15) and its bits a sample, read from its segments; None
+    where data is not a JPEG or has no frame before its first scan."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    for count, (marker, start, _after) in enumerate(_jpeg_segments(data), start=1):
+        if marker in _FRAMES and start + 4 < len(data):
+            return marker, data[start + 4]
+        if marker in {_SOS, _EOI} or count > JPEG_MAX_HEADER_SEGMENTS:
+            return None
+    return None
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """Each marker of a JPEG's first image after its SOI, with where its segment starts
+    (at its 0xFF) and ends (after a scan, where the scan's data begins); the last is EOI,
+    if the data has one."""
     position = 2  # after SOI
     end = len(data)
     while position + 2 <= end:
@@ -95,17 +113,18 @@ def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
                 return
             position = found.start() - 1
             continue
+        start = position
         if marker == _EOI:
-            yield marker, position + 2
+            yield marker, start, position + 2
             return
         if marker in _STANDALONE:
             position += 2
-            yield marker, position
+            yield marker, start, position
             continue
         if position + 4 > end:
             return
         position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-        yield marker, position
+        yield marker, start, position
         if marker == _SOS:
             # The scan's entropy-coded data runs to the next marker.
             found = _AFTER_ENTROPY_CODED.search(data, position)

@@ -7,7 +7,7 @@ from typing import Final
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from imaging.errors import ImageReason, ImagingError
-from imaging.guard import JPEG_MAX_HEADER_SEGMENTS
+from imaging.guard import jpeg_frame
 
 # Only formats a product photo comes in (JPEG covers MPO, which cameras write). Pillow
 # would otherwise also try EPS (which runs Ghostscript), PSD, ICO and dozens more on bytes
@@ -69,10 +69,6 @@ _HEIC: Final = (
 # An ISO media file's brands (its ftyp box) that say HEVC inside: its major brand may be
 # the generic mif1 or msf1, with heic among its compatible ones.
 _HEIC_BRANDS: Final = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
-# A JPEG's frame markers (SOF0-15 but DHT, JPG and DAC), whose segment gives its precision.
-_JPEG_FRAMES: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Those of arithmetic coding (SOF9-11, 13-15), which Pillow's libjpeg does not decode.
-ARITHMETIC_FRAMES: Final = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
 def not_an_image_message(data: bytes) -> str:
@@ -98,24 +94,6 @@ def _iso_brands(data: bytes) -> set[bytes]:
     """The major and compatible brands of an ISO media file's leading ftyp box."""
     size = min(int.from_bytes(data[:4], "big"), len(data), 4096)
     return {data[8:12]} | {data[at : at + 4] for at in range(16, size - 3, 4)}
-
-
-def jpeg_frame(data: bytes) -> tuple[int, int] | None:
-    """A JPEG's frame marker (SOF0-15) and its bits a sample, read from its segments; None
-    where data is not a JPEG or has no frame before its first scan."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    position = 2
-    for _ in range(JPEG_MAX_HEADER_SEGMENTS):  # millions of empty ones: refused elsewhere
-        if position + 5 > len(data) or data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker in _JPEG_FRAMES:
-            return marker, data[position + 4]
-        if marker == 0xDA:  # a scan before any frame
-            return None
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-    return None
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:

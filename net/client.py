@@ -360,10 +360,10 @@ def _read_body(
     deadline: float,
     stopped: Callable[[], bool] | None = None,
 ) -> bytes:
-    declared = response.headers.get("Content-Length", "")
-    if not (declared.isascii() and declared.isdigit()):  # "²" is a digit to isdigit()
-        declared = ""
-    if declared and int(declared) > policy.max_bytes:
+    length = response.headers.get("Content-Length", "")
+    # "²" is a digit to isdigit(), and not to int()
+    declared = int(length) if length.isascii() and length.isdigit() else None
+    if declared is not None and declared > policy.max_bytes:
         raise _too_large(policy)
     # The cap holds twice: on the bytes that arrive, and on what they decompress to.
     decoded = body_decoder(response.headers.get("Content-Encoding", ""), policy.max_bytes)
@@ -407,10 +407,12 @@ def _too_slow(policy: NetPolicy) -> NetError:
     )
 
 
-def _body_broken(error: Exception, received: int, declared: str, policy: NetPolicy) -> NetError:
+def _body_broken(
+    error: Exception, received: int, declared: int | None, policy: NetPolicy
+) -> NetError:
     """A body that stopped coming before its end, in words that say how far it came: the
     server had answered, so neither "did not answer" nor urllib3's own words."""
-    so_far = f"{received:,} of {int(declared):,}" if declared.isdigit() else f"{received:,}"
+    so_far = f"{received:,} of {declared:,}" if declared is not None else f"{received:,}"
     if isinstance(error, Urllib3Timeout | socket.timeout | TimeoutError):
         broken = NetError(
             NetReason.TIMEOUT,

@@ -228,7 +228,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, OperationalError | InterfaceError):
         # The database away (refused, restarting, out of connections): a client retries
         # a 503, and the log line names the cause once, without Django's frames.
-        logger.error("database unavailable: %s", " ".join(str(exc).split()) or repr(exc))
+        database_unavailable_logged(exc)
         return Response(
             error_body(DATABASE_UNAVAILABLE, "database_unavailable"),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -240,6 +240,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         error_body("Internal server error.", "server_error"),
         status=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
+
+
+def database_unavailable_logged(error: Exception) -> None:
+    """The cause of a database away, in one line without Django's frames (the API's 503,
+    the pages')."""
+    logger.error("database unavailable: %s", " ".join(str(error).split()) or repr(error))
+
+
+def wants_page(request: HttpRequest) -> bool:
+    """Whether a browser asked for a page (not the API's JSON, not a stored file)."""
+    asked = "text/html" in request.META.get("HTTP_ACCEPT", "")
+    return asked and not request.path.startswith(("/api/", "/media/"))
 
 
 def _refused_body(exc: SuspiciousOperation) -> Response:
@@ -273,8 +285,7 @@ def _field_details(detail: Any) -> list[dict[str, Any]]:
 def not_found_view(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """404 in the API's JSON shape, or as a page where a browser asked for a page (a
     mistyped or cut-short link to a request's page, say)."""
-    wants_page = "text/html" in request.META.get("HTTP_ACCEPT", "")
-    if wants_page and not request.path.startswith(("/api/", "/media/")):
+    if wants_page(request):
         return render(request, "processing/not_found.html", {"path": request.path}, status=404)
     return JsonResponse(error_body("Not found.", "not_found"), status=404)
 
@@ -307,7 +318,6 @@ SERVER_ERROR_PAGE = (
 
 def server_error_view(request: HttpRequest) -> HttpResponse:
     """500 in the API's JSON shape, or as a page where a browser asked for a page."""
-    wants_page = "text/html" in request.META.get("HTTP_ACCEPT", "")
-    if wants_page and not request.path.startswith(("/api/", "/media/")):
+    if wants_page(request):
         return HttpResponse(SERVER_ERROR_PAGE, status=500)
     return JsonResponse(error_body("Internal server error.", "server_error"), status=500)
