@@ -106,8 +106,10 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # PNG whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it
 # became JPEG, several times larger), and a still GIF whose output would be larger is
 # kept; a transparent grey image through its grey profile (made WebP or AVIF, converted;
-# made JPEG, painted on white in grey, the profile kept).
-OUTPUT_RULES: Final = 5
+# made JPEG, painted on white in grey, the profile kept). 6, since 2026-11-29 (later): a
+# JPEG whose data ends before the pixels its header gives fails as corrupt_image on the
+# YUV path (its damaged file was kept as the output).
+OUTPUT_RULES: Final = 6
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
 # own decoder, Pillow's and browsers' refuse).
