@@ -2,11 +2,11 @@
 
 In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG, WebP
 stays WebP and AVIF stays AVIF; every other format becomes JPEG, or WebP where it has
-transparency (JPEG would paint it black; AVIF where it is too long for WebP), but a PNG
-whose output would be larger, or that no format holds, is kept. An image longer than its
-output format holds (MAX_SIDE) is refused from its header. WebP and AVIF keep
-transparency; a transparent image asked for as JPEG is painted on white, and says so
-(`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
+transparency (JPEG would paint it black; AVIF where it is too long for WebP), but a PNG,
+GIF, BMP or TIFF whose output would be larger, or a PNG that no format holds, is kept. An
+image longer than its output format holds (MAX_SIDE) is refused from its header. WebP and
+AVIF keep transparency; a transparent image asked for as JPEG is painted on white, and says
+so (`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
 to the pixels; the ICC profile is kept; all other metadata (EXIF, GPS, XMP, comments) is
 dropped, but for the credits if asked to keep them.
 
@@ -66,10 +66,23 @@ MIME_TYPES: Final = {
     "JPEG": "image/jpeg",
     "WEBP": "image/webp",
     "AVIF": "image/avif",
-    "PNG": "image/png",  # a PNG or a GIF source kept (compress)
+    "PNG": "image/png",  # a PNG, GIF, BMP or TIFF source kept (compress)
     "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
 }
-EXTENSIONS: Final = {"JPEG": "jpg", "WEBP": "webp", "AVIF": "avif", "PNG": "png", "GIF": "gif"}
+EXTENSIONS: Final = {
+    "JPEG": "jpg",
+    "WEBP": "webp",
+    "AVIF": "avif",
+    "PNG": "png",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+}
+# Sources whose own file stands for an output that would be larger, in `same`: a drawing,
+# a size chart or a logo is often smaller in them than in any JPEG or WebP of it.
+LOSSLESS_KEPT: Final = frozenset({"PNG", "GIF", "BMP", "TIFF"})
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
 # or AVIF, at the most their encoders may take; no camera writes 100 scans.
@@ -108,8 +121,9 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # kept; a transparent grey image through its grey profile (made WebP or AVIF, converted;
 # made JPEG, painted on white in grey, the profile kept). 6, since 2026-11-29 (later): a
 # JPEG whose data ends before the pixels its header gives fails as corrupt_image on the
-# YUV path (its damaged file was kept as the output).
-OUTPUT_RULES: Final = 6
+# YUV path (its damaged file was kept as the output). 7, since 2026-11-29 (later): a BMP or
+# a one-page TIFF whose JPEG or WebP would be larger kept, as a PNG or a GIF is.
+OUTPUT_RULES: Final = 7
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
 # own decoder, Pillow's and browsers' refuse).
@@ -123,14 +137,14 @@ class OutputFormat(StrEnum):
     take theirs from here)."""
 
     SAME = "same"  # JPEG, WebP and AVIF stay so, others JPEG (WebP if transparent);
-    # a PNG whose JPEG or WebP would be larger is kept
+    # a PNG, GIF, BMP or TIFF whose JPEG or WebP would be larger is kept
     JPEG = "jpeg"
     WEBP = "webp"
     AVIF = "avif"
 
 
-# PNG, GIF: a source kept, never encoded
-OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG", "GIF"]
+# PNG, GIF, BMP, TIFF: a source kept, never encoded
+OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG", "GIF", "BMP", "TIFF"]
 
 
 class QualityMode(StrEnum):
@@ -293,10 +307,11 @@ def compress(
     if credits and name == "JPEG":
         encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
-    # A drawing, a size chart or a logo saved as PNG or GIF may be smaller than any JPEG
-    # or WebP of it (16 KB as PNG, 56 KB as JPEG at 50; a 1.7 KB GIF, 6.3 KB): where the
-    # source's format was asked for, it is kept, as a file already in its output format is.
-    lossless_kept = output_format == OutputFormat.SAME and source_format in {"PNG", "GIF"}
+    # A drawing, a size chart or a logo saved as PNG, GIF, BMP or TIFF may be smaller than
+    # any JPEG or WebP of it (16 KB as PNG, 56 KB as JPEG at 50; a 1.7 KB GIF, 6.3 KB; a
+    # 3 KB deflated TIFF, 7.6 KB): where the source's format was asked for, it is kept, as
+    # a file already in its output format is.
+    lossless_kept = output_format == OutputFormat.SAME and source_format in LOSSLESS_KEPT
     kept_original = (
         (same_format or lossless_kept)
         and len(encoded) >= len(data)
@@ -310,16 +325,16 @@ def compress(
                 data, source_format, orientation=orientation, credits=credits
             )
         except ImagingError:
-            if source_format != "GIF":
+            if source_format not in {"GIF", "TIFF"}:
                 raise
             # A GIF Pillow reads whose blocks the stripper does not (a stray byte between
-            # them, its last block's end missing) gets its output: it failed whole.
+            # them, its last block's end missing) gets its output: it failed whole. So
+            # does a TIFF the stripper does not take (BigTIFF, a tag's value shared with
+            # its pixels, credits asked for, which a kept TIFF would lose).
             kept_original = False
     return CompressedImage(
         data=encoded,
-        format=("GIF" if source_format == "GIF" else "PNG")
-        if lossless_kept and kept_original
-        else name,
+        format=_LOSSLESS_NAMES[source_format] if lossless_kept and kept_original else name,
         width=width,
         height=height,
         source_format=source_format,
@@ -506,6 +521,12 @@ _ASKED_NAMES: Final[dict[OutputFormat, OutputName]] = {
     OutputFormat.AVIF: "AVIF",
 }
 _FORMAT_NAMES: Final = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF"}
+_LOSSLESS_NAMES: Final[dict[str, OutputName]] = {
+    "PNG": "PNG",
+    "GIF": "GIF",
+    "BMP": "BMP",
+    "TIFF": "TIFF",
+}
 
 
 def _output_name(

@@ -268,7 +268,12 @@ def metadata_stripped(
         return _png_stripped(data)
     if image_format == "GIF":
         return _gif_stripped(data)
-    return data
+    if image_format == "TIFF":
+        if credits:
+            # Nothing here writes credits into a TIFF: kept, it would lose them.
+            raise ImagingError(ImageReason.CORRUPT_IMAGE, "A kept TIFF cannot carry credits.")
+        return _tiff_stripped(data)
+    return data  # a BMP holds no metadata
 
 
 def _jpeg_stripped(data: bytes, orientation: int, credits: Credits) -> bytes:
@@ -406,6 +411,114 @@ def _webp_with_credits(chunks: list[bytes], credits: Credits, data: bytes) -> li
         padding = b"\x00" if len(payload) % 2 else b""
         chunks.append(kind + struct.pack("<I", len(payload)) + payload + padding)
     return chunks
+
+
+# What a kept TIFF keeps of its first (and only) directory: what its pixels need to be
+# read and shown (sizes, compression, strips or tiles, colours, the ICC profile). Every
+# other tag goes (a description, camera, software, dates, artist, XMP, IPTC, Photoshop's
+# resources), and with the EXIF and GPS directories their whole contents.
+_TIFF_KEPT: Final = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 274, 277, 278, 279, 280, 281, 282}
+    | {283, 284, 292, 293, 296, 301, 317, 318, 319, 320, 322, 323, 324, 325, 332, 338, 339}
+    | {347, 529, 530, 531, 532, 34675}
+)
+_TIFF_DIRECTORIES: Final = frozenset({330, 34665, 34853, 40965})  # SubIFDs, EXIF, GPS, Interop
+_TIFF_DATA: Final = ((273, 279), (324, 325))  # strips' and tiles' offsets and byte counts
+# Bytes of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED,
+# SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
+_TIFF_TYPE_BYTES: Final = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8}
+_TIFF_TYPE_BYTES_MORE: Final = {11: 4, 12: 8, 13: 4}
+
+
+def _tiff_stripped(data: bytes) -> bytes:
+    """A one-page TIFF with the tags of its directory but those of _TIFF_KEPT taken out,
+    and their values (the EXIF and GPS directories too) overwritten with zeros, in place:
+    its pixels' bytes stay where they are, and the file is no larger."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:  # BigTIFF among others
+        raise _damaged("the TIFF header")
+    out = bytearray(data)
+    start = struct.unpack(order + "I", data[4:8])[0]
+    entries = _tiff_entries(data, order, start)
+    end = start + 2 + 12 * len(entries)
+    if end + 4 > len(data) or struct.unpack(order + "I", data[end : end + 4])[0]:
+        raise _damaged("the TIFF directory")  # or a second page: not a kept original
+    kept = [entry for entry in entries if entry[0] in _TIFF_KEPT]
+    needed = [(start, end + 4)] + [_tiff_value(data, order, entry) for entry in kept]
+    by_tag = {entry[0]: entry for entry in kept}
+    for offsets_tag, counts_tag in _TIFF_DATA:
+        if offsets_tag in by_tag and counts_tag in by_tag:
+            offsets = _tiff_numbers(data, order, by_tag[offsets_tag])
+            counts = _tiff_numbers(data, order, by_tag[counts_tag])
+            needed += [(at, at + count) for at, count in zip(offsets, counts, strict=False)]
+    dropped: list[tuple[int, int]] = []
+    for entry in entries:
+        if entry[0] not in _TIFF_KEPT:
+            dropped += _tiff_dropped(data, order, entry, depth=0)
+    for low, high in dropped:
+        if any(
+            low < kept_high and kept_low < high
+            for kept_low, kept_high in needed
+            if kept_low < kept_high
+        ):
+            raise _damaged("a TIFF tag")  # its value shared with what draws the pixels
+        out[low:high] = bytes(high - low)
+    directory = struct.pack(order + "H", len(kept)) + b"".join(
+        data[position : position + 12] for _, position in kept
+    )
+    directory += bytes(4)  # no next page
+    out[start : end + 4] = directory + bytes(end + 4 - start - len(directory))
+    return bytes(out)
+
+
+def _tiff_entries(data: bytes, order: str, start: int) -> list[tuple[int, int]]:
+    """The (tag, position) of each entry of the TIFF directory at start."""
+    if start < 8 or start + 2 > len(data):
+        raise _damaged("the TIFF directory")
+    count = struct.unpack(order + "H", data[start : start + 2])[0]
+    if start + 2 + 12 * count > len(data):
+        raise _damaged("the TIFF directory")
+    positions = range(start + 2, start + 2 + 12 * count, 12)
+    return [(struct.unpack(order + "H", data[at : at + 2])[0], at) for at in positions]
+
+
+def _tiff_value(data: bytes, order: str, entry: tuple[int, int]) -> tuple[int, int]:
+    """Where an entry's value lies outside its directory, or an empty range."""
+    position = entry[1]
+    kind, count = struct.unpack(order + "HI", data[position + 2 : position + 8])
+    size = count * {**_TIFF_TYPE_BYTES, **_TIFF_TYPE_BYTES_MORE}.get(kind, 1)
+    if size <= 4:
+        return (0, 0)
+    offset = struct.unpack(order + "I", data[position + 8 : position + 12])[0]
+    if offset + size > len(data):
+        raise _damaged("a TIFF tag")
+    return (offset, offset + size)
+
+
+def _tiff_numbers(data: bytes, order: str, entry: tuple[int, int]) -> list[int]:
+    position = entry[1]
+    kind, count = struct.unpack(order + "HI", data[position + 2 : position + 8])
+    letter = {3: "H", 4: "I", 13: "I"}.get(kind)
+    if letter is None:
+        raise _damaged("a TIFF tag")
+    low, high = _tiff_value(data, order, entry)
+    values = data[low:high] if high else data[position + 8 : position + 12]
+    return list(struct.unpack(order + letter * count, values[: count * struct.calcsize(letter)]))
+
+
+def _tiff_dropped(
+    data: bytes, order: str, entry: tuple[int, int], *, depth: int
+) -> list[tuple[int, int]]:
+    """The byte ranges a dropped entry's value takes: for a directory (EXIF, GPS), the
+    directory itself and every value it holds, one level of directories within it too."""
+    ranges = [_tiff_value(data, order, entry)]
+    if entry[0] in _TIFF_DIRECTORIES and depth < 2:
+        for start in _tiff_numbers(data, order, entry):
+            inner = _tiff_entries(data, order, start)
+            ranges.append((start, min(start + 2 + 12 * len(inner) + 4, len(data))))
+            for nested in inner:
+                ranges += _tiff_dropped(data, order, nested, depth=depth + 1)
+    return [(low, high) for low, high in ranges if low < high]
 
 
 def _damaged(where: str) -> ImagingError:

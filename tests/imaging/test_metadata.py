@@ -5,7 +5,7 @@ the credits, and nothing else."""
 
 import io
 
-from PIL import Image, ImageChops, ImageCms, IptcImagePlugin, PngImagePlugin
+from PIL import Image, ImageChops, ImageCms, IptcImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from imaging.encode import OutputFormat, compress
 from imaging.metadata import (
@@ -17,10 +17,11 @@ from imaging.metadata import (
     jpeg_with_credits,
     metadata_stripped,
 )
-from tests.support import encoded, photo, size_chart
+from tests.support import divider, encoded, photo, size_chart
 
 MAX_PIXELS = 50_000_000
 GPS_IFD = 0x8825
+EXIF_IFD = 0x8769
 ORIENTATION = 0x0112
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -103,6 +104,49 @@ def test_a_png_whose_jpeg_would_be_larger_is_kept_as_a_png_without_its_text() ->
     asked = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.JPEG)
     assert (asked.kept_original, asked.format) == (False, "JPEG")
     assert len(asked.data) > len(source)
+
+
+def tiff_with_metadata() -> bytes:
+    """A divider as an uncompressed TIFF (Pillow's own writer, which writes EXIF and GPS
+    directories), with the tags a camera or an editor leaves."""
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[270] = "Shot at the warehouse"  # ImageDescription
+    tags[271] = "CameraMaker"
+    tags[305] = "Editor 1.0"
+    tags[315] = "Ana Lima"  # Artist
+    tags[GPS_IFD] = {1: "N", 2: (52.0, 31.0, 12.5), 3: "E", 4: (13.0, 24.0, 1.0)}
+    tags[EXIF_IFD] = {0xA431: "SERIAL12345"}  # the camera's serial number
+    return encoded(divider(), "TIFF", tiffinfo=tags)
+
+
+def test_a_tiff_whose_jpeg_would_be_larger_is_kept_without_its_metadata() -> None:
+    # Given a TIFF drawing with text tags, an EXIF and a GPS directory
+    source = tiff_with_metadata()
+    assert Image.open(io.BytesIO(source)).getexif().get_ifd(GPS_IFD)
+
+    # When compressed in the source's format, then the TIFF is kept, no larger, its pixels
+    # bit for bit, and of its tags only those that draw them
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS)
+    assert (result.kept_original, result.format, result.extension) == (True, "TIFF", "tif")
+    assert len(result.data) <= len(source)
+    output = Image.open(io.BytesIO(result.data))
+    assert isinstance(output, TiffImagePlugin.TiffImageFile)
+    assert sorted(output.tag_v2) == [256, 257, 259, 262, 273, 278, 279, 284]
+    assert not output.getexif().get_ifd(GPS_IFD)
+    for words in (b"SERIAL12345", b"CameraMaker", b"Editor", b"Ana Lima", b"warehouse"):
+        assert words in source
+        assert words not in result.data
+    original = Image.open(io.BytesIO(source))
+    assert ImageChops.difference(output.convert("L"), original.convert("L")).getbbox() is None
+
+
+def test_a_tiff_whose_credits_are_asked_for_is_not_kept_without_them() -> None:
+    # A kept TIFF carries no credits: its artist goes into the JPEG made instead
+    result = compress(
+        tiff_with_metadata(), quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT
+    )
+    assert (result.kept_original, result.format) == (False, "JPEG")
+    assert Image.open(io.BytesIO(result.data)).getexif().get(0x013B) == "Ana Lima"
 
 
 def test_a_png_photo_still_becomes_a_smaller_jpeg() -> None:

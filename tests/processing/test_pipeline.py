@@ -7,6 +7,7 @@ stays in its on-commit callbacks, which the tests read (processing.queue.QueuedT
 """
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
 from tests.processing.in_process import Capture, Downloads, images_of, queued, started
-from tests.support import encoded, frame_size_claimed, photo, size_chart
+from tests.support import divider, encoded, frame_size_claimed, photo, size_chart
 
 pytestmark = pytest.mark.django_db
 
@@ -95,21 +96,34 @@ def test_a_batch_compresses_each_url_once_for_every_image_with_it_and_queues_the
     ]
 
 
-@pytest.mark.parametrize(
-    ("kind", "signature"), [("PNG", b"\x89PNG"), ("GIF", b"GIF8")], ids=["png", "gif"]
-)
-def test_a_png_or_gif_smaller_than_its_jpeg_is_stored_and_listed_as_it_was(
+# Each lossless format a drawing comes in, as a file a JPEG at quality 50 makes larger.
+LOSSLESS_SOURCES: dict[str, tuple[Callable[[], bytes], bytes, str]] = {
+    "PNG": (lambda: encoded(size_chart(), "PNG", optimize=True), b"\x89PNG", "png"),
+    "GIF": (lambda: encoded(size_chart(), "GIF", optimize=True), b"GIF8", "gif"),
+    # 270 bytes; its JPEG 3 times that
+    "BMP": (lambda: encoded(divider(), "BMP"), b"BM", "bmp"),
+    # 13 KB; its JPEG 48 KB
+    "TIFF": (
+        lambda: encoded(size_chart(), "TIFF", compression="tiff_adobe_deflate"),
+        b"II*\x00",
+        "tif",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", LOSSLESS_SOURCES)
+def test_a_lossless_source_smaller_than_its_jpeg_is_stored_and_listed_as_it_was(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     storage: Path,
     account: Account,
     kind: str,
-    signature: bytes,
 ) -> None:
-    # Given a size chart saved as PNG or GIF, which a JPEG at quality 50 makes larger (a
-    # GIF became a JPEG 3.8 times its size)
-    url = f"https://shop.example/sizes.{kind.lower()}"
-    downloads.answers = {url: (chart := encoded(size_chart(), kind, optimize=True))}
+    # Given a size chart saved as PNG, GIF or TIFF, or a divider as BMP, which a JPEG at
+    # quality 50 makes larger (a GIF became a JPEG 3.8 times its size, a TIFF 3.7 times)
+    make, signature, extension = LOSSLESS_SOURCES[kind]
+    url = f"https://shop.example/sizes.{extension}"
+    downloads.answers = {url: (chart := make())}
     request, [batch] = started(account, f"1,Boots,{url}\n", django_capture_on_commit_callbacks)
 
     # When its batch runs
@@ -118,7 +132,7 @@ def test_a_png_or_gif_smaller_than_its_jpeg_is_stored_and_listed_as_it_was(
     # Then its output is the source's format, named and recorded so, no larger than it
     [image] = images_of(request)
     assert (image.status, image.output_format, image.kept_original) == ("succeeded", kind, True)
-    assert image.output_name.endswith(f".{kind.lower()}")
+    assert image.output_name.endswith(f".{extension}")
     stored = (storage / image.output_name).read_bytes()
     assert stored.startswith(signature)
     assert image.output_bytes == len(stored) <= len(chart)
