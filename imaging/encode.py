@@ -6,7 +6,8 @@ transparency (JPEG would paint it black; AVIF where it is too long for WebP), bu
 GIF, BMP or TIFF whose output would be larger, or a PNG that no format holds, is kept. An
 image longer than its output format holds (MAX_SIDE) is refused from its header. WebP and
 AVIF keep transparency; a transparent image asked for as JPEG is painted on white, and says
-so (`flattened`). An animated GIF or WebP keeps its first frame. EXIF orientation is applied
+so (`flattened`). An animated GIF, WebP or PNG keeps its first frame, a TIFF its first page,
+and says so (`note`). EXIF orientation is applied
 to the pixels; the ICC profile is kept; all other metadata (EXIF, GPS, XMP, comments) is
 dropped, but for the credits if asked to keep them.
 
@@ -122,8 +123,10 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # made JPEG, painted on white in grey, the profile kept). 6, since 2026-11-29 (later): a
 # JPEG whose data ends before the pixels its header gives fails as corrupt_image on the
 # YUV path (its damaged file was kept as the output). 7, since 2026-11-29 (later): a BMP or
-# a one-page TIFF whose JPEG or WebP would be larger kept, as a PNG or a GIF is.
-OUTPUT_RULES: Final = 7
+# a one-page TIFF whose JPEG or WebP would be larger kept, as a PNG or a GIF is. 8, since
+# 2026-11-29 (later): an output of an animation or of a TIFF of several pages says what it
+# dropped (`note`), which one made earlier would not.
+OUTPUT_RULES: Final = 8
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
 # own decoder, Pillow's and browsers' refuse).
@@ -170,6 +173,9 @@ class CompressedImage:
     score: float | None = None  # SSIMULACRA2 against the source (score.py); None: unscored
     tries: int = 1  # encodes it took
     target_met: bool | None = None  # perceptual mode: reached the target, or fell back
+    # What the output leaves out of its source, in words: the frames of an animation, the
+    # pages of a TIFF after its first. Empty where nothing is.
+    note: str = ""
 
     @property
     def extension(self) -> str:
@@ -236,6 +242,7 @@ def compress(
     # of more scans than a camera writes goes through Pillow, which decodes in steps. Its
     # pixels must not need turning by EXIF either.
     encoder: Encoder | None = None
+    note = ""
     if fast_jpeg and scans <= YUV_MAX_SCANS and output_format in _JPEG_ASKED and orientation == 1:
         encoder = YuvEncoder.of(data, image, icc_profile)
     flattened = False
@@ -253,6 +260,9 @@ def compress(
                 "The JPEG uses arithmetic coding, which is read here only where it stays an "
                 "upright JPEG: save it again as a standard (Huffman-coded) JPEG.",
             )
+        # Counted before the decode: a GIF's count walks its frames' blocks (not decoding
+        # them), and seeks back to the first, which a decoded image would decode again.
+        note = _frames_note(image, source_format)
         decode(image)
         # In place: without it Pillow returns a full copy even when there is nothing to turn.
         ImageOps.exif_transpose(image, in_place=True)
@@ -346,6 +356,7 @@ def compress(
         score=100.0 if kept_original and chosen.score is not None else chosen.score,
         tries=chosen.tries,
         target_met=True if kept_original and chosen.target_met is not None else chosen.target_met,
+        note=note,
     )
 
 
@@ -450,6 +461,20 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.format not in JPEG_FORMATS and (
         image.mode in ALPHA_MODES or "transparency" in image.info
     )
+
+
+def _frames_note(image: Image.Image, source_format: str) -> str:
+    """Words for the frames an output drops: every frame of an animated GIF, WebP or PNG
+    but its first, every page of a TIFF but its first (an MPO's other pictures, a depth
+    map or a preview, are not the shop's to see). Only the first is decoded and encoded:
+    the budget (decode_cost) and the time limit are for one picture, and `same` makes a
+    GIF a JPEG, which has no frames."""
+    frames = getattr(image, "n_frames", 1)
+    if frames <= 1 or source_format in JPEG_FORMATS:
+        return ""
+    if source_format == "TIFF":
+        return f"A TIFF of {frames:,} pages: only the first kept."
+    return f"Animated source: {frames:,} frames, only the first kept."
 
 
 def _original_keepable(image: Image.Image, source_format: str, orientation: int) -> bool:

@@ -359,6 +359,12 @@ class ProductsApi(APIView):
                 "account with the same settings: its output was copied, not made again."
             )
 
+            note = serializers.CharField(
+                help_text="What the output leaves out of its source, in words, e.g. "
+                "'Animated source: 12 frames, only the first kept.' (an animated GIF, WebP or "
+                "PNG), 'A TIFF of 3 pages: only the first kept.'; empty where nothing is."
+            )
+
             def get_output_url(self, image: Any) -> str | None:
                 return selectors.image_output_url(self.context["request_row"], image)
 

@@ -26,6 +26,7 @@ class OutputFacts:
     tries: int | None = None  # encodes it took
     target_met: bool | None = None  # perceptual mode: the target reached
     reused: bool = False  # copied from an earlier request's output (reuse.py)
+    note: str = ""  # what the output leaves out of its source (frames, pages), in words
 
     @classmethod
     def of(cls, compressed: CompressedImage, *, input_bytes: int) -> "OutputFacts":
@@ -43,6 +44,7 @@ class OutputFacts:
             score=compressed.score,
             tries=compressed.tries,
             target_met=compressed.target_met,
+            note=compressed.note,
         )
 
     @classmethod

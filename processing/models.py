@@ -276,6 +276,9 @@ class ProductImage(models.Model):
     # The output of an earlier request of the account, made from the same bytes with the
     # same settings, copied instead of downloaded and encoded again (reuse.py).
     reused = models.BooleanField(default=False)
+    # What its output leaves out of its source, in words: an animation's frames after the
+    # first, a TIFF's pages (imaging/encode.py). Empty where nothing is.
+    note = models.CharField(max_length=200, blank=True, default="", db_default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     # When its task was last put on the queue, and when a worker last claimed it: the
     # sweep queues again what has waited or run longer than the lease.
@@ -421,6 +424,7 @@ class SourceOutput(models.Model):
     score = models.FloatField(null=True, blank=True)
     tries = models.PositiveSmallIntegerField(null=True, blank=True)
     target_met = models.BooleanField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "source_outputs"

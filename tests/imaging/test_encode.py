@@ -395,13 +395,40 @@ def test_an_animated_gif_keeps_its_first_frame() -> None:
     frames = [Image.new("RGB", (64, 64), colour) for colour in [(250, 0, 0), (0, 250, 0)]]
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100)
-    output, _ = run(buffer.getvalue())
+    output, result = run(buffer.getvalue())
     assert output.format == "JPEG"
     assert getattr(output, "n_frames", 1) == 1
     pixel = output.getpixel((32, 32))
     assert isinstance(pixel, tuple)
     assert pixel[0] > 200
     assert pixel[1] < 50
+    assert result.note == "Animated source: 2 frames, only the first kept."  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("format", "note"),
+    [
+        ("WEBP", "Animated source: 3 frames, only the first kept."),
+        ("PNG", "Animated source: 3 frames, only the first kept."),
+        ("TIFF", "A TIFF of 3 pages: only the first kept."),
+    ],
+)
+def test_an_animation_or_a_tiff_of_pages_says_it_kept_the_first_alone(
+    format: str, note: str
+) -> None:
+    # Given three frames (or pages), red, green and blue
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ["red", "green", "blue"]]
+    source = encoded(frames[0], format, save_all=True, append_images=frames[1:], duration=100)
+
+    # When compressed, then the output is the first, and says what it left out
+    output, result = run(source)
+    pixel = output.convert("RGB").getpixel((32, 32))
+    assert isinstance(pixel, tuple)
+    assert pixel[0] > 200
+    assert pixel[1] < 50
+    assert result.note == note  # type: ignore[attr-defined]
+    # A still image has nothing to say
+    assert run(encoded(frames[0], format))[1].note == ""  # type: ignore[attr-defined]
 
 
 def test_an_output_that_would_grow_keeps_the_input_bytes() -> None:

@@ -651,6 +651,7 @@ def test_products_are_paginated_in_input_order(api: APIClient) -> None:
             "tries": None,
             "target_met": None,
             "reused": False,
+            "note": "",
         }
     ]
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 import net
 from accounts.models import Account
@@ -136,6 +137,39 @@ def test_a_lossless_source_smaller_than_its_jpeg_is_stored_and_listed_as_it_was(
     stored = (storage / image.output_name).read_bytes()
     assert stored.startswith(signature)
     assert image.output_bytes == len(stored) <= len(chart)
+
+
+def test_an_animation_s_output_says_it_kept_its_first_frame_alone(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    settings: Any,
+) -> None:
+    # Given an animated GIF, an animated WebP and a photo in one batch (nothing told the
+    # shop that the animations' outputs were still pictures)
+    settings.REQUEST_START_BATCHES = 1
+    frames = [photo(120, 90, seed) for seed in range(4)]
+    gif, webp, still = (f"https://shop.example/{name}" for name in ("a.gif", "a.webp", "s.jpg"))
+    downloads.answers = {
+        gif: encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100),
+        webp: encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:3], duration=80),
+        still: JPEG,
+    }
+    request, [batch] = started(
+        account, f'1,Lamp,"{gif},{webp},{still}"\n', django_capture_on_commit_callbacks
+    )
+
+    # When its batch runs
+    batch_ended(django_capture_on_commit_callbacks, batch)
+
+    # Then each succeeded, and the animations' rows and the products API say what was lost
+    [product] = api.get(f"/api/requests/{request.pk}/products/").json()["results"]
+    assert [(image["status"], image["note"]) for image in product["images"]] == [
+        ("succeeded", "Animated source: 4 frames, only the first kept."),
+        ("succeeded", "Animated source: 3 frames, only the first kept."),
+        ("succeeded", ""),
+    ]
 
 
 def test_what_a_download_logs_names_the_request_its_image_belongs_to(
