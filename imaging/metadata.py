@@ -428,6 +428,11 @@ _TIFF_DATA: Final = ((273, 279), (324, 325))  # strips' and tiles' offsets and b
 # SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD).
 _TIFF_TYPE_BYTES: Final = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8}
 _TIFF_TYPE_BYTES_MORE: Final = {11: 4, 12: 8, 13: 4}
+# At most this many tags are walked in the directories a kept TIFF drops: a camera's has a
+# few hundred, and a crafted one of a million SubIFD offsets, each to a directory of 65,535
+# tags (4 MB), would name billions. Past it the TIFF is re-encoded, as one the stripper
+# cannot read.
+_TIFF_MAX_VALUES: Final = 100_000
 
 
 def _tiff_stripped(data: bytes) -> bytes:
@@ -451,17 +456,10 @@ def _tiff_stripped(data: bytes) -> bytes:
             offsets = _tiff_numbers(data, order, by_tag[offsets_tag])
             counts = _tiff_numbers(data, order, by_tag[counts_tag])
             needed += [(at, at + count) for at, count in zip(offsets, counts, strict=False)]
-    dropped: list[tuple[int, int]] = []
-    for entry in entries:
-        if entry[0] not in _TIFF_KEPT:
-            dropped += _tiff_dropped(data, order, entry, depth=0)
+    dropped = _tiff_dropped(data, order, entries)
+    if _overlapping(dropped, needed):
+        raise _damaged("a TIFF tag")  # a value shared with what draws the pixels
     for low, high in dropped:
-        if any(
-            low < kept_high and kept_low < high
-            for kept_low, kept_high in needed
-            if kept_low < kept_high
-        ):
-            raise _damaged("a TIFF tag")  # its value shared with what draws the pixels
         out[low:high] = bytes(high - low)
     directory = struct.pack(order + "H", len(kept)) + b"".join(
         data[position : position + 12] for _, position in kept
@@ -469,6 +467,22 @@ def _tiff_stripped(data: bytes) -> bytes:
     directory += bytes(4)  # no next page
     out[start : end + 4] = directory + bytes(end + 4 - start - len(directory))
     return bytes(out)
+
+
+def _overlapping(ranges: list[tuple[int, int]], others: list[tuple[int, int]]) -> bool:
+    """Whether any of the byte ranges shares a byte with any of the others: both sorted,
+    then walked once, so a TIFF of 100,000 strips costs a sort, not 10^10 comparisons."""
+    ranges = sorted(r for r in ranges if r[0] < r[1])
+    others = sorted(r for r in others if r[0] < r[1])
+    reach = 0  # how far the others seen so far extend
+    position = 0
+    for low, high in ranges:
+        while position < len(others) and others[position][0] < high:
+            reach = max(reach, others[position][1])
+            position += 1
+        if reach > low:
+            return True
+    return False
 
 
 def _tiff_entries(data: bytes, order: str, start: int) -> list[tuple[int, int]]:
@@ -506,18 +520,23 @@ def _tiff_numbers(data: bytes, order: str, entry: tuple[int, int]) -> list[int]:
     return list(struct.unpack(order + letter * count, values[: count * struct.calcsize(letter)]))
 
 
-def _tiff_dropped(
-    data: bytes, order: str, entry: tuple[int, int], *, depth: int
-) -> list[tuple[int, int]]:
-    """The byte ranges a dropped entry's value takes: for a directory (EXIF, GPS), the
+def _tiff_dropped(data: bytes, order: str, entries: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges the dropped entries' values take: for a directory (EXIF, GPS), the
     directory itself and every value it holds, one level of directories within it too."""
-    ranges = [_tiff_value(data, order, entry)]
-    if entry[0] in _TIFF_DIRECTORIES and depth < 2:
-        for start in _tiff_numbers(data, order, entry):
-            inner = _tiff_entries(data, order, start)
-            ranges.append((start, min(start + 2 + 12 * len(inner) + 4, len(data))))
-            for nested in inner:
-                ranges += _tiff_dropped(data, order, nested, depth=depth + 1)
+    ranges: list[tuple[int, int]] = []
+    pending = [(entry, 0) for entry in entries if entry[0] not in _TIFF_KEPT]
+    walked = 0
+    while pending:
+        entry, depth = pending.pop()
+        walked += 1
+        ranges.append(_tiff_value(data, order, entry))
+        if entry[0] in _TIFF_DIRECTORIES and depth < 2:
+            for start in _tiff_numbers(data, order, entry):
+                inner = _tiff_entries(data, order, start)
+                ranges.append((start, min(start + 2 + 12 * len(inner) + 4, len(data))))
+                pending += [(nested, depth + 1) for nested in inner]
+                if walked + len(pending) > _TIFF_MAX_VALUES:
+                    raise _damaged("the TIFF directory")  # more values than a picture has
     return [(low, high) for low, high in ranges if low < high]
 
 
