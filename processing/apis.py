@@ -362,7 +362,7 @@ class ProductsApi(APIView):
             note = serializers.CharField(
                 help_text="What the output leaves out of its source, in words, e.g. "
                 "'Animated source: 12 frames, only the first kept.' (an animated GIF, WebP or "
-                "PNG), 'A TIFF of 3 pages: only the first kept.'; empty where nothing is."
+                "PNG), 'A TIFF of several pages: only the first kept.'; empty where nothing is."
             )
 
             def get_output_url(self, image: Any) -> str | None:

@@ -410,7 +410,7 @@ def test_an_animated_gif_keeps_its_first_frame() -> None:
     [
         ("WEBP", "Animated source: 3 frames, only the first kept."),
         ("PNG", "Animated source: 3 frames, only the first kept."),
-        ("TIFF", "A TIFF of 3 pages: only the first kept."),
+        ("TIFF", "A TIFF of several pages: only the first kept."),
     ],
 )
 def test_an_animation_or_a_tiff_of_pages_says_it_kept_the_first_alone(
