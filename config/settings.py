@@ -602,6 +602,12 @@ CELERY_BEAT_SCHEDULE = {
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task running when the broker connection drops runs on to its end, as it does by default
+# until Celery 6.0: what it did is recorded in the database, not the broker, and a copy
+# delivered again later finds its work claimed or done. Cancelled (6.0's default), a batch
+# lost the encoding under way and held its URLs until WORK_LEASE_SECONDS. Celery 5 warns of
+# 6.0's default at every broker loss while this is False: config/celery.py drops that one.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Metrics -----------------------------------------------------------------------------

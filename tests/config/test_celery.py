@@ -6,13 +6,16 @@ worker that cannot write the output storage does not start."""
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.harness.redis import RedisServer
 from tests.harness.service import procfile_commands
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +120,55 @@ def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying
     assert f"cannot write the output storage (STORAGE_DIR {blocker / 'storage'})" in (
         result.stdout + result.stderr
     )
+
+
+def test_a_worker_that_loses_its_broker_prints_no_deprecation_warning(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    """Celery printed a CPendingDeprecationWarning of eight lines at every broker loss, until
+    worker_cancel_long_running_tasks_on_connection_loss was set (config/settings.py)."""
+    # Given a worker started as the Procfile starts it, on a Redis of its own
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR"}
+    }
+    environment |= {
+        "VAR_DIR": str(tmp_path / "var"),
+        "STORAGE_DIR": str(tmp_path / "storage"),
+        "CELERY_BROKER_URL": private_redis.url,
+        "CELERY_WORKER_CONCURRENCY": "1",
+        "SECRET_KEY": "tests-only-not-secret",
+        "LOG_FORMAT": "plain",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {procfile_commands()['worker']}"],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: " ready." in log_path.read_text(), timeout=60, what="the worker")
+
+        # When its Redis goes away
+        private_redis.stop()
+        wait_until(
+            lambda: "Connection to broker lost" in log_path.read_text(),
+            timeout=30,
+            what="the worker to see its broker gone",
+        )
+        wait_until(
+            lambda: "Trying again" in log_path.read_text(), timeout=30, what="a reconnection"
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+
+    # Then it says so, and prints no warning of Celery's next version
+    assert "PendingDeprecationWarning" not in log_path.read_text()
