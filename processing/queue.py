@@ -5,7 +5,10 @@ Services queue work through here and never import processing.tasks, so that task
 call services) and services do not import each other.
 """
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -54,12 +57,34 @@ class QueuedTask:
                 signature.apply_async()
             else:
                 signature.apply_async(countdown=self.countdown)
-        except Exception:
+        except Exception as error:
             # The work is in the database: the sweep finds it and queues it later.
-            logger.exception("could not queue %s%s; the sweep will", self.name, self.args)
+            refused = _refused_watch.get()
+            if refused is None:
+                logger.exception("could not queue %s%s; the sweep will", self.name, self.args)
+                return
+            # Whoever watches says so in words (a command), without the traceback.
+            refused.append(error)
+            logger.warning("could not queue %s%s; the sweep will: %s", self.name, self.args, error)
 
 
 def enqueue_after_commit(name: str, *args: Any, countdown: float | None = None) -> None:
     """Queue task `name` with args once the current transaction commits (at once outside
     one). A broker that cannot take it loses nothing: the sweep re-queues from the database."""
     transaction.on_commit(QueuedTask(name, args, countdown))
+
+
+# The broker's refusals of the tasks sent while queue_refusals_watched() is open.
+_refused_watch: ContextVar[list[Exception] | None] = ContextVar("refused_watch", default=None)
+
+
+@contextlib.contextmanager
+def queue_refusals_watched() -> Iterator[list[Exception]]:
+    """The errors of the tasks the broker refused within (sent at commit, at once outside a
+    transaction): for a command that says whether what it asked for was queued."""
+    refused: list[Exception] = []
+    token = _refused_watch.set(refused)
+    try:
+        yield refused
+    finally:
+        _refused_watch.reset(token)

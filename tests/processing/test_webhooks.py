@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import kombu.exceptions
 import pytest
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.redis import RedisCache
@@ -22,7 +23,8 @@ from rest_framework.test import APIClient
 
 import net
 from accounts.models import Account
-from processing import expiry, intake, webhooks
+from config.celery import app
+from processing import expiry, intake, queue, sweep, webhooks
 from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
@@ -189,6 +191,47 @@ def test_a_resend_while_a_delivery_waits_makes_its_next_attempt_now_and_only_onc
     delivered = WebhookDelivery.objects.get(request=request)
     assert (delivered.state, delivered.attempts) == ("delivered", 2)
     assert answers == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_while_the_broker_is_away_says_nothing_was_queued_and_the_sweep_sends_it(
+    account: Account, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command printed "Queued msg_… to …" (and exited 0) when the broker had refused
+    the send: nothing was queued until the sweep found the delivery due."""
+    # Given a finished request whose webhook was delivered (the receiver is faked at
+    # net.post, the one thing here that would leave the machine)
+    settings.SWEEP_INTERVAL = 30
+    monkeypatch.setattr(net, "post", lambda *_: 204)
+    request = finished_request(account, "https://hooks.example/x")
+    webhooks.webhook_schedule(request=request)
+    webhooks.webhook_send(request_id=request.pk)
+    # and a broker that refuses connections, as kombu says so
+    sent: list[tuple[str, Any]] = []
+
+    def broker_away(*_: Any, **__: Any) -> None:
+        raise kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379.")
+
+    monkeypatch.setattr(app, "send_task", broker_away)
+
+    # When an operator sends it again
+    said = io.StringIO()
+    call_command("webhook_resend", str(request.pk), stdout=said)
+
+    # Then the command says that nothing was queued, and what will happen
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert said.getvalue() == (
+        "Not queued: the broker is unavailable (Error 111 connecting to 127.0.0.1:6379.). "
+        f"{delivery.event_id} to https://hooks.example/x is due now: the sweep queues it "
+        "within 30 s of the broker answering again.\n"
+    )
+    assert (delivery.state, delivery.attempts) == ("pending", 0)
+    # and once the broker is back, the sweep queues its send
+    monkeypatch.setattr(
+        app, "send_task", lambda name, args, *_, **__: sent.append((name, tuple(args)))
+    )
+    sweep.sweep_run()
+    assert (queue.WEBHOOK_SEND, (str(request.pk),)) in sent
 
 
 @pytest.mark.django_db

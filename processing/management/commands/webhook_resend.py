@@ -1,8 +1,9 @@
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from processing import selectors, webhooks
+from processing import queue, selectors, webhooks
 from processing.exceptions import WebhookPending
 
 
@@ -21,7 +22,8 @@ class Command(BaseCommand):
         try:
             if request.expired_at is not None:
                 raise webhooks.ResultsGone
-            delivery = webhooks.webhook_resend(request=request)
+            with queue.queue_refusals_watched() as refused:
+                delivery = webhooks.webhook_resend(request=request)
         except WebhookPending as pending:
             raise CommandError(f"{pending.message} Details: {pending.details}") from None
         except webhooks.ResultsGone:
@@ -32,4 +34,12 @@ class Command(BaseCommand):
             ) from None
         if delivery is None:
             raise CommandError("The request has no webhook URL, and WEBHOOK_URL is not set.")
+        if refused:
+            # It said "Queued" while nothing was: its send is due, and the sweep sends it.
+            self.stdout.write(
+                f"Not queued: the broker is unavailable ({refused[0]}). {delivery.event_id} "
+                f"to {delivery.url} is due now: the sweep queues it within "
+                f"{settings.SWEEP_INTERVAL:g} s of the broker answering again."
+            )
+            return
         self.stdout.write(f"Queued {delivery.event_id} to {delivery.url}")
