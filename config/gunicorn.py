@@ -1,7 +1,10 @@
 """gunicorn's settings, read from the environment like the rest (README's table)."""
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 from config.env import env, env_float, env_int
 from config.logs import log_format, logging_config
@@ -47,3 +50,43 @@ def post_worker_init(worker: object) -> None:
     from django.urls import get_resolver
 
     get_resolver().url_patterns  # noqa: B018  (the property imports the views)
+
+
+# The lock that says a master serves with the control socket: held (by its open file) from
+# on_starting for as long as the master lives, and let go by the kernel however it ends.
+_control_socket_held: list[int] = []
+
+
+def on_starting(server: Any) -> None:
+    """Stop a second gunicorn whose control socket is another's running one, before it
+    binds its port: it took the socket over (gunicorn removes what is at the path), and
+    removed it as it stopped, even one that failed to boot (its port in use, a worker that
+    would not start), leaving the running server without one (`gunicornc`: "No such file").
+    A master re-executed by USR2 to upgrade (GUNICORN_PID set) takes it over, as meant."""
+    cfg = server.cfg
+    if cfg.control_socket_disable or "GUNICORN_PID" in os.environ:
+        return
+    socket_path = Path(os.getcwd(), cfg.control_socket)
+    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock_path = socket_path.with_name(socket_path.name + ".lock")
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise RuntimeError(
+            f"another gunicorn (master pid {holder}) is running with the control socket "
+            f"{socket_path}; this one stops, and leaves it be. Give this one a VAR_DIR of "
+            f"its own (or --control-socket), or stop the other first."
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    _control_socket_held.append(descriptor)
+
+
+def on_exit(server: Any) -> None:
+    for descriptor in _control_socket_held:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _control_socket_held.clear()

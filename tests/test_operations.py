@@ -36,7 +36,7 @@ from processing.models import ProcessingRequest, ProductImage
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.redis import RedisServer
-from tests.harness.service import BIN, Service
+from tests.harness.service import BIN, Service, procfile_commands
 from tests.support import (
     encoded,
     free_port,
@@ -358,6 +358,39 @@ def test_gunicornc_reaches_the_web_server_through_the_deployments_own_folder(
     )  # fmt: skip
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
+
+
+@pytest.mark.e2e
+def test_a_second_web_server_on_the_same_var_dir_stops_and_leaves_the_first_its_socket(
+    embedded_service: Service,
+) -> None:
+    """A second gunicorn on the deployment's folder took its control socket over (gunicorn
+    removes whatever is at the path) and removed it as it stopped, even one that could not
+    bind its port: the running server was left without one ("No such file or directory")."""
+    socket_path = Path(embedded_service.env["VAR_DIR"]) / "gunicorn.ctl"
+    first = socket_path.stat().st_ino
+    # When a second web server is started on the same folder, on the same port (in use)
+    # and on a port of its own
+    for port in (embedded_service.env["PORT"], str(free_port())):
+        second = subprocess.run(
+            ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**embedded_service.env, "PORT": port, "WEB_CONCURRENCY": "1"},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+        # Then it stops at once, saying why
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "another gunicorn (master pid " in second.stderr
+        assert f"is running with the control socket {socket_path}" in second.stderr
+        # and the first keeps its socket, which still reaches it
+        assert socket_path.stat().st_ino == first
+        shown = subprocess.run(
+            [str(BIN / "gunicornc"), "-s", str(socket_path), "-c", "show workers", "-j"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
 
 
 def cli_env(service: Service) -> dict[str, str]:
