@@ -2,19 +2,26 @@
 
 Run every SWEEP_INTERVAL by Celery beat (and once by `manage.py sweep`), it finds work the
 queue lost — a worker killed mid-image, a broker restarted empty, a finalisation cut off —
-and queues it again. Every step is a conditional update, so sweeps that overlap each other
-or a live worker change nothing twice.
+and queues it again. Every step is a conditional update, so a sweep that overlaps a live
+worker changes nothing twice; and one sweep runs at a time (sweep_exclusive): a second
+celery beat (two hosts each running one), or `manage.py sweep` during beat's, queued every
+start and webhook send it found twice, and is now skipped, saying so at WARNING.
 """
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.db.models import Max, Min, Q, QuerySet
 
 from processing import queue
@@ -36,10 +43,25 @@ class SweepReport:
     images_queued: int = 0  # waiting their turn, queued where a request's window had room
     requests_finalised: int = 0
     webhooks_requeued: int = 0
+    # Who held the sweep's lock, when another sweep was under way and this one did nothing.
+    skipped_for: str = field(default="", repr=False)
 
 
 def sweep_run() -> SweepReport:
-    """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS."""
+    """Queue again what is overdue; give up on images past IMAGE_MAX_ATTEMPTS. Nothing, if
+    another sweep is under way (skipped_for says whose)."""
+    with sweep_exclusive() as holder:
+        if holder:
+            logger.warning(
+                "sweep: skipped, another sweep is under way (%s): two celery beats running "
+                "(one per deployment is enough), or `manage.py sweep` during beat's",
+                holder,
+            )
+            return SweepReport(skipped_for=holder)
+        return _sweep()
+
+
+def _sweep() -> SweepReport:
     now = database_now()  # the clock claims are written by, whichever host this is
     cutoff = now - timedelta(seconds=settings.WORK_LEASE_SECONDS)
     requests_restarted = _requests_restart(now)
@@ -163,3 +185,67 @@ def _enqueue_each(task_name: str, request_ids: Iterable[uuid.UUID]) -> int:
         queue.enqueue_after_commit(task_name, str(request_id))
         count += 1
     return count
+
+
+@contextlib.contextmanager
+def sweep_exclusive() -> Iterator[str]:
+    """Hold the sweep's lock within, yielding ""; or, if another run holds it, yield who.
+
+    On PostgreSQL a session advisory lock, so that sweeps on every host exclude each other
+    and a run whose process or connection dies lets go at once (a lease in a row would
+    have stopped the sweep, the service's recovery, until it ran out). On SQLite, whose
+    service is one host's, a lock on a file in VAR_DIR, let go as well by a process dying.
+    (A pooler in transaction mode, PgBouncer's, cannot keep a session's lock: point the
+    workers past it.)"""
+    if connection.vendor == "postgresql":
+        key = _lock_key("sweep")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            (taken,) = cursor.fetchone()
+        if not taken:
+            yield _advisory_holder(key)
+            return
+        try:
+            yield ""
+        finally:
+            with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        return
+    descriptor = os.open(settings.VAR_DIR / "sweep.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield f"process {os.pread(descriptor, 32, 0).decode(errors='replace').strip()}"
+            return
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+        yield ""
+    finally:
+        os.close(descriptor)  # which lets go of the lock
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory lock key of this service's own for name."""
+    digest = hashlib.sha256(f"imgsvc:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _advisory_holder(key: int) -> str:
+    """The session holding advisory lock key, as an operator finds it: its backend's pid,
+    client address and since when (PostgreSQL splits a 64-bit key in two 32-bit ids)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l"
+            " JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+            [unsigned >> 32, unsigned & 0xFFFFFFFF],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return "a session that has just let go"
+    pid, address, since = row
+    where = f" from {address}" if address else ""
+    return f"PostgreSQL session {pid}{where}, connected {since:%Y-%m-%d %H:%M:%S %Z}"

@@ -4,17 +4,21 @@ as failed rather than leave its request processing for ever.
 (The sweep's re-queueing of lost work is shown end to end in test_faults.py.)"""
 
 import io
+import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 import net
 from accounts.models import Account
-from processing import intake, pipeline, queue, sweep
+from config.celery import app
+from processing import intake, pipeline, queue, sweep, webhooks
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from tests.processing.in_process import Capture, queued, started
@@ -170,3 +174,69 @@ def test_a_lost_image_of_a_cancelled_request_says_what_happened_once(
     assert image.error_message == (
         "Gave up after 3 attempts that never finished (the worker was lost each time)."
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_started_while_another_runs_is_skipped_and_says_whose_it_is(
+    account: Account, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two celery beats (one on each of two hosts), or `manage.py sweep` during beat's,
+    ran sweeps at once, each queueing every start and webhook send it found: twice."""
+    # Given a finished request whose webhook is due, its send lost
+    request = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+        webhook_url="https://hooks.example/x",
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="completed")
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(
+        app, "send_task", lambda name, args, *_, **__: sent.append((name, tuple(args)))
+    )
+    webhooks.webhook_schedule(request=request)
+    sent.clear()
+    # and a sweep under way, held in its first step until the other has run
+    first_inside, other_done = threading.Event(), threading.Event()
+    first_step = sweep._requests_restart
+
+    def held(now: Any) -> int:
+        if not first_inside.is_set():
+            first_inside.set()
+            other_done.wait(timeout=20)
+        return first_step(now)
+
+    monkeypatch.setattr(sweep, "_requests_restart", held)
+
+    def first_sweep() -> None:
+        try:
+            sweep.sweep_run()
+        finally:
+            connection.close()
+
+    under_way = threading.Thread(target=first_sweep)
+    under_way.start()
+    assert first_inside.wait(timeout=20)
+
+    # When an operator runs the sweep meanwhile
+    said = io.StringIO()
+    with caplog.at_level(logging.WARNING, logger="processing.sweep"):
+        call_command("sweep", stdout=said)
+    other_done.set()
+    under_way.join(timeout=30)
+
+    # Then it did nothing, and says that another sweep is under way, and whose
+    assert said.getvalue().startswith("Sweep: skipped, another sweep is under way (")
+    [warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "processing.sweep" and r.levelno >= logging.WARNING
+    ]
+    assert warning.startswith("sweep: skipped, another sweep is under way (")
+    assert "two celery beats running" in warning
+    if connection.vendor == "postgresql":
+        assert "PostgreSQL session " in warning
+    # and the webhook's send was queued once, by the sweep under way
+    assert sent == [(queue.WEBHOOK_SEND, (str(request.pk),))]
+    # and once that sweep has ended, the next one runs
+    assert sweep.sweep_run().skipped_for == ""

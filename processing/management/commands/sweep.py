@@ -14,6 +14,8 @@ class Command(BaseCommand):
 
 def sweep_words(report: SweepReport) -> str:
     """The report as an operator reads it (it was printed as the raw SweepReport(...))."""
+    if report.skipped_for:
+        return f"Sweep: skipped, another sweep is under way ({report.skipped_for})."
     done = [
         _count(report.requests_restarted, "request", "requests", "started again"),
         _count(report.images_requeued, "lost image", "lost images", "queued again"),
