@@ -300,13 +300,15 @@ class ProductsApi(APIView):
 
         def get_page_number(self, request: Any, paginator: Any) -> str:
             """A page that is not a whole number from 1 is a 400 naming the field; it was
-            a 404 not_found, which a client takes for a request that is not there."""
-            number = str(super().get_page_number(request, paginator))
-            if number not in self.last_page_strings and not positive_whole(number):
+            a 404 not_found, which a client takes for a request that is not there. An
+            empty one too, as an empty page_size is: DRF answered it the first page."""
+            number = request.query_params.get(self.page_query_param)
+            wrong = number is not None and not positive_whole(number)
+            if wrong and number not in self.last_page_strings:
                 raise serializers.ValidationError(
                     {self.page_query_param: [f"Not a page number from 1, nor last: '{number}'."]}
                 )
-            return number
+            return str(super().get_page_number(request, paginator))
 
         def get_page_size(self, request: Any) -> int | None:
             page_size_checked(request, self.page_size_query_param, self.max_page_size)

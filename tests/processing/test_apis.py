@@ -675,6 +675,10 @@ def test_a_page_past_the_end_says_so_unlike_a_request_that_is_not_there(api: API
     [
         ("page=0", "page", "Not a page number from 1, nor last: '0'."),
         ("page=abc", "page", "Not a page number from 1, nor last: 'abc'."),
+        # a shell variable left unset: it answered the first page, while an empty
+        # page_size was refused
+        ("page=", "page", "Not a page number from 1, nor last: ''."),
+        ("page_size=", "page_size", "Not a page size from 1 to 500: ''."),
         ("page_size=0", "page_size", "Not a page size from 1 to 500: '0'."),
         ("page_size=abc", "page_size", "Not a page size from 1 to 500: 'abc'."),
         ("page_size=100000", "page_size", "Not a page size from 1 to 500: '100000'."),
