@@ -34,6 +34,11 @@ DEFAULT_QUEUE: Final = "requests"
 QUEUES: Final = ("images", "requests", "webhooks")
 TASK_QUEUES: Final = {IMAGES_PROCESS: "images", WEBHOOK_SEND: "webhooks"}
 
+# The tasks about one request, which take its id last (the sweep's and expiry's take none).
+ABOUT_A_REQUEST: Final = frozenset(
+    {REQUEST_START, IMAGES_PROCESS, REQUEST_FINALIZE, WEBHOOK_SEND, RESULTS_DELETE}
+)
+
 
 def task_route(name: str, *_: Any, **__: Any) -> dict[str, str]:
     """Celery's router (settings.CELERY_TASK_ROUTES names it): the queue for a task."""
@@ -59,13 +64,30 @@ class QueuedTask:
                 signature.apply_async(countdown=self.countdown)
         except Exception as error:
             # The work is in the database: the sweep finds it and queues it later.
+            # Named from the task, not from where it was asked: an upload's transaction
+            # commits before its view knows the id, and a re-run's view is bound to the
+            # request it re-runs.
+            about = {"request_id": self.request_id}
             refused = _refused_watch.get()
             if refused is None:
-                logger.exception("could not queue %s%s; the sweep will", self.name, self.args)
+                logger.exception(
+                    "could not queue %s%s; the sweep will", self.name, self.args, extra=about
+                )
                 return
             # Whoever watches says so in words (a command), without the traceback.
             refused.append(error)
-            logger.warning("could not queue %s%s; the sweep will: %s", self.name, self.args, error)
+            logger.warning(
+                "could not queue %s%s; the sweep will: %s",
+                self.name,
+                self.args,
+                error,
+                extra=about,
+            )
+
+    @property
+    def request_id(self) -> str:
+        """The id of the request the task is about; empty for the sweep's and expiry's."""
+        return str(self.args[-1]) if self.name in ABOUT_A_REQUEST and self.args else ""
 
 
 def enqueue_after_commit(name: str, *args: Any, countdown: float | None = None) -> None:

@@ -11,6 +11,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
+from kombu import Producer
+from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
 
 from accounts.models import Account
@@ -135,6 +137,42 @@ def test_the_access_log_asks_the_database_nothing_to_name_the_account(
         AccessLogMiddleware(lambda _: HttpResponse(status=204))(request)
     [line] = [json.loads(line) for line in path.read_text().splitlines()]
     assert (line["message"], line.get("account")) == ("GET /somewhere/ 204", None)
+
+
+@pytest.mark.django_db(transaction=True)  # its commits queue, as the web's do
+def test_a_request_the_broker_could_not_take_is_named_in_the_line_that_says_so(
+    tmp_path: Path, api: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "could not queue …; the sweep will" named no request: the upload's transaction
+    commits, and queues, before the view knows the id it made; a re-run's named the
+    request it re-runs, the one its URL names."""
+
+    # Given a broker that refuses every message, as Redis does while it is away
+    def refused(*_: Any, **__: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(Producer, "publish", refused)
+    _, path = configured_logger(tmp_path, "json", name="processing.queue")
+
+    # When a CSV is uploaded, and then re-run
+    csv_file = SimpleUploadedFile(
+        "products.csv",
+        b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        "text/csv",
+    )
+    uploaded = api.post("/api/upload/", {"file": csv_file}, format="multipart")
+    source_id = uploaded.json()["request_id"]
+    rerun = api.post(f"/api/requests/{source_id}/rerun/", {"quality": 40}, format="json")
+
+    # Then both are accepted, and each line that says its start waits for the sweep
+    # names the request it is about
+    assert (uploaded.status_code, rerun.status_code) == (202, 202)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["message"], line.get("request_id")) for line in lines] == [
+        (f"could not queue processing.request_start('{request_id}',); the sweep will", request_id)
+        for request_id in (source_id, rerun.json()["request_id"])
+    ]
+    assert all("OperationalError: Error 111" in line["exc_info"] for line in lines)
 
 
 @pytest.mark.e2e
