@@ -86,6 +86,20 @@ class ClientFaultFilter(logging.Filter):
         return True
 
 
+class ResponseLoggedFilter(logging.Filter):
+    """Django's django.request line of every answer of 400 and above ("Not Found: /api/…")
+    left out: the access log's line says the same with the request id, the error's code
+    and the account, and the API's own errors log their cause (processing/exceptions.py),
+    so each refused call was two lines, a 503 two ERRORs. Kept where Django caught an
+    exception of a page's that became a 500: its traceback is there alone. (On the
+    console handler, as ClientFaultFilter, so that mail to ADMINS is as Django sends it.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "django.request":
+            return True
+        return record.levelno >= logging.ERROR and record.exc_info is not None
+
+
 # A one-time login link's token, in any line that names its path: Django's own lines
 # ("Forbidden (CSRF cookie not set.): /login/link/…/", "Gone: …") and the request they
 # carry. Whoever reads the logs may not use the link.
@@ -153,6 +167,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
         "filters": {
             "request_id": {"()": "config.logs.RequestIdFilter"},
             "client_fault": {"()": "config.logs.ClientFaultFilter"},
+            "response_logged": {"()": "config.logs.ResponseLoggedFilter"},
             "secret_path": {"()": "config.logs.SecretPathFilter"},
         },
         "formatters": {
@@ -163,7 +178,7 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json" if fmt == "json" else "plain",
-                "filters": ["request_id", "client_fault", "secret_path"],
+                "filters": ["request_id", "client_fault", "response_logged", "secret_path"],
             }
         },
         "root": {"handlers": ["console"], "level": level},

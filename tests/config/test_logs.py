@@ -9,14 +9,17 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError as DatabaseError
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
+from django.utils.log import configure_logging
 from kombu import Producer
 from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
 
 from accounts.models import Account
 from config.logs import AccessLogMiddleware, logging_config, request_id_bound
+from processing import selectors
 from tests.harness.origin import Origin
 from tests.harness.service import TEST_ACCOUNT, Service
 from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
@@ -91,7 +94,8 @@ def test_a_login_links_token_is_in_no_line_django_writes_about_it(tmp_path: Path
     assert Client().get(f"/login/link/{token}/").status_code == 410
     text = path.read_text()
     lines = [json.loads(line) for line in text.splitlines()]
-    assert {line["logger"] for line in lines} == {"django.security.csrf", "django.request"}
+    # (django.request's "Gone: …" is not written: the access log's line says it)
+    assert {line["logger"] for line in lines} == {"django.security.csrf"}
     assert all("/login/link/<token>/" in line["message"] for line in lines)
     assert token not in text
 
@@ -119,6 +123,84 @@ def test_an_api_error_line_names_its_code_and_the_account_that_asked(
         (401, "not_authenticated", None),
     ]
     assert lines[0]["message"] == f"POST /api/upload/ 400 invalid_csv account={account.name}"
+
+
+def configured_root(tmp_path: Path) -> Path:
+    """Every logger's lines, as the service writes them (after Django's own logging
+    config), into the file returned. The loggers configured_logger gave a file of their
+    own send to the root's again."""
+    for logger in logging.root.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate):
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+    path = tmp_path / "all.log"
+    config = logging_config(level="INFO", fmt="json")
+    config["handlers"]["console"] |= {"class": "logging.FileHandler", "filename": str(path)}
+    configure_logging("logging.config.dictConfig", config)
+    return path
+
+
+@pytest.mark.django_db
+def test_a_refused_call_is_one_line_not_also_djangos(
+    tmp_path: Path,
+    api: APIClient,
+    member_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Django's django.request wrote a second line for every 4xx and 5xx ("Not Found:
+    /api/status/…/"), without the request id, the code or the account: twice the lines,
+    and a 503 for a database away an ERROR twice over."""
+    path = configured_root(tmp_path)
+    missing = f"/api/status/{uuid.uuid4()}/"
+
+    # When calls are refused: a request not there, a bad parameter, no key, a page not
+    # there, and the database away
+    assert api.get(missing).status_code == 404
+    assert api.get("/api/requests/?page_size=abc").status_code == 400
+    assert Client().get("/api/requests/").status_code == 401
+    assert member_client.get(f"/requests/{uuid.uuid4()}/").status_code == 404
+
+    def away(**_: Any) -> None:
+        raise DatabaseError("connection to server at 127.0.0.1, port 5432 failed")
+
+    monkeypatch.setattr(selectors, "request_get", away)
+    assert api.get(missing).status_code == 503
+
+    # Then each is the access log's line alone, and the database's cause once
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["logger"], line["level"], line.get("status")) for line in lines] == [
+        ("access", "INFO", 404),
+        ("access", "INFO", 400),
+        ("access", "INFO", 401),
+        ("access", "INFO", 404),
+        ("processing.exceptions", "ERROR", None),
+        ("access", "INFO", 503),
+    ]
+    assert lines[0]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_a_pages_unexpected_error_keeps_djangos_line_with_its_traceback(
+    tmp_path: Path, member_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a page whose code fails as nothing expected
+    def broken(**_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(selectors, "requests_list", broken)
+    path = configured_root(tmp_path)
+    member_client.raise_request_exception = False
+
+    # When it is asked for, then the 500 is logged once with the traceback (the only
+    # place it is), beside the access line
+    assert member_client.get("/").status_code == 500
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("django.request", "ERROR"),
+        ("access", "INFO"),
+    ]
+    assert "RuntimeError: a bug" in lines[0]["exc_info"]
 
 
 @pytest.mark.django_db
