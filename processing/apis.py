@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -19,7 +19,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,14 +30,19 @@ from processing import finalize, idempotency, intake, metrics, policies, selecto
 from processing.api_common import (
     ERROR_CODE_HELP,
     IDEMPOTENCY_KEY,
+    IF_NONE_MATCH,
+    NOT_MODIFIED,
     REPLAYED,
     REQUEST_ID,
     AccountUploadThrottle,
-    accepted_body,
+    accepted_answer,
+    etag_of,
     expired_refusal,
+    file_etag,
     idempotency_asked,
     key_reused_refusal,
     length_required,
+    not_modified,
     page_size_checked,
     positive_whole,
     query_checked,
@@ -180,17 +185,20 @@ class UploadApi(APIView):
         logger.info(
             "upload accepted: %d products, %d images", created.total_products, created.total_images
         )
-        return Response(accepted_body(created), status=status.HTTP_202_ACCEPTED)
+        return accepted_answer(created)
 
 
 class StatusApi(APIView):
     @extend_schema(
         summary="A request's status and progress",
-        parameters=[REQUEST_ID],
-        responses={200: StatusSerializer, **errors(401, 404, 410)},
+        parameters=[REQUEST_ID, IF_NONE_MATCH],
+        responses={200: StatusSerializer, 304: NOT_MODIFIED, **errors(401, 404, 410)},
     )
-    def get(self, request: Request, request_id: str) -> Response:
-        return Response(status_body(request_or_404(request, request_id)))
+    def get(self, request: Request, request_id: str) -> HttpResponseBase:
+        body = status_body(request_or_404(request, request_id))
+        # Of the body as sent: any field that changes (progress, the webhook's) changes it.
+        etag = etag_of(JSONRenderer().render(body))
+        return not_modified(request, etag) or Response(body, headers={"ETag": etag})
 
 
 class WebhookApi(APIView):
@@ -446,13 +454,14 @@ class OutputCsvApi(APIView):
 
     @extend_schema(
         summary="The output CSV: S. No., Product Name, Input Image Urls, Output Image Urls",
-        parameters=[REQUEST_ID],
+        parameters=[REQUEST_ID, IF_NONE_MATCH],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The output CSV."),
+            304: NOT_MODIFIED,
             **errors(401, 404, 409, 410),
         },
     )
-    def get(self, request: Request, request_id: str) -> FileResponse:
+    def get(self, request: Request, request_id: str) -> HttpResponseBase:
         found = request_or_404(request, request_id)
         if not found.is_finished:
             raise RequestNotFinished()
@@ -462,9 +471,17 @@ class OutputCsvApi(APIView):
             opened = finalize.output_csv_open(request=found)
         except finalize.OutputCsvGone:
             raise expired_refusal(found) from None
+        # Of its content: a retry's finish writes it anew, and one written again from the
+        # rows (processing/finalize.py) may link its images differently.
+        etag = file_etag(opened)
+        unchanged = not_modified(request, etag)
+        if unchanged is not None:
+            opened.close()
+            return unchanged
         return FileResponse(
             opened,
             as_attachment=True,
             filename=f"{found.pk}-output.csv",
             content_type="text/csv; charset=utf-8",
+            headers={"ETag": etag},
         )

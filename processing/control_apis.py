@@ -19,7 +19,7 @@ from processing.api_common import (
     IDEMPOTENCY_KEY,
     REQUEST_ID,
     AccountUploadThrottle,
-    accepted_body,
+    accepted_answer,
     expired_refusal,
     idempotency_asked,
     key_reused_refusal,
@@ -205,7 +205,7 @@ class RerunApi(APIView):
             raise quota_refusal(over, what="re-run") from None
         except intake.SourceExpired:
             raise expired_refusal(found) from None
-        return Response(accepted_body(created), status=status.HTTP_202_ACCEPTED)
+        return accepted_answer(created)
 
     def throttled(self, request: Request, wait: float | None) -> NoReturn:
         raise uploads_throttled(wait)

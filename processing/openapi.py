@@ -34,6 +34,19 @@ REPLAYED = {
         "schema": {"type": "string", "enum": ["true"]},
     }
 }
+LOCATION = {
+    "Location": {
+        "description": "The status URL of the request made (the body's `status_url`).",
+        "schema": {"type": "string", "format": "uri"},
+    }
+}
+ETAG = {
+    "ETag": {
+        "description": "A weak tag of the answer's body, which changes when anything in "
+        "it does: send it back as If-None-Match to be answered 304 while it has not.",
+        "schema": {"type": "string"},
+    }
+}
 ATTACHMENT = {
     "Content-Disposition": {
         "description": '`attachment; filename="<request id>-output.csv"`.',
@@ -54,12 +67,20 @@ def refusals_documented(result: dict[str, Any], **_: Any) -> dict[str, Any]:
             for status, headers in HEADERS.items():
                 if status in responses:
                     responses[status] = {**responses[status], "headers": headers}
-            keyed = any(
-                parameter.get("in") == "header" and parameter.get("name") == "Idempotency-Key"
+            headers_taken = {
+                parameter.get("name")
                 for parameter in operation.get("parameters", [])
-            )
-            if keyed and "202" in responses:
-                responses["202"] = {**responses["202"], "headers": REPLAYED}
+                if parameter.get("in") == "header"
+            }
+            # What takes an Idempotency-Key makes a request: an upload, a re-run.
+            if "Idempotency-Key" in headers_taken and "202" in responses:
+                responses["202"] = {**responses["202"], "headers": REPLAYED | LOCATION}
+            if "If-None-Match" in headers_taken:
+                for status in ("200", "304"):
+                    responses[status] = {**responses[status], "headers": ETAG}
             if path.endswith("/output.csv") and "200" in responses:
-                responses["200"] = {**responses["200"], "headers": ATTACHMENT}
+                responses["200"] = {
+                    **responses["200"],
+                    "headers": responses["200"].get("headers", {}) | ATTACHMENT,
+                }
     return result

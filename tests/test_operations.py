@@ -192,7 +192,12 @@ def test_the_schema_documents_every_operation(client: Client) -> None:
     webhook_test = schema["paths"]["/api/webhook-test/"]["post"]["responses"]
     assert {"411", "413", "415", "503"} <= set(webhook_test)
     assert set(upload["429"]["headers"]) == set(upload["503"]["headers"]) == {"Retry-After"}
-    assert set(upload["202"]["headers"]) == {"Idempotent-Replayed"}
+    assert set(upload["202"]["headers"]) == {"Idempotent-Replayed", "Location"}
+    for path in ("/api/status/{request_id}/", "/api/requests/{request_id}/output.csv"):
+        polled = schema["paths"][path]["get"]
+        assert "If-None-Match" in [parameter["name"] for parameter in polled["parameters"]]
+        assert "ETag" in polled["responses"]["200"]["headers"]
+        assert set(polled["responses"]["304"]["headers"]) == {"ETag"}
     assert set(upload["401"]["headers"]) == {"WWW-Authenticate"}
     assert schema["paths"]["/api/upload/"]["post"]["security"][:2] == [
         {"ApiKey": []},

@@ -74,6 +74,7 @@ def test_the_postman_collection_passes_under_newman(
         "Upload the sample CSV",
         "The same upload sent again with its Idempotency-Key",
         "Status until finished",
+        "Status again with its ETag",
         "Products",
         "Products with a failed image",
         "Output CSV",

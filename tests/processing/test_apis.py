@@ -506,6 +506,38 @@ def test_an_upload_is_named_by_its_csv_and_a_rerun_by_the_request_it_re_runs(
 
 
 @pytest.mark.parametrize(
+    ("public_base_url", "status_base"),
+    [("", "http://testserver"), ("https://img.example", "https://img.example")],
+)
+def test_what_makes_a_request_says_where_its_status_is_in_location(
+    api: APIClient, settings: Any, public_base_url: str, status_base: str
+) -> None:
+    """A 202 that made something named no Location: a client that follows it (as HTTP
+    libraries offer to) had to read the body."""
+    # Given the service at its public address, if it has one
+    settings.PUBLIC_BASE_URL = public_base_url
+    headers = {"Idempotency-Key": "upload-1"}
+
+    # When a CSV is uploaded, sent again with its key, and re-run
+    file = SimpleUploadedFile("products.csv", (HEADER + GOOD_ROW).encode(), "text/csv")
+    first = api.post("/api/upload/", {"file": file}, format="multipart", headers=headers)
+    file.seek(0)
+    again = api.post("/api/upload/", {"file": file}, format="multipart", headers=headers)
+    upload_id = first.json()["request_id"]
+    rerun = api.post(f"/api/requests/{upload_id}/rerun/", {"quality": 30}, format="json")
+
+    # Then each names the status of the request it made (or had made), as its body does
+    rerun_id = rerun.json()["request_id"]
+    assert [(answer.status_code, answer["Location"]) for answer in (first, again, rerun)] == [
+        (202, f"{status_base}/api/status/{upload_id}/"),
+        (202, f"{status_base}/api/status/{upload_id}/"),
+        (202, f"{status_base}/api/status/{rerun_id}/"),
+    ]
+    assert again["Idempotent-Replayed"] == "true"
+    assert all(answer["Location"] == answer.json()["status_url"] for answer in (first, rerun))
+
+
+@pytest.mark.parametrize(
     ("sent", "kept"),
     [
         ("C:\\exports\\shoes.csv", "shoes.csv"),  # a client that sent its folders

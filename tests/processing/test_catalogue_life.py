@@ -156,6 +156,72 @@ def test_a_csv_excel_wrote_with_semicolons_and_a_mark_gets_its_output_written_al
         assert all(url.startswith("http://testserver/media/") for url in outputs.split(","))
 
 
+def test_a_status_poll_is_answered_304_until_anything_in_its_body_changes(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    """No ETag: a client polling a request of 10,000 images read the whole body each time
+    to learn that nothing had moved."""
+    # Given a request under way, its first batch not done
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
+    url = f"/api/status/{request.pk}/"
+    first = api.get(url)
+    etag = first["ETag"]
+    assert etag.startswith('W/"')
+
+    # When it is asked again with its ETag, then 304, without a body, with the same tag
+    unchanged = api.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+
+    # When a batch finishes, then the same ETag gets the new body, and a new tag
+    with django_capture_on_commit_callbacks(execute=False):  # the next batch left queued
+        pipeline.images_process(image_ids=batches[0])
+    moved = api.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert moved.status_code == 200
+    assert moved.json()["progress"]["succeeded"] == 2
+    assert moved["ETag"] != etag
+    assert api.get(url, HTTP_IF_NONE_MATCH=f'"x", {moved["ETag"]}').status_code == 304
+
+    # And a change no counter shows (a cancel asked) changes the tag too
+    cancelled = api.post(f"/api/requests/{request.pk}/cancel/")
+    assert cancelled.status_code == 202
+    assert api.get(url, HTTP_IF_NONE_MATCH=moved["ETag"]).status_code == 200
+
+
+def test_the_output_csv_is_answered_304_until_a_retry_writes_it_anew(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    # Given a finished request whose second source answered 404
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    downloads.answers[URLS[1]] = net.NetError("http_404", "The server answered 404.")
+    request = run(account, django_capture_on_commit_callbacks)
+    url = f"/api/requests/{request.pk}/output.csv"
+    first = api.get(url)
+    etag = first["ETag"]
+    assert b"".join(first.streaming_content).startswith(b"S. No.,")  # type: ignore[attr-defined]
+
+    # When it is downloaded again with its ETag, then 304, without a body
+    unchanged = api.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+
+    # When the source is fixed and the request retried to its end, then the new CSV
+    downloads.answers[URLS[1]] = JPEG
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert api.post(f"/api/requests/{request.pk}/retry/").status_code == 202
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+    changed = api.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert changed.status_code == 200
+    assert changed["ETag"] != etag
+    body = b"".join(changed.streaming_content)  # type: ignore[attr-defined]
+    assert all(row[3] for row in list(csv.reader(io.StringIO(body.decode())))[1:])
+
+
 # --- Skip what has not changed --------------------------------------------------------
 
 
