@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import psycopg
 import pytest
 import urllib3
 from celery import Celery
+from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from tests.harness.origin import Origin, image_answer
@@ -468,3 +470,77 @@ def test_a_redis_that_hangs_leaves_the_web_answering(tmp_path: Path, origin: Ori
             assert {answer.status for answer in answers} == {503}
         finally:
             os.kill(redis.process.pid, signal.SIGCONT)
+
+
+# What a worker may write to a file under `ulimit -f 4096`: 4,096 blocks of 512 bytes.
+WORKER_FILE_LIMIT = 2 * 2**20
+
+
+def noise_jpeg(seed: int) -> bytes:
+    """A JPEG of random pixels whose output at quality 50 (2.4 MB: noise does not compress)
+    is larger than WORKER_FILE_LIMIT."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (2400, 2400, 3), dtype=np.uint8)
+    return encoded(Image.fromarray(pixels), "JPEG", quality=90)
+
+
+@contextlib.contextmanager
+def worker_without_room(service: Service) -> Iterator[None]:
+    """The service's worker replaced by one that may write no file past WORKER_FILE_LIMIT;
+    then by one without that limit.
+
+    Faked: a full storage, by RLIMIT_FSIZE on the worker's processes alone: a disk cannot
+    be filled without root, and the test's own disk must not be. Its writes past the limit
+    fail part way through the file, with EFBIG ("File too large") where a full disk's fail
+    with ENOSPC; what the worker's log and the database take stays far below it."""
+    command = procfile_commands()["worker"]
+    worker = service.processes.pop("worker")
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=30)
+    service.start("worker-full", f"/bin/sh -c 'ulimit -f 4096; exec {command}'")
+    service.wait_ready(web=None, workers=["worker-full"])
+    yield
+    full = service.processes.pop("worker-full")
+    os.killpg(full.pid, signal.SIGTERM)
+    full.wait(timeout=30)
+    service.start("worker", command)
+    service.wait_ready(web=None, workers=["worker"])
+
+
+def test_an_output_the_storage_has_no_room_for_leaves_no_file_and_a_retry_makes_it(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """The write refused part way left a file of 2 MB under the output's name (zero bytes
+    on a disk already full), which the web served as the image."""
+    run = uuid.uuid4().hex[:8]
+    small = origin.add(f"/{run}/small.jpg", encoded(photo(480, 360, 1), "JPEG", quality=90))
+    large = origin.add(f"/{run}/noise.jpg", noise_jpeg(1))
+    csv_text = f'S. No.,Product Name,Input Image Urls\n1,Lamp,"{small},{large}"\n'
+    with private_service(tmp_path, origin) as (service, _, _):
+        folder = Path(service.env["STORAGE_DIR"]) / "output_images"
+        # Given a worker whose storage has room for a photo but not for an output of noise
+        with worker_without_room(service):
+            # When a catalogue of both is processed
+            request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
+            status = wait_for_finish(service.base_url, request_id, timeout=60)
+
+            # Then the photo succeeded and the noise failed, its attempts spent
+            assert status["status"] == "completed_with_errors", status
+            photo_image, noise_image = all_images(service, request_id)
+            assert photo_image["status"] == "succeeded"
+            assert noise_image["status"] == "failed"
+            assert noise_image["error_code"] == "storage_error"
+            # and nothing of the noise's output is left in the storage to be served
+            served = photo_image["output_url"].rsplit("/", 1)[1]
+            left = {path.name for path in (folder / request_id).iterdir()}
+            assert {name for name in left if not name.startswith("output-")} == {served}
+
+        # When the storage has room again, and the request is retried
+        retried = api_request("POST", f"{service.base_url}/api/requests/{request_id}/retry/")
+        assert retried.status == 202, retried.data
+
+        # Then the noise's output is made, whole
+        assert wait_for_finish(service.base_url, request_id, timeout=60)["status"] == "completed"
+        _, noise_image = all_images(service, request_id)
+        output = urllib3.request("GET", noise_image["output_url"], timeout=10)
+        assert output.status == 200
+        assert len(output.data) == noise_image["output_bytes"] > WORKER_FILE_LIMIT
