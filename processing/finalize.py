@@ -18,6 +18,7 @@ from django.utils import timezone
 from processing import bulk, metrics, selectors, webhooks
 from processing.csv_format import CsvDialect, OutputCsvWriter, OutputRow
 from processing.models import ProcessingRequest, Product, ProductImage
+from processing.outcomes import storage_no_room
 from processing.policies import csv_output_name
 
 logger = logging.getLogger(__name__)
@@ -45,12 +46,21 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
         with transaction.atomic():
             ProcessingRequest.objects.filter(pk=request_id).update(
                 status=ProcessingRequest.Status.FAILED,
-                error=f"The results could not be written: {error}",
+                error=f"The results could not be written: {_cause(error)}",
                 finished_at=timezone.now(),
                 updated_at=timezone.now(),
             )
             webhooks.webhook_schedule(request=request)
     return True
+
+
+def _cause(error: Exception) -> str:
+    """An error writing the results, in words: "[Errno 28] No space left on device" said
+    nothing of what to do."""
+    if storage_no_room(error):
+        assert isinstance(error, OSError)
+        return f"storage full ({error.strerror}). Retry the request once there is room."
+    return str(error)
 
 
 def _request_write_outputs(request: ProcessingRequest) -> None:

@@ -44,6 +44,7 @@ class ReasonCode(models.TextChoices):
     ENCODE_FAILED = ImageReason.ENCODE_FAILED.value
     # Ours
     CANCELLED = "cancelled"
+    STORAGE_FULL = "storage_full"
     STORAGE_ERROR = "storage_error"
     INTERNAL_ERROR = "internal_error"
 

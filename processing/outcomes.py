@@ -1,6 +1,7 @@
 """What became of one URL's attempt in a batch or the sweep: an output, or a failure with
 its reason and whether to try again. results.images_record writes them."""
 
+import errno
 import logging
 from dataclasses import dataclass
 from typing import Final
@@ -36,6 +37,25 @@ class ImageFailure:
         # fails, the request goes on.
         logger.error("image %s failed unexpectedly", image_id, exc_info=error)
         return cls(ReasonCode.INTERNAL_ERROR, "The image could not be processed.")
+
+
+# A storage with no room for a file: the disk full, a quota reached, a limit on a file's
+# size. Not the image's doing: it is made once there is room.
+NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_no_room(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in NO_ROOM
+
+
+def storage_failure(error: BaseException) -> ImageFailure:
+    """An output the storage refused: tried again, as the storage may have room, or be back,
+    by then."""
+    if storage_no_room(error):
+        assert isinstance(error, OSError)
+        message = f"Storage full: the output could not be saved on our side ({error.strerror})."
+        return ImageFailure(ReasonCode.STORAGE_FULL, message, transient=True)
+    return ImageFailure(ReasonCode.STORAGE_ERROR, "The output could not be stored.", transient=True)
 
 
 # An image whose request was cancelled before it was compressed: waiting its turn, or in a

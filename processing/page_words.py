@@ -61,6 +61,8 @@ REASON_ADVICE: dict[ReasonCode, str] = {
     ReasonCode.TOO_SLOW: "Reading and compressing the image took too long. Publish a smaller "
     "or simpler image.",
     ReasonCode.ENCODE_FAILED: "The image could not be compressed. Report it with the image.",
+    ReasonCode.STORAGE_FULL: "Our storage was full when the result was saved: nothing is wrong "
+    "with the image. Retry the request in a while.",
     ReasonCode.STORAGE_ERROR: "The result could not be saved on our side. Upload again later; "
     "if it keeps happening, report it with the request id.",
     ReasonCode.INTERNAL_ERROR: "Something went wrong on our side with this image. Report it "

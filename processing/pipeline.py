@@ -31,7 +31,13 @@ from processing import claims, metrics, reuse
 from processing.facts import OutputFacts
 from processing.leases import leases
 from processing.models import ProcessingRequest, ProductImage, ReasonCode, SourceOutput
-from processing.outcomes import CANCELLED, ImageFailure, ImageOutcome
+from processing.outcomes import (
+    CANCELLED,
+    ImageFailure,
+    ImageOutcome,
+    storage_failure,
+    storage_no_room,
+)
 from processing.policies import IMAGE_REQUEST_HEADERS, fetch_policy, image_output_name
 from processing.results import images_record
 from processing.reuse import Known, Seen
@@ -248,10 +254,16 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor, cancels: "_Canc
                 assert item.known is not None
                 reuse.output_forget(output=item.known.output)
                 message = "The earlier output to re-use is gone from storage; made anew next time."
+                item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
+            elif storage_no_room(error):
+                # One line, not a traceback an image: a full disk fails every image at once.
+                logger.error(
+                    "image %s: the storage has no room for the output: %s", item.image.pk, error
+                )
+                item.failure = storage_failure(error)
             else:
                 logger.exception("image %s: the output could not be stored", item.image.pk)
-                message = "The output could not be stored."
-            item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
+                item.failure = storage_failure(error)
 
 
 class _CancelWatch:

@@ -1096,6 +1096,47 @@ def test_a_finished_request_deleted_by_its_account_is_gone_at_once_and_its_re_ru
     assert len(output_csv(api, rerun)) == 5
 
 
+def test_a_request_whose_output_csv_the_storage_has_no_room_for_fails_saying_so_and_retries(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It failed with "The results could not be written: [Errno 28] No space left on
+    device". Faked: the full disk, as the storage's refusal of the CSV (a disk cannot be
+    filled without root; tests/processing/test_faults.py fills a worker's room)."""
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    real_save = default_storage.save
+    full = True
+
+    def save_unless_csv(name: str, content: Any, max_length: int | None = None) -> str:
+        if full and name.endswith(".csv"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(name, content, max_length)
+
+    # Given a storage with room for the images but not for the output CSV
+    monkeypatch.setattr(default_storage, "save", save_unless_csv)
+
+    # When a request finishes, it fails saying the storage is full
+    request = run(account, django_capture_on_commit_callbacks)
+    assert request.status == ProcessingRequest.Status.FAILED
+    assert request.error == (
+        "The results could not be written: storage full (No space left on device). "
+        "Retry the request once there is room."
+    )
+
+    # And once there is room, a retry finishes it
+    full = False
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert api.post(f"/api/requests/{request.pk}/retry/").status_code == 202
+    drain(django_capture_on_commit_callbacks, queued)
+    request.refresh_from_db()
+    assert request.status == ProcessingRequest.Status.COMPLETED
+    assert len(output_csv(api, request)) == 1 + len(URLS)
+
+
 def test_a_deletion_stopped_by_a_storage_error_is_finished_by_the_next_expiry_pass(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,

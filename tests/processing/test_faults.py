@@ -510,7 +510,8 @@ def test_an_output_the_storage_has_no_room_for_leaves_no_file_and_a_retry_makes_
     tmp_path: Path, origin: Origin
 ) -> None:
     """The write refused part way left a file of 2 MB under the output's name (zero bytes
-    on a disk already full), which the web served as the image."""
+    on a disk already full), which the web served as the image; and the image failed as
+    storage_error, "The output could not be stored.", which did not say why."""
     run = uuid.uuid4().hex[:8]
     small = origin.add(f"/{run}/small.jpg", encoded(photo(480, 360, 1), "JPEG", quality=90))
     large = origin.add(f"/{run}/noise.jpg", noise_jpeg(1))
@@ -523,12 +524,16 @@ def test_an_output_the_storage_has_no_room_for_leaves_no_file_and_a_retry_makes_
             request_id = multipart_upload(service.base_url, csv_text).json()["request_id"]
             status = wait_for_finish(service.base_url, request_id, timeout=60)
 
-            # Then the photo succeeded and the noise failed, its attempts spent
+            # Then the photo succeeded and the noise failed, its attempts spent, saying the
+            # storage was full: not the image's fault
             assert status["status"] == "completed_with_errors", status
             photo_image, noise_image = all_images(service, request_id)
             assert photo_image["status"] == "succeeded"
-            assert noise_image["status"] == "failed"
-            assert noise_image["error_code"] == "storage_error"
+            assert (noise_image["status"], noise_image["error_code"]) == ("failed", "storage_full")
+            assert noise_image["error"] == (
+                "Storage full: the output could not be saved on our side (File too large). "
+                "Tried 2 times."
+            )
             # and nothing of the noise's output is left in the storage to be served
             served = photo_image["output_url"].rsplit("/", 1)[1]
             left = {path.name for path in (folder / request_id).iterdir()}
