@@ -231,6 +231,9 @@ STATIC_URL = "/static/"
 # seed's storage/ folder), served by the web server at MEDIA_URL.
 MEDIA_ROOT = Path(env("STORAGE_DIR", str(BASE_DIR / "storage")))
 MEDIA_URL = "/media/"
+# /healthz answers 503 while STORAGE_DIR has less free than this: room for a few of the
+# largest outputs (IMAGE_FETCH_MAX_BYTES each) that the workers write at once.
+STORAGE_MIN_FREE_BYTES = env_int("STORAGE_MIN_FREE_BYTES", 100 * 1024 * 1024)
 S3_BUCKET = env("S3_BUCKET")
 
 

@@ -1,23 +1,33 @@
 """/healthz for load balancers (readiness): 200 when the database answers with every
-migration of this release applied and the broker answers, else 503. /livez for restarts
-(liveness): 200 whenever the process answers at all."""
+migration of this release applied, the broker answers and the output storage takes a
+file, else 503. /livez for restarts (liveness): 200 whenever the process answers at all."""
 
 import logging
+import os
+import shutil
+import socket
+import threading
 from dataclasses import dataclass
 from typing import Final
 
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from django.http import HttpRequest, JsonResponse
 
 from config.celery import app
+from processing.outcomes import storage_no_room
 
 logger = logging.getLogger(__name__)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _database(), "broker": _broker()}
+    if isinstance(default_storage, FileSystemStorage):
+        checks["storage"] = _storage(default_storage)
     if checks["database"] == OK:
         checks["database"] = _schema()
     for name, check in checks.items():
@@ -124,4 +134,30 @@ def _broker() -> Check:
             broker.ensure_connection(max_retries=1, timeout=BROKER_CHECK_SECONDS)
     except Exception as error:
         return _failed(error)
+    return OK
+
+
+def _storage(storage: FileSystemStorage) -> Check:
+    """Whether STORAGE_DIR takes a file and has room: full or unwritable, the workers
+    sharing it failed every image with storage_full or storage_error while /healthz
+    answered 200. (A bucket is not asked: a request to it on every probe costs money, and
+    a bucket is never full.)"""
+    probe = f"probes/web-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+    try:
+        storage.delete(storage.save(probe, ContentFile(b"probe")))
+        free = shutil.disk_usage(storage.location).free
+    except OSError as error:
+        # Its words, not its path: whoever reaches /healthz reads the answer.
+        kind = "full: " if storage_no_room(error) else ""
+        return Check(
+            f"error: {kind}{error.strerror or type(error).__name__}",
+            f"{type(error).__name__}: {error}",
+        )
+    if free < settings.STORAGE_MIN_FREE_BYTES:
+        # The count in the log alone: an answer that changed at every probe was logged so.
+        return Check(
+            "error: full: less than STORAGE_MIN_FREE_BYTES free",
+            f"{free:,} bytes free in {storage.location}, less than STORAGE_MIN_FREE_BYTES "
+            f"({settings.STORAGE_MIN_FREE_BYTES:,})",
+        )
     return OK

@@ -3,6 +3,7 @@ schema and its Swagger UI (checked by schemathesis against the running service),
 read-only admin."""
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import jsonschema_rs
 import pytest
 import urllib3
 from django.contrib.auth.models import User
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
@@ -36,10 +38,11 @@ from processing.models import ProcessingRequest, ProductImage
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
 from tests.harness.redis import RedisServer
-from tests.harness.service import BIN, Service, procfile_commands
+from tests.harness.service import BIN, Service, procfile_commands, web_alone
 from tests.support import (
     encoded,
     free_port,
+    get_json,
     multipart_upload,
     photo,
     python_run,
@@ -51,10 +54,79 @@ HEADER = b"S. No.,Product Name,Input Image Urls\n"
 
 
 @pytest.mark.django_db
-def test_healthz_answers_ok_when_database_and_broker_answer(client: Client) -> None:
+def test_healthz_answers_ok_when_database_broker_and_storage_answer(client: Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
+
+
+@pytest.mark.django_db
+def test_healthz_tells_a_storage_that_takes_no_file_and_livez_needs_no_restart(
+    client: Client, settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workers failed every image with storage_error behind a /healthz that answered
+    200. Faked: the storage that takes no file, as a STORAGE_DIR under a file (a folder
+    without write permission stops no test run as root)."""
+    # Given a STORAGE_DIR nothing can be written in
+    (tmp_path / "a-file").write_bytes(b"")
+    settings.MEDIA_ROOT = tmp_path / "a-file" / "storage"
+
+    # When the probes come, twice
+    with caplog.at_level("INFO"):
+        answers = [client.get("/healthz") for _ in range(2)]
+
+    # Then each answers 503 naming the storage and why, without its path
+    assert {answer.status_code for answer in answers} == {503}
+    assert answers[0].json() == {
+        "status": "unavailable",
+        "database": "ok",
+        "broker": "ok",
+        "storage": "error: Not a directory",
+    }
+    # the log says where, once
+    [warning] = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warning.getMessage().startswith("healthz: the storage check fails: NotADirectoryError")
+    assert str(tmp_path / "a-file") in warning.getMessage()
+    # while /livez tells whatever restarts processes that this one needs none
+    assert (client.get("/livez").status_code, client.get("/livez").json()) == (
+        200,
+        {"status": "ok"},
+    )
+
+
+@pytest.mark.django_db
+def test_healthz_tells_a_storage_with_less_room_than_asked_for(
+    client: Client, settings: Any, tmp_path: Path
+) -> None:
+    # Given a STORAGE_DIR with less free than STORAGE_MIN_FREE_BYTES (faked: an exabyte)
+    settings.MEDIA_ROOT = tmp_path
+    settings.STORAGE_MIN_FREE_BYTES = 2**60
+
+    # Then /healthz answers 503, the storage full
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["storage"] == "error: full: less than STORAGE_MIN_FREE_BYTES free"
+
+    # And the probe left no file behind
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == []
+
+
+@pytest.mark.django_db
+def test_healthz_tells_a_storage_that_refuses_a_file_as_full(
+    client: Client, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a storage whose disk is full (faked: its writes refused with ENOSPC)
+    settings.MEDIA_ROOT = tmp_path
+
+    def full(*_: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(default_storage, "save", lambda *_: full())
+
+    # Then /healthz answers 503, the storage full
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json()["storage"] == "error: full: No space left on device"
 
 
 @pytest.mark.django_db
@@ -76,6 +148,25 @@ def test_healthz_tells_a_database_migrated_back_after_it_was_found_current(
     # And once migrated again, it is current again
     latest.save()
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_web_server_whose_storage_is_full_leaves_rotation_and_goes_on_answering(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    # Given the web server with a storage fuller than it may be (faked: STORAGE_MIN_FREE_BYTES
+    # an exabyte; the test's own disk is not filled)
+    with web_alone(embedded_service, tmp_path, STORAGE_MIN_FREE_BYTES=str(2**60)) as web:
+        # When the probes come
+        health = urllib3.request("GET", f"{web.base_url}/healthz", timeout=10)
+        live = urllib3.request("GET", f"{web.base_url}/livez", timeout=10)
+
+        # Then /healthz takes it out of a load balancer's rotation, naming the storage
+        assert health.status == 503
+        assert health.json()["storage"] == "error: full: less than STORAGE_MIN_FREE_BYTES free"
+        # while /livez leaves it running, and it answers whoever still calls it
+        assert (live.status, live.json()) == (200, {"status": "ok"})
+        assert get_json(f"{web.base_url}/api/requests/")[0] == 200
+        assert "healthz: the storage check fails" in web.log("web")
 
 
 @pytest.mark.django_db
