@@ -2,9 +2,12 @@
 delete it. (Re-running it with other settings makes a new request: intake.request_rerun.)"""
 
 import logging
+from collections.abc import Collection
+from datetime import datetime
 
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.services import account_lock
@@ -128,6 +131,31 @@ def request_retry(*, request: ProcessingRequest) -> ProcessingRequest:
     logger.info("request %s retried: %d failed, %d cancelled", locked.pk, failed, cancelled)
     request_window_fill(request_id=locked.pk)
     return locked
+
+
+def requests_failed_since(
+    *, codes: Collection[str], since: datetime, whole: bool = False
+) -> QuerySet[ProcessingRequest]:
+    """Every account's requests finished since `since`, neither deleted nor cancelled by
+    their owners (a retry would start what they stopped), with an image failed for one of
+    `codes` (and, `whole`, those that failed as a whole): what an operator retries once
+    what failed them is mended, a full storage freed. Oldest first."""
+    failed = ProductImage.objects.filter(
+        request=OuterRef("pk"), status=ProductImage.Status.FAILED, error_code__in=codes
+    )
+    matched = Q(Exists(failed))
+    if whole:
+        matched |= Q(status=ProcessingRequest.Status.FAILED)
+    return (
+        ProcessingRequest.objects.filter(
+            matched,
+            finished_at__gte=since,
+            expired_at__isnull=True,
+            cancel_requested_at__isnull=True,
+        )
+        .select_related("account")
+        .order_by("finished_at")
+    )
 
 
 def request_delete(*, request: ProcessingRequest, by: str) -> None:

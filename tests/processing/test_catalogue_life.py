@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -1135,6 +1135,72 @@ def test_a_request_whose_output_csv_the_storage_has_no_room_for_fails_saying_so_
     request.refresh_from_db()
     assert request.status == ProcessingRequest.Status.COMPLETED
     assert len(output_csv(api, request)) == 1 + len(URLS)
+
+
+def test_an_operator_retries_every_accounts_images_the_full_storage_failed_in_one_command(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each account had to find its requests and retry them; nothing told an operator which
+    ones, across accounts, once the disk had room again. Faked: the full disk, as the
+    storage's refusal of the images' outputs (tests/processing/test_faults.py fills a
+    worker's room)."""
+    other, _ = services.account_get_or_create(name=f"shop-{uuid.uuid4().hex[:8]}")
+    missing = "https://shop.example/missing.jpg"
+    downloads.answers = dict.fromkeys(URLS, JPEG) | {
+        missing: net.NetError(net.NetReason.TIMEOUT, "no")
+    }
+    real_save = default_storage.save
+    full = True
+
+    def save_unless_full(name: str, content: Any, max_length: int | None = None) -> str:
+        if full and name.startswith("output_images/") and not name.endswith(".csv"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(name, content, max_length)
+
+    monkeypatch.setattr(default_storage, "save", save_unless_full)
+    # Given requests of two accounts whose images the full storage failed, one cancelled
+    # by its owner, and one whose images failed for another reason
+    first = run(account, django_capture_on_commit_callbacks)
+    second = run(other, django_capture_on_commit_callbacks)
+    cancelled = run(other, django_capture_on_commit_callbacks)
+    ProcessingRequest.objects.filter(pk=cancelled.pk).update(cancel_requested_at=timezone.now())
+    full = False
+    elsewhere = run(account, django_capture_on_commit_callbacks, rows=f"1,Lamp,{missing}\n")
+    assert {image.error_code for image in images_of(first)} == {"storage_full"}
+    assert elsewhere.status == ProcessingRequest.Status.COMPLETED_WITH_ERRORS
+
+    # When, the storage freed, an operator retries what it failed
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        call_command("retry_failed", "--code", "storage_full", "--since", "1h", stdout=out)
+    drain(django_capture_on_commit_callbacks, queued)
+
+    # Then both accounts' requests complete, each named, and nothing else is retried
+    assert out.getvalue().splitlines() == [
+        f"Retried {first.pk} (account {account.name})",
+        f"Retried {second.pk} (account {other.name})",
+        "2 request(s) retried.",
+    ]
+    statuses = {
+        request.pk: request.status
+        for request in ProcessingRequest.objects.filter(
+            pk__in=[first.pk, second.pk, cancelled.pk, elsewhere.pk]
+        )
+    }
+    assert statuses == {
+        first.pk: ProcessingRequest.Status.COMPLETED,
+        second.pk: ProcessingRequest.Status.COMPLETED,
+        cancelled.pk: ProcessingRequest.Status.COMPLETED_WITH_ERRORS,
+        elsewhere.pk: ProcessingRequest.Status.COMPLETED_WITH_ERRORS,
+    }
+
+
+def test_a_retry_of_failures_for_a_reason_that_is_none_is_refused_naming_it() -> None:
+    with pytest.raises(CommandError, match="Not a reason code: disk_full"):
+        call_command("retry_failed", "--code", "disk_full", stdout=io.StringIO())
 
 
 def test_a_deletion_stopped_by_a_storage_error_is_finished_by_the_next_expiry_pass(
