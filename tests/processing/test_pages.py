@@ -273,6 +273,39 @@ def test_an_upload_sent_again_after_back_opens_the_request_it_made(
 
 
 @pytest.mark.e2e
+def test_an_upload_sent_again_after_back_once_its_request_was_deleted_makes_a_new_one(
+    embedded_service: Service, origin: Origin, logged_in: Page, tmp_path: Path
+) -> None:
+    """Its key replayed the deleted request: the person landed on "Request deleted"."""
+    page = logged_in
+    source = tmp_path / "products.csv"
+    source.write_text(products_csv(origin))
+    # Given a person who uploaded a CSV, saw its request finish, and deleted it
+    page.goto(embedded_service.base_url + "/")
+    page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+    page.get_by_role("button", name="Upload and start").click()
+    expect(page).to_have_url(re.compile(r"/requests/[0-9a-f-]{36}/$"))
+    made = page.url
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    deleted = made.rstrip("/").rsplit("/", 1)[1]
+    gone = api_request("DELETE", f"{embedded_service.base_url}/api/requests/{deleted}/")
+    assert gone.status == 202
+
+    # When they go Back and upload the same form again
+    page.go_back()
+    expect(page).to_have_url(embedded_service.base_url + "/")
+    if not page.locator("#csv-file").evaluate("input => input.files.length"):
+        page.get_by_label("Drop a CSV here, or pick one").set_input_files(source)
+    page.get_by_role("button", name="Upload and start").click()
+
+    # Then a new request is made and opens, not the deleted one
+    expect(page).to_have_url(re.compile(r"/requests/[0-9a-f-]{36}/$"))
+    expect(page).not_to_have_url(made)
+    assert list_requests(embedded_service)[0] == page.url.rstrip("/").rsplit("/", 1)[1]
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+
+
+@pytest.mark.e2e
 def test_a_form_of_a_page_shown_before_logging_out_and_in_again_says_to_reload(
     embedded_service: Service, origin: Origin, logged_in: Page, tmp_path: Path
 ) -> None:

@@ -57,6 +57,39 @@
     return made.key;
   };
 
+  // The key of a form as filled in forgotten: the same form sent next gets a new one.
+  function formStateKeyForget(name) {
+    memory.delete(prefix + name);
+    try {
+      window.sessionStorage.removeItem(prefix + name);
+    } catch (error) {
+      // storage refused: the memory's alone
+    }
+  }
+
+  // Whether the request of a 202 that answered a form sent again with its key was deleted
+  // since (in this tab or another, or by expiry): its status answers 404 or 410.
+  async function replayedGone(response, body) {
+    if (response.status !== 202 || response.headers.get("Idempotent-Replayed") !== "true")
+      return false;
+    const status = await fetch(`/api/status/${encodeURIComponent(body.request_id)}/`, {
+      cache: "no-store",
+      credentials: "same-origin",
+    });
+    return status.status === 404 || status.status === 410;
+  }
+
+  // Send a form under its key (send(key) answers {response, body}). The API answers the
+  // same form sent again with the request it made even once that was deleted (Back from
+  // it within IDEMPOTENCY_KEY_HOURS, then the same form): the person landed on a deleted
+  // request, where they meant a new one; the form is then sent again under a new key.
+  window.formSendKeyed = async function (name, data, send) {
+    const sent = await send(window.formStateKey(name, data));
+    if (!(await replayedGone(sent.response, sent.body))) return sent;
+    formStateKeyForget(name);
+    return send(window.formStateKey(name, data));
+  };
+
   // The words for a form sent from a page whose CSRF token is no longer the session's
   // (logged out and in again in another tab since the page was shown): DRF's 403 said
   // "CSRF Failed: CSRF token from POST incorrect.", which told a person nothing.

@@ -125,17 +125,22 @@
       // filled in: sent again after the network lost the answer (Chromium resends a POST
       // by itself when a kept connection fails), or after Back from the re-run it made,
       // it gets that re-run instead of a second one.
-      if (form.dataset.then === "open") {
-        headers["Idempotency-Key"] = window.formStateKey(`rerun:${window.location.pathname}`, data);
-      }
-      try {
-        const response = await fetch(form.action, {
+      // (A re-run deleted since is not opened again: the form then makes a new one.)
+      const send = async (key) => {
+        const answer = await fetch(form.action, {
           method: "POST",
           body: JSON.stringify(Object.fromEntries(data)),
-          headers,
+          headers: key ? { ...headers, "Idempotency-Key": key } : headers,
           credentials: "same-origin",
         });
-        const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+        const said = await answer.json().catch(() => ({ error: `HTTP ${answer.status}` }));
+        return { response: answer, body: said };
+      };
+      try {
+        const { response, body } =
+          form.dataset.then === "open"
+            ? await window.formSendKeyed(`rerun:${window.location.pathname}`, data, send)
+            : await send(null);
         if (response.status === 202) {
           if (form.dataset.then === "open") window.location.assign(`/requests/${body.request_id}/`);
           else reload();

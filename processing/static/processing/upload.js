@@ -123,14 +123,16 @@
       // The upload's Idempotency-Key, one per form as filled in: sent again after the
       // network lost the answer, or after Back from the request it made, the upload gets
       // that request instead of a second one.
-      const uploadKey = window.formStateKey("upload", data);
-      const response = await fetch(form.action, {
-        method: "POST",
-        body: data,
-        headers: { "X-CSRFToken": csrf, "Idempotency-Key": uploadKey },
-        credentials: "same-origin",
+      const { response, body } = await window.formSendKeyed("upload", data, async (key) => {
+        const answer = await fetch(form.action, {
+          method: "POST",
+          body: data,
+          headers: { "X-CSRFToken": csrf, "Idempotency-Key": key },
+          credentials: "same-origin",
+        });
+        const said = await answer.json().catch(() => ({ error: `HTTP ${answer.status}` }));
+        return { response: answer, body: said };
       });
-      const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
       if (response.status === 202) {
         made = true;
         result.textContent = "Uploaded: opening the request…";
