@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
@@ -26,7 +27,7 @@ from accounts.models import Account, ApiKey
 
 logger = logging.getLogger(__name__)
 
-AccountView = Callable[..., HttpResponse]
+AccountView = Callable[..., HttpResponseBase]  # a page, or a download (FileResponse)
 
 # djangorestframework-api-key's: 8 letters and digits.
 KEY_PREFIX = re.compile(r"[A-Za-z0-9]{8}")
@@ -56,7 +57,7 @@ def account_page(*methods: str) -> Callable[[AccountView], AccountView]:
         @login_required
         @require_http_methods(allowed)
         @functools.wraps(view)
-        def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def page(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             account = user_account(request.user)
             if account is None:
                 return render(request, "accounts/no_account.html", {}, status=403)

@@ -19,6 +19,11 @@ urlpatterns = [
     path("", pages.home, name="home"),
     path("requests/<uuid:request_id>/", pages.request_detail, name="request-page"),
     path("requests/<uuid:request_id>/delete/", pages.request_delete, name="request-delete"),
+    path(
+        "requests/<uuid:request_id>/output.csv",
+        pages.request_output_csv,
+        name="request-output-csv-page",
+    ),
     path("healthz", healthz, name="healthz"),
     path("livez", livez, name="livez"),
     path("metrics", metrics_view, name="metrics"),

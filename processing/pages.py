@@ -8,13 +8,14 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
-from processing import control, selectors, webhooks
+from processing import control, finalize, selectors, webhooks
 from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
 from processing.page_words import (
@@ -131,7 +132,10 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "output_format_name": OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format),
         "saved_words": size_change_words(_saved_percent(found)),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
-        "output_csv_url": selectors.output_csv_url(found),
+        # The page's own link, not the API's: see request_output_csv.
+        "output_csv_url": reverse("request-output-csv-page", kwargs={"request_id": found.pk})
+        if selectors.output_csv_url(found)
+        else None,
         "expires_at": selectors.expires_at(found),
         "can_retry": found.is_finished
         and (retry_count or found.status == ProcessingRequest.Status.FAILED),
@@ -141,6 +145,34 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         **form_choices(),
     }
     return render(request, "processing/request.html", context)
+
+
+@account_page("GET")
+def request_output_csv(
+    request: HttpRequest, account: Account, request_id: uuid.UUID
+) -> HttpResponseBase:
+    """The output CSV, as a download; a page where there is none. The page linked to the
+    API's with `download`: once the request had been deleted (from another tab, or by the
+    retention) its 410 failed the download without a word, the person's page unchanged."""
+    found = selectors.request_get(account=account, request_id=request_id)
+    if found is None:
+        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+    if found.expired_at is not None:
+        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    if selectors.output_csv_url(found) is None:
+        messages.info(request, "The request has no output CSV: it is not finished, or failed.")
+        return redirect("request-page", request_id=found.pk)
+    try:
+        opened = finalize.output_csv_open(request=found)
+    except finalize.OutputCsvGone:  # deleted a moment ago
+        found.refresh_from_db()
+        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    return FileResponse(
+        opened,
+        as_attachment=True,
+        filename=f"{found.pk}-output.csv",
+        content_type="text/csv; charset=utf-8",
+    )
 
 
 @account_page("GET", "POST")

@@ -476,6 +476,61 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_th
 
 
 @pytest.mark.e2e
+def test_a_tab_of_a_request_deleted_elsewhere_says_so_and_its_download_shows_when(
+    embedded_service: Service, origin: Origin, logged_in: Page
+) -> None:
+    """A stale tab kept its buttons: Retry said nothing useful, and the output CSV's
+    download answered 410 to a link with `download`, which failed without a word."""
+    page = logged_in
+    # Given a finished request with a failed image, its page open in three tabs
+    csv_text = products_csv(origin, missing=True)
+    request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
+    wait_for_finish(embedded_service.base_url, request_id)
+    url = f"{embedded_service.base_url}/requests/{request_id}/"
+    left = page.context.new_page()
+    left.clock.install()  # a tab left open: its minutes pass at once
+    tabs = [left, page.context.new_page(), page.context.new_page()]
+    for tab in tabs[1:]:  # (tabs that have not asked yet, whatever they are asked)
+        tab.route(re.compile(r"/api/status/"), lambda route: route.abort())
+    for tab in tabs:
+        tab.goto(url)
+        expect(tab.get_by_role("link", name="Download the output CSV")).to_be_visible()
+    left, retrying, downloading = tabs
+
+    # When the request is deleted from the first tab
+    page.goto(url)
+    page.get_by_role("link", name="Delete the results…").click()
+    page.get_by_role("button", name=re.compile("^Delete")).click()
+    expect(page).to_have_url(embedded_service.base_url + "/")
+    gone = re.compile(r"deleted on \d{4}-\d\d-\d\d \d\d:\d\d UTC, at the account's request")
+
+    # Then a tab left open says so within a minute, in words read out, and its buttons
+    # and links no longer offer what is gone
+    left.clock.run_for(61_000)
+    told = left.locator("#request-gone")
+    expect(told).to_contain_text(gone)
+    expect(told).to_have_attribute("role", "alert")
+    for name in ["Retry the 1 image not compressed", "Re-run with these settings"]:
+        expect(left.get_by_role("button", name=name)).to_be_disabled()
+    expect(left.get_by_role("link", name="Download the output CSV")).to_have_count(0)
+    expect(left.get_by_role("link", name="Delete the results…")).to_have_count(0)
+
+    # And a tab that had not noticed yet says so once its Retry is pressed
+    retrying.get_by_role("button", name="Retry the 1 image not compressed").click()
+    expect(retrying.locator("#request-gone")).to_contain_text(gone)
+    expect(retrying.get_by_role("button", name="Re-run with these settings")).to_be_disabled()
+
+    # And the output CSV asked for from a tab that still offers it shows a page that says
+    # it was deleted, and when
+    downloading.get_by_role("link", name="Download the output CSV").click()
+    expect(downloading.get_by_role("heading", name="Request deleted")).to_be_visible()
+    expect(downloading.locator("main")).to_contain_text("output CSV")
+    expect(downloading.locator("main")).to_contain_text(
+        re.compile(r"were deleted on\s+\w+ \d+, \d{4}")
+    )
+
+
+@pytest.mark.e2e
 def test_a_webhook_whose_receiver_failed_is_sent_again_from_the_page(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
@@ -936,6 +991,17 @@ def test_an_unknown_request_page_is_a_404_page(member_client: Client) -> None:
     response = member_client.get(f"/requests/{uuid.uuid4()}/")
     assert response.status_code == 404
     assert b"Request not found" in response.content
+
+
+@pytest.mark.django_db
+def test_the_output_csv_of_a_request_not_finished_or_unknown_is_a_page_that_says_so(
+    member_client: Client, account: Account
+) -> None:
+    running = stored_request(account, "1,Lamp,https://example.com/a.jpg\n")
+    response = member_client.get(f"/requests/{running.pk}/output.csv", follow=True)
+    assert response.redirect_chain == [(f"/requests/{running.pk}/", 302)]
+    assert b"The request has no output CSV: it is not finished, or failed." in response.content
+    assert member_client.get(f"/requests/{uuid.uuid4()}/output.csv").status_code == 404
 
 
 @pytest.mark.django_db

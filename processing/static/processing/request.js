@@ -25,6 +25,10 @@
   const actionResult = document.getElementById("action-result");
   const said = document.getElementById("progress-said");
   const pollProblem = document.getElementById("poll-problem");
+  const goneSaid = document.getElementById("request-gone");
+  // How often a finished request's page asks whether the request is still there, in
+  // milliseconds (and whenever the tab is looked at again).
+  const GONE_ASKED_EVERY = 60000;
   // The forms come disabled: without this script they would post to the JSON API.
   document.querySelectorAll("fieldset.needs-script").forEach((fields) => {
     fields.disabled = false;
@@ -55,6 +59,39 @@
       list.appendChild(item);
     });
     actionResult.appendChild(list);
+  }
+
+  // Whether an answer of the API says the request is gone: deleted or expired since the
+  // page was shown (in another tab, by the retention), or no longer found at all.
+  function isGone(status, body) {
+    return (
+      (status === 410 && body.code === "expired") || (status === 404 && body.code === "not_found")
+    );
+  }
+
+  // The request gone, said in words (read out), and its buttons and links, which could
+  // no longer work, taken away: a stale tab kept them, and its download failed silently.
+  let gone = false;
+  function showGone(status, body) {
+    gone = true;
+    goneSaid.replaceChildren(
+      status === 410
+        ? `${body.error || "The request's results were deleted."} `
+        : "This request no longer exists. "
+    );
+    const link = document.createElement("a");
+    link.href = "/";
+    link.textContent = "Upload the CSV again";
+    goneSaid.append(link, " to process it anew.");
+    document.querySelectorAll("fieldset.needs-script").forEach((fields) => {
+      fields.disabled = true;
+    });
+    ["download-csv", "delete-link"].forEach((id) => {
+      const offered = document.getElementById(id);
+      if (offered) offered.hidden = true;
+    });
+    actionResult.className = "";
+    actionResult.textContent = "";
   }
 
   // What a person typed into the re-run form outlives the page's reloads (the request
@@ -147,12 +184,13 @@
           return;
         }
         if (response.status === 401) showLoggedOut();
+        else if (isGone(response.status, body)) showGone(response.status, body);
         else showError(body, response.status);
       } catch (error) {
         actionResult.className = "error";
         actionResult.textContent = `The service could not be reached (${error.message}).`;
       }
-      button.disabled = false;
+      button.disabled = gone;
     });
   });
 
@@ -219,7 +257,23 @@
   }
 
   show(Number(fill.dataset.percent));
-  if (section.dataset.finished === "true") return;
+  if (section.dataset.finished === "true") {
+    // Nothing to follow; but the request may be deleted, or expire, while the tab is open.
+    const askGone = async () => {
+      if (gone || document.visibilityState === "hidden") return;
+      try {
+        const response = await fetch(section.dataset.statusUrl, { cache: "no-store" });
+        if (response.ok || response.status === 401) return;
+        const body = await response.json().catch(() => ({}));
+        if (isGone(response.status, body)) showGone(response.status, body);
+      } catch (error) {
+        // The service may be restarting: asked again later.
+      }
+    };
+    window.setInterval(askGone, GONE_ASKED_EVERY);
+    document.addEventListener("visibilitychange", askGone);
+    return;
+  }
 
   async function poll() {
     try {
@@ -229,6 +283,13 @@
         return;
       }
       showReachable(response.ok || response.status < 500);
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        if (isGone(response.status, body)) {
+          showGone(response.status, body);
+          return;
+        }
+      }
       if (response.ok) {
         const body = await response.json();
         const { total, succeeded, failed, cancelled, pending } = body.progress;
