@@ -476,6 +476,58 @@ def test_retry_the_failed_image_then_rerun_at_another_quality_and_format_from_th
 
 
 @pytest.mark.e2e
+def test_a_keyboard_user_keeps_their_place_when_the_page_loads_again(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    """The page loads again after a retry (or a cancel) and once the request finishes: the
+    focus went back to the top of the page, a screen reader's place lost."""
+    page = logged_in
+    # Given a request of six images that take a while each, and one that is missing
+    run = uuid.uuid4().hex[:8]
+    body = encoded(photo(64, 48), "JPEG")
+
+    def slowly(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.8)
+        image_answer(handler, body)
+
+    def slowly_missing(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.8)
+        handler.send_error(404)
+
+    urls = [origin.add(f"/focus-{run}/{n}.jpg", serve=slowly) for n in range(6)]
+    urls.append(origin.add(f"/focus-{run}/gone.jpg", serve=slowly_missing))
+    csv_text = HEADER + "".join(f"{n + 1},Item {n},{url}\n" for n, url in enumerate(urls))
+    request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+
+    # When the person moves to a field of the re-run form while it runs
+    quality = page.locator("#rerun-form input[name=quality]")
+    quality.focus()
+    expect(page.locator("#request")).to_have_attribute("data-finished", "false")
+
+    # Then the field keeps the focus once the request has finished and the page has
+    # loaded again
+    expect(page.locator("#status")).to_have_text("Completed with errors", timeout=60_000)
+    expect(quality).to_be_focused()
+
+    # When they press Retry with the keyboard
+    retry = page.get_by_role("button", name="Retry the 1 image not compressed")
+    retry.focus()
+    page.keyboard.press("Enter")
+
+    # Then, the page loaded again without the button, the focus is on the request's
+    # status, which a screen reader reads out
+    expect(retry).to_have_count(0)
+    status_line = page.locator("p", has=page.locator("#status"))
+    expect(status_line).to_be_focused()
+    expect(status_line).to_contain_text(re.compile(r"Status: (Pending|Processing)"))
+    # and stays there once the retry has ended and the page has loaded again
+    expect(retry).to_have_count(1, timeout=60_000)
+    expect(status_line).to_be_focused()
+    assert console_errors == []
+
+
+@pytest.mark.e2e
 def test_a_tab_of_a_request_deleted_elsewhere_says_so_and_its_download_shows_when(
     embedded_service: Service, origin: Origin, logged_in: Page
 ) -> None:

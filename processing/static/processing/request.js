@@ -102,12 +102,48 @@
     rerun
       ? [...rerun.querySelectorAll("input, select")].filter((field) => field.type !== "hidden")
       : [];
-  function reload() {
+  // So does the keyboard's focus: the page loaded again put it back at the top, and a
+  // screen reader's or keyboard user's place was lost. Where it was is found again (an
+  // element by its id, a form's field by its name, a link by its address); where that
+  // is gone (the Cancel or Retry button pressed), the request's status takes it.
+  const focusKey = `focus:${window.location.pathname}`;
+  const statusLine = document.getElementById("status-line");
+  function focusPlace() {
+    const focused = document.activeElement;
+    if (!focused || !section.closest("main").contains(focused)) return null; // the top, as loaded
+    if (focused.id) return { id: focused.id };
+    const form = focused.closest("form[id]");
+    if (form) return { form: form.id, tag: focused.tagName, name: focused.name || "" };
+    const href = focused.getAttribute("href");
+    if (href === null) return {};
+    const same = [...document.querySelectorAll("a[href]")].filter(
+      (link) => link.getAttribute("href") === href
+    );
+    return { href, index: same.indexOf(focused) };
+  }
+  function focusFound(place) {
+    if (place.id) return document.getElementById(place.id);
+    if (place.form) {
+      const form = document.getElementById(place.form);
+      const fields = form ? [...form.querySelectorAll(place.tag)] : [];
+      return fields.find((field) => (field.name || "") === place.name) || null;
+    }
+    if (place.href !== undefined) {
+      const same = [...document.querySelectorAll("a[href]")].filter(
+        (link) => link.getAttribute("href") === place.href
+      );
+      return same[place.index] || same[0] || null;
+    }
+    return null;
+  }
+
+  function reload(place = focusPlace()) {
     const typed = {};
     typedFields().forEach((field) => {
       typed[field.name] = field.type === "checkbox" ? field.checked : field.value;
     });
     window.sessionStorage.setItem(typedKey, JSON.stringify(typed));
+    if (place) window.sessionStorage.setItem(focusKey, JSON.stringify(place));
     window.location.reload();
   }
   const kept = JSON.parse(window.sessionStorage.getItem(typedKey) || "null");
@@ -119,6 +155,8 @@
       else field.value = kept[field.name];
     });
   }
+  const focusedBefore = JSON.parse(window.sessionStorage.getItem(focusKey) || "null");
+  window.sessionStorage.removeItem(focusKey);
 
   document.querySelectorAll("form.action").forEach((form) => {
     form.addEventListener("submit", async (event) => {
@@ -154,6 +192,8 @@
         }
       }
       const button = form.querySelector("button");
+      // (Taken before the button is disabled, which sends the focus away.)
+      const pressed = focusPlace();
       button.disabled = true;
       actionResult.className = "";
       actionResult.textContent = "";
@@ -180,7 +220,7 @@
             : await send(null);
         if (response.status === 202) {
           if (form.dataset.then === "open") window.location.assign(`/requests/${body.request_id}/`);
-          else reload();
+          else reload(pressed);
           return;
         }
         if (response.status === 401) showLoggedOut();
@@ -191,8 +231,19 @@
         actionResult.textContent = `The service could not be reached (${error.message}).`;
       }
       button.disabled = gone;
+      // The button pressed, disabled meanwhile, had lost the focus: given it back.
+      if (!gone && document.activeElement === document.body) button.focus();
     });
   });
+
+  if (focusedBefore) {
+    const again = focusFound(focusedBefore);
+    if (again && !again.disabled && !again.closest("fieldset:disabled")) {
+      again.focus({ preventScroll: true });
+    } else {
+      statusLine.focus();
+    }
+  }
 
   function show(percent) {
     fill.style.width = `${percent}%`;
