@@ -478,7 +478,7 @@ def _frames_note(image: Image.Image, source_format: str) -> str:
         return "A TIFF of several pages: only the first kept."
     # An APNG's or a WebP's count is in its header; a GIF's is a walk of its blocks,
     # not decoded (1 s for 15 MB of a million one-pixel frames).
-    frames = image.n_frames
+    frames: int = getattr(image, "n_frames", 1)
     return f"Animated source: {frames:,} frames, only the first kept."
 
 
