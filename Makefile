@@ -32,6 +32,14 @@ install: $(BIN)/.installed node_modules/.installed debian-packages
 # The service on the embedded default (SQLite, filesystem broker, ./storage): the web
 # server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.
 run: $(BIN)/.installed
+	@# A service already running on this VAR_DIR holds its web server's lock (config/gunicorn.py):
+	@# stop before anything below, which would delete its counters and start a second worker and beat.
+	@lock="$${VAR_DIR:-var}/gunicorn.ctl.lock"; \
+	if [ -e "$$lock" ] && command -v flock >/dev/null && ! flock -n "$$lock" true; then \
+	  echo "A service is already running on $${VAR_DIR:-var} (web server pid $$(cat "$$lock")):" \
+	    "stop it first (Ctrl-C where it runs), or give this one a VAR_DIR and a PORT of its own." >&2; \
+	  exit 1; \
+	fi
 	$(BIN)/python manage.py migrate --noinput
 	# The account, user and API key `local` on the first start; a login link every time.
 	PORT=$(PORT) $(BIN)/python manage.py local_setup

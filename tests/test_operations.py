@@ -488,6 +488,25 @@ def test_a_second_web_server_on_the_same_var_dir_stops_and_leaves_the_first_its_
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
 
+    # When `make run` is started on the same folder, then it stops before its first step,
+    # naming the running server, and leaves the counters its `rm -rf` used to delete (the
+    # running server's /metrics answered 500 from then on)
+    metrics = Path(
+        embedded_service.env.get("PROMETHEUS_MULTIPROC_DIR")
+        or Path(embedded_service.env["VAR_DIR"]) / "metrics"
+    )
+    assert metrics.is_dir()
+    again = subprocess.run(
+        ["make", "--no-print-directory", "-o", str(BIN / ".installed"), "run",
+         f"PORT={free_port()}"],
+        cwd=Path(__file__).resolve().parent.parent, env=embedded_service.env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode != 0, again.stdout + again.stderr
+    assert f"A service is already running on {embedded_service.env['VAR_DIR']}" in again.stderr
+    assert "migrate" not in again.stdout
+    assert metrics.is_dir()
+
 
 def cli_env(service: Service) -> dict[str, str]:
     """The client's environment: the service's key, as a script would pass it."""
