@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -253,38 +254,47 @@ def list_requests(client: Client, options: argparse.Namespace) -> int:
 
 
 def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
-    """A request's status once it has finished, asked for through an outage of up to
+    """A request's status once it has finished, each asking through an outage of up to
     OUTAGE_SECONDS."""
-    down_since: float | None = None
     # A bar for a person at a terminal only: a cron job's log got a frame every half second.
     shown = sys.stderr.isatty()
     with tqdm(total=total, unit="image", file=sys.stderr, disable=not shown) as bar:
         while True:
-            try:
-                status = client.status(request_id)
-            except ApiError as error:
-                if not error.passing:
-                    raise
-                if down_since is None:
-                    down_since = time.monotonic()
-                    minutes = OUTAGE_SECONDS // 60
-                    bar.write(
-                        f"{error}\ncannot reach the service; retrying for up to {minutes} minutes…",
-                        file=sys.stderr,
-                    )
-                elif time.monotonic() - down_since > OUTAGE_SECONDS:
-                    raise
-                time.sleep(OUTAGE_POLL_SECONDS)
-                continue
-            if down_since is not None:
-                bar.write("the service answers again", file=sys.stderr)
-                down_since = None
+            status = status_through_outage(client, request_id, bar.write)
             progress = status["progress"]
             ended = progress["succeeded"] + progress["failed"] + progress.get("cancelled", 0)
             bar.update(ended - bar.n)
             if status["status"] in FINISHED:
                 return status
             time.sleep(0.5)
+
+
+def status_through_outage(
+    client: Client, request_id: str, say: Callable[..., None]
+) -> dict[str, Any]:
+    """A request's status, asked for through an outage of up to OUTAGE_SECONDS (a deploy's
+    restart, a gateway's blip), which say() tells of once as it begins and ends."""
+    down_since: float | None = None
+    while True:
+        try:
+            status = client.status(request_id)
+        except ApiError as error:
+            if not error.passing:
+                raise
+            if down_since is None:
+                down_since = time.monotonic()
+                minutes = OUTAGE_SECONDS // 60
+                say(
+                    f"{error}\ncannot reach the service; retrying for up to {minutes} minutes…",
+                    file=sys.stderr,
+                )
+            elif time.monotonic() - down_since > OUTAGE_SECONDS:
+                raise
+            time.sleep(OUTAGE_POLL_SECONDS)
+            continue
+        if down_since is not None:
+            say("the service answers again", file=sys.stderr)
+        return status
 
 
 def waits(parser: argparse.ArgumentParser) -> None:
@@ -526,7 +536,9 @@ def run(argv: list[str] | None) -> int:
         if options.command == "submit":
             return submit(client, options)
         if options.command == "wait":
-            status = client.status(options.request_id)
+            # Through an outage, as each asking while following is: a gateway's 502 as
+            # the service restarted ended it at once.
+            status = status_through_outage(client, options.request_id, print)
             return finished(client, options, options.request_id, status["progress"]["total"])
         if options.command in {"cancel", "retry", "rerun"}:
             return control(client, options)

@@ -312,13 +312,17 @@ def gateway_page(handler: BaseHTTPRequestHandler, status: int = 502) -> None:
     handler.wfile.write(page)
 
 
-def outage(gateway_pages: int) -> type[BaseHTTPRequestHandler]:
-    """A stand-in for a service behind a gateway: a request processing, then as many of the
-    gateway's 502 pages as given (all of them if 0), then the request completed."""
-    processing = {**COMPLETED, "status": "processing", "output_csv_url": None}
+def outage(gateway_pages: int, processing: int = 2) -> type[BaseHTTPRequestHandler]:
+    """A stand-in for a service behind a gateway: a request processing (for as many
+    askings as given), then as many of the gateway's 502 pages as given (all of them if 0),
+    then the request completed. It accepts an upload of it."""
     asked = [0]
 
     class Restarting(Quiet):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            json_answer(self, 202, {"request_id": REQUEST_ID, "total_images": 1})
+
         def do_GET(self) -> None:
             if self.path.endswith("output.csv"):
                 self.send_response(200)
@@ -327,9 +331,11 @@ def outage(gateway_pages: int) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(b"ok")
                 return
             asked[0] += 1
-            if asked[0] <= 2:
-                json_answer(self, 200, processing)
-            elif not gateway_pages or asked[0] <= 2 + gateway_pages:
+            if asked[0] <= processing:
+                json_answer(
+                    self, 200, {**COMPLETED, "status": "processing", "output_csv_url": None}
+                )
+            elif not gateway_pages or asked[0] <= processing + gateway_pages:
                 gateway_page(self)
             else:
                 json_answer(self, 200, COMPLETED)
@@ -345,6 +351,31 @@ def test_following_a_request_rides_out_a_short_outage(
     output = tmp_path / "out.csv"
     with stand_in(outage(gateway_pages=3)) as server_url:
         argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(output)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{REQUEST_ID}\n"
+    assert err.count("cannot reach the service; retrying for up to 5 minutes…") == 1
+    assert "the service answers again\n" in err
+    assert output.read_text() == "ok"
+
+
+@pytest.mark.parametrize("command", ["wait", "submit"])
+def test_following_rides_out_an_outage_from_its_first_asking(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`wait` asked for the status once before following, and a gateway's 502 then (the
+    service restarting as the user typed it) ended it at once, without the id or how to
+    follow again; later askings wait up to five minutes."""
+    monkeypatch.setattr("client.cli.OUTAGE_POLL_SECONDS", 0)
+    output = tmp_path / "out.csv"
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(PRODUCTS)
+    given = {"wait": [REQUEST_ID], "submit": [str(csv_path)]}[command]
+    with stand_in(outage(gateway_pages=2, processing=0)) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", command, *given]
         assert main([*argv, "--output", str(output)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{REQUEST_ID}\n"
