@@ -127,17 +127,26 @@ def pool_for(server: str) -> urllib3.PoolManager:
 
 
 class Answer(dict[str, Any]):
-    """An object of the API's JSON: a field it lacks is an error naming it, not a KeyError's
-    traceback."""
+    """An object of the API's JSON. answer[key] is a field the client needs: one it lacks,
+    or that is null, is an error naming it, not a KeyError's or TypeError's traceback;
+    answer.get(key) is one that may be null."""
 
     def __init__(self, fields: dict[str, Any], url: str) -> None:
         super().__init__(fields)
         self.url = url
 
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if value is None:
+            raise self._lacking(f"{key!r} null")
+        return value
+
     def __missing__(self, key: str) -> Any:
-        raise ApiError(
-            f"the answer of {self.url} has no {key!r}: is the server this client's service, "
-            "and as new?"
+        raise self._lacking(f"no {key!r}")
+
+    def _lacking(self, what: str) -> ApiError:
+        return ApiError(
+            f"the answer of {self.url} has {what}: is the server this client's service, and as new?"
         )
 
 
@@ -182,8 +191,8 @@ class Client:
             found += page["results"]
             # The next page's link is under the service's public address, which may not be
             # the --server this machine reaches it by: its path is asked here.
-            following = urlsplit(page["next"] or "")
-            path = f"{following.path}?{following.query}" if page["next"] else None
+            following = urlsplit(page.get("next") or "")
+            path = f"{following.path}?{following.query}" if page.get("next") else None
         return found[:limit]
 
     def act(self, request_id: str, action: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -220,7 +229,7 @@ class Client:
         )
         return [
             f"{product['serial_number']} {product['product_name']}: {image['input_url']}: "
-            f"{image['error_code']}: {image['error']}"
+            f"{image['error_code']}: {image.get('error') or 'no reason given'}"
             for product in page["results"]
             for image in product["images"]
             if image["status"] == "failed"
@@ -305,8 +314,9 @@ def error_text(response: urllib3.BaseHTTPResponse) -> str:
         return f"HTTP {response.status}: {not_the_apis(response)}"
     if not isinstance(body, dict):
         return f"HTTP {response.status}: {body}"
-    lines = [f"HTTP {response.status}: {body.get('error', body)}"]
-    for detail in body.get("details", []):
+    lines = [f"HTTP {response.status}: {body.get('error') or body.get('code') or body}"]
+    details = body.get("details")
+    for detail in details if isinstance(details, list) else []:
         lines.append(f"  {_detail_text(detail)}")
     return "\n".join(lines)
 
@@ -325,11 +335,13 @@ def not_the_apis(response: urllib3.BaseHTTPResponse) -> str:
     return f"not the API's answer ({kind}): is the server's address right?"
 
 
-def _detail_text(detail: dict[str, Any]) -> str:
+def _detail_text(detail: object) -> str:
     """One of an error's details: where and what (a CSV's row, column or an API field, and
     its message), or the facts it gives (a 429's retry_after_seconds, a 410's expired_at)."""
+    if not isinstance(detail, dict):  # a broken or other server's
+        return str(detail)
     places = ("row", "column", "field")
     where = ", ".join(f"{key} {detail[key]}" for key in places if detail.get(key))
-    if "message" not in detail:
+    if detail.get("message") is None:
         return ", ".join(f"{key} {value}" for key, value in detail.items())
     return f"{where}: {detail['message']}" if where else str(detail["message"])

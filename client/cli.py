@@ -133,7 +133,7 @@ def ended(
 ) -> int:
     """Save a finished request's output CSV and say how it went."""
     output = options.output or Path(f"{request_id}-output.csv")
-    if status["output_csv_url"]:
+    if status.get("output_csv_url"):
         # The API's own route on the server asked, with the key: the URL in the status is
         # under the service's public address, which may not be the --server this machine
         # reaches it by, and was sent no key there (401).
@@ -145,32 +145,34 @@ def ended(
         print(f"output CSV saved to {output}", file=sys.stderr)
     progress = status["progress"]
     sizes = status.get("bytes") or {}
+    counted = sizes.get("input") and sizes.get("output") is not None
     print(
         f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed"
         + (f", {progress['cancelled']} cancelled" if progress.get("cancelled") else "")
-        + (f"; {sizes['input']:,} bytes in, {sizes['output']:,} out" if sizes.get("input") else ""),
+        + (f"; {sizes['input']:,} bytes in, {sizes['output']:,} out" if counted else ""),
         file=sys.stderr,
     )
     score = status.get("score") or {}
     if score.get("median") is not None:
         print(
-            f"score (SSIMULACRA2): median {score['median']:.1f}, 5th percentile {score['p5']:.1f}",
+            f"score (SSIMULACRA2): median {score['median']:.1f}"
+            + (f", 5th percentile {score['p5']:.1f}" if score.get("p5") is not None else ""),
             file=sys.stderr,
         )
     if status["status"] == "failed":  # as a whole: its results could not be written
         again = f" --output {options.output}" if options.output else " --wait"
         print(
             f"the request failed: {status.get('error') or 'the service gave no reason'}"
-            + ("" if status["output_csv_url"] else "\nno output CSV was written")
+            + ("" if status.get("output_csv_url") else "\nno output CSV was written")
             + f"\n`imgsvc retry {request_id}{again}` finishes it again",
             file=sys.stderr,
         )
     if progress["failed"]:
-        failures_print(client, request_id, progress["failed"], status["products_url"])
+        failures_print(client, request_id, progress["failed"], status.get("products_url"))
     return 0 if status["status"] == "completed" else 1
 
 
-def failures_print(client: Client, request_id: str, failed: int, products_url: str) -> None:
+def failures_print(client: Client, request_id: str, failed: int, products_url: str | None) -> None:
     """A few of the failed images and why; where the rest are."""
     try:
         shown = client.failures(request_id, FAILURES_SHOWN)
@@ -180,7 +182,8 @@ def failures_print(client: Client, request_id: str, failed: int, products_url: s
     for image in shown:
         print(f"  {image}", file=sys.stderr)
     if failed > len(shown):
-        print(f"  and {failed - len(shown)} more: {products_url}?status=failed", file=sys.stderr)
+        where = f": {products_url}?status=failed" if products_url else ""
+        print(f"  and {failed - len(shown)} more{where}", file=sys.stderr)
 
 
 def output_writable(path: Path | None, source: Path | None) -> None:
@@ -213,7 +216,8 @@ def control(client: Client, options: argparse.Namespace) -> int:
         # Counted before: in the answer, an image queued again may have ended already.
         before = client.status(options.request_id)["progress"]
         total = client.act(options.request_id, "retry", {})["progress"]["total"]
-        queued = f"{before['failed'] + before['cancelled']} of {total} images queued again"
+        again = before["failed"] + (before.get("cancelled") or 0)
+        queued = f"{again} of {total} images queued again"
         return started(client, options, options.request_id, total, queued)
     accepted = client.act(options.request_id, "rerun", settings_fields(options))
     return started(client, options, accepted["request_id"], accepted["total_images"])
@@ -262,7 +266,7 @@ def follow(client: Client, request_id: str, total: int) -> dict[str, Any]:
         while True:
             status = status_through_outage(client, request_id, bar.write)
             progress = status["progress"]
-            ended = progress["succeeded"] + progress["failed"] + progress.get("cancelled", 0)
+            ended = progress["succeeded"] + progress["failed"] + (progress.get("cancelled") or 0)
             bar.update(ended - bar.n)
             if status["status"] in FINISHED:
                 return status

@@ -87,6 +87,31 @@ def test_every_error_shape_the_api_gives_is_printed(
     assert error_text(response) == printed
 
 
+@pytest.mark.parametrize(
+    ("body", "printed"),
+    [
+        ({"error": "Invalid CSV.", "details": None}, "HTTP 400: Invalid CSV."),
+        (
+            {"error": "Invalid CSV.", "details": ["row 2 is empty", None]},
+            "HTTP 400: Invalid CSV.\n  row 2 is empty\n  None",
+        ),
+        (
+            {"error": None, "code": "invalid_csv", "details": [{"row": 2, "message": None}]},
+            "HTTP 400: invalid_csv\n  row 2, message None",
+        ),
+    ],
+)
+def test_an_error_with_null_or_odd_fields_is_printed_not_a_traceback(
+    body: dict[str, object], printed: str
+) -> None:
+    """A broken or other server's error (none of these is the API's shape): "details": null
+    was a TypeError's traceback, a detail that is not an object an AttributeError's."""
+    response = urllib3.HTTPResponse(
+        body=json.dumps(body).encode(), status=400, headers={"Content-Type": "application/json"}
+    )
+    assert error_text(response) == printed
+
+
 GATEWAYS = (
     "a gateway's answer, not the service's: the service behind it may be down or restarting; "
     "try again in a minute"

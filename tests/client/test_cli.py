@@ -463,6 +463,77 @@ def test_an_answer_without_a_field_is_an_error_naming_it(
     )
 
 
+def test_a_finished_request_with_null_fields_is_told_with_what_it_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in for a broken or older server, whose fields that may be left out are null
+    (the service's own give them, or null only where its schema says): `wait` was a
+    TypeError's traceback (exit 1, "finished otherwise") at the sizes, the score or the
+    failed images."""
+    finished = {
+        "status": "completed_with_errors",
+        "progress": {"total": 8, "succeeded": 1, "failed": 6, "cancelled": None, "pending": None},
+        "bytes": {"input": 1000, "output": None},
+        "score": {"median": 71.25, "p5": None},
+        "output_csv_url": None,
+        "products_url": None,
+        "error": None,
+    }
+    failed = {"status": "failed", "input_url": "https://shop.example/a.jpg", "error_code": "x"}
+    products = [{"serial_number": 1, "product_name": "Lamp", "images": [{**failed, "error": None}]}]
+
+    class Older(Quiet):
+        def do_GET(self) -> None:
+            if "/products/" in self.path:
+                json_answer(self, 200, {"next": None, "results": products})
+            else:
+                json_answer(self, 200, finished)
+
+    with stand_in(Older) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", "wait", REQUEST_ID]
+        assert main([*argv, "--output", str(tmp_path / "out.csv")]) == 1
+    assert capsys.readouterr() == (
+        f"{REQUEST_ID}\n",
+        "completed_with_errors: 1 compressed, 6 failed\n"
+        "score (SSIMULACRA2): median 71.2\n"
+        "  1 Lamp: https://shop.example/a.jpg: x: no reason given\n"
+        "  and 5 more\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "null"),
+    [("wait", "progress"), ("wait", "status"), ("list", "progress"), ("list", "results")],
+)
+def test_a_null_where_the_client_needs_a_value_is_an_error_naming_it(
+    command: str, null: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in for a broken server: `wait` and `list` were a TypeError's traceback
+    (exit 1), as a field it lacks was a KeyError's."""
+    row = {**COMPLETED, "request_id": REQUEST_ID, "created_at": "2026-11-29T10:00:00Z"}
+    listing = {"next": None, "results": [row]}
+
+    class Broken(Quiet):
+        def do_GET(self) -> None:
+            if self.path.startswith("/api/requests/?"):
+                if null == "results":
+                    json_answer(self, 200, {**listing, "results": None})
+                else:
+                    json_answer(self, 200, {**listing, "results": [{**row, null: None}]})
+            else:
+                json_answer(self, 200, {**COMPLETED, null: None})
+
+    with stand_in(Broken) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x", command]
+        code = main([*argv, REQUEST_ID] if command == "wait" else argv)
+        path = f"/api/status/{REQUEST_ID}/" if command == "wait" else "/api/requests/?page_size=20"
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        f"the answer of {server_url}{path} has '{null}' null: is the server this client's "
+        "service, and as new?\n"
+    )
+
+
 @pytest.mark.e2e  # the command in a process of its own, its stdout a pipe
 def test_a_reader_that_goes_ends_the_command_quietly() -> None:
     """`imgsvc list | head -1` printed a BrokenPipeError's traceback."""
