@@ -293,7 +293,12 @@ def unreachable_reason(cause: Exception, *, https: bool) -> str:
     if isinstance(cause, urllib3.exceptions.SSLError):
         refused = re.search(r"certificate verify failed: ([^(]+)", str(cause))
         if refused:
-            return f"its TLS certificate was refused ({refused.group(1).strip()})"
+            why = refused.group(1).strip()
+            # Signed by no authority known here: a company's own (its proxy's, its
+            # servers'), which OpenSSL trusts where SSL_CERT_FILE names it, as curl does.
+            unknown = "self-signed" in why or "issuer" in why
+            hint = "; if an authority of your own signed it, set SSL_CERT_FILE to its PEM file"
+            return f"its TLS certificate was refused ({why}){hint if unknown else ''}"
         return "the TLS handshake failed: is the server plain http://?" if https else str(cause)
     if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
         return f"no answer within {TIMEOUT_SECONDS} s"

@@ -5,16 +5,25 @@ through them."""
 import contextlib
 import json
 import os
+import select
+import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import StreamRequestHandler, ThreadingTCPServer
 
 import pytest
 import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from client.cli import DEFAULT_SERVER, main, server_from
 from tests.support import free_port
@@ -648,6 +657,124 @@ def test_the_proxy_the_environment_names_is_used_but_not_for_this_machine(
     assert asked == [
         (f"http://images.example/api/status/{REQUEST_ID}/", "Basic bWU6c0BpZA=="),  # me:s@id
     ]
+
+
+def self_signed(host: str, folder: Path) -> tuple[Path, Path]:
+    """A certificate for host, signed by itself (an authority of its own, as a company's
+    is), and its key: their files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextlib.contextmanager
+def tunnelling_proxy(upstream_port: int, asked: list[bytes]) -> Iterator[str]:
+    """A proxy that takes CONNECT, as a company's does for https://, and tunnels every
+    connection to 127.0.0.1:upstream_port whatever host it names; what each CONNECT sent
+    (its line and headers) goes into asked. Its address."""
+
+    class Tunnel(StreamRequestHandler):
+        def handle(self) -> None:
+            head = b"".join(iter(self.rfile.readline, b"\r\n"))
+            asked.append(head)
+            if not head.startswith(b"CONNECT "):
+                self.wfile.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            with (
+                socket.create_connection(("127.0.0.1", upstream_port)) as upstream,
+                contextlib.suppress(OSError),  # a client that hung up: a refused certificate
+            ):
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                ends = {self.connection: upstream, upstream: self.connection}
+                while True:
+                    readable, _, _ = select.select(list(ends), [], [], 10)
+                    chunks = [(end, end.recv(65536)) for end in readable]
+                    if not readable or any(not chunk for _, chunk in chunks):
+                        return
+                    for end, chunk in chunks:
+                        ends[end].sendall(chunk)
+
+    proxy = ThreadingTCPServer(("127.0.0.1", 0), Tunnel)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_an_https_server_is_reached_through_the_proxys_tunnel_trusting_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HTTPS_PROXY for an https:// server was untested. The proxy is asked to CONNECT, with
+    its login and never the API key; the key goes through the tunnel, over TLS, to the
+    server, whose certificate a company's own authority signed: trusted where SSL_CERT_FILE
+    names it, refused in plain words where not."""
+    cert_file, key_file = self_signed("images.example", tmp_path)
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    class Service(Quiet):
+        def do_GET(self) -> None:
+            headers = self.headers
+            seen.append((self.path, headers["Authorization"], headers["Proxy-Authorization"]))
+            json_answer(self, 200, COMPLETED)
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    connects: list[bytes] = []
+    with stand_in(Service) as plain_url:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Service)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with tunnelling_proxy(server.server_address[1], connects) as proxy_url:
+                monkeypatch.setenv("HTTPS_PROXY", proxy_url.replace("http://", "http://me:pw@"))
+                monkeypatch.setenv("HTTP_PROXY", plain_url)  # for http:// only
+                argv = ["--server", "https://images.example", "--api-key", "K.x"]
+                monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+                trusted = main([*argv, "status", REQUEST_ID])
+                monkeypatch.delenv("SSL_CERT_FILE")
+                refused = main([*argv, "status", REQUEST_ID])
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert (trusted, refused) == (0, 2)
+    assert seen == [(f"/api/status/{REQUEST_ID}/", "Bearer K.x", None)]
+    assert len(connects) == 2
+    for head in connects:
+        assert head.startswith(b"CONNECT images.example:443 HTTP/1.")
+        assert b"\r\nproxy-authorization: basic bwu6chc=\r\n" in head.lower()  # me:pw
+        assert b"bearer" not in head.lower()
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == "completed"
+    assert err == (
+        "cannot reach https://images.example: its TLS certificate was refused (self-signed "
+        "certificate); if an authority of your own signed it, set SSL_CERT_FILE to its PEM "
+        "file\n"
+    )
 
 
 def test_a_404_names_the_url_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
