@@ -132,7 +132,7 @@ def ended(
     client: Client, options: argparse.Namespace, request_id: str, status: dict[str, Any]
 ) -> int:
     """Save a finished request's output CSV and say how it went."""
-    output = options.output or Path(f"{request_id}-output.csv")
+    output = output_path(options, request_id)
     if status.get("output_csv_url"):
         # The API's own route on the server asked, with the key: the URL in the status is
         # under the service's public address, which may not be the --server this machine
@@ -184,6 +184,11 @@ def failures_print(client: Client, request_id: str, failed: int, products_url: s
     if failed > len(shown):
         where = f": {products_url}?status=failed" if products_url else ""
         print(f"  and {failed - len(shown)} more{where}", file=sys.stderr)
+
+
+def output_path(options: argparse.Namespace, request_id: str) -> Path:
+    """Where a request followed to its end has its output CSV saved."""
+    return options.output or Path(f"{request_id}-output.csv")
 
 
 def output_writable(path: Path | None, source: Path | None) -> None:
@@ -536,7 +541,11 @@ def run(argv: list[str] | None) -> int:
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
     client = Client(options.server, api_key)
     try:
-        output_writable(getattr(options, "output", None), getattr(options, "csv", None))
+        if options.command == "wait" or getattr(options, "wait", False):
+            # Without --output too, where the CSV goes into this folder: one that could
+            # not take it was found out after the request had run.
+            named = options.request_id if options.command == "wait" else "REQUEST_ID"
+            output_writable(output_path(options, named), getattr(options, "csv", None))
         if options.command == "submit":
             return submit(client, options)
         if options.command == "wait":

@@ -111,6 +111,18 @@ def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(
     assert err.startswith(f"cannot write {path}: {says}"), err
 
 
+def test_the_output_wait_saves_to_by_default_is_checked_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --output, REQUEST_ID-output.csv in this folder was not checked: a folder
+    there (or, for a user, a folder not theirs) was found out once the request had ended.
+    No server at this address: the check comes before any call."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / f"{REQUEST_ID}-output.csv").mkdir()
+    assert main(["--server", "http://127.0.0.1:9", "wait", REQUEST_ID]) == 2
+    assert capsys.readouterr().err == f"cannot write {REQUEST_ID}-output.csv: it is a folder\n"
+
+
 def test_a_server_that_cannot_be_reached_is_told_in_a_few_words(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
