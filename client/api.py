@@ -152,6 +152,14 @@ class Answer(dict[str, Any]):
 
 class Client:
     def __init__(self, server: str, api_key: ApiKey) -> None:
+        # A key is printable ASCII: one pasted with a curly quote or a second line was a
+        # UnicodeEncodeError's or ValueError's traceback from deep in http.client.
+        odd = next((c for c in api_key.value if not "!" <= c <= "~"), None)
+        if odd is not None:
+            raise ApiError(
+                f"the API key from {api_key.source} has {odd!r} in it, which no key has: "
+                "was it copied whole, and nothing with it?"
+            )
         self.server = server.rstrip("/")
         self.http = pool_for(self.server)
         self.api_key = api_key

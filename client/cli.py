@@ -539,8 +539,8 @@ def run(argv: list[str] | None) -> int:
         except ApiError as error:
             parser.error(str(error))
     api_key = api_key_for(options.server, options.api_key, dict(os.environ), LOCAL_VAR_DIR)
-    client = Client(options.server, api_key)
     try:
+        client = Client(options.server, api_key)
         if options.command == "wait" or getattr(options, "wait", False):
             # Without --output too, where the CSV goes into this folder: one that could
             # not take it was found out after the request had run.

@@ -111,6 +111,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(
     assert err.startswith(f"cannot write {path}: {says}"), err
 
 
+@pytest.mark.parametrize(("given", "odd"), [("\u201cK.x\u201d", "'\u201c'"), ("K.x\nK.y", "'\\n'")])
+def test_an_api_key_with_a_character_no_key_has_is_refused_naming_it(
+    given: str, odd: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key pasted with curly quotes, or two lines of a file, was a UnicodeEncodeError's or
+    ValueError's traceback from http.client (exit 1). No server at this address: nothing
+    is sent."""
+    monkeypatch.setenv("IMGSVC_API_KEY", given)
+    assert main(["--server", "http://127.0.0.1:9", "status", REQUEST_ID]) == 2
+    assert capsys.readouterr().err == (
+        f"the API key from IMGSVC_API_KEY has {odd} in it, which no key has: was it copied "
+        "whole, and nothing with it?\n"
+    )
+
+
 def test_the_output_wait_saves_to_by_default_is_checked_before_anything_is_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
