@@ -374,7 +374,13 @@ def given_settings(parser: argparse.ArgumentParser, *, rerun: bool = False) -> N
 
 def server_url(text: str) -> str:
     """The service's address, with its scheme: without one, urllib3 warned and guessed."""
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        # Read here, where it is checked: a port past 65535 was each call's "Failed to parse".
+        if parts.port == 0:
+            raise ValueError("no server listens on port 0")
+    except ValueError as error:  # "Port out of range 0-65535", "Invalid IPv6 URL"
+        raise argparse.ArgumentTypeError(f"not an address: '{text}' ({error})") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise argparse.ArgumentTypeError(
             f"not an http:// or https:// address: '{text}' (e.g. http://127.0.0.1:8000)"

@@ -593,6 +593,24 @@ def test_a_reader_that_goes_ends_the_command_quietly() -> None:
     assert (listing.returncode, listing.stderr) == (141, b"")
 
 
+@pytest.mark.parametrize(
+    ("server", "why"),
+    [
+        ("http://127.0.0.1:99999", "(Port out of range 0-65535)"),
+        ("http://[::1", "(Invalid IPv6 URL)"),
+    ],
+)
+def test_a_server_address_that_cannot_be_parsed_is_refused_saying_why(
+    server: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port past 65535 was refused by each call ("cannot reach ...: Failed to parse"),
+    after the retries; a broken IPv6 address was argparse's "invalid server_url value"."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--server", server, "list"])
+    assert exited.value.code == 2
+    assert f"argument --server: not an address: '{server}' {why}\n" in capsys.readouterr().err
+
+
 def test_a_server_with_a_query_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """The API's paths went after the query: every answer was the service's page."""
     with pytest.raises(SystemExit) as exited:
