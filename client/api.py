@@ -126,6 +126,9 @@ def pool_for(server: str) -> urllib3.PoolManager:
     return urllib3.ProxyManager(proxy, proxy_headers=headers, retries=READING_RETRIES)
 
 
+PROXY_LOGIN = "the proxy asks for a login: give it in {variable} as http://user:password@host:port"
+
+
 class Answer(dict[str, Any]):
     """An object of the API's JSON. answer[key] is a field the client needs: one it lacks,
     or that is null, is an error naming it, not a KeyError's or TypeError's traceback;
@@ -279,6 +282,8 @@ class Client:
                 cause, urllib3.exceptions.ProtocolError | urllib3.exceptions.ReadTimeoutError
             )
             reason = unreachable_reason(cause, https=url.startswith("https:"))
+            if isinstance(cause, urllib3.exceptions.ProxyError):
+                raise self._proxy_failed(url, cause.original_error) from None
             if lost:
                 raise ApiError(
                     f"{self.server} gave no answer: {reason}", answer_lost=True
@@ -286,10 +291,25 @@ class Client:
             passing = not isinstance(cause, urllib3.exceptions.SSLError)
             raise ApiError(f"cannot reach {self.server}: {reason}", passing=passing) from None
 
+    def _proxy_failed(self, url: str, cause: Exception) -> ApiError:
+        """The proxy could not be reached, or refused the tunnel to the server: said as the
+        proxy's, where it was told as the server's, or as urllib3's tuple."""
+        variable = "HTTPS_PROXY" if url.startswith("https:") else "HTTP_PROXY"
+        proxy = getattr(self.http, "proxy", None)
+        named = f" {proxy.scheme}://{proxy.netloc}" if proxy else ""  # not its login
+        reason = unreachable_reason(cause, https=False)
+        login = f"\n  {PROXY_LOGIN.format(variable=variable)}" if " 407 " in reason else ""
+        return ApiError(
+            f"cannot reach {self.server} through the proxy{named} ({variable}): {reason}{login}",
+            passing=not login,
+        )
+
     def _refusal(self, response: urllib3.BaseHTTPResponse, url: str) -> "ApiError":
         text = error_text(response)
         if response.status == 401:  # where the key came from is the first thing to check
             return ApiError(f"{text}\n  {self.api_key.refused()}")
+        if response.status == 407:  # a proxy's, for http://; for https:// see _proxy_failed
+            return ApiError(f"{text}\n  {PROXY_LOGIN.format(variable='HTTP_PROXY')}")
         if response.status == 404:  # a request's, or a route's: a --server with a path
             text += f"\n  asked for {url}"
         return ApiError(text, passing=response.status in GATEWAY_STATUSES)

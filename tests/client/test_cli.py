@@ -822,6 +822,57 @@ def test_an_https_server_is_reached_through_the_proxys_tunnel_trusting_ssl_cert_
     )
 
 
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_a_proxy_that_fails_is_blamed_not_the_server(
+    scheme: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy that was down was told as the server refusing ("cannot reach
+    https://images.example: Connection refused"); one asking for a login as urllib3's
+    tuple ("('Unable to connect to proxy', OSError(...))") or as "not the API's answer"."""
+
+    class AsksForLogin(StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass
+            self.wfile.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="office"\r\nContent-Length: 0\r\n\r\n'
+            )
+
+    variable = f"{scheme.upper()}_PROXY"
+    monkeypatch.setattr("client.api.READING_RETRIES", urllib3.Retry(0))
+    proxy = ThreadingTCPServer(("127.0.0.1", 0), AsksForLogin)
+    proxy.daemon_threads = True
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    down = f"http://127.0.0.1:{free_port()}"
+    argv = ["--server", f"{scheme}://images.example", "--api-key", "K.x", "status", REQUEST_ID]
+    try:
+        monkeypatch.setenv(variable, f"http://me:pw@127.0.0.1:{proxy.server_address[1]}")
+        asks = main(argv)
+        asking = capsys.readouterr().err
+        monkeypatch.setenv(variable, down)
+        refused = main(argv)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    login = (
+        f"  the proxy asks for a login: give it in {variable} as http://user:password@host:port\n"
+    )
+    assert (asks, refused) == (2, 2)
+    assert asking.endswith(login)
+    assert "me:pw" not in asking
+    if scheme == "https":
+        assert asking.startswith(
+            f"cannot reach https://images.example through the proxy http://127.0.0.1:"
+            f"{proxy.server_address[1]} (HTTPS_PROXY): Tunnel connection failed: 407 Proxy "
+            "Authentication Required\n"
+        )
+    assert capsys.readouterr().err == (
+        f"cannot reach {scheme}://images.example through the proxy {down} ({variable}): "
+        "Connection refused\n"
+    )
+
+
 def test_a_404_names_the_url_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
     """A --server with a wrong path gave "HTTP 404: Not found." alone: the service answers
     every path it has no route for so."""
