@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 import urllib3
 
@@ -274,7 +274,11 @@ class Client:
 
     def _send(self, method: str, url: str, **options: Any) -> urllib3.BaseHTTPResponse:
         try:
-            return self.http.request(method, url, timeout=TIMEOUT_SECONDS, **options)
+            # Not followed: urllib3 drops the key on a redirect to another address (a
+            # proxy's from http:// to https://), and each call was a 401 blaming the key.
+            return self.http.request(
+                method, url, timeout=TIMEOUT_SECONDS, redirect=False, **options
+            )
         except urllib3.exceptions.HTTPError as error:
             cause = getattr(error, "reason", None) or error  # the last of urllib3's retries
             # Sent, and no answer came: a call that changes something may have been made.
@@ -310,6 +314,14 @@ class Client:
             return ApiError(f"{text}\n  {self.api_key.refused()}")
         if response.status == 407:  # a proxy's, for http://; for https:// see _proxy_failed
             return ApiError(f"{text}\n  {PROXY_LOGIN.format(variable='HTTP_PROXY')}")
+        if 300 <= response.status < 400:  # the API never redirects: a proxy in front does
+            moved = urljoin(url, response.headers.get("Location") or "")
+            asked = url.removeprefix(self.server)
+            there = moved.removesuffix(asked) if moved != url and moved.endswith(asked) else ""
+            return ApiError(
+                f"HTTP {response.status}: {url} is sent on to {moved}"
+                + (f"; give --server {there}" if there else "")
+            )
         if response.status == 404:  # a request's, or a route's: a --server with a path
             text += f"\n  asked for {url}"
         return ApiError(text, passing=response.status in GATEWAY_STATUSES)

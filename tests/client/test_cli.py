@@ -873,6 +873,40 @@ def test_a_proxy_that_fails_is_blamed_not_the_server(
     )
 
 
+def test_a_redirect_is_not_followed_but_names_the_server_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy in front sends http:// on to https:// (as the README's deployment does):
+    urllib3 followed it without the key, so every call was a 401 blaming the key, and an
+    upload sent its CSV there too. A stand-in for the proxy, which sends every call on
+    to https://images.example."""
+    asked: list[tuple[str, str]] = []
+
+    class SendsOn(Quiet):
+        def answer(self) -> None:
+            asked.append((self.command, self.path))
+            self.send_response(301)
+            self.send_header("Location", f"https://images.example{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = answer
+
+    csv_path = tmp_path / "products.csv"
+    csv_path.write_text(PRODUCTS)
+    with stand_in(SendsOn) as server_url:
+        argv = ["--server", server_url, "--api-key", "K.x"]
+        assert main([*argv, "status", REQUEST_ID]) == 2
+        assert main([*argv, "submit", str(csv_path)]) == 2
+    assert asked == [("GET", f"/api/status/{REQUEST_ID}/"), ("POST", "/api/upload/")]
+    assert capsys.readouterr().err == (
+        f"HTTP 301: {server_url}/api/status/{REQUEST_ID}/ is sent on to "
+        f"https://images.example/api/status/{REQUEST_ID}/; give --server https://images.example\n"
+        f"HTTP 301: {server_url}/api/upload/ is sent on to https://images.example/api/upload/; "
+        "give --server https://images.example\n"
+    )
+
+
 def test_a_404_names_the_url_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
     """A --server with a wrong path gave "HTTP 404: Not found." alone: the service answers
     every path it has no route for so."""
