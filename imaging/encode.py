@@ -3,7 +3,8 @@
 In the format asked for (OutputFormat), or by default the same: JPEG stays JPEG, WebP
 stays WebP and AVIF stays AVIF; every other format becomes JPEG, or WebP where it has
 transparency (JPEG would paint it black; AVIF where it is too long for WebP), but a PNG,
-GIF, BMP or TIFF whose output would be larger, or a PNG that no format holds, is kept. An
+GIF or BMP whose output would be larger, or a PNG that no format holds, is kept, and a TIFF
+whose output would be larger becomes a PNG of its pixels where that is smaller. An
 image longer than its output format holds (MAX_SIDE) is refused from its header. WebP and
 AVIF keep transparency; a transparent image asked for as JPEG is painted on white, and says
 so (`flattened`). An animated GIF, WebP or PNG keeps its first frame, a TIFF its first page,
@@ -18,6 +19,7 @@ by EXIF, CMYK, MPO, damaged, every other format) Pillow's (encoders.py), from pi
 converted for the output format (convert.py).
 """
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,10 +69,9 @@ MIME_TYPES: Final = {
     "JPEG": "image/jpeg",
     "WEBP": "image/webp",
     "AVIF": "image/avif",
-    "PNG": "image/png",  # a PNG, GIF, BMP or TIFF source kept (compress)
+    "PNG": "image/png",  # a PNG, GIF or BMP source kept, a TIFF made lossless (compress)
     "GIF": "image/gif",
     "BMP": "image/bmp",
-    "TIFF": "image/tiff",
 }
 EXTENSIONS: Final = {
     "JPEG": "jpg",
@@ -79,11 +80,11 @@ EXTENSIONS: Final = {
     "PNG": "png",
     "GIF": "gif",
     "BMP": "bmp",
-    "TIFF": "tif",
 }
 # Sources whose own file stands for an output that would be larger, in `same`: a drawing,
-# a size chart or a logo is often smaller in them than in any JPEG or WebP of it.
-LOSSLESS_KEPT: Final = frozenset({"PNG", "GIF", "BMP", "TIFF"})
+# a size chart or a logo is often smaller in them than in any JPEG or WebP of it. Not a
+# TIFF, which browsers but Safari do not show: its pixels are made a PNG instead.
+LOSSLESS_KEPT: Final = frozenset({"PNG", "GIF", "BMP"})
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
 # or AVIF, at the most their encoders may take; no camera writes 100 scans.
@@ -122,8 +123,9 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # kept; a transparent grey image through its grey profile (made WebP or AVIF, converted;
 # made JPEG, painted on white in grey, the profile kept). 6, since 2026-11-29 (later): a
 # JPEG whose data ends before the pixels its header gives fails as corrupt_image on the
-# YUV path (its damaged file was kept as the output). 7, since 2026-11-29 (later): a BMP or
-# a one-page TIFF whose JPEG or WebP would be larger kept, as a PNG or a GIF is. 8, since
+# YUV path (its damaged file was kept as the output). 7, since 2026-11-29 (later): a BMP
+# whose JPEG or WebP would be larger kept, as a PNG or a GIF is, and a TIFF made a PNG
+# where smaller than its JPEG or WebP. 8, since
 # 2026-11-29 (later): an output of an animation or of a TIFF of several pages says what it
 # dropped (`note`), which one made earlier would not.
 OUTPUT_RULES: Final = 8
@@ -140,14 +142,14 @@ class OutputFormat(StrEnum):
     take theirs from here)."""
 
     SAME = "same"  # JPEG, WebP and AVIF stay so, others JPEG (WebP if transparent);
-    # a PNG, GIF, BMP or TIFF whose JPEG or WebP would be larger is kept
+    # a PNG, GIF or BMP whose JPEG or WebP would be larger is kept, a TIFF made a PNG
     JPEG = "jpeg"
     WEBP = "webp"
     AVIF = "avif"
 
 
-# PNG, GIF, BMP, TIFF: a source kept, never encoded
-OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG", "GIF", "BMP", "TIFF"]
+# PNG, GIF, BMP: a source kept, never encoded (but a TIFF's pixels made a PNG)
+OutputName = Literal["JPEG", "WEBP", "AVIF", "PNG", "GIF", "BMP"]
 
 
 class QualityMode(StrEnum):
@@ -317,10 +319,10 @@ def compress(
     if credits and name == "JPEG":
         encoded = jpeg_with_credits(encoded, credits)
     same_format = source_format == name or (name == "JPEG" and source_format in JPEG_FORMATS)
-    # A drawing, a size chart or a logo saved as PNG, GIF, BMP or TIFF may be smaller than
-    # any JPEG or WebP of it (16 KB as PNG, 56 KB as JPEG at 50; a 1.7 KB GIF, 6.3 KB; a
-    # 3 KB deflated TIFF, 7.6 KB): where the source's format was asked for, it is kept, as
-    # a file already in its output format is.
+    # A drawing, a size chart or a logo saved as PNG, GIF or BMP may be smaller than any
+    # JPEG or WebP of it (16 KB as PNG, 56 KB as JPEG at 50; a 1.7 KB GIF, 6.3 KB; a 270-
+    # byte BMP divider, 1 KB): where the source's format was asked for, it is kept, as a
+    # file already in its output format is.
     lossless_kept = output_format == OutputFormat.SAME and source_format in LOSSLESS_KEPT
     kept_original = (
         (same_format or lossless_kept)
@@ -335,13 +337,25 @@ def compress(
                 data, source_format, orientation=orientation, credits=credits
             )
         except ImagingError:
-            if source_format not in {"GIF", "TIFF"}:
+            if source_format != "GIF":
                 raise
             # A GIF Pillow reads whose blocks the stripper does not (a stray byte between
-            # them, its last block's end missing) gets its output: it failed whole. So
-            # does a TIFF the stripper does not take (BigTIFF, a tag's value shared with
-            # its pixels, credits asked for, which a kept TIFF would lose).
+            # them, its last block's end missing) gets its output: it failed whole.
             kept_original = False
+    # A TIFF in `same`: browsers but Safari do not show one, so it is not kept; a drawing
+    # whose JPEG or WebP would be larger than it (a 13 KB deflated size chart, 48 KB)
+    # becomes a PNG of its very pixels where that is smaller (9.6 KB). Not where credits are
+    # asked for, which the JPEG carries.
+    made_png = False
+    if (
+        output_format == OutputFormat.SAME
+        and source_format == "TIFF"
+        and len(encoded) >= len(data)
+        and not credits
+    ):
+        lossless = _png_of(image, icc_profile)
+        if lossless is not None and len(lossless) < len(encoded):
+            encoded, name, flattened, made_png = lossless, "PNG", False, True
     return CompressedImage(
         data=encoded,
         format=_LOSSLESS_NAMES[source_format] if lossless_kept and kept_original else name,
@@ -353,9 +367,11 @@ def compress(
         kept_original=kept_original,
         flattened=flattened and not kept_original,
         # The source's own pixels score 100 against themselves, and meet any target.
-        score=100.0 if kept_original and chosen.score is not None else chosen.score,
+        score=100.0 if (kept_original or made_png) and chosen.score is not None else chosen.score,
         tries=chosen.tries,
-        target_met=True if kept_original and chosen.target_met is not None else chosen.target_met,
+        target_met=True
+        if (kept_original or made_png) and chosen.target_met is not None
+        else chosen.target_met,
         note=note,
     )
 
@@ -482,6 +498,17 @@ def _frames_note(image: Image.Image, source_format: str) -> str:
     return f"Animated source: {frames:,} frames, only the first kept."
 
 
+def _png_of(image: Image.Image, icc_profile: bytes | None) -> bytes | None:
+    """The image's pixels as a PNG, its ICC profile with them; None for a mode PNG does
+    not hold as it is (CMYK, 32-bit or float grey), whose conversion would not be
+    lossless."""
+    if image.mode not in {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}:
+        return None
+    output = io.BytesIO()
+    image.save(output, "PNG", icc_profile=icc_profile)
+    return output.getvalue()
+
+
 def _original_keepable(image: Image.Image, source_format: str, orientation: int) -> bool:
     """Whether the source's own bytes may stand for an output that came out larger: only
     where they show what the output would, less their metadata (metadata_stripped). Not
@@ -555,7 +582,6 @@ _LOSSLESS_NAMES: Final[dict[str, OutputName]] = {
     "PNG": "PNG",
     "GIF": "GIF",
     "BMP": "BMP",
-    "TIFF": "TIFF",
 }
 
 

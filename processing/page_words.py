@@ -13,7 +13,7 @@ from processing.models import ProcessingRequest, ProductImage, ReasonCode
 OUTPUT_FORMAT_CHOICES: dict[OutputFormat, str] = {
     OutputFormat.SAME: (
         "As the source (JPEG, WebP, AVIF stay so; others JPEG, or WebP where transparent; "
-        "a PNG, GIF, BMP or TIFF kept where smaller)"
+        "a PNG, GIF or BMP kept where smaller)"
     ),
     OutputFormat.JPEG: "JPEG (transparency on white)",
     OutputFormat.WEBP: "WebP",

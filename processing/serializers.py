@@ -270,8 +270,8 @@ class RequestSettingsSerializer(StrictSerializer):
         required=False,
         choices=[asked.value for asked in OutputFormat],
         help_text="same (default): JPEG, WebP and AVIF stay so, others become JPEG, or WebP "
-        "where transparent; a PNG, GIF, BMP or TIFF whose output would be larger is kept. "
-        "jpeg, webp or avif: "
+        "where transparent; a PNG, GIF or BMP whose output would be larger is kept, a TIFF "
+        "made PNG. jpeg, webp or avif: "
         "every output in that format.",
     )
     metadata = NamedChoiceField(

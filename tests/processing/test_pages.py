@@ -1117,7 +1117,7 @@ def test_the_rerun_form_offers_the_upload_forms_choices_in_the_same_words(
 
     for words in (
         "As the source (JPEG, WebP, AVIF stay so; others JPEG, or WebP where transparent; "
-        "a PNG, GIF, BMP or TIFF kept where smaller)",
+        "a PNG, GIF or BMP kept where smaller)",
         "AVIF (smallest, slower)",
         "Keep the credits (artist, copyright, credit line)",
     ):
