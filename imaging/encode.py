@@ -121,9 +121,8 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # PNG whose tRNS colour no pixel has taken as opaque; an AVIF stays AVIF in `same` (it
 # became JPEG, several times larger), and a still GIF whose output would be larger is
 # kept; a transparent grey image through its grey profile (made WebP or AVIF, converted;
-# made JPEG, painted on white in grey, the profile kept). 6, since 2026-11-29 (later): a
-# JPEG whose data ends before the pixels its header gives fails as corrupt_image on the
-# YUV path (its damaged file was kept as the output). 7, since 2026-11-29 (later): a BMP
+# made JPEG, painted on white in grey, the profile kept). 6: unused (a check of a JPEG's
+# missing data on the YUV path, taken back). 7, since 2026-11-29 (later): a BMP
 # whose JPEG or WebP would be larger kept, as a PNG or a GIF is, and a TIFF made a PNG
 # where smaller than its JPEG or WebP. 8, since
 # 2026-11-29 (later): an output of an animation or of a TIFF of several pages says what it

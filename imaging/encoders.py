@@ -50,35 +50,11 @@ class Encoder(Protocol):
         ...
 
 
-# libjpeg-turbo's warnings that it ran out of a scan's data and made up the rest (grey, or
-# the last block's colour repeated): a header claiming 7000 x 7000 pixels over a 640 x 480
-# image's data decoded to a 7000 x 7000 picture, mostly grey, which PyTurboJPEG only warns
-# of. The first is libjpeg's JWRN_HIT_MARKER, the second its JWRN_JPEG_EOF.
-_MISSING_DATA_WARNINGS: Final = ("premature end of data segment", "premature end of jpeg file")
-
-
-class MissingJpegData(Exception):
-    """libjpeg-turbo decoded a JPEG whose scan data ended before its pixels did."""
-
-
-class _StrictTurboJPEG(TurboJPEG):  # type: ignore[misc]
-    """PyTurboJPEG, but a decode that ran out of data raises instead of warning: a warning
-    cannot be caught safely here (warnings.catch_warnings sets the process's filters,
-    which the worker's other threads share). Other warnings (extraneous bytes before a
-    marker, which Pillow reads past too) are still only warnings."""
-
-    def _TurboJPEG__report_error(self, handle: Any) -> None:  # its private hook, pinned
-        message = self._TurboJPEG__get_error_string(handle)
-        if any(words in str(message).lower() for words in _MISSING_DATA_WARNINGS):
-            raise MissingJpegData(str(message))
-        super()._TurboJPEG__report_error(handle)
-
-
 @functools.cache
 def turbojpeg() -> Any:
     """PyTurboJPEG bound to the system's libturbojpeg, or None where it is missing."""
     try:
-        return _StrictTurboJPEG()
+        return TurboJPEG()
     except (OSError, RuntimeError) as error:
         logger.warning("libjpeg-turbo's YUV path is unavailable (%s); JPEGs use Pillow", error)
         return None
@@ -109,15 +85,6 @@ class YuvEncoder:
             return None
         try:
             return cls(data, icc_profile)
-        except MissingJpegData as error:
-            # As a truncated JPEG fails on Pillow's path (which reads past this one, and
-            # encoded the made-up pixels, or kept the damaged file as the output).
-            width, height = image.size
-            raise ImagingError(
-                ImageReason.CORRUPT_IMAGE,
-                f"The image data is damaged: it ends before the {width:,} x {height:,} pixels "
-                f"its header gives ({error}); the file is truncated or its header is wrong.",
-            ) from None
         except ImagingError:
             # The time limit, fired during libjpeg-turbo's call: falling back to Pillow
             # here ran the whole decode again with the limit spent, for minutes.

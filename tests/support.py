@@ -145,14 +145,6 @@ def encoded(image: Image.Image, format: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
-def frame_size_claimed(jpeg: bytes, width: int, height: int) -> bytes:
-    """jpeg with its baseline frame header (SOF0) claiming width x height pixels, its data
-    unchanged: a header that lies, or a file cut and patched by a broken uploader."""
-    start = jpeg.index(b"\xff\xc0")
-    size = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return jpeg[: start + 5] + size + jpeg[start + 9 :]
-
-
 # The API key each running service (by its base URL) gave the tests: calls to its API send
 # it, as a client would (tests/harness/service.py registers them).
 API_KEYS: dict[str, str] = {}

@@ -26,7 +26,7 @@ from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
 from tests.processing.in_process import Capture, Downloads, images_of, queued, started
-from tests.support import divider, encoded, frame_size_claimed, photo, size_chart
+from tests.support import divider, encoded, photo, size_chart
 
 pytestmark = pytest.mark.django_db
 
@@ -453,30 +453,6 @@ def test_a_permanent_failure_ends_at_once_and_the_rest_of_the_batch_succeeds(
     ]
     request.refresh_from_db()
     assert (request.succeeded_images, request.failed_images) == (1, 2)
-
-
-def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_fails_as_damaged(
-    downloads: Downloads,
-    django_capture_on_commit_callbacks: Capture,
-    storage: Path,
-    account: Account,
-) -> None:
-    # Given a 640 x 480 photo whose header says 7000 x 7000: it succeeded, and its damaged
-    # file was stored as the output (a re-encode of the made-up rows was larger)
-    url = "https://shop.example/liar.jpg"
-    downloads.answers = {url: frame_size_claimed(encoded(photo(640, 480), "JPEG"), 7000, 7000)}
-    request, [batch] = started(account, f"1,Lamp,{url}\n", django_capture_on_commit_callbacks)
-
-    # When its batch runs
-    batch_ended(django_capture_on_commit_callbacks, batch)
-
-    # Then it failed as a damaged image, at once, with nothing stored
-    [image] = images_of(request)
-    assert (image.status, image.error_code, image.attempts) == ("failed", "corrupt_image", 1)
-    assert image.error_message.startswith(
-        "The image data is damaged: it ends before the 7,000 x 7,000 pixels its header gives"
-    )
-    assert (image.output_name, list(storage.rglob("*.jpg"))) == ("", [])
 
 
 def failed_count(reason: str) -> float:
