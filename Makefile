@@ -30,7 +30,8 @@ debian-packages:
 install: $(BIN)/.installed node_modules/.installed debian-packages
 
 # The service on the embedded default (SQLite, filesystem broker, ./storage): the web
-# server, a Celery worker and beat (the sweep), stopped together by Ctrl-C.
+# server, a Celery worker, the webhooks' worker and beat (the sweep), stopped together by
+# Ctrl-C.
 run: $(BIN)/.installed
 	@# A service already running on this VAR_DIR holds its web server's lock (config/gunicorn.py):
 	@# stop before anything below, which would delete its counters and start a second worker and beat.
@@ -46,7 +47,7 @@ run: $(BIN)/.installed
 	# Prometheus counters of the processes that ran here before (config/settings.py).
 	rm -rf "$${PROMETHEUS_MULTIPROC_DIR:-$${VAR_DIR:-var}/metrics}"
 	@echo "Service at http://127.0.0.1:$(PORT)/  (Ctrl-C stops it)"
-	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker beat
+	HOST=127.0.0.1 PORT=$(PORT) $(BIN)/honcho --no-prefix start web worker webhooks beat
 
 # Lint, types, the architecture's import contracts (pyproject.toml), migrations in step
 # with the models, and the whole test suite. The tests need nothing running beforehand;

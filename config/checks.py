@@ -22,6 +22,7 @@ READ_ELSEWHERE = frozenset(
         "WEB_BODY_TIMEOUT",
         "LOG_FORMAT",
         "REQUESTS_WORKER_CONCURRENCY",
+        "WEBHOOKS_WORKER_CONCURRENCY",
     }
 )
 # Read by the settings only where another setting asks for them: unread here, and still

@@ -345,6 +345,11 @@ class WebhookDelivery(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the sweep last queued its send, or when a retry queued with a countdown comes
+    # due: the sweep queues a due delivery again only once this is WORK_LEASE_SECONDS old,
+    # as it does an image. Without it every sweep queued another copy of every due send,
+    # and a backlog behind slow receivers grew by one message each per sweep.
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "webhook_deliveries"

@@ -28,8 +28,11 @@ RESULTS_DELETE: Final = "processing.results_delete"
 
 # Queues by kind of work, so that slow work never starves fast work: `images` (download
 # and encode), `webhooks` (slow receivers) and `requests` for the rest (start, finalise,
-# sweep: short, and what users wait on last). The Procfile's `images` and `requests`
-# workers split them across hosts; its `worker` takes all three.
+# sweep: short, and what users wait on last). Each has a worker of its own in the
+# Procfile (`images`, `requests`, `webhooks`); its `worker`, for one machine, takes images
+# and requests, and `make run` starts `webhooks` beside it: a receiver that holds its
+# answer holds one of the webhooks' processes for up to 2 x WEBHOOK_TIMEOUT, and on a
+# worker shared with requests, eight of them held every start and finalisation.
 DEFAULT_QUEUE: Final = "requests"
 QUEUES: Final = ("images", "requests", "webhooks")
 TASK_QUEUES: Final = {IMAGES_PROCESS: "images", WEBHOOK_SEND: "webhooks"}

@@ -72,7 +72,7 @@ def _sweep() -> SweepReport:
         images_given_up=images_given_up,
         images_queued=_windows_fill(),
         requests_finalised=_requests_finalise(cutoff),
-        webhooks_requeued=_webhooks_requeue(now),
+        webhooks_requeued=_webhooks_requeue(now, cutoff),
     )
     if report != SweepReport():
         logger.info("sweep: %s", report)
@@ -170,13 +170,19 @@ def _requests_finalise(cutoff: datetime) -> int:
     return sum(request_finalize(request_id=request_id) for request_id in ready)
 
 
-def _webhooks_requeue(now: datetime) -> int:
+def _webhooks_requeue(now: datetime, cutoff: datetime) -> int:
+    """Deliveries due and not queued since cutoff (by the sweep, or as a retry's countdown
+    ending): their send was never queued (the broker away, a retry left to the sweep) or
+    was lost. A send waiting behind slow receivers is not queued again at every sweep."""
     due = WebhookDelivery.objects.filter(
+        Q(queued_at__isnull=True) | Q(queued_at__lt=cutoff),
         state=WebhookDelivery.State.PENDING,
         next_attempt_at__lte=now,
         request__expired_at__isnull=True,  # webhook_send would do nothing, every sweep
-    ).values_list("request_id", flat=True)
-    return _enqueue_each(queue.WEBHOOK_SEND, due)
+    )
+    request_ids = list(due.values_list("request_id", flat=True))
+    WebhookDelivery.objects.filter(request_id__in=request_ids).update(queued_at=now)
+    return _enqueue_each(queue.WEBHOOK_SEND, request_ids)
 
 
 def _enqueue_each(task_name: str, request_ids: Iterable[uuid.UUID]) -> int:

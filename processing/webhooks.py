@@ -358,7 +358,11 @@ def _attempt_record(
         fields.update(state=WebhookDelivery.State.FAILED, next_attempt_at=None)
     else:
         delay = schedule[number - 1] * (1 + random.uniform(0, 0.1))  # noqa: S311  (jitter)
-        fields.update(next_attempt_at=now + timedelta(seconds=delay))
+        due = now + timedelta(seconds=delay)
+        # Queued below with a countdown that ends when it is due (the sweep leaves it be
+        # until a lease after that), or left to the sweep, which queues it once due.
+        queued = due if delay <= COUNTDOWN_LIMIT_SECONDS else None
+        fields.update(next_attempt_at=due, queued_at=queued)
     metrics.WEBHOOK_ATTEMPTS.labels("delivered" if not error else "error").inc()
     with transaction.atomic():
         # A retry of the request deletes its delivery (its next finish makes a new event):

@@ -162,7 +162,7 @@ def test_docker_compose_config_passes_and_needs_a_secret_key_of_its_own(tmp_path
 def test_docker_compose_runs_the_procfile_commands() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     procfile = procfile_commands()
-    for name in ("web", "images", "requests", "beat"):
+    for name in ("web", "images", "requests", "webhooks", "beat"):
         assert compose["services"][name]["command"] == procfile[name], name
     # and given the time to finish what they hold when told to stop
     assert compose["x-app"]["stop_grace_period"] == "2m"

@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,8 @@ class Origin:
     posts: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
     # Statuses to answer POSTs to a path with, in turn; 204 once they run out.
     post_statuses: dict[str, list[int]] = field(default_factory=dict)
+    # Seconds a receiver holds each POST to a path before it answers: a slow receiver.
+    post_delays: dict[str, float] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     bodies_sent: dict[str, int] = field(default_factory=dict)  # GETs answered with the body
 
@@ -116,6 +119,7 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             state.posts.append((self.path, dict(self.headers.items()), body))
+            time.sleep(state.post_delays.get(self.path, 0))
             queued = state.post_statuses.get(self.path)
             status = queued.pop(0) if queued else 204
             self.send_response(status)

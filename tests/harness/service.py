@@ -117,6 +117,7 @@ def service_env(workdir: Path, extra_env: dict[str, str], origin: Origin) -> dic
             "PORT": str(free_port()),
             "WEB_CONCURRENCY": "2",
             "CELERY_WORKER_CONCURRENCY": "2",
+            "WEBHOOKS_WORKER_CONCURRENCY": "2",
             "SECRET_KEY": "tests-only-not-secret",
             "VAR_DIR": str(workdir / "var"),
             "STORAGE_DIR": str(workdir / "storage"),
@@ -176,16 +177,17 @@ def service_account(service: Service) -> None:
 
 
 def start_service(workdir: Path, extra_env: dict[str, str], origin: Origin) -> Service:
-    """Migrate, then start the Procfile's web, worker and beat; return once they answer."""
+    """Migrate, then start the Procfile's web, worker, webhooks and beat, as `make run`
+    does; return once they answer."""
     env = service_env(workdir, extra_env, origin)
     service = Service(base_url=f"http://127.0.0.1:{env['PORT']}", env=env, workdir=workdir)
     service_migrate(env)
     service_account(service)
     commands = procfile_commands()
     try:
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "webhooks", "beat"):
             service.start(name, commands[name])
-        service.wait_ready(web="web", workers=["worker"])
+        service.wait_ready(web="web", workers=["worker", "webhooks"])
     except BaseException:
         service.stop()
         print(service.log("web"), service.log("worker"), sep="\n")

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -340,6 +341,66 @@ def test_a_failing_webhook_is_retried_with_one_event_id_and_verifiable_signature
     assert again.status == 202
     wait_until(lambda: len(origin.posts_to(hook)) == 5, timeout=30, what="the re-sent webhook")
     assert origin.posts_to(hook)[-1][0]["webhook-id"] == delivery["event_id"]
+
+
+WEBHOOKS_WAITING = re.compile(r'^imgsvc_queue_messages\{queue="webhooks"\} (\d+)', re.MULTILINE)
+
+
+def test_receivers_that_hold_their_answers_delay_no_request_nor_pile_up_sends(
+    tmp_path: Path, origin: Origin
+) -> None:
+    """Webhook attempts ran on the requests' worker processes: eight receivers holding
+    their answers for 30 s held every one, and a plain upload took 21.5 s instead of
+    0.76 s, its start queued behind the sends; and each sweep queued another send of every
+    delivery waiting behind them (the queue grew from 8 to 54 messages in 50 s)."""
+    # Given a receiver that holds each POST for 8 s (within WEBHOOK_TIMEOUT, 10 s), and
+    # the service as `make run` starts it (two webhook processes here), its sweep every second
+    hook = f"/{uuid.uuid4().hex}/slow-hook"
+    origin.post_delays[hook] = 8
+    service = start_service(tmp_path, {}, origin)
+    try:
+        # and four requests that finished, their webhooks going there, two of them held
+        hooked = [
+            multipart_upload(
+                service.base_url,
+                catalogue(origin, products=1, per_product=1)[0],
+                webhook_url=origin.base_url + hook,
+            ).json()["request_id"]
+            for _ in range(4)
+        ]
+        wait_until(lambda: len(origin.posts_to(hook)) >= 2, timeout=60, what="two held POSTs")
+        held_since = time.monotonic()
+
+        # When another request is uploaded
+        uploaded = multipart_upload(service.base_url, catalogue(origin, products=1)[0])
+        status = wait_for_finish(service.base_url, uploaded.json()["request_id"], timeout=60)
+
+        # Then it finishes as fast as with no receiver held (about a second here; its start
+        # and finalisation waited 8 to 16 s for the held POSTs)
+        assert status["status"] == "completed"
+        assert time.monotonic() - held_since < 5
+
+        # And after several sweeps, the two sends waiting behind the held POSTs are on the
+        # queue at most twice each (as their requests finished, and by one sweep), not once
+        # more for every sweep
+        time.sleep(max(0.0, held_since + 5 - time.monotonic()))
+        assert len(origin.posts_to(hook)) == 2  # still held
+        metrics = urllib3.request("GET", f"{service.base_url}/metrics", timeout=10).data.decode()
+        [waiting] = WEBHOOKS_WAITING.findall(metrics)
+        assert 2 <= int(waiting) <= 4
+
+        # And every event is delivered, once
+        for request_id in hooked:
+            wait_until(
+                lambda request_id=request_id: (  # type: ignore[misc]
+                    status_of(service, request_id)["webhook"]["state"] == "delivered"
+                ),
+                timeout=60,
+                what="the held webhooks to be delivered",
+            )
+        assert len(origin.posts_to(hook)) == 4
+    finally:
+        service.stop()
 
 
 def test_twenty_uploads_at_once_all_complete_while_status_keeps_answering(

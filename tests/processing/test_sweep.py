@@ -19,7 +19,7 @@ import net
 from accounts.models import Account
 from config.celery import app
 from processing import intake, pipeline, queue, sweep, webhooks
-from processing.models import ProcessingRequest, ProductImage
+from processing.models import ProcessingRequest, ProductImage, WebhookDelivery
 from processing.queue import QueuedTask
 from tests.processing.in_process import Capture, queued, started
 
@@ -146,6 +146,42 @@ def test_a_request_whose_start_was_never_queued_starts_two_sweeps_later_not_one_
     # at every sweep), but two sweeps after it queued it
     assert sweep_after(0) == []
     assert sweep_after(91) == start
+
+
+def test_a_due_webhook_send_is_queued_again_once_a_lease_not_at_every_sweep(
+    settings: Any, account: Account, django_capture_on_commit_callbacks: Capture
+) -> None:
+    """Every sweep queued another send of every due delivery, whether or not one waited on
+    the queue: behind receivers holding their answers, the webhooks queue grew from 8 to 54
+    messages in 50 s."""
+    # Given a finished request whose webhook is due, its send waiting behind others
+    request = intake.request_create(
+        account=account,
+        csv_data=b"S. No.,Product Name,Input Image Urls\n1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+        webhook_url="https://hooks.example/x",
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="completed")
+    with django_capture_on_commit_callbacks(execute=False):
+        webhooks.webhook_schedule(request=request)
+
+    def sweep_after(seconds: int) -> list[QueuedTask]:
+        if seconds:
+            earlier = timezone.now() - timedelta(seconds=seconds)
+            WebhookDelivery.objects.filter(request=request, queued_at__isnull=False).update(
+                queued_at=earlier
+            )
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            sweep.sweep_run()
+        return queued(callbacks, queue.WEBHOOK_SEND)
+
+    # When sweeps run, then the first queues its send once more (its first send may be lost)
+    send = [QueuedTask(queue.WEBHOOK_SEND, (str(request.pk),))]
+    assert sweep_after(0) == send
+    # and the next ones do not, until WORK_LEASE_SECONDS after it
+    assert sweep_after(0) == []
+    assert sweep_after(settings.WORK_LEASE_SECONDS - 10) == []
+    assert sweep_after(settings.WORK_LEASE_SECONDS + 1) == send
 
 
 def test_a_lost_image_of_a_cancelled_request_says_what_happened_once(
