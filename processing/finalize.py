@@ -41,7 +41,9 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
     try:
         _request_write_outputs(request)
     except Exception as error:
-        logger.exception("request %s could not be finalised", request_id)
+        # The whole of it (the file's path too) for the operator; _cause's words for the
+        # request's owner and receiver.
+        logger.exception("request %s could not be finalised: %s", request_id, error)
         metrics.REQUESTS_FINISHED.labels(ProcessingRequest.Status.FAILED).inc()
         with transaction.atomic():
             ProcessingRequest.objects.filter(pk=request_id).update(
@@ -55,12 +57,19 @@ def request_finalize(*, request_id: uuid.UUID) -> bool:
 
 
 def _cause(error: Exception) -> str:
-    """An error writing the results, in words: "[Errno 28] No space left on device" said
-    nothing of what to do."""
+    """An error writing the results, in words for the request's owner and its webhook's
+    receiver: what the storage said (strerror), never the message, which names the
+    server's folders and the output CSV's secret name ("[Errno 20] Not a directory:
+    '/srv/…/output-<token>.csv'"); "[Errno 28] No space left on device" said nothing of
+    what to do either."""
     if storage_no_room(error):
         assert isinstance(error, OSError)
         return f"storage full ({error.strerror}). Retry the request once there is room."
-    return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        said = f"the storage refused the file ({error.strerror})"
+    else:
+        said = f"an unexpected error ({type(error).__name__})"
+    return f"{said}. An operator can see why in the service's log; retry the request."
 
 
 def _request_write_outputs(request: ProcessingRequest) -> None:

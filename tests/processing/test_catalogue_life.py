@@ -1137,6 +1137,47 @@ def test_a_request_whose_output_csv_the_storage_has_no_room_for_fails_saying_so_
     assert len(output_csv(api, request)) == 1 + len(URLS)
 
 
+def test_a_request_whose_results_the_storage_refuses_names_no_path_to_its_owner(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    storage: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its error, in the status API and the signed webhook event, was "The results could not
+    be written: [Errno 20] Not a directory: '/srv/…/output_images/<id>/output-<token>.csv'":
+    the server's folders, and the secret name of the output CSV."""
+    # Given a request whose every image fails (so that no output is written), with a webhook
+    downloads.answers = dict.fromkeys(URLS, net.NetError("http_404", "The server answered 404."))
+    request, batches = started(
+        account, ROWS, django_capture_on_commit_callbacks, webhook_url="https://hooks.example/x"
+    )
+    # and a file where its outputs' folder goes, which the storage cannot write into
+    (storage / "output_images").mkdir(exist_ok=True)
+    (storage / "output_images" / str(request.pk)).touch()
+
+    # When it finishes
+    drain(
+        django_capture_on_commit_callbacks,
+        [QueuedTask(queue.IMAGES_PROCESS, (batch,)) for batch in batches],
+    )
+
+    # Then it failed, saying why in the storage's words alone, to its owner and receiver
+    body = api.get(f"/api/status/{request.pk}/").json()
+    assert body["status"] == "failed"
+    error = body["error"]
+    assert error.startswith("The results could not be written: the storage refused the file (")
+    assert error.endswith("). An operator can see why in the service's log; retry the request.")
+    assert str(storage) not in error
+    assert "output-" not in error
+    assert "Errno" not in error
+    assert WebhookDelivery.objects.get(request=request).payload["error"] == error
+    # while the log gives the operator the whole of it
+    [logged] = [r for r in caplog.records if "could not be finalised" in r.getMessage()]
+    assert str(storage / "output_images" / str(request.pk)) in logged.getMessage()
+
+
 def test_an_operator_retries_every_accounts_images_the_full_storage_failed_in_one_command(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
