@@ -34,6 +34,7 @@ from net import (
     NetError,
     NetPolicy,
     blocked_address,
+    check_url,
     fetch,
     fetch_if_changed,
     parse_networks,
@@ -616,10 +617,45 @@ def test_a_name_that_resolves_to_a_blocked_address_is_refused_without_connecting
 
 
 @pytest.mark.parametrize(
-    "host", ["2130706433", "0177.0.0.1", "0x7f.0.0.1", "127.1", "[::1]", "[::ffff:127.0.0.1]"]
+    "host",
+    [
+        "2130706433",
+        "0177.0.0.1",
+        "0x7f.0.0.1",
+        "127.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        # with the trailing dot of a fully qualified name, as browsers read them: these
+        # failed as dns_error, "Could not resolve 127.0.0.1.", instead
+        "127.0.0.1.",
+        "2130706433.",
+        "0x7f.1.",
+    ],
 )
 def test_other_spellings_of_loopback_are_blocked(host: str) -> None:
     assert reason_of(f"http://{host}/a.jpg", NetPolicy()).reason == "blocked_address"
+    assert reason_of_check(f"http://{host}/a.jpg") == "blocked_address"
+
+
+def reason_of_check(url: str) -> str:
+    """The reason check_url (the upload's check of a webhook_url) refuses url with."""
+    with pytest.raises(NetError) as refused:
+        check_url(url, NetPolicy())
+    return str(refused.value.reason)
+
+
+def test_an_allowed_address_with_a_trailing_dot_is_reached_as_that_address(
+    server: str,
+) -> None:
+    # Given 127.0.0.1 allowed
+    port = int(server.rsplit(":", 1)[1])
+
+    # When a URL naming it with a trailing dot is fetched (the system resolver finds no
+    # such name: it failed as dns_error)
+    body = fetch(f"http://127.0.0.1.:{port}/host", policy_for(server))
+
+    # Then it went to the address, named as without the dot
+    assert body == f"127.0.0.1:{port}".encode()
 
 
 def test_post_sends_the_body_and_returns_the_status(server: str) -> None:

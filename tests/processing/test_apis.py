@@ -352,6 +352,10 @@ def test_a_file_larger_than_configured_is_refused_with_413(api: APIClient, setti
                 "169.254.169.254",
                 "2130706433",
                 "0x7f.1",
+                # a trailing dot, as a fully qualified name ends: accepted, then each
+                # attempt failed as dns_error for the whole schedule
+                "10.0.0.7.",
+                "2130706433.",
             )
         ],
         (
