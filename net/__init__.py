@@ -16,6 +16,7 @@ from net.addresses import (
 from net.client import (
     Fetched,
     NetPolicy,
+    Posted,
     check_url,
     fetch,
     fetch_if_changed,
@@ -32,6 +33,7 @@ __all__ = [
     "NetError",
     "NetPolicy",
     "NetReason",
+    "Posted",
     "Resolver",
     "blocked_address",
     "check_url",

@@ -178,6 +178,20 @@ def _after_redirect(error: NetError, url: str) -> NetError:
     )
 
 
+# Of a redirect's Location, what a post keeps: its receiver's URL, however long a header
+# the receiver sent (http.client takes lines of up to 64 KiB).
+LOCATION_MAX_CHARS: Final = 200
+
+
+@dataclass(frozen=True)
+class Posted:
+    """What a POST was answered: the status code, and a 3xx's Location (cut to
+    LOCATION_MAX_CHARS, with "…"), else ""."""
+
+    status: int
+    location: str = ""
+
+
 def post(
     url: str,
     body: bytes,
@@ -185,8 +199,9 @@ def post(
     policy: NetPolicy,
     *,
     resolver: Resolver = system_resolver,
-) -> int:
-    """POST body to url under the same protections as fetch; the response's status code.
+) -> Posted:
+    """POST body to url under the same protections as fetch; the response's status code,
+    and where a 3xx pointed.
 
     Redirects are not followed: the caller decides what a 3xx means.
     """
@@ -199,7 +214,12 @@ def post(
         pass
     finally:
         _response_done(response, complete=False)
-    return response.status
+    location = ""
+    if 300 <= response.status < 400:
+        location = (response.headers.get("Location") or "").strip()
+        if len(location) > LOCATION_MAX_CHARS:
+            location = location[:LOCATION_MAX_CHARS] + "…"
+    return Posted(response.status, location)
 
 
 def check_url(url: str, policy: NetPolicy) -> None:

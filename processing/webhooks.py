@@ -221,8 +221,13 @@ def _post_signed(
     )
     started = time.monotonic()
     try:
-        status_code: int | None = net.post(url, body, headers, policy or webhook_policy())
-        error = "" if 200 <= (status_code or 0) < 300 else f"HTTP {status_code}"
+        posted = net.post(url, body, headers, policy or webhook_policy())
+        status_code: int | None = posted.status
+        error = "" if 200 <= posted.status < 300 else f"HTTP {posted.status}"
+        if 300 <= posted.status < 400:
+            # "HTTP 302" alone left the receiver's owner to guess where it pointed.
+            where = f" to {posted.location}" if posted.location else ""
+            error = f"{error}{where} (redirects are not followed: give the final URL)"
     except net.NetError as failure:
         status_code, error = None, f"{failure.reason}: {failure.message}"
         if failure.reason in NOT_RETRIED:

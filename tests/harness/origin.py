@@ -36,6 +36,8 @@ class Origin:
     post_statuses: dict[str, list[int]] = field(default_factory=dict)
     # Seconds a receiver holds each POST to a path before it answers: a slow receiver.
     post_delays: dict[str, float] = field(default_factory=dict)
+    # Headers to answer POSTs to a path with (a redirect's Location).
+    post_headers: dict[str, dict[str, str]] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     bodies_sent: dict[str, int] = field(default_factory=dict)  # GETs answered with the body
 
@@ -123,6 +125,8 @@ def origin_serve() -> tuple[Origin, ThreadingHTTPServer]:
             queued = state.post_statuses.get(self.path)
             status = queued.pop(0) if queued else 204
             self.send_response(status)
+            for name, value in state.post_headers.get(self.path, {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

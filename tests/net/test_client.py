@@ -33,6 +33,7 @@ from net import (
     Fetched,
     NetError,
     NetPolicy,
+    Posted,
     blocked_address,
     check_url,
     fetch,
@@ -660,10 +661,10 @@ def test_an_allowed_address_with_a_trailing_dot_is_reached_as_that_address(
 
 def test_post_sends_the_body_and_returns_the_status(server: str) -> None:
     Handler.received.clear()
-    status = post(
+    posted = post(
         f"{server}/hook", b'{"a": 1}', {"Content-Type": "application/json"}, policy_for(server)
     )
-    assert status == 201
+    assert posted == Posted(201)
     assert Handler.received == [b'{"a": 1}']
 
 

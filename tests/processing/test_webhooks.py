@@ -113,9 +113,9 @@ def test_an_attempt_under_way_when_the_request_is_retried_records_nothing(
     request = finished_request(account, "https://hooks.example/x")
     webhooks.webhook_schedule(request=request)
 
-    def retried_meanwhile(*_: Any) -> int:
+    def retried_meanwhile(*_: Any) -> net.Posted:
         WebhookDelivery.objects.filter(request=request).delete()
-        return 200
+        return net.Posted(200)
 
     monkeypatch.setattr(net, "post", retried_meanwhile)
 
@@ -169,7 +169,7 @@ def test_a_resend_while_a_delivery_waits_makes_its_next_attempt_now_and_only_onc
     # machine)
     settings.WEBHOOK_RETRY_SCHEDULE = [3600, 3600]
     answers = [500, 204]
-    monkeypatch.setattr(net, "post", lambda *_: answers.pop(0))
+    monkeypatch.setattr(net, "post", lambda *_: net.Posted(answers.pop(0)))
     request = finished_request(account, "https://hooks.example/x")
     webhooks.webhook_schedule(request=request)
     webhooks.webhook_send(request_id=request.pk)
@@ -202,7 +202,7 @@ def test_a_resend_while_the_broker_is_away_says_nothing_was_queued_and_the_sweep
     # Given a finished request whose webhook was delivered (the receiver is faked at
     # net.post, the one thing here that would leave the machine)
     settings.SWEEP_INTERVAL = 30
-    monkeypatch.setattr(net, "post", lambda *_: 204)
+    monkeypatch.setattr(net, "post", lambda *_: net.Posted(204))
     request = finished_request(account, "https://hooks.example/x")
     webhooks.webhook_schedule(request=request)
     webhooks.webhook_send(request_id=request.pk)
@@ -246,7 +246,7 @@ def test_a_resend_while_an_attempt_is_being_made_is_refused_and_changes_nothing(
     refusals: list[WebhookPending] = []
     during: list[tuple[str, int, Any]] = []
 
-    def receiver(*_: Any) -> int:
+    def receiver(*_: Any) -> net.Posted:
         # When it is sent again while the POST is under way
         with pytest.raises(WebhookPending) as refused:
             webhooks.webhook_resend(request=request)
@@ -255,7 +255,7 @@ def test_a_resend_while_an_attempt_is_being_made_is_refused_and_changes_nothing(
             call_command("webhook_resend", str(request.pk))
         now = WebhookDelivery.objects.get(request=request)
         during.append((now.state, now.attempts, now.next_attempt_at))
-        return 500
+        return net.Posted(500)
 
     monkeypatch.setattr(net, "post", receiver)
     webhooks.webhook_send(request_id=request.pk)
@@ -297,7 +297,7 @@ def test_attempts_whose_worker_stopped_during_them_are_logged_and_count_against_
     request = finished_request(account, "https://hooks.example/x")
     webhooks.webhook_schedule(request=request)
 
-    def worker_stopped(*_: Any) -> int:
+    def worker_stopped(*_: Any) -> net.Posted:
         log = list(WebhookAttempt.objects.filter(delivery__request=request).values("error"))
         assert log[-1] == {"error": "Under way."}  # logged when it starts
         raise WorkerStopped
@@ -375,6 +375,32 @@ def test_a_test_event_says_what_the_receiver_answered_and_is_not_retried(
     assert answer.json()["error"] == "HTTP 500"
     assert len(receiver_allowed.posts_to(path)) == 1
     assert not WebhookDelivery.objects.exists()
+
+
+def test_a_redirect_is_told_with_where_it_pointed_cut_short(
+    receiver_allowed: Origin, api: APIClient
+) -> None:
+    """A receiver that redirected was told "HTTP 302" alone: where to, its owner had to
+    find out by other means."""
+    # Given receivers that redirect, one to a URL of 5,000 characters
+    short, long = f"/hooks/{uuid.uuid4().hex}", f"/hooks/{uuid.uuid4().hex}"
+    final = "https://hooks.example/final"
+    for path, location in ((short, final), (long, final + "/" + "x" * 5000)):
+        receiver_allowed.post_statuses[path] = [302]
+        receiver_allowed.post_headers[path] = {"Location": location}
+
+    # When a test event is sent to each
+    told = [
+        api.post("/api/webhook-test/", {"url": receiver_allowed.base_url + path}).json()
+        for path in (short, long)
+    ]
+
+    # Then each says where it was sent, the long one cut at 200 characters
+    assert [(answer["delivered"], answer["status_code"]) for answer in told] == [(False, 302)] * 2
+    advice = " (redirects are not followed: give the final URL)"
+    assert told[0]["error"] == f"HTTP 302 to {final}{advice}"
+    cut = (final + "/" + "x" * 5000)[:200]
+    assert told[1]["error"] == f"HTTP 302 to {cut}…{advice}"
 
 
 def test_a_test_event_goes_only_where_webhooks_may(origin: Origin, api: APIClient) -> None:
