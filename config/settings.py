@@ -399,7 +399,11 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "processing.openapi.refusals_documented",
+        "processing.openapi.webhook_headers_documented",
     ],
+    # What the service POSTs to receivers: the finished request's event and the test event,
+    # with their signature headers (OpenAPI 3.1's `webhooks`).
+    "WEBHOOKS": ["processing.openapi.REQUEST_FINISHED", "processing.openapi.TEST_EVENT"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -4,6 +4,10 @@ the headers that answers carry, so that a client generated from it expects them.
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
+
+from processing.serializers import RequestFinishedEventSerializer, TestEventSerializer
+
 ERROR = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     "description": "",
@@ -83,4 +87,89 @@ def refusals_documented(result: dict[str, Any], **_: Any) -> dict[str, Any]:
                     **responses["200"],
                     "headers": responses["200"].get("headers", {}) | ATTACHMENT,
                 }
+    return result
+
+
+# --- What the service POSTs to receivers (OpenAPI 3.1's webhooks; README: Webhook) -------
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+# drf-spectacular makes a webhook's body and answers from its extend_schema, not its
+# parameters: webhook_headers_documented adds these to each.
+SIGNED_HEADERS = [
+    _header(
+        "webhook-id",
+        "The event's id (`msg_…`): the same on every attempt and resend of one event. Keep "
+        "the ids you have handled and ignore an event whose id is among them.",
+    ),
+    _header(
+        "webhook-timestamp",
+        "Seconds since the epoch when this attempt was sent (each attempt gets a fresh "
+        "one). Refuse an event whose timestamp is more than 5 minutes from your clock: a "
+        "request captured on the way cannot then be replayed later.",
+    ),
+    _header(
+        "webhook-signature",
+        "`v1,` + base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<raw body>` under "
+        "the account's webhook secret (`whsec_` + base64: the key is what the base64 "
+        "decodes to). During a secret's rotation, one signature per secret, separated by a "
+        "space: accept the event if any verifies (Standard Webhooks).",
+    ),
+]
+RECEIVER_ANSWERS = {
+    "2XX": OpenApiResponse(description="Delivered: any 2xx, its body ignored."),
+    "default": OpenApiResponse(
+        description="Any other answer (a 3xx too: redirects are not followed), a timeout "
+        "or a connection error is an attempt that failed, tried again after the waits in "
+        "WEBHOOK_RETRY_SCHEDULE."
+    ),
+}
+
+TEST_ANSWERS = {
+    "2XX": OpenApiResponse(description="Delivered: any 2xx, its body ignored."),
+    "default": OpenApiResponse(
+        description="Any other answer, a timeout or a connection error is told to whoever "
+        "sent the test event; nothing is retried."
+    ),
+}
+
+REQUEST_FINISHED = OpenApiWebhook(
+    name="requestFinished",
+    decorator=extend_schema(
+        summary="A request finished",
+        description="POSTed to the upload's `webhook_url` (or WEBHOOK_URL) once the request "
+        "has finished (completed, completed_with_errors, cancelled or failed), and again "
+        "after each retry's finish, as a new event with a new `webhook-id`.",
+        request=RequestFinishedEventSerializer,
+        responses=RECEIVER_ANSWERS,
+    ),
+)
+TEST_EVENT = OpenApiWebhook(
+    name="testEvent",
+    decorator=extend_schema(
+        summary="A test event",
+        description="Sent once by POST /api/webhook-test/ (or the account page), signed as "
+        "every event is, and never retried: check a receiver's signature code against it. "
+        "Only a test event has a `type`.",
+        request=TestEventSerializer,
+        responses=TEST_ANSWERS,
+    ),
+)
+
+
+def webhook_headers_documented(result: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """drf-spectacular's postprocessing hook (SPECTACULAR_SETTINGS): the headers every event
+    is signed with, on each webhook."""
+    for item in result.get("webhooks", {}).values():
+        for operation in item.values():
+            operation["parameters"] = SIGNED_HEADERS
     return result

@@ -132,6 +132,20 @@ class StatusSerializer(RequestStateSerializer):
     webhook = WebhookStateSerializer(allow_null=True)
 
 
+class RequestFinishedEventSerializer(RequestStateSerializer):
+    """The event POSTed to a finished request's webhook: its status body as it finished,
+    without its `webhook` (the delivery being made); the same bytes on every attempt."""
+
+
+class TestEventSerializer(serializers.Serializer[Any]):
+    """The event POST /api/webhook-test/ sends: no request's, and the one with a `type`."""
+
+    type = serializers.ChoiceField(choices=["test"])
+    account = serializers.CharField(help_text="The name of the account whose secret signs it.")
+    message = serializers.CharField()
+    sent_at = serializers.DateTimeField()
+
+
 class ListedRequestSerializer(RequestStateSerializer):
     """The status body less its webhook (the status API has it: in the list it would cost
     a query a row), with where to follow the request."""

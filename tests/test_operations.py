@@ -24,16 +24,18 @@ import pytest
 import urllib3
 from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
+from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+import net
 from accounts import services
 from accounts.models import Account
 from config.celery import app
-from processing import intake, metrics
+from processing import intake, metrics, webhooks
 from processing.models import ProcessingRequest, ProductImage
 from tests.harness.origin import Origin, image_answer
 from tests.harness.proxy import AnswerLosingProxy
@@ -358,6 +360,61 @@ def test_a_status_body_without_a_webhook_and_a_list_of_requests_are_valid_under_
     # an expired one too, whose links are null
     ProcessingRequest.objects.filter(pk=request.pk).update(expired_at=timezone.now())
     jsonschema_rs.Draft202012Validator(page).validate(api.get("/api/requests/").json())
+
+
+@pytest.mark.django_db
+def test_the_schema_describes_the_events_receivers_get_their_headers_and_the_test_event(
+    client: Client, account: Account, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The schema had no `webhooks`: a receiver's author had the README alone for the
+    event's body, the three signature headers and the test event's other shape."""
+    schema = json.loads(client.get("/api/schema/", HTTP_ACCEPT="application/json").content)
+
+    # Each event, POSTed with the three signature headers, the timestamp's tolerance said
+    events = schema["webhooks"]
+    assert set(events) == {"requestFinished", "testEvent"}
+    for event in events.values():
+        headers = {header["name"]: header for header in event["post"]["parameters"]}
+        assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert all(header["in"] == "header" and header["required"] for header in headers.values())
+        assert "more than 5 minutes" in headers["webhook-timestamp"]["description"]
+
+    def body_schema(name: str) -> dict[str, Any]:
+        found = events[name]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        return {**found, "components": schema["components"]}
+
+    # And what is sent is valid under it: a finished request's event, as recorded
+    # (the receiver faked at net.post, the one thing here that would leave the machine)
+    sent: list[tuple[dict[str, str], bytes]] = []
+
+    def receiver(url: str, body: bytes, headers: dict[str, str], *_: Any) -> net.Posted:
+        sent.append((headers, body))
+        return net.Posted(204)
+
+    monkeypatch.setattr(net, "post", receiver)
+    request = intake.request_create(
+        account=account,
+        csv_data=HEADER + b"1,Lamp,https://shop.example/a.jpg\n",
+        public_base_url="http://testserver",
+        webhook_url="https://hooks.example/x",
+    )
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="completed")
+    webhooks.webhook_schedule(request=request)
+    webhooks.webhook_send(request_id=request.pk)
+    # and a test event
+    webhooks.webhook_test(account=account, url="https://hooks.example/x", by="tests")
+    (finished_headers, finished), (test_headers, test) = sent
+    jsonschema_rs.Draft202012Validator(body_schema("requestFinished")).validate(
+        json.loads(finished)
+    )
+    jsonschema_rs.Draft202012Validator(body_schema("testEvent")).validate(json.loads(test))
+    for headers in (finished_headers, test_headers):
+        assert {"webhook-id", "webhook-timestamp", "webhook-signature"} <= set(headers)
+
+    # And the schema passes drf-spectacular's own validation, warnings counted as errors
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml")
+    )
 
 
 @pytest.mark.django_db
