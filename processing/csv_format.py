@@ -49,6 +49,10 @@ WORKBOOKS: Final = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
 # at most 50 URLs of 2,048 characters (CsvLimits), well under it.
 MAX_CELL_CHARACTERS: Final = csv.field_size_limit()
 WHITESPACE: Final = re.compile(r"\s")
+# A comma followed by white space, another comma, the cell's end or a scheme ("https:",
+# "ftp:"): one between URLs. Split at every comma, a URL of imgix or Cloudinary holding
+# one was refused as pieces ("'0' is not an absolute http(s) URL").
+URL_SEPARATOR: Final = re.compile(r",(?=\s|,|$|[A-Za-z][A-Za-z0-9+.-]*:)")
 # Another URL after a space, a line break, a semicolon or a bar: URLs listed with the
 # wrong separator (a URL's own query may hold one after "=", which is not matched).
 SEPARATED_URLS: Final = re.compile(r"[\s;|]+https?://", re.IGNORECASE)
@@ -382,7 +386,12 @@ def neutralise(cell: str) -> str:
 
 
 def split_urls(cell: str) -> list[str]:
-    return [item.strip() for item in cell.split(",") if item.strip()]
+    """The URLs of a cell: a comma separates two only where a new URL (a scheme) or white
+    space follows it; any other comma is its URL's own (imgix's "?rect=0,0,200,150",
+    Cloudinary's "/w_300,h_200/")."""
+    if "," not in cell:
+        return [cell.strip()] if cell.strip() else []
+    return [item.strip() for item in URL_SEPARATOR.split(cell) if item.strip()]
 
 
 def _rows(reader: Iterator[list[str]], lines: _Lines) -> Iterator[list[str]]:

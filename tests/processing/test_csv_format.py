@@ -521,3 +521,45 @@ def test_a_title_above_the_header_is_named_with_the_row_the_header_is_on() -> No
             "the header.",
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://img.example/a.jpg?rect=0,0,200,150&w=100",
+        "https://res.cloudinary.com/demo/image/upload/w_300,h_200,c_crop/sample.jpg",
+    ],
+    ids=["imgix query", "cloudinary path"],
+)
+def test_a_comma_not_followed_by_a_new_url_is_the_urls_own(url: str) -> None:
+    """Split at every comma, such a URL was refused as pieces: "'0' is not an absolute
+    http(s) URL", naming nothing the shop wrote."""
+    data = f'S. No.,Product Name,Input Image Urls\n1,Hat,"{url},https://b.example/2.jpg"\n'
+    [product] = parse_products(data.encode(), CsvLimits())
+    assert product.image_urls == (url, "https://b.example/2.jpg")
+
+
+@pytest.mark.parametrize(
+    ("cell", "urls"),
+    [
+        (
+            "http://a.example/1.jpg, http://b.example/2.jpg",
+            ["http://a.example/1.jpg", "http://b.example/2.jpg"],
+        ),
+        (
+            "http://a.example/1.jpg,,http://b.example/2.jpg",
+            ["http://a.example/1.jpg", "http://b.example/2.jpg"],
+        ),
+        ("http://a.example/1.jpg,", ["http://a.example/1.jpg"]),
+        (
+            "http://a.example/1.jpg,ftp://b.example/2.jpg",
+            ["http://a.example/1.jpg", "ftp://b.example/2.jpg"],
+        ),
+        ("http://a.example/1.jpg, b.jpg", ["http://a.example/1.jpg", "b.jpg"]),
+    ],
+    ids=["space after", "empty item", "trailing", "another scheme", "white space-led junk"],
+)
+def test_a_comma_followed_by_a_scheme_white_space_or_nothing_separates_urls(
+    cell: str, urls: list[str]
+) -> None:
+    assert csv_format.split_urls(cell) == urls
