@@ -465,14 +465,27 @@ def _header_line(lines: _Lines) -> tuple[str, int]:
 
 
 def _delimiter(header: str) -> str:
-    """The separator the header's cells are written with: a comma, unless there is none
-    and there is a tab (Excel's "Unicode Text", UTF-16) or a semicolon (Excel's CSV where
-    the comma is the decimal mark)."""
-    if "," in header:
-        return ","
-    if "\t" in header:
-        return "\t"
-    return ";" if ";" in header else ","
+    """The separator the header's cells are written with: the one of comma, tab and
+    semicolon under which it names every column ("Gewicht (kg, netto)" in a header
+    separated by semicolons made it read as one of commas, naming none). Where none does,
+    a comma, unless there is none and there is a tab (Excel's "Unicode Text", UTF-16) or a
+    semicolon (Excel's CSV where the comma is the decimal mark)."""
+    candidates = [delimiter for delimiter in ",\t;" if delimiter in header]
+    usual = candidates[0] if candidates else ","
+    if len(candidates) < 2:
+        return usual  # nothing to choose: the common case, and a header of 10 MB of commas
+    lowered = header.lower()
+    if not all(column.lower() in lowered for column in REQUIRED_COLUMNS):
+        return usual  # no separator can make it name them
+    required = {column.lower() for column in REQUIRED_COLUMNS}
+    for delimiter in candidates:
+        try:
+            cells = next(csv.reader([header], delimiter=delimiter), [])
+        except csv.Error:
+            continue
+        if required <= {cell.strip().lower() for cell in cells}:
+            return delimiter
+    return usual
 
 
 def _blank(line: str) -> bool:

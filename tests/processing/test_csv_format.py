@@ -563,3 +563,33 @@ def test_a_comma_followed_by_a_scheme_white_space_or_nothing_separates_urls(
     cell: str, urls: list[str]
 ) -> None:
     assert csv_format.split_urls(cell) == urls
+
+
+@pytest.mark.parametrize(
+    ("data", "delimiter"),
+    [
+        (
+            codecs.BOM_UTF8
+            + b"S. No.;Product Name;Input Image Urls;Gewicht (kg, netto)\r\n"
+            + b"1;Hut;http://a.example/1.jpg,http://a.example/2.jpg;0,5\r\n",
+            ";",
+        ),
+        (
+            b"S. No.\tProduct Name\tInput Image Urls\tPrice, USD\n"
+            b"1\tHut\thttp://a.example/1.jpg,http://a.example/2.jpg\t9.99\n",
+            ",",  # a tab-separated file's output is a CSV
+        ),
+    ],
+    ids=["semicolons", "tabs"],
+)
+def test_the_separator_is_the_one_under_which_the_header_names_every_column(
+    data: bytes, delimiter: str
+) -> None:
+    """A comma in another column's name made the header read as one of commas: refused
+    with "The header has no 'S. No.' column" three times over."""
+    [product] = parse_products(data, CsvLimits())
+    assert (product.product_name, product.image_urls) == (
+        "Hut",
+        ("http://a.example/1.jpg", "http://a.example/2.jpg"),
+    )
+    assert validate_products(data, CsvLimits()).dialect.delimiter == delimiter
