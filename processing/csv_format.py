@@ -198,7 +198,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     header, header_row = _header_line(lines)
     lines.skipped = 0  # counted in header_row already
     delimiter = _delimiter(header)
-    reader = csv.reader(itertools.chain([header], lines), strict=True, delimiter=delimiter)
+    reader = _reader(itertools.chain([header], lines), delimiter)
     rows = blank_rows = 0
     read = header_row - 1  # the last row read whole
     try:
@@ -394,6 +394,13 @@ def split_urls(cell: str) -> list[str]:
     return [item.strip() for item in URL_SEPARATOR.split(cell) if item.strip()]
 
 
+def _reader(lines: Iterable[str], delimiter: str) -> "Iterator[list[str]]":
+    """The CSV reader of a file's lines. Spaces after a separator are skipped, so that a
+    cell quoted after one (`1, Hat, "url1, url2"`) is read as quoted: it was read as its
+    quotes and pieces, and refused with advice to add the quotes it had."""
+    return csv.reader(lines, strict=True, delimiter=delimiter, skipinitialspace=True)
+
+
 def _rows(reader: Iterator[list[str]], lines: _Lines) -> Iterator[list[str]]:
     """The reader's rows, each read with lines told where it starts."""
     while True:
@@ -480,7 +487,7 @@ def _delimiter(header: str) -> str:
     required = {column.lower() for column in REQUIRED_COLUMNS}
     for delimiter in candidates:
         try:
-            cells = next(csv.reader([header], delimiter=delimiter), [])
+            cells = next(_reader([header], delimiter), [])
         except csv.Error:
             continue
         if required <= {cell.strip().lower() for cell in cells}:
@@ -501,7 +508,7 @@ def _header_row_below(data: bytes, bom: int, first: int, delimiter: str) -> int 
     """The row, within HEADER_LOOKAHEAD below the first, that names every column; None if
     there is none, or the rows cannot be read."""
     lines = itertools.islice(_Lines(data, bom), first + HEADER_LOOKAHEAD)
-    reader = csv.reader(lines, strict=True, delimiter=delimiter)
+    reader = _reader(lines, delimiter)
     required = {column.lower() for column in REQUIRED_COLUMNS}
     try:
         for row_number, cells in enumerate(reader, start=1):

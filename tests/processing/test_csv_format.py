@@ -593,3 +593,16 @@ def test_the_separator_is_the_one_under_which_the_header_names_every_column(
         ("http://a.example/1.jpg", "http://a.example/2.jpg"),
     )
     assert validate_products(data, CsvLimits()).dialect.delimiter == delimiter
+
+
+def test_a_cell_quoted_after_a_space_is_read_as_quoted() -> None:
+    """Read as its quotes and pieces, it was refused with advice to add the quotes it had."""
+    data = (
+        b"S. No., Product Name, Input Image Urls\n"
+        b'1, Hat, "http://a.example/1.jpg, http://a.example/2.jpg"\n'
+        b'2, "Shoe, red", http://a.example/3.jpg\n'
+    )
+    assert parse_products(data, CsvLimits()) == [
+        ParsedProduct(2, 1, "Hat", ("http://a.example/1.jpg", "http://a.example/2.jpg")),
+        ParsedProduct(3, 2, "Shoe, red", ("http://a.example/3.jpg",)),
+    ]
