@@ -201,6 +201,8 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
     reader = _reader(itertools.chain([header], lines), delimiter)
     rows = blank_rows = 0
     read = header_row - 1  # the last row read whole
+    header_cells: list[str] = []
+    columns: dict[str, int] = {}
     try:
         header_cells = next(reader, [])
         read = header_row
@@ -247,15 +249,25 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                 problems.stopped_at(row_number)
                 break
     except csv.Error as error:
-        if str(error).startswith("field larger than field limit"):
-            message = f"A cell is longer than {MAX_CELL_CHARACTERS:,} characters."
-        elif str(error) == "unexpected end of data":
-            # The reader only finds out at the file's end, which it named: the row was
-            # where the quote opened, maybe thousands of rows before.
-            message = 'A quoted cell (one opening with ") is never closed: add its closing ".'
-        else:
-            message = f"Not a readable CSV file: {error}."
-        problems.add(read + 1 + lines.skipped, None, message)
+        row_number = read + 1 + lines.skipped
+        text = lines.data[lines.row_start : lines.start].decode("utf-8", "replace")
+        fault = _cell_at_fault(text, delimiter)
+        column = None
+        if fault is not None and row_number != header_row:
+            names = {index: name for name, index in columns.items()}
+            column = names.get(fault) or (
+                header_cells[fault].strip() or None if fault < len(header_cells) else None
+            )
+        problems.add(row_number, column, _unreadable(str(error)))
+        if lines.data[lines.start :].strip(b" \t\r\n" + delimiter.encode()):
+            # The reader cannot find where the next row starts: the rest is not checked,
+            # and a user who mended this row would meet its problems unwarned.
+            problems.add(
+                None,
+                None,
+                f"Reading stopped at row {row_number}: the rows after it were not checked, "
+                "and may have problems of their own.",
+            )
     if problems.items:
         raise CsvInvalid(problems.items)
     if not rows:
@@ -318,6 +330,7 @@ class _Lines:
         self.number = 0  # of the last line read, the skipped included
         self.skipped = 0
         self.at_row_start = False
+        self.row_start = start  # where the row being read starts, for a reader's error
         self.blank_run = _blank_run(",;")  # the header's, until it says which
 
     def __iter__(self) -> "_Lines":
@@ -333,6 +346,7 @@ class _Lines:
                 self.number += count
                 self.skipped += count
                 start = self.start = run.end()
+            self.row_start = start
         if start >= len(data):
             raise StopIteration
         end = data.find(b"\n", start)
@@ -449,9 +463,13 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
 
 
 def _line_ends_mended(data: bytes) -> bytes:
-    if b"\r" in data and b"\n" not in data:
-        return data.replace(b"\r", b"\n")  # CR alone ends lines: Excel for Mac's "CSV (Macintosh)"
-    return data
+    """CR alone ends lines (Excel for Mac's "CSV (Macintosh)") where it ends the first: LF
+    is then the text's own, inside a quoted cell ("Hat<LF>wool"), which the file having
+    one had kept it from being mended, and the whole file told as row 1."""
+    cr = data.find(b"\r")  # found by memchr: a regex for either took 29 ms over 10 MB
+    if cr < 0 or data.startswith(b"\n", cr + 1) or data.find(b"\n", 0, cr) >= 0:
+        return data
+    return data.replace(b"\r", b"\n")
 
 
 def _header_line(lines: _Lines) -> tuple[str, int]:
@@ -493,6 +511,58 @@ def _delimiter(header: str) -> str:
         if required <= {cell.strip().lower() for cell in cells}:
             return delimiter
     return usual
+
+
+def _unreadable(error: str) -> str:
+    """A csv.Error in words a person can act on, not Python's."""
+    if error.startswith("field larger than field limit"):
+        return f"A cell is longer than {MAX_CELL_CHARACTERS:,} characters."
+    if error == "unexpected end of data":
+        # The reader only finds out at the file's end, which it named: the row was
+        # where the quote opened, maybe thousands of rows before.
+        return 'A quoted cell (one opening with ") is never closed: add its closing ".'
+    if error.endswith("expected after '\"'"):
+        return (
+            'A cell opens with a double quote and has more after its closing one ("Hat" large): '
+            'a double quote inside a cell must be doubled, and the whole cell quoted ("""Hat"" '
+            'large").'
+        )
+    if error.startswith("new-line character seen in unquoted field"):
+        return (
+            "A cell holds a line break (a carriage return, CR) but is not quoted: quote the "
+            "cell, or remove the line break."
+        )
+    return f"Not a readable CSV file: {error}."
+
+
+def _cell_at_fault(text: str, delimiter: str) -> int | None:
+    """The index of the cell where a row's text breaks the reader's rules (strict, spaces
+    after a separator skipped), or None: the reader's error does not say which."""
+    cell = place = 0
+    end = len(text)
+    while place < end:
+        while place < end and text[place] == " ":
+            place += 1
+        if place < end and text[place] == '"':
+            place += 1
+            while True:
+                close = text.find('"', place)
+                if close < 0:
+                    return cell  # never closed
+                place = close + (2 if text.startswith('""', close) else 1)
+                if place == close + 1:
+                    break
+            if place < end and text[place] not in (delimiter, "\r", "\n"):
+                return cell  # more after the closing quote
+        while place < end and text[place] not in (delimiter, "\r", "\n"):
+            place += 1
+        if place < end and text[place] == delimiter:
+            cell, place = cell + 1, place + 1
+            continue
+        if text.startswith("\r", place) and place + 1 < end and text[place + 1] != "\n":
+            return cell  # a CR alone inside the row
+        return None
+    return None
 
 
 def _blank(line: str) -> bool:

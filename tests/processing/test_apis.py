@@ -164,8 +164,10 @@ def test_a_body_past_djangos_limits_is_refused_in_the_api_shape_not_as_a_500(
             HEADER + '1,"Shoe"x,https://shop.example/a.jpg\n',
             {
                 "row": 2,
-                "column": None,
-                "message": "Not a readable CSV file: ',' expected after '\"'.",
+                "column": "Product Name",
+                "message": "A cell opens with a double quote and has more after its closing one "
+                '("Hat" large): a double quote inside a cell must be doubled, and the whole cell '
+                'quoted ("""Hat"" large").',
             },
             id="bad-quoting",
         ),

@@ -455,9 +455,11 @@ def test_only_unicode_white_space_is_an_empty_file() -> None:
     assert raised.value.problems == [CsvProblem(None, None, "The file is empty.")]
 
 
-@pytest.mark.parametrize(("opened_on", "header"), [(1, '"S. No.'), (3, "S. No.")])
+@pytest.mark.parametrize(
+    ("opened_on", "header", "column"), [(1, '"S. No.', None), (3, "S. No.", "Product Name")]
+)
 def test_a_quote_never_closed_is_told_at_the_row_it_opened_not_at_the_files_end(
-    opened_on: int, header: str
+    opened_on: int, header: str, column: str | None
 ) -> None:
     rows = [f"{n},Hat,http://a.example/{n}.jpg" for n in range(1, 41)]
     if opened_on == 3:
@@ -468,7 +470,7 @@ def test_a_quote_never_closed_is_told_at_the_row_it_opened_not_at_the_files_end(
     assert raised.value.problems == [
         CsvProblem(
             opened_on,
-            None,
+            column,
             'A quoted cell (one opening with ") is never closed: add its closing ".',
         )
     ]
@@ -606,3 +608,60 @@ def test_a_cell_quoted_after_a_space_is_read_as_quoted() -> None:
         ParsedProduct(2, 1, "Hat", ("http://a.example/1.jpg", "http://a.example/2.jpg")),
         ParsedProduct(3, 2, "Shoe, red", ("http://a.example/3.jpg",)),
     ]
+
+
+QUOTE_INSIDE = (
+    'A cell opens with a double quote and has more after its closing one ("Hat" large): a '
+    'double quote inside a cell must be doubled, and the whole cell quoted ("""Hat"" large").'
+)
+
+
+def test_an_unreadable_row_is_told_in_words_with_its_column_and_that_reading_stopped() -> None:
+    """Python's words (',' expected after '"') named no column, and the rows after it were
+    passed over without a word: the user mended one row to meet the next problem."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\n"
+        b"1,Hat,http://a.example/1.jpg\n"
+        b'2,"Shoe" red,http://a.example/2.jpg\n'
+        b"3,Glass,ftp://a.example/3.jpg\n"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(3, "Product Name", QUOTE_INSIDE),
+        CsvProblem(
+            None,
+            None,
+            "Reading stopped at row 3: the rows after it were not checked, and may have "
+            "problems of their own.",
+        ),
+    ]
+
+
+def test_a_line_break_alone_in_a_cell_not_quoted_is_told_in_words_with_its_column() -> None:
+    data = b"S. No.,Product Name,Input Image Urls\r\n1,Hat\rwool,http://a.example/1.jpg\r\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(
+            2,
+            "Product Name",
+            "A cell holds a line break (a carriage return, CR) but is not quoted: quote the "
+            "cell, or remove the line break.",
+        )
+    ]
+
+
+def test_lines_ended_by_cr_alone_are_read_so_with_a_line_feed_inside_a_quoted_cell() -> None:
+    """The line feed kept the file from being read as Excel for Mac's: the whole file was
+    refused as row 1, in Python's words."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\r"
+        b'1,"Hat\nwool",http://a.example/1.jpg\r'
+        b"2,,http://a.example/2.jpg\r"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
+    [hat] = parse_products(data.replace(b"2,,", b"2,Glass,"), CsvLimits())[:1]
+    assert (hat.row, hat.product_name) == (2, "Hat\nwool")
