@@ -22,6 +22,7 @@ from http.client import RemoteDisconnected
 from typing import Final
 from urllib.parse import quote, urljoin, urlsplit
 
+import idna
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
@@ -232,6 +233,24 @@ def check_url(url: str, policy: NetPolicy) -> None:
         raise NetError(NetReason.BLOCKED_ADDRESS, BLOCKED_MESSAGE)
 
 
+def ascii_host(host: str) -> str:
+    """host as DNS spells it: a Unicode name by UTS 46 and IDNA 2008 (straße.example is
+    xn--strae-oqa.example; Python's IDNA 2003 codec made it strasse.example, another
+    registrant's); an ASCII name as written. UnicodeError for a name that is not one."""
+    if not host.isascii():
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        host = ".".join(
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        )
+    labels = host.split(".")
+    if len(labels) > 1 and not labels[-1]:
+        labels.pop()  # the root's dot: "example.com."
+    if not all(0 < len(label) < 64 for label in labels):
+        raise UnicodeError("a label of the name is empty or longer than 63 characters")
+    return host
+
+
 def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header (seconds or an HTTP date) as seconds from now; None if absent."""
     if not value:
@@ -337,7 +356,7 @@ def _parse_target(url: str, policy: NetPolicy) -> _Target:
     if parts.username is not None or parts.password is not None:
         raise NetError(NetReason.INVALID_URL, "URLs with a user name or password are refused.")
     try:
-        host = host.encode("idna").decode("ascii")
+        host = ascii_host(host)
     except UnicodeError:
         raise NetError(NetReason.INVALID_URL, f"Host {host!r} is not a valid name.") from None
     if host.endswith(".") and literal_address(host) is not None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Final, TextIO
 from urllib.parse import urlsplit
 
+from net import ascii_host
+
 SERIAL_COLUMN: Final = "S. No."
 NAME_COLUMN: Final = "Product Name"
 URLS_COLUMN: Final = "Input Image Urls"
@@ -697,6 +699,15 @@ def url_problem(url: str) -> str | None:
         return f"'{shown}' is not a valid URL."
     if parts.scheme.lower() not in {"http", "https"} or not parts.hostname:
         return f"'{shown}' is not an absolute http(s) URL."
+    # url first: .hostname is parsed anew at each call, 50 ms over 200,000 URLs
+    if not url.isascii() and not parts.hostname.isascii():
+        try:
+            ascii_host(parts.hostname)  # as the fetch will, for it not to fail there
+        except UnicodeError:
+            return (
+                f"'{shown}' has a host name, '{parts.hostname}', that is not a valid "
+                "internationalised domain name (IDNA 2008)."
+            )
     if SEPARATED_URLS.search(url):
         return f"'{shown}' holds several URLs: separate them with commas."
     if space := WHITESPACE.search(url):

@@ -767,6 +767,28 @@ def test_a_get_on_a_kept_connection_the_server_closed_is_sent_again_on_a_new_one
     assert refused.value.reason == "connection_error"
 
 
+def test_a_unicode_host_name_is_looked_up_and_sent_as_idna_2008_spells_it(server: str) -> None:
+    """Python's IDNA 2003 codec made straße.example strasse.example: another name, which
+    another registrant may hold."""
+    port = int(server.rsplit(":", 1)[1])
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    body = fetch(f"http://straße.example:{port}/host", policy_for(server), resolver=resolver)
+    assert asked == ["xn--strae-oqa.example"]
+    assert body == f"xn--strae-oqa.example:{port}".encode()
+
+
+@pytest.mark.parametrize("url", ["http://☃.example/a.jpg", "http://bücher..example/a.jpg"])
+def test_a_unicode_host_name_idna_refuses_is_an_invalid_url(url: str) -> None:
+    error = reason_of(url, NetPolicy(), resolver=lambda host, port: ["93.184.215.14"])
+    assert error.reason == "invalid_url"
+    assert str(error).endswith("is not a valid name.")
+
+
 def test_a_checked_address_is_used_for_a_few_seconds_and_a_refusal_is_looked_up_again(
     server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -665,3 +665,21 @@ def test_lines_ended_by_cr_alone_are_read_so_with_a_line_feed_inside_a_quoted_ce
     assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
     [hat] = parse_products(data.replace(b"2,,", b"2,Glass,"), CsvLimits())[:1]
     assert (hat.row, hat.product_name) == (2, "Hat\nwool")
+
+
+def test_a_url_whose_unicode_host_name_idna_refuses_is_refused_at_upload() -> None:
+    data = (
+        "S. No.,Product Name,Input Image Urls\n"
+        "1,Hat,http://straße.example/1.jpg\n"
+        "2,Snowman,http://☃.example/2.jpg\n"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data.encode(), CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(
+            3,
+            "Input Image Urls",
+            "'http://☃.example/2.jpg' has a host name, '☃.example', that is not a valid "
+            "internationalised domain name (IDNA 2008).",
+        )
+    ]
