@@ -330,6 +330,9 @@ class _Lines:
         self.data = data
         self.start = start
         self.number = 0  # of the last line read, the skipped included
+        # The spreadsheet's row the last line read is in, where rows are told (at_row_start):
+        # a cell over several lines is one row, as the problems' rows are counted.
+        self.row = 0
         self.skipped = 0
         self.at_row_start = False
         self.row_start = start  # where the row being read starts, for a reader's error
@@ -348,7 +351,9 @@ class _Lines:
                 self.number += count
                 self.skipped += count
                 start = self.start = run.end()
+                self.row += count
             self.row_start = start
+            self.row += 1
         if start >= len(data):
             raise StopIteration
         end = data.find(b"\n", start)
@@ -358,7 +363,8 @@ class _Lines:
         try:
             return data[start:end].decode("utf-8")
         except UnicodeDecodeError as error:
-            raise CsvInvalid([_not_utf8(data, self.number, start + error.start)]) from None
+            row = self.row or self.number
+            raise CsvInvalid([_not_utf8(data, row, start + error.start)]) from None
 
 
 def _blank_run(delimiter: str) -> "re.Pattern[bytes]":

@@ -683,3 +683,18 @@ def test_a_url_whose_unicode_host_name_idna_refuses_is_refused_at_upload() -> No
             "internationalised domain name (IDNA 2008).",
         )
     ]
+
+
+def test_text_not_utf8_is_told_at_its_row_after_a_cell_over_several_lines() -> None:
+    """The line's number was told, two more than the row's after a three-line cell."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\r\n"
+        b'1,"Shoe\r\nline two\r\nline three",http://a.example/1.jpg\r\n'
+        b"\r\n,,\r\n"
+        b"2,Caf\xe9,http://a.example/2.jpg\r\n"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    [problem] = raised.value.problems
+    assert problem.row == 5
+    assert problem.message.startswith("The file is not UTF-8 text (byte 105)")
