@@ -717,8 +717,10 @@ def url_problem(url: str) -> str | None:
     if SEPARATED_URLS.search(url):
         return f"'{shown}' holds several URLs: separate them with commas."
     if space := WHITESPACE.search(url):
-        if space.group().isascii():
-            return f"'{shown}' contains white space."
+        if space.group() == " ":
+            # A file name with a space, as a shop's own server may serve it: a browser
+            # sends it as %20, which the URL must hold for the fetch to ask for that file.
+            return f"'{shown}' contains a space, at character {space.start() + 1}: write it as %20."
         # A no-break space pasted from a web page looks like a space, and the shop's own
         # copy of the URL looked right: told by its code and place, as invisible ones are.
         return (

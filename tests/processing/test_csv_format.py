@@ -328,7 +328,22 @@ def test_white_space_in_a_url_is_told_as_white_space_not_as_an_invisible_charact
     data = b'S. No.,Product Name,Input Image Urls\n1,Hat,"http://a.example/my\tphoto.jpg"\n'
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data, CsvLimits())
-    assert raised.value.problems[0].message.endswith("contains white space.")
+    assert raised.value.problems[0].message.endswith(
+        "contains white space, U+0009, at character 20."
+    )
+
+
+def test_a_space_in_a_url_is_told_with_its_place_and_how_to_write_it() -> None:
+    data = b"S. No.,Product Name,Input Image Urls\n1,Hat,http://a.example/red shoe.jpg\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(
+            2,
+            "Input Image Urls",
+            "'http://a.example/red shoe.jpg' contains a space, at character 21: write it as %20.",
+        )
+    ]
 
 
 def test_a_no_break_space_in_a_url_is_named_by_its_code_and_place() -> None:
