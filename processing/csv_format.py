@@ -164,8 +164,10 @@ def dialect_of(data: bytes) -> CsvDialect:
     bom = data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     data = _line_ends_mended(_utf8(data))  # UTF-16's mark is gone from it; UTF-8's skipped
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    declared, start = _declared_delimiter(data, start)
     header, _ = _header_line(_Lines(data, start))
-    return CsvDialect(delimiter=";" if _delimiter(header) == ";" else ",", bom=bom)
+    delimiter = declared or _delimiter(header)
+    return CsvDialect(delimiter=";" if delimiter == ";" else ",", bom=bom)
 
 
 def parse_products(data: bytes, limits: CsvLimits) -> list[ParsedProduct]:
@@ -196,10 +198,11 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         raise CsvInvalid([CsvProblem(row, None, f"The file has a NUL byte (byte {nul + 1}).")])
     data = _line_ends_mended(data)
     problems = _Problems(limits.max_problems)
-    lines = _Lines(data, bom)
+    declared, start = _declared_delimiter(data, bom)
+    lines = _Lines(data, start)
     header, header_row = _header_line(lines)
     lines.skipped = 0  # counted in header_row already
-    delimiter = _delimiter(header)
+    delimiter = declared or _delimiter(header)
     reader = _reader(itertools.chain([header], lines), delimiter)
     rows = blank_rows = 0
     read = header_row - 1  # the last row read whole
@@ -215,7 +218,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                 # The cause, alone: three "no column" lines would send the user hunting
                 # for a typo in a header that is not there.
                 raise CsvInvalid([CsvProblem(header_row, None, NO_HEADER)])
-            below = _header_row_below(data, bom, header_row, delimiter)
+            below = _header_row_below(data, start, header_row, delimiter)
             if below is not None:  # a title above the table, as report exports write
                 message = (
                     f"The header is on row {below}: delete the rows above it, so that "
@@ -497,6 +500,20 @@ def _header_line(lines: _Lines) -> tuple[str, int]:
     return header, max(lines.number, 1)
 
 
+# Excel's "sep=;" first line: the separator, declared. Excel hides the line, and its rows
+# are counted without it.
+SEPARATOR_LINE: Final = re.compile(rb"sep=([\t\x21\x23-\x7e])[ \t]*\r?(?:\n|$)", re.IGNORECASE)
+
+
+def _declared_delimiter(data: bytes, start: int) -> tuple[str | None, int]:
+    """The separator a first line "sep=X" declares, and where the lines after it start; None
+    and start where there is none (refused as a title above the header, it cost a row)."""
+    declared = SEPARATOR_LINE.match(data, start)
+    if declared is None:
+        return None, start
+    return declared.group(1).decode("ascii"), declared.end()
+
+
 def _delimiter(header: str) -> str:
     """The separator the header's cells are written with: the one of comma, tab and
     semicolon under which it names every column ("Gewicht (kg, netto)" in a header
@@ -582,10 +599,10 @@ def _blank(line: str) -> bool:
 HEADER_LOOKAHEAD: Final = 10
 
 
-def _header_row_below(data: bytes, bom: int, first: int, delimiter: str) -> int | None:
+def _header_row_below(data: bytes, start: int, first: int, delimiter: str) -> int | None:
     """The row, within HEADER_LOOKAHEAD below the first, that names every column; None if
     there is none, or the rows cannot be read."""
-    lines = itertools.islice(_Lines(data, bom), first + HEADER_LOOKAHEAD)
+    lines = itertools.islice(_Lines(data, start), first + HEADER_LOOKAHEAD)
     reader = _reader(lines, delimiter)
     required = {column.lower() for column in REQUIRED_COLUMNS}
     try:

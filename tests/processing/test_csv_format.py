@@ -713,3 +713,22 @@ def test_text_not_utf8_is_told_at_its_row_after_a_cell_over_several_lines() -> N
     [problem] = raised.value.problems
     assert problem.row == 5
     assert problem.message.startswith("The file is not UTF-8 text (byte 105)")
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_a_first_line_declaring_the_separator_is_read_as_such_and_not_counted(bom: bytes) -> None:
+    """Excel's "sep=;" line, which Excel hides: refused as a title above the header."""
+    data = (
+        bom + b"sep=;\r\n"
+        b"S. No.;Product Name;Input Image Urls;Gewicht (kg, netto)\r\n"
+        b"1;Hut;http://a.example/1.jpg,http://a.example/2.jpg;0,5\r\n"
+    )
+    [product] = parse_products(data, CsvLimits())
+    assert (product.row, product.image_urls) == (
+        2,  # as Excel shows it, the header on row 1
+        ("http://a.example/1.jpg", "http://a.example/2.jpg"),
+    )
+    assert validate_products(data, CsvLimits()).dialect.delimiter == ";"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data + b"2;;http://a.example/3.jpg;1\r\n", CsvLimits())
+    assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
