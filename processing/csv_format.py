@@ -438,6 +438,15 @@ def _rows(reader: Iterator[list[str]], lines: _Lines) -> Iterator[list[str]]:
 
 # The header's cells a missing column's name is compared with, for a near miss to name.
 HINTED_COLUMNS: Final = 1000
+# What shop platforms' product exports call a column of ours (Shopify's "Title" and "Image
+# Src", WooCommerce's "Name" and "Images"), by letters and digits: too far from ours for a
+# near miss, the user was told three times that no column was there, and not which to rename.
+EXPORT_NAMES: Final = {
+    "title": NAME_COLUMN,
+    "name": NAME_COLUMN,
+    "imagesrc": URLS_COLUMN,
+    "images": URLS_COLUMN,
+}
 
 
 def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict[str, int]:
@@ -459,10 +468,14 @@ def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict
         matches = [i for i, cell in enumerate(normalised) if cell == name]
         if not matches:
             near = difflib.get_close_matches(_letters(name), others, n=1, cutoff=0.75)
+            exported = [i for letters, i in others.items() if EXPORT_NAMES.get(letters) == column]
             hint = (
                 f" Column {others[near[0]] + 1}, '{header[others[near[0]]].strip()}', is close: "
                 f"name it '{column}'."
                 if near
+                else f" Column {exported[0] + 1}, '{header[exported[0]].strip()}', is what "
+                f"shop exports call it: name it '{column}'."
+                if exported
                 else ""
             )
             problems.add(row, column, f"The header has no '{column}' column.{hint}")

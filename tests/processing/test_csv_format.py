@@ -732,3 +732,21 @@ def test_a_first_line_declaring_the_separator_is_read_as_such_and_not_counted(bo
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data + b"2;;http://a.example/3.jpg;1\r\n", CsvLimits())
     assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
+
+
+def test_a_shop_exports_names_for_the_columns_are_named_with_the_name_to_give_them() -> None:
+    """Shopify's "Title" and "Image Src" are too far from ours for a near miss: three bare
+    "no column" lines, naming nothing to rename."""
+    data = (
+        b"Handle,Title,Body (HTML),Vendor,Image Src,Image Position\n"
+        b"red-shoe,Red shoe,<p>Nice</p>,Acme,http://a.example/1.jpg,1\n"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert [problem.message for problem in raised.value.problems] == [
+        "The header has no 'S. No.' column.",
+        "The header has no 'Product Name' column. Column 2, 'Title', is what shop exports call "
+        "it: name it 'Product Name'.",
+        "The header has no 'Input Image Urls' column. Column 5, 'Image Src', is what shop "
+        "exports call it: name it 'Input Image Urls'.",
+    ]
