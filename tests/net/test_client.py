@@ -631,6 +631,9 @@ def test_a_name_that_resolves_to_a_blocked_address_is_refused_without_connecting
         "127.0.0.1.",
         "2130706433.",
         "0x7f.1.",
+        # in full-width digits and ideographic dots, which UTS 46 maps to 127.0.0.1
+        "\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11",
+        "127\u30020\u30020\u30021",
     ],
 )
 def test_other_spellings_of_loopback_are_blocked(host: str) -> None:
