@@ -53,7 +53,10 @@ def post_worker_init(worker: object) -> None:
 
 
 # The lock that says a master serves with the control socket: held (by its open file) from
-# on_starting for as long as the master lives, and let go by the kernel however it ends.
+# on_starting for as long as the master lives, and let go by the kernel however it ends. The
+# file is left open across exec, so that a master re-executed by USR2 holds the same lock:
+# with it closed there, nobody held it once the old master stopped, and a second gunicorn
+# (or `make run`) on the folder started.
 _control_socket_held: list[int] = []
 
 
@@ -62,27 +65,82 @@ def on_starting(server: Any) -> None:
     binds its port: it took the socket over (gunicorn removes what is at the path), and
     removed it as it stopped, even one that failed to boot (its port in use, a worker that
     would not start), leaving the running server without one (`gunicornc`: "No such file").
-    A master re-executed by USR2 to upgrade (GUNICORN_PID set) takes it over, as meant."""
+    A master re-executed by USR2 to upgrade (GUNICORN_PID set) takes it over, as meant,
+    holding the lock it inherited."""
     cfg = server.cfg
-    if cfg.control_socket_disable or "GUNICORN_PID" in os.environ:
+    if cfg.control_socket_disable:
         return
     socket_path = Path(os.getcwd(), cfg.control_socket)
-    socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock_path = socket_path.with_name(socket_path.name + ".lock")
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+        socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        # The control server fails on such a folder too, and gunicorn serves on without
+        # it ("Control server error"); so does this check, saying so.
+        server.log.warning(
+            "No check for a second gunicorn on the control socket %s: its lock %s cannot "
+            "be opened (%s); a second one started on it would take the socket over.",
+            socket_path, lock_path, error.strerror or error,
+        )  # fmt: skip
+        return
+    inherited = _inherited_lock(descriptor) if "GUNICORN_PID" in os.environ else None
+    if inherited is not None:
         os.close(descriptor)
-        raise RuntimeError(
-            f"another gunicorn (master pid {holder}) is running with the control socket "
-            f"{socket_path}; this one stops, and leaves it be. Give this one a VAR_DIR of "
-            f"its own (or --control-socket), or stop the other first."
-        ) from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        descriptor = inherited
+    else:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            if "GUNICORN_PID" in os.environ:
+                # The old master's lock was not left open to this one (it ran before
+                # locks were): this one serves on, unchecked once the old one stops.
+                server.log.warning(
+                    "No check for a second gunicorn on the control socket %s: the master "
+                    "this one upgrades (pid %s) holds its lock %s and did not pass it on.",
+                    socket_path, holder, lock_path,
+                )  # fmt: skip
+                return
+            raise RuntimeError(
+                f"another gunicorn (master pid {holder}) is running with the control socket "
+                f"{socket_path}; this one stops, and leaves it be. Give this one a VAR_DIR of "
+                f"its own (or --control-socket), or stop the other first."
+            ) from None
+        except OSError as error:
+            os.close(descriptor)
+            server.log.warning(
+                "No check for a second gunicorn on the control socket %s: its lock %s "
+                "cannot be taken (%s).",
+                socket_path, lock_path, error.strerror or error,
+            )  # fmt: skip
+            return
+    os.set_inheritable(descriptor, True)
+    with contextlib.suppress(OSError):  # the pid only names the holder in messages
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
     _control_socket_held.append(descriptor)
+
+
+def _inherited_lock(opened: int) -> int | None:
+    """The descriptor of the lock file this master inherited from the one it upgrades
+    (the same file as opened, open before it), if any."""
+    lock = os.fstat(opened)
+    try:
+        descriptors = sorted(int(name) for name in os.listdir("/dev/fd"))
+    except OSError:
+        return None
+    for descriptor in descriptors:
+        if descriptor == opened:
+            continue
+        try:
+            found = os.fstat(descriptor)
+        except OSError:  # the listing's own, closed by now
+            continue
+        if (found.st_dev, found.st_ino) == (lock.st_dev, lock.st_ino):
+            return descriptor
+    return None
 
 
 def on_exit(server: Any) -> None:

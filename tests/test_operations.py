@@ -2,8 +2,10 @@
 schema and its Swagger UI (checked by schemathesis against the running service), and the
 read-only admin."""
 
+import contextlib
 import csv
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -563,6 +565,90 @@ def test_a_second_web_server_on_the_same_var_dir_stops_and_leaves_the_first_its_
     assert f"A service is already running on {embedded_service.env['VAR_DIR']}" in again.stderr
     assert "migrate" not in again.stdout
     assert metrics.is_dir()
+
+
+@pytest.mark.e2e
+def test_a_web_server_upgraded_by_usr2_keeps_the_second_server_check(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """The lock was closed as the upgraded master was executed, so once the old master
+    stopped nobody held it: a second gunicorn (or `make run`) on the folder started."""
+    lock_path = tmp_path / "gunicorn.ctl.lock"
+    with web_alone(embedded_service, tmp_path) as web:
+        old = web.processes["web"].pid
+        try:
+            # When the master is upgraded in place, as gunicorn's docs tell: USR2, then
+            # TERM to the old master once the new one serves
+            os.kill(old, signal.SIGUSR2)
+
+            def holder() -> int:
+                named = lock_path.read_text().strip()
+                return int(named) if named and named != str(old) else 0
+
+            new = wait_until(holder, timeout=30, what="the new master to name itself in the lock")
+            wait_until(
+                lambda: web.log("web").count("Booting worker") >= 2,
+                timeout=60,
+                what="the new master's worker",
+            )
+            os.kill(old, signal.SIGTERM)
+            web.processes["web"].wait(timeout=30)
+
+            # Then the new master holds the lock, named in it
+            with lock_path.open("rb") as lock, pytest.raises(BlockingIOError):
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert lock_path.read_text() == f"{new}\n"
+            # and serves, and a second web server on its control socket stops, naming it
+            assert get_json(f"{web.base_url}/api/requests/")[0] == 200
+            second = subprocess.run(
+                ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
+                cwd=Path(__file__).resolve().parent.parent,
+                env={**web.env, "PORT": str(free_port())},
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert second.returncode == 1, second.stdout + second.stderr
+            assert f"another gunicorn (master pid {new}) is running" in second.stderr
+        finally:
+            # The new master is in the old one's process group, which web.stop() leaves
+            # alone once the old one has gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old, signal.SIGTERM)
+            web.processes["web"].wait(timeout=30)
+            wait_until(lambda: not _group_alive(old), timeout=30, what="the masters to stop")
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.e2e
+def test_a_web_server_whose_control_socket_folder_takes_no_file_serves_and_says_so(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """A VAR_DIR the web server could not write in stopped it with on_starting's OSError
+    traceback: before the second-server check it served, without its control socket. Faked:
+    the folder under a file (a folder without write permission stops no test run as root)."""
+    # Given a control socket in a folder that cannot be made
+    (tmp_path / "a-file").write_bytes(b"")
+    socket_path = tmp_path / "a-file" / "var" / "gunicorn.ctl"
+
+    # When the web server starts, then it serves
+    with web_alone(
+        embedded_service, tmp_path, GUNICORN_CMD_ARGS=f"--control-socket {socket_path}"
+    ) as web:
+        assert get_json(f"{web.base_url}/api/requests/")[0] == 200
+        # saying that the second-server check is off, and why
+        [line] = [
+            line
+            for line in web.log("web").splitlines()
+            if f"No check for a second gunicorn on the control socket {socket_path}: "
+            f"its lock {socket_path}.lock cannot be opened (Not a directory)" in line
+        ]
+        assert "WARNING" in line
 
 
 def cli_env(service: Service) -> dict[str, str]:
