@@ -1,7 +1,7 @@
 """Django's CommonMiddleware, with a redirect that keeps the method; the probes answered
-whatever the Host header; HEAD answered without a body; answers about an account kept out
-of caches; every page under the site's content policy; a page asked for while the
-database is away, 503."""
+whatever the Host header; HEAD answered without a body, and a 304 without a length;
+answers about an account kept out of caches; every page under the site's content policy;
+a page asked for while the database is away, 503."""
 
 from collections.abc import Callable
 
@@ -40,6 +40,22 @@ class CommonKeepingMethodMiddleware(CommonMiddleware):
 
     def get_full_path_with_slash(self, request: HttpRequest) -> str:
         return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+
+
+class NotModifiedWithoutLengthMiddleware:
+    """A 304 without Content-Length: CommonMiddleware (and HeadWithoutBodyMiddleware for a
+    HEAD) gave it its empty body's, 0, where RFC 9110 (8.6) allows only the length of the
+    200 it stands for. gunicorn frames a 304 without one as an answer without a body, and
+    keeps the connection."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code == 304:
+            del response["Content-Length"]
+        return response
 
 
 class HeadWithoutBodyMiddleware:

@@ -121,6 +121,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.logs.AccessLogMiddleware",
+    # Answers pass middleware bottom up: this one sees a 304 after every other has added
+    # its length.
+    "config.middleware.NotModifiedWithoutLengthMiddleware",
     "config.middleware.HeadWithoutBodyMiddleware",
     "config.middleware.PrivateAnswersMiddleware",
     "config.middleware.PageHeadersMiddleware",

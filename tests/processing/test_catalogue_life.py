@@ -172,9 +172,15 @@ def test_a_status_poll_is_answered_304_until_anything_in_its_body_changes(
     etag = first["ETag"]
     assert etag.startswith('W/"')
 
-    # When it is asked again with its ETag, then 304, without a body, with the same tag
+    # When it is asked again with its ETag, then 304, without a body, with the same tag,
+    # and without a length: RFC 9110 allows only the 200's, and CommonMiddleware gave it 0
     unchanged = api.get(url, HTTP_IF_NONE_MATCH=etag)
     assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+    assert "Content-Length" not in unchanged
+    assert "Content-Length" in first
+    # as is a HEAD's (HeadWithoutBodyMiddleware gives a HEAD the length of its body)
+    headed = api.head(url, HTTP_IF_NONE_MATCH=etag)
+    assert (headed.status_code, "Content-Length" in headed) == (304, False)
 
     # When a batch finishes, then the same ETag gets the new body, and a new tag
     with django_capture_on_commit_callbacks(execute=False):  # the next batch left queued
@@ -206,9 +212,10 @@ def test_the_output_csv_is_answered_304_until_a_retry_writes_it_anew(
     etag = first["ETag"]
     assert b"".join(first.streaming_content).startswith(b"S. No.,")  # type: ignore[attr-defined]
 
-    # When it is downloaded again with its ETag, then 304, without a body
+    # When it is downloaded again with its ETag, then 304, without a body or a length
     unchanged = api.get(url, HTTP_IF_NONE_MATCH=etag)
     assert (unchanged.status_code, unchanged.content, unchanged["ETag"]) == (304, b"", etag)
+    assert "Content-Length" not in unchanged
 
     # When the source is fixed and the request retried to its end, then the new CSV
     downloads.answers[URLS[1]] = JPEG

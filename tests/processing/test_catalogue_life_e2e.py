@@ -4,6 +4,7 @@ mid-run, retry after the origin starts answering, re-run with other settings, th
 twice against an origin with ETags, and expiry with a retention of seconds."""
 
 import csv
+import http.client
 import io
 import threading
 import time
@@ -11,6 +12,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image, ImageStat
@@ -19,6 +21,7 @@ from tests.harness.origin import Origin, image_answer
 from tests.harness.redis import private_service
 from tests.harness.service import Service
 from tests.support import (
+    api_headers,
     api_request,
     encoded,
     get_json,
@@ -334,6 +337,48 @@ def test_the_same_csv_twice_downloads_and_encodes_nothing_the_second_time(
     assert encodes(production_service) == encoded_before + 1
     reused = [image["reused"] for image in images_of(production_service, third_id)]
     assert reused == [False] + [True] * 11
+
+
+def test_gunicorn_answers_304s_without_a_length_on_a_connection_kept_for_the_next_call(
+    production_service: Service, origin: Origin
+) -> None:
+    """The 304s carried Content-Length: 0 (CommonMiddleware's), where RFC 9110 allows
+    only the 200's."""
+    # Given a finished request, its status and output CSV each read once, with their tags
+    url = origin.add(f"/{uuid.uuid4().hex[:8]}/a.jpg", JPEG)
+    request_id = multipart_upload(production_service.base_url, one_per_product([url])).json()[
+        "request_id"
+    ]
+    assert wait_for_finish(production_service.base_url, request_id)["status"] == "completed"
+    paths = [f"/api/status/{request_id}/", f"/api/requests/{request_id}/output.csv"]
+    connection = http.client.HTTPConnection(
+        urlsplit(production_service.base_url).netloc, timeout=30
+    )
+    headers = api_headers(production_service.base_url + "/")
+    etags = {}
+    for path in paths:
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        answer.read()
+        assert (answer.status, int(answer.headers["Content-Length"]) > 0) == (200, True)
+        etags[path] = answer.headers["ETag"]
+    kept = connection.sock
+
+    # When each is asked again with its tag, as GET and HEAD, on the same connection
+    for path, method in [(path, method) for path in paths for method in ("GET", "HEAD")]:
+        connection.request(method, path, headers={**headers, "If-None-Match": etags[path]})
+        answer = connection.getresponse()
+
+        # Then each is 304, without a body or any length, and the connection is kept
+        assert (answer.status, answer.read()) == (304, b"")
+        assert "Content-Length" not in answer.headers
+        assert "Transfer-Encoding" not in answer.headers
+    connection.request("GET", paths[0], headers=headers)
+    answer = connection.getresponse()
+    assert (answer.status, answer.headers["ETag"]) == (200, etags[paths[0]])
+    assert answer.read()
+    assert connection.sock is kept
+    connection.close()
 
 
 def test_a_source_put_back_with_an_older_date_is_not_taken_for_the_copy_it_replaced(
