@@ -202,14 +202,24 @@ def sweep_exclusive() -> Iterator[str]:
     have stopped the sweep, the service's recovery, until it ran out). On SQLite, whose
     service is one host's, a lock on a file in VAR_DIR, let go as well by a process dying.
     (A pooler in transaction mode, PgBouncer's, cannot keep a session's lock: point the
-    workers past it.)"""
+    workers past it.) Within a transaction, the transaction's lock instead, let go as it
+    commits or rolls back, when others first see what the sweep changed: the session's
+    outlived a sweep that failed there, its unlock refused by the aborted transaction, and
+    every later sweep was skipped for as long as the connection lived."""
     if connection.vendor == "postgresql":
         key = _lock_key("sweep")
+        in_transaction = connection.in_atomic_block
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            if in_transaction:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+            else:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
             (taken,) = cursor.fetchone()
         if not taken:
             yield _advisory_holder(key)
+            return
+        if in_transaction:
+            yield ""
             return
         try:
             yield ""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 import net
@@ -276,3 +276,48 @@ def test_a_sweep_started_while_another_runs_is_skipped_and_says_whose_it_is(
     assert sent == [(queue.WEBHOOK_SEND, (str(request.pk),))]
     # and once that sweep has ended, the next one runs
     assert sweep.sweep_run().skipped_for == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_that_fails_within_a_transaction_lets_the_next_one_run() -> None:
+    """The session's advisory lock outlived a sweep that failed within a transaction: its
+    unlock ran in the aborted transaction, was refused, and every later sweep of any host
+    was skipped for as long as the connection lived."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's advisory lock (SQLite's file lock has no transaction)")
+
+    def other_sweep() -> list[str]:
+        """What a sweep on another connection, as another host's, finds."""
+        found: list[str] = []
+
+        def run() -> None:
+            try:
+                found.append(sweep.sweep_run().skipped_for)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(timeout=30)
+        return found
+
+    def failing_sweep() -> None:
+        with transaction.atomic(), sweep.sweep_exclusive() as holder:
+            assert holder == ""
+            [skipped_for] = other_sweep()
+            assert skipped_for.startswith("PostgreSQL session ")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+
+    # Given a sweep under way within a transaction, which others wait for, when it fails on
+    # a database error
+    with pytest.raises(DataError):
+        failing_sweep()
+
+    # Then its connection holds no lock, and the next sweep, elsewhere, runs
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        )
+        assert cursor.fetchone() == (0,)
+    assert other_sweep() == [""]
