@@ -54,7 +54,16 @@ WHITESPACE: Final = re.compile(r"\s")
 # A comma followed by white space, another comma, the cell's end or a scheme ("https:",
 # "ftp:"): one between URLs. Split at every comma, a URL of imgix or Cloudinary holding
 # one was refused as pieces ("'0' is not an absolute http(s) URL").
-URL_SEPARATOR: Final = re.compile(r",(?=\s|,|$|[A-Za-z][A-Za-z0-9+.-]*:)")
+URL_SEPARATOR: Final = re.compile(
+    r",(?=\s|,|$"
+    r"|[A-Za-z][A-Za-z0-9+.-]*:"  # a scheme: https:, ftp:, data:
+    r"|//|(?i:https?)/"  # a URL without its scheme's colon, or its scheme: //cdn.example
+    # a host name without a scheme (shop.example/b.jpg, www.shop.example): labels of
+    # letters, digits and hyphens, the last starting with a letter, then a path, a port,
+    # a query, the next comma or the end (Cloudinary's "h_200", "c_crop/x.jpg" and imgix's
+    # "200" are none)
+    r"|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z][A-Za-z0-9-]*(?:[/:?#,]|$))"
+)
 # Another URL after a space, a line break, a semicolon or a bar: URLs listed with the
 # wrong separator (a URL's own query may hold one after "=", which is not matched).
 SEPARATED_URLS: Final = re.compile(r"[\s;|]+https?://", re.IGNORECASE)
@@ -411,9 +420,9 @@ def neutralise(cell: str) -> str:
 
 
 def split_urls(cell: str) -> list[str]:
-    """The URLs of a cell: a comma separates two only where a new URL (a scheme) or white
-    space follows it; any other comma is its URL's own (imgix's "?rect=0,0,200,150",
-    Cloudinary's "/w_300,h_200/")."""
+    """The URLs of a cell: a comma separates two only where a new URL (with a scheme, or
+    a host name without one, refused then by name) or white space follows it; any other
+    comma is its URL's own (imgix's "?rect=0,0,200,150", Cloudinary's "/w_300,h_200/")."""
     if "," not in cell:
         return [cell.strip()] if cell.strip() else []
     return [item.strip() for item in URL_SEPARATOR.split(cell) if item.strip()]

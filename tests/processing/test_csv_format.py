@@ -573,8 +573,36 @@ def test_a_comma_not_followed_by_a_new_url_is_the_urls_own(url: str) -> None:
             ["http://a.example/1.jpg", "ftp://b.example/2.jpg"],
         ),
         ("http://a.example/1.jpg, b.jpg", ["http://a.example/1.jpg", "b.jpg"]),
+        # a second URL without its scheme, or with a typo in it, is split off and refused
+        # by name, not taken as the first one's own (fetched, it was a 404 on a path the
+        # shop never wrote)
+        (
+            "http://a.example/1.jpg,shop.example/2.jpg",
+            ["http://a.example/1.jpg", "shop.example/2.jpg"],
+        ),
+        ("http://a.example/1.jpg,www.shop.example", ["http://a.example/1.jpg", "www.shop.example"]),
+        (
+            "http://a.example/1.jpg,//cdn.example/2.jpg",
+            ["http://a.example/1.jpg", "//cdn.example/2.jpg"],
+        ),
+        (
+            "http://a.example/1.jpg,https//b.example/2.jpg",
+            ["http://a.example/1.jpg", "https//b.example/2.jpg"],
+        ),
+        ("http://a.example/1.jpg,2.jpg", ["http://a.example/1.jpg", "2.jpg"]),
     ],
-    ids=["space after", "empty item", "trailing", "another scheme", "white space-led junk"],
+    ids=[
+        "space after",
+        "empty item",
+        "trailing",
+        "another scheme",
+        "white space-led junk",
+        "host without scheme",
+        "www without path",
+        "scheme-relative",
+        "scheme without colon",
+        "file name",
+    ],
 )
 def test_a_comma_followed_by_a_scheme_white_space_or_nothing_separates_urls(
     cell: str, urls: list[str]
