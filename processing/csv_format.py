@@ -429,10 +429,11 @@ def split_urls(cell: str) -> list[str]:
 
 
 def _reader(lines: Iterable[str], delimiter: str) -> "Iterator[list[str]]":
-    """The CSV reader of a file's lines. Spaces after a separator are skipped, so that a
-    cell quoted after one (`1, Hat, "url1, url2"`) is read as quoted: it was read as its
-    quotes and pieces, and refused with advice to add the quotes it had."""
-    return csv.reader(lines, strict=True, delimiter=delimiter, skipinitialspace=True)
+    """The CSV reader of a file's lines. Spaces after a separator are kept: skipped, a cell
+    quoted after one (`1, Hat, "url1, url2"`) read as quoted, but one with a space after
+    its closing quote too (`1, "Hat" , url`, as hand-aligned files have) failed the whole
+    file as bad quoting. The row's check says where the space is instead (_row_checked)."""
+    return csv.reader(lines, strict=True, delimiter=delimiter)
 
 
 def _rows(reader: Iterator[list[str]], lines: _Lines) -> Iterator[list[str]]:
@@ -676,7 +677,12 @@ def _parse_row(
             row_number,
             None,
             f"The row has {len(cells)} cells where the header has {width}. A cell that "
-            'holds commas, such as a list of URLs, must be in double quotes: "url1,url2".',
+            'holds commas, such as a list of URLs, must be in double quotes: "url1,url2"'
+            + (
+                ", the quote right after the separator: here one has a space before it."
+                if any(extra[:1].isspace() and extra.lstrip()[:1] == '"' for extra in cells)
+                else "."
+            ),
         )
     serial_text = cell(SERIAL_COLUMN)
     serial = int(serial_text) if SERIAL_PATTERN.fullmatch(serial_text) else 0
