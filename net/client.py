@@ -10,6 +10,7 @@ to an address that passed the check.
 """
 
 import email.utils
+import functools
 import http.client
 import logging
 import re
@@ -238,17 +239,31 @@ def ascii_host(host: str) -> str:
     xn--strae-oqa.example; Python's IDNA 2003 codec made it strasse.example, another
     registrant's); an ASCII name as written. UnicodeError for a name that is not one."""
     if not host.isascii():
-        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
-        host = ".".join(
-            label if label.isascii() else idna.alabel(label).decode("ascii")
-            for label in mapped.split(".")
-        )
+        mapped = _unicode_host_mapped(host)
+        if mapped is None:
+            raise UnicodeError("not a name UTS 46 and IDNA 2008 can spell")
+        host = mapped
     labels = host.split(".")
     if len(labels) > 1 and not labels[-1]:
         labels.pop()  # the root's dot: "example.com."
     if not all(0 < len(label) < 64 for label in labels):
         raise UnicodeError("a label of the name is empty or longer than 63 characters")
     return host
+
+
+@functools.lru_cache(maxsize=1024)
+def _unicode_host_mapped(host: str) -> str | None:
+    """A Unicode name's ASCII spelling (ascii_host), or None where it has none. Kept for
+    the names seen last: the idna package is Python, 0.2 ms a name, and a CSV of 500,000
+    URLs on one Unicode host checked each (4.5 times the rest of the upload's reading)."""
+    try:
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        return ".".join(
+            label if label.isascii() else idna.alabel(label).decode("ascii")
+            for label in mapped.split(".")
+        )
+    except UnicodeError:  # idna's IDNAError among them
+        return None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
