@@ -714,6 +714,20 @@ def test_lines_ended_by_cr_alone_are_read_so_with_a_line_feed_inside_a_quoted_ce
     assert (hat.row, hat.product_name) == (2, "Hat\nwool")
 
 
+def test_lines_ended_by_cr_cr_lf_are_rows_told_at_their_own_numbers() -> None:
+    """Python's csv module writes CR CR LF on Windows to a file not opened with
+    newline="": taken for Excel for Mac's CR alone, each row was three lines, and the
+    problems' rows three times too high."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\r\r\n"
+        b"1,Hat,http://a.example/1.jpg\r\r\n"
+        b"2,,http://a.example/2.jpg\r\r\n"
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
+
+
 def test_a_url_whose_unicode_host_name_idna_refuses_is_refused_at_upload() -> None:
     data = (
         "S. No.,Product Name,Input Image Urls\n"
