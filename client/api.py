@@ -55,9 +55,10 @@ class ApiKey:
 
 def api_key_for(server: str, given: str | None, environ: dict[str, str], var_dir: Path) -> ApiKey:
     """The key to send: given (--api-key), else IMGSVC_API_KEY, else var/api_key for a
-    server on this machine."""
-    if given:
-        return ApiKey(given, "--api-key")
+    server on this machine; white space around any of them trimmed, as the service
+    trims it (a key pasted between quotes with a space)."""
+    if given and given.strip():
+        return ApiKey(given.strip(), "--api-key")
     if environ.get("IMGSVC_API_KEY"):
         return ApiKey(environ["IMGSVC_API_KEY"].strip(), "IMGSVC_API_KEY")
     key_file = var_dir / "api_key"

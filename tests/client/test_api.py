@@ -26,6 +26,16 @@ def test_the_option_comes_first_then_the_environment(var_dir: Path) -> None:
     )
 
 
+def test_white_space_around_the_option_s_key_is_trimmed_as_the_environment_s(
+    var_dir: Path,
+) -> None:
+    """The service trims it; refused here as a character no key has (exit 2), a key pasted
+    between quotes with a space stopped a script that worked the day before."""
+    assert api_key_for("http://127.0.0.1:8000", " Given.x\n", {}, var_dir) == ApiKey(
+        "Given.x", "--api-key"
+    )
+
+
 @pytest.mark.parametrize(
     "server", ["http://127.0.0.1:8000", "http://localhost:9000", "http://[::1]:8000"]
 )
