@@ -78,10 +78,9 @@ def on_starting(server: Any) -> None:
     except OSError as error:
         # The control server fails on such a folder too, and gunicorn serves on without
         # it ("Control server error"); so does this check, saying so.
-        server.log.warning(
-            "No check for a second gunicorn on the control socket %s: its lock %s cannot "
-            "be opened (%s); a second one started on it would take the socket over.",
-            socket_path, lock_path, error.strerror or error,
+        _unchecked(
+            server, socket_path, f"its lock {lock_path} cannot be opened "
+            f"({error.strerror or error}); a second one started on it would take the socket over",
         )  # fmt: skip
         return
     inherited = _inherited_lock(descriptor) if "GUNICORN_PID" in os.environ else None
@@ -97,10 +96,9 @@ def on_starting(server: Any) -> None:
             if "GUNICORN_PID" in os.environ:
                 # The old master's lock was not left open to this one (it ran before
                 # locks were): this one serves on, unchecked once the old one stops.
-                server.log.warning(
-                    "No check for a second gunicorn on the control socket %s: the master "
-                    "this one upgrades (pid %s) holds its lock %s and did not pass it on.",
-                    socket_path, holder, lock_path,
+                _unchecked(
+                    server, socket_path, f"the master this one upgrades (pid {holder}) "
+                    f"holds its lock {lock_path} and did not pass it on",
                 )  # fmt: skip
                 return
             raise RuntimeError(
@@ -110,10 +108,9 @@ def on_starting(server: Any) -> None:
             ) from None
         except OSError as error:
             os.close(descriptor)
-            server.log.warning(
-                "No check for a second gunicorn on the control socket %s: its lock %s "
-                "cannot be taken (%s).",
-                socket_path, lock_path, error.strerror or error,
+            _unchecked(
+                server, socket_path,
+                f"its lock {lock_path} cannot be taken ({error.strerror or error})",
             )  # fmt: skip
             return
     os.set_inheritable(descriptor, True)
@@ -141,6 +138,13 @@ def _inherited_lock(opened: int) -> int | None:
         if (found.st_dev, found.st_ino) == (lock.st_dev, lock.st_ino):
             return descriptor
     return None
+
+
+def _unchecked(server: Any, socket_path: Path, why: str) -> None:
+    """Say that this master serves without the check for a second one, and why."""
+    server.log.warning(
+        "No check for a second gunicorn on the control socket %s: %s.", socket_path, why
+    )
 
 
 def on_exit(server: Any) -> None:
