@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,16 @@ def on_starting(server: Any) -> None:
                 f"its lock {lock_path} cannot be taken ({error.strerror or error})",
             )  # fmt: skip
             return
+        if "GUNICORN_PID" not in os.environ and _answering(socket_path):
+            # A master of a release from before the lock serves on it, holding none: an
+            # upgrade's new web started beside the old took its socket, and removed it.
+            os.close(descriptor)
+            raise RuntimeError(
+                f"another gunicorn is running with the control socket {socket_path} (one "
+                f"that takes no lock: a release before this check); this one stops, and "
+                f"leaves it be. Give this one a VAR_DIR of its own (or --control-socket), "
+                f"or stop the other first."
+            )
     os.set_inheritable(descriptor, True)
     with contextlib.suppress(OSError):  # the pid only names the holder in messages
         os.ftruncate(descriptor, 0)
@@ -138,6 +149,18 @@ def _inherited_lock(opened: int) -> int | None:
         if (found.st_dev, found.st_ino) == (lock.st_dev, lock.st_ino):
             return descriptor
     return None
+
+
+def _answering(socket_path: Path) -> bool:
+    """Whether a server accepts connections on the Unix socket at socket_path (a file
+    left by a master that ended does not)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
 
 
 def _unchecked(server: Any, socket_path: Path, why: str) -> None:

@@ -651,6 +651,43 @@ def test_a_web_server_whose_control_socket_folder_takes_no_file_serves_and_says_
         assert "WARNING" in line
 
 
+@pytest.mark.e2e
+def test_a_web_server_beside_one_of_a_release_before_the_lock_leaves_it_its_socket(
+    embedded_service: Service, tmp_path: Path
+) -> None:
+    """An upgrade's new web server, started on the deployment's folder beside the old
+    release's, found no lock (the old one takes none), took its control socket and removed
+    it as it stopped. The old master is stood in for by a Unix socket that accepts
+    connections at the path, as its control server does: the old release's code is not
+    in this tree."""
+    socket_path = tmp_path / "gunicorn.ctl"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as old_master:
+        old_master.bind(str(socket_path))
+        old_master.listen()
+        first = socket_path.stat().st_ino
+
+        # When the web server is started on it
+        second = subprocess.run(
+            ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**embedded_service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1",
+                 "GUNICORN_CMD_ARGS": f"--control-socket {socket_path}"},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+        # Then it stops at once, saying why, and the old one keeps its socket
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"another gunicorn is running with the control socket {socket_path}" in (
+            second.stderr
+        )
+        assert socket_path.stat().st_ino == first
+    # and a socket file nobody answers on any more (its master ended) is taken, as before
+    with web_alone(
+        embedded_service, tmp_path, GUNICORN_CMD_ARGS=f"--control-socket {socket_path}"
+    ) as web:
+        assert get_json(f"{web.base_url}/api/requests/")[0] == 200
+
+
 def cli_env(service: Service) -> dict[str, str]:
     """The client's environment: the service's key, as a script would pass it."""
     return {**os.environ, "IMGSVC_API_KEY": service.api_key}
