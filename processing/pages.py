@@ -104,7 +104,9 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         request_id=found.pk, image_statuses=[ProductImage.Status.FAILED] if failed_only else None
     )
     paginator = Paginator(listed, PRODUCTS_PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    # "last", as the products API takes it: the last of a 250-page request was 249 clicks.
+    asked = request.GET.get("page")
+    page = paginator.get_page(paginator.num_pages if asked == "last" else asked)
     products = [
         {
             "product": product,

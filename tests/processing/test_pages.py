@@ -1299,6 +1299,31 @@ def test_a_big_requests_failed_images_are_listed_alone_a_page_at_a_time(
 
 
 @pytest.mark.django_db
+def test_a_big_requests_last_page_is_one_link_away(
+    member_client: Client, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only Previous and Next: the last of a 250-page request was 249 clicks, and
+    ?page=last (the products API's) showed the first."""
+    # Given a request of nine products, two a page
+    monkeypatch.setattr(pages, "PRODUCTS_PER_PAGE", 2)
+    request = stored_request(
+        account, "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 10))
+    )
+
+    # When its first page is shown, then the last is a link away
+    first = member_client.get(f"/requests/{request.pk}/").content.decode()
+    assert '<a href="?page=last">Last</a>' in first
+    assert ">First</a>" not in first
+
+    # and ?page=last shows the last page, with the first a link away
+    last = member_client.get(f"/requests/{request.pk}/?page=last").content.decode()
+    assert "Page 5 of 5" in last
+    assert re.findall(r'<span class="serial">\d+</span> (P\d)</h3>', last) == ["P9"]
+    assert '<a href="?page=1">First</a>' in last
+    assert ">Last</a>" not in last
+
+
+@pytest.mark.django_db
 def test_a_request_whose_every_image_failed_has_a_failed_bar_read_out_in_words(
     member_client: Client, account: Account
 ) -> None:
