@@ -507,10 +507,7 @@ def test_gunicornc_reaches_the_web_server_through_the_deployments_own_folder(
     shares: the last one started took it over, and a command meant for one service reached
     another."""
     socket_path = Path(embedded_service.env["VAR_DIR"]) / "gunicorn.ctl"
-    shown = subprocess.run(
-        [str(BIN / "gunicornc"), "-s", str(socket_path), "-c", "show workers", "-j"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+    shown = workers_shown(socket_path)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
 
@@ -527,12 +524,7 @@ def test_a_second_web_server_on_the_same_var_dir_stops_and_leaves_the_first_its_
     # When a second web server is started on the same folder, on the same port (in use)
     # and on a port of its own
     for port in (embedded_service.env["PORT"], str(free_port())):
-        second = subprocess.run(
-            ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
-            cwd=Path(__file__).resolve().parent.parent,
-            env={**embedded_service.env, "PORT": port, "WEB_CONCURRENCY": "1"},
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        second = web_run_once({**embedded_service.env, "PORT": port, "WEB_CONCURRENCY": "1"})
 
         # Then it stops at once, saying why
         assert second.returncode == 1, second.stdout + second.stderr
@@ -540,10 +532,7 @@ def test_a_second_web_server_on_the_same_var_dir_stops_and_leaves_the_first_its_
         assert f"is running with the control socket {socket_path}" in second.stderr
         # and the first keeps its socket, which still reaches it
         assert socket_path.stat().st_ino == first
-        shown = subprocess.run(
-            [str(BIN / "gunicornc"), "-s", str(socket_path), "-c", "show workers", "-j"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+        shown = workers_shown(socket_path)
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert json.loads(shown.stdout)["count"] == int(embedded_service.env["WEB_CONCURRENCY"])
 
@@ -600,12 +589,7 @@ def test_a_web_server_upgraded_by_usr2_keeps_the_second_server_check(
             assert lock_path.read_text() == f"{new}\n"
             # and serves, and a second web server on its control socket stops, naming it
             assert get_json(f"{web.base_url}/api/requests/")[0] == 200
-            second = subprocess.run(
-                ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
-                cwd=Path(__file__).resolve().parent.parent,
-                env={**web.env, "PORT": str(free_port())},
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
+            second = web_run_once({**web.env, "PORT": str(free_port())})
             assert second.returncode == 1, second.stdout + second.stderr
             assert f"another gunicorn (master pid {new}) is running" in second.stderr
         finally:
@@ -667,13 +651,14 @@ def test_a_web_server_beside_one_of_a_release_before_the_lock_leaves_it_its_sock
         first = socket_path.stat().st_ino
 
         # When the web server is started on it
-        second = subprocess.run(
-            ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
-            cwd=Path(__file__).resolve().parent.parent,
-            env={**embedded_service.env, "PORT": str(free_port()), "WEB_CONCURRENCY": "1",
-                 "GUNICORN_CMD_ARGS": f"--control-socket {socket_path}"},
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        second = web_run_once(
+            {
+                **embedded_service.env,
+                "PORT": str(free_port()),
+                "WEB_CONCURRENCY": "1",
+                "GUNICORN_CMD_ARGS": f"--control-socket {socket_path}",
+            }
+        )
 
         # Then it stops at once, saying why, and the old one keeps its socket
         assert second.returncode == 1, second.stdout + second.stderr
@@ -686,6 +671,24 @@ def test_a_web_server_beside_one_of_a_release_before_the_lock_leaves_it_its_sock
         embedded_service, tmp_path, GUNICORN_CMD_ARGS=f"--control-socket {socket_path}"
     ) as web:
         assert get_json(f"{web.base_url}/api/requests/")[0] == 200
+
+
+def web_run_once(env: dict[str, str]) -> "subprocess.CompletedProcess[str]":
+    """The Procfile's web server started with env, run until it ends (a second one on a
+    folder whose server runs stops at its start)."""
+    return subprocess.run(
+        ["/bin/sh", "-c", f"exec {procfile_commands()['web']}"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def workers_shown(socket_path: Path) -> "subprocess.CompletedProcess[str]":
+    """gunicornc's `show workers` through the control socket at socket_path, as JSON."""
+    return subprocess.run(
+        [str(BIN / "gunicornc"), "-s", str(socket_path), "-c", "show workers", "-j"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
 
 
 def cli_env(service: Service) -> dict[str, str]:
