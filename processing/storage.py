@@ -18,6 +18,7 @@ import errno
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from typing import IO, Any
 
 from django.core.files.storage import FileSystemStorage
@@ -36,13 +37,9 @@ class OutputStorage(FileSystemStorage):
 
     def _save(self, name: str, content: Any) -> str:
         partial = _partial_name(name)
-        try:
+        with _removed_if_unfinished(self.path(partial)):
             written: str = super()._save(partial, content)  # type: ignore[misc]  # not in the stubs
             os.replace(self.path(written), self.path(name))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(partial))
-            raise
         return name
 
     def link(self, existing: str, name: str) -> None:
@@ -57,13 +54,9 @@ class OutputStorage(FileSystemStorage):
             if error.errno not in _NO_LINK:
                 raise
             partial = self.path(_partial_name(name))
-            try:
+            with _removed_if_unfinished(partial):
                 shutil.copyfile(source, partial)
                 os.replace(partial, target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(partial)
-                raise
 
     def _name_free(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -74,3 +67,14 @@ def _partial_name(name: str) -> str:
     """A name beside `name` for its bytes while they are written: random, so that two
     writers of one name (a task delivered twice) never write into one file."""
     return f"{name}.{secrets.token_hex(8)}.partial"
+
+
+@contextlib.contextmanager
+def _removed_if_unfinished(path: str) -> Iterator[None]:
+    """The partial file at path removed if what writes it and renames it into place fails."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
