@@ -63,7 +63,6 @@ def _cause(error: Exception) -> str:
     '/srv/…/output-<token>.csv'"); "[Errno 28] No space left on device" said nothing of
     what to do either."""
     if storage_no_room(error):
-        assert isinstance(error, OSError)
         return f"storage full ({error.strerror}). Retry the request once there is room."
     if isinstance(error, OSError) and error.strerror:
         said = f"the storage refused the file ({error.strerror})"

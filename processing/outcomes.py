@@ -4,7 +4,7 @@ its reason and whether to try again. results.images_record writes them."""
 import errno
 import logging
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 from django.conf import settings
 
@@ -44,7 +44,7 @@ class ImageFailure:
 NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
-def storage_no_room(error: BaseException) -> bool:
+def storage_no_room(error: BaseException) -> TypeGuard[OSError]:
     return isinstance(error, OSError) and error.errno in NO_ROOM
 
 
@@ -52,7 +52,6 @@ def storage_failure(error: BaseException) -> ImageFailure:
     """An output the storage refused: tried again, as the storage may have room, or be back,
     by then."""
     if storage_no_room(error):
-        assert isinstance(error, OSError)
         message = f"Storage full: the output could not be saved on our side ({error.strerror})."
         return ImageFailure(ReasonCode.STORAGE_FULL, message, transient=True)
     return ImageFailure(ReasonCode.STORAGE_ERROR, "The output could not be stored.", transient=True)

@@ -255,14 +255,16 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor, cancels: "_Canc
                 reuse.output_forget(output=item.known.output)
                 message = "The earlier output to re-use is gone from storage; made anew next time."
                 item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
-            elif storage_no_room(error):
-                # One line, not a traceback an image: a full disk fails every image at once.
-                logger.error(
-                    "image %s: the storage has no room for the output: %s", item.image.pk, error
-                )
-                item.failure = storage_failure(error)
             else:
-                logger.exception("image %s: the output could not be stored", item.image.pk)
+                if storage_no_room(error):
+                    # One line, not a traceback an image: a full disk fails every image.
+                    logger.error(
+                        "image %s: the storage has no room for the output: %s",
+                        item.image.pk,
+                        error,
+                    )
+                else:
+                    logger.exception("image %s: the output could not be stored", item.image.pk)
                 item.failure = storage_failure(error)
 
 
