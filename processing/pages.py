@@ -91,11 +91,9 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
 
 @account_page("GET")
 def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
-    found = selectors.request_get(account=account, request_id=request_id)
-    if found is None:
-        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
-    if found.expired_at is not None:
-        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    found = _request_or_page(request, account, request_id)
+    if isinstance(found, HttpResponse):
+        return found
     retry_count = found.failed_images + found.cancelled_images
     # ?status=failed: the products with a failed image alone, as the products API filters
     # them (a big request's few failures were somewhere on its hundred pages).
@@ -128,6 +126,8 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "page": page,
         "products": products,
         "failed_only": failed_only,
+        # kept from page to page, as the list of requests keeps its own
+        "filter_query": "status=failed&" if failed_only else "",
         "percent": _percent_done(found),
         "counts_words": counts_words(found),
         "all_failed": _all_failed(found),
@@ -156,11 +156,9 @@ def request_output_csv(
     """The output CSV, as a download; a page where there is none. The page linked to the
     API's with `download`: once the request had been deleted (from another tab, or by the
     retention) its 410 failed the download without a word, the person's page unchanged."""
-    found = selectors.request_get(account=account, request_id=request_id)
-    if found is None:
-        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
-    if found.expired_at is not None:
-        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    found = _request_or_page(request, account, request_id)
+    if isinstance(found, HttpResponse):
+        return found
     if selectors.output_csv_url(found) is None:
         messages.info(request, "The request has no output CSV: it is not finished, or failed.")
         return redirect("request-page", request_id=found.pk)
@@ -168,7 +166,7 @@ def request_output_csv(
         opened = finalize.output_csv_open(request=found)
     except finalize.OutputCsvGone:  # deleted a moment ago
         found.refresh_from_db()
-        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+        return _gone(request, found)
     return FileResponse(
         opened,
         as_attachment=True,
@@ -181,11 +179,9 @@ def request_output_csv(
 def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
     """GET asks to confirm; the POST deletes the finished request's results (the API's
     DELETE), then shows the list of requests, saying so."""
-    found = selectors.request_get(account=account, request_id=request_id)
-    if found is None:
-        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
-    if found.expired_at is not None:
-        return render(request, "processing/expired.html", {"request_row": found}, status=410)
+    found = _request_or_page(request, account, request_id)
+    if isinstance(found, HttpResponse):
+        return found
     if request.method != "POST":
         if found.is_finished:
             return render(request, "processing/request_delete.html", {"request_row": found})
@@ -202,6 +198,23 @@ def request_delete(request: HttpRequest, account: Account, request_id: uuid.UUID
         "and its links no longer work.",
     )
     return redirect("home")
+
+
+def _request_or_page(
+    request: HttpRequest, account: Account, request_id: uuid.UUID
+) -> ProcessingRequest | HttpResponse:
+    """The account's request, or the page saying it has none such (404) or that it was
+    deleted, and when (410)."""
+    found = selectors.request_get(account=account, request_id=request_id)
+    if found is None:
+        return render(request, "processing/not_found.html", {"request_id": request_id}, status=404)
+    if found.expired_at is not None:
+        return _gone(request, found)
+    return found
+
+
+def _gone(request: HttpRequest, found: ProcessingRequest) -> HttpResponse:
+    return render(request, "processing/expired.html", {"request_row": found}, status=410)
 
 
 def _not_deletable_yet(request: HttpRequest, found: ProcessingRequest) -> HttpResponse:
