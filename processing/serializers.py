@@ -60,6 +60,11 @@ class BytesSerializer(serializers.Serializer[Any]):
     output = serializers.IntegerField()
 
 
+# The output_format setting's choices, named in the schema as OutputFormatEnum
+# (settings.SPECTACULAR_SETTINGS), whichever serializers hold them.
+OUTPUT_FORMAT_SETTINGS: list[str] = [asked.value for asked in OutputFormat]
+
+
 class RequestSettingsStateSerializer(serializers.Serializer[Any]):
     quality = serializers.IntegerField(
         help_text="The encoder's quality in fixed mode; the fallback in perceptual mode."
@@ -71,7 +76,7 @@ class RequestSettingsStateSerializer(serializers.Serializer[Any]):
     target_score = serializers.FloatField(
         allow_null=True, help_text="The SSIMULACRA2 score the target stands for."
     )
-    output_format = serializers.ChoiceField(choices=[asked.value for asked in OutputFormat])
+    output_format = serializers.ChoiceField(choices=OUTPUT_FORMAT_SETTINGS)
     metadata = serializers.ChoiceField(choices=[mode.value for mode in MetadataMode])
     score = serializers.BooleanField(
         help_text="Whether every output is scored (perceptual ones always are)."
@@ -93,8 +98,6 @@ IMAGE_STATUSES: list[str] = ProductImage.Status.values
 # An image's output format as the products API gives it: its file's, in capitals (empty
 # where there is no output).
 IMAGE_OUTPUT_FORMATS: list[str] = list(EXTENSIONS)
-# The output_format setting's choices.
-OUTPUT_FORMAT_SETTINGS: list[str] = [asked.value for asked in OutputFormat]
 
 
 class RequestStateSerializer(serializers.Serializer[Any]):
@@ -282,7 +285,7 @@ class RequestSettingsSerializer(StrictSerializer):
     )
     output_format = NamedChoiceField(
         required=False,
-        choices=[asked.value for asked in OutputFormat],
+        choices=OUTPUT_FORMAT_SETTINGS,
         help_text="same (default): JPEG, WebP and AVIF stay so, others become JPEG, or WebP "
         "where transparent; a PNG, GIF or BMP whose output would be larger is kept, a TIFF "
         "made PNG. jpeg, webp or avif: "
