@@ -50,6 +50,10 @@ class Account(models.Model):
             return [*current, self.previous_webhook_secret]
         return current
 
+    def previous_secret_until(self, now: datetime) -> datetime | None:
+        """Until when the previous secret signs too; None where it no longer does."""
+        return self.previous_secret_expires_at if self.signing_secrets(now)[1:] else None
+
 
 class ApiKeyManager(APIKeyManager):
     def get_usable_keys(self) -> models.QuerySet["ApiKey"]:

@@ -182,9 +182,7 @@ def account_page_render(
         "keys_limit": services.ACTIVE_KEYS_LIMIT,
         "label_length": services.KEY_LABEL_LENGTH,
         "form_token": secrets.token_urlsafe(16),
-        "previous_secret_until": account.previous_secret_expires_at
-        if account.signing_secrets(timezone.now())[1:]
-        else None,
+        "previous_secret_until": account.previous_secret_until(timezone.now()),
         **(extra or {}),
     }
     return render(request, "accounts/account.html", context, status=status)

@@ -58,8 +58,8 @@ class Command(BaseCommand):
         """Refused while the previous secret still signs, as the account page warns: a
         second rotation then ends, at once, the secret receivers still hold (the first
         rotation's, never given to them, became the previous one)."""
-        expires = account.previous_secret_expires_at
-        if account.signing_secrets(timezone.now())[1:] and expires is not None and not force:
+        expires = account.previous_secret_until(timezone.now())
+        if expires is not None and not force:
             raise CommandError(
                 f"The secret of {account.name} was rotated already: its previous secret signs "
                 f"too until {expires:%Y-%m-%d %H:%M:%S} UTC, and receivers may still hold it. "
