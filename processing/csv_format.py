@@ -432,7 +432,7 @@ def _reader(lines: Iterable[str], delimiter: str) -> "Iterator[list[str]]":
     """The CSV reader of a file's lines. Spaces after a separator are kept: skipped, a cell
     quoted after one (`1, Hat, "url1, url2"`) read as quoted, but one with a space after
     its closing quote too (`1, "Hat" , url`, as hand-aligned files have) failed the whole
-    file as bad quoting. The row's check says where the space is instead (_row_checked)."""
+    file as bad quoting. The row's check says where the space is instead (_parse_row)."""
     return csv.reader(lines, strict=True, delimiter=delimiter)
 
 
@@ -592,13 +592,11 @@ def _unreadable(error: str) -> str:
 
 
 def _cell_at_fault(text: str, delimiter: str) -> int | None:
-    """The index of the cell where a row's text breaks the reader's rules (strict, spaces
-    after a separator skipped), or None: the reader's error does not say which."""
+    """The index of the cell where a row's text breaks the reader's rules (strict), or
+    None: the reader's error does not say which."""
     cell = place = 0
     end = len(text)
     while place < end:
-        while place < end and text[place] == " ":
-            place += 1
         if place < end and text[place] == '"':
             place += 1
             while True:

@@ -685,6 +685,19 @@ def test_an_unreadable_row_is_told_in_words_with_its_column_and_that_reading_sto
     ]
 
 
+def test_an_unreadable_row_names_the_cell_the_reader_broke_at_past_a_space_and_quote() -> None:
+    """The column was looked for with spaces after a separator skipped, as the reader no
+    longer does: ' "Hat' was taken for a quoted cell, and the quote never closed in Note
+    was told in Product Name."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls,Note\n"
+        b'1, "Hat,x"y,"never closed\n'
+    )
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    assert raised.value.problems[0].column == "Note"
+
+
 def test_a_line_break_alone_in_a_cell_not_quoted_is_told_in_words_with_its_column() -> None:
     data = b"S. No.,Product Name,Input Image Urls\r\n1,Hat\rwool,http://a.example/1.jpg\r\n"
     with pytest.raises(CsvInvalid) as raised:
