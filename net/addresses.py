@@ -117,11 +117,7 @@ def checked_address(
 
 def literal_address(host: str) -> IPAddress | None:
     """The address host names when it is an address itself, in any spelling the system
-    resolver accepts (2130706433, 0x7f.1 and 127.1 are 127.0.0.1), with or without the
-    trailing dot of a fully qualified name (10.0.0.7. is 10.0.0.7, as browsers read it,
-    though the resolver finds no such name); None for a name."""
-    if host.endswith(".") and not host.endswith(".."):
-        host = host[:-1]
+    resolver accepts (2130706433, 0x7f.1 and 127.1 are 127.0.0.1); None for a name."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -374,9 +374,10 @@ def _parse_target(url: str, policy: NetPolicy) -> _Target:
         host = ascii_host(host)
     except UnicodeError:
         raise NetError(NetReason.INVALID_URL, f"Host {host!r} is not a valid name.") from None
-    if host.endswith(".") and literal_address(host) is not None:
+    if host.endswith(".") and literal_address(host[:-1]) is not None:
         # An address with a fully qualified name's dot (10.0.0.7.): the address itself,
-        # checked and connected to as one, not a name that fails to resolve every time.
+        # as browsers read it, checked and connected to as one, not a name that fails to
+        # resolve every time.
         host = host[:-1]
     default_port = 443 if scheme == "https" else 80
     port = default_port if port is None else port  # not `or`: port 0 is not port 80
