@@ -101,7 +101,7 @@ CREATING_RETRIES = Retries(
     backoff_factor=0.5,
     other=0,
     allowed_methods=None,
-    status_forcelist=(502, 503, 504),
+    status_forcelist=GATEWAY_STATUSES,
     raise_on_status=False,
     # Not a 413 or 429 with Retry-After, which urllib3 would otherwise wait out and send
     # again (up to hours for a rate per day): those are printed at once.

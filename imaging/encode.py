@@ -84,7 +84,7 @@ EXTENSIONS: Final = {
 # Sources whose own file stands for an output that would be larger, in `same`: a drawing,
 # a size chart or a logo is often smaller in them than in any JPEG or WebP of it. Not a
 # TIFF, which browsers but Safari do not show: its pixels are made a PNG instead.
-LOSSLESS_KEPT: Final = frozenset({"PNG", "GIF", "BMP"})
+LOSSLESS_KEPT: Final[dict[str, "OutputName"]] = {"PNG": "PNG", "GIF": "GIF", "BMP": "BMP"}
 # The service's defaults (config/settings.py reads IMAGE_MAX_DECODE_BYTES and
 # IMAGE_MAX_JPEG_SCANS): a 50 MP RGBA image fits the budget as JPEG, a 24 MP photo as WebP
 # or AVIF, at the most their encoders may take; no camera writes 100 scans.
@@ -355,9 +355,11 @@ def compress(
         lossless = _png_of(image, icc_profile)
         if lossless is not None and len(lossless) < len(encoded):
             encoded, name, flattened, made_png = lossless, "PNG", False, True
+    # The source's own pixels: they score 100 against themselves, and meet any target.
+    own_pixels = kept_original or made_png
     return CompressedImage(
         data=encoded,
-        format=_LOSSLESS_NAMES[source_format] if lossless_kept and kept_original else name,
+        format=LOSSLESS_KEPT[source_format] if lossless_kept and kept_original else name,
         width=width,
         height=height,
         source_format=source_format,
@@ -365,12 +367,9 @@ def compress(
         quality=chosen.quality,
         kept_original=kept_original,
         flattened=flattened and not kept_original,
-        # The source's own pixels score 100 against themselves, and meet any target.
-        score=100.0 if (kept_original or made_png) and chosen.score is not None else chosen.score,
+        score=100.0 if own_pixels and chosen.score is not None else chosen.score,
         tries=chosen.tries,
-        target_met=True
-        if (kept_original or made_png) and chosen.target_met is not None
-        else chosen.target_met,
+        target_met=True if own_pixels and chosen.target_met is not None else chosen.target_met,
         note=note,
     )
 
@@ -577,11 +576,6 @@ _ASKED_NAMES: Final[dict[OutputFormat, OutputName]] = {
     OutputFormat.AVIF: "AVIF",
 }
 _FORMAT_NAMES: Final = {"JPEG": "JPEG", "WEBP": "WebP", "AVIF": "AVIF"}
-_LOSSLESS_NAMES: Final[dict[str, OutputName]] = {
-    "PNG": "PNG",
-    "GIF": "GIF",
-    "BMP": "BMP",
-}
 
 
 def _output_name(

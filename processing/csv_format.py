@@ -18,6 +18,8 @@ NAME_COLUMN: Final = "Product Name"
 URLS_COLUMN: Final = "Input Image Urls"
 OUTPUT_URLS_COLUMN: Final = "Output Image Urls"
 REQUIRED_COLUMNS: Final = (SERIAL_COLUMN, NAME_COLUMN, URLS_COLUMN)
+# As a header cell is compared with them: stripped and lowered.
+REQUIRED_LOWERED: Final = frozenset(column.lower() for column in REQUIRED_COLUMNS)
 OUTPUT_HEADER: Final = (*REQUIRED_COLUMNS, OUTPUT_URLS_COLUMN)
 
 MAX_URL_LENGTH: Final = 2048
@@ -461,7 +463,7 @@ EXPORT_NAMES: Final = {
 
 def _column_indexes(header: list[str], problems: _Problems, *, row: int) -> dict[str, int]:
     normalised = [cell.strip().lower() for cell in header]
-    required = {column.lower() for column in REQUIRED_COLUMNS}
+    required = REQUIRED_LOWERED
     # Cells that are none of ours, by their letters and digits alone: "S.No" and "Input
     # Image URL" are near misses, told as such, where a spreadsheet's extra columns are not.
     others = {
@@ -558,7 +560,7 @@ def _delimiter(header: str) -> str:
     lowered = header.lower()
     if not all(column.lower() in lowered for column in REQUIRED_COLUMNS):
         return usual  # no separator can make it name them
-    required = {column.lower() for column in REQUIRED_COLUMNS}
+    required = REQUIRED_LOWERED
     for delimiter in candidates:
         try:
             cells = next(_reader([header], delimiter), [])
@@ -633,7 +635,7 @@ def _header_row_below(data: bytes, start: int, first: int, delimiter: str) -> in
     there is none, or the rows cannot be read."""
     lines = itertools.islice(_Lines(data, start), first + HEADER_LOOKAHEAD)
     reader = _reader(lines, delimiter)
-    required = {column.lower() for column in REQUIRED_COLUMNS}
+    required = REQUIRED_LOWERED
     try:
         for row_number, cells in enumerate(reader, start=1):
             if row_number > first and required <= {cell.strip().lower() for cell in cells}:
