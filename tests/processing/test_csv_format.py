@@ -689,10 +689,7 @@ def test_an_unreadable_row_names_the_cell_the_reader_broke_at_past_a_space_and_q
     """The column was looked for with spaces after a separator skipped, as the reader no
     longer does: ' "Hat' was taken for a quoted cell, and the quote never closed in Note
     was told in Product Name."""
-    data = (
-        b"S. No.,Product Name,Input Image Urls,Note\n"
-        b'1, "Hat,x"y,"never closed\n'
-    )
+    data = b'S. No.,Product Name,Input Image Urls,Note\n1, "Hat,x"y,"never closed\n'
     with pytest.raises(CsvInvalid) as raised:
         parse_products(data, CsvLimits())
     assert raised.value.problems[0].column == "Note"
