@@ -58,13 +58,21 @@ def cancel_on_connection_loss_warning_silenced(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def storage_writable(**_: Any) -> None:
+def storage_writable(sender: Any = None, **_: Any) -> None:
     """Stop the worker at its start if it cannot write the output storage: started, it
     took every batch its queues gave it and failed each image with storage_error (a
-    STORAGE_DIR it cannot write, a bucket it may not put in), while it looked healthy."""
+    STORAGE_DIR it cannot write, a bucket it may not put in), while it looked healthy.
+
+    A worker of webhooks alone starts whatever the storage: stopped by a full disk, it
+    left the webhooks of requests already finished unsent until there was room again."""
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
+    from processing.queue import STORAGE_FREE_QUEUES
+
+    queues = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
+    if queues and queues <= STORAGE_FREE_QUEUES:
+        return
     probe = f"probes/worker-{socket.gethostname()}-{os.getpid()}"
     try:
         default_storage.delete(default_storage.save(probe, ContentFile(b"probe")))

@@ -36,6 +36,8 @@ RESULTS_DELETE: Final = "processing.results_delete"
 DEFAULT_QUEUE: Final = "requests"
 QUEUES: Final = ("images", "requests", "webhooks")
 TASK_QUEUES: Final = {IMAGES_PROCESS: "images", WEBHOOK_SEND: "webhooks"}
+# Queues whose tasks never write the output storage: a webhook send reads the database.
+STORAGE_FREE_QUEUES: Final = frozenset({"webhooks"})
 
 # The tasks about one request, which take its id last (the sweep's and expiry's take none).
 ABOUT_A_REQUEST: Final = frozenset(

@@ -2,7 +2,8 @@
 the memory it frees, so that the perceptual score's arrays of a few megabytes are not
 faulted in again on every try (measured in a fresh Python process each, whose allocator
 nothing else has set, with the signal a prefork pool sends each process it starts); a
-worker that cannot write the output storage does not start."""
+worker that cannot write the output storage does not start, unless all it does is send
+webhooks."""
 
 import os
 import platform
@@ -84,12 +85,9 @@ def test_an_operators_glibc_settings_win(environment: dict[str, str]) -> None:
     assert page_faults(started_as_worker=True, environment=environment) > 10_000
 
 
-@pytest.mark.e2e
-def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying_so(
-    tmp_path: Path,
-) -> None:
-    """It started, looked healthy, and failed every image its queues gave it."""
-    # Given a STORAGE_DIR under a file, which no one can make a folder in
+def unwritable_storage(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A worker's environment with a STORAGE_DIR under a file, which no one can make a
+    folder in, on the embedded broker; that STORAGE_DIR."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     environment = {
@@ -104,10 +102,21 @@ def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying
         "LOG_FORMAT": "plain",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
+    return environment, blocker / "storage"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("worker", ["worker", "images", "requests"])
+def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying_so(
+    tmp_path: Path, worker: str
+) -> None:
+    """It started, looked healthy, and failed every image its queues gave it."""
+    # Given a STORAGE_DIR no one can write
+    environment, storage = unwritable_storage(tmp_path)
 
     # When a worker is started as the Procfile starts it
     result = subprocess.run(
-        ["/bin/sh", "-c", f"exec {procfile_commands()['worker']}"],
+        ["/bin/sh", "-c", f"exec {procfile_commands()[worker]}"],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -117,9 +126,41 @@ def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying
 
     # Then it stops, naming what it could not write
     assert result.returncode != 0
-    assert f"cannot write the output storage (STORAGE_DIR {blocker / 'storage'})" in (
+    assert f"cannot write the output storage (STORAGE_DIR {storage})" in (
         result.stdout + result.stderr
     )
+
+
+@pytest.mark.e2e
+def test_the_webhooks_worker_starts_whatever_the_output_storage(tmp_path: Path) -> None:
+    """It writes nothing there, and stopped by a full disk it left every finished
+    request's webhook unsent until there was room again."""
+    # Given a STORAGE_DIR no one can write
+    environment, _ = unwritable_storage(tmp_path)
+
+    # When the webhooks worker is started as the Procfile starts it
+    log = tmp_path / "webhooks.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {procfile_commands()['webhooks']}"],
+            cwd=ROOT,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Then it comes up and takes its queue's tasks, saying nothing of the storage
+        wait_until(
+            lambda: worker.poll() is not None or " ready." in log.read_text(),
+            timeout=60,
+            what="the webhooks worker to be ready or to stop",
+        )
+        assert worker.poll() is None, log.read_text()
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+    assert "cannot write the output storage" not in log.read_text()
 
 
 def test_a_worker_that_loses_its_broker_prints_no_deprecation_warning(
