@@ -58,6 +58,14 @@ def cancel_on_connection_loss_warning_silenced(**_: Any) -> None:
 
 
 @signals.worker_init.connect
+@signals.beat_init.connect
+def misspelt_settings_said(**_: Any) -> None:
+    from config.checks import unread_variables_logged
+
+    unread_variables_logged()
+
+
+@signals.worker_init.connect
 def storage_writable(sender: Any = None, **_: Any) -> None:
     """Stop the worker at its start if it cannot write the output storage: started, it
     took every batch its queues gave it and failed each image with storage_error (a

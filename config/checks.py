@@ -1,8 +1,10 @@
-"""System checks of the environment (`manage.py check`, and every management command as it
-starts): a variable named like a setting that no setting reads is, most likely, a setting
-misspelt. IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50."""
+"""System checks of the environment (`manage.py check`, every management command as it
+starts, and the web server, a worker and beat in their logs as they start): a variable
+named like a setting that no setting reads is, most likely, a setting misspelt.
+IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50."""
 
 import difflib
+import logging
 import os
 from typing import Any
 
@@ -10,6 +12,8 @@ from django.core.checks import CheckMessage, register
 from django.core.checks import Warning as CheckWarning
 
 from config.env import NAMES_READ
+
+logger = logging.getLogger(__name__)
 
 # Settings read where the settings module is not loaded: gunicorn's configuration,
 # config/logs.py (before it), the Procfile.
@@ -89,3 +93,11 @@ def unread_variables_check(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         )
     return warnings
+
+
+def unread_variables_logged() -> None:
+    """The check's warnings in the log, for the processes that run no management command
+    (the web server, workers, beat): on a host of workers alone, a misspelt setting was
+    ignored in silence, as `manage.py migrate` ran elsewhere."""
+    for warning in unread_variables_check():
+        logger.warning("%s (%s) %s", warning.msg, warning.id, warning.hint)

@@ -44,13 +44,19 @@ if log_format() == "json":
     }
 
 
-def post_worker_init(worker: object) -> None:
+def post_worker_init(worker: Any) -> None:
     """Import every view as each worker starts, not during its first requests: Django
     loads its URL patterns lazily, and that cost each new worker about 100 ms of CPU
-    (bench/run.py's CPU line showed gunicorn at 14% of a short run, 6% of a long one)."""
+    (bench/run.py's CPU line showed gunicorn at 14% of a short run, 6% of a long one).
+    The first worker a master starts says which variables look like misspelt settings
+    (config/checks.py), once for the server rather than once a worker."""
     from django.urls import get_resolver
 
+    from config.checks import unread_variables_logged
+
     get_resolver().url_patterns  # noqa: B018  (the property imports the views)
+    if worker.age == 1:
+        unread_variables_logged()
 
 
 # The lock that says a master serves with the control socket: held (by its open file) from
