@@ -32,6 +32,7 @@ TOO_MANY_BLANK_ROWS: Final = (
     "quotes); delete them."
 )
 MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
+MAX_SERIAL_DIGITS: Final = len(str(MAX_SERIAL))
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
@@ -693,7 +694,10 @@ def _parse_row(
             ),
         )
     serial_text = cell(SERIAL_COLUMN)
-    serial = int(serial_text) if SERIAL_PATTERN.fullmatch(serial_text) else 0
+    # Read without its leading zeros, and as too large past 19 digits: Python's int()
+    # refuses more than 4,300, and a cell of 5,000 was an upload's 500.
+    digits = serial_text.lstrip("0") if SERIAL_PATTERN.fullmatch(serial_text) else ""
+    serial = int(digits or "0") if len(digits) <= MAX_SERIAL_DIGITS else MAX_SERIAL + 1
     if serial <= 0:
         shown = f"'{serial_text}'" if serial_text else "empty"
         problems.add(

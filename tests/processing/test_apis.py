@@ -213,6 +213,16 @@ def test_a_body_past_djangos_limits_is_refused_in_the_api_shape_not_as_a_500(
             id="serial-negative",
         ),
         pytest.param(
+            # More digits than Python's int() reads (4,300): it was a 500
+            HEADER + "1" * 5000 + ",Shoe,https://shop.example/a.jpg\n",
+            {
+                "row": 2,
+                "column": "S. No.",
+                "message": "S. No. must be at most 9223372036854775807.",
+            },
+            id="serial-of-5000-digits",
+        ),
+        pytest.param(
             HEADER + GOOD_ROW + "1,Hat,https://shop.example/b.jpg\n",
             {"row": 3, "column": "S. No.", "message": "S. No. 1 is already used on row 2."},
             id="serial-repeated",
