@@ -240,7 +240,9 @@ class Client:
             expect=200,
         )
         return [
-            f"{product['serial_number']} {product['product_name']}: {image['input_url']}: "
+            # serial_text: the S. No. as written ("007"); a server before it, the number
+            f"{product.get('serial_text') or product['serial_number']} "
+            f"{product['product_name']}: {image['input_url']}: "
             f"{image['error_code']}: {image.get('error') or 'no reason given'}"
             for product in page["results"]
             for image in product["images"]

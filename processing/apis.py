@@ -381,7 +381,14 @@ class ProductsApi(APIView):
             def get_error(self, image: Any) -> str | None:
                 return image.error_message or None
 
-        serial_number = serializers.IntegerField()
+        serial_number = serializers.IntegerField(
+            help_text="S. No. as a number, unique in the request (007 and 7 are one)."
+        )
+        serial_text = serializers.CharField(
+            source="serial_as_written",
+            help_text="S. No. as the CSV wrote it, leading zeros kept (`007`), as the output "
+            "CSV carries it.",
+        )
         product_name = serializers.CharField()
         images = ImageSerializer(many=True)
 

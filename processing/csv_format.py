@@ -33,6 +33,9 @@ TOO_MANY_BLANK_ROWS: Final = (
 )
 MAX_SERIAL: Final = 2**63 - 1  # what a 64-bit database column holds
 MAX_SERIAL_DIGITS: Final = len(str(MAX_SERIAL))
+# An S. No. as written, leading zeros counted: what shops pad numbers to ("00000042") with
+# room to spare, and no more of a cell stored and shown on every page.
+MAX_SERIAL_CHARACTERS: Final = 32
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
 SERIAL_PATTERN: Final = re.compile(r"[0-9]+")
@@ -103,14 +106,15 @@ class CsvInvalid(Exception):
 @dataclass(frozen=True)
 class ParsedProduct:
     row: int
-    serial_number: int
+    serial_number: int  # what S. No. are compared by: 007 and 7 are one
+    serial_text: str  # as written, for the output CSV: "007"
     product_name: str
     image_urls: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class OutputRow:
-    serial_number: int
+    serial_text: str  # the S. No. as the input wrote it
     product_name: str
     input_urls: list[str]
     output_urls: list[str]  # "" where that image failed
@@ -238,7 +242,7 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
                 )
                 raise CsvInvalid([CsvProblem(header_row, None, message)])
             raise CsvInvalid(problems.items)
-        first_row_of_serial: dict[int, int] = {}
+        first_row_of_serial: dict[int, tuple[int, str]] = {}
         for cells in _rows(reader, lines):
             # Rows the reader gave, and the blank ones passed over before them
             row_number = read = read + 1 + lines.skipped
@@ -401,7 +405,7 @@ class OutputCsvWriter:
     def write_rows(self, rows: Iterable[OutputRow]) -> None:
         self._writer.writerows(
             [
-                str(row.serial_number),
+                row.serial_text,
                 neutralise(row.product_name),
                 neutralise(",".join(row.input_urls)),
                 neutralise(",".join(row.output_urls)),
@@ -666,13 +670,14 @@ def _parse_row(
     columns: dict[str, int],
     limits: CsvLimits,
     problems: _Problems,
-    first_row_of_serial: dict[int, int],
+    first_row_of_serial: dict[int, tuple[int, str]],
 ) -> ParsedProduct | None:
     """The row's product, or None where problems has been told what is wrong with it. width:
     the header's number of cells; a row may have fewer (the rest read as empty) or more
     that are empty (spreadsheets pad rows so), never more with something in them.
-    first_row_of_serial: where each S. No. was first seen, this row's added, whatever else
-    is wrong with it (a repeat of it would otherwise be told only once it was mended)."""
+    first_row_of_serial: where each S. No. was first seen and how it was written there, this
+    row's added, whatever else is wrong with it (a repeat of it would otherwise be told only
+    once it was mended)."""
 
     def cell(column: str) -> str:
         index = columns[column]
@@ -705,8 +710,22 @@ def _parse_row(
         )
     elif serial > MAX_SERIAL:
         problems.add(row_number, SERIAL_COLUMN, f"S. No. must be at most {MAX_SERIAL}.")
-    elif (first := first_row_of_serial.setdefault(serial, row_number)) != row_number:
-        problems.add(row_number, SERIAL_COLUMN, f"S. No. {serial} is already used on row {first}.")
+    elif len(serial_text) > MAX_SERIAL_CHARACTERS:
+        problems.add(
+            row_number,
+            SERIAL_COLUMN,
+            f"S. No. is longer than {MAX_SERIAL_CHARACTERS} characters, leading zeros counted.",
+        )
+    else:
+        # Compared as numbers, as they were before their text was kept: 007 repeats 7.
+        first, written = first_row_of_serial.setdefault(serial, (row_number, serial_text))
+        if first != row_number:
+            as_written = f" (as '{written}')" if written != serial_text else ""
+            problems.add(
+                row_number,
+                SERIAL_COLUMN,
+                f"S. No. {serial_text} is already used on row {first}{as_written}.",
+            )
     name = cell(NAME_COLUMN)
     if not name:
         problems.add(row_number, NAME_COLUMN, "Product Name is empty.")
@@ -725,7 +744,7 @@ def _parse_row(
             problems.add(row_number, URLS_COLUMN, message)
     if len(problems.items) > found_before:
         return None
-    return ParsedProduct(row_number, serial, name, tuple(urls))
+    return ParsedProduct(row_number, serial, serial_text, name, tuple(urls))
 
 
 def _invisible_at(url: str) -> int | None:

@@ -186,7 +186,7 @@ def _output_csv_write(request: ProcessingRequest, raw: IO[bytes]) -> None:
 def _output_row(request: ProcessingRequest, product: Product) -> OutputRow:
     images = list(product.images.all())
     return OutputRow(
-        serial_number=product.serial_number,
+        serial_text=product.serial_as_written,
         product_name=product.product_name,
         input_urls=[image.input_url for image in images],
         output_urls=[

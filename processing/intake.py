@@ -217,7 +217,10 @@ def _products_copy_from(source: ProcessingRequest, request: ProcessingRequest) -
         Product,
         taken={
             "request_id": ("%s", [new]),
-            **{name: (name, []) for name in ("position", "serial_number", "product_name")},
+            **{
+                name: (name, [])
+                for name in ("position", "serial_number", "serial_text", "product_name")
+            },
             "input_image_urls": ("input_image_urls", []),
         },
         from_sql="FROM products WHERE request_id = %s",
@@ -251,6 +254,7 @@ def _products_bulk_create(
                 request=request,
                 position=position,
                 serial_number=product.serial_number,
+                serial_text=product.serial_text,
                 product_name=product.product_name,
                 input_image_urls=",".join(product.image_urls),
             )
@@ -287,6 +291,7 @@ def _products_copy(
                     "request_id": request.pk,
                     "position": position,
                     "serial_number": product.serial_number,
+                    "serial_text": product.serial_text,
                     "product_name": product.product_name,
                     "input_image_urls": ",".join(product.image_urls),
                 }

@@ -17,6 +17,7 @@ from imaging.errors import ImageReason
 from imaging.metadata import MetadataMode
 from imaging.quality import QualityTarget
 from net import HTTP_STATUS_PREFIX, NetReason
+from processing.csv_format import MAX_SERIAL_CHARACTERS
 
 
 class ReasonCode(models.TextChoices):
@@ -220,7 +221,12 @@ class Product(models.Model):
     )
     # The row's place in the input file (0 for the first product): output keeps this order.
     position = models.PositiveIntegerField()
+    # S. No. as a number (unique per request: 007 and 7 are one) and as the shop wrote it,
+    # leading zeros kept for the output CSV; "" in rows stored before it was kept.
     serial_number = models.PositiveBigIntegerField()
+    serial_text = models.CharField(
+        max_length=MAX_SERIAL_CHARACTERS, blank=True, default="", db_default=""
+    )
     product_name = models.TextField()
     input_image_urls = models.TextField()  # comma-separated, as in the input
     output_image_urls = models.TextField(blank=True)  # filled in when the request finishes
@@ -236,7 +242,13 @@ class Product(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.serial_number}: {self.product_name}"
+        return f"{self.serial_as_written}: {self.product_name}"
+
+    @property
+    def serial_as_written(self) -> str:
+        """The S. No. as the output CSV, the API and the page show it: as the input wrote
+        it, or, stored before that was kept, the number."""
+        return self.serial_text or str(self.serial_number)
 
 
 class ProductImage(models.Model):

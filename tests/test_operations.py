@@ -976,7 +976,7 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     missing = f"{origin.base_url}/{run}/missing.jpg"
     csv_path = tmp_path / "products.csv"
     csv_path.write_text(
-        f"S. No.,Product Name,Input Image Urls\n1,Lamp,{found}\n2,Chair,{missing}\n"
+        f"S. No.,Product Name,Input Image Urls\n1,Lamp,{found}\n02,Chair,{missing}\n"
     )
 
     def imgsvc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -990,8 +990,8 @@ def test_the_command_line_client_retries_reruns_cancels_and_deletes(
     assert submitted.returncode == 1, submitted.stderr
     request_id = submitted.stdout.strip()
     assert "completed_with_errors: 1 compressed, 1 failed" in submitted.stderr
-    # with the image that failed, and why
-    assert f"  2 Chair: {missing}: http_404: " in submitted.stderr
+    # with the image that failed, by its S. No. as written, and why
+    assert f"  02 Chair: {missing}: http_404: " in submitted.stderr
 
     # When the origin starts answering and the client retries the failed image
     origin.add(f"/{run}/missing.jpg", encoded(photo(200, 150, 1), "JPEG", quality=90))

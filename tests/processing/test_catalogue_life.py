@@ -18,6 +18,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.utils import timezone
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -154,6 +155,33 @@ def test_a_csv_excel_wrote_with_semicolons_and_a_mark_gets_its_output_written_al
         serial, name, inputs, outputs = row.decode().split(";")
         assert (serial, name, inputs) == ("1", "Lamp, brass", f"{URLS[0]},{URLS[1]}")
         assert all(url.startswith("http://testserver/media/") for url in outputs.split(","))
+
+
+def test_a_serial_number_written_with_leading_zeros_is_shown_as_written_everywhere(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    member_client: Client,
+) -> None:
+    """A shop's "007" came back "7" in its output CSV, the API and the page."""
+    # Given a CSV whose S. No. are padded with zeros
+    downloads.answers = dict.fromkeys(URLS[:2], JPEG)
+    rows = f"007,Lamp,{URLS[0]}\n0010,Shade,{URLS[1]}\n"
+
+    # When it has run, and a re-run of it too
+    request = run(account, django_capture_on_commit_callbacks, rows)
+    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
+    start_and_drain(django_capture_on_commit_callbacks, rerun)
+
+    # Then each output CSV carries them as written
+    for finished in (request, rerun):
+        assert [row[0] for row in output_csv(api, finished)] == ["S. No.", "007", "0010"]
+    # and the products API gives them so beside the number, and the page shows them so
+    products = api.get(f"/api/requests/{request.pk}/products/").json()["results"]
+    assert [(p["serial_number"], p["serial_text"]) for p in products] == [(7, "007"), (10, "0010")]
+    page = member_client.get(f"/requests/{request.pk}/").content.decode()
+    assert '<span class="serial">007</span> Lamp' in page
 
 
 def test_a_status_poll_is_answered_304_until_anything_in_its_body_changes(

@@ -26,8 +26,10 @@ def test_a_quoted_cell_may_span_lines_and_rows_are_numbered_as_records() -> None
         b"2,Hat,http://a.example/3.jpg\r\n"
     )
     assert parse_products(data, CsvLimits()) == [
-        ParsedProduct(2, 1, "Two-line\nname", ("http://a.example/1.jpg", "http://a.example/2.jpg")),
-        ParsedProduct(3, 2, "Hat", ("http://a.example/3.jpg",)),
+        ParsedProduct(
+            2, 1, "1", "Two-line\nname", ("http://a.example/1.jpg", "http://a.example/2.jpg")
+        ),
+        ParsedProduct(3, 2, "2", "Hat", ("http://a.example/3.jpg",)),
     ]
 
 
@@ -89,7 +91,10 @@ def test_output_cells_that_a_spreadsheet_would_run_are_neutralised(prefix: str) 
     write_output_csv(
         [
             OutputRow(
-                1, f"{prefix}SUM(A1)", ["http://a/1.jpg", "http://a/2.jpg"], ["http://o/1.jpg", ""]
+                "1",
+                f"{prefix}SUM(A1)",
+                ["http://a/1.jpg", "http://a/2.jpg"],
+                ["http://o/1.jpg", ""],
             )
         ],
         out,
@@ -119,6 +124,37 @@ def test_a_repeated_serial_number_is_told_even_where_its_first_row_has_another_p
     assert raised.value.problems == [
         CsvProblem(2, "Input Image Urls", "'ftp://a/a.jpg' is not an absolute http(s) URL."),
         CsvProblem(3, "S. No.", "S. No. 1 is already used on row 2."),
+    ]
+
+
+def test_a_serial_number_is_kept_as_written_and_compared_as_a_number() -> None:
+    """A shop's "007" came back "7" in its output CSV; 007 and 7 are still one S. No."""
+    data = (
+        b"S. No.,Product Name,Input Image Urls\n007,Hat,http://a/1.jpg\n 12 ,Cap,http://a/2.jpg\n"
+    )
+    assert [(p.serial_number, p.serial_text) for p in parse_products(data, CsvLimits())] == [
+        (7, "007"),
+        (12, "12"),  # its spaces are not the shop's S. No.
+    ]
+
+    # A repeat written otherwise is told with how its first row wrote it
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data + b"7,Scarf,http://a/3.jpg\n12,Glove,http://a/4.jpg\n", CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(4, "S. No.", "S. No. 7 is already used on row 2 (as '007')."),
+        CsvProblem(5, "S. No.", "S. No. 12 is already used on row 3."),
+    ]
+
+
+def test_a_serial_number_longer_than_32_characters_is_refused_even_of_leading_zeros() -> None:
+    """No more of a cell than that is stored and shown on every page."""
+    fits, padded = "0" * 31 + "7", "0" * 5000 + "7"
+    data = f"S. No.,Product Name,Input Image Urls\n{fits},Hat,http://a/1.jpg\n".encode()
+    assert [p.serial_text for p in parse_products(data, CsvLimits())] == [fits]
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data + f"{padded},Cap,http://a/2.jpg\n".encode(), CsvLimits())
+    assert raised.value.problems == [
+        CsvProblem(3, "S. No.", "S. No. is longer than 32 characters, leading zeros counted.")
     ]
 
 
@@ -204,7 +240,7 @@ def test_empty_cells_past_the_header_are_ignored() -> None:
     """Spreadsheets pad rows with empty cells where some other row was longer."""
     data = b"S. No.,Product Name,Input Image Urls\n1,Shoe,http://a.example/1.jpg,, \n"
     assert parse_products(data, CsvLimits()) == [
-        ParsedProduct(2, 1, "Shoe", ("http://a.example/1.jpg",))
+        ParsedProduct(2, 1, "1", "Shoe", ("http://a.example/1.jpg",))
     ]
 
 
@@ -248,7 +284,7 @@ def test_a_file_separated_by_semicolons_is_read_and_its_output_written_alike() -
 
     # Then its output CSV has the same separator and mark, for Excel to read it back
     out = io.StringIO()
-    row = OutputRow(1, "Shoe, red", list(product.image_urls), ["http://o/1.jpg", ""])
+    row = OutputRow("1", "Shoe, red", list(product.image_urls), ["http://o/1.jpg", ""])
     write_output_csv([row], out, dialect)
     assert out.getvalue() == (
         "\ufeffS. No.;Product Name;Input Image Urls;Output Image Urls\r\n"
@@ -379,7 +415,7 @@ def test_blank_lines_above_the_header_are_skipped_and_rows_keep_their_numbers() 
     # The header is row 3: the product without a name is row 5
     assert {problem.row for problem in raised.value.problems} == {5}
     assert parse_products(data[:-5], CsvLimits()) == [
-        ParsedProduct(4, 1, "Hat", ("http://a.example/1.jpg",))
+        ParsedProduct(4, 1, "1", "Hat", ("http://a.example/1.jpg",))
     ]
 
 

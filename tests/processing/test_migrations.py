@@ -9,7 +9,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from accounts.models import Account
-from processing.models import ProcessingRequest
+from processing.models import ProcessingRequest, Product
 
 BEFORE = ("processing", "0002_recent_requests_and_labels")
 BEFORE_ACCOUNTS = [BEFORE, ("accounts", None)]
@@ -103,3 +103,32 @@ def test_requests_of_the_code_before_file_names_are_stored_during_a_deploy_and_n
         "file_name", flat=True
     )
     assert list(names) == ["", ""]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_products_of_the_code_before_serial_texts_are_shown_by_their_number(
+    account: Account,
+) -> None:
+    # Given a product stored before the S. No.'s text was kept
+    before = [("processing", "0019_webhook_queued_at")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_models = executor.loader.project_state(before).apps
+    old_request = old_models.get_model("processing", "ProcessingRequest").objects.create(
+        account_id=account.pk, public_base_url="http://testserver", quality=50
+    )
+    old_product = old_models.get_model("processing", "Product")
+    earlier = old_product.objects.create(
+        request_id=old_request.pk, position=0, serial_number=7, product_name="Lamp"
+    )
+
+    # When the migrations run, and a process of the code before them goes on storing
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    during = old_product.objects.create(
+        request_id=old_request.pk, position=1, serial_number=8, product_name="Shade"
+    )
+
+    # Then both are stored, shown (in the output CSV too) by their number
+    products = Product.objects.filter(pk__in=[earlier.pk, during.pk]).order_by("position")
+    assert [product.serial_as_written for product in products] == ["7", "8"]
