@@ -151,10 +151,12 @@ class CsvDialect:
     """How a file was written, for the output CSV to be written alike: a spreadsheet that
     wrote it reads the output as it read the input (Excel where the comma is the decimal
     mark writes and reads semicolons; Excel on Windows reads UTF-8 as such only after a
-    byte order mark)."""
+    byte order mark; Excel splits cells by the separator a first line "sep=;" declares,
+    and without one by the computer's list separator)."""
 
     delimiter: str = ","
     bom: bool = False
+    separator_line: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,14 +178,17 @@ def validate_products(data: bytes, limits: CsvLimits) -> CsvSummary:
 
 def dialect_of(data: bytes) -> CsvDialect:
     """The dialect of a file iter_products has read: its separator (a tab-separated
-    file's output is comma-separated: it is a CSV), and whether it began with a BOM."""
+    file's output is comma-separated: it is a CSV), whether it began with a BOM, and
+    whether it declared its separator in a "sep=" line."""
     bom = data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     data = _line_ends_mended(_utf8(data))  # UTF-16's mark is gone from it; UTF-8's skipped
     start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     declared, start = _declared_delimiter(data, start)
     header, _ = _header_line(_Lines(data, start))
     delimiter = declared or _delimiter(header)
-    return CsvDialect(delimiter=";" if delimiter == ";" else ",", bom=bom)
+    return CsvDialect(
+        delimiter=";" if delimiter == ";" else ",", bom=bom, separator_line=declared is not None
+    )
 
 
 def parse_products(data: bytes, limits: CsvLimits) -> list[ParsedProduct]:
@@ -399,6 +404,9 @@ class OutputCsvWriter:
     def __init__(self, stream: TextIO, dialect: CsvDialect = CsvDialect()) -> None:
         if dialect.bom:
             stream.write("\ufeff")
+        if dialect.separator_line:
+            # The output's separator: a comma for a "sep=|" input, as for one without.
+            stream.write(f"sep={dialect.delimiter}\r\n")
         self._writer = csv.writer(stream, delimiter=dialect.delimiter, lineterminator="\r\n")
         self._writer.writerow(OUTPUT_HEADER)
 

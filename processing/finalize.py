@@ -163,7 +163,8 @@ def _output_csv_write(request: ProcessingRequest, raw: IO[bytes]) -> None:
     """Write the output CSV to raw and fill in each product's output_image_urls: a round of
     products at a time, its rows written, then its products updated."""
     text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-    writer = OutputCsvWriter(text, CsvDialect(request.csv_delimiter, request.csv_bom))
+    dialect = CsvDialect(request.csv_delimiter, request.csv_bom, request.csv_separator_line)
+    writer = OutputCsvWriter(text, dialect)
     products = selectors.request_products(request_id=request.pk).iterator(
         chunk_size=PRODUCTS_PER_ROUND
     )

@@ -90,6 +90,7 @@ def request_create(
             scored=settings.IMAGE_SCORE_ALL_MODES if score is None else score,
             csv_delimiter=summary.dialect.delimiter,
             csv_bom=summary.dialect.bom,
+            csv_separator_line=summary.dialect.separator_line,
             total_products=summary.products,
             total_images=summary.images,
         )
@@ -171,6 +172,7 @@ def request_rerun(
             scored=source.scored if score is None else score,
             csv_delimiter=source.csv_delimiter,
             csv_bom=source.csv_bom,
+            csv_separator_line=source.csv_separator_line,
             total_products=source.total_products,
             total_images=source.total_images,
         )

@@ -117,9 +117,11 @@ class ProcessingRequest(models.Model):
         max_length=16, choices=METADATA_MODES, default=MetadataMode.STRIP.value
     )
     # How its CSV was written, for the output CSV to be written alike (csv_format.CsvDialect):
-    # its separator, a comma or a semicolon, and whether it began with a byte order mark.
+    # its separator, a comma or a semicolon, whether it began with a byte order mark, and
+    # whether with a line "sep=;" declaring its separator.
     csv_delimiter = models.CharField(max_length=1, default=",")
     csv_bom = models.BooleanField(default=False)
+    csv_separator_line = models.BooleanField(default=False, db_default=False)
     # Whether its outputs are scored in fixed and relative mode too (perceptual ones
     # always are): asked for, or IMAGE_SCORE_ALL_MODES.
     scored = models.BooleanField(default=False)

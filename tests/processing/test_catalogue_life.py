@@ -157,6 +157,39 @@ def test_a_csv_excel_wrote_with_semicolons_and_a_mark_gets_its_output_written_al
         assert all(url.startswith("http://testserver/media/") for url in outputs.split(","))
 
 
+def test_a_csv_declaring_its_separator_gets_an_output_csv_declaring_it_too(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    """Read with its "sep=;" line, its output had none: Excel, which needed it, opened the
+    output with every row in one column."""
+    # Given a CSV whose first line declares its separator, as Excel writes for Excel
+    downloads.answers = dict.fromkeys(URLS[:1], JPEG)
+    data = f"sep=;\r\nS. No.;Product Name;Input Image Urls\r\n1;Lamp;{URLS[0]}\r\n".encode()
+    request = intake.request_create(
+        account=account, csv_data=data, public_base_url="http://testserver"
+    )
+
+    # When it has run, and a re-run of it too
+    start_and_drain(django_capture_on_commit_callbacks, request)
+    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
+    start_and_drain(django_capture_on_commit_callbacks, rerun)
+
+    # Then each output CSV declares it first, and is separated by it
+    for finished in (request, rerun):
+        response = api.get(f"/api/requests/{finished.pk}/output.csv", HTTP_ACCEPT="text/csv")
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        declared, header, row, end = body.decode().split("\r\n")
+        assert (declared, header) == (
+            "sep=;",
+            "S. No.;Product Name;Input Image Urls;Output Image Urls",
+        )
+        assert row.startswith(f"1;Lamp;{URLS[0]};http://testserver/media/")
+        assert end == ""
+
+
 def test_a_serial_number_written_with_leading_zeros_is_shown_as_written_everywhere(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,

@@ -826,6 +826,32 @@ def test_a_first_line_declaring_the_separator_is_read_as_such_and_not_counted(bo
     assert raised.value.problems == [CsvProblem(3, "Product Name", "Product Name is empty.")]
 
 
+@pytest.mark.parametrize(
+    ("declared", "written"), [(";", ";"), ("|", ","), ("\t", ",")], ids=["semicolon", "bar", "tab"]
+)
+def test_a_file_declaring_its_separator_gets_an_output_declaring_the_outputs(
+    declared: str, written: str
+) -> None:
+    """Its output had no "sep=" line: Excel, which the input's had told to split cells by
+    semicolons, split the output by the computer's list separator, all in one column."""
+    # Given a file whose first line declares its separator
+    data = (
+        f"sep={declared}\r\nS. No.{declared}Product Name{declared}Input Image Urls\r\n"
+        f"1{declared}Hut{declared}http://a.example/1.jpg\r\n"
+    ).encode()
+    dialect = validate_products(data, CsvLimits()).dialect
+    assert dialect == CsvDialect(delimiter=written, bom=False, separator_line=True)
+
+    # Then its output CSV declares its own, which the output's cells are separated by
+    out = io.StringIO()
+    write_output_csv([OutputRow("1", "Hut", ["http://a.example/1.jpg"], [""])], out, dialect)
+    assert out.getvalue() == (
+        f"sep={written}\r\n"
+        f"S. No.{written}Product Name{written}Input Image Urls{written}Output Image Urls\r\n"
+        f"1{written}Hut{written}http://a.example/1.jpg{written}\r\n"
+    )
+
+
 def test_a_shop_exports_names_for_the_columns_are_named_with_the_name_to_give_them() -> None:
     """Shopify's "Title" and "Image Src" are too far from ours for a near miss: three bare
     "no column" lines, naming nothing to rename."""
