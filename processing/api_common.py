@@ -302,18 +302,20 @@ def statuses_asked(request: Request, choices: list[str]) -> list[str]:
     """The statuses asked for, as ?status=a,b or ?status=a&status=b; refused, named, if
     any is not one of choices, or if none is given where status is (?status= from a shell
     variable left unset listed everything, as a filter ignored would)."""
-    given = request.query_params.getlist("status")
+    asked, problems = statuses_read(request.query_params.getlist("status"), choices)
+    if problems:
+        raise serializers.ValidationError({"status": problems})
+    return asked
+
+
+def statuses_read(given: list[str], choices: list[str]) -> tuple[list[str], list[str]]:
+    """The statuses in a query's status values (each comma-separated), and what is wrong
+    with them, in words: for the API's lists and the request's page alike."""
     asked = [name.strip() for value in given for name in value.split(",") if name.strip()]
     if given and not asked:
-        raise serializers.ValidationError(
-            {"status": [f"Empty. One or more of: {', '.join(choices)}; or no status at all."]}
-        )
+        return [], [f"Empty. One or more of: {', '.join(choices)}; or no status at all."]
     wrong = [name for name in asked if name not in choices]
-    if wrong:
-        raise serializers.ValidationError(
-            {"status": [f"Not a status: '{name}'. One of: {', '.join(choices)}." for name in wrong]}
-        )
-    return asked
+    return asked, [f"Not a status: '{name}'. One of: {', '.join(choices)}." for name in wrong]
 
 
 def page_size_checked(request: Request, name: str, largest: int) -> None:

@@ -16,6 +16,7 @@ from django.urls import reverse
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
 from processing import control, finalize, selectors, webhooks
+from processing.api_common import statuses_read
 from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
 from processing.page_words import (
@@ -27,9 +28,7 @@ from processing.page_words import (
     request_settings_words,
     size_change_words,
 )
-from processing.serializers import (
-    WebhookTestSerializer,
-)
+from processing.serializers import IMAGE_STATUSES, WebhookTestSerializer
 
 REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
@@ -95,12 +94,15 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
     if isinstance(found, HttpResponse):
         return found
     retry_count = found.failed_images + found.cancelled_images
-    # ?status=failed: the products with a failed image alone, as the products API filters
-    # them (a big request's few failures were somewhere on its hundred pages).
-    failed_only = request.GET.get("status") == ProductImage.Status.FAILED
-    listed = selectors.request_products(
-        request_id=found.pk, image_statuses=[ProductImage.Status.FAILED] if failed_only else None
-    )
+    # ?status=failed (or failed,cancelled, or any image status): the products with an image
+    # in these statuses alone, as the products API filters them (a big request's few
+    # failures were somewhere on its hundred pages; ?status=cancelled was ignored).
+    statuses, status_problems = statuses_read(request.GET.getlist("status"), IMAGE_STATUSES)
+    if status_problems:  # said in place of the products, as the API's 400 says it
+        statuses = []
+    listed = selectors.request_products(request_id=found.pk, image_statuses=statuses)
+    if status_problems:
+        listed = listed.none()
     paginator = Paginator(listed, PRODUCTS_PER_PAGE)
     # "last", as the products API takes it: the last of a 250-page request was 249 clicks.
     asked = request.GET.get("page")
@@ -125,9 +127,14 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "request_row": found,
         "page": page,
         "products": products,
-        "failed_only": failed_only,
+        "statuses": statuses,
+        "status_problems": status_problems,
+        "status_filters": ProductImage.Status.choices,
+        "filter_words": " or ".join(
+            str(label).lower() for value, label in ProductImage.Status.choices if value in statuses
+        ),
         # kept from page to page, as the list of requests keeps its own
-        "filter_query": "status=failed&" if failed_only else "",
+        "filter_query": urlencode({"status": ",".join(statuses)}) + "&" if statuses else "",
         "percent": _percent_done(found),
         "counts_words": counts_words(found),
         "all_failed": _all_failed(found),
@@ -146,7 +153,9 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "webhook": selectors.webhook_state(found),
         **form_choices(),
     }
-    return render(request, "processing/request.html", context)
+    return render(
+        request, "processing/request.html", context, status=400 if status_problems else 200
+    )
 
 
 @account_page("GET")

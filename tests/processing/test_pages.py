@@ -1299,6 +1299,80 @@ def test_a_big_requests_failed_images_are_listed_alone_a_page_at_a_time(
 
 
 @pytest.mark.django_db
+def test_a_requests_products_are_filtered_by_every_image_status_the_api_takes(
+    member_client: Client, account: Account, api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """?status=cancelled listed every product, as did any status but failed: the products
+    API takes them all."""
+    # Given a request of five products, two a page: the 1st, 3rd and 5th images cancelled,
+    # the 2nd failed, the 4th succeeded
+    monkeypatch.setattr(pages, "PRODUCTS_PER_PAGE", 2)
+    request = stored_request(
+        account, "".join(f"{n},P{n},https://shop.example/{n}.jpg\n" for n in range(1, 6))
+    )
+    images = ProductImage.objects.filter(request=request)
+    cancelled = [f"https://shop.example/{n}.jpg" for n in (1, 3, 5)]
+    images.filter(input_url__in=cancelled).update(status="cancelled", error_code="cancelled")
+    images.filter(input_url__endswith="/2.jpg").update(status="failed", error_code="http_404")
+    images.filter(input_url__endswith="/4.jpg").update(status="succeeded")
+    url = f"/requests/{request.pk}/"
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'<span class="serial">\d+</span> (P\d)</h3>', html)
+
+    def api_names(query: str) -> list[str]:
+        answer = Client().get(
+            f"/api/requests/{request.pk}/products/?{query}",
+            HTTP_AUTHORIZATION=f"Bearer {api_key}",
+        )
+        assert answer.status_code == 200
+        return [product["product_name"] for product in answer.json()["results"]]
+
+    # When the person picks "Cancelled" among the filters above the products
+    every = member_client.get(url).content.decode()
+    assert '<a href="?" aria-current="true">All</a>' in every
+    assert '<a href="?status=cancelled">Cancelled</a>' in every
+    first = member_client.get(f"{url}?status=cancelled").content.decode()
+
+    # Then the products with a cancelled image alone are listed, as the API lists them,
+    # paged with the filter kept, the choice shown
+    assert names(first) == ["P1", "P3"]
+    assert '<a href="?status=cancelled" aria-current="true">Cancelled</a>' in first
+    assert 'Products with a cancelled image <span class="count">(3)</span>' in first
+    assert '<a href="?status=cancelled&amp;page=2">Next</a>' in first
+    second = member_client.get(f"{url}?status=cancelled&page=2").content.decode()
+    assert names(second) == ["P5"]
+    assert '<a href="?status=cancelled&amp;page=1">Previous</a>' in second
+    # and every status the API takes, comma-separated or given twice, means what it does there
+    for query, listed in [
+        ("status=succeeded", ["P4"]),
+        ("status=pending", []),
+        ("status=failed,succeeded", ["P2", "P4"]),
+        ("status=failed&status=succeeded", ["P2", "P4"]),
+    ]:
+        page = member_client.get(f"{url}?{query}").content.decode()
+        assert names(page) == listed == api_names(query)[:2], query
+    assert (
+        "No products with a pending image."
+        in member_client.get(f"{url}?status=pending").content.decode()
+    )
+    both = member_client.get(f"{url}?status=failed,succeeded").content.decode()
+    assert 'Products with a succeeded or failed image <span class="count">(2)</span>' in both
+
+    # And a status that is none is a 400 page that says so, in the API's words
+    wrong = member_client.get(f"{url}?status=canceled")
+    assert wrong.status_code == 400
+    said = " ".join(wrong.content.decode().split())
+    assert (
+        "<p>Not a status: &#x27;canceled&#x27;. "
+        "One of: pending, processing, succeeded, failed, cancelled.</p>" in said
+    )
+    assert names(said) == []
+    assert '<a href="?status=cancelled">Cancelled</a>' in said
+    assert member_client.get(f"{url}?status=").status_code == 400
+
+
+@pytest.mark.django_db
 def test_a_big_requests_last_page_is_one_link_away(
     member_client: Client, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
