@@ -14,6 +14,7 @@ from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
@@ -264,6 +265,12 @@ def not_modified(request: Request, etag: str) -> HttpResponseNotModified | None:
 def status_body(found: ProcessingRequest) -> dict[str, Any]:
     """The status API's body: the request's status and progress, and its webhook."""
     return selectors.request_status_payload(found) | {"webhook": selectors.webhook_state(found)}
+
+
+def status_etag(body: dict[str, Any]) -> str:
+    """The status API's ETag of its body (status_body): the request's page holds the one
+    it was shown from, and asks whether the answer is still the same."""
+    return etag_of(JSONRenderer().render(body))
 
 
 def query_checked(request: Request, known: frozenset[str]) -> None:

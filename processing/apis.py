@@ -19,7 +19,7 @@ from drf_spectacular.utils import (
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +36,6 @@ from processing.api_common import (
     REQUEST_ID,
     AccountUploadThrottle,
     accepted_answer,
-    etag_of,
     expired_refusal,
     file_etag,
     idempotency_asked,
@@ -51,6 +50,7 @@ from processing.api_common import (
     replayed_answer,
     request_or_404,
     status_body,
+    status_etag,
     statuses_asked,
     uploads_throttled,
 )
@@ -197,7 +197,7 @@ class StatusApi(APIView):
     def get(self, request: Request, request_id: str) -> HttpResponseBase:
         body = status_body(request_or_404(request, request_id))
         # Of the body as sent: any field that changes (progress, the webhook's) changes it.
-        etag = etag_of(JSONRenderer().render(body))
+        etag = status_etag(body)
         return not_modified(request, etag) or Response(body, headers={"ETag": etag})
 
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
 from processing import control, finalize, selectors, webhooks
-from processing.api_common import statuses_read
+from processing.api_common import status_body, status_etag, statuses_read
 from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
 from processing.page_words import (
@@ -141,6 +141,9 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "output_format_name": OUTPUT_FORMAT_NAMES.get(found.output_format, found.output_format),
         "saved_words": size_change_words(_saved_percent(found)),
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
+        # The status API's ETag of what the page shows: a finished request's page asks
+        # whether it is still so (a retry from elsewhere, a webhook sent again).
+        "status_etag": status_etag(status_body(found)),
         # The page's own link, not the API's: see request_output_csv.
         "output_csv_url": reverse("request-output-csv-page", kwargs={"request_id": found.pk})
         if selectors.output_csv_url(found)

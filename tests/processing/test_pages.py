@@ -583,6 +583,45 @@ def test_a_tab_of_a_request_deleted_elsewhere_says_so_and_its_download_shows_whe
 
 
 @pytest.mark.e2e
+def test_a_tab_of_a_finished_request_retried_elsewhere_follows_the_retry(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    """A finished request's tab asked once a minute whether it was gone, and nothing else:
+    retried from the API (or another tab, or retry_failed), it stayed "Completed with
+    errors", its Retry refused, until reloaded by hand."""
+    page = logged_in
+    page.clock.install()  # a tab left open: its minutes pass at once
+    # Given a finished request whose one image was missing, its page open
+    csv_text = products_csv(origin, missing=True)
+    request_id = multipart_upload(embedded_service.base_url, csv_text).json()["request_id"]
+    wait_for_finish(embedded_service.base_url, request_id)
+    page.goto(f"{embedded_service.base_url}/requests/{request_id}/")
+    expect(page.locator("#status")).to_have_text("Completed with errors")
+    page.evaluate("window.shownOnce = true")
+
+    # When a minute passes with nothing changed, the page stays as it is (not loaded again)
+    with page.expect_response(re.compile(r"/api/status/")) as asked:
+        page.clock.run_for(61_000)
+    assert asked.value.status == 304
+    assert page.evaluate("window.shownOnce") is True
+
+    # When the image is mended and the request retried through the API, and has finished
+    missing = re.search(r"http://[^,\"]*/gone\.jpg", csv_text)
+    assert missing is not None
+    origin.add(missing[0].removeprefix(origin.base_url), encoded(photo(320, 240, 9), "JPEG"))
+    retried = api_request("POST", f"{embedded_service.base_url}/api/requests/{request_id}/retry/")
+    assert retried.status == 202
+    wait_for_finish(embedded_service.base_url, request_id)
+
+    # Then within a minute the page shows it anew: every image compressed, no Retry
+    page.clock.run_for(61_000)
+    expect(page.locator("#status")).to_have_text("Completed")
+    expect(page.locator("img[alt^='After']")).to_have_count(4)
+    expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
+    assert console_errors == []
+
+
+@pytest.mark.e2e
 def test_a_webhook_whose_receiver_failed_is_sent_again_from_the_page(
     embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
 ) -> None:
@@ -1370,6 +1409,32 @@ def test_a_requests_products_are_filtered_by_every_image_status_the_api_takes(
     assert names(said) == []
     assert '<a href="?status=cancelled">Cancelled</a>' in said
     assert member_client.get(f"{url}?status=").status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_requests_page_holds_the_status_apis_etag_of_what_it_shows(
+    member_client: Client, account: Account, api_key: str
+) -> None:
+    """What its script asks the status API with, once the request has finished: a 304
+    while nothing has changed, and the page shown anew once something has."""
+    request = stored_request(account, "1,P1,https://shop.example/1.jpg\n")
+    ProcessingRequest.objects.filter(pk=request.pk).update(
+        status="completed_with_errors", failed_images=1, finished_at=timezone.now()
+    )
+    page = member_client.get(f"/requests/{request.pk}/").content.decode()
+    shown = re.search(r'data-status-etag="([^"]*)"', page)
+    assert shown is not None
+    etag = shown[1].replace("&quot;", '"')
+
+    def status(if_none_match: str = "") -> Any:
+        headers = {"Authorization": f"Bearer {api_key}", "If-None-Match": if_none_match}
+        return Client().get(f"/api/status/{request.pk}/", headers=headers)
+
+    assert status()["ETag"] == etag
+    assert status(etag).status_code == 304
+    # and once retried, another
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="processing", failed_images=0)
+    assert status(etag).status_code == 200
 
 
 @pytest.mark.django_db

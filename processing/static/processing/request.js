@@ -1,6 +1,7 @@
 // A request's page: move the progress bar from the status API until the request has
-// finished, showing each image's result as it ends, then load the page again. The cancel,
-// retry, re-run and webhook forms post to the JSON API, as the upload form does.
+// finished, showing each image's result as it ends, then load the page again (and again
+// if it changes once finished). The cancel, retry, re-run and webhook forms post to the
+// JSON API, as the upload form does.
 "use strict";
 
 (function () {
@@ -26,9 +27,12 @@
   const said = document.getElementById("progress-said");
   const pollProblem = document.getElementById("poll-problem");
   const goneSaid = document.getElementById("request-gone");
-  // How often a finished request's page asks whether the request is still there, in
-  // milliseconds (and whenever the tab is looked at again).
-  const GONE_ASKED_EVERY = 60000;
+  // How often a finished request's page asks whether the request is still as shown, in
+  // milliseconds (and whenever the tab is looked at again): it may be deleted or expire,
+  // be retried from another tab, the API or an operator's retry_failed, or its webhook
+  // be sent again, and nothing else tells the page. One small answer a minute, a 304
+  // without a body while nothing has changed, and none from a hidden tab.
+  const CHANGES_ASKED_EVERY = 60000;
   // The forms come disabled: without this script they would post to the JSON API.
   document.querySelectorAll("fieldset.needs-script").forEach((fields) => {
     fields.disabled = false;
@@ -309,20 +313,32 @@
 
   show(Number(fill.dataset.percent));
   if (section.dataset.finished === "true") {
-    // Nothing to follow; but the request may be deleted, or expire, while the tab is open.
-    const askGone = async () => {
+    // Nothing to follow, unless the request changes while the tab is open: it is shown
+    // anew then (followed again, once retried), or said to be gone.
+    const shownEtag = section.dataset.statusEtag;
+    const askChanged = async () => {
       if (gone || document.visibilityState === "hidden") return;
       try {
-        const response = await fetch(section.dataset.statusUrl, { cache: "no-store" });
-        if (response.ok || response.status === 401) return;
+        const response = await fetch(section.dataset.statusUrl, {
+          cache: "no-store",
+          headers: { "If-None-Match": shownEtag },
+        });
+        if (response.status === 304 || response.status === 401) return;
         const body = await response.json().catch(() => ({}));
+        if (response.ok) {
+          // Another ETag, or one the way lost, but no longer finished: a retry started
+          // elsewhere, which the page kept showing as finished, its Retry then refused.
+          const etag = response.headers.get("ETag");
+          if ((etag && etag !== shownEtag) || !FINISHED.includes(body.status)) reload();
+          return;
+        }
         if (isGone(response.status, body)) showGone(response.status, body);
       } catch (error) {
         // The service may be restarting: asked again later.
       }
     };
-    window.setInterval(askGone, GONE_ASKED_EVERY);
-    document.addEventListener("visibilitychange", askGone);
+    window.setInterval(askChanged, CHANGES_ASKED_EVERY);
+    document.addEventListener("visibilitychange", askChanged);
     return;
   }
 
