@@ -82,6 +82,13 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "csv_max_bytes": settings.CSV_MAX_BYTES,
             "csv_max_megabytes": f"{settings.CSV_MAX_BYTES / 1024 / 1024:g}",
             "csv_max_rows": f"{settings.CSV_MAX_ROWS:,}",
+            # The account's limits, and how near it is to the images one: an upload over
+            # them was a 429 with nothing on the page to say how near it had been.
+            "pending_images": f"{selectors.account_pending_images(account=account):,}"
+            if settings.ACCOUNT_MAX_PENDING_IMAGES
+            else None,
+            "max_pending_images": f"{settings.ACCOUNT_MAX_PENDING_IMAGES:,}",
+            "upload_rate_limit": settings.ACCOUNT_UPLOAD_RATE_LIMIT,
             "quality_choices": quality_choices(),
             **form_choices(),
         },

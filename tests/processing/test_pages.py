@@ -1184,6 +1184,35 @@ def test_the_upload_form_comes_set_to_the_services_own_quality_defaults(
 
 
 @pytest.mark.django_db
+def test_the_upload_form_says_how_many_of_the_accounts_images_may_be_pending(
+    member_client: Client, account: Account, settings: Any
+) -> None:
+    """An upload past ACCOUNT_MAX_PENDING_IMAGES was a 429 with nothing on the page to say
+    the account's limits, or how near it was to them."""
+    # Given an account with a request of three images under way, one of them ended, and
+    # a finished one, which counts for nothing
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 5_000
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "30/minute"
+    rows = '1,P,https://shop.example/1.jpg\n2,Q,"https://shop.example/2.jpg,https://shop.example/3.jpg"\n'
+    running = stored_request(account, rows)
+    ProcessingRequest.objects.filter(pk=running.pk).update(succeeded_images=1)
+    finished = stored_request(account, "1,P,https://shop.example/4.jpg\n")
+    ProcessingRequest.objects.filter(pk=finished.pk).update(status="completed")
+
+    # When the person opens the upload page, then it says so beside the form
+    home = " ".join(member_client.get("/").content.decode().split())
+    assert (
+        f'<p id="account-limits" class="detail">2 of 5,000 images pending for {account.name}: '
+        "an upload, re-run or retry that would pass 5,000 is refused until some have finished. "
+        "The account may upload 30/minute.</p>" in home
+    )
+    # and with neither limit set, it says nothing of them
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 0
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = ""
+    assert 'id="account-limits"' not in member_client.get("/").content.decode()
+
+
+@pytest.mark.django_db
 def test_a_cancelled_requests_bar_shows_what_was_processed_and_its_webhook_is_shown(
     member_client: Client, account: Account
 ) -> None:
