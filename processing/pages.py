@@ -56,10 +56,17 @@ class ImageRow:
 @account_page("GET")
 def home(request: HttpRequest, account: Account) -> HttpResponse:
     # Every request of the account, a page at a time (it showed the latest 20, no more);
-    # ?status=failed (or failed,cancelled) those in these statuses, as the API lists them.
-    asked = request.GET.get("status", "").split(",")
-    statuses = [status for status in ProcessingRequest.Status.values if status in asked]
+    # ?status=failed (or failed,cancelled) those in these statuses, as the API lists them;
+    # a status it does not know is said, as the request's page says it (it listed every
+    # request, as though the filter had been taken).
+    statuses, status_problems = statuses_read(
+        request.GET.getlist("status"), ProcessingRequest.Status.values
+    )
+    if status_problems:
+        statuses = []
     listed = selectors.requests_list(account=account, statuses=statuses)
+    if status_problems:
+        listed = listed.none()
     page = Paginator(listed, REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -68,6 +75,7 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "recent": [(row, request_settings_words(row)) for row in page.object_list],
             "page": page,
             "statuses": statuses,
+            "status_problems": status_problems,
             "status_filters": ProcessingRequest.Status.choices,
             "filter_words": " or ".join(
                 str(label).lower()
@@ -92,6 +100,7 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "quality_choices": quality_choices(),
             **form_choices(),
         },
+        status=400 if status_problems else 200,
     )
 
 

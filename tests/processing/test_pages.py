@@ -1582,3 +1582,26 @@ def test_the_list_of_requests_is_filtered_by_status_a_page_at_a_time(
     # And a status with no request says so, with the way back to every request
     none = " ".join(member_client.get("/?status=cancelled").content.decode().split())
     assert '<p>No requests cancelled. <a href="?">Show every request</a></p>' in none
+
+
+def test_the_list_of_requests_refuses_a_status_it_does_not_know_saying_so(
+    member_client: Client, account: Account
+) -> None:
+    """/?status=canceled listed every request, as though the filter had been taken: the
+    request's page and the API refuse it."""
+    stored_request(account, "1,P,https://shop.example/a.jpg\n", file_name="0.csv")
+
+    # When the person asks for a status misspelt, or for none
+    wrong = member_client.get("/?status=completed,canceled")
+    empty = member_client.get("/?status=")
+
+    # Then the page says which, with the statuses it takes, lists no request, and keeps
+    # the upload form and the filters
+    assert wrong.status_code == 400
+    said = " ".join(wrong.content.decode().split())
+    assert "Not a status: &#x27;canceled&#x27;. One of: pending, processing," in said
+    assert 'title="0.csv"' not in said
+    assert '<a href="?status=cancelled">Cancelled</a>' in said
+    assert 'name="file"' in said
+    assert empty.status_code == 400
+    assert "Empty. One or more of: pending," in empty.content.decode()
