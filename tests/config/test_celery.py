@@ -7,7 +7,6 @@ webhooks."""
 
 import os
 import platform
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.redis import RedisServer
-from tests.harness.service import procfile_commands
+from tests.harness.service import alone_environment, procfile_process
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,22 +86,10 @@ def test_an_operators_glibc_settings_win(environment: dict[str, str]) -> None:
 
 def unwritable_storage(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """A worker's environment with a STORAGE_DIR under a file, which no one can make a
-    folder in, on the embedded broker; that STORAGE_DIR."""
+    folder in; that STORAGE_DIR."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}
-    }
-    environment |= {
-        "VAR_DIR": str(tmp_path / "var"),
-        "STORAGE_DIR": str(blocker / "storage"),
-        "SECRET_KEY": "tests-only-not-secret",
-        "LOG_FORMAT": "plain",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    return environment, blocker / "storage"
+    return alone_environment(tmp_path, STORAGE_DIR=str(blocker / "storage")), blocker / "storage"
 
 
 @pytest.mark.e2e
@@ -115,20 +102,13 @@ def test_a_worker_that_cannot_write_the_output_storage_stops_at_its_start_saying
     environment, storage = unwritable_storage(tmp_path)
 
     # When a worker is started as the Procfile starts it
-    result = subprocess.run(
-        ["/bin/sh", "-c", f"exec {procfile_commands()[worker]}"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    log = tmp_path / "worker.log"
+    with procfile_process(worker, environment, log) as started:
+        started.wait(timeout=120)
 
     # Then it stops, naming what it could not write
-    assert result.returncode != 0
-    assert f"cannot write the output storage (STORAGE_DIR {storage})" in (
-        result.stdout + result.stderr
-    )
+    assert started.returncode != 0
+    assert f"cannot write the output storage (STORAGE_DIR {storage})" in log.read_text()
 
 
 @pytest.mark.e2e
@@ -140,16 +120,7 @@ def test_the_webhooks_worker_starts_whatever_the_output_storage(tmp_path: Path) 
 
     # When the webhooks worker is started as the Procfile starts it
     log = tmp_path / "webhooks.log"
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {procfile_commands()['webhooks']}"],
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with procfile_process("webhooks", environment, log) as worker:
         # Then it comes up and takes its queue's tasks, saying nothing of the storage
         wait_until(
             lambda: worker.poll() is not None or " ready." in log.read_text(),
@@ -157,9 +128,6 @@ def test_the_webhooks_worker_starts_whatever_the_output_storage(tmp_path: Path) 
             what="the webhooks worker to be ready or to stop",
         )
         assert worker.poll() is None, log.read_text()
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
     assert "cannot write the output storage" not in log.read_text()
 
 
@@ -169,32 +137,11 @@ def test_a_worker_that_loses_its_broker_prints_no_deprecation_warning(
     """Celery printed a CPendingDeprecationWarning of eight lines at every broker loss, until
     worker_cancel_long_running_tasks_on_connection_loss was set (config/settings.py)."""
     # Given a worker started as the Procfile starts it, on a Redis of its own
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR"}
-    }
-    environment |= {
-        "VAR_DIR": str(tmp_path / "var"),
-        "STORAGE_DIR": str(tmp_path / "storage"),
-        "CELERY_BROKER_URL": private_redis.url,
-        "CELERY_WORKER_CONCURRENCY": "1",
-        "SECRET_KEY": "tests-only-not-secret",
-        "LOG_FORMAT": "plain",
-        "PYTHONUNBUFFERED": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    environment = alone_environment(
+        tmp_path, CELERY_BROKER_URL=private_redis.url, CELERY_WORKER_CONCURRENCY="1"
+    )
     log_path = tmp_path / "worker.log"
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {procfile_commands()['worker']}"],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with procfile_process("worker", environment, log_path):
         wait_until(lambda: " ready." in log_path.read_text(), timeout=60, what="the worker")
 
         # When its Redis goes away
@@ -207,9 +154,6 @@ def test_a_worker_that_loses_its_broker_prints_no_deprecation_warning(
         wait_until(
             lambda: "Trying again" in log_path.read_text(), timeout=30, what="a reconnection"
         )
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
 
     # Then it says so, and prints no warning of Celery's next version
     assert "PendingDeprecationWarning" not in log_path.read_text()

@@ -3,15 +3,12 @@ no setting reads is said, with the setting nearest to it; others' variables are 
 
 import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from config.checks import unread_variables_check
-from tests.harness.service import procfile_commands
+from tests.harness.service import alone_environment, procfile_process
 from tests.support import ROOT, free_port, python_run, wait_until
 
 
@@ -44,36 +41,18 @@ def test_a_misspelt_setting_is_named_in_the_log_of_every_process_as_it_starts(
     """A host of workers alone, or a web server's, runs no management command: its
     misspelt setting was ignored in silence."""
     # Given a misspelt setting in a process's environment
-    environ = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}
-    }
-    environ |= {
-        "VAR_DIR": str(tmp_path / "var"),
-        "STORAGE_DIR": str(tmp_path / "storage"),
-        "SECRET_KEY": "tests-only-not-secret",
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "WEB_CONCURRENCY": "2",
-        "LOG_FORMAT": "plain",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "IMAGE_QUALTY": "30",
-    }
+    environ = alone_environment(
+        tmp_path,
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        WEB_CONCURRENCY="2",
+        IMAGE_QUALTY="30",
+    )
 
     # When the process starts as the Procfile starts it
     log = tmp_path / f"{process}.log"
-    with log.open("wb") as output:
-        started = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {procfile_commands()[process]}"],
-            cwd=ROOT,
-            env=environ,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     said = "IMAGE_QUALTY is not a setting: did you mean IMAGE_QUALITY? (config.W001)"
-    try:
+    with procfile_process(process, environ, log) as started:
         # Then its log names it, with the setting meant, once, and the process runs on
         wait_until(
             lambda: started.poll() is not None or said in log.read_text(),
@@ -81,9 +60,6 @@ def test_a_misspelt_setting_is_named_in_the_log_of_every_process_as_it_starts(
             what=f"the {process}'s warning",
         )
         assert started.poll() is None, log.read_text()
-    finally:
-        os.killpg(started.pid, signal.SIGTERM)
-        started.wait(timeout=60)
     assert log.read_text().count(said) == 1, log.read_text()
 
 

@@ -33,6 +33,46 @@ def procfile_commands() -> dict[str, str]:
     return commands
 
 
+def alone_environment(workdir: Path, **settings: str) -> dict[str, str]:
+    """The environment of one of the Procfile's processes started on its own: the embedded
+    default in workdir (not the machine's PostgreSQL, Redis or metrics folder), this
+    Python's programs first on PATH, and settings."""
+    leave_out = {"DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}
+    environ = {name: value for name, value in os.environ.items() if name not in leave_out}
+    return environ | {
+        "VAR_DIR": str(workdir / "var"),
+        "STORAGE_DIR": str(workdir / "storage"),
+        "SECRET_KEY": "tests-only-not-secret",
+        "LOG_FORMAT": "plain",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        **settings,
+    }
+
+
+@contextlib.contextmanager
+def procfile_process(
+    name: str, environ: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """One of the Procfile's processes as it starts it, its output in log; stopped (its
+    whole process group) at the end."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {procfile_commands()[name]}"],
+            cwd=ROOT,
+            env=environ,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
 @dataclass
 class Service:
     base_url: str

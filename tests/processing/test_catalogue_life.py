@@ -39,7 +39,7 @@ from processing.models import (
 )
 from processing.queue import QueuedTask
 from processing.selectors import timestamp
-from tests.processing.in_process import Capture, Downloads, images_of, started
+from tests.processing.in_process import HEADER, Capture, Downloads, images_of, started
 from tests.support import encoded, noisy_photo, photo
 
 pytestmark = pytest.mark.django_db
@@ -103,13 +103,25 @@ def encodes() -> float:
     return REGISTRY.get_sample_value("imgsvc_image_stage_seconds_count", {"stage": "encode"}) or 0
 
 
-def output_csv(api: APIClient, request: ProcessingRequest) -> list[list[str]]:
-    """The request's output CSV, asked for as the schema names it (it was answered 406)."""
+def ran_and_re_run(capture: Capture, request: ProcessingRequest) -> list[ProcessingRequest]:
+    """A stored request run to its end, and a re-run of it at another quality run too."""
+    start_and_drain(capture, request)
+    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
+    start_and_drain(capture, rerun)
+    return [request, rerun]
+
+
+def output_csv_bytes(api: APIClient, request: ProcessingRequest) -> bytes:
+    """The request's output CSV as sent, asked for as the schema names it (it was answered
+    406)."""
     response = api.get(f"/api/requests/{request.pk}/output.csv", HTTP_ACCEPT="text/csv")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
-    return list(csv.reader(io.StringIO(body.decode())))
+    return b"".join(response.streaming_content)  # type: ignore[attr-defined]
+
+
+def output_csv(api: APIClient, request: ProcessingRequest) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(output_csv_bytes(api, request).decode())))
 
 
 def listing(request: ProcessingRequest) -> list[tuple[int, str, str]]:
@@ -141,14 +153,10 @@ def test_a_csv_excel_wrote_with_semicolons_and_a_mark_gets_its_output_written_al
     )
 
     # When it has run, and a re-run of it too
-    start_and_drain(django_capture_on_commit_callbacks, request)
-    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
-    start_and_drain(django_capture_on_commit_callbacks, rerun)
+    finished = ran_and_re_run(django_capture_on_commit_callbacks, request)
 
     # Then each output CSV is written as the input was, for Excel to open it the same way
-    for finished in (request, rerun):
-        response = api.get(f"/api/requests/{finished.pk}/output.csv", HTTP_ACCEPT="text/csv")
-        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    for body in (output_csv_bytes(api, each) for each in finished):
         header, row, end = body.split(b"\r\n")
         assert header == codecs.BOM_UTF8 + b"S. No.;Product Name;Input Image Urls;Output Image Urls"
         assert end == b""
@@ -173,14 +181,10 @@ def test_a_csv_declaring_its_separator_gets_an_output_csv_declaring_it_too(
     )
 
     # When it has run, and a re-run of it too
-    start_and_drain(django_capture_on_commit_callbacks, request)
-    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
-    start_and_drain(django_capture_on_commit_callbacks, rerun)
+    finished = ran_and_re_run(django_capture_on_commit_callbacks, request)
 
     # Then each output CSV declares it first, and is separated by it
-    for finished in (request, rerun):
-        response = api.get(f"/api/requests/{finished.pk}/output.csv", HTTP_ACCEPT="text/csv")
-        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    for body in (output_csv_bytes(api, each) for each in finished):
         declared, header, row, end = body.decode().split("\r\n")
         assert (declared, header) == (
             "sep=;",
@@ -202,14 +206,16 @@ def test_a_serial_number_written_with_leading_zeros_is_shown_as_written_everywhe
     downloads.answers = dict.fromkeys(URLS[:2], JPEG)
     rows = f"007,Lamp,{URLS[0]}\n0010,Shade,{URLS[1]}\n"
 
+    request = intake.request_create(
+        account=account, csv_data=(HEADER + rows).encode(), public_base_url="http://testserver"
+    )
+
     # When it has run, and a re-run of it too
-    request = run(account, django_capture_on_commit_callbacks, rows)
-    rerun = intake.request_rerun(source=request, public_base_url="http://testserver", quality=30)
-    start_and_drain(django_capture_on_commit_callbacks, rerun)
+    finished = ran_and_re_run(django_capture_on_commit_callbacks, request)
 
     # Then each output CSV carries them as written
-    for finished in (request, rerun):
-        assert [row[0] for row in output_csv(api, finished)] == ["S. No.", "007", "0010"]
+    for each in finished:
+        assert [row[0] for row in output_csv(api, each)] == ["S. No.", "007", "0010"]
     # and the products API gives them so beside the number, and the page shows them so
     products = api.get(f"/api/requests/{request.pk}/products/").json()["results"]
     assert [(p["serial_number"], p["serial_text"]) for p in products] == [(7, "007"), (10, "0010")]
