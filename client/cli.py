@@ -146,8 +146,15 @@ def ended(
     progress = status["progress"]
     sizes = status.get("bytes") or {}
     counted = sizes.get("input") and sizes.get("output") is not None
+    # The images re-used unchanged: none said by a server from before they were counted.
+    reused = (status.get("outputs") or {}).get("reused")
+    if reused:
+        made = f"{progress['succeeded'] - reused} compressed, {reused} re-used unchanged"
+    else:
+        made = f"{progress['succeeded']} compressed"
     print(
-        f"{status['status']}: {progress['succeeded']} compressed, {progress['failed']} failed"
+        f"{status['status']}: {made}"
+        + f", {progress['failed']} failed"
         + (f", {progress['cancelled']} cancelled" if progress.get("cancelled") else "")
         + (f"; {sizes['input']:,} bytes in, {sizes['output']:,} out" if counted else ""),
         file=sys.stderr,

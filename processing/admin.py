@@ -29,6 +29,7 @@ class ProcessingRequestAdmin(ReadOnlyAdmin):
         "total_products",
         "total_images",
         "succeeded_images",
+        "reused_images",
         "failed_images",
         "created_at",
         "finished_at",

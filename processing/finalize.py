@@ -100,10 +100,11 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
     metrics.REQUESTS_FINISHED.labels(status).inc()
     metrics.REQUEST_SECONDS.observe((now - request.created_at).total_seconds())
     logger.info(
-        "request %s %s: %d succeeded, %d failed",
+        "request %s %s: %d succeeded (%d re-used), %d failed",
         request.pk,
         status,
         request.succeeded_images,
+        request.reused_images,
         request.failed_images,
     )
 

@@ -139,6 +139,10 @@ class ProcessingRequest(models.Model):
     succeeded_images = models.PositiveIntegerField(default=0)
     failed_images = models.PositiveIntegerField(default=0)
     cancelled_images = models.PositiveIntegerField(default=0)
+    # Of the succeeded images, those given an earlier request's output because their source
+    # had not changed (ProductImage.reused), counted with them: a re-upload's "N re-used".
+    # A default in the database too, as file_name has, for the code before it.
+    reused_images = models.PositiveIntegerField(default=0, db_default=0)
     # Bytes of the request's succeeded images, as their rows give them (an image whose URL
     # another image shares counts too): what it downloaded and what it made of them.
     input_bytes = models.PositiveBigIntegerField(default=0)

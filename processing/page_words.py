@@ -149,8 +149,10 @@ def form_choices() -> dict[str, Any]:
 
 def counts_words(found: ProcessingRequest) -> str:
     """The images' counts under the bar, as request.js words them while the request runs."""
+    compressed = found.succeeded_images - found.reused_images
+    reused = f"{found.reused_images} re-used unchanged, " if found.reused_images else ""
     cancelled = f"{found.cancelled_images} cancelled, " if found.cancelled_images else ""
     return (
-        f"{found.succeeded_images} compressed, {found.failed_images} failed, {cancelled}"
+        f"{compressed} compressed, {reused}{found.failed_images} failed, {cancelled}"
         f"{found.pending_images} to go"
     )

@@ -57,8 +57,8 @@ def images_record(
     A success ends every image of its URL not ended yet, held or not: the first result
     made is never thrown away because the image was claimed again meanwhile (a copy of the
     task delivered twice, a lease that ran out). One UPDATE for the successes, one for the
-    failures and one for the retries where there are any, one for the request's counters,
-    in one transaction (the caller's, if any).
+    failures and one for the retries where there are any, one for the request's counters
+    (the re-used among the succeeded too), in one transaction (the caller's, if any).
     """
     now = timezone.now()
     unfinished = ProductImage.objects.filter(request_id=request_id, status__in=NOT_ENDED)
@@ -103,6 +103,7 @@ def images_record(
                     "succeeded_images": F("succeeded_images") + ended_as["succeeded"],
                     "failed_images": F("failed_images") + ended_as["failed"],
                     "cancelled_images": F("cancelled_images") + ended_as["cancelled"],
+                    "reused_images": F("reused_images") + _reused(outcomes, ended),
                     "input_bytes": F("input_bytes") + _bytes(outcomes, ended, "input_bytes"),
                     "output_bytes": F("output_bytes") + _bytes(outcomes, ended, "output_bytes"),
                     "updated_at": now,
@@ -150,6 +151,15 @@ def _bytes(outcomes: list[ImageOutcome], ended: Counter[str], fact: str) -> int:
         ended[outcome.input_url] * getattr(outcome.facts, fact)
         for outcome in outcomes
         if outcome.facts is not None
+    )
+
+
+def _reused(outcomes: list[ImageOutcome], ended: Counter[str]) -> int:
+    """The images this batch's successes ended with an earlier request's output."""
+    return sum(
+        ended[outcome.input_url]
+        for outcome in outcomes
+        if outcome.facts is not None and outcome.facts.reused
     )
 
 

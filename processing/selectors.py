@@ -219,6 +219,12 @@ def request_status_payload(request: ProcessingRequest) -> dict[str, Any]:
             "cancelled": request.cancelled_images,
             "pending": request.pending_images,
         },
+        # Beside progress, not in it: its counts add up to the total, and these two to its
+        # succeeded.
+        "outputs": {
+            "compressed": request.succeeded_images - request.reused_images,
+            "reused": request.reused_images,
+        },
         "bytes": {"input": request.input_bytes, "output": request.output_bytes},
         "settings": {
             "quality": request.quality,

@@ -34,6 +34,14 @@ class ProgressSerializer(serializers.Serializer[Any]):
     pending = serializers.IntegerField()
 
 
+class OutputsSerializer(serializers.Serializer[Any]):
+    compressed = serializers.IntegerField(help_text="Made from their sources by this request.")
+    reused = serializers.IntegerField(
+        help_text="Given the output an earlier request of the account made of the same "
+        "source with the same settings: the source had not changed, nothing was encoded."
+    )
+
+
 class WebhookStateSerializer(serializers.Serializer[Any]):
     event_id = serializers.CharField()
     state = serializers.ChoiceField(choices=["pending", "delivered", "failed"])
@@ -113,6 +121,10 @@ class RequestStateSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     progress = ProgressSerializer()
+    outputs = OutputsSerializer(
+        help_text="How the succeeded images got their outputs: the two add up to "
+        "progress.succeeded."
+    )
     bytes = BytesSerializer(
         help_text="Bytes of the succeeded images so far: downloaded, and of their outputs."
     )

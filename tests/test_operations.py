@@ -750,6 +750,17 @@ def test_the_command_line_client_submits_waits_and_saves_the_output_csv(
         rf"{request_id}  completed +  \S+Z  3/3 images  products.csv\n", listed.stdout
     )
 
+    # And the same CSV submitted again, its sources unchanged, says none was compressed
+    again = subprocess.run(
+        [str(BIN / "imgsvc"), "--server", embedded_service.base_url, "submit", str(csv_path),
+         "--wait", "--output", str(tmp_path / "again.csv")],
+        capture_output=True, text=True, timeout=120, check=False, env=cli_env(embedded_service),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert re.search(
+        r"\ncompleted: 0 compressed, 3 re-used unchanged, 0 failed; [\d,]+ bytes in", again.stderr
+    )
+
 
 @pytest.mark.e2e
 def test_the_command_line_client_shows_a_webhooks_delivery_and_sends_it_again(

@@ -323,6 +323,14 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
     assert encodes() == encoded_before
     images = api.get(f"/api/requests/{second.pk}/products/").json()["results"]
     assert [image["reused"] for product in images for image in product["images"]] == [True] * 4
+    # and the status says so, as it says the first run compressed every image
+    outputs = {
+        run.pk: api.get(f"/api/status/{run.pk}/").json()["outputs"] for run in (first, second)
+    }
+    assert outputs == {
+        first.pk: {"compressed": 4, "reused": 0},
+        second.pk: {"compressed": 0, "reused": 4},
+    }
     # each output a name of its own, in the second request's folder, the first's bytes
     for old, new in zip(images_of(first), images_of(second), strict=True):
         assert new.output_name.startswith(f"output_images/{second.pk}/")
@@ -333,6 +341,66 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
             old.output_bytes,
         )
     assert all(row[3] for row in output_csv(api, second)[1:])
+
+
+def test_a_catalogue_uploaded_again_is_told_how_many_images_were_re_used_and_how_many_new(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+    member_client: Client,
+) -> None:
+    """Only each image's `reused` said it: a re-upload of 10,000 images had to page the
+    products to learn how many were new."""
+    # Given a first run of a CSV whose last URL two products share
+    rows = ROWS + f"5,Lamp 3 again,{URLS[3]}\n"
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks, rows=rows)
+
+    # When it is uploaded again, with its first source changed and its second gone
+    downloads.answers[URLS[0]] = CHANGED
+    downloads.answers[URLS[1]] = net.NetError("http_404", "The server answered 404.")
+    again = run(
+        account,
+        django_capture_on_commit_callbacks,
+        rows=rows,
+        webhook_url="https://hooks.example/x",
+    )
+
+    # Then its status says one image compressed and three re-used (the shared URL's two),
+    # beside progress, whose counts still add up to the total
+    status = api.get(f"/api/status/{again.pk}/").json()
+    assert status["progress"] == {
+        "total": 5,
+        "succeeded": 4,
+        "failed": 1,
+        "cancelled": 0,
+        "pending": 0,
+    }
+    assert status["outputs"] == {"compressed": 1, "reused": 3}
+    # as its images' rows say, its webhook's event and its row in the list too
+    assert sum(image.reused for image in images_of(again)) == 3
+    event = WebhookDelivery.objects.get(request=again).payload
+    assert event["outputs"] == {"compressed": 1, "reused": 3}
+    listed = api.get(f"/api/requests/{again.pk}/").json()
+    assert listed["outputs"] == {"compressed": 1, "reused": 3}
+    # and its page, under the bar
+    page = member_client.get(f"/requests/{again.pk}/").content.decode()
+    assert '<p id="progress-text">1 compressed, 3 re-used unchanged, 1 failed, 0 to go</p>' in page
+
+    # When the gone source is back, unchanged, and the failed image is retried
+    downloads.answers[URLS[1]] = JPEG
+    etag = api.get(f"/api/status/{again.pk}/")["ETag"]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert api.post(f"/api/requests/{again.pk}/retry/").status_code == 202
+    drain(django_capture_on_commit_callbacks, list(callbacks))
+
+    # Then it is counted among the re-used, the others kept, and a poll sees the change
+    answer = api.get(f"/api/status/{again.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert answer.status_code == 200
+    assert answer.json()["progress"]["succeeded"] == 5
+    assert answer.json()["outputs"] == {"compressed": 1, "reused": 4}
+    assert sum(image.reused for image in images_of(again)) == 4
 
 
 def test_re_used_outputs_outlive_the_request_they_came_from_and_are_never_written_through(

@@ -86,6 +86,7 @@ def test_a_catalogue_is_compressed_and_reported_end_to_end(
         "created_at": status["created_at"],
         "updated_at": status["updated_at"],
         "progress": {"total": 8, "succeeded": 6, "failed": 2, "pending": 0, "cancelled": 0},
+        "outputs": {"compressed": 6, "reused": 0},
         "bytes": status["bytes"],
         "settings": {
             "quality": 50,

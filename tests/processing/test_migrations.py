@@ -1,6 +1,6 @@
 """Migrations on a database that already has requests: accounts arriving (the requests
 all belong to the account `default`, which signs with the WEBHOOK_SECRET receivers
-already verify with), and the bytes counters filled from the images' rows."""
+already verify with), and the bytes and re-used counters filled from the images' rows."""
 
 from typing import Any
 
@@ -132,3 +132,52 @@ def test_products_of_the_code_before_serial_texts_are_shown_by_their_number(
     # Then both are stored, shown (in the output CSV too) by their number
     products = Product.objects.filter(pk__in=[earlier.pk, during.pk]).order_by("position")
     assert [product.serial_as_written for product in products] == ["7", "8"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_made_before_the_re_used_count_get_it_from_their_images(
+    account: Account,
+) -> None:
+    # Given a database as it was before the count, with a request of four images, two of
+    # them succeeded with an earlier request's output, and another request re-using none
+    before = [("processing", "0021_request_csv_separator_line")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_models = executor.loader.project_state(before).apps
+    old_request = old_models.get_model("processing", "ProcessingRequest")
+    again, new = (
+        old_request.objects.create(
+            account_id=account.pk, public_base_url="http://testserver", quality=50, total_images=4
+        )
+        for _ in range(2)
+    )
+    for request, reused in ((again, (True, True, False, False)), (new, (False,) * 4)):
+        product = old_models.get_model("processing", "Product").objects.create(
+            request_id=request.pk, position=0, serial_number=1, product_name="Lamp"
+        )
+        for position, (status, was_reused) in enumerate(
+            zip(["succeeded", "succeeded", "succeeded", "failed"], reused, strict=True)
+        ):
+            old_models.get_model("processing", "ProductImage").objects.create(
+                request_id=request.pk,
+                product_id=product.pk,
+                position=position,
+                input_url=f"https://shop.example/{position}.jpg",
+                status=status,
+                reused=was_reused,
+            )
+
+    # When the migrations run, and a process of the code before them goes on uploading
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    during = old_request.objects.create(
+        account_id=account.pk, public_base_url="http://testserver", quality=50
+    )
+
+    # Then each counts what its images' rows say, and the one made meanwhile none
+    counts = dict(
+        ProcessingRequest.objects.filter(pk__in=[again.pk, new.pk, during.pk]).values_list(
+            "pk", "reused_images"
+        )
+    )
+    assert counts == {again.pk: 2, new.pk: 0, during.pk: 0}

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -792,6 +793,50 @@ def test_a_request_cancelled_from_its_page_ends_cancelled(
     assert shown.count("cancelled") == said > 0  # each one's "after", never made
     # (the status the page could not ask for, aside)
     assert set(console_errors) <= {"Failed to load resource: net::ERR_CONNECTION_REFUSED"}
+
+
+@pytest.mark.e2e
+def test_a_catalogue_uploaded_again_shows_its_re_used_images_apart_as_it_runs_and_once_done(
+    embedded_service: Service, origin: Origin, logged_in: Page, console_errors: list[str]
+) -> None:
+    """The counts said "N compressed" of images re-used unchanged, nothing encoded."""
+    page = logged_in
+    # Given a first run of eight sources (a first batch's worth)
+    run = uuid.uuid4().hex[:8]
+    urls = [
+        origin.add(f"/again-{run}/{n}.jpg", encoded(photo(64, 48, n), "JPEG")) for n in range(8)
+    ]
+    rows = "".join(f"{n + 1},Item {n},{url}\n" for n, url in enumerate(urls))
+    first = multipart_upload(embedded_service.base_url, HEADER + rows).json()["request_id"]
+    assert wait_for_finish(embedded_service.base_url, first)["status"] == "completed"
+
+    # When they are uploaded again with eight new ones, which the origin holds back
+    released = threading.Event()
+    body = encoded(photo(64, 48, 99), "JPEG")
+
+    def later(handler: BaseHTTPRequestHandler) -> None:
+        released.wait(60)
+        image_answer(handler, body)
+
+    held = [origin.add(f"/again-{run}/new-{n}.jpg", serve=later) for n in range(8)]
+    rows += "".join(f"{n + 9},New {n},{url}\n" for n, url in enumerate(held))
+    again = multipart_upload(embedded_service.base_url, HEADER + rows).json()["request_id"]
+    page.goto(f"{embedded_service.base_url}/requests/{again}/")
+
+    # Then while it runs, the counts under the bar tell the re-used apart
+    try:
+        expect(page.locator("#progress-text")).to_have_text(
+            "0 compressed, 8 re-used unchanged, 0 failed, 8 to go", timeout=30_000
+        )
+    finally:
+        released.set()
+
+    # And once it has finished too
+    expect(page.locator("#status")).to_have_text("Completed", timeout=60_000)
+    expect(page.locator("#progress-text")).to_have_text(
+        "8 compressed, 8 re-used unchanged, 0 failed, 0 to go"
+    )
+    assert console_errors == []
 
 
 @pytest.mark.e2e

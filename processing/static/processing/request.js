@@ -365,10 +365,14 @@
           reload();
           return;
         }
+        // As counts_words (page_words.py) says them.
+        const reused = body.outputs ? body.outputs.reused : 0;
+        const reusedText = reused ? `${reused} re-used unchanged, ` : "";
         const cancelledText = cancelled ? `${cancelled} cancelled, ` : "";
         showCounts(
           total ? Math.floor(((total - pending) * 100) / total) : 0,
-          `${succeeded} compressed, ${failed} failed, ${cancelledText}${pending} to go`
+          `${succeeded - reused} compressed, ${reusedText}${failed} failed, ` +
+            `${cancelledText}${pending} to go`
         );
         statusLabel.textContent = LABELS[body.status] || body.status;
         statusLabel.className = `status status-${body.status}`;
