@@ -27,6 +27,7 @@ from processing.page_words import (
     quality_choices,
     request_settings_words,
     size_change_words,
+    upload_rate_words,
 )
 from processing.serializers import IMAGE_STATUSES, WebhookTestSerializer
 
@@ -96,7 +97,9 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             if settings.ACCOUNT_MAX_PENDING_IMAGES
             else None,
             "max_pending_images": f"{settings.ACCOUNT_MAX_PENDING_IMAGES:,}",
-            "upload_rate_limit": settings.ACCOUNT_UPLOAD_RATE_LIMIT,
+            "upload_rate": upload_rate_words(settings.ACCOUNT_UPLOAD_RATE_LIMIT)
+            if settings.ACCOUNT_UPLOAD_RATE_LIMIT
+            else None,
             "quality_choices": quality_choices(),
             **form_choices(),
         },

@@ -1249,7 +1249,14 @@ def test_the_upload_form_says_how_many_of_the_accounts_images_may_be_pending(
     assert (
         f'<p id="account-limits" class="detail">2 of 5,000 images pending for {account.name}: '
         "an upload, re-run or retry that would pass 5,000 is refused until some have finished. "
-        "The account may upload 30/minute.</p>" in home
+        "The account may send 30 CSVs a minute (uploads and re-runs).</p>" in home
+    )
+    # and a limit of a day, in the words of the page, alone where the other is off
+    settings.ACCOUNT_MAX_PENDING_IMAGES = 0
+    settings.ACCOUNT_UPLOAD_RATE_LIMIT = "1000/day"
+    assert (
+        '<p id="account-limits" class="detail">The account may send 1,000 CSVs a day '
+        "(uploads and re-runs).</p>" in member_client.get("/").content.decode()
     )
     # and with neither limit set, it says nothing of them
     settings.ACCOUNT_MAX_PENDING_IMAGES = 0
