@@ -54,9 +54,9 @@ def post_worker_init(worker: Any) -> None:
 
     from config.checks import unread_variables_logged
 
-    get_resolver().url_patterns  # noqa: B018  (the property imports the views)
-    if worker.age == 1:
+    if worker.age == 1:  # first: a view that fails to import stops the server next
         unread_variables_logged()
+    get_resolver().url_patterns  # noqa: B018  (the property imports the views)
 
 
 # The lock that says a master serves with the control socket: held (by its open file) from
