@@ -43,9 +43,13 @@ class ProcessingRequestAdmin(ReadOnlyAdmin):
 
 @admin.register(Product)
 class ProductAdmin(ReadOnlyAdmin):
-    list_display = ["serial_number", "product_name", "request", "position"]
+    list_display = ["serial", "product_name", "request", "position"]
     search_fields = ["product_name", "request__request_id"]
     list_select_related = ["request"]
+
+    @admin.display(description="S. No.", ordering="serial_number")
+    def serial(self, product: Product) -> str:
+        return product.serial_as_written
 
 
 @admin.register(ProductImage)

@@ -436,7 +436,7 @@ def test_the_admin_lists_images_searchable_by_product_name_and_refuses_edits(
     request = intake.request_create(
         account=account,
         csv_data=HEADER
-        + b"1,Red lamp,https://shop.example/lamp.jpg\n2,Chair,https://shop.example/c.jpg\n",
+        + b"1,Red lamp,https://shop.example/lamp.jpg\n002,Chair,https://shop.example/c.jpg\n",
         public_base_url="http://testserver",
     )
     client.force_login(User.objects.create_superuser("admin", "admin@example.com", "x"))
@@ -444,12 +444,16 @@ def test_the_admin_lists_images_searchable_by_product_name_and_refuses_edits(
     found = client.get("/admin/processing/productimage/", {"q": "red lamp"})
     by_request = client.get("/admin/processing/processingrequest/", {"q": str(request.pk)})
     add = client.get("/admin/processing/productimage/add/")
+    products = client.get("/admin/processing/product/")
 
     assert found.status_code == 200
     assert b"https://shop.example/lamp.jpg" in found.content
     assert b"https://shop.example/c.jpg" not in found.content
     assert str(request.pk).encode() in by_request.content
     assert add.status_code == 403
+    # and products with their S. No. as the CSV wrote it
+    listed = re.findall(r'class="field-serial"><a [^>]*>([^<]*)<', products.content.decode())
+    assert listed == ["1", "002"]
 
 
 @pytest.mark.e2e
