@@ -87,6 +87,11 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
         default_storage.save(csv_name, File(raw))
         now = timezone.now()
         score_p5, score_median = _score_percentiles(request)
+        # Counted again from the rows: batches a worker older than the counter recorded
+        # (a deploy's migrate ran first) added none, and their request said "compressed".
+        request.reused_images = ProductImage.objects.filter(
+            request=request, status=ProductImage.Status.SUCCEEDED, reused=True
+        ).count()
         ProcessingRequest.objects.filter(pk=request.pk).update(
             status=status,
             output_csv_name=csv_name,
@@ -94,6 +99,7 @@ def _request_write_outputs(request: ProcessingRequest) -> None:
             updated_at=now,
             score_p5=score_p5,
             score_median=score_median,
+            reused_images=request.reused_images,
         )
         # In the same transaction: whoever sees the final status sees the delivery too.
         webhooks.webhook_schedule(request=request)

@@ -343,6 +343,33 @@ def test_the_same_csv_again_downloads_no_body_encodes_nothing_and_re_uses_every_
     assert all(row[3] for row in output_csv(api, second)[1:])
 
 
+def test_a_request_whose_batches_a_worker_older_than_the_re_used_count_recorded_ends_counted(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    account: Account,
+    api: APIClient,
+) -> None:
+    """A deploy migrates first: workers of the code before went on recording batches that
+    added nothing to the count, and the request said every image was compressed."""
+    # Given the same CSV again, its batches recorded as such a worker leaves them
+    downloads.answers = dict.fromkeys(URLS, JPEG)
+    run(account, django_capture_on_commit_callbacks)
+    request, batches = started(account, ROWS, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        for batch in batches:
+            pipeline.images_process(image_ids=batch)
+    ProcessingRequest.objects.filter(pk=request.pk).update(reused_images=0)
+
+    # When it finishes
+    drain(django_capture_on_commit_callbacks, list(queued))
+
+    # Then it counts what its images' rows say
+    assert api.get(f"/api/status/{request.pk}/").json()["outputs"] == {
+        "compressed": 0,
+        "reused": 4,
+    }
+
+
 def test_a_catalogue_uploaded_again_is_told_how_many_images_were_re_used_and_how_many_new(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
