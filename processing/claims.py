@@ -6,10 +6,11 @@ process died.
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 _TASK_TOKENS = uuid.UUID("6f1d2c1e-9a51-4b1f-8f0e-3c7a5d2b9e40")
 
 
-def claim_token(task_id: str | None) -> uuid.UUID:
-    """The token a batch claims its images with: one task, one token, whichever delivery.
+def claim_token(task_id: str | None, tries: int = 0) -> uuid.UUID:
+    """The token a batch claims its images with: one try of a task, one token, whichever
+    delivery of that try.
 
     A task whose process died (killed, out of memory, a crash in a codec) goes back to the
     queue at once (CELERY_TASK_REJECT_ON_WORKER_LOST), and its next delivery finds the
@@ -34,8 +36,20 @@ def claim_token(task_id: str | None) -> uuid.UUID:
     images again, each is then worked twice (the first success recorded stands, as for any
     image claimed twice; the first delivery's failures are not recorded), and one at its
     last attempt is failed by the second while the first still works on it.
+
+    tries: Celery's retries of the task so far. A try that failed on a database error ended
+    alive, and Celery sent the next: that one takes its images over (earlier_tokens), where
+    under the same token it took them for a dead delivery's and queued each again alone,
+    or, in a cancelled request, ended them "the worker was lost".
     """
-    return uuid.uuid5(_TASK_TOKENS, task_id) if task_id else uuid.uuid4()
+    if not task_id:
+        return uuid.uuid4()
+    return uuid.uuid5(_TASK_TOKENS, f"{task_id}/{tries}" if tries else task_id)
+
+
+def earlier_tokens(task_id: str | None, tries: int) -> list[uuid.UUID]:
+    """The tokens of the task's tries before this one: each ended by an error, alive."""
+    return [claim_token(task_id, earlier) for earlier in range(tries)] if task_id else []
 
 
 @dataclass
@@ -46,17 +60,25 @@ class Claim:
     given_up: dict[uuid.UUID, list[ImageOutcome]]
 
 
-def images_claim(*, firsts: list[ProductImage], token: uuid.UUID) -> Claim:
-    """Claim the pending URLs of firsts (and their repeats); deal with those an earlier
-    delivery of this task held when its process died (claim_token)."""
+def images_claim(
+    *, firsts: list[ProductImage], token: uuid.UUID, earlier: Sequence[uuid.UUID] = ()
+) -> Claim:
+    """Claim the pending URLs of firsts (and their repeats), and those the task's earlier
+    tries still hold (earlier: their tokens, claim_token); deal with those an earlier
+    delivery of this try held when its process died. A URL taken over from an earlier try
+    counts an attempt, as one queued again would: an image that kills its process on
+    every try is bounded by IMAGE_MAX_ATTEMPTS all the same."""
     claim = Claim(owned=set(), given_up={})
+    claimable = Q(status=ProductImage.Status.PENDING)
+    if earlier:
+        claimable |= Q(status=ProductImage.Status.PROCESSING, claim_token__in=earlier)
     for request_id in dict.fromkeys(image.request_id for image in firsts):
         mine = {image.input_url: image for image in firsts if image.request_id == request_id}
         same_urls = ProductImage.objects.filter(request_id=request_id, input_url__in=mine)
         claimed = {
             url
             for (url,) in bulk.update_returning(
-                same_urls.filter(status=ProductImage.Status.PENDING),
+                same_urls.filter(claimable),
                 values={
                     "status": ProductImage.Status.PROCESSING,
                     "claim_token": token,

@@ -9,6 +9,7 @@ request). It works only on the URLs it claims (claims.py).
 
 import contextvars
 import logging
+import math
 import os
 import threading
 import time
@@ -111,12 +112,13 @@ class _Work:
         return download.result()
 
 
-def images_process(*, image_ids: list[int], task_id: str | None = None) -> None:
+def images_process(*, image_ids: list[int], task_id: str | None = None, tries: int = 0) -> None:
     """Fetch, compress and store a batch of image URLs, each for every image with it.
 
     Downloads run in threads ahead of the encoding on this one, a few at a time, and the
     batch's results are recorded in one transaction per request. task_id, the Celery
-    task's, is the same for every delivery of the batch (claims.claim_token).
+    task's, is the same for every delivery of the batch, and tries its retries so far
+    (claims.claim_token).
     """
     # order_by(): the model's default order would join products for nothing.
     firsts = list(
@@ -130,7 +132,7 @@ def images_process(*, image_ids: list[int], task_id: str | None = None) -> None:
     # dropped.
     threads = _io_threads()
     known = _sources_known(firsts)
-    cancels = _CancelWatch({image.request_id for image in firsts})
+    cancels = _CancelWatch({image.request_id for image in firsts}, retried=tries > 0)
     work = {
         image.pk: _Work(image, known.get(image.pk), cancels.stops[image.request_id])
         for image in firsts
@@ -138,10 +140,12 @@ def images_process(*, image_ids: list[int], task_id: str | None = None) -> None:
     pending = [item for item in work.values() if item.image.status == ProductImage.Status.PENDING]
     for item in pending[: _read_ahead()]:
         item.download_start(threads)
-    token = claims.claim_token(task_id)
+    token = claims.claim_token(task_id, tries)
     leases.hold(token)
     try:
-        _images_claimed_work(firsts, work, token, threads, cancels)
+        _images_claimed_work(
+            firsts, work, token, claims.earlier_tokens(task_id, tries), threads, cancels
+        )
     finally:
         leases.release(token)
 
@@ -160,10 +164,11 @@ def _images_claimed_work(
     firsts: list[ProductImage],
     batch: dict[int, _Work],
     token: uuid.UUID,
+    earlier: list[uuid.UUID],
     threads: ThreadPoolExecutor,
     cancels: "_CancelWatch",
 ) -> None:
-    claim = claims.images_claim(firsts=firsts, token=token)
+    claim = claims.images_claim(firsts=firsts, token=token, earlier=earlier)
     for image_id, item in batch.items():
         if image_id not in claim.owned and item.download is not None:
             item.download.cancel()
@@ -273,8 +278,10 @@ class _CancelWatch:
     IMAGE_CANCEL_CHECK_SECONDS: a batch of small photos ends before it asks once. Each
     request's stop is set once it is seen cancelled: its downloads end at their next chunk."""
 
-    def __init__(self, request_ids: set[uuid.UUID]) -> None:
-        self.asked_at = time.monotonic()  # the claim, just after, finds them running
+    def __init__(self, request_ids: set[uuid.UUID], *, retried: bool = False) -> None:
+        # The claim, just after, finds them running; a retry's are asked at once: it takes
+        # over what its earlier try held, and the request may have been cancelled since.
+        self.asked_at = -math.inf if retried else time.monotonic()
         self.cancelled: set[uuid.UUID] = set()
         self.stops = {request_id: threading.Event() for request_id in request_ids}
 

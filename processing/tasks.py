@@ -45,7 +45,9 @@ def images_process(self: Task[Any, None], image_ids: list[int], request_id: str 
     # request_id, the request the batch's images belong to, names it in every line the
     # task logs, Celery's own too (config/logs.py); absent from tasks queued before it was.
     with request_id_bound(request_id):
-        pipeline.images_process(image_ids=image_ids, task_id=self.request.id)
+        pipeline.images_process(
+            image_ids=image_ids, task_id=self.request.id, tries=self.request.retries
+        )
 
 
 @shared_task(name=queue.REQUEST_FINALIZE, **DATABASE_AWAY)

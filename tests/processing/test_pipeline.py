@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
 from django.utils import timezone
 from PIL import Image, ImageChops
 from rest_framework.test import APIClient
 
 import net
 from accounts.models import Account
-from processing import claims, control, metrics, pipeline, queue
+from processing import claims, control, metrics, pipeline, queue, results
 from processing.models import ProcessingRequest, ProductImage
 from processing.queue import QueuedTask
 from processing.window import batch_size_next
@@ -289,6 +290,53 @@ def test_a_task_delivered_again_after_its_process_died_queues_its_images_again_a
         delivered(django_capture_on_commit_callbacks, task.args[0], f"task-{task.args[0]}")
     assert sorted(downloads.calls) == urls
     assert {(image.status, image.attempts) for image in images_of(request)} == {("succeeded", 2)}
+
+
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_a_batch_retried_after_a_database_error_works_its_own_images_again(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+    cancelled: bool,
+) -> None:
+    """Celery retries a task that failed on a database error (PostgreSQL restarting) under
+    the same task id: the next try took the images the first had claimed for a dead
+    delivery's, queued each again alone, and in a cancelled request ended them "the worker
+    was lost"."""
+    # Given a batch of two images whose first try failed as it recorded them, the database
+    # away (the real record wrapped to fail once; nothing of it is replaced)
+    settings.REQUEST_START_BATCHES = 1
+    urls, rows = photos(downloads, 2)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+
+    def database_away(**_: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    record = results.images_record
+    monkeypatch.setattr(pipeline, "images_record", database_away)
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
+        pipeline.images_process(image_ids=batch, task_id="task-1")
+    assert {(image.status, image.attempts) for image in images_of(request)} == {("processing", 1)}
+    # (and, the second time, its owner cancelled the request meanwhile)
+    if cancelled:
+        control.request_cancel(request=request)
+
+    # When Celery sends its next try, the database back
+    monkeypatch.setattr(pipeline, "images_record", record)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        pipeline.images_process(image_ids=batch, task_id="task-1", tries=1)
+
+    # Then that try works them itself, as their second attempt, and queues none again;
+    # in the cancelled request they end cancelled before their encode, as the cancel says
+    assert queued(callbacks, queue.IMAGES_PROCESS) == []
+    ended = {(image.status, image.error_message, image.attempts) for image in images_of(request)}
+    if cancelled:
+        assert ended == {("cancelled", "Cancelled before it was compressed.", 2)}
+    else:
+        assert ended == {("succeeded", "", 2)}
+        assert sorted(downloads.calls) == sorted(urls * 2)
 
 
 def test_an_image_that_kills_its_process_at_every_attempt_fails_alone_without_the_sweep(
