@@ -256,6 +256,8 @@ def list_requests(client: Client, options: argparse.Namespace) -> int:
     for row in rows:
         progress = row["progress"]
         done = f"{progress['succeeded']}/{progress['total']} images"
+        if reused := (row.get("outputs") or {}).get("reused"):
+            done += f" ({reused} re-used)"
         if progress["failed"]:
             done += f", {progress['failed']} failed"
         if progress.get("cancelled"):

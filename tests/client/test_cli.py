@@ -229,12 +229,15 @@ def test_list_names_each_requests_csv_or_the_request_it_re_runs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Its lines showed an id, a status, a time and counts: past requests could not be
-    told apart."""
+    told apart, nor a re-upload that re-used its images from one made anew (a server from
+    before the count sends no `outputs`)."""
     upload_id, rerun_id = (f"{n}b0c1d2e-0000-4000-8000-000000000000" for n in (5, 6))
     progress = {"total": 2, "succeeded": 2, "failed": 0, "cancelled": 0, "pending": 0}
     shared = {"status": "completed", "created_at": "2026-11-29T10:00:00Z", "progress": progress}
     results = [
-        shared | {"request_id": rerun_id, "file_name": "", "source_request_id": upload_id},
+        shared
+        | {"request_id": rerun_id, "file_name": "", "source_request_id": upload_id}
+        | {"outputs": {"compressed": 0, "reused": 2}},
         shared
         | {"request_id": upload_id, "file_name": "spring shoes.csv", "source_request_id": None},
     ]
@@ -247,7 +250,7 @@ def test_list_names_each_requests_csv_or_the_request_it_re_runs(
         assert main(["--server", server_url, "--api-key", "K.x", "list"]) == 0
     done = "completed              2026-11-29T10:00:00Z  2/2 images"
     assert capsys.readouterr().out.splitlines() == [
-        f"{rerun_id}  {done}  re-run of 5b0c1d2e",
+        f"{rerun_id}  {done} (2 re-used)  re-run of 5b0c1d2e",
         f"{upload_id}  {done}  spring shoes.csv",
     ]
 

@@ -1636,6 +1636,25 @@ def test_the_list_of_requests_is_filtered_by_status_a_page_at_a_time(
     assert '<p>No requests cancelled. <a href="?">Show every request</a></p>' in none
 
 
+def test_the_list_of_requests_says_how_many_of_each_requests_images_were_re_used(
+    member_client: Client, account: Account
+) -> None:
+    """A re-upload that re-used its outputs read "2 of 2" as one made anew did."""
+    # Given a request re-uploaded, its two images re-used unchanged, and one made anew
+    again = stored_request(account, "1,P,https://shop.example/a.jpg\n", file_name="again.csv")
+    ProcessingRequest.objects.filter(pk=again.pk).update(
+        status="completed", total_images=2, succeeded_images=2, reused_images=2
+    )
+    made = stored_request(account, "1,P,https://shop.example/b.jpg\n", file_name="new.csv")
+    ProcessingRequest.objects.filter(pk=made.pk).update(status="completed", succeeded_images=1)
+
+    # When the person opens the list, then each row says how many of its images were re-used
+    cells = re.findall(
+        r'<td data-label="Images">([^<]*)</td>', member_client.get("/").content.decode()
+    )
+    assert cells == ["1 of 1", "2 of 2 (2 re-used)"]
+
+
 def test_the_list_of_requests_refuses_a_status_it_does_not_know_saying_so(
     member_client: Client, account: Account
 ) -> None:
