@@ -68,22 +68,38 @@ READ_BY_OTHERS = frozenset(
         # prometheus_client's own
         "PROMETHEUS_DISABLE_CREATED_SERIES",
         "PROMETHEUS_LEGACY_NAME_VALIDATION",
+        # boto3's own, near our S3_ ones
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
     }
 )
+# How near a variable of another first word must be to a setting to be taken for it
+# misspelt (difflib's ratio): METRIC_TOKEN 0.96 to METRICS_TOKEN, IMGAE_QUALITY 0.92, while
+# PGHOST, REDIS_URL or SSL_CERT_FILE are near nothing.
+NEAR_ENOUGH = 0.9
 
 
 @register()
 def unread_variables_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """A warning for each variable that starts as the settings do (IMAGE_, WEBHOOK_, …) and
-    that nothing reads, naming the setting nearest to it."""
+    """A warning for each variable that starts as the settings do (IMAGE_, WEBHOOK_, …), or
+    is nearly a setting's name, and that nothing reads, naming the setting nearest to it."""
     known = NAMES_READ | READ_ELSEWHERE | READ_SOMETIMES
     # The settings' first words, not a list of our own: PATH, HOME or PGHOST are not ours.
     prefixes = tuple({name.split("_")[0] + "_" for name in known if "_" in name})
     warnings: list[CheckMessage] = []
     for name in sorted(os.environ):
-        if not name.startswith(prefixes) or name in known or name in READ_BY_OTHERS:
+        if name in known or name in READ_BY_OTHERS:
             continue
-        nearest = difflib.get_close_matches(name, known, n=1)
+        if name.startswith(prefixes):
+            nearest = difflib.get_close_matches(name, known, n=1)
+        # Another first word only where it is nearly a setting's name: METRIC_TOKEN=x left
+        # /metrics open to anyone, in silence.
+        elif not (nearest := difflib.get_close_matches(name, known, n=1, cutoff=NEAR_ENOUGH)):
+            continue
         guess = f": did you mean {nearest[0]}?" if nearest else ", and no setting is near it."
         warnings.append(
             CheckWarning(

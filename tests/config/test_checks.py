@@ -16,19 +16,23 @@ from tests.support import ROOT, free_port, python_run, wait_until
 def test_a_misspelt_setting_is_named_by_manage_py_check_with_the_one_meant(
     tmp_path: Path,
 ) -> None:
-    """IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50."""
+    """IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50;
+    METRIC_TOKEN=x too, with /metrics left open to anyone."""
     environ = {
         **os.environ,
         "VAR_DIR": str(tmp_path),
         "IMAGE_QUALTY": "30",
         "WEBHOOK_SECRETT": "whsec_x",
+        "METRIC_TOKEN": "x",  # another first word, and nearly METRICS_TOKEN
         "PGHOST": "db.example",  # psql's, not ours
+        "AWS_ACCESS_KEY_ID": "x",  # boto3's, however near S3_ACCESS_KEY_ID
     }
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode == 0, result.stderr  # a warning, not a stop
     warned = re.findall(r"\(config\.W001\) (.*)", result.stderr)
     assert warned == [
         "IMAGE_QUALTY is not a setting: did you mean IMAGE_QUALITY?",
+        "METRIC_TOKEN is not a setting: did you mean METRICS_TOKEN?",
         "WEBHOOK_SECRETT is not a setting: did you mean WEBHOOK_SECRET?",
     ]
 
