@@ -3,11 +3,12 @@ after. Server-rendered; the page's JavaScript talks to the same JSON API as any 
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -68,7 +69,7 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
     listed = selectors.requests_list(account=account, statuses=statuses)
     if status_problems:
         listed = listed.none()
-    page = Paginator(listed, REQUESTS_PER_PAGE).get_page(request.GET.get("page"))
+    page = page_asked(request, Paginator(listed, REQUESTS_PER_PAGE))
     return render(
         request,
         "processing/home.html",
@@ -107,6 +108,14 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
     )
 
 
+def page_asked(request: HttpRequest, paginator: "Paginator[Any]") -> "Page[Any]":
+    """The page ?page= asks for: a number, or "last", as the API's lists take it (the last
+    of a 250-page request was 249 clicks; the requests list took it for the first); any
+    other value, the nearest page, as Django gives it."""
+    asked = request.GET.get("page")
+    return paginator.get_page(paginator.num_pages if asked == "last" else asked)
+
+
 @account_page("GET")
 def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID) -> HttpResponse:
     found = _request_or_page(request, account, request_id)
@@ -123,9 +132,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
     if status_problems:
         listed = listed.none()
     paginator = Paginator(listed, PRODUCTS_PER_PAGE)
-    # "last", as the products API takes it: the last of a 250-page request was 249 clicks.
-    asked = request.GET.get("page")
-    page = paginator.get_page(paginator.num_pages if asked == "last" else asked)
+    page = page_asked(request, paginator)
     products = [
         {
             "product": product,

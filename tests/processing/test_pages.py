@@ -1629,6 +1629,8 @@ def test_the_list_of_requests_is_filtered_by_status_a_page_at_a_time(
     second = member_client.get("/?status=failed&page=2").content.decode()
     assert names(second) == ["0"]
     assert '<a href="?status=failed&amp;page=1" rel="prev">Newer</a>' in second
+    # and "last" is the last page, as the API and a request's page take it
+    assert names(member_client.get("/?status=failed&page=last").content.decode()) == ["0"]
     # and the statuses the API takes filter alike, comma-separated
     assert names(member_client.get("/?status=completed,cancelled").content.decode()) == ["3"]
     # And a status with no request says so, with the way back to every request
