@@ -235,6 +235,8 @@ def iter_products(data: bytes, limits: CsvLimits) -> Iterator[ParsedProduct]:
         lines.blank_run = _blank_run(delimiter)
         columns = _column_indexes(header_cells, problems, row=header_row)
         if problems.items:
+            if contradicted := _separator_contradicted(header, declared):
+                raise CsvInvalid([CsvProblem(header_row, None, contradicted)])
             if not columns and _looks_like_a_product(header_cells):
                 # The cause, alone: three "no column" lines would send the user hunting
                 # for a typo in a header that is not there.
@@ -547,8 +549,18 @@ def _header_line(lines: _Lines) -> tuple[str, int]:
 
 
 # Excel's "sep=;" first line: the separator, declared. Excel hides the line, and its rows
-# are counted without it.
-SEPARATOR_LINE: Final = re.compile(rb"sep=([\t\x21\x23-\x7e])[ \t]*\r?(?:\n|$)", re.IGNORECASE)
+# are counted without it. Also as a spreadsheet that shows it as a cell saves it again:
+# quoted where it holds the separator ("sep=;"), padded with separators to the row's width
+# (sep=;;;); either was told "the header is on row 2".
+SEPARATOR_LINE: Final = re.compile(
+    rb'("?)sep=([\t\x21\x23-\x7e])\1(?:\2)*[ \t]*\r?(?:\n|$)', re.IGNORECASE
+)
+# Each separator the header may be read by, as one and as many.
+SEPARATOR_NAMES: Final = {
+    ",": ("a comma", "commas"),
+    ";": ("a semicolon", "semicolons"),
+    "\t": ("a tab", "tabs"),
+}
 
 
 def _declared_delimiter(data: bytes, start: int) -> tuple[str | None, int]:
@@ -557,7 +569,26 @@ def _declared_delimiter(data: bytes, start: int) -> tuple[str | None, int]:
     declared = SEPARATOR_LINE.match(data, start)
     if declared is None:
         return None, start
-    return declared.group(1).decode("ascii"), declared.end()
+    return declared.group(2).decode("ascii"), declared.end()
+
+
+def _separator_contradicted(header: str, declared: str | None) -> str | None:
+    """What is wrong where the "sep=" line declares one separator and the header is written
+    with another (it was told as three columns missing from a header that has them); None
+    where nothing is."""
+    if declared is None:
+        return None
+    written = _delimiter(header)
+    if written == declared or written not in header:
+        return None
+    if not _names_every_column(header, written):
+        return None
+    name = SEPARATOR_NAMES[declared][0] if declared in SEPARATOR_NAMES else f"'{declared}'"
+    line = "sep= and a tab" if declared == "\t" else f"sep={declared}"
+    return (
+        f"The first line ({line}) declares {name} as the separator, but the header "
+        f"is separated by {SEPARATOR_NAMES[written][1]}: correct that line, or delete it."
+    )
 
 
 def _delimiter(header: str) -> str:
@@ -573,15 +604,19 @@ def _delimiter(header: str) -> str:
     lowered = header.lower()
     if not all(column.lower() in lowered for column in REQUIRED_COLUMNS):
         return usual  # no separator can make it name them
-    required = REQUIRED_LOWERED
     for delimiter in candidates:
-        try:
-            cells = next(_reader([header], delimiter), [])
-        except csv.Error:
-            continue
-        if required <= {cell.strip().lower() for cell in cells}:
+        if _names_every_column(header, delimiter):
             return delimiter
     return usual
+
+
+def _names_every_column(header: str, delimiter: str) -> bool:
+    """Whether the header, its cells separated by delimiter, names every required column."""
+    try:
+        cells = next(_reader([header], delimiter), [])
+    except csv.Error:
+        return False
+    return {cell.strip().lower() for cell in cells} >= REQUIRED_LOWERED
 
 
 def _unreadable(error: str) -> str:

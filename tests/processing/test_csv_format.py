@@ -827,6 +827,40 @@ def test_a_first_line_declaring_the_separator_is_read_as_such_and_not_counted(bo
 
 
 @pytest.mark.parametrize(
+    "line", [b"sep=;;;", b'"sep=;";;', b"SEP=;"], ids=["padded", "quoted", "capitals"]
+)
+def test_a_separator_line_a_spreadsheet_saved_as_a_cell_is_read_as_one(line: bytes) -> None:
+    """A spreadsheet that shows the line as a cell saves it padded with separators to the
+    row's width, and quoted where it holds one: told "the header is on row 2"."""
+    data = line + b"\r\nS. No.;Product Name;Input Image Urls\r\n1;Hut;http://a.example/1.jpg\r\n"
+    [product] = parse_products(data, CsvLimits())
+    assert (product.row, product.image_urls) == (2, ("http://a.example/1.jpg",))
+    dialect = validate_products(data, CsvLimits()).dialect
+    assert dialect == CsvDialect(delimiter=";", bom=False, separator_line=True)
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (b"sep=,", "(sep=,) declares a comma as the separator, but the header is separated by "),
+        (b"sep=\t", "(sep= and a tab) declares a tab as the separator, but the header is "),
+    ],
+    ids=["comma", "tab"],
+)
+def test_a_separator_line_the_header_contradicts_is_named_as_the_fault(
+    line: bytes, said: str
+) -> None:
+    """It was told as three columns missing from a header that has them all."""
+    data = line + b"\r\nS. No.;Product Name;Input Image Urls\r\n1;Hut;http://a.example/1.jpg\r\n"
+    with pytest.raises(CsvInvalid) as raised:
+        parse_products(data, CsvLimits())
+    [problem] = raised.value.problems
+    assert problem.row == 1
+    assert said in problem.message
+    assert problem.message.endswith("semicolons: correct that line, or delete it.")
+
+
+@pytest.mark.parametrize(
     ("declared", "written"), [(";", ";"), ("|", ","), ("\t", ",")], ids=["semicolon", "bar", "tab"]
 )
 def test_a_file_declaring_its_separator_gets_an_output_declaring_the_outputs(
