@@ -125,12 +125,29 @@ class AccountUploadThrottle(SimpleRateThrottle):
 QUOTA_RETRY_AFTER_SECONDS = 60
 
 
+# A throttle rate's period, by the first letter DRF reads it by ("60/min" is a minute's).
+RATE_PERIODS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+def upload_rate_words(rate: str) -> str:
+    """ACCOUNT_UPLOAD_RATE_LIMIT in words, saying what it counts, for the 429 and the upload
+    page alike: "60 CSVs a minute (uploads and re-runs)"; they said "may upload 60/minute",
+    and "1000/day"."""
+    number, period = rate.split("/")
+    count = int(number)
+    return (
+        f"{count:,} CSV{'' if count == 1 else 's'} a {RATE_PERIODS[period[0]]} "
+        "(uploads and re-runs)"
+    )
+
+
 def uploads_throttled(wait: float | None) -> Throttled:
     """The refusal of an upload or a re-run over ACCOUNT_UPLOAD_RATE_LIMIT."""
     rate = settings.ACCOUNT_UPLOAD_RATE_LIMIT
     retry_after = max(1, math.ceil(wait or 1))
     return Throttled(
-        f"Too many uploads: this account may upload {rate}. Try again in {retry_after} s.",
+        f"Too many uploads: this account may send {upload_rate_words(rate)}. "
+        f"Try again in {retry_after} s.",
         details=[{"limit": rate, "retry_after_seconds": retry_after}],
         headers={"Retry-After": str(retry_after)},
     )

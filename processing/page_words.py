@@ -147,21 +147,6 @@ def form_choices() -> dict[str, Any]:
     }
 
 
-# A throttle rate's period, by the first letter DRF reads it by ("60/min" is a minute's).
-RATE_PERIODS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
-
-
-def upload_rate_words(rate: str) -> str:
-    """ACCOUNT_UPLOAD_RATE_LIMIT in words, saying what it counts: "60 CSVs a minute
-    (uploads and re-runs)"; the page said "may upload 60/minute", and "1000/day"."""
-    number, period = rate.split("/")
-    count = int(number)
-    return (
-        f"{count:,} CSV{'' if count == 1 else 's'} a {RATE_PERIODS[period[0]]} "
-        "(uploads and re-runs)"
-    )
-
-
 def counts_words(found: ProcessingRequest) -> str:
     """The images' counts under the bar, as request.js words them while the request runs."""
     compressed = found.succeeded_images - found.reused_images

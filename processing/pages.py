@@ -17,7 +17,7 @@ from django.urls import reverse
 from accounts.models import Account
 from accounts.pages import account_page, account_page_render
 from processing import control, finalize, selectors, webhooks
-from processing.api_common import status_body, status_etag, statuses_read
+from processing.api_common import status_body, status_etag, statuses_read, upload_rate_words
 from processing.models import ProcessingRequest, ProductImage
 from processing.outcomes import CANCELLED
 from processing.page_words import (
@@ -28,7 +28,6 @@ from processing.page_words import (
     quality_choices,
     request_settings_words,
     size_change_words,
-    upload_rate_words,
 )
 from processing.serializers import IMAGE_STATUSES, WebhookTestSerializer
 

@@ -136,8 +136,8 @@ def test_uploads_beyond_the_rate_limit_are_refused_per_account(settings: Any) ->
     retry_after = int(refused["Retry-After"])
     assert 0 < retry_after <= 60
     assert refused.json() == {
-        "error": f"Too many uploads: this account may upload 2/minute. Try again in "
-        f"{retry_after} s.",
+        "error": "Too many uploads: this account may send 2 CSVs a minute (uploads and "
+        f"re-runs). Try again in {retry_after} s.",
         "code": "throttled",
         "details": [{"limit": "2/minute", "retry_after_seconds": retry_after}],
     }
