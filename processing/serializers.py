@@ -151,6 +151,13 @@ class RequestFinishedEventSerializer(RequestStateSerializer):
     """The event POSTed to a finished request's webhook: its status body as it finished,
     without its `webhook` (the delivery being made); the same bytes on every attempt."""
 
+    outputs = OutputsSerializer(
+        required=False,
+        help_text="How the succeeded images got their outputs: the two add up to "
+        "progress.succeeded. Absent from an event recorded before they were counted, and "
+        "sent again.",
+    )
+
 
 class TestEventSerializer(serializers.Serializer[Any]):
     """The event POST /api/webhook-test/ sends: no request's, and the one with a `type`."""
