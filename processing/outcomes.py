@@ -24,6 +24,9 @@ class ImageFailure:
     message: str
     transient: bool = False  # the same attempt may succeed later: retried
     retry_after: float | None = None  # seconds the image's server asked us to wait
+    # Retried once even past IMAGE_MAX_ATTEMPTS: what failed it is gone once it has (an
+    # earlier output to re-use, missing from storage, is forgotten as it fails).
+    once_more: bool = False
 
     @classmethod
     def from_error(cls, error: BaseException, *, image_id: int) -> "ImageFailure":

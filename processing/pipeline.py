@@ -254,12 +254,15 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor, cancels: "_Canc
             if reused and isinstance(error, FileNotFoundError):
                 # The earlier output is gone from storage (deleted by hand, or the storage
                 # moved to a bucket): forgotten, so that the next attempt downloads and
-                # encodes afresh. It failed the image, attempt after attempt.
+                # encodes afresh. It failed the image, attempt after attempt; found at the
+                # last attempt, it failed it for good.
                 logger.warning("image %s: the output to re-use is gone", item.image.pk)
                 assert item.known is not None
                 reuse.output_forget(output=item.known.output)
                 message = "The earlier output to re-use is gone from storage; made anew next time."
-                item.failure = ImageFailure(ReasonCode.STORAGE_ERROR, message, transient=True)
+                item.failure = ImageFailure(
+                    ReasonCode.STORAGE_ERROR, message, transient=True, once_more=True
+                )
             else:
                 if storage_no_room(error):
                     # One line, not a traceback an image: a full disk fails every image.

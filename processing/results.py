@@ -176,14 +176,15 @@ class _Rows:
 
 
 def _retry_due(outcome: ImageOutcome) -> bool:
-    """A transient failure with attempts left: queued again, unless the request is
-    cancelled."""
+    """A transient failure with attempts left (or one more, where once_more): queued again,
+    unless the request is cancelled."""
     failure = outcome.failure
     return (
         outcome.facts is None
         and failure is not None
         and failure.transient
-        and outcome.attempt < settings.IMAGE_MAX_ATTEMPTS
+        # once_more: one attempt past the limit, never two
+        and outcome.attempt < settings.IMAGE_MAX_ATTEMPTS + failure.once_more
     )
 
 

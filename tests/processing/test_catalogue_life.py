@@ -1579,14 +1579,19 @@ def test_a_request_under_way_is_not_deleted_and_another_accounts_is_not_found(
     assert ProductImage.objects.filter(request=running).count() == 4
 
 
+@pytest.mark.parametrize("attempts", [2, 1], ids=["attempts-left", "the-last-attempt"])
 def test_an_output_gone_from_storage_is_made_anew_not_failed(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
     account: Account,
     storage: Path,
+    settings: Any,
+    attempts: int,
 ) -> None:
     """Re-use copied the file the cache named; where it was gone (deleted by hand, or the
-    storage moved to a bucket) every attempt failed, and the image ended storage_error."""
+    storage moved to a bucket) every attempt failed, and the image ended storage_error;
+    then, found at an image's last attempt, it failed it all the same."""
+    settings.IMAGE_MAX_ATTEMPTS = attempts
     # Given a first run whose output files were then deleted
     downloads.answers = dict.fromkeys(URLS, JPEG)
     first = run(account, django_capture_on_commit_callbacks)
