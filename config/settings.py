@@ -571,7 +571,10 @@ else:
         CELERY_BROKER_TRANSPORT = "config.broker:RedisTransport"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
-# A task is acknowledged after it ran, and given back to the queue if its worker died.
+# A task is acknowledged after it ran, and given back to the queue if its worker died: the
+# same message, its retries unchanged, which is how an image batch tells a delivery after
+# its process died from a try after an error (processing/claims.py's tokens). Celery's
+# task_retry_on_worker_lost, which would send a death on as a retry, must stay off.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Now
@@ -64,14 +65,21 @@ def images_claim(
     *, firsts: list[ProductImage], token: uuid.UUID, earlier: Sequence[uuid.UUID] = ()
 ) -> Claim:
     """Claim the pending URLs of firsts (and their repeats), and those the task's earlier
-    tries still hold (earlier: their tokens, claim_token); deal with those an earlier
-    delivery of this try held when its process died. A URL taken over from an earlier try
+    tries still hold (earlier: their tokens, claim_token) below IMAGE_MAX_ATTEMPTS; deal
+    with those an earlier delivery of this try held when its process died, and those of
+    earlier tries at the limit, as the sweep would. A URL taken over from an earlier try
     counts an attempt, as one queued again would: an image that kills its process on
     every try is bounded by IMAGE_MAX_ATTEMPTS all the same."""
     claim = Claim(owned=set(), given_up={})
     claimable = Q(status=ProductImage.Status.PENDING)
     if earlier:
-        claimable |= Q(status=ProductImage.Status.PROCESSING, claim_token__in=earlier)
+        # Below the limit only: one at it ends as a dead delivery's does (below), where a
+        # database error that came back at every try worked it at each of Celery's ten.
+        claimable |= Q(
+            status=ProductImage.Status.PROCESSING,
+            claim_token__in=earlier,
+            attempts__lt=settings.IMAGE_MAX_ATTEMPTS,
+        )
     for request_id in dict.fromkeys(image.request_id for image in firsts):
         mine = {image.input_url: image for image in firsts if image.request_id == request_id}
         same_urls = ProductImage.objects.filter(request_id=request_id, input_url__in=mine)
@@ -91,7 +99,7 @@ def images_claim(
         claim.owned |= {mine[url].pk for url in claimed}
         if len(claimed) < len(mine):  # else none is left held by a dead delivery: no query
             held = same_urls.filter(
-                status=ProductImage.Status.PROCESSING, claim_token=token
+                status=ProductImage.Status.PROCESSING, claim_token__in=[token, *earlier]
             ).exclude(input_url__in=claimed)  # held by this token now, as just claimed
             if given_up := _images_held_by_the_dead(mine, held):
                 claim.given_up[request_id] = given_up

@@ -191,10 +191,11 @@ def _images_claimed_work(
                     )
                 images_record(
                     request_id=request_id,
+                    # Its own, and those of earlier tries it gave up (claims.images_claim)
                     held=ProductImage.objects.filter(
                         request_id=request_id,
                         status=ProductImage.Status.PROCESSING,
-                        claim_token=token,
+                        claim_token__in=[token, *earlier],
                     ),
                     outcomes=[item.outcome() for item in mine] + claim.given_up.get(request_id, []),
                 )

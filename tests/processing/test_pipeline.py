@@ -339,6 +339,42 @@ def test_a_batch_retried_after_a_database_error_works_its_own_images_again(
         assert sorted(downloads.calls) == sorted(urls * 2)
 
 
+def test_a_database_error_at_every_try_works_an_image_no_more_than_its_attempts(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+) -> None:
+    """Each try took over the last one's image and worked it again: a database error that
+    came back every time (a statement timeout) had it downloaded at each of Celery's ten
+    tries, and the sweep then said its worker had been lost eleven times."""
+    # Given an image whose batch fails as it records, try after try (IMAGE_MAX_ATTEMPTS 3)
+    settings.IMAGE_MAX_ATTEMPTS, settings.REQUEST_START_BATCHES = 3, 1
+    urls, rows = photos(downloads, 1)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+
+    def database_error(**_: Any) -> None:
+        raise OperationalError("canceling statement due to statement timeout")
+
+    record = results.images_record
+    monkeypatch.setattr(pipeline, "images_record", database_error)
+
+    # When Celery sends its tries, more of them than the image's attempts
+    for tries in range(6):
+        with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
+            pipeline.images_process(image_ids=batch, task_id="task-1", tries=tries)
+
+    # Then it was worked at three tries only, and the next, the database back, ends it
+    assert downloads.calls == urls * 3
+    monkeypatch.setattr(pipeline, "images_record", record)
+    with django_capture_on_commit_callbacks(execute=False):
+        pipeline.images_process(image_ids=batch, task_id="task-1", tries=6)
+    [image] = images_of(request)
+    assert (image.status, image.attempts, image.error_code) == ("failed", 3, "internal_error")
+    assert downloads.calls == urls * 3
+
+
 def test_an_image_that_kills_its_process_at_every_attempt_fails_alone_without_the_sweep(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
