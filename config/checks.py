@@ -6,6 +6,7 @@ IMAGE_QUALTY=30 was ignored in silence, and every image went on at quality 50.""
 import difflib
 import logging
 import os
+import re
 from typing import Any
 
 from django.core.checks import CheckMessage, register
@@ -77,6 +78,23 @@ READ_BY_OTHERS = frozenset(
         "AWS_DEFAULT_REGION",
     }
 )
+# Kubernetes' service links, in every pod unless the pod's enableServiceLinks is off: for
+# a Service named web (as the Procfile names its processes) WEB_SERVICE_HOST,
+# WEB_SERVICE_PORT, WEB_PORT=tcp://10.0.0.1:8000, WEB_PORT_8000_TCP_ADDR, ..., which every
+# process's log took for misspelt WEBHOOK_ settings.
+KUBERNETES_LINK = re.compile(
+    r"[A-Z0-9_]+_(?:SERVICE_(?:HOST|PORT(?:_[A-Z0-9_]+)?)|PORT_[0-9]+_(?:TCP|UDP|SCTP)"
+    r"(?:_(?:ADDR|PORT|PROTO))?)"
+)
+KUBERNETES_PORT_VALUE = re.compile(r"(?:tcp|udp|sctp)://")
+
+
+def _kubernetes_link(name: str, value: str) -> bool:
+    return KUBERNETES_LINK.fullmatch(name) is not None or (
+        name.endswith("_PORT") and KUBERNETES_PORT_VALUE.match(value) is not None
+    )
+
+
 # How near a variable of another first word must be to a setting to be taken for it
 # misspelt (difflib's ratio): METRIC_TOKEN 0.96 to METRICS_TOKEN, IMGAE_QUALITY 0.92, while
 # PGHOST, REDIS_URL or SSL_CERT_FILE are near nothing.
@@ -92,7 +110,7 @@ def unread_variables_check(app_configs: Any = None, **kwargs: Any) -> list[Check
     prefixes = tuple({name.split("_")[0] + "_" for name in known if "_" in name})
     warnings: list[CheckMessage] = []
     for name in sorted(os.environ):
-        if name in known or name in READ_BY_OTHERS:
+        if name in known or name in READ_BY_OTHERS or _kubernetes_link(name, os.environ[name]):
             continue
         if name.startswith(prefixes):
             nearest = difflib.get_close_matches(name, known, n=1)

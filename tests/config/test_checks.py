@@ -26,6 +26,12 @@ def test_a_misspelt_setting_is_named_by_manage_py_check_with_the_one_meant(
         "METRIC_TOKEN": "x",  # another first word, and nearly METRICS_TOKEN
         "PGHOST": "db.example",  # psql's, not ours
         "AWS_ACCESS_KEY_ID": "x",  # boto3's, however near S3_ACCESS_KEY_ID
+        # Kubernetes' links to a Service named web, however near WEBHOOK_ settings
+        "WEB_SERVICE_HOST": "10.0.0.1",
+        "WEB_SERVICE_PORT": "8000",
+        "WEB_PORT": "tcp://10.0.0.1:8000",
+        "WEB_PORT_8000_TCP_ADDR": "10.0.0.1",
+        "WORKER_PORT": "tcp://10.0.0.2:9100",
     }
     result = python_run(["manage.py", "check"], environ)
     assert result.returncode == 0, result.stderr  # a warning, not a stop
