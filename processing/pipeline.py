@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 import net
 from config.logs import request_id_bound, request_id_var
@@ -150,6 +150,9 @@ def images_process(*, image_ids: list[int], task_id: str | None = None, tries: i
         leases.release(token)
 
 
+# What a database away raises: the task's (tasks.DATABASE_AWAY retries it), not an image's.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
 # The least a batch waits for a download before it looks again for a cancel: with
 # IMAGE_CANCEL_CHECK_SECONDS at 0 it would otherwise ask the database without a pause.
 CANCEL_WAIT_LEAST = 0.05
@@ -232,6 +235,11 @@ def _images_work(work: list[_Work], threads: ThreadPoolExecutor, cancels: "_Canc
                 time_limit(settings.IMAGE_MAX_SECONDS),
             ):
                 compressed = _compress(item.image.request, data)
+        except DATABASE_ERRORS:
+            # The database away as the batch looked for a cancel: not the image's fault,
+            # yet it failed the image for good as internal_error. The task's next try
+            # takes the batch's images over.
+            raise
         except Exception as error:
             item.failure = ImageFailure.from_error(error, image_id=item.image.pk)
             continue

@@ -339,6 +339,42 @@ def test_a_batch_retried_after_a_database_error_works_its_own_images_again(
         assert sorted(downloads.calls) == sorted(urls * 2)
 
 
+def test_a_database_away_as_a_batch_looks_for_a_cancel_fails_no_image(
+    downloads: Downloads,
+    django_capture_on_commit_callbacks: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    account: Account,
+) -> None:
+    """The batch's look for a cancel, between two images, raised into the image's own
+    error handling: a moment's database outage failed the image for good, internal_error."""
+    # Given a batch that looks for a cancel before each image, the database away at its
+    # look once the first download has come (the real look wrapped to fail once)
+    settings.REQUEST_START_BATCHES, settings.IMAGE_CANCEL_CHECK_SECONDS = 1, 0
+    _, rows = photos(downloads, 2)
+    request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
+    seen = pipeline._CancelWatch.seen
+    looks: list[int] = []
+
+    def away_once(watch: Any) -> Any:
+        looks.append(1)
+        if len(looks) == 2:  # the look after the first download
+            raise OperationalError("server closed the connection unexpectedly")
+        return seen(watch)
+
+    monkeypatch.setattr(pipeline._CancelWatch, "seen", away_once)
+
+    # When the batch runs, then the task fails as a database error, the images still its
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
+        pipeline.images_process(image_ids=batch, task_id="task-1")
+    assert {image.status for image in images_of(request)} == {"processing"}
+
+    # and its next try makes them
+    with django_capture_on_commit_callbacks(execute=False):
+        pipeline.images_process(image_ids=batch, task_id="task-1", tries=1)
+    assert {(image.status, image.attempts) for image in images_of(request)} == {("succeeded", 2)}
+
+
 def test_a_database_error_at_every_try_works_an_image_no_more_than_its_attempts(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
