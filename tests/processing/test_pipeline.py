@@ -255,6 +255,24 @@ def delivered(capture: Capture, batch: list[int], task_id: str) -> list[QueuedTa
     return queued(callbacks, queue.IMAGES_PROCESS) + queued(callbacks, queue.REQUEST_FINALIZE)
 
 
+def records_failing(monkeypatch: pytest.MonkeyPatch, error: str) -> Callable[[], None]:
+    """Batches' records fail with the database's error, as a PostgreSQL away or timing out
+    fails them (the real record wrapped; nothing of it is replaced); what puts it back."""
+    record = results.images_record
+
+    def failing(**_: Any) -> None:
+        raise OperationalError(error)
+
+    monkeypatch.setattr(pipeline, "images_record", failing)
+    return lambda: monkeypatch.setattr(pipeline, "images_record", record)
+
+
+def failed_try(capture: Capture, batch: list[int], tries: int) -> None:
+    """A try of the task task-1 that ends on a database error, as Celery then retries it."""
+    with capture(execute=False), pytest.raises(OperationalError):
+        pipeline.images_process(image_ids=batch, task_id="task-1", tries=tries)
+
+
 def test_a_task_delivered_again_after_its_process_died_queues_its_images_again_at_once(
     downloads: Downloads,
     django_capture_on_commit_callbacks: Capture,
@@ -306,25 +324,19 @@ def test_a_batch_retried_after_a_database_error_works_its_own_images_again(
     delivery's, queued each again alone, and in a cancelled request ended them "the worker
     was lost"."""
     # Given a batch of two images whose first try failed as it recorded them, the database
-    # away (the real record wrapped to fail once; nothing of it is replaced)
+    # away
     settings.REQUEST_START_BATCHES = 1
     urls, rows = photos(downloads, 2)
     request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
-
-    def database_away(**_: Any) -> None:
-        raise OperationalError("server closed the connection unexpectedly")
-
-    record = results.images_record
-    monkeypatch.setattr(pipeline, "images_record", database_away)
-    with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
-        pipeline.images_process(image_ids=batch, task_id="task-1")
+    database_back = records_failing(monkeypatch, "server closed the connection unexpectedly")
+    failed_try(django_capture_on_commit_callbacks, batch, 0)
     assert {(image.status, image.attempts) for image in images_of(request)} == {("processing", 1)}
     # (and, the second time, its owner cancelled the request meanwhile)
     if cancelled:
         control.request_cancel(request=request)
 
     # When Celery sends its next try, the database back
-    monkeypatch.setattr(pipeline, "images_record", record)
+    database_back()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         pipeline.images_process(image_ids=batch, task_id="task-1", tries=1)
 
@@ -365,8 +377,7 @@ def test_a_database_away_as_a_batch_looks_for_a_cancel_fails_no_image(
     monkeypatch.setattr(pipeline._CancelWatch, "seen", away_once)
 
     # When the batch runs, then the task fails as a database error, the images still its
-    with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
-        pipeline.images_process(image_ids=batch, task_id="task-1")
+    failed_try(django_capture_on_commit_callbacks, batch, 0)
     assert {image.status for image in images_of(request)} == {"processing"}
 
     # and its next try makes them
@@ -390,20 +401,15 @@ def test_a_database_error_at_every_try_works_an_image_no_more_than_its_attempts(
     urls, rows = photos(downloads, 1)
     request, [batch] = started(account, rows, django_capture_on_commit_callbacks)
 
-    def database_error(**_: Any) -> None:
-        raise OperationalError("canceling statement due to statement timeout")
-
-    record = results.images_record
-    monkeypatch.setattr(pipeline, "images_record", database_error)
+    database_back = records_failing(monkeypatch, "canceling statement due to statement timeout")
 
     # When Celery sends its tries, more of them than the image's attempts
     for tries in range(6):
-        with django_capture_on_commit_callbacks(execute=False), pytest.raises(OperationalError):
-            pipeline.images_process(image_ids=batch, task_id="task-1", tries=tries)
+        failed_try(django_capture_on_commit_callbacks, batch, tries)
 
     # Then it was worked at three tries only, and the next, the database back, ends it
     assert downloads.calls == urls * 3
-    monkeypatch.setattr(pipeline, "images_record", record)
+    database_back()
     with django_capture_on_commit_callbacks(execute=False):
         pipeline.images_process(image_ids=batch, task_id="task-1", tries=6)
     [image] = images_of(request)
