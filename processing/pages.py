@@ -29,7 +29,7 @@ from processing.page_words import (
     request_settings_words,
     size_change_words,
 )
-from processing.serializers import IMAGE_STATUSES, WebhookTestSerializer
+from processing.serializers import WebhookTestSerializer
 
 REQUESTS_PER_PAGE = 20
 PRODUCTS_PER_PAGE = 20
@@ -60,13 +60,9 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
     # ?status=failed (or failed,cancelled) those in these statuses, as the API lists them;
     # a status it does not know is said, as the request's page says it (it listed every
     # request, as though the filter had been taken).
-    statuses, status_problems = statuses_read(
-        request.GET.getlist("status"), ProcessingRequest.Status.values
-    )
-    if status_problems:
-        statuses = []
-    listed = selectors.requests_list(account=account, statuses=statuses)
-    if status_problems:
+    shown = _status_filter(request, ProcessingRequest.Status.choices)
+    listed = selectors.requests_list(account=account, statuses=shown["statuses"])
+    if shown["status_problems"]:
         listed = listed.none()
     page = page_asked(request, Paginator(listed, REQUESTS_PER_PAGE))
     return render(
@@ -75,16 +71,7 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
         {
             "recent": [(row, request_settings_words(row)) for row in page.object_list],
             "page": page,
-            "statuses": statuses,
-            "status_problems": status_problems,
-            "status_filters": ProcessingRequest.Status.choices,
-            "filter_words": " or ".join(
-                str(label).lower()
-                for value, label in ProcessingRequest.Status.choices
-                if value in statuses
-            ),
-            # What the pages' links keep of the query: the filter.
-            "filter_query": urlencode({"status": ",".join(statuses)}) + "&" if statuses else "",
+            **shown,
             "account": account,
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
             "default_quality": settings.IMAGE_QUALITY,
@@ -103,8 +90,29 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             "quality_choices": quality_choices(),
             **form_choices(),
         },
-        status=400 if status_problems else 200,
+        status=400 if shown["status_problems"] else 200,
     )
+
+
+def _status_filter(request: HttpRequest, choices: list[tuple[str, str]]) -> dict[str, Any]:
+    """What ?status= asks a list for, as the page's context: the statuses, and what is
+    wrong with them (none then: the page says so in place of its list), in the API's words;
+    the links that pick one, the words that name those picked, and the query the page's
+    links keep of them."""
+    statuses, problems = statuses_read(
+        request.GET.getlist("status"), [value for value, _ in choices]
+    )
+    if problems:
+        statuses = []
+    return {
+        "statuses": statuses,
+        "status_problems": problems,
+        "status_filters": choices,
+        "filter_words": " or ".join(
+            str(label).lower() for value, label in choices if value in statuses
+        ),
+        "filter_query": urlencode({"status": ",".join(statuses)}) + "&" if statuses else "",
+    }
 
 
 def page_asked(request: HttpRequest, paginator: "Paginator[Any]") -> "Page[Any]":
@@ -124,11 +132,10 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
     # ?status=failed (or failed,cancelled, or any image status): the products with an image
     # in these statuses alone, as the products API filters them (a big request's few
     # failures were somewhere on its hundred pages; ?status=cancelled was ignored).
-    statuses, status_problems = statuses_read(request.GET.getlist("status"), IMAGE_STATUSES)
-    if status_problems:  # said in place of the products, as the API's 400 says it
-        statuses = []
-    listed = selectors.request_products(request_id=found.pk, image_statuses=statuses)
-    if status_problems:
+    body = status_body(found)  # the status API's, whose webhook the page shows too
+    shown = _status_filter(request, ProductImage.Status.choices)
+    listed = selectors.request_products(request_id=found.pk, image_statuses=shown["statuses"])
+    if shown["status_problems"]:  # said in place of the products, as the API's 400 says it
         listed = listed.none()
     paginator = Paginator(listed, PRODUCTS_PER_PAGE)
     page = page_asked(request, paginator)
@@ -152,14 +159,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "request_row": found,
         "page": page,
         "products": products,
-        "statuses": statuses,
-        "status_problems": status_problems,
-        "status_filters": ProductImage.Status.choices,
-        "filter_words": " or ".join(
-            str(label).lower() for value, label in ProductImage.Status.choices if value in statuses
-        ),
-        # kept from page to page, as the list of requests keeps its own
-        "filter_query": urlencode({"status": ",".join(statuses)}) + "&" if statuses else "",
+        **shown,
         "percent": _percent_done(found),
         "counts_words": counts_words(found),
         "all_failed": _all_failed(found),
@@ -168,7 +168,7 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         "status_url": reverse("request-status", kwargs={"request_id": found.pk}),
         # The status API's ETag of what the page shows: a finished request's page asks
         # whether it is still so (a retry from elsewhere, a webhook sent again).
-        "status_etag": status_etag(status_body(found)),
+        "status_etag": status_etag(body),
         # The page's own link, not the API's: see request_output_csv.
         "output_csv_url": reverse("request-output-csv-page", kwargs={"request_id": found.pk})
         if selectors.output_csv_url(found)
@@ -178,11 +178,11 @@ def request_detail(request: HttpRequest, account: Account, request_id: uuid.UUID
         and (retry_count or found.status == ProcessingRequest.Status.FAILED),
         "retry_count": retry_count,
         # A delivery to the service's own WEBHOOK_URL is shown too, without its address.
-        "webhook": selectors.webhook_state(found),
+        "webhook": body["webhook"],
         **form_choices(),
     }
     return render(
-        request, "processing/request.html", context, status=400 if status_problems else 200
+        request, "processing/request.html", context, status=400 if shown["status_problems"] else 200
     )
 
 
