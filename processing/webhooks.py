@@ -143,18 +143,35 @@ class ResultsGone(Exception):
     """The request expired, or its account deleted it, as its webhook was asked for again."""
 
 
+class RequestRunning(Exception):
+    """The request was retried, and runs again, since the asker saw it finished."""
+
+
 def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
     """Deliver a finished request's event again (same event id): from the first attempt
     once its delivery has ended (delivered or failed); while it waits for its next attempt,
     that attempt now (a receiver mended need not wait out the schedule's hours). While an
     attempt is being made, refused (WebhookPending): a resend reset the attempts that claim
     each send, so forty resends at once made fourteen POSTs to the receiver."""
+    with transaction.atomic():
+        # The request's row held, as a retry holds it: a retry that committed after the
+        # asker read the request finished had deleted its delivery, so a resend answered
+        # 500 (23 of 30 collisions), or scheduled an event saying "processing" under the id
+        # the retry's own finish then found delivered, and never sent.
+        locked = ProcessingRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.expired_at is not None:
+            raise ResultsGone
+        if not locked.is_finished:
+            raise RequestRunning
+        return _resend_locked(locked)
+
+
+def _resend_locked(request: ProcessingRequest) -> WebhookDelivery | None:
     delivery = WebhookDelivery.objects.filter(request=request).first()
     if delivery is None:
         return webhook_schedule(request=request)
     now = timezone.now()
-    # Deleted since the caller looked: pending, it would be swept for ever, never sent.
-    live = WebhookDelivery.objects.filter(pk=delivery.pk, request__expired_at__isnull=True)
+    live = WebhookDelivery.objects.filter(pk=delivery.pk)
     restarted = live.filter(
         state__in=[WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED]
     ).update(state=WebhookDelivery.State.PENDING, attempts=0, next_attempt_at=now)
@@ -167,8 +184,6 @@ def webhook_resend(*, request: ProcessingRequest) -> WebhookDelivery | None:
             .update(next_attempt_at=now)
         )
     if not restarted:
-        if selectors.request_expired(request_id=request.pk):
-            raise ResultsGone
         delivery.refresh_from_db()
         next_attempt = selectors.timestamp(delivery.next_attempt_at)  # ...Z, as every other
         raise WebhookPending(details=[{"state": delivery.state, "next_attempt_at": next_attempt}])

@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 import net
 from accounts.models import Account
 from config.celery import app
-from processing import expiry, intake, queue, sweep, webhooks
+from processing import control, expiry, intake, queue, sweep, webhooks
 from processing.exceptions import WebhookPending
 from processing.models import ProcessingRequest, WebhookAttempt, WebhookDelivery
 from processing.policies import webhook_policy
@@ -280,6 +280,33 @@ def test_a_resend_while_an_attempt_is_being_made_is_refused_and_changes_nothing(
     again = webhooks.webhook_resend(request=request)
     assert again is not None
     assert (again.state, again.attempts) == ("pending", 0)
+
+
+def test_a_resend_racing_a_retry_is_refused_as_not_finished_and_schedules_nothing(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry that committed after the asker read the request finished had deleted its
+    delivery: the resend answered 500 (23 of 30 collisions), or scheduled an event saying
+    "processing" under an id that the retry's own finish then found delivered, and never
+    sent."""
+    # Given a request that failed as a whole, its webhook delivered (the receiver is faked
+    # at net.post, the one thing here that would leave the machine), as the API read it
+    monkeypatch.setattr(net, "post", lambda *_: net.Posted(204))
+    request = finished_request(account, "https://hooks.example/x")
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="failed")
+    seen = ProcessingRequest.objects.get(pk=request.pk)
+    webhooks.webhook_schedule(request=seen)
+    webhooks.webhook_send(request_id=seen.pk)
+    # and retried since, by someone else
+    control.request_retry(request=ProcessingRequest.objects.get(pk=request.pk))
+
+    # When its webhook is sent again
+    with pytest.raises(webhooks.RequestRunning):
+        webhooks.webhook_resend(request=seen)
+
+    # Then nothing is scheduled: the retry's finish sends an event of its own
+    assert not WebhookDelivery.objects.filter(request=request).exists()
+    assert ProcessingRequest.objects.get(pk=request.pk).status == "processing"
 
 
 class WorkerStopped(BaseException):
