@@ -126,8 +126,10 @@ SCORE_ALPHA_BYTES_PER_PIXEL: Final = 14
 # whose JPEG or WebP would be larger kept, as a PNG or a GIF is, and a TIFF made a PNG
 # where smaller than its JPEG or WebP. 8, since
 # 2026-11-29 (later): an output of an animation or of a TIFF of several pages says what it
-# dropped (`note`), which one made earlier would not.
-OUTPUT_RULES: Final = 8
+# dropped (`note`), which one made earlier would not. 9, since 2026-11-29 (later): a PNG with EXIF
+# or XMP whose JPEG or WebP would be larger kept, as one without them is (it became the
+# larger JPEG), with its credits written again where they are asked for.
+OUTPUT_RULES: Final = 9
 # The longest side each output format holds: libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit
 # sizes, and libavif's default decode limit (its encoder writes larger AVIFs, which its
 # own decoder, Pillow's and browsers' refuse).
@@ -276,7 +278,7 @@ def compress(
             if source_format != "PNG" or animated or orientation != 1:
                 raise _too_long(image.size, transparent)
             return CompressedImage(
-                data=metadata_stripped(data, "PNG"),
+                data=metadata_stripped(data, "PNG", credits=credits),
                 format="PNG",
                 width=image.width,
                 height=image.height,
@@ -512,14 +514,22 @@ def _original_keepable(image: Image.Image, source_format: str, orientation: int)
     where they show what the output would, less their metadata (metadata_stripped). Not
     an animation (outputs keep the first frame); not pixels turned by EXIF but in a JPEG,
     whose stripped EXIF carries the orientation (a kept WebP showed sideways); not an
-    AVIF with EXIF or XMP, which nothing here strips (a kept one kept its GPS)."""
+    AVIF with EXIF or XMP, which nothing here strips (a kept one kept its GPS). A PNG's
+    are stripped, and its credits written again, as a WebP's (a flat PNG with XMP became
+    a JPEG 1.7 times its size)."""
     if getattr(image, "n_frames", 1) > 1:
         return False
     if source_format in JPEG_FORMATS:
         return True
     if orientation != 1:
         return False
-    return source_format == "WEBP" or not (image.info.get("exif") or image.info.get("xmp"))
+    return source_format in _STRIPPED_FORMATS or not (
+        image.info.get("exif") or image.info.get("xmp")
+    )
+
+
+# What metadata_stripped takes EXIF and XMP from, beside a JPEG (a GIF's Pillow reads not).
+_STRIPPED_FORMATS: Final = frozenset({"WEBP", "PNG", "GIF"})
 
 
 def _arithmetic_coded(data: bytes) -> bool:

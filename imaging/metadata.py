@@ -10,7 +10,7 @@ With metadata=copyright the credits are kept (the EU's 2019/790 directive makes 
 who took a photo and who holds its rights): the artist, the copyright notice and the
 credit line, read from XMP (dc:creator, dc:rights, photoshop:Credit: Unicode), EXIF
 (Artist, Copyright: ASCII) or IPTC (By-line, Copyright Notice, Credit), whichever has them
-first, and written back in all three (JPEG) or in EXIF and XMP (WebP, AVIF): nothing else
+first, and written back in all three (JPEG) or in EXIF and XMP (WebP, AVIF, PNG): nothing else
 of those blocks, no GPS, no camera, no history. EXIF gets them in ASCII ("(C)" for "©",
 accents dropped), the others as they are.
 """
@@ -18,6 +18,7 @@ accents dropped), the others as they are.
 import io
 import struct
 import unicodedata
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -265,7 +266,7 @@ def metadata_stripped(
     if image_format == "WEBP":
         return _webp_stripped(data, credits or Credits())
     if image_format == "PNG":
-        return _png_stripped(data)
+        return _png_stripped(data, credits or Credits())
     if image_format == "GIF":
         return _gif_stripped(data)
     return data  # a BMP holds no metadata
@@ -301,8 +302,8 @@ def _jpeg_stripped(data: bytes, orientation: int, credits: Credits) -> bytes:
 
 
 # What a kept PNG keeps: its pixels and what says how they look. Text (comments, an
-# author, software, XMP in iTXt), EXIF, times and private chunks go. (A PNG with EXIF or
-# XMP is not kept, encode._original_keepable: its credits would be lost.)
+# author, software, XMP in iTXt), EXIF, times and private chunks go; the credits, if
+# asked for, are written again in an eXIf and an iTXt chunk of their own.
 _PNG_KEPT: Final = frozenset(
     {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT"}
     | {b"pHYs", b"bKGD", b"cICP"}
@@ -310,7 +311,7 @@ _PNG_KEPT: Final = frozenset(
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 
 
-def _png_stripped(data: bytes) -> bytes:
+def _png_stripped(data: bytes, credits: Credits) -> bytes:
     if not data.startswith(_PNG_SIGNATURE):
         raise _damaged("the PNG signature")
     chunks = [_PNG_SIGNATURE]
@@ -324,12 +325,25 @@ def _png_stripped(data: bytes) -> bytes:
         position = end
         if kind == b"IEND":
             break  # what follows the image's end goes too
+    if credits:
+        # Right after IHDR: the PNG specification wants eXIf before the image data.
+        chunks[2:2] = [
+            _png_chunk(b"eXIf", credits_exif(credits)[6:]),
+            _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + credits_xmp(credits)),
+        ]
     return b"".join(chunks)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A PNG chunk: its length, its type, its data and their CRC."""
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 # What a kept GIF drops: its comments and application extensions (XMP, an editor's
 # private data). Its graphic control extension (its transparent colour) and any plain
-# text stay. (A GIF with XMP is not kept, as a PNG with it is not.)
+# text stay. A GIF's credits are not kept: Pillow reads no XMP from a GIF, so none are
+# found to write again (credits_of).
 _GIF_DROPPED: Final = frozenset({0xFE, 0xFF})
 
 

@@ -299,6 +299,47 @@ def test_a_kept_webp_gets_its_credits_back_in_chunks_a_reader_finds() -> None:
     assert Image.open(io.BytesIO(result.data)).size == (160, 120)
 
 
+def test_a_png_with_exif_and_xmp_whose_jpeg_would_be_larger_is_kept_without_them() -> None:
+    """A 939-byte flat PNG with XMP became a 1,616-byte JPEG: a PNG with EXIF or XMP was
+    never kept, though its stripping drops both."""
+    # Given a flat PNG with GPS in its EXIF and an XMP packet
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP_CREDITS.decode())
+    source = encoded(size_chart(), "PNG", pnginfo=info, exif=credited_exif())
+    assert Image.open(io.BytesIO(source)).getexif().get_ifd(GPS_IFD)
+
+    # When it is compressed in the source's format, which a JPEG would make larger
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS)
+
+    # Then the PNG is kept, smaller, with neither, its pixels as they were
+    assert (result.kept_original, result.format) == (True, "PNG")
+    assert len(result.data) < len(source)
+    for words in (b"eXIf", b"iTXt", b"xmpmeta", ARTIST.encode()):
+        assert words in source
+        assert words not in result.data
+    output = Image.open(io.BytesIO(result.data))
+    assert not output.getexif()
+    assert ImageChops.difference(output.convert("RGB"), size_chart()).getbbox() is None
+
+
+def test_a_kept_png_gets_its_credits_back_in_chunks_a_reader_finds() -> None:
+    # Given a flat PNG with its credits in EXIF and XMP, beside GPS
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", XMP_CREDITS.decode())
+    source = encoded(size_chart(), "PNG", pnginfo=info, exif=credited_exif())
+
+    # When it is compressed keeping the copyright
+    result = compress(source, quality=50, max_pixels=MAX_PIXELS, metadata=MetadataMode.COPYRIGHT)
+
+    # Then the PNG is kept, with the credits alone, its pixels as they were
+    assert (result.kept_original, result.format) == (True, "PNG")
+    assert_only_credits(result.data)
+    assert credits_in(result.data) == Credits(artist=ARTIST, copyright=RIGHTS, credit=CREDIT)
+    assert b"52,22N" not in result.data
+    output = Image.open(io.BytesIO(result.data))
+    assert ImageChops.difference(output.convert("RGB"), size_chart()).getbbox() is None
+
+
 def test_an_xmp_packet_with_entities_gives_no_credits_and_breaks_nothing() -> None:
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
