@@ -74,6 +74,9 @@ def home(request: HttpRequest, account: Account) -> HttpResponse:
             **shown,
             "account": account,
             "score_all": settings.IMAGE_SCORE_ALL_MODES,
+            # Chosen in the menu: the form always sends one, so the menu's first choice
+            # (strip) overrode IMAGE_METADATA for every upload from the page.
+            "default_metadata": settings.IMAGE_METADATA,
             "default_quality": settings.IMAGE_QUALITY,
             "csv_max_bytes": settings.CSV_MAX_BYTES,
             "csv_max_megabytes": f"{settings.CSV_MAX_BYTES / 1024 / 1024:g}",

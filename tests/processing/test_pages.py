@@ -1229,6 +1229,27 @@ def test_the_upload_form_comes_set_to_the_services_own_quality_defaults(
 
 
 @pytest.mark.django_db
+def test_the_upload_form_comes_set_to_the_services_own_metadata_mode(
+    member_client: Client, settings: Any
+) -> None:
+    """The Metadata menu came set to "None" whatever IMAGE_METADATA said: where the service
+    kept the credits, every upload from the page sent metadata=strip."""
+    # Given a service that keeps the credits where a request does not say
+    settings.IMAGE_METADATA = "copyright"
+
+    # When the person opens the upload page, then the menu comes set to keep them
+    home = " ".join(member_client.get("/").content.decode().split())
+    metadata_menu = home[home.index('<select name="metadata">') :]
+    chosen = re.findall(r'<option value="([^"]*)" selected>', metadata_menu)
+    assert chosen == ["copyright"]
+
+    # And where it strips them, to strip
+    settings.IMAGE_METADATA = "strip"
+    home = " ".join(member_client.get("/").content.decode().split())
+    assert re.findall(r'<option value="([^"]*)" selected>', home)[-1] == "strip"
+
+
+@pytest.mark.django_db
 def test_the_upload_form_says_how_many_of_the_accounts_images_may_be_pending(
     member_client: Client, account: Account, settings: Any
 ) -> None:
