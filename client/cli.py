@@ -229,7 +229,13 @@ def control(client: Client, options: argparse.Namespace) -> int:
         before = client.status(options.request_id)["progress"]
         total = client.act(options.request_id, "retry", {})["progress"]["total"]
         again = before["failed"] + (before.get("cancelled") or 0)
-        queued = f"{again} of {total} images queued again"
+        # A request that failed as a whole, every image done, is finished again: "0 of 4
+        # images queued again" read as though nothing would happen.
+        queued = (
+            f"{again} of {total} images queued again"
+            if again
+            else "no image queued again: its output CSV is written anew"
+        )
         return started(client, options, options.request_id, total, queued)
     accepted = client.act(options.request_id, "rerun", settings_fields(options))
     return started(client, options, accepted["request_id"], accepted["total_images"])

@@ -664,6 +664,28 @@ def test_a_request_that_failed_as_a_whole_says_why_and_how_to_finish_it(
     assert not output.exists()
 
 
+def test_a_retry_of_a_request_that_failed_as_a_whole_says_its_csv_is_written_anew(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said "0 of 1 images queued again", as though nothing would happen."""
+    failed = {**COMPLETED, "status": "failed", "error": "disk full", "output_csv_url": None}
+
+    class Failed(Quiet):
+        def do_GET(self) -> None:
+            json_answer(self, 200, failed)
+
+        def do_POST(self) -> None:
+            json_answer(self, 202, {**failed, "status": "processing"})
+
+    with stand_in(Failed) as server_url:
+        assert main(["--server", server_url, "--api-key", "K.x", "retry", REQUEST_ID]) == 0
+    said = capsys.readouterr()
+    assert said.err == (
+        f"request {REQUEST_ID}: no image queued again: its output CSV is written anew\n"
+    )
+    assert said.out == f"{REQUEST_ID}\n"
+
+
 def test_following_without_a_terminal_draws_no_progress_bar(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1141,6 +1141,34 @@ def test_the_output_csv_of_a_request_not_finished_or_unknown_is_a_page_that_says
 
 
 @pytest.mark.django_db
+def test_a_request_that_failed_as_a_whole_offers_to_finish_again_not_to_retry_no_image(
+    member_client: Client, account: Account
+) -> None:
+    """Its button read "Retry the 0 images not compressed", as though it would do nothing."""
+    # Given a request whose every image succeeded, failed as a whole (its output CSV could
+    # not be written), and one with an image failed
+    whole = stored_request(account, "1,Lamp,https://shop.example/a.jpg\n")
+    ProductImage.objects.filter(request=whole).update(status="succeeded")
+    ProcessingRequest.objects.filter(pk=whole.pk).update(
+        status="failed", error="The storage refused the output CSV."
+    )
+    one = stored_request(account, "1,Lamp,https://shop.example/b.jpg\n")
+    ProductImage.objects.filter(request=one).update(status="failed", error_code="http_404")
+    ProcessingRequest.objects.filter(pk=one.pk).update(
+        status="completed_with_errors", failed_images=1
+    )
+
+    # When each page is opened
+    finished_again = member_client.get(f"/requests/{whole.pk}/").content.decode()
+    retried = member_client.get(f"/requests/{one.pk}/").content.decode()
+
+    # Then the first offers to finish it again, the second to retry its image
+    assert ">Finish it again: write its output CSV anew</button>" in finished_again
+    assert "Retry the 0" not in finished_again
+    assert ">Retry the 1 image not compressed</button>" in retried
+
+
+@pytest.mark.django_db
 def test_the_upload_form_ticks_score_every_output_where_the_service_scores_all(
     member_client: Client, settings: Any
 ) -> None:
