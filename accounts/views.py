@@ -1,6 +1,8 @@
 """The page's doors: log in with a username and password or a one-time link, log out."""
 
 import logging
+import math
+import time
 from typing import Any
 
 from django.contrib import messages
@@ -10,6 +12,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
@@ -29,12 +32,20 @@ class LoginForm(AuthenticationForm):
     """Django's login form, refusing more than LOGIN_FAILURES_ALLOWED wrong passwords for
     one user name from one address in LOGIN_PAUSE_SECONDS. The name counted is the one
     authentication uses (spaces trimmed, Unicode normalised, any case): counted as typed,
-    "otto " and otto in full-width letters each had ten fresh tries at otto's password."""
+    "otto " and otto in full-width letters each had ten fresh tries at otto's password.
+    A paused login says so, and until when: it answered the right password as a wrong one,
+    which sent its owner to try more. The pause tells nothing of the name: any is paused."""
 
     def clean(self) -> dict[str, Any]:
         key = self._failures_key()
         if _failures(key) >= LOGIN_FAILURES_ALLOWED:
-            raise self.get_invalid_login_error()
+            raise ValidationError(
+                "Too many wrong passwords were sent for this user name from your address: "
+                f"try again in about {_pause_left(key)}, or log in with a "
+                "one-time link (whoever runs the service makes one with "
+                "python manage.py login-link USERNAME).",
+                code="login_paused",
+            )
         try:
             return super().clean()
         except Exception:
@@ -60,9 +71,24 @@ def _failures(key: str) -> int:
 
 def _failure_count(key: str) -> None:
     try:
-        cache.set(key, int(cache.get(key, 0)) + 1, LOGIN_PAUSE_SECONDS)
+        failures = int(cache.get(key, 0)) + 1
+        cache.set(key, failures, LOGIN_PAUSE_SECONDS)
+        if failures >= LOGIN_FAILURES_ALLOWED:  # the pause starts: none is counted during it
+            cache.set(f"{key}:until", time.time() + LOGIN_PAUSE_SECONDS, LOGIN_PAUSE_SECONDS)
     except Exception:
         logger.warning("login failures cannot be counted", exc_info=True)
+
+
+def _pause_left(key: str) -> str:
+    """The whole minutes, rounded up, until the pause under key ends; its full length where
+    its end is not known (a pause that began before its end was kept)."""
+    try:
+        until = cache.get(f"{key}:until")
+    except Exception:
+        until = None
+    left = until - time.time() if until is not None else LOGIN_PAUSE_SECONDS
+    minutes = max(1, math.ceil(left / 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 class AdminLoginForm(LoginForm, AdminAuthenticationForm):

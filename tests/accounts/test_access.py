@@ -238,6 +238,48 @@ def test_wrong_passwords_are_counted_for_the_name_authentication_uses(login_path
     assert "_auth_user_id" not in client.session
 
 
+@pytest.mark.parametrize("login_path", ["/login/", "/admin/login/"])
+def test_a_paused_login_says_so_and_until_when(
+    login_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It answered the right password, in the pause, as a wrong one ("Please enter a
+    correct username and password"), with no word of the pause, its end or login links."""
+    import time
+
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+
+    # Given ten wrong passwords for otto from one address
+    cache.clear()
+    get_user_model().objects.create_superuser("otto", "otto@example.com", "the-right-one-42")
+    client = Client()
+    for attempt in range(10):
+        client.post(login_path, {"username": "otto", "password": f"wrong-{attempt}"})
+    started = time.time()
+
+    def log_in(username: str, seconds_later: float) -> str:
+        monkeypatch.setattr(time, "time", lambda: started + seconds_later)
+        answer = client.post(login_path, {"username": username, "password": "the-right-one-42"})
+        assert "_auth_user_id" not in client.session
+        return " ".join(answer.content.decode().split())
+
+    # When otto sends the right one, then the page says why it is refused, and until when
+    told = log_in("otto", 0)
+    assert "correct username and password" not in told
+    assert (
+        "Too many wrong passwords were sent for this user name from your address: try again "
+        "in about 15 minutes, or log in with a one-time link (whoever runs the service makes "
+        "one with python manage.py login-link USERNAME)."
+    ) in told
+    assert "in about 6 minutes" in log_in("otto", 9 * 60 + 30)
+    assert "in about 1 minute," in log_in("OTTO ", 14 * 60 + 30)
+
+    # and once the pause is over, the right password logs in
+    monkeypatch.setattr(time, "time", lambda: started + 15 * 60 + 1)
+    client.post(login_path, {"username": "otto", "password": "the-right-one-42"})
+    assert "_auth_user_id" in client.session
+
+
 @pytest.mark.parametrize(
     ("proxy", "forwarded_allow_ips"), [("127.0.0.1", ["127.0.0.1", "::1"]), ("10.0.0.5", ["*"])]
 )
