@@ -266,6 +266,24 @@ def test_a_weak_password_is_refused() -> None:
         call_command("user", "create", "--account", "acme", "--username", "cy", "--password", "123")
 
 
+def test_a_password_like_the_user_name_is_refused() -> None:
+    """It was taken: the password was checked without the user, so Django's check of a
+    password against the user's name never ran."""
+    with pytest.raises(CommandError, match="The password is too similar to the username"):
+        call_command(
+            "user",
+            "create",
+            "--account",
+            "acme",
+            "--username",
+            "margaretsmith",
+            "--password",
+            "margaretsmith1",
+        )
+    assert not get_user_model().objects.filter(username="margaretsmith").exists()
+    assert not Account.objects.filter(name="acme").exists()
+
+
 def test_local_setup_makes_account_user_and_key_once_and_a_link_each_time(
     settings: Any, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import getpass
 import sys
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -32,8 +33,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         password = None if options["no_password"] else options["password"] or self._ask()
         if password is not None:
+            # Checked against the user to be (unsaved): without one, Django's check of a
+            # password against the user name never ran ("margaretsmith1" for margaretsmith).
+            user_to_be = get_user_model()(username=options["username"])
             try:
-                validate_password(password)
+                validate_password(password, user=user_to_be)
             except ValidationError as invalid:
                 raise CommandError(" ".join(invalid.messages)) from None
         try:
