@@ -170,7 +170,13 @@ def user_get(*, username: str) -> Any:
 
 
 def login_link_create(*, user: Any) -> str:
-    """A token that logs user in once, within LOGIN_LINK_LIFETIME."""
+    """A token that logs user in once, within LOGIN_LINK_LIFETIME; refused for a
+    deactivated user, whom it would not let in."""
+    if not user.is_active:
+        raise AccountError(
+            f"User {user.get_username()} is deactivated, so a login link would not let them "
+            "in: make them active again in the admin first."
+        )
     token = secrets.token_urlsafe(32)
     LoginLink.objects.create(
         token_hash=_token_hash(token),
@@ -182,13 +188,14 @@ def login_link_create(*, user: Any) -> str:
 
 def login_link_user(*, token: str) -> Any | None:
     """The user the token would log in, without using it up; None where it is used or
-    expired."""
+    expired, or its user deactivated."""
     link = _usable_links(token).select_related("user").first()
     return link.user if link is not None else None
 
 
 def login_link_redeem(*, token: str) -> Any | None:
-    """The user the token logs in, once: a second use, or a use after it expired, is None."""
+    """The user the token logs in, once: a second use, a use after it expired, or one for a
+    deactivated user, is None."""
     links = _usable_links(token)
     link = links.select_related("user").first()
     if link is None or not links.filter(pk=link.pk).update(used_at=timezone.now()):
@@ -197,15 +204,20 @@ def login_link_redeem(*, token: str) -> Any | None:
 
 
 def _usable_links(token: str) -> "QuerySet[LoginLink]":
+    # Not a deactivated user's, made before: it was offered, used up and recorded a login
+    # that the next page undid (Django lets no inactive user stay logged in).
     return LoginLink.objects.filter(
-        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()
+        token_hash=_token_hash(token),
+        used_at__isnull=True,
+        expires_at__gt=timezone.now(),
+        user__is_active=True,
     )
 
 
-def local_setup(*, var_dir: Path) -> tuple[str | None, str]:
+def local_setup(*, var_dir: Path) -> tuple[str | None, str | None]:
     """The embedded default's first start: the account, user and API key `local`, the key
     written to var_dir/api_key (mode 0600). Returns the key when it is new, and a fresh
-    login token every time."""
+    login token every time (none while the user is deactivated)."""
     account, _ = account_get_or_create(name=LOCAL_ACCOUNT)
     users = get_user_model()
     user = users.objects.filter(username=LOCAL_ACCOUNT).first()
@@ -219,7 +231,7 @@ def local_setup(*, var_dir: Path) -> tuple[str | None, str]:
         key_file.touch(mode=0o600)
         key_file.chmod(0o600)
         key_file.write_text(new_key + "\n")
-    return new_key, login_link_create(user=user)
+    return new_key, login_link_create(user=user) if user.is_active else None
 
 
 def _key_file_valid(key_file: Path, account: Account) -> bool:

@@ -236,6 +236,37 @@ def test_a_login_link_expires_after_fifteen_minutes() -> None:
     assert Client().get(f"/login/link/{token}/").status_code == 410
 
 
+def test_a_deactivated_user_gets_no_login_link_and_one_made_before_does_not_work() -> None:
+    """Links were made, offered ("Log in as ina") and used up for a deactivated user, whose
+    login then recorded last_login and landed on the login page with no word of why."""
+    # Given ina, with a link made while she was active, then deactivated
+    account, _ = services.account_get_or_create(name="acme")
+    user = services.user_create(account=account, username="ina", password=None)
+    path = f"/login/link/{services.login_link_create(user=user)}/"
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    # When a link is asked for, then the command refuses, naming why, and makes none
+    with pytest.raises(CommandError) as refused:
+        call_command("login-link", "ina")
+    assert str(refused.value) == (
+        "User ina is deactivated, so a login link would not let them in: make them active "
+        "again in the admin first."
+    )
+    assert user.loginlink_set.count() == 1
+
+    # and the earlier link answers as unusable, on opening it and on pressing its button
+    browser = Client()  # the button's POST as a page opened before would send it
+    for answer in (browser.get(path), browser.post(path)):
+        assert answer.status_code == 410
+        assert "its user can no longer log in" in " ".join(answer.content.decode().split())
+    assert browser.get("/").status_code == 302
+    # without being used up, or the user's last login touched
+    assert user.loginlink_set.get().used_at is None
+    user.refresh_from_db()
+    assert user.last_login is None
+
+
 def test_without_a_terminal_the_password_is_read_from_standard_input(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -301,6 +332,22 @@ def test_local_setup_makes_account_user_and_key_once_and_a_link_each_time(
     assert "/login/link/" in second[-1]
     assert second[-1] != first[-1]
     assert ApiKey.objects.filter(account__name="local").count() == 1
+
+
+def test_local_setup_makes_no_link_for_a_deactivated_local_user(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.VAR_DIR = tmp_path
+    run("local_setup")
+    get_user_model().objects.filter(username="local").update(is_active=False)
+
+    again = run("local_setup")
+
+    assert again[-1] == (
+        "User local is deactivated: no login link (make it active again in the admin to log "
+        "in with one)."
+    )
+    assert get_user_model().objects.get(username="local").loginlink_set.count() == 1
 
 
 def test_a_login_links_token_is_not_written_to_the_access_log(

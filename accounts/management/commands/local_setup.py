@@ -22,5 +22,11 @@ class Command(BaseCommand):
             self.stdout.write(f"    {key}")
         else:
             self.stdout.write(f"API key of account 'local': in {key_file}")
+        if token is None:  # the service starts all the same: the API key works
+            self.stdout.write(
+                f"User {services.LOCAL_ACCOUNT} is deactivated: no login link (make it active "
+                "again in the admin to log in with one)."
+            )
+            return
         self.stdout.write("Log in to the page with this link (valid once, for 15 minutes):")
         self.stdout.write(f"    {login_link_url(token, base_url=None)}")

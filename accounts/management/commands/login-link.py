@@ -29,9 +29,9 @@ class Command(BaseCommand):
             )
         try:
             user = services.user_get(username=options["username"])
+            token = services.login_link_create(user=user)
         except services.AccountError as error:
             raise CommandError(str(error)) from None
-        token = services.login_link_create(user=user)
         self.stdout.write("Valid once, for 15 minutes:")
         self.stdout.write(login_link_url(token, base_url=base_url))
 
