@@ -62,6 +62,17 @@ def test_apikey_list_shows_prefixes_and_revoke_ends_a_key_for_good() -> None:
         call_command("apikey", "revoke", "nothing")
 
 
+def test_apikey_list_of_an_account_that_does_not_exist_says_so() -> None:
+    """It printed an empty table and succeeded: a misspelt name looked like an account
+    without keys, while `account secret` refused the same name."""
+    run("apikey", "create", "--account", "acme")
+    with pytest.raises(CommandError) as refused:
+        call_command("apikey", "list", "--account", "acmee")
+    assert str(refused.value) == "There is no account named 'acmee'."
+    run("account", "create", "empty")
+    assert len(run("apikey", "list", "--account", "empty")) == 1  # the heading alone
+
+
 def test_apikey_list_marks_a_key_past_its_expiry() -> None:
     key = run("apikey", "create", "--account", "acme")[-1]
     prefix = key.split(".")[0]

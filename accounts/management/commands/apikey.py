@@ -55,8 +55,8 @@ class Command(BaseCommand):
 
     def _list(self, options: dict[str, Any]) -> None:
         keys = ApiKey.objects.select_related("account").order_by("account__name", "-created")
-        if options["account"]:
-            keys = keys.filter(account__name=options["account"])
+        if options["account"]:  # a misspelt name is said, as `account secret` says it
+            keys = keys.filter(account=services.account_get(name=options["account"]))
         self.stdout.write(
             f"{'prefix':<10}{'account':<20}{'label':<24}{'made':<18}{'last used':<18}"
         )
