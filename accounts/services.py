@@ -1,5 +1,5 @@
 """Every write to accounts: make one, issue and revoke keys, rotate the webhook secret, add
-people, make and redeem one-time login links."""
+people (new, or of no account yet), make and redeem one-time login links."""
 
 import hashlib
 import logging
@@ -160,6 +160,23 @@ def user_create(*, account: Account, username: str, password: str | None) -> Any
         user = users.objects.create_user(username=username, password=password)
         Member.objects.create(user=user, account=account)
     return user
+
+
+def user_join(*, account: Account, username: str) -> tuple[Any, bool]:
+    """Put an existing user of no account into account; True where they joined now, False
+    where they were in it already. A user of another account is not moved."""
+    user = user_get(username=username)
+    member = Member.objects.filter(user=user).select_related("account").first()
+    if member is None:
+        Member.objects.create(user=user, account=account)
+        return user, True
+    if member.account_id != account.pk:
+        raise AccountError(
+            f"User {user.get_username()} belongs to account {member.account.name}; a user acts "
+            f"for one account. Change it on the user's page in the admin if it should be "
+            f"{account.name}."
+        )
+    return user, False
 
 
 def user_get(*, username: str) -> Any:

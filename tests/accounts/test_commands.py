@@ -303,6 +303,42 @@ def test_user_create_says_when_it_made_the_account_as_apikey_create_does() -> No
     assert misspelt == ["Account acme_ made.", "User bo of account acme_ made."]
 
 
+def test_user_join_puts_a_user_of_no_account_into_one_as_the_page_suggests() -> None:
+    """The page of a user of no account suggested `user create` with their own name, which
+    always failed ("There is already a user named 'op'"): no command could add them."""
+    # Given op, a user of no account (made in the admin, or by createsuperuser)
+    get_user_model().objects.create_user(username="op", password="a-long-pw-9")
+    browser = Client()
+    assert browser.login(username="op", password="a-long-pw-9")
+    told = " ".join(browser.get("/account/").content.decode().split())
+    suggested = "python manage.py user join --account NAME --username op"
+    assert suggested in told
+
+    # When the operator runs what the page suggests, for an account that exists
+    with pytest.raises(CommandError, match="There is no account named 'acme'"):
+        call_command(*suggested.replace("NAME", "acme").split()[2:])
+    run("account", "create", "acme")
+    joined = run(*suggested.replace("NAME", "acme").split()[2:])
+
+    # Then op acts for it, and asking again changes nothing
+    assert joined == ["User op joined account acme."]
+    assert browser.get("/account/").status_code == 200
+    assert run("user", "join", "--account", "acme", "--username", "op") == [
+        "User op is in account acme already."
+    ]
+    # while a user of another account is not moved, and an unknown one is named
+    run("account", "create", "globex")
+    with pytest.raises(CommandError) as refused:
+        call_command("user", "join", "--account", "globex", "--username", "op")
+    assert str(refused.value) == (
+        "User op belongs to account acme; a user acts for one account. Change it on the "
+        "user's page in the admin if it should be globex."
+    )
+    assert get_user_model().objects.get(username="op").membership.account.name == "acme"
+    with pytest.raises(CommandError, match="There is no user named 'nobody'"):
+        call_command("user", "join", "--account", "acme", "--username", "nobody")
+
+
 def test_a_weak_password_is_refused() -> None:
     with pytest.raises(CommandError):
         call_command("user", "create", "--account", "acme", "--username", "cy", "--password", "123")

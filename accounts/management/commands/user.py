@@ -2,7 +2,10 @@
 logs in to the page for one account. Without --password, it asks for one at the terminal,
 or reads one line of standard input where there is none (`... < secret-file`: kept out of
 `ps` and the shell's history); with --no-password, the user logs in by one-time links
-only."""
+only.
+
+`python manage.py user join --account NAME --username U`: an existing user of no account
+(made in the admin, or by createsuperuser) acts for this one from now on."""
 
 import getpass
 import sys
@@ -17,7 +20,7 @@ from accounts import services
 
 
 class Command(BaseCommand):
-    help = "Make a user of an account, for the web page."
+    help = "Make a user of an account, for the web page, or put an existing user into one."
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
@@ -29,8 +32,30 @@ class Command(BaseCommand):
         passwords.add_argument(
             "--no-password", action="store_true", help="log in by one-time links only"
         )
+        join = actions.add_parser("join", help="an existing user of no account into this one")
+        join.add_argument("--account", required=True, help="an account that exists")
+        join.add_argument("--username", required=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "join":
+            self._join(options)
+        else:
+            self._create(options)
+
+    def _join(self, options: dict[str, Any]) -> None:
+        try:
+            account = services.account_get(name=options["account"])
+            user, joined = services.user_join(account=account, username=options["username"])
+        except services.AccountError as error:
+            raise CommandError(str(error)) from None
+        name = user.get_username()
+        self.stdout.write(
+            f"User {name} joined account {account.name}."
+            if joined
+            else f"User {name} is in account {account.name} already."
+        )
+
+    def _create(self, options: dict[str, Any]) -> None:
         password = None if options["no_password"] else options["password"] or self._ask()
         if password is not None:
             # Checked against the user to be (unsaved): without one, Django's check of a
