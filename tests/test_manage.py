@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.service import postgres_database, production_urls
 from tests.support import free_port, python_run
 
 pytestmark = pytest.mark.e2e
@@ -78,3 +79,32 @@ def test_traceback_shows_the_frames_of_a_settings_mistake_too(tmp_path: Path) ->
     assert result.stderr.rstrip().endswith(
         "ImproperlyConfigured: IMAGE_QUALITY must be between 1 and 95."
     )
+
+
+def test_a_postgresql_database_not_migrated_yet_is_told_to_migrate(tmp_path: Path) -> None:
+    """PostgreSQL says it with a ProgrammingError (relation "…" does not exist), where
+    SQLite says it with an OperationalError: 57 lines of traceback, the advice nowhere."""
+    with postgres_database() as database_url:
+        environ = _environ(tmp_path, DATABASE_URL=database_url, SECRET_KEY="x" * 50)
+
+        result = python_run(["manage.py", "account", "list"], environ)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        'ProgrammingError: relation "accounts" does not exist',
+        "The database's tables are not made yet: python manage.py migrate",
+    ]
+
+
+def test_a_postgresql_sql_bug_keeps_its_traceback(tmp_path: Path) -> None:
+    """A ProgrammingError of another kind (here a syntax error) is a bug, not a database
+    not migrated."""
+    database_url, _ = production_urls()
+    environ = _environ(tmp_path, DATABASE_URL=database_url, SECRET_KEY="x" * 50)
+    bug = "from django.db import connection; connection.cursor().execute('SELEC 1')"
+
+    result = python_run(["manage.py", "shell", "-c", bug], environ)
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert 'ProgrammingError: syntax error at or near "SELEC"' in result.stderr
