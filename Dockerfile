@@ -35,4 +35,4 @@ RUN useradd --create-home --uid 10001 imgsvc \
 USER imgsvc
 
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--config", "config/gunicorn.py"]
+CMD ["python", "-m", "config.web_server", "config.wsgi", "--config", "config/gunicorn.py"]

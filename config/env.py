@@ -2,6 +2,7 @@
 itself when it is wrong. settings.py reads every value through these; gunicorn's
 configuration (config/gunicorn.py) and the web worker too, before Django is set up."""
 
+import ipaddress
 import os
 import re
 from typing import TypeVar
@@ -105,6 +106,24 @@ def env_networks(name: str) -> list[str]:
     except ValueError as error:
         raise ImproperlyConfigured(f"{name}: {error}") from None
     return networks
+
+
+def env_proxies(name: str, default: str = "") -> list[str]:
+    """Addresses and networks of proxies, or "*" for any, as gunicorn reads them (a network
+    with host bits set, 10.0.0.1/24, refused): gunicorn stopped on such a value naming no
+    variable ("Error: 'proxy.local' does not appear to be an IPv4 or IPv6 network")."""
+    proxies = env_list(name, default)
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy)
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                f"{name} must be addresses or networks (10.0.0.2, 10.0.0.0/24) or *, "
+                f"not {proxy!r}: {error}."
+            ) from None
+    return proxies
 
 
 def env_seconds(name: str, default: str) -> list[float]:

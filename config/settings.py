@@ -28,6 +28,7 @@ from config.env import (
     env_list,
     env_networks,
     env_ports,
+    env_proxies,
     env_rate,
     env_seconds,
     env_service_url,
@@ -100,9 +101,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # default) for the scheme, Django for the client's address (config/proxies.py), which
 # counts wrong passwords per address: read as the proxy's, one person's ten wrong tries
 # paused everyone's logins to that name.
-FORWARDED_ALLOW_IPS = env_list("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-if "*" not in FORWARDED_ALLOW_IPS:
-    env_networks("FORWARDED_ALLOW_IPS")
+FORWARDED_ALLOW_IPS = env_proxies("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.service import alone_environment, procfile_commands
 from tests.support import python_run
 
 pytestmark = pytest.mark.e2e
@@ -255,6 +256,40 @@ def test_a_web_server_setting_that_cannot_work_stops_its_start_naming_itself(
     assert f"ImproperlyConfigured: {message}" in result.stderr
     good = python_run(arguments, {**os.environ, "VAR_DIR": str(tmp_path)})
     assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.parametrize("value", ["proxy.local", "10.0.0.1/24", "*,proxy.local"])
+def test_a_proxy_that_is_no_address_stops_the_web_servers_start_naming_itself(
+    tmp_path: Path, value: str
+) -> None:
+    """gunicorn reads FORWARDED_ALLOW_IPS itself, before config/gunicorn.py: the web
+    stopped on "Error: 'proxy.local' does not appear to be an IPv4 or IPv6 network", naming
+    no variable, where the workers named it (and took 10.0.0.1/24, which gunicorn refuses)."""
+    # Given the web server started as the Procfile starts it, its proxy not an address
+    environ = alone_environment(tmp_path, FORWARDED_ALLOW_IPS=value)
+    web = f"exec {procfile_commands()['web']}"
+
+    result = subprocess.run(
+        ["/bin/sh", "-c", web], cwd=ROOT, env=environ,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    # Then it stops, naming the variable and the value, as a worker does
+    assert result.returncode != 0
+    said = result.stderr.splitlines()[-1]
+    assert said.startswith(
+        "django.core.exceptions.ImproperlyConfigured: FORWARDED_ALLOW_IPS must be addresses "
+        f"or networks (10.0.0.2, 10.0.0.0/24) or *, not {value.removeprefix('*,')!r}: "
+    )
+    worker = python_run(["manage.py", "check"], environ)
+    assert said.split(": ", 1)[1] in worker.stderr
+    # and a good value starts it, gunicorn's own options passed on
+    good = {**environ, "FORWARDED_ALLOW_IPS": "10.0.0.0/24,10.1.2.3,*"}
+    checked = subprocess.run(
+        ["/bin/sh", "-c", f"{web} --check-config"], cwd=ROOT, env=good,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_no_limit_on_pending_images_is_zero_as_the_readme_says(tmp_path: Path) -> None:
