@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from config.env import env, env_float, env_int
-from config.logs import log_format, logging_config
+from config.env import env, env_choice, env_float, env_int
+from config.logs import LOG_LEVELS, log_format, logging_config
 
 # A port or count that is not one stops the start naming its variable, as settings do.
 bind = f"{env('HOST', '0.0.0.0')}:{env_int('PORT', 8000, positive=True)}"  # noqa: S104
@@ -33,12 +33,16 @@ control_socket = str(
 )
 # Requests are logged by Django (config.logs.AccessLogMiddleware), with the request id.
 accesslog = None
+# gunicorn's own lines (start, worker boots, timeouts) at LOG_LEVEL as Django's are: they
+# were at INFO whatever it said, "Listening at" and each "Booting worker" under WARNING.
+_log_level = env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+loglevel = _log_level.lower()
 if log_format() == "json":
-    # gunicorn's own lines (start, worker boots, timeouts) as JSON too, through the same
-    # configuration as Django's; gunicorn does not let gunicorn.error propagate.
-    logconfig_dict = logging_config(level="INFO", fmt="json")
+    # As JSON too, through the same configuration as Django's; gunicorn does not let
+    # gunicorn.error propagate.
+    logconfig_dict = logging_config(level=_log_level, fmt="json")
     logconfig_dict["loggers"]["gunicorn.error"] = {
-        "level": "INFO",
+        "level": _log_level,
         "handlers": ["console"],
         "propagate": False,
     }

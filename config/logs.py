@@ -25,6 +25,10 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+# LOG_LEVEL's values, read by settings and by gunicorn's configuration alike.
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
 def log_format() -> str:
     """LOG_FORMAT, or json when DATABASE_URL says this is a deployment, else plain."""
     chosen = os.environ.get("LOG_FORMAT", "").strip().lower()

@@ -35,7 +35,7 @@ from config.env import (
     env_url,
     redacted,
 )
-from config.logs import log_format, logging_config
+from config.logs import LOG_LEVELS, log_format, logging_config
 from imaging.encode import QualityMode
 from imaging.metadata import MetadataMode
 from imaging.quality import DEFAULT_MAX_TRIES, DEFAULT_TARGET_SCORES, QualityTarget
@@ -643,7 +643,7 @@ WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, most=65535)  # 0: none
 
 # --- Logging -----------------------------------------------------------------------------
 
-LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", LOG_LEVELS)
 # json (one object per line) or plain; json by default where DATABASE_URL is set.
 LOG_FORMAT = log_format()
 if LOG_FORMAT not in {"json", "plain"}:

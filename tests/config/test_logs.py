@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError as DatabaseError
 from django.http import HttpResponse
@@ -21,8 +22,15 @@ from accounts.models import Account
 from config.logs import AccessLogMiddleware, logging_config, request_id_bound
 from processing import selectors
 from tests.harness.origin import Origin
-from tests.harness.service import TEST_ACCOUNT, Service
-from tests.support import encoded, multipart_upload, photo, wait_for_finish, wait_until
+from tests.harness.service import TEST_ACCOUNT, Service, alone_environment, procfile_process
+from tests.support import (
+    encoded,
+    free_port,
+    multipart_upload,
+    photo,
+    wait_for_finish,
+    wait_until,
+)
 
 
 def configured_logger(tmp_path: Path, fmt: str, name: str = "given") -> tuple[logging.Logger, Path]:
@@ -302,3 +310,38 @@ def test_production_processes_log_json_lines_naming_the_request(
     ]
     assert all(record.get("request_id") for record in batch_lines)
     assert [record.get("request_id") for record in batch_lines].count(request_id) >= 2
+
+
+def _livez(base_url: str) -> bool:
+    try:
+        return urllib3.request("GET", f"{base_url}/livez", timeout=2, retries=False).status == 200
+    except urllib3.exceptions.HTTPError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_the_web_servers_own_lines_keep_to_log_level(tmp_path: Path, fmt: str) -> None:
+    """gunicorn's own lines were at INFO whatever LOG_LEVEL said: at WARNING, "Starting
+    gunicorn", "Listening at" and each "Booting worker" still came."""
+    # Given the web server started as the Procfile starts it, LOG_LEVEL at WARNING
+    base_url = f"http://127.0.0.1:{free_port()}"
+    environ = alone_environment(
+        tmp_path, PORT=base_url.rsplit(":", 1)[1], WEB_CONCURRENCY="1",
+        LOG_LEVEL="WARNING", LOG_FORMAT=fmt,
+    )  # fmt: skip
+    log = tmp_path / "web.log"
+    with procfile_process("web", environ, log):
+        wait_until(lambda: _livez(base_url), timeout=60, what="gunicorn to answer")
+        # When it is asked for a host it does not serve (a WARNING) and is stopped
+        urllib3.request("GET", f"{base_url}/", headers={"Host": "elsewhere.example"})
+        wait_until(
+            lambda: "Invalid HTTP_HOST header" in log.read_text(),
+            timeout=10,
+            what="the warning",
+        )
+    # Then the warning is logged, and none of gunicorn's INFO lines
+    said = log.read_text()
+    assert "Invalid HTTP_HOST header: 'elsewhere.example'" in said
+    for info in ("Starting gunicorn", "Listening at", "Booting worker", "Handling signal"):
+        assert info not in said, said
