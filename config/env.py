@@ -126,6 +126,21 @@ def env_proxies(name: str, default: str = "") -> list[str]:
     return proxies
 
 
+def env_origins(name: str) -> list[str]:
+    """Origins as a browser sends them, a scheme and a host (a port, a "*." for any
+    subdomain), nothing after: one without its scheme (images.example.com), or with a path,
+    was taken, and every POST of the page from it refused as forged; only `manage.py
+    check` said so (Django's 4_0.E001, for the scheme), which no web host runs."""
+    origins = env_list(name)
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/?#\s@]+", origin):
+            raise ImproperlyConfigured(
+                f"{name} must be origins, a scheme and a host (https://images.example.com), "
+                f"not {origin!r}."
+            )
+    return origins
+
+
 def env_seconds(name: str, default: str) -> list[float]:
     try:
         seconds = [float(item) for item in env_list(name, default)]

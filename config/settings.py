@@ -27,6 +27,7 @@ from config.env import (
     env_int,
     env_list,
     env_networks,
+    env_origins,
     env_ports,
     env_proxies,
     env_rate,
@@ -96,7 +97,7 @@ if not ALLOWED_HOSTS:
         "ALLOWED_HOSTS must name the host names the web answers to (images.example.com), "
         "or be unset for localhost."
     )
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_TRUSTED_ORIGINS = env_origins("CSRF_TRUSTED_ORIGINS")
 # Proxies whose X-Forwarded-* headers are believed: gunicorn reads the same variable (and
 # default) for the scheme, Django for the client's address (config/proxies.py), which
 # counts wrong passwords per address: read as the proxy's, one person's ten wrong tries

@@ -242,13 +242,27 @@ def test_a_database_that_takes_the_connection_and_never_answers_is_given_up_on(
         ("PORT", "http", "PORT must be a whole number, not 'http'."),
         ("WEB_HEADER_TIMEOUT", "10s", "WEB_HEADER_TIMEOUT must be a number, not '10s'."),
         ("WEB_BODY_TIMEOUT", "0", "WEB_BODY_TIMEOUT must be more than 0, not '0'."),
+        # Taken (only `manage.py check` refused the first), and every POST of the page from
+        # that origin failed as forged: the browser's Origin is the scheme and host alone.
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "https://pages.example.com,images.example.com",
+            "CSRF_TRUSTED_ORIGINS must be origins, a scheme and a host "
+            "(https://images.example.com), not 'images.example.com'.",
+        ),
+        (
+            "CSRF_TRUSTED_ORIGINS",
+            "https://images.example.com/",
+            "CSRF_TRUSTED_ORIGINS must be origins, a scheme and a host "
+            "(https://images.example.com), not 'https://images.example.com/'.",
+        ),
     ],
 )
 def test_a_web_server_setting_that_cannot_work_stops_its_start_naming_itself(
     tmp_path: Path, name: str, value: str, message: str
 ) -> None:
     """gunicorn's configuration read these with int() and float(): a ValueError about a
-    literal, naming no variable."""
+    literal, naming no variable. The origins were taken, unchecked, by the web's Django."""
     environ = {**os.environ, "VAR_DIR": str(tmp_path), name: value}
     arguments = ["-m", "gunicorn", "--check-config", "-c", "config/gunicorn.py", "config.wsgi"]
     result = python_run(arguments, environ)
