@@ -413,7 +413,7 @@ def _reference(encoder: Encoder) -> Callable[[bytes], float] | None:
     """A function scoring an output's bytes against the source, or None where the image is
     too small for the score (under 8 pixels a side)."""
     try:
-        reference = Reference(encoder.source_pixels())
+        reference = Reference(encoder.source_pixels(), profile=encoder.profile)
     except ValueError:
         return None
 

@@ -15,9 +15,10 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 from PIL import Image
-from turbojpeg import TJPF_RGB, TurboJPEG
+from turbojpeg import TJCS_GRAY, TJPF_RGB, TurboJPEG
 
 from imaging.errors import ImageReason, ImagingError
+from imaging.icc import MatrixProfile, matrix_profile
 from imaging.metadata import Credits, credits_exif, credits_xmp, jpeg_with_segments
 from imaging.score import Pixels
 
@@ -34,11 +35,17 @@ ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # Transparent pixels are scored as seen on a mid-grey page, the same for source and output.
 SCORE_BACKGROUND: Final = (128, 128, 128, 255)
 _BAND_ROWS: Final = 256
+_GREY_MODES: Final = frozenset({"1", "L", "LA", "La"})
+_RGB_MODES: Final = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
 
 logger = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
+    # How the source's pixels and every output's are read for the score (icc.py): through
+    # the ICC profile both carry, the one the outputs are given. None: as sRGB.
+    profile: MatrixProfile | None
+
     def encode(self, quality: int) -> bytes: ...
 
     def source_pixels(self) -> Pixels:
@@ -67,7 +74,8 @@ class YuvEncoder:
         self._turbo = turbojpeg()
         self._data = data
         self._icc_profile = icc_profile
-        self._width, self._height, self._subsampling, _ = self._turbo.decode_header(data)
+        self._width, self._height, self._subsampling, colours = self._turbo.decode_header(data)
+        self.profile = matrix_profile(icc_profile, grey=colours == TJCS_GRAY)
         self._planes, _ = self._turbo.decode_to_yuv(data)
 
     @classmethod
@@ -136,6 +144,11 @@ class PillowEncoder:
         # WebP and AVIF carry the credits their encoder is given; JPEG gets its segments
         # afterwards (encode.compress), as the YUV path's JPEGs do.
         self._credits = credits if credits and output_format != "JPEG" else None
+        # The profile the outputs are given fits these pixels (encode.py keeps it only where
+        # it does); none on CMYK, which the score reads as Pillow converts it.
+        self.profile: MatrixProfile | None = None
+        if pixels.mode in _GREY_MODES or pixels.mode in _RGB_MODES:
+            self.profile = matrix_profile(icc_profile, grey=pixels.mode in _GREY_MODES)
 
     def encode(self, quality: int) -> bytes:
         buffer = io.BytesIO()

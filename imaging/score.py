@@ -12,20 +12,20 @@ image scores 67-70. The tiles alone missed the worst areas (up to 10 points high
 benchmark's photos (BENCHMARKS.md, "Perceptual quality") at a fraction of the cost. An
 image of at most nine tiles' pixels, or narrower than a tile, is compared whole.
 
-The metric as its reference tool (libjxl's tools/ssimulacra2) computes it: sRGB to linear
-light, to the XYB colour space, then at up to six scales (each half the last) an SSIM map
-and two edge maps (artefacts: edges the source does not have; detail lost: edges it has
-that the output smooths), each averaged as a 1-norm and a 4-norm per channel, weighted by
-the published model. Its blur, its borders, its halvings and the order it reads the
-weights in on small images are the tool's: a whole image scores what the tool prints,
-within 0.03 points on 48 pairs from 9 x 300 to 512 x 512 and banners of 2000 x 100 at
-qualities 30 and 60, tiled photos within -0.2 and +0.7. Where source and output are
-nearly the same (large photos at quality 95, a flat page with one pixel changed) this
-reads up to 0.5 and 1.5 points above the tool, whose recursive blur in float32 gathers
-rounding error down each column, which its SSIM term then takes for a difference
-(BENCHMARKS.md, "The reference tool's own score"). The blurs are OpenCV's (two
-milliseconds for nine planes of 384 x 384), the rest OpenCV and numpy, in place where it
-can be, on 147,456 pixels.
+The metric as its reference tool (libjxl's tools/ssimulacra2) computes it: sRGB (or what
+the image's ICC profile says, where icc.py reads it) to linear light, to the XYB colour
+space, then at up to six scales (each half the last) an SSIM map and two edge maps
+(artefacts: edges the source does not have; detail lost: edges it has that the output
+smooths), each averaged as a 1-norm and a 4-norm per channel, weighted by the published
+model. Its blur, its borders, its halvings and the order it reads the weights in on small
+images are the tool's: a whole image scores what the tool prints, within 0.03 points on 48
+pairs from 9 x 300 to 512 x 512 and banners of 2000 x 100 at qualities 30 and 60, tiled
+photos within -0.2 and +0.7. Where source and output are nearly the same (large photos at
+quality 95, a flat page with one pixel changed) this reads up to 0.5 and 1.5 points above
+the tool, whose recursive blur in float32 gathers rounding error down each column, which
+its SSIM term then takes for a difference (BENCHMARKS.md, "The reference tool's own
+score"). The blurs are OpenCV's (two milliseconds for nine planes of 384 x 384), the rest
+OpenCV and numpy, in place where it can be, on 147,456 pixels.
 """
 
 import math
@@ -37,15 +37,19 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-Pixels = npt.NDArray[np.uint8]  # height x width x 3, sRGB
+from imaging.icc import SRGB_LINEAR, MatrixProfile
+
+Pixels = npt.NDArray[np.uint8]  # height x width x 3, sRGB or as their profile says
 Plane = npt.NDArray[np.float32]  # height x width
 Interleaved = npt.NDArray[np.float32]  # height x width x 3
 
 # Which rules the score follows: outputs chosen or scored under others are not re-used
-# (processing/reuse.py). 2, since 2026-11-27: libjxl's own tool's. 1, unnumbered: the
-# pure-Python port's, which scored a 60 x 60 thumbnail 31 points above the tool
-# (tests/imaging/test_score.py).
-VERSION: Final = 2
+# (processing/reuse.py). 3, since 2026-11-29: an image with a matrix ICC profile (Display
+# P3, Adobe RGB, a grey one's tone curve) read through it, as the tool reads it (icc.py);
+# read as sRGB, a P3 photo scored 0.6-4.3 points off, linear grey up to 14. 2, since
+# 2026-11-27: libjxl's own tool's. 1, unnumbered: the pure-Python port's, which scored a
+# 60 x 60 thumbnail 31 points above the tool (tests/imaging/test_score.py).
+VERSION: Final = 3
 TILE: Final = 128
 GRID: Final = 3
 SCALES: Final = 6
@@ -73,10 +77,7 @@ _C2: Final = 0.0009
 _BAND_PIXELS: Final = 256 * 1024
 
 # Linear light from 8-bit sRGB, one entry per value.
-_V = np.arange(256, dtype=np.float64) / 255.0
-_LINEAR: Final = np.where(_V <= 0.04045, _V / 12.92, ((_V + 0.055) / 1.055) ** 2.4).astype(
-    np.float32
-)
+_LINEAR: Final = SRGB_LINEAR.astype(np.float32)
 # The opsin absorbance matrix of JPEG XL's XYB, with its bias as a fourth column.
 _BIAS: Final = 0.0037930732552754493
 _OPSIN: Final = np.array(
@@ -210,22 +211,54 @@ class _Model:
         return cls(weights, channels[:worth], worth)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How pixels become the opsin model's mix: each value's linear light (a lookup table,
+    one channel or three), then the opsin matrix with its bias. A profile's matrix to
+    linear sRGB is folded into the opsin one; where it may mix a colour outside sRGB's
+    gamut below zero, the mix is taken as zero there, as the tool does (its
+    LinearRGBToXYB)."""
+
+    linear: npt.NDArray[np.float32]
+    opsin: npt.NDArray[np.float32]
+    clamped: bool
+
+    @classmethod
+    def of(cls, profile: MatrixProfile | None) -> "_Reading":
+        if profile is None:
+            return cls(_LINEAR, _OPSIN, clamped=False)
+        opsin = np.concatenate([_OPSIN[:, :3] @ profile.to_srgb, _OPSIN[:, 3:]], axis=1)
+        curves = profile.curves
+        # One table where the channels share a curve (most profiles: P3, Adobe RGB, grey):
+        # OpenCV's lookup with a table a channel took 6.2 ms on 1600 x 1200, with one 4.2.
+        if (curves == curves[:, :1]).all():
+            linear = np.ascontiguousarray(curves[:, 0], dtype=np.float32)
+        else:
+            linear = np.ascontiguousarray(curves.reshape(1, 256, 3), dtype=np.float32)
+        return cls(linear, opsin.astype(np.float32), clamped=bool((opsin[:, :3] < 0).any()))
+
+
 class Reference:
     """A source's pixels (RGB, height x width x 3), prepared once to score any number of
     outputs of the same size against them; tiled=False compares whole images at every
-    scale (seconds for a large photo: for measuring the tiles' error)."""
+    scale (seconds for a large photo: for measuring the tiles' error). profile: how the
+    pixels, the source's and every output's, are read to linear sRGB (icc.py), None for
+    sRGB; outputs carry the profile their source's pixels have (encoders.py)."""
 
-    def __init__(self, pixels: Pixels, *, tiled: bool = True) -> None:
+    def __init__(
+        self, pixels: Pixels, *, tiled: bool = True, profile: MatrixProfile | None = None
+    ) -> None:
         if min(pixels.shape[0], pixels.shape[1]) < SMALLEST_SIDE:
             raise ValueError("An image under 8 pixels a side has no SSIMULACRA2 score.")
         self.shape = pixels.shape
+        self._reading = _Reading.of(profile)
         height, width = pixels.shape[0], pixels.shape[1]
         self._boxes = comparison_boxes(width, height) if tiled else [(0, 0, width, height)]
         # Tiles are cut only from images of 128 pixels a side and more: six scales.
         self._model = _Model.of(width, height)
         self._scales: list[_SourceScale] = []
         for channels, linear in zip(self._model.channels, self._pyramid(pixels), strict=True):
-            xyb = _xyb(linear, channels)
+            xyb = _xyb(linear, channels, self._reading)
             mean = [_blur(plane) for plane in xyb]
             deviation = [_float32(cv2.absdiff(x, m)) for x, m in zip(xyb, mean, strict=True)]
             self._scales.append(
@@ -247,7 +280,7 @@ class Reference:
         pyramid = zip(self._scales, self._pyramid(pixels), strict=True)
         for scale, (source, linear) in enumerate(pyramid):
             channels = model.channels[scale]
-            xyb = _xyb(linear, channels)
+            xyb = _xyb(linear, channels, self._reading)
             for index, channel in enumerate(channels):
                 total += _channel_error(model.weights[channel, scale], xyb[index], source, index)
         return _from_error(total)
@@ -256,10 +289,11 @@ class Reference:
         """The image in linear light at each scale the model uses, each half the last,
         rounded up: the finest from the tiles, the coarser from the whole image."""
         whole = len(self._boxes) == 1
-        linear = _linear(comparison_pixels(pixels, self._boxes) if not whole else pixels)
+        table = self._reading.linear
+        linear = _linear(comparison_pixels(pixels, self._boxes) if not whole else pixels, table)
         for scale in range(self._model.scales):
             if scale == TILED_SCALES and not whole:
-                linear = _linear_reduced(pixels, 2**TILED_SCALES)
+                linear = _linear_reduced(pixels, 2**TILED_SCALES, table)
             elif scale:
                 linear = _reduced(linear, 2)
             yield linear
@@ -329,14 +363,17 @@ def _norms(weights: npt.NDArray[np.float64], errors: Plane) -> float:
     return float(weights[0] * one + weights[1] * four)
 
 
-def _linear(pixels: Pixels) -> Interleaved:
-    """Linear light, interleaved as pixels are."""
-    return np.asarray(cv2.LUT(pixels, _LINEAR), dtype=np.float32)
+def _linear(pixels: Pixels, table: npt.NDArray[np.float32]) -> Interleaved:
+    """Linear light, interleaved as pixels are (table: _Reading.linear)."""
+    return np.asarray(cv2.LUT(pixels, table), dtype=np.float32)
 
 
-def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp]) -> list[Plane]:
-    # Never below the bias: linear light is not negative, nor are the matrix's entries.
-    mixed = cv2.transform(linear, _OPSIN)
+def _xyb(linear: Interleaved, channels: npt.NDArray[np.intp], reading: _Reading) -> list[Plane]:
+    mixed = cv2.transform(linear, reading.opsin)
+    if reading.clamped:
+        np.maximum(mixed, 0.0, out=mixed)  # its cube root below comes out 0: exp(-inf)
+    # Otherwise never below the bias: linear light is not negative, nor are the matrix's
+    # entries (nor, in most profiles, those of the matrix folded in: P3's, Adobe RGB's).
     # The cube root as exp(log(x) / 3): OpenCV's exp and log are vectorised on every x86
     # CPU, numpy's cbrt only where it has AVX-512 (on AVX2 it calls libm once a value:
     # 7.1 ms for a 384 x 384 image), and OpenCV's pow(x, 1/3) takes 1.1 ms; these, 0.4.
@@ -364,14 +401,14 @@ def _float32(array: npt.NDArray[np.generic]) -> Plane:
     return np.asarray(array, dtype=np.float32)
 
 
-def _linear_reduced(pixels: Pixels, factor: int) -> Interleaved:
-    """pixels in linear light reduced factor times (_reduced), converted a band of rows at
-    a time: the whole image in linear light would take 12 bytes a pixel (600 MB for a 50
-    MP photo), the bands a few megabytes. A band's rows are a multiple of factor, so only
-    the image's last band has a last row to repeat."""
+def _linear_reduced(pixels: Pixels, factor: int, table: npt.NDArray[np.float32]) -> Interleaved:
+    """pixels in linear light (table: _Reading.linear) reduced factor times (_reduced),
+    converted a band of rows at a time: the whole image in linear light would take 12
+    bytes a pixel (600 MB for a 50 MP photo), the bands a few megabytes. A band's rows are
+    a multiple of factor, so only the image's last band has a last row to repeat."""
     rows = factor * max(1, _BAND_PIXELS // max(1, pixels.shape[1] * factor))
     bands = [
-        _reduced(_linear(pixels[top : top + rows]), factor)
+        _reduced(_linear(pixels[top : top + rows], table), factor)
         for top in range(0, pixels.shape[0], rows)
     ]
     return np.concatenate(bands, axis=0)

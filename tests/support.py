@@ -321,6 +321,34 @@ def grey_profile(gamma: float) -> bytes:
     return _icc_profile(b"mntr", b"GRAY", b"XYZ ", [(b"kTRC", curve)])
 
 
+def display_p3_profile() -> bytes:
+    """A small ICC v2 profile of Display P3 as Apple's is made: its primaries (wider than
+    sRGB's: its pure red is redder than any sRGB has) adapted to D50, and sRGB's tone curve
+    as a parametric curve."""
+    srgb_curve = (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045)
+    curve = b"para" + bytes(4) + struct.pack(">HH", 3, 0)
+    curve += b"".join(_FIXED.pack(round(value * 65536)) for value in srgb_curve)
+    colorants = ((0.515102, 0.241196, -0.001053), (0.291965, 0.692236, 0.041885))
+    return _matrix_profile((*colorants, (0.157153, 0.066574, 0.784073)), curve)
+
+
+def prophoto_profile() -> bytes:
+    """A small ICC v2 profile of ProPhoto RGB: primaries so wide that its pure green and
+    blue lie outside what eyes see, and a gamma of 1.8."""
+    colorants = ((0.7977, 0.2880, 0.0), (0.1352, 0.7119, 0.0), (0.0313, 0.0001, 0.8249))
+    return _matrix_profile(colorants, b"curv" + bytes(4) + struct.pack(">IH", 1, round(1.8 * 256)))
+
+
+def _matrix_profile(colorants: tuple[tuple[float, float, float], ...], curve: bytes) -> bytes:
+    """An RGB profile of the three colorants (D50 XYZ) and one tone curve for each channel."""
+    tags = [
+        (name, b"XYZ " + bytes(4) + b"".join(_FIXED.pack(round(v * 65536)) for v in xyz))
+        for name, xyz in zip((b"rXYZ", b"gXYZ", b"bXYZ"), colorants, strict=True)
+    ]
+    tags += [(name, curve) for name in (b"rTRC", b"gTRC", b"bTRC")]
+    return _icc_profile(b"mntr", b"RGB ", b"XYZ ", tags)
+
+
 _FIXED = struct.Struct(">i")
 _D50 = b"".join(_FIXED.pack(round(value * 65536)) for value in (0.9642, 1.0, 0.8249))
 

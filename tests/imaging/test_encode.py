@@ -14,7 +14,16 @@ from imaging.encode import CompressedImage, OutputFormat, compress
 from imaging.encoders import turbojpeg
 from imaging.errors import ImagingError
 from imaging.inspect import estimate_jpeg_quality
-from tests.support import IJG_Q50_LUMINANCE, cmyk_profile, encoded, grey_profile, photo
+from imaging.score import Reference
+from tests.support import (
+    IJG_Q50_LUMINANCE,
+    cmyk_profile,
+    display_p3_profile,
+    encoded,
+    grey_profile,
+    noisy_photo,
+    photo,
+)
 
 MAX_PIXELS = 50_000_000
 
@@ -336,6 +345,84 @@ def test_a_cmyk_jpeg_with_a_broken_profile_made_webp_takes_pillows_colours() -> 
     source = encoded(cmyk, "JPEG", quality=90, icc_profile=b"not a profile")
     result = compress(source, quality=50, max_pixels=MAX_PIXELS, output_format=OutputFormat.WEBP)
     assert Image.open(io.BytesIO(result.data)).mode == "RGB"
+
+
+def in_srgb(data: bytes) -> np.ndarray:
+    """An image's pixels as LittleCMS takes them to sRGB through their profile, unoptimised
+    (its optimised grey transform read a linear profile's 1 as 6, not 13)."""
+    image = Image.open(io.BytesIO(data))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+    srgb = ImageCms.createProfile("sRGB")
+    flags = ImageCms.Flags.NOOPTIMIZE
+    transform = ImageCms.buildTransform(profile, srgb, image.mode, "RGB", flags=flags)
+    return np.asarray(ImageCms.applyTransform(image, transform))
+
+
+def as_srgb(data: bytes) -> np.ndarray:
+    """An image's pixels as they are, read as sRGB whatever its profile."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def display_p3_photo(format: str) -> bytes:
+    """A photo tagged Display P3, its colours mostly inside sRGB's gamut (half saturated):
+    LittleCMS clips those outside it to 8-bit sRGB, where the score reads them whole."""
+    colours = noisy_photo(640, 480)
+    photo = Image.blend(colours.convert("L").convert("RGB"), colours, 0.5)
+    options = {"quality": 92} if format == "JPEG" else {}
+    return encoded(photo, format, icc_profile=display_p3_profile(), **options)
+
+
+@pytest.mark.parametrize(
+    ("source", "quality"),
+    [
+        (display_p3_photo("JPEG"), 30),  # libjpeg-turbo's YUV path
+        (display_p3_photo("PNG"), 30),  # Pillow's
+        (encoded(noisy_photo(640, 480).convert("L"), "JPEG", icc_profile=grey_profile(1.0)), 60),
+    ],
+    ids=["display-p3-jpeg", "display-p3-png", "linear-grey-jpeg"],
+)
+def test_an_image_with_a_profile_is_scored_as_it_looks(source: bytes, quality: int) -> None:
+    """Its device values were read as sRGB's: P3 scored 0.7-1.9 high, linear grey 3-14 low,
+    and the perceptual search chose its quality on that score."""
+    # Given a photo whose profile is a matrix and tone curves (Display P3, linear grey)
+    # When it is compressed and scored (its output keeps its profile)
+    result = compress(source, quality=quality, max_pixels=MAX_PIXELS, scored=True)
+
+    # Then its score is both images' in sRGB, as LittleCMS converts them (its 8-bit
+    # rounding takes 0.3-0.5 off), not what their values score read as sRGB
+    assert result.score is not None
+    in_srgb_score = Reference(in_srgb(source)).score(in_srgb(result.data))
+    assert result.score == pytest.approx(in_srgb_score, abs=0.5)
+    as_srgb_score = Reference(as_srgb(source)).score(as_srgb(result.data))
+    assert abs(as_srgb_score - in_srgb_score) > 0.5
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+        b"not a profile",
+        cmyk_profile(paper=(95.0, 0.0, 4.0)),  # tables, and CMYK
+        grey_profile(1.0),  # grey, on RGB pixels
+    ],
+    ids=["srgb", "damaged", "cmyk-tables", "grey"],
+)
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_an_image_with_srgb_s_or_a_profile_not_read_scores_as_one_without(
+    profile: bytes, format: str
+) -> None:
+    # Given the same photo with a profile the score reads as sRGB, and without one
+    photo = noisy_photo(320, 240)
+    tagged = encoded(photo, format, icc_profile=profile)
+    untagged = encoded(photo, format)
+
+    # When both are compressed and scored, Then they score the same, to the last digit
+    scores = [
+        compress(data, quality=40, max_pixels=MAX_PIXELS, scored=True).score
+        for data in (tagged, untagged)
+    ]
+    assert scores[0] is not None
+    assert scores[0] == scores[1]
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

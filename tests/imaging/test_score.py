@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 from imaging import score
+from imaging.icc import matrix_profile
 from imaging.score import GRID, TILE, Reference, comparison_boxes
 from tests.support import noisy_photo as photo
+from tests.support import prophoto_profile
 
 
 def jpeg_pixels(image: Image.Image, quality: int) -> np.ndarray:
@@ -89,12 +91,27 @@ def test_a_product_on_white_scores_as_it_would_in_double_precision() -> None:
     # When every plane is computed in float64 instead
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(score, "_float32", lambda array: np.asarray(array, dtype=np.float64))
-        patch.setattr(score, "_linear", lambda px: score._LINEAR.astype(np.float64)[px])
+        patch.setattr(score, "_linear", lambda px, table: table.astype(np.float64)[px])
         double = Reference(pixels).score(output)
 
     # Then the scores agree to a hundredth (the SSIM term as the difference of blurred
     # squares had read 0.3 low here)
     assert single == pytest.approx(double, abs=0.01)
+
+
+def test_colours_outside_srgb_s_gamut_are_scored_as_the_tool_scores_them() -> None:
+    """The tool takes the opsin mix of such a colour as zero where it falls below (its
+    LinearRGBToXYB): left to go below, its cube root was not a number, nor the score."""
+    # Given a photo read as ProPhoto RGB, with blocks of its pure green and blue, which
+    # lie outside sRGB's gamut (negative in linear sRGB), and its JPEG
+    profile = matrix_profile(prophoto_profile(), grey=False)
+    image = photo()
+    image.paste((0, 255, 0), (0, 0, 120, 120))
+    image.paste((0, 0, 255), (200, 200, 320, 320))
+    pixels, output = np.asarray(image), jpeg_pixels(image, 50)
+
+    # When its output is scored through the profile, Then the score is a number
+    assert 0.0 < Reference(pixels, profile=profile).score(output) < 100.0
 
 
 def test_a_large_image_is_compared_on_tiles_spread_over_it() -> None:
