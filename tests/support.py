@@ -361,6 +361,17 @@ def _icc_profile(
     description = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text
     description += bytes(4 + 4 + 2 + 1 + 67)  # no Unicode or ScriptCode names
     tags = [(b"desc", description), (b"wtpt", b"XYZ " + bytes(4) + _D50), *tags]
+    header = (
+        bytes(4) + bytes(4) + b"\x02\x10\x00\x00" + device_class + colour_space
+        + connection + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + _D50
+        + bytes(4 + 16 + 28)
+    )  # fmt: skip
+    return icc_assembled(header, tags)
+
+
+def icc_assembled(header: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC profile of header's 128 bytes (its size written here) and tags, in order."""
+    assert len(header) == 128
     offset = 128 + 4 + 12 * len(tags)
     table, body = struct.pack(">I", len(tags)), b""
     for signature, data in tags:
@@ -368,10 +379,4 @@ def _icc_profile(
         table += signature + struct.pack(">II", offset + len(body), len(data))
         body += data
     size = offset + len(body)
-    header = (
-        struct.pack(">I", size) + bytes(4) + b"\x02\x10\x00\x00" + device_class + colour_space
-        + connection + bytes(12) + b"acsp" + bytes(4 + 4 + 4 + 4 + 8 + 4) + _D50
-        + bytes(4 + 16 + 28)
-    )  # fmt: skip
-    assert len(header) == 128
-    return header + table + body
+    return struct.pack(">I", size) + header[4:] + table + body

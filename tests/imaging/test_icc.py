@@ -8,7 +8,13 @@ import pytest
 from PIL import Image, ImageCms
 
 from imaging.icc import SRGB_LINEAR, matrix_profile
-from tests.support import cmyk_profile, display_p3_profile, grey_profile, noisy_photo
+from tests.support import (
+    cmyk_profile,
+    display_p3_profile,
+    grey_profile,
+    icc_assembled,
+    noisy_photo,
+)
 
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -121,21 +127,10 @@ def _tags(profile: bytes) -> list[tuple[bytes, bytes]]:
     return [(name, profile[offset : offset + size]) for name, offset, size in entries]
 
 
-def _built(header: bytes, tags: list[tuple[bytes, bytes]]) -> bytes:
-    offset = 128 + 4 + 12 * len(tags)
-    table, body = struct.pack(">I", len(tags)), b""
-    for name, data in tags:
-        data += bytes(-len(data) % 4)
-        table += name + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    size = offset + len(body)
-    return struct.pack(">I", size) + header[4:128] + table + body
-
-
 def _with_tag(profile: bytes, name: bytes, data: bytes) -> bytes:
-    return _built(profile[:128], [*_tags(profile), (name, data)])
+    return icc_assembled(profile[:128], [*_tags(profile), (name, data)])
 
 
 def _with_curves(profile: bytes, curve: bytes) -> bytes:
     tags = [(name, curve if name.endswith(b"TRC") else data) for name, data in _tags(profile)]
-    return _built(profile[:128], tags)
+    return icc_assembled(profile[:128], tags)
