@@ -9,11 +9,16 @@ appear to be an IPv4 or IPv6 network" alone, where the workers named the variabl
 import os
 import sys
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.env import env_proxies
 
 
 def main() -> None:
-    env_proxies("FORWARDED_ALLOW_IPS")
+    try:
+        env_proxies("FORWARDED_ALLOW_IPS")
+    except ImproperlyConfigured as error:
+        sys.exit(f"ImproperlyConfigured: {error}")  # an operator's mistake: no frames, as manage.py
     # gunicorn in this process's place: the same pid for the process manager's signals, and
     # a master that re-executes itself (USR2) as gunicorn, not as this module.
     os.execvp("gunicorn", ["gunicorn", *sys.argv[1:]])  # noqa: S606 (the Procfile's own)
