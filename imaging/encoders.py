@@ -42,9 +42,12 @@ logger = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
-    # How the source's pixels and every output's are read for the score (icc.py): through
-    # the ICC profile both carry, the one the outputs are given. None: as sRGB.
-    profile: MatrixProfile | None
+    @property
+    def profile(self) -> MatrixProfile | None:
+        """How the source's pixels and every output's are read for the score (icc.py):
+        through the ICC profile both carry, the one the outputs are given. None: as sRGB.
+        Read when a score asks: an unscored image does not pay for its profile's parse."""
+        ...
 
     def encode(self, quality: int) -> bytes: ...
 
@@ -74,9 +77,14 @@ class YuvEncoder:
         self._turbo = turbojpeg()
         self._data = data
         self._icc_profile = icc_profile
-        self._width, self._height, self._subsampling, colours = self._turbo.decode_header(data)
-        self.profile = matrix_profile(icc_profile, grey=colours == TJCS_GRAY)
+        self._width, self._height, self._subsampling, self._colours = self._turbo.decode_header(
+            data
+        )
         self._planes, _ = self._turbo.decode_to_yuv(data)
+
+    @functools.cached_property
+    def profile(self) -> MatrixProfile | None:
+        return matrix_profile(self._icc_profile, grey=self._colours == TJCS_GRAY)
 
     @classmethod
     def of(cls, data: bytes, image: Image.Image, icc_profile: bytes | None) -> "YuvEncoder | None":
@@ -144,11 +152,15 @@ class PillowEncoder:
         # WebP and AVIF carry the credits their encoder is given; JPEG gets its segments
         # afterwards (encode.compress), as the YUV path's JPEGs do.
         self._credits = credits if credits and output_format != "JPEG" else None
+
+    @functools.cached_property
+    def profile(self) -> MatrixProfile | None:
         # The profile the outputs are given fits these pixels (encode.py keeps it only where
         # it does); none on CMYK, which the score reads as Pillow converts it.
-        self.profile: MatrixProfile | None = None
-        if pixels.mode in _GREY_MODES or pixels.mode in _RGB_MODES:
-            self.profile = matrix_profile(icc_profile, grey=pixels.mode in _GREY_MODES)
+        mode = self._pixels.mode
+        if mode not in _GREY_MODES and mode not in _RGB_MODES:
+            return None
+        return matrix_profile(self._icc_profile, grey=mode in _GREY_MODES)
 
     def encode(self, quality: int) -> bytes:
         buffer = io.BytesIO()
