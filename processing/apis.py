@@ -229,17 +229,14 @@ class WebhookApi(APIView):
     def post(self, request: Request, request_id: str) -> Response:
         """Send the request's webhook event again."""
         found = request_or_404(request, request_id)
-        running = RequestNotFinished(
-            "The request has not finished; its webhook is sent when it does."
-        )
-        if not found.is_finished:
-            raise running
         try:
             delivery = webhooks.webhook_resend(request=found)
         except webhooks.ResultsGone:
             raise expired_refusal(found) from None
         except webhooks.RequestRunning:
-            raise running from None
+            raise RequestNotFinished(
+                "The request has not finished; its webhook is sent when it does."
+            ) from None
         if delivery is None:
             raise NoWebhook()
         found.refresh_from_db()

@@ -309,6 +309,27 @@ def test_a_resend_racing_a_retry_is_refused_as_not_finished_and_schedules_nothin
     assert ProcessingRequest.objects.get(pk=request.pk).status == "processing"
 
 
+def test_a_resend_of_a_request_still_running_is_refused_by_the_api_and_the_command(
+    account: Account, api: APIClient
+) -> None:
+    # Given a request that has not finished
+    request = finished_request(account, "https://hooks.example/x")
+    ProcessingRequest.objects.filter(pk=request.pk).update(status="processing")
+
+    # When its webhook is asked for again, through the API and the command
+    answer = api.post(f"/api/requests/{request.pk}/webhook/")
+
+    # Then both say it has not finished, and nothing is scheduled
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "not_finished"
+    assert answer.json()["error"] == (
+        "The request has not finished; its webhook is sent when it does."
+    )
+    with pytest.raises(CommandError, match=r"^The request has not finished; its webhook is sent"):
+        call_command("webhook_resend", str(request.pk))
+    assert not WebhookDelivery.objects.filter(request=request).exists()
+
+
 class WorkerStopped(BaseException):
     """Plays a worker killed during its POST (a time limit, the OOM killer): nothing in the
     service catches it, so the database is left as a SIGKILL leaves it."""

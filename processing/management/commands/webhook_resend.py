@@ -17,16 +17,13 @@ class Command(BaseCommand):
         request = selectors.request_get_any(request_id=options["request_id"])
         if request is None:
             raise CommandError("Request not found.")
-        running = "The request has not finished; its webhook is sent when it does."
-        if not request.is_finished:
-            raise CommandError(running)
         try:
-            if request.expired_at is not None:
-                raise webhooks.ResultsGone
             with queue.queue_refusals_watched() as refused:
                 delivery = webhooks.webhook_resend(request=request)
         except webhooks.RequestRunning:
-            raise CommandError(running) from None
+            raise CommandError(
+                "The request has not finished; its webhook is sent when it does."
+            ) from None
         except WebhookPending as pending:
             raise CommandError(f"{pending.message} Details: {pending.details}") from None
         except webhooks.ResultsGone:
